@@ -1,0 +1,53 @@
+"""Errors of scoring-worker.
+
+Only fatal conditions are exceptions: every one derives from ``ScoringError``
+so that ``cli.py`` (the only place that exits) can turn it into one clear line
+and a non-zero status. A record that cannot be scored is *not* an exception:
+it becomes a ``Rejection`` value that travels to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ScoringError(Exception):
+    """Root of every fatal error raised by this package."""
+
+
+class ConfigError(ScoringError):
+    """A setting is missing, malformed or inconsistent."""
+
+
+class ModelLoadError(ScoringError):
+    """A model bundle cannot be loaded or fails its checks."""
+
+
+class SchemaLoadError(ScoringError):
+    """A JSON Schema file cannot be read or is not a valid schema."""
+
+
+class KafkaFatalError(ScoringError):
+    """The broker cannot be used at all (unreachable, authentication failed)."""
+
+
+class KafkaLocalError(ScoringError):
+    """The local development broker cannot be resolved, started or stopped."""
+
+
+class RejectKind(StrEnum):
+    """Why a record could not be scored; the value is the dead-letter header."""
+
+    DECODE = "decode"
+    SCHEMA = "schema"
+    FEATURES = "features"
+    MODEL = "model"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record that cannot be scored, with a human-readable reason."""
+
+    kind: RejectKind
+    message: str

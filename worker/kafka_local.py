@@ -1,0 +1,312 @@
+"""A local single-node Apache Kafka 4.x broker for development and tests, without Docker.
+
+The broker's jars come from Maven Central through the machine's own ``mvn``
+into a cache outside the repository; data, logs and the pid file live in a
+state folder outside the repository too. The broker runs in KRaft mode as a
+combined broker and controller, so one JVM is all it takes.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from worker import kafka_io
+from worker.errors import KafkaLocalError
+
+KAFKA_VERSION = "4.1.1"
+# The published kafka_2.13 artifact ships no logging backend; without one the
+# broker logs nothing and StorageTool warns about a missing SLF4J binding.
+LOG4J_VERSION = "2.24.3"
+# kafka-clients still depends on slf4j-api 1.7, which cannot see log4j's
+# SLF4J 2 provider; pinning 2.x makes the binding work.
+SLF4J_VERSION = "2.0.17"
+
+NO_JAVA = (
+    "kafka-local needs Java 17+ and Maven on PATH ({missing} not found): install them "
+    "(Debian/Ubuntu: apt-get install openjdk-17-jdk-headless maven), "
+    "or run a broker with `docker compose up -d kafka` and point --bootstrap at it"
+)
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "scoring-worker"
+
+
+def _default_state() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "scoring-worker"
+
+
+@dataclass(frozen=True)
+class LocalBroker:
+    """Where and how the local broker runs."""
+
+    host: str = "127.0.0.1"
+    #: Client (PLAINTEXT) port; the KRaft controller listens on ``port + 1``.
+    port: int = 9092
+    #: Apache Kafka release to resolve from Maven Central (4.x, KRaft only).
+    version: str = KAFKA_VERSION
+    #: Jar cache, shared by every port; reused on later starts.
+    cache_root: Path = field(default_factory=_default_cache)
+    #: Data, logs and pid file; one sub-folder per port so brokers never share.
+    state_root: Path = field(default_factory=_default_state)
+    #: JVM heap for the broker; small, as it only serves development and tests.
+    heap: str = "768m"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def lib_dir(self) -> Path:
+        return self.cache_root / f"kafka-{self.version}" / "lib"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.state_root / f"kafka-{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "broker.pid"
+
+
+def _server_properties(b: LocalBroker) -> str:
+    ctl = f"{b.host}:{b.port + 1}"
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers={ctl}",
+            f"listeners=PLAINTEXT://{b.bootstrap},CONTROLLER://{ctl}",
+            f"advertised.listeners=PLAINTEXT://{b.bootstrap},CONTROLLER://{ctl}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={b.state_dir / 'data'}",
+            "num.partitions=1",
+            # One broker: internal topics cannot have more replicas than that,
+            # or consumer groups and transactions never become available.
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=10",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=4",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "min.insync.replicas=1",
+            # Tests create many short-lived groups; no point waiting for stragglers.
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=true",
+            "delete.topic.enable=true",
+            "",
+        ]
+    )
+
+
+def _log4j_properties(b: LocalBroker) -> str:
+    log = b.state_dir / "logs" / "server.log"
+    return "\n".join(
+        [
+            "status = warn",
+            "appender.file.type = RollingFile",
+            "appender.file.name = FILE",
+            f"appender.file.fileName = {log}",
+            f"appender.file.filePattern = {log}.%i",
+            "appender.file.layout.type = PatternLayout",
+            "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+            "appender.file.policies.type = Policies",
+            "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
+            "appender.file.policies.size.size = 50MB",
+            "appender.file.strategy.type = DefaultRolloverStrategy",
+            "appender.file.strategy.max = 3",
+            "rootLogger.level = INFO",
+            "rootLogger.appenderRef.file.ref = FILE",
+            "",
+        ]
+    )
+
+
+def _pom(b: LocalBroker) -> str:
+    deps = [
+        ("org.apache.kafka", "kafka_2.13", b.version),
+        ("org.apache.logging.log4j", "log4j-core", LOG4J_VERSION),
+        ("org.apache.logging.log4j", "log4j-slf4j2-impl", LOG4J_VERSION),
+        ("org.slf4j", "slf4j-api", SLF4J_VERSION),
+    ]
+    xml = "".join(
+        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
+        f"<version>{v}</version></dependency>"
+        for g, a, v in deps
+    )
+    return (
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>local.scoring-worker</groupId><artifactId>kafka-local</artifactId>"
+        f"<version>1</version><packaging>pom</packaging><dependencies>{xml}</dependencies>"
+        "</project>\n"
+    )
+
+
+def check_tools() -> None:
+    """Fail with one actionable line when Java 17+ or Maven is missing."""
+    missing = [t for t in ("java", "mvn") if shutil.which(t) is None]
+    if missing:
+        raise KafkaLocalError(NO_JAVA.format(missing=" and ".join(missing)))
+    out = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
+    m = re.search(r'version "(\d+)', out.stderr + out.stdout)
+    if m and int(m.group(1)) < 17:
+        raise KafkaLocalError(NO_JAVA.format(missing=f"Java 17+ (found Java {m.group(1)})"))
+
+
+def resolve_jars(b: LocalBroker) -> Path:
+    """Download the broker's jars once; later calls reuse the cache."""
+    done = b.lib_dir.parent / ".complete"
+    if done.exists():
+        return b.lib_dir
+    check_tools()
+    b.lib_dir.parent.mkdir(parents=True, exist_ok=True)
+    pom = b.lib_dir.parent / "pom.xml"
+    pom.write_text(_pom(b))
+    staging = b.lib_dir.parent / "lib.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    cmd = [
+        "mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+        f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+        raise KafkaLocalError(
+            f"could not resolve org.apache.kafka:kafka_2.13:{b.version} from Maven Central: "
+            + " | ".join(tail)
+        )
+    shutil.rmtree(b.lib_dir, ignore_errors=True)
+    staging.rename(b.lib_dir)
+    done.write_text(b.version + "\n")
+    return b.lib_dir
+
+
+def _java(b: LocalBroker, main: str, *args: str) -> list[str]:
+    return [
+        "java", f"-Xmx{b.heap}", f"-Xms{b.heap}", "-XX:+UseG1GC",
+        f"-Dlog4j2.configurationFile={b.state_dir / 'log4j2.properties'}",
+        "-cp", f"{b.lib_dir}/*", main, *args,
+    ]  # fmt: skip
+
+
+def _format_storage(b: LocalBroker) -> None:
+    """Write the config files and format the log dir once (KRaft needs a cluster id)."""
+    (b.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    props = b.state_dir / "server.properties"
+    props.write_text(_server_properties(b))
+    (b.state_dir / "log4j2.properties").write_text(_log4j_properties(b))
+    if (b.state_dir / "data" / "meta.properties").exists():
+        return
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cmd = _java(b, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
+                "-c", str(props))  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise KafkaLocalError(f"formatting {b.state_dir / 'data'} failed: {proc.stderr.strip()}")
+
+
+def _is_our_broker(pid: int, b: LocalBroker) -> bool:
+    """True when pid is alive and is the java broker of this state folder (pids get reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return "kafka.Kafka" in cmdline and str(b.state_dir / "server.properties") in cmdline
+
+
+def running_pid(b: LocalBroker) -> int | None:
+    """The pid of this broker if it runs, else None (a stale pid file is removed)."""
+    try:
+        pid = int(b.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if _is_our_broker(pid, b):
+        return pid
+    b.pid_file.unlink(missing_ok=True)
+    return None
+
+
+@dataclass(frozen=True)
+class StartResult:
+    pid: int
+    already_running: bool
+    ready_seconds: float
+
+
+def start(b: LocalBroker, timeout: float = 120.0) -> StartResult:
+    """Start the broker unless it runs; return once a metadata request succeeds."""
+    pid = running_pid(b)
+    if pid is not None:
+        kafka_io.wait_for_broker(b.bootstrap, timeout)
+        return StartResult(pid, already_running=True, ready_seconds=0.0)
+    if kafka_io.port_open(b.host, b.port):
+        raise KafkaLocalError(
+            f"{b.bootstrap} is already in use by a process kafka-local did not start; "
+            "stop it, or pick another port with --port"
+        )
+    resolve_jars(b)
+    check_tools()
+    t0 = time.monotonic()
+    _format_storage(b)
+    out = (b.state_dir / "logs" / "stdout.log").open("ab")
+    cmd = _java(b, "kafka.Kafka", str(b.state_dir / "server.properties"))
+    # A session of its own: the broker outlives this command and ignores the
+    # terminal's Ctrl-C; `stop` ends it explicitly.
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    b.pid_file.write_text(f"{proc.pid}\n")
+    try:
+        kafka_io.wait_for_broker(b.bootstrap, timeout, alive=lambda: proc.poll() is None)
+    except Exception as exc:
+        stop(b)
+        raise KafkaLocalError(
+            f"broker did not become ready on {b.bootstrap}: {exc} "
+            f"(see {b.state_dir / 'logs' / 'server.log'})"
+        ) from exc
+    return StartResult(proc.pid, already_running=False, ready_seconds=time.monotonic() - t0)
+
+
+def stop(b: LocalBroker, timeout: float = 60.0) -> bool:
+    """Stop the broker this launcher started; True if one was running."""
+    pid = running_pid(b)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _is_our_broker(pid, b):
+        _reap(pid)
+        time.sleep(0.2)
+    if _is_our_broker(pid, b):
+        os.kill(pid, signal.SIGKILL)
+        while _is_our_broker(pid, b):
+            _reap(pid)
+            time.sleep(0.1)
+    b.pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when the broker is our own child, so it leaves no zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def reset(b: LocalBroker) -> None:
+    """Delete the broker's data (it must be stopped)."""
+    if running_pid(b) is not None:
+        raise KafkaLocalError("stop the broker before resetting its data")
+    shutil.rmtree(b.state_dir, ignore_errors=True)
