@@ -17,6 +17,27 @@ import pytest
 from worker import kafka_io, kafka_local
 
 TEST_PORT = int(os.environ.get("SCORING_TEST_KAFKA_PORT", "9092"))
+FIGURES = pytest.StashKey[list[str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[FIGURES] = []
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Print what tests measured (readiness times, duplicate counts) at the end of the log."""
+    if config.stash[FIGURES]:
+        terminalreporter.section("measured figures")
+        for line in config.stash[FIGURES]:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def report(pytestconfig: pytest.Config) -> Callable[[str], None]:
+    """Record a measured figure; it appears in the test log's summary."""
+    return pytestconfig.stash[FIGURES].append
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -26,7 +47,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
+def kafka_bootstrap(report: Callable[[str], None]) -> Iterator[str]:
     """host:port of a real broker; started through kafka-local when nothing listens."""
     external = os.environ.get("SCORING_TEST_BOOTSTRAP")
     if external:
@@ -38,7 +59,7 @@ def kafka_bootstrap() -> Iterator[str]:
     if not kafka_io.port_open(broker.host, broker.port):
         result = kafka_local.start(broker)
         started = not result.already_running
-        print(f"\n[kafka] local broker ready in {result.ready_seconds:.1f}s")
+        report(f"session broker (kafka-local) ready in {result.ready_seconds:.1f}s")
     kafka_io.wait_for_broker(broker.bootstrap, timeout=60)
     yield broker.bootstrap
     if started:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from worker import kafka_io, kafka_local
@@ -20,7 +21,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_start_twice_gives_one_broker_and_stop_leaves_none(
-    tmp_path: Path, kafka_bootstrap: str
+    tmp_path: Path, kafka_bootstrap: str, report: Callable[[str], None]
 ) -> None:
     # kafka_bootstrap first: the session broker warmed the jar cache.
     port = 19392
@@ -32,7 +33,7 @@ def test_start_twice_gives_one_broker_and_stop_leaves_none(
         assert first.returncode == 0, first.stderr
         assert "ready on" in first.stdout
         ready = float(first.stdout.split(" in ")[1].split("s")[0])
-        print(f"\n[kafka-local] warm-cache broker ready in {ready:.1f}s")
+        report(f"kafka-local start with a warm jar cache: broker ready in {ready:.1f}s")
         assert kafka_io.port_open("127.0.0.1", port)
         second = _cli("start", *common)
         assert second.returncode == 0, second.stderr
