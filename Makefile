@@ -30,7 +30,7 @@ test: lint broker
 	SCORING_TEST_KAFKA_PORT=$(KAFKA_PORT) $(BIN)/pytest
 
 demo: broker
-	$(BIN)/python bench/broker_roundtrip.py --bootstrap $(BOOTSTRAP)
+	$(BIN)/scoring-worker demo --bootstrap $(BOOTSTRAP) --workdir demo-out
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -7,12 +7,15 @@ stderr and status 2 (bad usage or setup) rather than a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from worker import kafka_local
-from worker.errors import ScoringError
+from worker import config, kafka_local
+from worker.errors import ConfigError, ScoringError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -55,10 +58,149 @@ def _add_kafka_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.set_defaults(handler=_kafka_local)
 
 
+def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per Settings field; None means "not given", so lower layers show through."""
+    p.add_argument("--config", type=Path, default=None, help="TOML settings file")
+    p.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE",
+                   help="librdkafka property for consumer and producer (repeatable)")  # fmt: skip
+    for f in dataclasses.fields(config.Settings):
+        if f.name != "kafka":
+            flag = "--" + f.name.replace("_", "-")
+            doc = f.metadata.get("doc", "").replace("``", "").replace("%", "%%")
+            p.add_argument(flag, dest=f.name, default=None,
+                           help=f"{doc} (env SCORING_{f.name.upper()})")  # fmt: skip
+
+
+def load_settings(args: argparse.Namespace) -> config.Settings:
+    return config.load(args.config, os.environ, vars(args), args.kafka)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+
+
+def _run(args: argparse.Namespace) -> int:
+    from worker import runner
+
+    s = load_settings(args)
+    setup_logging(s.log_level)
+    if not s.model:
+        raise ConfigError("no model: give --model PATH (or SCORING_MODEL)")
+    logging.getLogger("worker").info("starting with %s", s.masked())
+    totals = runner.run_worker(s)
+    print(f"scoring-worker run: {totals.consumed} consumed, {totals.scored} scored, "
+          f"{totals.dead_lettered} dead-lettered")  # fmt: skip
+    return 0
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="score events from Kafka until SIGTERM/SIGINT")
+    _add_settings_flags(p)
+    p.set_defaults(handler=_run)
+
+
+def _train_demo(args: argparse.Namespace) -> int:
+    from worker.demo import train_demo
+    from worker.model import load_bundle
+
+    path = train_demo(Path(args.out), seed=args.seed, n=args.rows, version=args.version)
+    man = load_bundle(path).manifest
+    shown = {k: round(v, 4) for k, v in man.metrics.items()}
+    print(f"train-demo: wrote {man.name} {man.version} to {path} (holdout {shown})")
+    return 0
+
+
+def _add_train_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("train-demo", help="train the demo fraud model and write its bundle")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--rows", type=int, default=200_000, help="synthetic transactions to train on")
+    p.add_argument("--version", default="1", help="model version written to model.json")
+    p.set_defaults(handler=_train_demo)
+
+
+def _produce_demo(args: argparse.Namespace) -> int:
+    from worker.produce_demo import DemoTraffic, produce_demo
+
+    traffic = DemoTraffic(topic=args.topic, count=args.count, rate=args.rate,
+                          labels_topic=args.labels_topic, label_delay_s=args.label_delay,
+                          drift_after=args.drift_after, seed=args.seed,
+                          start_id=args.start_id, bad_every=args.bad_every)  # fmt: skip
+    conf = {"bootstrap.servers": args.bootstrap,
+            **config.parse_kafka_pairs(args.kafka, "--kafka")}  # fmt: skip
+    r = produce_demo(traffic, conf)
+    rate = r.events / r.seconds if r.seconds else 0.0
+    print(f"produce-demo: {r.events} events ({r.drifted} drifted, {r.malformed} malformed), "
+          f"{r.labels} labels "
+          f"in {r.seconds:.1f}s ({rate:.0f} events/s)")  # fmt: skip
+    return 0
+
+
+def _add_produce_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("produce-demo", help="send demo transactions (and their labels)")
+    p.add_argument("--bootstrap", default="127.0.0.1:9092")
+    p.add_argument("--topic", default="transactions")
+    p.add_argument("--count", type=int, default=10_000)
+    p.add_argument("--rate", type=float, default=1000.0, help="events/s; 0 = as fast as possible")
+    p.add_argument("--labels-topic", default=None, help="also send each event's true label")
+    p.add_argument("--label-delay", type=float, default=0.0, help="seconds before a label")
+    p.add_argument("--drift-after", type=int, default=None,
+                   help="events after this many follow a drifted fraud pattern")  # fmt: skip
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--start-id", type=int, default=0, help="first event id number")
+    p.add_argument("--bad-every", type=int, default=0,
+                   help="make every N-th event malformed (0: none)")  # fmt: skip
+    p.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(handler=_produce_demo)
+
+
+def _score_file(args: argparse.Namespace) -> int:
+    from worker.batch import score_file
+    from worker.runner import build_context, wall_ms
+
+    s = load_settings(args)
+    if not s.model:
+        raise ConfigError("no model: give --model PATH (or SCORING_MODEL)")
+    r = score_file(Path(args.input), Path(args.output), build_context(s), wall_ms())
+    print(f"score-file: {r.rows} rows, {r.scored} scored, {r.rejected} rejected "
+          f"(rejects in {args.output}.rejects.jsonl)")  # fmt: skip
+    return 0
+
+
+def _add_score_file(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("score-file", help="score a JSONL or CSV file with the same pipeline")
+    p.add_argument("input", help="events: .jsonl/.ndjson/.json (one per line) or .csv")
+    p.add_argument("output", help="predictions as JSONL; rejects go to OUTPUT.rejects.jsonl")
+    _add_settings_flags(p)
+    p.set_defaults(handler=_score_file)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from worker import demo_run
+
+    setup_logging("WARNING")
+    return demo_run.main(args.bootstrap, Path(args.workdir), args.seconds, args.rate)
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("demo", help="train, run a worker, stream demo traffic, summarise")
+    p.add_argument("--bootstrap", default="127.0.0.1:9092")
+    p.add_argument("--workdir", default="demo-out", help="model and logs of the demo")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long to stream")
+    p.add_argument("--rate", type=float, default=2000.0, help="events per second")
+    p.set_defaults(handler=_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scoring-worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_kafka_local(sub)
+    _add_run(sub)
+    _add_train_demo(sub)
+    _add_produce_demo(sub)
+    _add_score_file(sub)
+    _add_demo(sub)
     return parser
 
 

@@ -28,6 +28,10 @@ class SchemaLoadError(ScoringError):
     """A JSON Schema file cannot be read or is not a valid schema."""
 
 
+class BatchInputError(ScoringError):
+    """A batch-mode input file cannot be read or parsed as a whole."""
+
+
 class KafkaFatalError(ScoringError):
     """The broker cannot be used at all (unreachable, authentication failed)."""
 

@@ -1,0 +1,108 @@
+"""Helpers for integration tests: worker processes and topic readers on the real broker."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Out:
+    """One consumed message, decoded enough for assertions."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    """Produce (key, value) pairs and wait until the broker has every one."""
+    errors: list[str] = []
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    n = 0
+
+    def on_delivery(err: object, msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for key, value in items:
+        while True:
+            try:
+                p.produce(topic, value, key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.05)
+        n += 1
+        p.poll(0)
+    assert p.flush(60) == 0
+    assert errors == [], errors[:3]
+    return n
+
+
+def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 90.0,
+               settle: float = 2.0) -> list[Out]:  # fmt: skip
+    """Read a topic from the start until ``expect`` messages came, then ``settle`` more seconds.
+
+    The settle time catches extra messages (duplicates) beyond the expected count.
+    """
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.time_ns()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    c.subscribe([topic])
+    got: list[Out] = []
+    deadline = time.monotonic() + timeout
+    settle_until: float | None = None
+    while time.monotonic() < deadline:
+        if settle_until is None and len(got) >= expect:
+            settle_until = time.monotonic() + settle
+        if settle_until is not None and time.monotonic() > settle_until:
+            break
+        for m in c.consume(2000, timeout=0.5):
+            if m.error():
+                continue
+            hdrs = {k: (v or b"").decode() for k, v in (m.headers() or [])}
+            got.append(Out(m.key(), m.value(), hdrs, m.partition() or 0, m.offset() or 0,
+                           m.timestamp()[1]))  # fmt: skip
+    c.close()
+    return got
+
+
+class WorkerProc:
+    """``scoring-worker run`` as a real child process."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        self._fh = log.open("ab")
+        cmd = [sys.executable, "-m", "worker", "run", *args]
+        self.proc = subprocess.Popen(cmd, stdout=self._fh, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._fh.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

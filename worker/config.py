@@ -1,0 +1,170 @@
+"""One typed settings object for the worker.
+
+Precedence, lowest first: the defaults below < a TOML file (``--config``) <
+``SCORING_<NAME>`` environment variables < command-line flags. librdkafka
+properties pass through unchanged from a ``[kafka]`` table, ``SCORING_KAFKA``
+(``key=value`` pairs separated by ``;``) or repeated ``--kafka key=value``
+flags, in that same order, and apply to both the consumer and the producer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from worker.errors import ConfigError
+
+SECRET_MARKERS = ("password", "secret", "token", "key", "credential")
+
+
+def setting(default: Any, doc: str) -> Any:
+    """A settings field with its documentation, which also becomes the flag's help."""
+    return field(default=default, metadata={"doc": doc})
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Worker settings; every field is also ``SCORING_<FIELD>`` and ``--<field>``."""
+
+    bootstrap: str = setting(
+        "127.0.0.1:9092", "Kafka bootstrap servers, ``host:port[,host:port]``."
+    )
+    input_topic: str = setting("transactions", "Topic of the events to score.")
+    output_topic: str = setting(
+        "predictions", "Topic the predictions go to, keyed like their input event."
+    )
+    dlq_topic: str = setting(
+        "transactions-dlq",
+        "Topic of dead letters: original key and value, error details in headers.",
+    )
+    group: str = setting(
+        "scoring-worker", "Consumer group; workers in one group share the input's partitions."
+    )
+    model: str = setting("", "Model bundle: its folder or its model.json.")
+    schema: str = setting(
+        "",
+        "Optional JSON Schema every event must satisfy; without it events must be JSON "
+        "objects with a string ``id`` and every model feature a finite number.",
+    )
+    batch_max: int = setting(1000, "Most events scored in one batch (one model call).")
+    batch_wait_ms: int = setting(
+        20, "Longest wait for a batch to fill, in milliseconds; bounds the added latency."
+    )
+    metrics_port: int = setting(
+        8000, "Port of /metrics, /healthz and /readyz; 0 turns the HTTP server off."
+    )
+    max_event_bytes: int = setting(
+        1_048_576, "Events larger than this many bytes are dead-lettered unread."
+    )
+    event_ts_field: str = setting(
+        "ts", "Event field holding the event time (epoch ms), copied to ``event_ts``."
+    )
+    worker_id: str = field(
+        default_factory=_default_worker_id,
+        metadata={"doc": "Identifies this process in dead letters and logs."},
+    )
+    start_timeout_s: float = setting(
+        30.0, "Seconds to wait for the broker at start before giving up (exit non-zero)."
+    )
+    flush_timeout_s: float = setting(
+        30.0, "Seconds between warnings while a batch waits for the broker's acknowledgements."
+    )
+    health_stall_s: float = setting(
+        30.0, "Seconds without a loop turn after which /healthz reports unhealthy."
+    )
+    log_level: str = setting("INFO", "Python logging level.")
+    kafka: Mapping[str, str] = field(
+        default_factory=dict,
+        metadata={"doc": "librdkafka properties for both clients (TLS, SASL, tuning)."},
+    )
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a dict with secret-looking librdkafka values hidden, for logs."""
+        out = dataclasses.asdict(self)
+        out["kafka"] = {k: ("***" if is_secret(k) else v) for k, v in self.kafka.items()}
+        return out
+
+
+def is_secret(key: str) -> bool:
+    k = key.lower()
+    return any(m in k for m in SECRET_MARKERS) and not k.endswith(".location")
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Convert a TOML, env or flag value to the field's type, naming the field on failure."""
+    default = _FIELDS[name].default
+    kind = type(default) if default is not dataclasses.MISSING else str
+    try:
+        if kind is bool:
+            return str(raw).lower() in ("1", "true", "yes", "on")
+        return kind(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: cannot read {raw!r} as {kind.__name__}") from exc
+
+
+def parse_kafka_pairs(pairs: list[str] | str, source: str) -> dict[str, str]:
+    """``key=value`` items (a list, or a ``;``-separated string) -> dict."""
+    items = pairs.split(";") if isinstance(pairs, str) else pairs
+    out: dict[str, str] = {}
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{source}: expected key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def from_toml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    kafka = {str(k): str(v) for k, v in data.pop("kafka", {}).items()}
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown settings {', '.join(unknown)}")
+    return data, kafka
+
+
+def from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    values = {n: env[f"SCORING_{n.upper()}"] for n in _FIELDS
+              if n != "kafka" and f"SCORING_{n.upper()}" in env}  # fmt: skip
+    kafka = parse_kafka_pairs(env.get("SCORING_KAFKA", ""), "SCORING_KAFKA")
+    return values, kafka
+
+
+def load(
+    config_file: Path | None,
+    env: Mapping[str, str],
+    flags: Mapping[str, Any],
+    kafka_flags: list[str] | None = None,
+) -> Settings:
+    """Merge every source by precedence; flags whose value is None were not given."""
+    merged: dict[str, Any] = {}
+    kafka: dict[str, str] = {}
+    layers = [from_toml(config_file)] if config_file else []
+    layers.append(from_env(env))
+    layers.append(({k: v for k, v in flags.items()
+                    if v is not None and k in _FIELDS and k != "kafka"},
+                   parse_kafka_pairs(kafka_flags or [], "--kafka")))  # fmt: skip
+    for values, kafka_values in layers:
+        merged.update({k: _coerce(k, v) for k, v in values.items()})
+        kafka.update(kafka_values)
+    return Settings(**merged, kafka=kafka)

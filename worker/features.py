@@ -1,0 +1,186 @@
+"""Decoded events -> one float64 feature matrix in the model's feature order.
+
+This is the hot path. The common case (every record well-formed) is handled
+per batch with C-level helpers (``itemgetter``, ``map(type, ...)``, one
+``np.array`` and one ``np.isfinite``); only records that fail those batch
+checks are looked at one by one, to say precisely what is wrong with them.
+
+``np.array`` would happily turn "1.5" or True into a float, so value types are
+checked *before* conversion: only exact ``int`` and ``float`` are accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.errors import Rejection, RejectKind
+
+NUMBER_TYPES: Final = frozenset({int, float})
+_MAX_PROBLEMS: Final = 3
+
+NOT_AN_OBJECT: Final = Rejection(RejectKind.SCHEMA, "event must be a JSON object")
+NO_ID: Final = Rejection(RejectKind.SCHEMA, "event needs a string 'id'")
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureBatch:
+    """Rows of ``matrix`` correspond, in order, to ``records[i] for i in valid``."""
+
+    matrix: npt.NDArray[np.float64]
+    valid: list[int]
+    rejected: list[tuple[int, Rejection]] = field(default_factory=list)
+
+
+def extract(
+    records: Sequence[object],
+    feature_names: Sequence[str],
+    require_id: bool = True,
+) -> FeatureBatch:
+    """Build the feature matrix of ``records``; reject what cannot be scored.
+
+    ``rejected`` is sorted by record index. Every input index is in exactly one
+    of ``valid`` and ``rejected``.
+    """
+    if not feature_names:
+        raise ValueError("feature_names must not be empty")
+    rejected: list[tuple[int, Rejection]] = []
+    candidates = _with_ids(records, require_id, rejected)
+    getter = _row_getter(feature_names)
+    rows, typed_ok = _gather_rows(records, candidates, getter)
+    matrix = _to_matrix(rows, len(feature_names)) if typed_ok else None
+    if matrix is None:
+        candidates, rows = _diagnose_rows(records, candidates, feature_names, rejected)
+        matrix = _to_matrix(rows, len(feature_names))
+        assert matrix is not None  # the slow path kept only float-sized ints and floats
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        for pos in np.flatnonzero(~finite).tolist():
+            index = candidates[pos]
+            rejected.append((index, _non_finite(records[index], feature_names)))
+        candidates = [candidates[pos] for pos in np.flatnonzero(finite).tolist()]
+        matrix = np.ascontiguousarray(matrix[finite])
+    rejected.sort(key=lambda item: item[0])
+    return FeatureBatch(matrix=matrix, valid=candidates, rejected=rejected)
+
+
+def _with_ids(
+    records: Sequence[object], require_id: bool, rejected: list[tuple[int, Rejection]]
+) -> list[int]:
+    """Indices of records that are objects (with a non-empty string id)."""
+    if require_id:
+        ok = [
+            i
+            for i, r in enumerate(records)
+            if type(r) is dict and type(r.get("id")) is str and r["id"]
+        ]
+    else:
+        ok = [i for i, r in enumerate(records) if type(r) is dict]
+    if len(ok) != len(records):
+        good = set(ok)
+        for i, record in enumerate(records):
+            if i not in good:
+                rejected.append((i, NO_ID if isinstance(record, dict) else NOT_AN_OBJECT))
+    return ok
+
+
+def _row_getter(feature_names: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(feature_names) == 1:
+        only = feature_names[0]
+        return lambda record: (record[only],)
+    return itemgetter(*feature_names)
+
+
+def _gather_rows(
+    records: Sequence[object],
+    candidates: list[int],
+    getter: Callable[[Any], tuple[Any, ...]],
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """Rows of feature values; the flag says all are present and int/float."""
+    try:
+        rows = [getter(records[i]) for i in candidates]
+    except KeyError:
+        return [], False
+    return rows, NUMBER_TYPES.issuperset(map(type, chain.from_iterable(rows)))
+
+
+def _to_matrix(rows: list[tuple[Any, ...]], width: int) -> npt.NDArray[np.float64] | None:
+    if not rows:
+        return np.empty((0, width), dtype=np.float64)
+    try:
+        return np.array(rows, dtype=np.float64)
+    except OverflowError:  # an int beyond float range; found by the slow path
+        return None
+
+
+def _diagnose_rows(
+    records: Sequence[object],
+    candidates: list[int],
+    feature_names: Sequence[str],
+    rejected: list[tuple[int, Rejection]],
+) -> tuple[list[int], list[tuple[Any, ...]]]:
+    """Slow path: keep the good rows, reject the others with a precise reason."""
+    kept: list[int] = []
+    kept_rows: list[tuple[Any, ...]] = []
+    for index in candidates:
+        record = records[index]
+        assert isinstance(record, dict)
+        problems = _problems(record, feature_names)
+        if problems:
+            rejected.append((index, _rejection(problems)))
+        else:
+            kept.append(index)
+            kept_rows.append(tuple(record[name] for name in feature_names))
+    return kept, kept_rows
+
+
+def _problems(record: dict[str, Any], feature_names: Sequence[str]) -> list[str]:
+    problems: list[str] = []
+    for name in feature_names:
+        if name not in record:
+            problems.append(f"feature {name!r} is missing")
+            continue
+        value = record[name]
+        if type(value) not in NUMBER_TYPES:
+            problems.append(f"feature {name!r} must be a finite number, got {_type_name(value)}")
+        elif type(value) is int and not _int_fits_float(value):
+            problems.append(f"feature {name!r} must be a finite number, got an out-of-range int")
+    return problems
+
+
+def _non_finite(record: object, feature_names: Sequence[str]) -> Rejection:
+    assert isinstance(record, dict)
+    problems = [
+        f"feature {name!r} must be a finite number, got {record[name]!r}"
+        for name in feature_names
+        if not math.isfinite(record[name])
+    ]
+    return _rejection(problems)
+
+
+def _rejection(problems: list[str]) -> Rejection:
+    shown = "; ".join(problems[:_MAX_PROBLEMS])
+    if len(problems) > _MAX_PROBLEMS:
+        shown += f"; and {len(problems) - _MAX_PROBLEMS} more"
+    return Rejection(RejectKind.FEATURES, shown)
+
+
+def _int_fits_float(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    return type(value).__name__

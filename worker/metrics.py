@@ -1,0 +1,171 @@
+"""Prometheus metrics on an injected registry, and the /metrics /healthz /readyz server.
+
+Names follow Prometheus conventions: base units, ``_total`` for counters,
+``_seconds`` for durations. Label values are bounded (error kinds, decisions
+of a classifier, partitions), never ids.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
+BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class BulkHistogram(Collector):
+    """A histogram fed a whole batch at a time.
+
+    prometheus_client's Histogram takes a lock per observation; at tens of
+    thousands of events per second that is measurable, so per-event values
+    (end-to-end latency) are bucketed with numpy once per batch instead.
+    """
+
+    def __init__(self, name: str, doc: str, buckets: tuple[float, ...],
+                 registry: CollectorRegistry) -> None:  # fmt: skip
+        self.name, self.doc = name, doc
+        self.bounds = np.array(buckets, dtype=np.float64)
+        self.counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # last: +Inf
+        self.total = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: npt.NDArray[np.float64]) -> None:
+        idx = np.searchsorted(self.bounds, values, side="left")  # le semantics
+        binned = np.bincount(idx, minlength=len(self.counts))
+        with self._lock:
+            self.counts += binned
+            self.total += float(values.sum())
+
+    def collect(self) -> list[Metric]:
+        with self._lock:
+            cumulative = np.cumsum(self.counts).tolist()
+            total = self.total
+        labels = [*(repr(float(b)) for b in self.bounds), "+Inf"]
+        fam = HistogramMetricFamily(self.name, self.doc,
+                                    buckets=list(zip(labels, cumulative, strict=True)),
+                                    sum_value=total)  # fmt: skip
+        return [fam]
+
+
+@dataclass
+class WorkerMetrics:
+    """Every metric the worker exports, registered on one registry."""
+
+    registry: CollectorRegistry
+    consumed: Counter = field(init=False)
+    scored: Counter = field(init=False)
+    dead_letters: Counter = field(init=False)
+    predictions: Counter = field(init=False)
+    batch_size: Histogram = field(init=False)
+    batch_seconds: Histogram = field(init=False)
+    latency: BulkHistogram = field(init=False)
+    commits: Counter = field(init=False)
+    commit_failures: Counter = field(init=False)
+    rebalances: Counter = field(init=False)
+    inflight: Gauge = field(init=False)
+    last_commit: Gauge = field(init=False)
+    model_info: Gauge = field(init=False)
+    delivery_retries: Counter = field(init=False)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=r)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, doc, labels, registry=r)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, buckets=buckets, registry=r)
+
+        self.consumed = counter("scoring_events_consumed_total", "Events read from the input.")
+        self.scored = counter("scoring_events_scored_total", "Events published as predictions.")
+        self.dead_letters = counter("scoring_dead_letters_total",
+                                    "Events sent to the dead-letter topic, by reason.",
+                                    ("reason",))  # fmt: skip
+        self.predictions = counter("scoring_predictions_total",
+                                   "Predictions by decision (classifiers only).", ("decision",))
+        self.batch_size = histogram("scoring_batch_size_events", "Events per consumed batch.",
+                                    BATCH_BUCKETS)  # fmt: skip
+        self.batch_seconds = histogram("scoring_batch_score_seconds",
+                                       "Decode, validation, features and the model call "
+                                       "for one batch.", LATENCY_BUCKETS)  # fmt: skip
+        self.latency = BulkHistogram("scoring_end_to_end_latency_seconds",
+                                     "Input event's Kafka timestamp to its prediction "
+                                     "acknowledged.", LATENCY_BUCKETS, r)  # fmt: skip
+        self.commits = counter("scoring_commits_total", "Offset commits that succeeded.")
+        self.commit_failures = counter("scoring_commit_failures_total", "Offset commits failed.")
+        self.rebalances = counter("scoring_rebalances_total",
+                                  "Partition assignment changes, by kind.", ("kind",))
+        self.inflight = gauge("scoring_inflight_events", "Events of the batch in hand.")
+        self.last_commit = gauge("scoring_last_commit_timestamp_seconds",
+                                 "Unix time of the last successful commit.")
+        self.model_info = gauge("scoring_model_info", "The model being served.",
+                                ("model", "model_version", "sha256"))  # fmt: skip
+        self.delivery_retries = counter("scoring_delivery_retries_total",
+                                        "Messages produced again after a failed delivery.")
+
+
+@dataclass
+class Health:
+    """What the probes report; the loop updates it, the HTTP thread reads it."""
+
+    stall_s: float
+    clock: Callable[[], float] = time.monotonic
+    last_turn: float = field(default_factory=time.monotonic)
+    model_loaded: bool = False
+    assigned: bool = False
+    broker_ok: bool = False
+
+    def turned(self) -> None:
+        self.last_turn = self.clock()
+
+    def healthy(self) -> bool:
+        return self.clock() - self.last_turn <= self.stall_s
+
+    def ready(self) -> bool:
+        return self.model_loaded and self.assigned and self.broker_ok
+
+
+def serve(port: int, registry: CollectorRegistry, health: Health) -> ThreadingHTTPServer:
+    """Serve /metrics, /healthz and /readyz on a daemon thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/metrics"):
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif self.path.startswith("/healthz"):
+                ok = health.healthy()
+                self._send(200 if ok else 503, b"ok\n" if ok else b"loop stalled\n")
+            elif self.path.startswith("/readyz"):
+                ok = health.ready()
+                self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # probes hit these endpoints every few seconds; keep them out of the logs
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server

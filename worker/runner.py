@@ -1,0 +1,215 @@
+"""The worker loop: consume a batch -> score -> produce -> flush -> commit, and shutdown.
+
+At-least-once: a batch's offsets are committed only after every prediction
+and dead letter of that batch has been acknowledged by the broker. A crash
+anywhere before the commit means the batch is read again, never lost.
+Signal handlers only set a flag; the loop finishes the batch in hand, then
+closes the consumer (leaving the group) and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from worker import kafka_io
+from worker.alloc import keep_freed_memory
+from worker.config import Settings
+from worker.errors import Rejection
+from worker.kafka_io import BatchConsumer, BatchProducer, Headers, Message
+from worker.metrics import Health, WorkerMetrics, serve
+from worker.model import ModelBundle, load_bundle
+from worker.pipeline import Outcome, Prediction, ScoringContext, score_values
+from worker.schema import EventValidator
+
+log = logging.getLogger(__name__)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Totals:
+    consumed: int = 0
+    scored: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+
+
+def dead_letter_headers(
+    m: Message, r: Rejection, bundle: ModelBundle, worker_id: str, now_ms: int
+) -> Headers:
+    """Headers of a dead letter (schemas/dead_letter.schema.json)."""
+    return [
+        ("dlq.error.kind", r.kind.value),
+        ("dlq.error.message", r.message),
+        ("dlq.source.topic", m.topic() or ""),
+        ("dlq.source.partition", str(m.partition())),
+        ("dlq.source.offset", str(m.offset())),
+        ("dlq.model.name", bundle.manifest.name),
+        ("dlq.model.version", bundle.manifest.version),
+        ("dlq.worker.id", worker_id),
+        ("dlq.failed_at", str(now_ms)),
+    ]
+
+
+@dataclass
+class Runner:
+    """One worker's loop over already-built clients; run_worker builds them."""
+
+    settings: Settings
+    ctx: ScoringContext
+    consumer: BatchConsumer
+    producer: BatchProducer
+    metrics: WorkerMetrics
+    health: Health
+    clock_ms: Callable[[], int] = wall_ms
+    totals: Totals = field(default_factory=Totals)
+    stopping: bool = False
+
+    def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        self.stopping = True
+
+    def run(self) -> Totals:
+        try:
+            while not self.stopping:
+                self.turn()
+        finally:
+            self.producer.flush_all(self.settings.flush_timeout_s)
+            self.consumer.close()
+        return self.totals
+
+    def turn(self) -> None:
+        s = self.settings
+        msgs = self.consumer.poll_batch(s.batch_max, s.batch_wait_ms / 1000)
+        self.health.turned()
+        if not msgs:
+            self.producer.poll()
+            return
+        self.metrics.inflight.set(len(msgs))
+        t0 = time.perf_counter()
+        now = self.clock_ms()
+        outcomes = score_values([m.value() for m in msgs], self.ctx, now)
+        self.metrics.batch_seconds.observe(time.perf_counter() - t0)
+        self._publish(msgs, outcomes, now)
+        self._deliver()
+        self._commit(msgs)
+        self._account(msgs, outcomes)
+        self.metrics.inflight.set(0)
+
+    def _publish(self, msgs: Sequence[Message], outcomes: Sequence[Outcome], now: int) -> None:
+        s, send = self.settings, self.producer.send
+        for m, o in zip(msgs, outcomes, strict=True):
+            if type(o) is Prediction:
+                send(s.output_topic, o.payload, m.key())
+            else:
+                assert isinstance(o, Rejection)
+                headers = dead_letter_headers(m, o, self.ctx.bundle, s.worker_id, now)
+                send(s.dlq_topic, m.value(), m.key(), headers)
+
+    def _deliver(self) -> None:
+        """Flush; re-send whatever the broker refused until it has taken everything."""
+        failed = self.producer.flush_all(self.settings.flush_timeout_s)
+        backoff = 0.1
+        while failed:
+            log.warning("re-sending %d messages whose delivery failed", len(failed))
+            self.metrics.delivery_retries.inc(len(failed))
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            self.producer.resend(failed)
+            failed = self.producer.flush_all(self.settings.flush_timeout_s)
+
+    def _commit(self, msgs: Sequence[Message]) -> None:
+        err = self.consumer.commit(msgs)
+        if err is None:
+            self.metrics.commits.inc()
+            self.metrics.last_commit.set(time.time())
+        else:
+            # Typically a rebalance took the partitions: their new owner re-reads the
+            # batch (a duplicate, never a loss).
+            self.metrics.commit_failures.inc()
+            log.warning("offset commit failed: %s", err)
+
+    def _account(self, msgs: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
+        m, t = self.metrics, self.totals
+        now_ms = self.clock_ms()
+        reasons: Counter[str] = Counter()
+        decisions: Counter[str] = Counter()
+        stamps: list[int] = []
+        for msg, o in zip(msgs, outcomes, strict=True):
+            if type(o) is Prediction:
+                stamps.append(msg.timestamp()[1])
+                decisions[str(o.record["label"])] += 1
+            else:
+                assert isinstance(o, Rejection)
+                reasons[o.kind.value] += 1
+        if stamps:
+            lat = (now_ms - np.array(stamps, dtype=np.float64)) / 1000.0
+            m.latency.observe_many(np.maximum(lat, 0.0))
+        dead = sum(reasons.values())
+        t.consumed += len(msgs)
+        t.dead_lettered += dead
+        t.scored += len(msgs) - dead
+        t.batches += 1
+        m.consumed.inc(len(msgs))
+        m.scored.inc(len(msgs) - dead)
+        m.batch_size.observe(len(msgs))
+        for reason, n in reasons.items():
+            m.dead_letters.labels(reason).inc(n)
+        if self.ctx.bundle.manifest.task != "regression":
+            for decision, n in decisions.items():
+                m.predictions.labels(decision).inc(n)
+
+
+def build_context(s: Settings) -> ScoringContext:
+    """Load the model and the schema; either failing is fatal (raises ScoringError)."""
+    bundle = load_bundle(Path(s.model))
+    validator = EventValidator.from_file(Path(s.schema)) if s.schema else None
+    return ScoringContext(bundle, validator, s.max_event_bytes, s.event_ts_field or None)
+
+
+def run_worker(s: Settings, registry: CollectorRegistry | None = None) -> Totals:
+    """Build everything from settings, run until SIGTERM/SIGINT, shut down cleanly."""
+    keep_freed_memory()  # see worker/alloc.py: batches re-use memory instead of faulting it in
+    registry = registry or CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    health = Health(stall_s=s.health_stall_s)
+    ctx = build_context(s)
+    man = ctx.bundle.manifest
+    metrics.model_info.labels(man.name, man.version, man.sha256[:12]).set(1)
+    health.model_loaded = True
+    log.info("model %s %s loaded from %s", man.name, man.version, ctx.bundle.path)
+    server = serve(s.metrics_port, registry, health) if s.metrics_port else None
+    kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka)
+    health.broker_ok = True
+
+    def on_change(kind: str, assigned: int) -> None:
+        metrics.rebalances.labels(kind).inc()
+        health.assigned = assigned > 0
+        log.info("rebalance: %s, %d partitions assigned", kind, assigned)
+
+    consumer = BatchConsumer(kafka_io.consumer_config(s), [s.input_topic], on_change)
+    producer = BatchProducer(kafka_io.producer_config(s))
+    runner = Runner(s, ctx, consumer, producer, metrics, health)
+    previous = {sig: signal.signal(sig, runner.request_stop)
+                for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
+    try:
+        totals = runner.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if server is not None:
+            server.shutdown()
+    log.info("stopped: %d consumed, %d scored, %d dead-lettered",
+             totals.consumed, totals.scored, totals.dead_lettered)  # fmt: skip
+    return totals
