@@ -101,7 +101,7 @@ def main() -> None:
     run = uuid.uuid4().hex[:6]
     t_in, t_out, t_dlq = f"bench-{run}-in", f"bench-{run}-out", f"bench-{run}-dlq"
     kafka_io.create_topics(args.bootstrap, {t_in: 4, t_out: 4, t_dlq: 1})
-    p = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 20,
+    p = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 5,
                   "queue.buffering.max.messages": 1_000_000})  # fmt: skip
     for start in range(0, args.events, 50_000):
         send(p, t_in, events(args.model, rng, min(50_000, args.events - start), start), False)

@@ -7,7 +7,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -166,6 +166,9 @@ class BatchConsumer:
         self.fatal: KafkaError | None = None
         self._on_change = on_change
         self._owned: set[tuple[str, int]] = set()
+        self._lost_parts: set[tuple[str, int]] = set()
+        #: Called from inside consume() before partitions are taken away.
+        self.before_revoke: Callable[[], None] | None = None
         full = {
             **conf,
             # Offsets are committed by hand, only after the batch's outputs are acknowledged.
@@ -190,11 +193,18 @@ class BatchConsumer:
         self._on_change("assign", len(self._owned))
 
     def _revoked(self, c: Consumer, parts: list[TopicPartition]) -> None:
+        # Still the owner here: settle what was scored so the next owner starts after it.
+        if self.before_revoke is not None and parts:
+            self.before_revoke()
         self._owned -= {(p.topic, p.partition) for p in parts}
         self._on_change("revoke", len(self._owned))
 
     def _lost(self, c: Consumer, parts: list[TopicPartition]) -> None:
-        self._owned -= {(p.topic, p.partition) for p in parts}
+        # Lost (not revoked): another member may own them already, so their offsets
+        # must not be committed by us any more.
+        lost = {(p.topic, p.partition) for p in parts}
+        self._lost_parts |= lost
+        self._owned -= lost
         self._on_change("lost", len(self._owned))
 
     def poll_batch(self, max_messages: int, timeout_s: float) -> list[Message]:
@@ -213,18 +223,19 @@ class BatchConsumer:
                 log.warning("kafka consumer: %s", err.str())
         return good
 
-    def commit(self, msgs: Sequence[Message]) -> str | None:
-        """Commit, per partition, the offset after the last message of the batch.
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> str | None:
+        """Commit the next offset to read per (topic, partition), synchronously.
 
         Returns None on success, else why it failed; a fatal error raises.
         """
-        last: dict[tuple[str, int], int] = {}
-        for m in msgs:
-            tp = (m.topic() or "", m.partition() or 0)
-            last[tp] = max(last.get(tp, -1), m.offset() or 0)
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        if self._lost_parts:
+            offsets = {tp: o for tp, o in offsets.items() if tp not in self._lost_parts}
+            self._lost_parts.clear()
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        if not tps:
+            return None
         try:
-            self._c.commit(offsets=offsets, asynchronous=False)
+            self._c.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
             err = exc.args[0]
             if isinstance(err, KafkaError) and _is_fatal(err):

@@ -105,7 +105,7 @@ class WorkerMetrics:
                                        "for one batch.", LATENCY_BUCKETS)  # fmt: skip
         self.latency = BulkHistogram("scoring_end_to_end_latency_seconds",
                                      "Input event's Kafka timestamp to its prediction "
-                                     "acknowledged.", LATENCY_BUCKETS, r)  # fmt: skip
+                                     "produced.", LATENCY_BUCKETS, r)  # fmt: skip
         self.commits = counter("scoring_commits_total", "Offset commits that succeeded.")
         self.commit_failures = counter("scoring_commit_failures_total", "Offset commits failed.")
         self.rebalances = counter("scoring_rebalances_total",

@@ -66,7 +66,8 @@ def score_values(
     events, positions = _decode_all(values, ctx.max_event_bytes, outcomes)
     if ctx.validator is not None:
         events, positions = _validate_all(events, positions, ctx.validator, outcomes)
-    batch = extract(events, ctx.bundle.features)
+    typed = ctx.validator is not None and ctx.validator.numeric.issuperset(ctx.bundle.features)
+    batch = extract(events, ctx.bundle.features, assume_numeric=typed)
     for j, rejection in batch.rejected:
         outcomes[positions[j]] = rejection
     result, ok_rows, model_rejections = score_batch_safely(ctx.bundle, batch.matrix)

@@ -76,16 +76,20 @@ class Runner:
     clock_ms: Callable[[], int] = wall_ms
     totals: Totals = field(default_factory=Totals)
     stopping: bool = False
+    #: Next offset to commit per (topic, partition), for outputs not yet acknowledged.
+    pending: dict[tuple[str, int], int] = field(default_factory=dict)
+    last_settle: float = field(default_factory=time.monotonic)
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         self.stopping = True
 
     def run(self) -> Totals:
+        self.consumer.before_revoke = self.settle
         try:
             while not self.stopping:
                 self.turn()
+            self.settle()  # SIGTERM: what was scored is acknowledged and committed
         finally:
-            self.producer.flush_all(self.settings.flush_timeout_s)
             self.consumer.close()
         return self.totals
 
@@ -93,18 +97,36 @@ class Runner:
         s = self.settings
         msgs = self.consumer.poll_batch(s.batch_max, s.batch_wait_ms / 1000)
         self.health.turned()
-        if not msgs:
+        if msgs:
+            self.metrics.inflight.set(len(msgs))
+            t0 = time.perf_counter()
+            now = self.clock_ms()
+            outcomes = score_values([m.value() for m in msgs], self.ctx, now)
+            self.metrics.batch_seconds.observe(time.perf_counter() - t0)
+            self._publish(msgs, outcomes, now)
+            self._account(msgs, outcomes)
+            pending = self.pending
+            for m in msgs:  # a partition's messages come in order: the last one wins
+                pending[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
+        else:
             self.producer.poll()
+        due = time.monotonic() - self.last_settle >= s.commit_interval_ms / 1000
+        if self.pending and (due or not msgs):
+            self.settle()
+
+    def settle(self) -> None:
+        """Wait until the broker has every output produced so far, then commit.
+
+        Called every ``commit_interval_ms``, when the input goes quiet, before
+        partitions are revoked, and at shutdown: the offsets committed never run
+        ahead of acknowledged outputs (at-least-once).
+        """
+        self.last_settle = time.monotonic()
+        if not self.pending:
             return
-        self.metrics.inflight.set(len(msgs))
-        t0 = time.perf_counter()
-        now = self.clock_ms()
-        outcomes = score_values([m.value() for m in msgs], self.ctx, now)
-        self.metrics.batch_seconds.observe(time.perf_counter() - t0)
-        self._publish(msgs, outcomes, now)
         self._deliver()
-        self._commit(msgs)
-        self._account(msgs, outcomes)
+        offsets, self.pending = self.pending, {}
+        self._commit(offsets)
         self.metrics.inflight.set(0)
 
     def _publish(self, msgs: Sequence[Message], outcomes: Sequence[Outcome], now: int) -> None:
@@ -129,14 +151,14 @@ class Runner:
             self.producer.resend(failed)
             failed = self.producer.flush_all(self.settings.flush_timeout_s)
 
-    def _commit(self, msgs: Sequence[Message]) -> None:
-        err = self.consumer.commit(msgs)
+    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        err = self.consumer.commit(offsets)
         if err is None:
             self.metrics.commits.inc()
             self.metrics.last_commit.set(time.time())
         else:
-            # Typically a rebalance took the partitions: their new owner re-reads the
-            # batch (a duplicate, never a loss).
+            # Typically a rebalance took the partitions: their new owner re-reads
+            # these events (duplicates, never a loss).
             self.metrics.commit_failures.inc()
             log.warning("offset commit failed: %s", err)
 

@@ -22,6 +22,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
 from worker.errors import SchemaLoadError
+from worker.schema_flat import compile_flat, numeric_required
 
 DRAFT_07_URI: Final = "http://json-schema.org/draft-07/schema#"
 
@@ -54,6 +55,7 @@ _SCHEMA_KEYWORDS: Final = (
 )
 _SCHEMA_LIST_KEYWORDS: Final = ("allOf", "anyOf", "oneOf")
 _MAX_VALUE_REPR: Final = 60
+_MAX_MESSAGE: Final = 110
 
 
 def load_schema_json(path: Path | str) -> dict[str, Any]:
@@ -100,7 +102,7 @@ def uses_only_draft_07(schema: object) -> bool:
 class EventValidator:
     """A compiled schema; ``validate`` returns None or a one-line reason."""
 
-    __slots__ = ("_check", "engine", "source")
+    __slots__ = ("_check", "engine", "numeric", "source")
 
     def __init__(
         self, schema: dict[str, Any], *, source: str = "<schema>", prefer_fast: bool = True
@@ -108,11 +110,18 @@ class EventValidator:
         _check_schema(schema, source)
         _check_refs(schema, source)
         self.source = source
+        #: Properties every valid event has as an int or float (flat engine only).
+        self.numeric: frozenset[str] = frozenset()
         self.engine: str
         self._check: Callable[[object], str | None]
-        fast = prefer_fast and uses_only_draft_07(schema)
+        flat = compile_flat(schema) if prefer_fast else None
+        fast = prefer_fast and flat is None and uses_only_draft_07(schema)
         compiled = _compile_fast(schema) if fast else None
-        if compiled is not None:
+        if flat is not None:
+            self.engine = "flat"
+            self.numeric = numeric_required(schema)
+            self._check = _flat_checker(flat, _slow_checker(Draft202012Validator(schema)))
+        elif compiled is not None:
             self.engine = "fastjsonschema"
             self._check = _fast_checker(compiled)
         else:
@@ -192,12 +201,26 @@ def _fast_checker(compiled: Callable[[object], object]) -> Callable[[object], st
     return check
 
 
+def _flat_checker(
+    is_valid: Callable[[object], bool], explain: Callable[[object], str | None]
+) -> Callable[[object], str | None]:
+    """The generated test decides; the reference validator words the failures."""
+
+    def check(obj: object) -> str | None:
+        return None if is_valid(obj) else explain(obj)
+
+    return check
+
+
 def _slow_checker(validator: Draft202012Validator) -> Callable[[object], str | None]:
     def check(obj: object) -> str | None:
         error = best_match(validator.iter_errors(obj))
         if error is None:
             return None
-        return f"{_format_path(error.absolute_path)}: {_one_line(error.message)}"
+        message = _one_line(error.message)
+        if len(message) > _MAX_MESSAGE:  # the message embeds the offending value
+            message = message[: _MAX_MESSAGE - 3] + "..."
+        return f"{_format_path(error.absolute_path)}: {message}"
 
     return check
 

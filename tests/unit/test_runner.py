@@ -64,8 +64,10 @@ class FakeConsumer:
             return []
         return self.batches.pop(0)
 
-    def commit(self, msgs: list[Msg]) -> str | None:
-        self.journal.calls.append(("commit", {(m.partition(), m.offset()) for m in msgs}))
+    before_revoke: Any = None
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> str | None:
+        self.journal.calls.append(("commit", dict(offsets)))
         return None
 
     def close(self) -> None:
@@ -105,10 +107,12 @@ class FakeProducer:
         pass
 
 
-def make_runner(tmp_path: Path, batches: list[list[Msg]]) -> tuple[Runner, Journal]:
+def make_runner(tmp_path: Path, batches: list[list[Msg]],
+                interval_ms: int = 0) -> tuple[Runner, Journal]:  # fmt: skip
     journal = Journal()
     ref: list[Runner] = []
-    s = Settings(input_topic="in", output_topic="out", dlq_topic="dlq", worker_id="w1")
+    s = Settings(input_topic="in", output_topic="out", dlq_topic="dlq", worker_id="w1",
+                 commit_interval_ms=interval_ms)  # fmt: skip
     ctx = ScoringContext(binary_bundle(tmp_path / "m"))
     consumer: Any = FakeConsumer(batches, journal, ref)
     producer: Any = FakeProducer(journal)
@@ -128,10 +132,11 @@ def test_commit_only_after_every_output_of_the_batch_is_acknowledged(tmp_path: P
     # batch 1: five sends, a flush that refuses the flaky one, its re-send, a clean flush, commit
     assert kinds[:9] == ["send"] * 5 + ["flush", "send", "flush", "commit"]
     assert b'"id":"e3"' in journal.calls[6][1][1]
-    assert journal.calls[8][1] == {(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)}
+    assert journal.calls[8][1] == {("in", 0): 5}  # the next offset to read
     # batch 2: the tombstone becomes a dead letter, then flush, then commit; close at the end
-    assert kinds[9:] == ["send", "flush", "commit", "flush", "close"]
+    assert kinds[9:] == ["send", "flush", "commit", "close"]
     assert journal.calls[9][1] == ("dlq", None)
+    assert journal.calls[11][1] == {("in", 0): 6}
     assert (totals.consumed, totals.scored, totals.dead_lettered) == (6, 4, 2)
 
 
@@ -156,3 +161,24 @@ def test_dead_letter_keeps_bytes_and_names_the_error(tmp_path: Path) -> None:
     assert headers["dlq.model.version"] == "7"
     assert headers["dlq.worker.id"] == "w1"
     assert headers["dlq.failed_at"] == "42"
+
+
+def test_commits_are_batched_by_interval_and_settled_when_quiet(tmp_path: Path) -> None:
+    batches = [[Msg(orjson.dumps(event(10 + i)), i, _partition=i % 2)] for i in range(4)]
+    runner, journal = make_runner(tmp_path, batches, interval_ms=60_000)
+    runner.run()
+    kinds = [c[0] for c in journal.calls]
+    # four batches published back to back, one flush and one commit once the input is quiet
+    assert kinds == ["send"] * 4 + ["flush", "commit", "close"]
+    assert journal.calls[5][1] == {("in", 0): 3, ("in", 1): 4}
+
+
+def test_revocation_settles_before_partitions_go(tmp_path: Path) -> None:
+    runner, journal = make_runner(tmp_path, [[Msg(orjson.dumps(event(0)), 41)]], interval_ms=60_000)
+    runner.consumer.before_revoke = runner.settle
+    runner.turn()  # publishes, not yet due
+    assert [c[0] for c in journal.calls] == ["send"]
+    runner.consumer.before_revoke()  # what librdkafka's on_revoke triggers
+    assert [c[0] for c in journal.calls] == ["send", "flush", "commit"]
+    assert journal.calls[2][1] == {("in", 0): 42}
+    assert runner.pending == {}
