@@ -1,0 +1,59 @@
+"""The demo commands against the real broker: produce-demo (with labels and drift) and demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from jsonschema import Draft202012Validator
+
+from tests.integration.helpers import ROOT, read_topic
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "worker", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)  # fmt: skip
+
+
+def test_produce_demo_sends_valid_events_and_their_labels(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    tx, labels = topic_factory("tx", 2), topic_factory("labels", 2)
+    done = cli("produce-demo", "--bootstrap", kafka_bootstrap, "--topic", tx, "--count", "300",
+               "--rate", "0", "--labels-topic", labels, "--label-delay", "0.5",
+               "--drift-after", "200")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "300 events (100 drifted, 0 malformed), 300 labels" in done.stdout
+    events = read_topic(kafka_bootstrap, tx, 300, settle=0.5)
+    got_labels = read_topic(kafka_bootstrap, labels, 300, settle=0.5)
+    tx_schema = Draft202012Validator(orjson.loads((ROOT / "schemas/transaction.schema.json")
+                                                  .read_bytes()))  # fmt: skip
+    label_schema = Draft202012Validator(orjson.loads((ROOT / "schemas/label.schema.json")
+                                                     .read_bytes()))  # fmt: skip
+    ids = set()
+    for e in events:
+        record = orjson.loads(e.value or b"")
+        tx_schema.validate(record)
+        assert e.key == record["card_id"].encode()
+        ids.add(record["id"])
+    label_ids = set()
+    for lab in got_labels:
+        record = orjson.loads(lab.value or b"")
+        label_schema.validate(record)
+        assert record["label"] in (0, 1)
+        label_ids.add(record["id"])
+    assert len(ids) == 300 and label_ids == ids
+
+
+def test_demo_runs_the_whole_job_and_loses_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    done = cli("demo", "--bootstrap", kafka_bootstrap, "--workdir", str(tmp_path),
+               "--seconds", "3", "--rate", "400")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = orjson.loads(done.stdout.strip().splitlines()[-2])
+    assert summary["events_in"] == 1200
+    assert summary["dead_lettered"] == 6  # one in 200 is malformed on purpose
+    assert summary["scored"] == 1194
+    assert summary["worker_exit"] == 0
