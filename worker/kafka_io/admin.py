@@ -1,0 +1,141 @@
+"""Admin helpers: broker readiness, topic creation and deletion, reading a topic back."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from worker.errors import KafkaFatalError
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def admin(bootstrap: str, extra: Mapping[str, str] | None = None) -> AdminClient:
+    conf: dict[str, str | int | float | bool] = {"bootstrap.servers": bootstrap, **(extra or {})}
+    return AdminClient(conf)
+
+
+def wait_for_broker(
+    bootstrap: str,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+    extra: Mapping[str, str] | None = None,
+) -> float:
+    """Block until a metadata request succeeds; return the seconds it took.
+
+    ``alive`` lets a launcher give up at once when the process it waits for died.
+    """
+    t0 = time.monotonic()
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    host = host.strip("[]")
+    # Wait for the socket first: librdkafka logs every refused connection to stderr.
+    while not port_open(host, int(port)) and time.monotonic() - t0 < timeout:
+        if not alive():
+            raise KafkaFatalError(f"broker process for {bootstrap} exited during startup")
+        time.sleep(0.2)
+    client = admin(bootstrap, extra)
+    last: Exception | None = None
+    while time.monotonic() - t0 < timeout:
+        if not alive():
+            raise KafkaFatalError(f"broker process for {bootstrap} exited during startup")
+        try:
+            md = client.list_topics(timeout=2.0)
+            if md.brokers:
+                return time.monotonic() - t0
+        except KafkaException as exc:
+            last = exc
+        time.sleep(0.3)
+    raise KafkaFatalError(f"no metadata from {bootstrap} within {timeout:.0f}s ({last})")
+
+
+def create_topics(
+    bootstrap: str,
+    topics: Mapping[str, int],
+    config: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Create topics (name -> partitions) with replication factor 1; existing ones are kept."""
+    client = admin(bootstrap, extra)
+    new = [NewTopic(n, num_partitions=p, replication_factor=1, config=dict(config or {}))
+           for n, p in topics.items()]  # fmt: skip
+    for name, fut in client.create_topics(new, operation_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise KafkaFatalError(f"cannot create topic {name}: {exc}") from exc
+    _await_topics(client, list(topics), timeout)
+
+
+def _await_topics(client: AdminClient, names: list[str], timeout: float) -> None:
+    """Topic creation returns before every partition has a leader; wait for that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        md = client.list_topics(timeout=5.0)
+        ok = all(
+            n in md.topics
+            and md.topics[n].error is None
+            and md.topics[n].partitions
+            and all(p.leader >= 0 for p in md.topics[n].partitions.values())
+            for n in names
+        )
+        if ok:
+            return
+        time.sleep(0.1)
+    raise KafkaFatalError(f"topics {names} have no leaders after {timeout:.0f}s")
+
+
+def delete_topics(bootstrap: str, names: list[str], timeout: float = 30.0) -> None:
+    if not names:
+        return
+    for fut in admin(bootstrap).delete_topics(names, operation_timeout=timeout).values():
+        # Already gone is fine: deletion is best-effort cleanup.
+        with contextlib.suppress(KafkaException):
+            fut.result(timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+def drain(
+    bootstrap: str, topic: str, expect: int, timeout_s: float, idle_s: float = 2.0
+) -> list[Received]:
+    """Read a topic from its start until ``expect`` messages, or ``idle_s`` of silence
+    after the deadline (for demos and benchmarks; not the worker's path)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"drain-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    c.subscribe([topic])
+    out: list[Received] = []
+    deadline = time.monotonic() + timeout_s
+    last = time.monotonic()
+    while len(out) < expect and time.monotonic() < deadline + idle_s:
+        msgs = c.consume(5000, 0.5)
+        for m in msgs:
+            if m.error() is None:
+                out.append(Received(m.key(), m.value(), m.timestamp()[1]))
+        if msgs:
+            last = time.monotonic()
+        elif time.monotonic() > deadline and time.monotonic() - last > idle_s:
+            break
+    c.close()
+    return out

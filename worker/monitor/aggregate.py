@@ -1,0 +1,214 @@
+"""``WindowAgg``: the mergeable aggregate of one model version in one window.
+
+It holds only exact integer counts, exact float sums (see ``exactsum``) and
+sparse integer histograms, so ``merge`` is commutative and associative with
+``WindowAgg()`` as identity, and equal inputs give equal values however they
+were split or ordered. Figures are computed from it by ``metrics``.
+
+Building values event by event would copy the histograms each time, so the
+builders take batches: ``window_deltas`` turns a batch of join results into one
+small delta per window, which the caller merges into its table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from worker.monitor import exactsum
+from worker.monitor.exactsum import ExactSum
+from worker.monitor.figures import METRIC_NAMES, metrics
+from worker.monitor.join import JoinStep
+from worker.monitor.terms import EXPIRED, Terms, outcome_terms, prediction_terms
+from worker.monitor.views import ModelSpec, Outcome, PredictionView
+from worker.monitor.windows import WindowKey, parse_window
+
+__all__ = [
+    "METRIC_NAMES", "ModelSpec", "WindowAgg", "add_outcomes", "add_predictions", "merge_all",
+    "metrics", "step_deltas", "window_deltas",
+]  # fmt: skip
+
+TASKS: Final = ("binary", "multiclass", "regression")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowAgg:
+    """Counts, exact sums and sparse histograms; zero entries are never stored.
+
+    counts: predicted (first sightings), count (valid labeled outcomes), expired,
+    invalid, positives, tp, fp, tn, fn, correct, mape_count. sums: score,
+    log_loss, brier (binary), log_loss (multiclass), abs_err, sq_err, ape
+    (regression). hists: pos / neg (logit bins of the score by true class), psi
+    (index of the reference bin of each prediction).
+    """
+
+    task: str = ""
+    counts: Mapping[str, int] = field(default_factory=dict)
+    sums: Mapping[str, ExactSum] = field(default_factory=dict)
+    hists: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
+
+    def merge(self, other: WindowAgg) -> WindowAgg:
+        acc = _Acc(self)
+        acc.absorb(other)
+        return acc.freeze()
+
+    @property
+    def total(self) -> int:
+        """Events folded in so far; it only grows, so a smaller total is an older value."""
+        return sum(self.counts.get(k, 0) for k in ("predicted", "count", "expired", "invalid"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "counts": dict(sorted(self.counts.items())),
+            "sums": {k: list(v) for k, v in sorted(self.sums.items())},
+            "hists": {k: {str(b): n for b, n in sorted(h.items())}
+                      for k, h in sorted(self.hists.items())},
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WindowAgg:
+        task = data.get("task", "")
+        if task not in ("", *TASKS):
+            raise ValueError(f"unknown task {task!r} in a window aggregate")
+        acc = _Acc(WindowAgg(str(task)))
+        acc.absorb(WindowAgg(
+            str(task),
+            {str(k): int(v) for k, v in data.get("counts", {}).items()},
+            {str(k): exactsum.parse_sum(v, f"sums.{k}") for k, v in data.get("sums", {}).items()},
+            {str(k): {int(b): int(n) for b, n in h.items()}
+             for k, h in data.get("hists", {}).items()},
+        ))  # fmt: skip
+        return acc.freeze()
+
+
+def merge_all(aggs: Iterable[WindowAgg]) -> WindowAgg:
+    acc = _Acc(WindowAgg())
+    for agg in aggs:
+        acc.absorb(agg)
+    return acc.freeze()
+
+
+class _Acc:
+    """Mutable working copy of a WindowAgg; only ever used inside one function call.
+
+    Sums are lists of every value added, made exact and canonical once, in freeze.
+    """
+
+    __slots__ = ("counts", "hists", "sums", "task")
+
+    def __init__(self, agg: WindowAgg) -> None:
+        self.task = agg.task
+        self.counts: dict[str, int] = dict(agg.counts)
+        self.sums: dict[str, list[float]] = {k: list(v) for k, v in agg.sums.items()}
+        self.hists: dict[str, dict[int, int]] = {k: dict(h) for k, h in agg.hists.items()}
+
+    def set_task(self, task: str) -> None:
+        if task and self.task and task != self.task:
+            raise ValueError(f"cannot merge a {task} aggregate into a {self.task} one")
+        self.task = self.task or task
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    def bin(self, hist: str, key: int, n: int = 1) -> None:
+        h = self.hists.setdefault(hist, {})
+        h[key] = h.get(key, 0) + n
+
+    def absorb(self, other: WindowAgg) -> None:
+        self.set_task(other.task)
+        for k, n in other.counts.items():
+            self.add(k, n)
+        for k, s in other.sums.items():
+            self.sums.setdefault(k, []).extend(s)
+        for k, h in other.hists.items():
+            for b, n in h.items():
+                self.bin(k, b, n)
+
+    def apply(self, task: str, terms: Terms) -> None:
+        self.set_task(task)
+        for name in terms.counts:
+            self.add(name)
+        for name, x in terms.sums:
+            self.sums.setdefault(name, []).append(x)
+        for hist, key in terms.bins:
+            self.bin(hist, key)
+
+    def freeze(self) -> WindowAgg:
+        sums = {k: exactsum.canonical(v) for k, v in self.sums.items()}
+        hists = {k: {b: n for b, n in h.items() if n} for k, h in self.hists.items()}
+        return WindowAgg(
+            self.task,
+            {k: n for k, n in self.counts.items() if n},
+            {k: s for k, s in sums.items() if s},
+            {k: h for k, h in hists.items() if h},
+        )
+
+
+def window_deltas(
+    windows: Sequence[str],
+    spec_for: Callable[[PredictionView], ModelSpec],
+    predictions: Iterable[PredictionView] = (),
+    outcomes: Iterable[Outcome] = (),
+    expired: Iterable[PredictionView] = (),
+) -> dict[WindowKey, WindowAgg]:
+    """One delta aggregate per window touched by a batch: first sightings of
+    predictions, joined outcomes and expired predictions, each placed by event time."""
+    sizes = [(w, parse_window(w)) for w in windows]
+    # Plain tuples as keys while folding: hashing them is cheaper than WindowKeys.
+    accs: dict[tuple[str, str, str, int], _Acc] = {}
+
+    def apply(pred: PredictionView, task: str, terms: Terms) -> None:
+        t = pred.event_time
+        for window, size in sizes:
+            key = (pred.model, pred.model_version, window, t - t % size)
+            acc = accs.get(key)
+            if acc is None:
+                acc = accs[key] = _Acc(WindowAgg())
+            acc.apply(task, terms)
+
+    for pred in predictions:
+        spec = spec_for(pred)
+        apply(pred, spec.task, prediction_terms(pred, spec))
+    for outcome in outcomes:
+        spec = spec_for(outcome.prediction)
+        apply(outcome.prediction, spec.task, outcome_terms(outcome, spec))
+    for pred in expired:
+        apply(pred, spec_for(pred).task, EXPIRED)
+    return {WindowKey(*k): acc.freeze() for k, acc in accs.items()}
+
+
+def step_deltas(
+    steps: Iterable[JoinStep],
+    windows: Sequence[str],
+    spec_for: Callable[[PredictionView], ModelSpec],
+) -> dict[WindowKey, WindowAgg]:
+    """``window_deltas`` of a batch of join steps (including expiries they carried)."""
+    predictions: list[PredictionView] = []
+    outcomes: list[Outcome] = []
+    expired: list[PredictionView] = []
+    for step in steps:
+        if step.new_prediction is not None:
+            predictions.append(step.new_prediction)
+        outcomes.extend(step.outcomes)
+        if step.expired is not None:
+            expired.extend(step.expired.expired_predictions)
+    return window_deltas(windows, spec_for, predictions, outcomes, expired)
+
+
+def add_outcomes(agg: WindowAgg, outcomes: Iterable[Outcome], spec: ModelSpec) -> WindowAgg:
+    """``agg`` with ``outcomes`` folded in, whatever windows they belong to."""
+    acc = _Acc(agg)
+    for outcome in outcomes:
+        acc.apply(spec.task, outcome_terms(outcome, spec))
+    return acc.freeze()
+
+
+def add_predictions(
+    agg: WindowAgg, predictions: Iterable[PredictionView], spec: ModelSpec
+) -> WindowAgg:
+    acc = _Acc(agg)
+    for pred in predictions:
+        acc.apply(spec.task, prediction_terms(pred, spec))
+    return acc.freeze()

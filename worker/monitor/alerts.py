@@ -1,0 +1,210 @@
+"""Alert rules and their pure evaluator.
+
+A rule compares one figure of one window with a threshold. State is kept per
+(rule, model, model_version): an alert fires once when the figure crosses the
+threshold, stays firing without repeating itself, resolves once when the figure
+is back, and may not fire again within ``cooldown_s`` of resolving. Below
+``min_count`` (labeled outcomes; predictions for prediction-based figures such as
+PSI) or with an undefined figure, nothing is decided and the state is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final, Literal
+
+from worker.monitor.figures import METRIC_NAMES, PREDICTION_METRICS, Figure
+from worker.monitor.views import finite_number
+from worker.monitor.windows import ROLLING, WindowKey, check_window, escape_key_part
+
+Op = Literal["<", ">"]
+Status = Literal["ok", "firing"]
+DEFAULT_COOLDOWN_S: Final = 3600.0
+DEFAULT_MIN_COUNT: Final = 200
+_RULE_KEYS: Final = frozenset(
+    {"name", "metric", "op", "threshold", "window", "min_count", "cooldown_s"}
+)
+
+
+class AlertRuleError(ValueError):
+    """An alert rule definition is invalid; the message names the rule."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRule:
+    name: str
+    metric: str
+    op: Op
+    threshold: float
+    window: str = ROLLING
+    min_count: int = DEFAULT_MIN_COUNT
+    cooldown_s: float = DEFAULT_COOLDOWN_S
+
+    @property
+    def basis(self) -> str:
+        """The count that ``min_count`` applies to."""
+        return "predicted" if self.metric in PREDICTION_METRICS else "count"
+
+    def breached(self, value: float) -> bool:
+        return value < self.threshold if self.op == "<" else value > self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "metric": self.metric, "op": self.op,
+                "threshold": self.threshold, "window": self.window,
+                "min_count": self.min_count, "cooldown_s": self.cooldown_s}  # fmt: skip
+
+
+DEFAULT_RULES: Final = (
+    AlertRule("recall_low", "recall", "<", 0.6, ROLLING, min_count=200),
+    AlertRule("roc_auc_low", "roc_auc", "<", 0.75, ROLLING, min_count=200),
+    AlertRule("psi_high", "psi", ">", 0.25, ROLLING, min_count=500),
+)
+
+
+def parse_rules(items: object) -> tuple[AlertRule, ...]:
+    """Rules from a list of tables, as in ``[[alerts]]`` of a TOML file."""
+    if not isinstance(items, list | tuple):
+        raise AlertRuleError("alert rules must be a list of tables")
+    rules = tuple(_parse_rule(item, i) for i, item in enumerate(items))
+    names = [r.name for r in rules]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise AlertRuleError(f"duplicate alert rule names: {', '.join(duplicates)}")
+    return rules
+
+
+def _parse_rule(item: object, index: int) -> AlertRule:
+    where = f"alert rule #{index + 1}"
+    if not isinstance(item, Mapping):
+        raise AlertRuleError(f"{where} must be a table")
+    if isinstance(item.get("name"), str) and item["name"]:
+        where = f"alert rule {item['name']!r}"
+    unknown = sorted(set(map(str, item)) - _RULE_KEYS)
+    if unknown:
+        raise AlertRuleError(f"{where}: unknown keys {', '.join(unknown)}")
+    for key in ("name", "metric", "op", "threshold"):
+        if key not in item:
+            raise AlertRuleError(f"{where}: {key!r} is required")
+    name, metric, op = item["name"], item["metric"], item["op"]
+    if not isinstance(name, str) or not name:
+        raise AlertRuleError(f"{where}: 'name' must be a non-empty string")
+    if metric not in METRIC_NAMES:
+        raise AlertRuleError(f"{where}: unknown metric {metric!r}, expected one of "
+                             f"{', '.join(METRIC_NAMES)}")  # fmt: skip
+    if op not in ("<", ">"):
+        raise AlertRuleError(f"{where}: 'op' must be '<' or '>', got {op!r}")
+    threshold = _number(item["threshold"], where, "threshold")
+    window = item.get("window", ROLLING)
+    try:
+        check_window(window)
+    except ValueError as exc:
+        raise AlertRuleError(f"{where}: {exc}") from None
+    min_count = item.get("min_count", DEFAULT_MIN_COUNT)
+    if type(min_count) is not int or min_count < 0:
+        raise AlertRuleError(f"{where}: 'min_count' must be a non-negative integer")
+    cooldown = _number(item.get("cooldown_s", DEFAULT_COOLDOWN_S), where, "cooldown_s")
+    if cooldown < 0:
+        raise AlertRuleError(f"{where}: 'cooldown_s' must not be negative")
+    return AlertRule(name, metric, op, threshold, window, min_count, cooldown)
+
+
+def _number(value: object, where: str, key: str) -> float:
+    number = finite_number(value)
+    if number is None:
+        raise AlertRuleError(f"{where}: {key!r} must be a finite number, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class AlertState:
+    """Per (rule, model, model_version). ``since``: when the current firing began;
+    ``resolved_at``: when the last firing ended (the cooldown runs from there)."""
+
+    status: Status = "ok"
+    since: int | None = None
+    resolved_at: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "since": self.since, "resolved_at": self.resolved_at}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AlertState:
+        status = data.get("status", "ok")
+        if status not in ("ok", "firing"):
+            raise ValueError(f"unknown alert status {status!r}")
+        since, resolved = data.get("since"), data.get("resolved_at")
+        return cls(status, None if since is None else int(since),
+                   None if resolved is None else int(resolved))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """A state change worth publishing: the rule started firing or resolved."""
+
+    status: Literal["firing", "resolved"]
+    rule: AlertRule
+    window: WindowKey
+    value: float
+    basis_count: int
+    at: int
+    since: int
+
+    def key(self) -> str:
+        return alert_key(self.rule.name, self.window.model, self.window.model_version)
+
+
+def alert_key(rule: str, model: str, model_version: str) -> str:
+    """Key of the alert state and of its records: ``rule|model|version`` (escaped)."""
+    return "|".join(escape_key_part(p) for p in (rule, model, model_version))
+
+
+def evaluate(
+    state: AlertState,
+    rule: AlertRule,
+    figures: Mapping[str, Figure],
+    window: WindowKey,
+    now_ms: int,
+) -> tuple[AlertState, AlertRecord | None]:
+    """One evaluation of ``rule`` on the figures of ``window`` at ``now_ms``."""
+    value, basis = figures.get(rule.metric), figures.get(rule.basis)
+    if value is None or not isinstance(basis, int) or basis < rule.min_count:
+        return state, None
+    breached = rule.breached(float(value))
+    if state.status == "firing":
+        if breached:
+            return state, None
+        since = now_ms if state.since is None else state.since
+        record = AlertRecord("resolved", rule, window, float(value), basis, now_ms, since)
+        return AlertState("ok", None, now_ms), record
+    if not breached or _cooling_down(state, rule, now_ms):
+        return state, None
+    record = AlertRecord("firing", rule, window, float(value), basis, now_ms, now_ms)
+    return replace(state, status="firing", since=now_ms), record
+
+
+def _cooling_down(state: AlertState, rule: AlertRule, now_ms: int) -> bool:
+    if state.resolved_at is None:
+        return False
+    return now_ms < state.resolved_at + round(rule.cooldown_s * 1000)
+
+
+def evaluate_all(
+    states: Mapping[str, AlertState],
+    rules: Sequence[AlertRule],
+    figures: Mapping[str, Figure],
+    window: WindowKey,
+    now_ms: int,
+) -> tuple[dict[str, AlertState], list[AlertRecord]]:
+    """Every rule of ``window``'s size on one window's figures; states keyed by alert_key."""
+    new_states, records = dict(states), []
+    for rule in rules:
+        if rule.window != window.window:
+            continue
+        key = alert_key(rule.name, window.model, window.model_version)
+        new_states[key], record = evaluate(
+            states.get(key, AlertState()), rule, figures, window, now_ms
+        )
+        if record is not None:
+            records.append(record)
+    return new_states, records

@@ -1,0 +1,88 @@
+"""The records the monitor publishes, and their Kafka keys.
+
+Shapes are fixed by ``schemas/model_metrics.schema.json`` and
+``schemas/model_alert.schema.json``: every figure is always present, JSON null
+where undefined, so consumers never have to guess whether a field was dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from worker.monitor.alerts import AlertRecord
+from worker.monitor.figures import METRIC_NAMES, Figure
+from worker.monitor.windows import WindowKey
+
+_COUNT_FIELDS = ("count", "predicted", "expired", "invalid")
+
+
+def metrics_key(window: WindowKey) -> str:
+    """``model|version|window|start`` (``model|version|rolling`` for the rolling view),
+    so that a compacted topic keeps the latest figures of each window."""
+    return window.kafka_key()
+
+
+def metrics_record(
+    window: WindowKey,
+    task: str,
+    figures: Mapping[str, Figure],
+    computed_at: int,
+    *,
+    unmatched_labels: int | None = None,
+    sources: int | None = None,
+) -> dict[str, Any]:
+    """The model-metrics record of one window; ``figures`` as returned by ``metrics``."""
+    record: dict[str, Any] = {
+        "model": window.model,
+        "model_version": window.model_version,
+        "window": window.window,
+        "window_start": window.start_ms,
+        "window_end": window.end_ms,
+        "task": task or None,
+        "computed_at": computed_at,
+    }
+    for name in METRIC_NAMES:
+        value = figures.get(name)
+        if name in _COUNT_FIELDS:
+            record[name] = int(value or 0)
+        else:
+            record[name] = _json_number(value)
+    record["unmatched_labels"] = unmatched_labels
+    record["sources"] = sources
+    return record
+
+
+def alert_record(alert: AlertRecord) -> dict[str, Any]:
+    rule, window = alert.rule, alert.window
+    return {
+        "alert": rule.name,
+        "status": alert.status,
+        "model": window.model,
+        "model_version": window.model_version,
+        "metric": rule.metric,
+        "op": rule.op,
+        "threshold": rule.threshold,
+        "value": alert.value,
+        "basis": rule.basis,
+        "basis_count": alert.basis_count,
+        "min_count": rule.min_count,
+        "window": window.window,
+        "window_start": window.start_ms,
+        "window_end": window.end_ms,
+        "at": alert.at,
+        "firing_since": alert.since,
+    }
+
+
+def alert_key(alert: AlertRecord) -> str:
+    """``rule|model|version``: a compacted topic keeps each alert's latest state."""
+    return alert.key()
+
+
+def _json_number(value: Figure) -> int | float | None:
+    # JSON has no NaN or infinity (orjson would silently write null anyway).
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return value
