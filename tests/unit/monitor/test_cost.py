@@ -74,4 +74,3 @@ def test_join_and_aggregate_cost_per_event(report: Callable[[str], None]) -> Non
     assert sum(int(a.counts.get("count", 0)) for a in tables.values()) == 2 * N
     report(f"monitor core per event (prediction + label, windows 5m and 1h, batches of {BATCH}):"
            f" join {min(join_us):.1f} us, aggregate + stats {min(agg_us):.1f} us")  # fmt: skip
-    assert min(join_us) + min(agg_us) < 1000  # only a guard against a pathological slowdown
