@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from worker import config, kafka_local
 from worker.errors import ConfigError, ScoringError
@@ -58,12 +59,12 @@ def _add_kafka_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.set_defaults(handler=_kafka_local)
 
 
-def _add_settings_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per Settings field; None means "not given", so lower layers show through."""
+def _add_settings_flags(p: argparse.ArgumentParser, cls: type[Any] = config.Settings) -> None:
+    """One flag per settings field; None means "not given", so lower layers show through."""
     p.add_argument("--config", type=Path, default=None, help="TOML settings file")
     p.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE",
                    help="librdkafka property for consumer and producer (repeatable)")  # fmt: skip
-    for f in dataclasses.fields(config.Settings):
+    for f in dataclasses.fields(cls):
         if f.name != "kafka":
             flag = "--" + f.name.replace("_", "-")
             doc = f.metadata.get("doc", "").replace("``", "").replace("%", "%%")
@@ -176,6 +177,35 @@ def _add_score_file(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(handler=_score_file)
 
 
+def _monitor(args: argparse.Namespace) -> int:
+    from worker.monitor.alerts import DEFAULT_RULES, AlertRule, AlertRuleError, parse_rules
+    from worker.monitor.app import run_monitor
+    from worker.monitor.settings import MonitorSettings
+
+    s = config.load_into(MonitorSettings, args.config, os.environ, vars(args), args.kafka,
+                         tables=("alerts",))  # fmt: skip
+    setup_logging(s.log_level)
+    rules: tuple[AlertRule, ...] = DEFAULT_RULES
+    if args.config is not None:
+        table = config.read_toml(args.config).get("alerts")
+        if table is not None:
+            try:
+                rules = parse_rules(table)
+            except AlertRuleError as exc:
+                raise ConfigError(f"{args.config}: {exc}") from exc
+    logging.getLogger("worker").info("monitor starting with %s", s.masked())
+    run_monitor(s, rules)
+    return 0
+
+
+def _add_monitor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from worker.monitor.settings import MonitorSettings
+
+    p = sub.add_parser("monitor", help="join labels; window metrics, drift and alerts")
+    _add_settings_flags(p, MonitorSettings)
+    p.set_defaults(handler=_monitor)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from worker import demo_run
 
@@ -200,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_demo(sub)
     _add_produce_demo(sub)
     _add_score_file(sub)
+    _add_monitor(sub)
     _add_demo(sub)
     return parser
 

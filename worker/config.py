@@ -16,10 +16,11 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from worker.errors import ConfigError
 
+T = TypeVar("T")
 SECRET_MARKERS = ("password", "secret", "token", "key", "credential")
 
 
@@ -106,12 +107,13 @@ def is_secret(key: str) -> bool:
     return any(m in k for m in SECRET_MARKERS) and not k.endswith(".location")
 
 
-_FIELDS = {f.name: f for f in fields(Settings)}
+def _fields(cls: type[Any]) -> dict[str, Any]:
+    return {f.name: f for f in fields(cls)}
 
 
-def _coerce(name: str, raw: Any) -> Any:
+def _coerce(cls: type[Any], name: str, raw: Any) -> Any:
     """Convert a TOML, env or flag value to the field's type, naming the field on failure."""
-    default = _FIELDS[name].default
+    default = _fields(cls)[name].default
     kind = type(default) if default is not dataclasses.MISSING else str
     try:
         if kind is bool:
@@ -135,22 +137,32 @@ def parse_kafka_pairs(pairs: list[str] | str, source: str) -> dict[str, str]:
     return out
 
 
-def from_toml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+def read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def from_toml(path: Path, cls: type[Any] = Settings,
+              tables: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
+    """Settings and the [kafka] table of a TOML file; ``tables`` are other tables the
+    caller reads itself (the monitor's [[alerts]])."""
+    data = read_toml(path)
     kafka = {str(k): str(v) for k, v in data.pop("kafka", {}).items()}
-    unknown = sorted(set(data) - set(_FIELDS))
+    for name in tables:
+        data.pop(name, None)
+    unknown = sorted(set(data) - set(_fields(cls)))
     if unknown:
         raise ConfigError(f"config file {path}: unknown settings {', '.join(unknown)}")
     return data, kafka
 
 
-def from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    values = {n: env[f"SCORING_{n.upper()}"] for n in _FIELDS
+def from_env(env: Mapping[str, str], cls: type[Any] = Settings
+             ) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
+    values = {n: env[f"SCORING_{n.upper()}"] for n in _fields(cls)
               if n != "kafka" and f"SCORING_{n.upper()}" in env}  # fmt: skip
     kafka = parse_kafka_pairs(env.get("SCORING_KAFKA", ""), "SCORING_KAFKA")
     return values, kafka
@@ -162,15 +174,29 @@ def load(
     flags: Mapping[str, Any],
     kafka_flags: list[str] | None = None,
 ) -> Settings:
-    """Merge every source by precedence; flags whose value is None were not given."""
+    """The worker's settings from every source; flags whose value is None were not given."""
+    return load_into(Settings, config_file, env, flags, kafka_flags)
+
+
+def load_into(
+    cls: type[T],
+    config_file: Path | None,
+    env: Mapping[str, str],
+    flags: Mapping[str, Any],
+    kafka_flags: list[str] | None = None,
+    tables: tuple[str, ...] = (),
+) -> T:
+    """Merge every source by precedence into ``cls``, a settings dataclass with a
+    ``kafka`` mapping field."""
+    names = _fields(cls)
     merged: dict[str, Any] = {}
     kafka: dict[str, str] = {}
-    layers = [from_toml(config_file)] if config_file else []
-    layers.append(from_env(env))
+    layers = [from_toml(config_file, cls, tables)] if config_file else []
+    layers.append(from_env(env, cls))
     layers.append(({k: v for k, v in flags.items()
-                    if v is not None and k in _FIELDS and k != "kafka"},
+                    if v is not None and k in names and k != "kafka"},
                    parse_kafka_pairs(kafka_flags or [], "--kafka")))  # fmt: skip
     for values, kafka_values in layers:
-        merged.update({k: _coerce(k, v) for k, v in values.items()})
+        merged.update({k: _coerce(cls, k, v) for k, v in values.items()})
         kafka.update(kafka_values)
-    return Settings(**merged, kafka=kafka)
+    return cls(**merged, kafka=kafka)  # type: ignore[call-arg]

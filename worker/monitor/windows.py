@@ -5,13 +5,13 @@ A window of size S covers ``[start, start + S)`` with ``start = ts - ts mod S``
 prediction's event time, else its scoring time (``PredictionView.event_time``).
 
 The rolling view hops on the 5-minute buckets: as of ``now`` it is the merge of
-the buckets whose *end* lies in ``(now - 1h, now]``. That is always the 12 most
-recent complete buckets, covering ``[E - 1h, E)`` with ``E = window_start(now,
-5m)``; the bucket still filling (``[E, E + 5m)``) is left out so that the view
-never shows a partly elapsed bucket as if it were a full one. It lags ``now`` by
-less than 5 minutes and moves in 5-minute steps. Because buckets are by event
-time and labels come late, its newest buckets hold few labeled outcomes at
-first; alert rules' ``min_count`` keeps them from deciding on too little.
+the buckets whose *start* lies in ``(now - 1h, now]``: the 12 most recent
+buckets, covering ``[E - 1h, E)`` with ``E = window_start(now, 5m) + 5m``. The
+bucket still filling is included, because live gauges must show the newest
+events; the view therefore spans between 55 and 60 minutes of elapsed time and
+moves in 5-minute steps. Because buckets are by event time and labels come late,
+its newest buckets hold few labeled outcomes at first; alert rules' ``min_count``
+keeps them from deciding on too little.
 """
 
 from __future__ import annotations
@@ -73,10 +73,12 @@ def window_bounds(ts_ms: int, size_ms: int) -> tuple[int, int]:
 def rolling_bounds(
     now_ms: int, span_ms: int = ROLLING_SPAN_MS, step_ms: int = ROLLING_STEP_MS
 ) -> tuple[int, int]:
-    """``(start, end)`` of the rolling view as of ``now_ms``: ``[E - span, E)``."""
+    """``(start, end)`` of the rolling view as of ``now_ms``: ``[E - span, E)`` where E is
+    the end of the bucket in progress. Live gauges need the newest events, so the bucket
+    still filling is part of the view; the oldest bucket is then partly older than 1 h."""
     if span_ms <= 0 or step_ms <= 0 or span_ms % step_ms:
         raise ValueError("the rolling span must be a positive multiple of its step")
-    end = window_start(now_ms, step_ms)
+    end = window_start(now_ms, step_ms) + step_ms
     return end - span_ms, end
 
 
@@ -92,9 +94,9 @@ def in_rolling_view(
     bucket_start: int, now_ms: int, span_ms: int = ROLLING_SPAN_MS,
     step_ms: int = ROLLING_STEP_MS,
 ) -> bool:  # fmt: skip
-    """Whether the bucket ``[bucket_start, bucket_start + step)`` is in the view at ``now_ms``."""
-    end = bucket_start + step_ms
-    return now_ms - span_ms < end <= now_ms
+    """Whether the bucket ``[bucket_start, bucket_start + step)`` is in the view at ``now_ms``:
+    its start lies in ``(now - span, now]``."""
+    return now_ms - span_ms < bucket_start <= now_ms
 
 
 def escape_key_part(part: str) -> str:

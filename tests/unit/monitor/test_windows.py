@@ -53,19 +53,19 @@ def test_tumbling_windows_are_aligned_to_the_epoch_and_half_open() -> None:
     assert window_start(-1, HOUR_MS) == -HOUR_MS
 
 
-def test_rolling_view_is_the_12_complete_buckets_ending_in_the_last_hour() -> None:
+def test_rolling_view_is_the_12_buckets_starting_in_the_last_hour() -> None:
     e = window_start(T0, FIVE) + FIVE  # an exact bucket boundary
-    assert rolling_bounds(e) == (e - HOUR_MS, e)
-    assert rolling_bounds(e - 1) == (e - FIVE - HOUR_MS, e - FIVE)
-    assert rolling_bounds(e + FIVE - 1) == (e - HOUR_MS, e)
+    assert rolling_bounds(e) == (e + FIVE - HOUR_MS, e + FIVE)  # includes the bucket in progress
+    assert rolling_bounds(e - 1) == (e - HOUR_MS, e)
+    assert rolling_bounds(e + FIVE - 1) == (e + FIVE - HOUR_MS, e + FIVE)
     for now in (e, e - 1, e + 1, e + FIVE - 1):
         starts = rolling_bucket_starts(now)
         assert len(starts) == 12 and starts == sorted(starts)
         for s in range(starts[0] - 3 * FIVE, starts[-1] + 3 * FIVE, FIVE):
             assert in_rolling_view(s, now) == (s in starts)
-            # The definition: the bucket's end lies in (now - 1h, now].
-            assert in_rolling_view(s, now) == (now - HOUR_MS < s + FIVE <= now)
-    assert e - FIVE in rolling_bucket_starts(e) and e - FIVE not in rolling_bucket_starts(e - 1)
+            # The definition: the bucket's start lies in (now - 1h, now].
+            assert in_rolling_view(s, now) == (now - HOUR_MS < s <= now)
+    assert e in rolling_bucket_starts(e) and e not in rolling_bucket_starts(e - 1)
     with pytest.raises(ValueError):
         rolling_bounds(e, span_ms=HOUR_MS, step_ms=7 * MINUTE_MS)
 
@@ -78,8 +78,8 @@ def test_rolling_view_merges_exactly_the_buckets_in_view() -> None:
         preds = [prediction(100 * (k + 20) + j, 0.01 * j, 0, t=start + j) for j in range(k + 21)]
         buckets[start] = add_predictions(WindowAgg(), preds, BINARY)
     view = rolling_view(buckets, e)
-    assert view == merge_all(buckets[e + k * FIVE] for k in range(-12, 0))
-    assert rolling_view(buckets, e - 1) == merge_all(buckets[e + k * FIVE] for k in range(-13, -1))
+    assert view == merge_all(buckets[e + k * FIVE] for k in range(-11, 1))
+    assert rolling_view(buckets, e - 1) == merge_all(buckets[e + k * FIVE] for k in range(-12, 0))
     assert rolling_view({}, e) == WindowAgg()
 
 

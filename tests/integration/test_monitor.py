@@ -1,0 +1,228 @@
+"""The monitor against the real broker: exact window figures, kill -9, two instances."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from sklearn import metrics as skm
+
+from tests.integration.helpers import ROOT, produce, read_topic
+
+N = 50_000
+FIVE_MIN = 300_000
+HORIZON_S = 20
+VOLATILE = ("computed_at", "sources")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    predictions: list[dict[str, Any]]
+    labels: dict[str, int]  # id -> true label, for the labels that arrive
+    early: list[str]  # ids whose label is sent before any prediction
+    late: list[str]  # the other arriving labels, shuffled
+    unknown: list[str]  # labels for ids that were never predicted
+
+
+@pytest.fixture(scope="module")
+def dataset() -> Dataset:
+    rng = np.random.default_rng(42)
+    now = int(time.time() * 1000)
+    base = (now - 40 * 60_000) // FIVE_MIN * FIVE_MIN  # 4 five-minute windows, 40-20 min ago
+    truth = (rng.random(N) < 0.2).astype(int)
+    score = np.clip(rng.beta(2, 5, N) + 0.35 * truth, 0.0, 1.0)
+    score[:20] = [0.0, 1.0] * 10  # the edges of log loss
+    preds = []
+    for i in range(N):
+        version = "1" if i % 3 else "2"
+        p = float(score[i])
+        event_ts = base + int(rng.integers(0, 4 * FIVE_MIN))
+        preds.append({"id": f"ev-{i}", "score": p, "label": int(p >= 0.5),
+                      "model": "fraud-test", "model_version": version, "event_ts": event_ts,
+                      "scored_at": now})  # fmt: skip
+    order = rng.permutation(N)
+    never = set(order[: N // 50].tolist())  # 2 % never labeled
+    arriving = [i for i in order.tolist() if i not in never]
+    early = arriving[: N // 20]  # 5 % before their prediction
+    late = arriving[N // 20 :]
+    unknown = [f"ghost-{k}" for k in range(N // 100)]  # 1 % for ids never predicted
+    return Dataset(preds, {f"ev-{i}": int(truth[i]) for i in arriving},
+                   [f"ev-{i}" for i in early], [f"ev-{i}" for i in late], unknown)  # fmt: skip
+
+
+def expected(ds: Dataset) -> dict[str, dict[str, Any]]:
+    """sklearn's figures per (version, window size, window start)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for p in ds.predictions:
+        for window, size in (("5m", FIVE_MIN), ("1h", 3_600_000)):
+            start = p["event_ts"] - p["event_ts"] % size
+            groups.setdefault(f"fraud-test|{p['model_version']}|{window}|{start}", []).append(p)
+    out = {}
+    for key, preds in groups.items():
+        labeled = [p for p in preds if p["id"] in ds.labels]
+        y = np.array([ds.labels[p["id"]] for p in labeled])
+        s = np.array([p["score"] for p in labeled])
+        d = np.array([p["label"] for p in labeled])
+        out[key] = {"count": len(labeled), "predicted": len(preds),
+                    "expired": len(preds) - len(labeled), "positives": int(y.sum()),
+                    "accuracy": skm.accuracy_score(y, d), "precision": skm.precision_score(y, d),
+                    "recall": skm.recall_score(y, d), "f1": skm.f1_score(y, d),
+                    "log_loss": skm.log_loss(y, s, labels=[0, 1]),
+                    "brier": skm.brier_score_loss(y, s),
+                    "roc_auc": skm.roc_auc_score(y, s)}  # fmt: skip
+    return out
+
+
+class MonitorProc:
+    def __init__(self, bootstrap: str, topics: dict[str, str], group: str, instance: str,
+                 log: Path) -> None:  # fmt: skip
+        self.log = log.open("ab")
+        args = ["--bootstrap", bootstrap, "--predictions-topic", topics["pred"],
+                "--labels-topic", topics["labels"], "--metrics-topic", topics["metrics"],
+                "--alerts-topic", topics["alerts"], "--stats-topic", topics["stats"],
+                "--group", group, "--instance-id", instance, "--horizon-s", str(HORIZON_S),
+                "--metrics-port", "0", "--partitions", "4"]  # fmt: skip
+        cmd = [sys.executable, "-m", "worker", "monitor", *args]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(60)
+        self.log.close()
+        return code
+
+
+def feed(bootstrap: str, topics: dict[str, str], ds: Dataset) -> None:
+    lab = topics["labels"]
+    produce(bootstrap, lab, ((i.encode(), orjson.dumps({"id": i, "label": ds.labels[i]}))
+                             for i in ds.early))  # fmt: skip
+    produce(bootstrap, topics["pred"], ((f"card-{k % 977}".encode(), orjson.dumps(p))
+                                        for k, p in enumerate(ds.predictions)))  # fmt: skip
+    rest = [(i, ds.labels[i]) for i in ds.late] + [(g, 1) for g in ds.unknown]
+    order = np.random.default_rng(7).permutation(len(rest))
+    produce(bootstrap, lab, ((rest[k][0].encode(), orjson.dumps({"id": rest[k][0],
+                                                                 "label": rest[k][1]}))
+                             for k in order.tolist()))  # fmt: skip
+
+
+def final_stats(bootstrap: str, topic: str) -> dict[str, Any]:
+    records = read_topic(bootstrap, topic, 1, timeout=5, settle=1.0)
+    return orjson.loads(records[-1].value or b"{}") if records else {}
+
+
+def wait_done(bootstrap: str, topics: dict[str, str], ds: Dataset, timeout: float) -> None:
+    want = {"joined": len(ds.labels), "expired_predictions": N - len(ds.labels),
+            "unmatched_labels": len(ds.unknown)}  # fmt: skip
+    deadline = time.monotonic() + timeout
+    stats: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        stats = final_stats(bootstrap, topics["stats"])
+        if all(stats.get(k) == v for k, v in want.items()):
+            time.sleep(3)  # let the last partials reach stage two and the metrics topic
+            return
+        time.sleep(2)
+    raise AssertionError(f"monitor did not finish: last stats {stats}, want {want}")
+
+
+def final_windows(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
+    latest: dict[str, dict[str, Any]] = {}
+    for r in read_topic(bootstrap, topic, 1, timeout=10, settle=2.0):
+        key = (r.key or b"").decode()
+        if not key.endswith("|rolling"):
+            latest[key] = orjson.loads(r.value or b"{}")
+    return latest
+
+
+def check_against_sklearn(got: dict[str, dict[str, Any]], ds: Dataset) -> None:
+    want = expected(ds)
+    assert set(got) == set(want)
+    assert len({k.split("|")[3] for k in want if "|5m|" in k}) >= 3
+    for key, w in want.items():
+        g = got[key]
+        for name in ("count", "predicted", "expired", "positives"):
+            assert g[name] == w[name], (key, name)
+        for name in ("accuracy", "precision", "recall", "f1", "log_loss", "brier"):
+            assert abs(g[name] - w[name]) <= 1e-9, (key, name, g[name], w[name])
+        assert abs(g["roc_auc"] - w["roc_auc"]) <= 1e-3, (key, g["roc_auc"], w["roc_auc"])
+
+
+def stable(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {k: {f: v for f, v in r.items() if f not in VOLATILE} for k, r in records.items()}
+
+
+Topics = Callable[..., str]
+UNINTERRUPTED: dict[str, dict[str, Any]] = {}
+
+
+def make_topics(topic_factory: Topics) -> dict[str, str]:
+    return {"pred": topic_factory("pred", 4), "labels": topic_factory("labels", 4),
+            "metrics": topic_factory("metrics", 1), "alerts": topic_factory("alerts", 1),
+            "stats": topic_factory("stats", 1)}  # fmt: skip
+
+
+def test_windows_equal_sklearn_with_late_early_missing_and_unknown_labels(
+    kafka_bootstrap: str, topic_factory: Topics, group_factory: Callable[[], str],
+    dataset: Dataset, tmp_path: Path,
+) -> None:  # fmt: skip
+    topics = make_topics(topic_factory)
+    mon = MonitorProc(kafka_bootstrap, topics, group_factory(), "solo", tmp_path / "m.log")
+    try:
+        feed(kafka_bootstrap, topics, dataset)
+        wait_done(kafka_bootstrap, topics, dataset, timeout=240)
+        got = final_windows(kafka_bootstrap, topics["metrics"])
+    finally:
+        assert mon.stop() == 0, (tmp_path / "m.log").read_text()[-3000:]
+    check_against_sklearn(got, dataset)
+    UNINTERRUPTED.update(stable(got))
+
+
+def test_kill9_mid_stream_then_restart_gives_the_same_figures(
+    kafka_bootstrap: str, topic_factory: Topics, group_factory: Callable[[], str],
+    dataset: Dataset, tmp_path: Path,
+) -> None:  # fmt: skip
+    topics, group = make_topics(topic_factory), group_factory()
+    first = MonitorProc(kafka_bootstrap, topics, group, "one", tmp_path / "first.log")
+    feed(kafka_bootstrap, topics, dataset)
+    deadline = time.monotonic() + 120
+    while final_stats(kafka_bootstrap, topics["stats"]).get("joined", 0) < 10_000:
+        assert time.monotonic() < deadline, "the monitor made no progress"
+        time.sleep(0.5)
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    second = MonitorProc(kafka_bootstrap, topics, group, "one", tmp_path / "second.log")
+    try:
+        wait_done(kafka_bootstrap, topics, dataset, timeout=240)
+        got = final_windows(kafka_bootstrap, topics["metrics"])
+    finally:
+        assert second.stop() == 0
+    check_against_sklearn(got, dataset)
+    if UNINTERRUPTED:
+        assert stable(got) == UNINTERRUPTED
+
+
+def test_two_instances_give_the_same_figures_as_one(
+    kafka_bootstrap: str, topic_factory: Topics, group_factory: Callable[[], str],
+    dataset: Dataset, tmp_path: Path,
+) -> None:  # fmt: skip
+    topics, group = make_topics(topic_factory), group_factory()
+    a = MonitorProc(kafka_bootstrap, topics, group, "a", tmp_path / "a.log")
+    b = MonitorProc(kafka_bootstrap, topics, group, "b", tmp_path / "b.log")
+    try:
+        feed(kafka_bootstrap, topics, dataset)
+        wait_done(kafka_bootstrap, topics, dataset, timeout=240)
+        got = final_windows(kafka_bootstrap, topics["metrics"])
+    finally:
+        codes = (a.stop(), b.stop())
+    assert codes == (0, 0)
+    check_against_sklearn(got, dataset)
+    if UNINTERRUPTED:
+        assert stable(got) == UNINTERRUPTED

@@ -1,0 +1,121 @@
+"""Exactly-once processing for the monitor: consume, produce and commit offsets in one
+Kafka transaction per batch, and read state back from compacted changelog topics.
+
+A batch's outputs (changelog records, partials, metrics, alerts) and its input
+offsets become visible together or not at all, so a process killed at any point
+restarts from a state consistent with its committed offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from worker.errors import KafkaFatalError
+from worker.kafka_io.clients import Message
+
+log = logging.getLogger(__name__)
+Partitions = list[tuple[str, int]]
+
+
+class TxLoop:
+    """One group member and one transactional producer (KIP-447 fencing by group)."""
+
+    def __init__(
+        self, conf: Mapping[str, Any], group: str, transactional_id: str, topics: list[str],
+        on_assign: Callable[[Partitions], None], on_revoke: Callable[[Partitions], None],
+    ) -> None:  # fmt: skip
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._p = Producer({**conf, "transactional.id": transactional_id, "linger.ms": 5,
+                            "transaction.timeout.ms": 30_000})  # fmt: skip
+        # A restart with the same transactional.id aborts what the dead process left open.
+        self._p.init_transactions(60)
+        self._c = Consumer({**conf, "group.id": group, "enable.auto.commit": False,
+                            "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+                            "partition.assignment.strategy": "cooperative-sticky"})  # fmt: skip
+        self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
+                          on_lost=self._revoked)  # fmt: skip
+        self._open = False
+
+    def _assigned(self, c: Consumer, parts: list[TopicPartition]) -> None:
+        self._on_assign([(p.topic, p.partition) for p in parts])
+
+    def _revoked(self, c: Consumer, parts: list[TopicPartition]) -> None:
+        self._on_revoke([(p.topic, p.partition) for p in parts])
+
+    def poll(self, max_messages: int, timeout_s: float) -> list[Message]:
+        good: list[Message] = []
+        for m in self._c.consume(max_messages, timeout_s):
+            err = m.error()
+            if err is None:
+                good.append(m)
+            elif err.fatal():
+                raise KafkaFatalError(f"kafka consumer: {err.str()}")
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("kafka consumer: %s", err.str())
+        return good
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             partition: int | None = None) -> None:  # fmt: skip
+        if not self._open:
+            self._p.begin_transaction()
+            self._open = True
+        while True:
+            try:
+                if partition is None:
+                    self._p.produce(topic, value, key)
+                else:
+                    self._p.produce(topic, value, key, partition=partition)
+                return
+            except BufferError:
+                self._p.poll(0.05)
+
+    def commit(self, msgs: Sequence[Message]) -> None:
+        """Commit the batch's outputs and its input offsets atomically; raise on failure
+        (the caller exits and a restart resumes from the last committed transaction)."""
+        if not msgs and not self._open:
+            return
+        if not self._open:
+            self._p.begin_transaction()
+        last: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            last[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
+        if last:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in last.items()]
+            self._p.send_offsets_to_transaction(offsets, self._c.consumer_group_metadata(), 30)
+        self._p.commit_transaction(60)
+        self._open = False
+
+    def close(self) -> None:
+        if self._open:
+            self._p.abort_transaction(30)
+        self._c.close()
+
+
+def read_changelog(
+    conf: Mapping[str, Any], topic: str, partition: int, timeout_s: float = 120.0
+) -> Iterator[tuple[bytes, bytes | None]]:
+    """Every committed (key, value) of one changelog partition, oldest first."""
+    c = Consumer({**conf, "group.id": f"restore-{uuid.uuid4().hex}", "enable.auto.commit": False,
+                  "isolation.level": "read_committed", "enable.partition.eof": True})  # fmt: skip
+    try:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), 30)
+        if high <= low:
+            return
+        c.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for m in c.consume(5000, 1.0):
+                err = m.error()
+                if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                    return
+                if err is None and m.key() is not None:
+                    yield m.key() or b"", m.value()
+        raise KafkaFatalError(f"restoring {topic}[{partition}] took over {timeout_s:.0f}s")
+    finally:
+        c.close()

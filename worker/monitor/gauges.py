@@ -1,0 +1,105 @@
+"""The monitor's Prometheus metrics: model figures per window, join counters, the loop.
+
+Figures come from stage two's snapshot of every tick (the rolling view and the
+latest closed window of each size, labels model, model_version, window); a
+figure that is undefined (None) is left out rather than exported as NaN. Only
+the instance owning a model version's partials exports its series, so several
+instances never export conflicting values.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from worker.monitor.join import DELAY_BUCKETS_S
+from worker.monitor.stage_global import Snapshot
+
+#: figure name -> (metric name, help). Ratios and scores are unitless.
+FIGURES: dict[str, tuple[str, str]] = {
+    "accuracy": ("scoring_model_accuracy_ratio", "Accuracy of the decisions."),
+    "precision": ("scoring_model_precision_ratio", "Precision of the positive decisions."),
+    "recall": ("scoring_model_recall_ratio", "Recall of the positive class."),
+    "f1": ("scoring_model_f1_ratio", "F1 score of the positive class."),
+    "roc_auc": ("scoring_model_roc_auc_ratio", "ROC AUC of the scores."),
+    "log_loss": ("scoring_model_log_loss", "Mean log loss of the scores."),
+    "brier": ("scoring_model_brier_score", "Brier score (mean squared error of the scores)."),
+    "psi": ("scoring_model_score_psi", "Population stability index against the reference."),
+    "mean_score": ("scoring_model_mean_score", "Mean score of labeled predictions."),
+    "positive_rate": ("scoring_model_positive_rate_ratio", "Share of positive true labels."),
+    "coverage": ("scoring_model_label_coverage_ratio", "Labeled predictions / predictions."),
+    "mae": ("scoring_model_mae", "Mean absolute error (regression)."),
+    "rmse": ("scoring_model_rmse", "Root mean squared error (regression)."),
+    "mape": ("scoring_model_mape_ratio", "Mean absolute percentage error (regression)."),
+    "count": ("scoring_model_labeled_events", "Labeled predictions in the window."),
+    "predicted": ("scoring_model_predicted_events", "Predictions in the window."),
+    "positives": ("scoring_model_positive_events", "Labeled positives in the window."),
+    "expired": ("scoring_model_expired_events", "Predictions whose label never came."),
+}
+JOIN_COUNTERS = ("joined", "expired_predictions", "unmatched_labels", "duplicate_predictions",
+                 "duplicate_labels", "predictions", "labels")  # fmt: skip
+
+
+class MonitorCollector(Collector):
+    """Exports the latest snapshot; the loop replaces it, the HTTP thread reads it."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._lock = threading.Lock()
+        self._snap = Snapshot()
+        registry.register(self)
+
+    def update(self, snap: Snapshot) -> None:
+        with self._lock:
+            self._snap = snap
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            snap = self._snap
+        for fig, (name, doc) in FIGURES.items():
+            fam = GaugeMetricFamily(name, doc, labels=["model", "model_version", "window"])
+            for (model, version, window), figures in sorted(snap.figures.items()):
+                value = figures.get(fig)
+                if isinstance(value, int | float) and math.isfinite(value):
+                    fam.add_metric([model, version, window], float(value))
+            yield fam
+        counts = snap.join.to_dict()["counts"]
+        for name in JOIN_COUNTERS:
+            yield CounterMetricFamily(f"scoring_monitor_{name}", f"Label join: {name}.",
+                                      value=float(counts.get(name, 0)))  # fmt: skip
+        yield CounterMetricFamily("scoring_monitor_invalid_messages",
+                                  "Predictions or labels that could not be read.",
+                                  value=float(snap.invalid))  # fmt: skip
+        yield self._delays(snap)
+
+    @staticmethod
+    def _delays(snap: Snapshot) -> HistogramMetricFamily:
+        counts = snap.join.to_dict()["delay_counts"]
+        cumulative, buckets = 0, []
+        for bound, n in zip(DELAY_BUCKETS_S, counts, strict=True):
+            cumulative += int(n)
+            buckets.append(("+Inf" if math.isinf(bound) else str(float(bound)), cumulative))
+        # The join keeps bucket counts only, not the exact sum of delays.
+        return HistogramMetricFamily("scoring_monitor_label_delay_seconds",
+                                     "Label arrival minus the prediction's event time.",
+                                     buckets=buckets, sum_value=math.nan)  # fmt: skip
+
+
+def loop_counters(registry: CollectorRegistry) -> tuple[Counter, Counter]:
+    consumed = Counter("scoring_monitor_messages_total", "Messages read, by topic role.",
+                       ["role"], registry=registry)  # fmt: skip
+    transactions = Counter(
+        "scoring_monitor_transactions_total",
+        "Batches committed as one Kafka transaction.",
+        registry=registry,
+    )
+    return consumed, transactions

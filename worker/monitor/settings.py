@@ -1,0 +1,89 @@
+"""The monitor's settings: defaults < TOML file < SCORING_* env < flags, as for the worker.
+
+Alert rules come from ``[[alerts]]`` tables of the TOML file (see alerts.py);
+without any, the default rules apply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.config import is_secret, setting
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """Monitor settings; every field is also ``SCORING_<FIELD>`` and ``--<field>``."""
+
+    bootstrap: str = setting("127.0.0.1:9092", "Kafka bootstrap servers.")
+    predictions_topic: str = setting("predictions", "Topic of the worker's predictions.")
+    labels_topic: str = setting(
+        "labels", "Topic of true labels ({id, label, ts?}); empty: predictions only."
+    )
+    metrics_topic: str = setting(
+        "model-metrics", "Compacted topic of the window figures, keyed model|version|window|start."
+    )
+    alerts_topic: str = setting("model-alerts", "Topic of alert records (firing, resolved).")
+    stats_topic: str = setting("model-join-stats", "Compacted topic of the label-join counters.")
+    group: str = setting(
+        "scoring-monitor",
+        "Consumer group; also the prefix of the monitor's internal topics (join, partials, "
+        "changelogs). Instances in one group share the work.",
+    )
+    instance_id: str = setting(
+        socket.gethostname(),
+        "Stable name of this instance: its transactional id, so that a restart aborts what "
+        "a killed predecessor left open.",
+    )
+    windows: str = setting("5m,1h", "Tumbling window sizes, comma-separated (ms, s, m, h, d).")
+    horizon_s: float = setting(
+        86_400.0,
+        "How long a prediction waits for its label (and a label for its prediction).",
+    )
+    true_label_field: str = setting(
+        "true_label", "Prediction field carrying the true label (replays, backtests)."
+    )
+    models: str = setting(
+        "", "Model bundles (comma-separated): their reference histograms give PSI drift."
+    )
+    partitions: int = setting(
+        4, "Partitions of the internal topics: the most instances that can share the work."
+    )
+    tick_ms: int = setting(
+        1000, "How often the rolling view, gauges, alerts and expiry are updated."
+    )
+    batch_max: int = setting(5000, "Most messages in one transaction.")
+    batch_wait_ms: int = setting(100, "Longest wait for a batch to fill.")
+    metrics_port: int = setting(8001, "Port of /metrics, /healthz and /readyz; 0: off.")
+    health_stall_s: float = setting(
+        60.0, "Seconds without a loop turn after which /healthz reports unhealthy."
+    )
+    log_level: str = setting("INFO", "Python logging level.")
+    kafka: Mapping[str, str] = field(
+        default_factory=dict,
+        metadata={"doc": "librdkafka properties for every client (TLS, SASL, tuning)."},
+    )
+
+    @property
+    def window_list(self) -> list[str]:
+        return [w.strip() for w in self.windows.split(",") if w.strip()]
+
+    @property
+    def internal(self) -> dict[str, str]:
+        """Names of the internal topics, derived from the group."""
+        g = self.group
+        return {
+            "join": f"{g}-join",
+            "partials": f"{g}-partials",
+            "join_state": f"{g}-join-changelog",
+            "global_state": f"{g}-global-changelog",
+        }
+
+    def masked(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["kafka"] = {k: ("***" if is_secret(k) else v) for k, v in self.kafka.items()}
+        return out

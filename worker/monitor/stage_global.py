@@ -1,0 +1,183 @@
+"""Stage two: global windows from every source partition's latest partial.
+
+One owner per (model, version) merges the partials, publishes each changed
+window's figures, and on every tick the rolling view, the latest closed windows
+(for gauges) and the alert rules. See ``stages.py`` for stage one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from worker.monitor.aggregate import WindowAgg
+from worker.monitor.alerts import AlertRecord, AlertRule, AlertState, evaluate_all
+from worker.monitor.figures import Figure, metrics
+from worker.monitor.global_window import GlobalWindow, rolling_view
+from worker.monitor.join import JoinStats
+from worker.monitor.records import alert_record, metrics_record
+from worker.monitor.stages import STATS_KEY, Changelog, dumps
+from worker.monitor.views import ModelSpec
+from worker.monitor.windows import ROLLING_STEP, WindowKey, parse_window, rolling_key
+
+Record = tuple[str, bytes]  # (key, JSON value)
+
+
+@dataclass
+class Snapshot:
+    """Figures for gauges: (model, version, window) -> metric name -> value."""
+
+    figures: dict[tuple[str, str, str], dict[str, Figure]] = field(default_factory=dict)
+    join: JoinStats = field(default_factory=JoinStats)
+    invalid: int = 0
+
+
+@dataclass
+class GlobalPartition:
+    partition: int
+    windows: Sequence[str]
+    spec_of: Callable[[str, str], ModelSpec | None]
+    rules: Sequence[AlertRule]
+    #: Windows this far behind ``now`` can no longer change (labels older than the
+    #: horizon are not joined): dropped from memory and from the changelog.
+    retain_ms: int
+    globals: dict[WindowKey, GlobalWindow] = field(default_factory=dict)
+    stats: dict[str, JoinStats] = field(default_factory=dict)
+    invalid: dict[str, int] = field(default_factory=dict)
+    alerts: dict[str, AlertState] = field(default_factory=dict)
+
+    def restore(self, key: str, value: bytes | None) -> None:
+        kind, _, rest = key.partition("|")
+        if value is None:
+            return
+        data = orjson.loads(value)
+        if kind == "g":
+            self.globals[WindowKey.parse_key(rest)] = GlobalWindow.from_dict(data)
+        elif kind == "t":
+            self.stats[rest] = JoinStats.from_dict(data["stats"])
+            self.invalid[rest] = int(data.get("invalid", 0))
+        elif kind == "a":
+            self.alerts[rest] = AlertState.from_dict(data)
+
+    def apply(self, items: Sequence[tuple[str, dict[str, Any]]], now_ms: int
+              ) -> tuple[Changelog, list[Record], bool]:  # fmt: skip
+        """Fold partial messages; returns changelog, metric records, whether stats changed."""
+        changes: Changelog = {}
+        changed: set[WindowKey] = set()
+        stats_changed = False
+        for key, msg in items:
+            source = str(msg["source"])
+            if key == STATS_KEY:
+                self.stats[source] = JoinStats.from_dict(msg["stats"])
+                self.invalid[source] = int(msg.get("invalid", 0))
+                changes[f"t|{source}"] = dumps(msg)
+                stats_changed = True
+                continue
+            window = WindowKey.parse_key(msg["window"])
+            held = self.globals.get(window, GlobalWindow())
+            self.globals[window] = held.update(source, WindowAgg.from_dict(msg["agg"]))
+            changed.add(window)
+        records = []
+        for window in sorted(
+            changed, key=lambda k: (k.model, k.model_version, k.window, k.start_ms)
+        ):
+            gw = self.globals[window]
+            changes[f"g|{window.kafka_key()}"] = dumps(gw.to_dict())
+            if window.window in self.windows:
+                records.append(self._record(window, gw.merged(), now_ms, gw.sources))
+        return changes, records, stats_changed
+
+    def _record(self, window: WindowKey, agg: WindowAgg, now_ms: int, sources: int) -> Record:
+        spec = self.spec_of(window.model, window.model_version)
+        figures = metrics(agg, spec.reference if spec else None)
+        value = metrics_record(window, agg.task, figures, now_ms, sources=sources)
+        return window.kafka_key(), dumps(value)
+
+    def join_stats(self) -> JoinStats:
+        total = JoinStats()
+        for stats in self.stats.values():
+            total = total.merge(stats)
+        return total
+
+    def tick(self, now_ms: int) -> tuple[Changelog, list[Record], list[Record], Snapshot]:
+        """Rolling views, latest closed windows and alerts as of ``now_ms``."""
+        changes: Changelog = self._evict(now_ms)
+        metric_records: list[Record] = []
+        alert_records: list[AlertRecord] = []
+        snap = Snapshot(join=self.join_stats(), invalid=sum(self.invalid.values()))
+        for model, version in sorted({(k.model, k.model_version) for k in self.globals}):
+            views = [self._rolling(model, version, now_ms), *self._closed(model, version, now_ms)]
+            for window, agg in views:
+                spec = self.spec_of(model, version)
+                figures = metrics(agg, spec.reference if spec else None)
+                snap.figures[(model, version, window.window)] = figures
+                states, fired = evaluate_all(self.alerts, self.rules, figures, window, now_ms)
+                for key, state in states.items():
+                    if self.alerts.get(key) != state:
+                        changes[f"a|{key}"] = dumps(state.to_dict())
+                self.alerts = states
+                alert_records.extend(fired)
+            window, agg = views[0]
+            metric_records.append(
+                (
+                    window.kafka_key(),
+                    dumps(
+                        metrics_record(
+                            window, agg.task, snap.figures[(model, version, "rolling")], now_ms
+                        )
+                    ),
+                )
+            )
+        alerts = [(a.key(), dumps(alert_record(a))) for a in alert_records]
+        return changes, metric_records, alerts, snap
+
+    def _rolling(self, model: str, version: str, now_ms: int) -> tuple[WindowKey, WindowAgg]:
+        buckets = {
+            k.start_ms: gw.merged()
+            for k, gw in self.globals.items()
+            if k.window == ROLLING_STEP and (k.model, k.model_version) == (model, version)
+        }
+        return rolling_key(model, version, now_ms), rolling_view(buckets, now_ms)
+
+    def _closed(self, model: str, version: str, now_ms: int) -> list[tuple[WindowKey, WindowAgg]]:
+        """The latest window of each configured size that has ended."""
+        latest: dict[str, WindowKey] = {}
+        for k in self.globals:
+            if (k.model, k.model_version) != (model, version) or k.window not in self.windows:
+                continue
+            if k.end_ms <= now_ms and (
+                k.window not in latest or k.start_ms > latest[k.window].start_ms
+            ):
+                latest[k.window] = k
+        return [(k, self.globals[k].merged()) for k in latest.values()]
+
+    def _evict(self, now_ms: int) -> Changelog:
+        old = [k for k in self.globals if k.end_ms + self.retain_ms < now_ms]
+        for k in old:
+            del self.globals[k]
+        return {f"g|{k.kafka_key()}": None for k in old}
+
+
+def stats_record(snapshot_join: JoinStats, invalid: int, now_ms: int) -> bytes:
+    """The join-stats record (schemas/join_stats.schema.json)."""
+    counts = dict(snapshot_join.to_dict()["counts"])
+    return dumps({"computed_at": now_ms, **counts, "invalid": invalid,
+                  "label_delay_seconds": _delay_histogram(snapshot_join)})  # fmt: skip
+
+
+def _delay_histogram(stats: JoinStats) -> dict[str, int]:
+    from worker.monitor.join import DELAY_BUCKETS_S
+
+    counts = stats.to_dict()["delay_counts"]
+    return {("+Inf" if b == float("inf") else str(int(b))): int(n)
+            for b, n in zip(DELAY_BUCKETS_S, counts, strict=True)}  # fmt: skip
+
+
+def window_sizes(windows: Sequence[str]) -> list[str]:
+    """Configured windows plus the 5-minute step that the rolling view is made of."""
+    for w in windows:
+        parse_window(w)
+    return list(dict.fromkeys([*windows, ROLLING_STEP]))
