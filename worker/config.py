@@ -70,6 +70,9 @@ class Settings:
     metrics_port: int = setting(
         8000, "Port of /metrics, /healthz and /readyz; 0 turns the HTTP server off."
     )
+    stats_interval_ms: int = setting(
+        5000, "How often librdkafka reports lag, round trips and queues to /metrics; 0: never."
+    )
     max_event_bytes: int = setting(
         1_048_576, "Events larger than this many bytes are dead-lettered unread."
     )

@@ -12,9 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
@@ -64,6 +66,7 @@ class WorkerMetrics:
     """Every metric the worker exports, registered on one registry."""
 
     registry: CollectorRegistry
+    _lag_series: set[tuple[str, str]] = field(default_factory=set)
     consumed: Counter = field(init=False)
     scored: Counter = field(init=False)
     dead_letters: Counter = field(init=False)
@@ -78,6 +81,9 @@ class WorkerMetrics:
     last_commit: Gauge = field(init=False)
     model_info: Gauge = field(init=False)
     delivery_retries: Counter = field(init=False)
+    lag: Gauge = field(init=False)
+    broker_rtt: Gauge = field(init=False)
+    producer_queue: Gauge = field(init=False)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -117,6 +123,40 @@ class WorkerMetrics:
                                 ("model", "model_version", "sha256"))  # fmt: skip
         self.delivery_retries = counter("scoring_delivery_retries_total",
                                         "Messages produced again after a failed delivery.")
+        self.lag = gauge("scoring_consumer_lag_messages",
+                         "Messages behind the partition's end (librdkafka statistics).",
+                         ("topic", "partition"))  # fmt: skip
+        self.broker_rtt = gauge("scoring_kafka_broker_rtt_seconds",
+                                "Mean broker round-trip time (librdkafka statistics).",
+                                ("broker",))  # fmt: skip
+        self.producer_queue = gauge("scoring_producer_queue_messages",
+                                    "Messages waiting in the producer (librdkafka statistics).")
+
+    def consumer_stats(self, stats_json: str) -> None:
+        """librdkafka's statistics callback of the consumer: lag per owned partition."""
+        stats = orjson.loads(stats_json)
+        seen = set()
+        for topic, t in stats.get("topics", {}).items():
+            for part, p in t.get("partitions", {}).items():
+                lag = p.get("consumer_lag", -1)
+                if part != "-1" and lag is not None and lag >= 0:
+                    self.lag.labels(topic, part).set(lag)
+                    seen.add((topic, part))
+        for labels in list(self._lag_series - seen):  # partitions no longer ours
+            self.lag.remove(*labels)
+        self._lag_series = seen
+        self._broker_stats(stats)
+
+    def producer_stats(self, stats_json: str) -> None:
+        stats = orjson.loads(stats_json)
+        self.producer_queue.set(stats.get("msg_cnt", 0))
+        self._broker_stats(stats)
+
+    def _broker_stats(self, stats: dict[str, Any]) -> None:
+        for name, b in stats.get("brokers", {}).items():
+            rtt = b.get("rtt", {}).get("avg", 0)
+            if b.get("nodeid", -1) >= 0 and rtt > 0:  # skip bootstrap placeholders
+                self.broker_rtt.labels(name).set(rtt / 1e6)
 
 
 @dataclass

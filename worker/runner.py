@@ -220,8 +220,11 @@ def run_worker(s: Settings, registry: CollectorRegistry | None = None) -> Totals
         health.assigned = assigned > 0
         log.info("rebalance: %s, %d partitions assigned", kind, assigned)
 
-    consumer = BatchConsumer(kafka_io.consumer_config(s), [s.input_topic], on_change)
-    producer = BatchProducer(kafka_io.producer_config(s))
+    stats = {"statistics.interval.ms": s.stats_interval_ms} if s.stats_interval_ms else {}
+    consumer = BatchConsumer({**kafka_io.consumer_config(s), **stats,
+                              "stats_cb": metrics.consumer_stats}, [s.input_topic], on_change)
+    producer = BatchProducer({**kafka_io.producer_config(s), **stats,
+                              "stats_cb": metrics.producer_stats})  # fmt: skip
     runner = Runner(s, ctx, consumer, producer, metrics, health)
     previous = {sig: signal.signal(sig, runner.request_stop)
                 for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip

@@ -69,3 +69,31 @@ def test_bulk_histogram_matches_prometheus_histogram() -> None:
     assert a.keys() == b.keys()
     for name in a:
         assert abs(a[name] - b[name]) <= 1e-9 * max(1.0, abs(b[name])), name
+
+
+def test_librdkafka_statistics_become_lag_rtt_and_queue_gauges() -> None:
+    import orjson
+
+    registry = CollectorRegistry()
+    m = WorkerMetrics(registry)
+    stats = {"topics": {"tx": {"partitions": {"0": {"consumer_lag": 12}, "1": {"consumer_lag": -1},
+                                              "-1": {"consumer_lag": 5}}}},
+             "brokers": {"127.0.0.1:9092/1": {"nodeid": 1, "rtt": {"avg": 2500}},
+                         "127.0.0.1:9092/bootstrap": {"nodeid": -1,
+                                                      "rtt": {"avg": 900}}}}  # fmt: skip
+    m.consumer_stats(orjson.dumps(stats).decode())
+    m.producer_stats(orjson.dumps({"msg_cnt": 7, "brokers": {}}).decode())
+
+    def value(name: str, labels: dict[str, str] | None = None) -> float | None:
+        return registry.get_sample_value(name, labels or {})
+
+    assert value("scoring_consumer_lag_messages", {"topic": "tx", "partition": "0"}) == 12
+    assert value("scoring_consumer_lag_messages", {"topic": "tx", "partition": "1"}) is None
+    assert value("scoring_consumer_lag_messages", {"topic": "tx", "partition": "-1"}) is None
+    assert value("scoring_kafka_broker_rtt_seconds", {"broker": "127.0.0.1:9092/1"}) == 0.0025
+    assert value("scoring_kafka_broker_rtt_seconds",
+                 {"broker": "127.0.0.1:9092/bootstrap"}) is None  # fmt: skip
+    assert value("scoring_producer_queue_messages") == 7
+    # partition 0 revoked: its series goes away instead of freezing at the last value
+    m.consumer_stats(orjson.dumps({"topics": {"tx": {"partitions": {}}}}).decode())
+    assert value("scoring_consumer_lag_messages", {"topic": "tx", "partition": "0"}) is None
