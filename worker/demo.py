@@ -72,12 +72,12 @@ def sample_transactions(
     avg = np.round(rng.lognormal(np.log(55.0), 0.7, n), 2)
     amount = np.round(avg * rng.lognormal(0.0, 0.7, n), 2)
     hour = rng.choice(24, n, p=_HOUR_WEIGHTS / _HOUR_WEIGHTS.sum())
-    merchant_risk = np.round(rng.beta(2.0, 5.0 if drifted else 9.0, n), 4)
+    merchant_risk = np.round(rng.beta(2.0, 3.5 if drifted else 9.0, n), 4)
     card_age = np.round(rng.gamma(1.5, 500.0, n), 1)
-    velocity = rng.poisson(0.9 if drifted else 0.4, n)
+    velocity = rng.poisson(1.5 if drifted else 0.4, n)
     distance = np.round(rng.lognormal(np.log(8.0), 1.1, n), 2)
-    foreign = (rng.random(n) < (0.08 if drifted else 0.04)).astype(np.int64)
-    online = (rng.random(n) < (0.6 if drifted else 0.35)).astype(np.int64)
+    foreign = (rng.random(n) < (0.15 if drifted else 0.04)).astype(np.int64)
+    online = (rng.random(n) < (0.75 if drifted else 0.35)).astype(np.int64)
     matrix = np.column_stack(
         [amount, hour, merchant_risk, card_age, velocity, distance, foreign, online, avg]
     ).astype(np.float64)

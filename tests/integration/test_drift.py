@@ -1,0 +1,99 @@
+"""Drift through the whole product: produce-demo -> worker -> monitor -> alerts."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+
+from tests.integration.helpers import ROOT, WorkerProc, read_topic
+from worker.demo import train_demo
+
+RULES = """
+[[alerts]]
+name = "score_drift"
+metric = "psi"
+op = ">"
+threshold = 0.25
+window = "rolling"
+min_count = 1000
+cooldown_s = 3600
+
+[[alerts]]
+name = "recall_low"
+metric = "recall"
+op = "<"
+threshold = 0.25
+window = "rolling"
+min_count = 3000
+cooldown_s = 3600
+"""
+
+
+def test_drift_fires_psi_and_recall_alerts_after_the_drift_only(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[[], str],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    model = train_demo(tmp_path / "model")
+    t = {name: topic_factory(name, parts) for name, parts in
+         (("tx", 4), ("pred", 4), ("dlq", 1), ("labels", 4), ("metrics", 1), ("alerts", 1),
+          ("stats", 1))}  # fmt: skip
+    worker = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", t["tx"],
+                         "--output-topic", t["pred"], "--dlq-topic", t["dlq"],
+                         "--group", group_factory(), "--model", str(model),
+                         "--metrics-port", "0"], tmp_path / "worker.log")  # fmt: skip
+    config = tmp_path / "monitor.toml"
+    config.write_text(RULES)
+    mon_log = (tmp_path / "monitor.log").open("ab")
+    monitor = subprocess.Popen(
+        [sys.executable, "-m", "worker", "monitor", "--config", str(config),
+         "--bootstrap", kafka_bootstrap, "--predictions-topic", t["pred"],
+         "--labels-topic", t["labels"], "--metrics-topic", t["metrics"],
+         "--alerts-topic", t["alerts"], "--stats-topic", t["stats"], "--group", group_factory(),
+         "--instance-id", "drift", "--models", str(model), "--tick-ms", "500",
+         "--metrics-port", "0"], stdout=mon_log, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+    try:
+        fed = subprocess.run(
+            [sys.executable, "-m", "worker", "produce-demo", "--bootstrap", kafka_bootstrap,
+             "--topic", t["tx"], "--count", "16000", "--rate", "2000", "--drift-after", "6000",
+             "--labels-topic", t["labels"], "--label-delay", "0.5"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+        assert fed.returncode == 0, fed.stderr
+        alerts = wait_for_alerts(kafka_bootstrap, t["alerts"], {"score_drift", "recall_low"})
+        preds = read_topic(kafka_bootstrap, t["pred"], 16000, settle=0.5)
+    finally:
+        monitor.send_signal(signal.SIGTERM)
+        assert monitor.wait(60) == 0, (tmp_path / "monitor.log").read_text()[-2000:]
+        mon_log.close()
+        assert worker.stop() == 0
+    drift_ts = min(orjson.loads(p.value or b"{}")["event_ts"] for p in preds
+                   if int(orjson.loads(p.value or b"{}")["id"].split("-")[1]) >= 6000)  # fmt: skip
+    schema = Draft202012Validator(orjson.loads((ROOT / "schemas/model_alert.schema.json")
+                                               .read_bytes()))  # fmt: skip
+    for a in alerts:
+        schema.validate(a)
+        assert a["status"] == "firing"
+        assert a["at"] >= drift_ts, f"{a['alert']} fired before the drift: {a}"
+    psi = next(a for a in alerts if a["alert"] == "score_drift")
+    recall = next(a for a in alerts if a["alert"] == "recall_low")
+    assert psi["value"] > 0.25 and recall["value"] < 0.25
+
+
+def wait_for_alerts(bootstrap: str, topic: str, names: set[str],
+                    timeout: float = 120) -> list[dict[str, Any]]:  # fmt: skip
+    deadline = time.monotonic() + timeout
+    seen: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        seen = [orjson.loads(r.value or b"{}")
+                for r in read_topic(bootstrap, topic, len(names), timeout=5, settle=1)]  # fmt: skip
+        if names <= {a["alert"] for a in seen}:
+            return seen
+        time.sleep(1)
+    raise AssertionError(f"alerts {names} did not all fire; saw {seen}")
