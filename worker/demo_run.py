@@ -35,6 +35,12 @@ class DemoReport:
     latency_p50_ms: float
     latency_p99_ms: float
     worker_exit: int
+    monitor_exit: int
+    rolling_labeled: int | None
+    rolling_accuracy: float | None
+    rolling_recall: float | None
+    rolling_roc_auc: float | None
+    rolling_psi: float | None
 
 
 def latency_summary(preds: list[kafka_io.Received]) -> tuple[float, float, float]:
@@ -67,7 +73,29 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None
         except OSError:
             pass
         time.sleep(0.2)
-    raise ScoringError(f"the demo worker did not become ready (exit code {proc.poll()})")
+    raise ScoringError(f"a demo process did not become ready (exit code {proc.poll()})")
+
+
+def _spawn(args: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A ``scoring-worker`` subcommand as a child process, with its metrics port."""
+    port = free_port()
+    log = log_path.open("wb")
+    cmd = [sys.executable, "-m", "worker", *args, "--metrics-port", str(port),
+           "--log-level", "WARNING"]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), port
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    return proc.wait(60)
+
+
+def rolling_figures(bootstrap: str, topic: str) -> dict[str, object]:
+    """The newest rolling-view record of the demo model on the metrics topic."""
+    records = kafka_io.drain(bootstrap, topic, 1_000_000, 0.0, idle_s=2.0)
+    rolling = [r for r in records if (r.key or b"").endswith(b"|rolling")]
+    return orjson.loads(rolling[-1].value or b"{}") if rolling else {}
 
 
 def run_demo(bootstrap: str, workdir: Path, seconds: float, rate: float) -> DemoReport:
@@ -75,41 +103,60 @@ def run_demo(bootstrap: str, workdir: Path, seconds: float, rate: float) -> Demo
     if not (model / "model.json").exists():
         train_demo(model)
     run = uuid.uuid4().hex[:6]
-    port = free_port()
-    topics = {"in": f"demo-{run}-transactions", "out": f"demo-{run}-predictions",
-              "dlq": f"demo-{run}-dlq", "labels": f"demo-{run}-labels"}  # fmt: skip
-    kafka_io.create_topics(bootstrap, {topics["in"]: 4, topics["out"]: 4,
-                                       topics["dlq"]: 1, topics["labels"]: 4})  # fmt: skip
-    cmd = [sys.executable, "-m", "worker", "run", "--bootstrap", bootstrap,
-           "--input-topic", topics["in"], "--output-topic", topics["out"],
-           "--dlq-topic", topics["dlq"], "--group", f"demo-{run}", "--model", str(model),
-           "--metrics-port", str(port), "--log-level", "WARNING"]  # fmt: skip
-    log = (workdir / "worker.log").open("wb")
-    worker = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    names = ("transactions", "predictions", "dlq", "labels", "metrics", "alerts", "stats")
+    t = {k: f"demo-{run}-{k}" for k in names}
+    kafka_io.create_topics(bootstrap, {t["transactions"]: 4, t["predictions"]: 4,
+                                       t["dlq"]: 1, t["labels"]: 4})  # fmt: skip
+    worker, w_port = _spawn(["run", "--bootstrap", bootstrap, "--input-topic", t["transactions"],
+                             "--output-topic", t["predictions"], "--dlq-topic", t["dlq"],
+                             "--group", f"demo-{run}", "--model", str(model)],
+                            workdir / "worker.log")  # fmt: skip
+    monitor, m_port = _spawn(["monitor", "--bootstrap", bootstrap,
+                              "--predictions-topic", t["predictions"],
+                              "--labels-topic", t["labels"], "--metrics-topic", t["metrics"],
+                              "--alerts-topic", t["alerts"], "--stats-topic", t["stats"],
+                              "--group", f"demo-{run}-monitor", "--instance-id", "demo",
+                              "--models", str(model)], workdir / "monitor.log")  # fmt: skip
     try:
-        wait_ready(port, worker, 60.0)
-        traffic = DemoTraffic(topic=topics["in"], count=int(rate * seconds), rate=rate,
-                              labels_topic=topics["labels"], label_delay_s=2.0, bad_every=200)
+        wait_ready(w_port, worker, 60.0)
+        wait_ready(m_port, monitor, 60.0)
+        traffic = DemoTraffic(topic=t["transactions"], count=int(rate * seconds), rate=rate,
+                              labels_topic=t["labels"], label_delay_s=2.0, bad_every=200)
         # Demo traffic skips idempotence: its producer-id handshake (about 0.5 s) would
         # otherwise show up as latency of the first events.
         conf = {"bootstrap.servers": bootstrap, "enable.idempotence": "false"}
         sent = produce_demo(traffic, conf)
-        expect_dead = sent.malformed
-        preds = kafka_io.drain(bootstrap, topics["out"], sent.events - expect_dead, 30.0)
-        dead = kafka_io.drain(bootstrap, topics["dlq"], expect_dead, 10.0)
+        preds = kafka_io.drain(bootstrap, t["predictions"], sent.events - sent.malformed, 30.0)
+        dead = kafka_io.drain(bootstrap, t["dlq"], sent.malformed, 10.0)
+        time.sleep(3.0)  # the last labels' join and a monitor tick
+        rolling = rolling_figures(bootstrap, t["metrics"])
     finally:
-        worker.send_signal(signal.SIGTERM)
-        code = worker.wait(60)
-        log.close()
+        code = _stop(worker)
+        monitor_code = _stop(monitor)
     per_s, p50, p99 = latency_summary(preds)
     return DemoReport(sent.events, len(preds), len(dead), round(per_s, 1), round(p50, 1),
-                      round(p99, 1), code)  # fmt: skip
+                      round(p99, 1), code, monitor_code, _count(rolling),
+                      _figure(rolling, "accuracy"), _figure(rolling, "recall"),
+                      _figure(rolling, "roc_auc"), _figure(rolling, "psi"))  # fmt: skip
+
+
+def _count(record: dict[str, object]) -> int | None:
+    value = record.get("count")
+    return value if isinstance(value, int) else None
+
+
+def _figure(record: dict[str, object], name: str) -> float | None:
+    value = record.get(name)
+    return round(float(value), 4) if isinstance(value, int | float) else None
 
 
 def print_report(r: DemoReport) -> None:
     rows = [("events in", r.events_in), ("scored", r.scored), ("dead-lettered", r.dead_lettered),
             ("events/s", r.events_per_s), ("latency p50 ms", r.latency_p50_ms),
-            ("latency p99 ms", r.latency_p99_ms), ("worker exit", r.worker_exit)]  # fmt: skip
+            ("latency p99 ms", r.latency_p99_ms), ("worker exit", r.worker_exit),
+            ("monitor exit", r.monitor_exit), ("rolling labeled", r.rolling_labeled),
+            ("rolling accuracy", r.rolling_accuracy), ("rolling recall", r.rolling_recall),
+            ("rolling ROC AUC", r.rolling_roc_auc), ("rolling PSI", r.rolling_psi)]  # fmt: skip
     print("\n== scoring-worker demo ==")
     for name, value in rows:
         print(f"{name:>16}  {value}")
@@ -121,6 +168,7 @@ def main(bootstrap: str, workdir: Path, seconds: float, rate: float) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     report = run_demo(bootstrap, workdir, seconds, rate)
     print_report(report)
-    print(f"(demo took {time.monotonic() - t0:.0f}s; worker log in {workdir / 'worker.log'})")
+    print(f"(demo took {time.monotonic() - t0:.0f}s; logs in {workdir})")
     lost = report.events_in - report.scored - report.dead_lettered
-    return 0 if lost == 0 and report.worker_exit == 0 else 1
+    ok = lost == 0 and report.worker_exit == 0 and report.monitor_exit == 0
+    return 0 if ok else 1

@@ -56,4 +56,7 @@ def test_demo_runs_the_whole_job_and_loses_nothing(kafka_bootstrap: str, tmp_pat
     assert summary["events_in"] == 1200
     assert summary["dead_lettered"] == 6  # one in 200 is malformed on purpose
     assert summary["scored"] == 1194
-    assert summary["worker_exit"] == 0
+    assert summary["worker_exit"] == 0 and summary["monitor_exit"] == 0
+    # every scored event got its label: the monitor's rolling view covers them all
+    assert summary["rolling_labeled"] == 1194
+    assert 0.5 < summary["rolling_accuracy"] <= 1 and 0 <= summary["rolling_recall"] <= 1
