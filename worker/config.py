@@ -79,6 +79,11 @@ class Settings:
     event_ts_field: str = setting(
         "ts", "Event field holding the event time (epoch ms), copied to ``event_ts``."
     )
+    label_field: str = setting(
+        "",
+        "Event field holding the event's own true label (replays, backtests), copied to "
+        "the prediction as true_label; empty: off.",
+    )
     worker_id: str = field(
         default_factory=_default_worker_id,
         metadata={"doc": "Identifies this process in dead letters and logs."},

@@ -41,6 +41,9 @@ class ScoringContext:
     validator: EventValidator | None = None
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     event_ts_field: str | None = DEFAULT_EVENT_TS_FIELD
+    #: Event field with the event's own true label (replays, backtests), copied to the
+    #: prediction as ``true_label`` so that the monitor joins it at once; None: off.
+    label_field: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +79,21 @@ def score_values(
     scored = [batch.valid[row] for row in ok_rows]
     records: list[dict[str, Any]] = [events[j] for j in scored]
     predictions = build_predictions(ctx.bundle, result, records, now_ms, ctx.event_ts_field)
+    if ctx.label_field is not None:
+        _copy_true_labels(records, predictions, ctx.label_field)
     dumps = orjson.dumps
     for j, prediction in zip(scored, predictions, strict=True):
         outcomes[positions[j]] = Prediction(prediction, dumps(prediction))
     return _complete(outcomes)
+
+
+def _copy_true_labels(
+    records: list[dict[str, Any]], predictions: list[dict[str, Any]], field: str
+) -> None:
+    for record, prediction in zip(records, predictions, strict=True):
+        value = record.get(field)
+        if type(value) in (int, float, str):  # bool, null and objects are not labels
+            prediction["true_label"] = value
 
 
 def _decode_all(

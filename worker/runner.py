@@ -197,7 +197,8 @@ def build_context(s: Settings) -> ScoringContext:
     """Load the model and the schema; either failing is fatal (raises ScoringError)."""
     bundle = load_bundle(Path(s.model))
     validator = EventValidator.from_file(Path(s.schema)) if s.schema else None
-    return ScoringContext(bundle, validator, s.max_event_bytes, s.event_ts_field or None)
+    return ScoringContext(bundle, validator, s.max_event_bytes, s.event_ts_field or None,
+                          s.label_field or None)  # fmt: skip
 
 
 def run_worker(s: Settings, registry: CollectorRegistry | None = None) -> Totals:

@@ -226,3 +226,32 @@ def test_two_instances_give_the_same_figures_as_one(
     check_against_sklearn(got, dataset)
     if UNINTERRUPTED:
         assert stable(got) == UNINTERRUPTED
+
+
+def test_predictions_carrying_their_own_label_join_without_a_labels_topic(
+    kafka_bootstrap: str, topic_factory: Topics, group_factory: Callable[[], str],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    topics = make_topics(topic_factory)
+    rng = np.random.default_rng(3)
+    now = int(time.time() * 1000)
+    start = (now - 20 * 60_000) // FIVE_MIN * FIVE_MIN
+    scores = rng.random(2000)
+    preds = [{"id": f"r-{i}", "score": float(s), "label": int(s >= 0.5), "model": "replay",
+              "model_version": "7", "event_ts": start + i, "scored_at": now,
+              "true_label": int(rng.random() < s)} for i, s in enumerate(scores)]  # fmt: skip
+    produce(kafka_bootstrap, topics["pred"], ((None, orjson.dumps(p)) for p in preds))
+    topics["labels"] = ""  # no labels topic at all
+    mon = MonitorProc(kafka_bootstrap, topics, group_factory(), "replay", tmp_path / "m.log")
+    try:
+        deadline = time.monotonic() + 120
+        record: dict[str, Any] = {}
+        key = f"replay|7|5m|{start}"
+        while time.monotonic() < deadline and record.get("count") != 2000:
+            record = final_windows(kafka_bootstrap, topics["metrics"]).get(key, {})
+    finally:
+        assert mon.stop() == 0, (tmp_path / "m.log").read_text()[-2000:]
+    y = [p["true_label"] for p in preds]
+    d = [p["label"] for p in preds]
+    assert record["count"] == 2000 and record["expired"] == 0
+    assert abs(record["accuracy"] - skm.accuracy_score(y, d)) <= 1e-12

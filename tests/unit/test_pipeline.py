@@ -158,3 +158,18 @@ def test_nothing_to_score(ctx: ScoringContext) -> None:
         RejectKind.DECODE,
         RejectKind.DECODE,
     ]
+
+
+def test_label_field_is_copied_as_true_label_for_replays(tmp_path: Path) -> None:
+    from worker.pipeline import Prediction, ScoringContext, score_values
+
+    ctx = ScoringContext(binary_bundle(tmp_path / "m"), label_field="label")
+    values = [orjson.dumps(event(0, label=1)), orjson.dumps(event(1)),
+              orjson.dumps(event(2, label=True))]  # fmt: skip
+    out = score_values(values, ctx, 5)
+    assert all(isinstance(o, Prediction) for o in out)
+    records = [o.record for o in out if isinstance(o, Prediction)]
+    assert records[0]["true_label"] == 1
+    assert "true_label" not in records[1] and "true_label" not in records[2]
+    off = score_values(values[:1], ScoringContext(ctx.bundle), 5)[0]
+    assert isinstance(off, Prediction) and "true_label" not in off.record
