@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from jsonschema import Draft202012Validator
 from sklearn import metrics as skm
 
 from tests.integration.helpers import ROOT, produce, read_topic
@@ -117,7 +118,11 @@ def feed(bootstrap: str, topics: dict[str, str], ds: Dataset) -> None:
 
 def final_stats(bootstrap: str, topic: str) -> dict[str, Any]:
     records = read_topic(bootstrap, topic, 1, timeout=5, settle=1.0)
-    return orjson.loads(records[-1].value or b"{}") if records else {}
+    if not records:
+        return {}
+    latest = orjson.loads(records[-1].value or b"{}")
+    schema("join_stats.schema.json").validate(latest)
+    return dict(latest)
 
 
 def wait_done(bootstrap: str, topics: dict[str, str], ds: Dataset, timeout: float) -> None:
@@ -134,12 +139,20 @@ def wait_done(bootstrap: str, topics: dict[str, str], ds: Dataset, timeout: floa
     raise AssertionError(f"monitor did not finish: last stats {stats}, want {want}")
 
 
+def schema(name: str) -> Draft202012Validator:
+    return Draft202012Validator(orjson.loads((ROOT / "schemas" / name).read_bytes()))
+
+
 def final_windows(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
+    """The latest record per window key (what a compacted topic keeps), each validated."""
     latest: dict[str, dict[str, Any]] = {}
+    check = schema("model_metrics.schema.json")
     for r in read_topic(bootstrap, topic, 1, timeout=10, settle=2.0):
         key = (r.key or b"").decode()
+        record = orjson.loads(r.value or b"{}")
+        check.validate(record)
         if not key.endswith("|rolling"):
-            latest[key] = orjson.loads(r.value or b"{}")
+            latest[key] = record
     return latest
 
 
