@@ -11,11 +11,11 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from worker import config, kafka_local
+from worker import config, kafka_local, logs
 from worker.errors import ConfigError, ScoringError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -76,19 +76,20 @@ def load_settings(args: argparse.Namespace) -> config.Settings:
     return config.load(args.config, os.environ, vars(args), args.kafka)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+def setup_logging(level: str, kafka: Mapping[str, str] | None = None) -> None:
+    """JSON lines on stderr; every secret-looking librdkafka value is redacted."""
+    secrets = [v for k, v in (kafka or {}).items() if config.is_secret(k)]
+    logs.setup(level, secrets)
 
 
 def _run(args: argparse.Namespace) -> int:
     from worker import runner
 
     s = load_settings(args)
-    setup_logging(s.log_level)
+    setup_logging(s.log_level, s.kafka)
     if not s.model:
         raise ConfigError("no model: give --model PATH (or SCORING_MODEL)")
-    logging.getLogger("worker").info("starting with %s", s.masked())
+    logging.getLogger("worker").info("starting", extra={"settings": s.masked()})
     totals = runner.run_worker(s)
     print(f"scoring-worker run: {totals.consumed} consumed, {totals.scored} scored, "
           f"{totals.dead_lettered} dead-lettered")  # fmt: skip
@@ -184,7 +185,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
     s = config.load_into(MonitorSettings, args.config, os.environ, vars(args), args.kafka,
                          tables=("alerts",))  # fmt: skip
-    setup_logging(s.log_level)
+    setup_logging(s.log_level, s.kafka)
     rules: tuple[AlertRule, ...] = DEFAULT_RULES
     if args.config is not None:
         table = config.read_toml(args.config).get("alerts")
@@ -193,7 +194,7 @@ def _monitor(args: argparse.Namespace) -> int:
                 rules = parse_rules(table)
             except AlertRuleError as exc:
                 raise ConfigError(f"{args.config}: {exc}") from exc
-    logging.getLogger("worker").info("monitor starting with %s", s.masked())
+    logging.getLogger("worker").info("monitor starting", extra={"settings": s.masked()})
     run_monitor(s, rules)
     return 0
 

@@ -32,6 +32,7 @@ from worker.pipeline import Outcome, Prediction, ScoringContext, score_values
 from worker.schema import EventValidator
 
 log = logging.getLogger(__name__)
+DEAD_LETTER_SUMMARY_S = 60.0  # one summary line a minute, never a line per event
 
 
 def wall_ms() -> int:
@@ -76,6 +77,9 @@ class Runner:
     clock_ms: Callable[[], int] = wall_ms
     totals: Totals = field(default_factory=Totals)
     stopping: bool = False
+    #: Dead letters since the last summary line, by reason (logged once a minute).
+    dead_since: Counter[str] = field(default_factory=Counter)
+    last_summary: float = field(default_factory=time.monotonic)
     #: Next offset to commit per (topic, partition), for outputs not yet acknowledged.
     pending: dict[tuple[str, int], int] = field(default_factory=dict)
     last_settle: float = field(default_factory=time.monotonic)
@@ -188,6 +192,12 @@ class Runner:
         m.batch_size.observe(len(msgs))
         for reason, n in reasons.items():
             m.dead_letters.labels(reason).inc(n)
+        self.dead_since.update(reasons)
+        if self.dead_since and time.monotonic() - self.last_summary >= DEAD_LETTER_SUMMARY_S:
+            log.warning("dead letters in the last %.0fs", time.monotonic() - self.last_summary,
+                        extra={"dead_letters": dict(self.dead_since)})  # fmt: skip
+            self.dead_since.clear()
+            self.last_summary = time.monotonic()
         if self.ctx.bundle.manifest.task != "regression":
             for decision, n in decisions.items():
                 m.predictions.labels(decision).inc(n)

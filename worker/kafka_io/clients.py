@@ -40,12 +40,15 @@ def consumer_config(s: Settings) -> dict[str, Any]:
         # Cooperative rebalancing: a joining worker does not stop the others' partitions.
         "partition.assignment.strategy": "cooperative-sticky",
         "fetch.wait.max.ms": max(1, min(100, s.batch_wait_ms)),
+        # librdkafka's own log lines go through Python logging: JSON, secrets redacted.
+        "logger": logging.getLogger("librdkafka"),
         **s.kafka,
     }
 
 
 def producer_config(s: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": s.bootstrap, "client.id": s.worker_id, **s.kafka}
+    return {"bootstrap.servers": s.bootstrap, "client.id": s.worker_id,
+            "logger": logging.getLogger("librdkafka"), **s.kafka}  # fmt: skip
 
 
 def _is_fatal(err: KafkaError) -> bool:

@@ -31,6 +31,7 @@ class TxLoop:
         on_assign: Callable[[Partitions], None], on_revoke: Callable[[Partitions], None],
     ) -> None:  # fmt: skip
         self._on_assign, self._on_revoke = on_assign, on_revoke
+        conf = {"logger": logging.getLogger("librdkafka"), **conf}
         self._p = Producer({**conf, "transactional.id": transactional_id, "linger.ms": 5,
                             "transaction.timeout.ms": 30_000})  # fmt: skip
         # A restart with the same transactional.id aborts what the dead process left open.
