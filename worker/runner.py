@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 import numpy as np
+import orjson
 from prometheus_client import CollectorRegistry
 
 from worker import kafka_io
@@ -203,6 +204,12 @@ class Runner:
                 m.predictions.labels(decision).inc(n)
 
 
+def broker_up(stats_json: str) -> bool:
+    """Whether librdkafka's statistics show at least one broker connection up."""
+    brokers = orjson.loads(stats_json).get("brokers", {}).values()
+    return any(b.get("state") == "UP" for b in brokers if b.get("nodeid", -1) >= 0)
+
+
 def build_context(s: Settings) -> ScoringContext:
     """Load the model and the schema; either failing is fatal (raises ScoringError)."""
     bundle = load_bundle(Path(s.model))
@@ -232,8 +239,13 @@ def run_worker(s: Settings, registry: CollectorRegistry | None = None) -> Totals
         log.info("rebalance: %s, %d partitions assigned", kind, assigned)
 
     stats = {"statistics.interval.ms": s.stats_interval_ms} if s.stats_interval_ms else {}
+
+    def consumer_stats(stats_json: str) -> None:
+        metrics.consumer_stats(stats_json)
+        health.broker_ok = broker_up(stats_json)
+
     consumer = BatchConsumer({**kafka_io.consumer_config(s), **stats,
-                              "stats_cb": metrics.consumer_stats}, [s.input_topic], on_change)
+                              "stats_cb": consumer_stats}, [s.input_topic], on_change)
     producer = BatchProducer({**kafka_io.producer_config(s), **stats,
                               "stats_cb": metrics.producer_stats})  # fmt: skip
     runner = Runner(s, ctx, consumer, producer, metrics, health)

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.integration.helpers import ROOT, Out, WorkerProc, produce, read_topic
+from tests.integration.helpers import ROOT, Out, WorkerProc, produce, read_topic, wait_for
 from worker.demo import make_events, train_demo
 from worker.model import ModelBundle, load_bundle
 
@@ -257,3 +257,42 @@ def test_unreachable_broker_exits_nonzero_after_timeout(bundle_dir: Path) -> Non
     assert done.returncode != 0
     assert "127.0.0.1:1" in done.stderr
     assert time.monotonic() - t0 < 60
+
+
+def test_readyz_waits_for_partitions_and_healthz_follows_the_loop(
+    kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
+    bundle_dir: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    import urllib.error
+    import urllib.request
+    import uuid
+
+    from worker import kafka_io
+    from worker.demo_run import free_port
+
+    def status(path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+        except OSError:
+            return 0
+
+    missing = f"not-yet-{uuid.uuid4().hex[:8]}"  # subscribed before it exists: nothing assigned
+    out = topic_factory("out", 1)
+    port = free_port()
+    w = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", missing, "--output-topic",
+                    out, "--dlq-topic", out, "--group", group_factory(), "--model",
+                    str(bundle_dir), "--metrics-port", str(port), "--kafka",
+                    "topic.metadata.refresh.interval.ms=1000"], tmp_path / "w.log")  # fmt: skip
+    try:
+        wait_for(lambda: status("/healthz") == 200, 30, "/healthz")
+        time.sleep(3)
+        assert status("/readyz") == 503  # model loaded, broker up, but no partitions
+        kafka_io.create_topics(kafka_bootstrap, {missing: 2})
+        wait_for(lambda: status("/readyz") == 200, 30, "/readyz after the topic exists")
+        assert status("/healthz") == 200
+    finally:
+        assert w.stop() == 0, w.output()
+        kafka_io.delete_topics(kafka_bootstrap, [missing])
