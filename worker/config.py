@@ -104,10 +104,15 @@ class Settings:
     )
 
     def masked(self) -> dict[str, Any]:
-        """The settings as a dict with secret-looking librdkafka values hidden, for logs."""
-        out = dataclasses.asdict(self)
-        out["kafka"] = {k: ("***" if is_secret(k) else v) for k, v in self.kafka.items()}
-        return out
+        return masked(self)
+
+
+def masked(settings: Any) -> dict[str, Any]:
+    """Settings (a dataclass with a ``kafka`` mapping) as a dict for logs, with
+    secret-looking librdkafka values hidden."""
+    out = dataclasses.asdict(settings)
+    out["kafka"] = {k: ("***" if is_secret(k) else v) for k, v in settings.kafka.items()}
+    return out
 
 
 def is_secret(key: str) -> bool:

@@ -6,13 +6,12 @@ without any, the default rules apply.
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.config import is_secret, setting
+from worker.config import masked, setting
 
 
 @dataclass(frozen=True)
@@ -84,6 +83,4 @@ class MonitorSettings:
         }
 
     def masked(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["kafka"] = {k: ("***" if is_secret(k) else v) for k, v in self.kafka.items()}
-        return out
+        return masked(self)
