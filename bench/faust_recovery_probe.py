@@ -78,7 +78,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bootstrap", default="127.0.0.1:9092")
     ap.add_argument("--kill-after", type=float, default=30.0, help="0: never kill")
-    ap.add_argument("--settle", type=float, default=90.0, help="seconds to let it finish")
+    ap.add_argument("--settle", type=float, default=150.0,
+                    help="seconds to let it finish (a restarted faust app takes a while)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="faust-probe-"))
     app = tmp / "app.py"
