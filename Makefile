@@ -65,4 +65,4 @@ lock: $(STAMP)
 	mv deploy/requirements.lock.tmp deploy/requirements.lock
 
 deploy-lint: $(STAMP)
-	$(BIN)/ruff check deploy
+	@if [ -d deploy ]; then $(BIN)/ruff check deploy; fi
