@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from worker import config, kafka_local, logs
+from worker import config, kafka_local, logs, shutdown
 from worker.errors import ConfigError, ScoringError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -207,6 +207,44 @@ def _add_monitor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(handler=_monitor)
 
 
+def _models(args: argparse.Namespace) -> int:
+    from worker.model_store import ModelStore
+
+    store = ModelStore(Path(args.store))
+    if args.action == "list":
+        for v in store.list():
+            mark = "\tcurrent" if v.current else ""
+            print(f"{v.name}\t{v.version}{mark}")
+    elif args.action == "add":
+        added = store.add(Path(args.bundle))
+        print(f"models: added {added.name} {added.version} to {args.store}")
+    elif args.action == "promote":
+        path = store.promote(args.name, args.version)
+        print(f"models: {args.name} current is now {args.version} ({path})")
+    else:
+        path = store.rollback(args.name)
+        print(f"models: {args.name} rolled back to {path.name} ({path})")
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("models", help="model store: list, add, promote, roll back bundles")
+    actions = p.add_subparsers(dest="action", required=True)
+    for action, help_text in (("list", "every stored version, the current one marked"),
+                              ("add", "copy a bundle in under its manifest's name/version"),
+                              ("promote", "make a stored version current"),
+                              ("rollback", "make the previous current version current again")):
+        a = actions.add_parser(action, help=help_text)
+        a.add_argument("--store", required=True, help="store folder (STORE/<name>/<version>/)")
+        if action == "add":
+            a.add_argument("bundle", help="bundle folder (or its model.json)")
+        elif action != "list":
+            a.add_argument("name", help="model name (the manifest's name)")
+        if action == "promote":
+            a.add_argument("version", help="version to serve")
+    p.set_defaults(handler=_models)  # fmt: skip
+
+
 def _demo(args: argparse.Namespace) -> int:
     from worker import demo_run
 
@@ -232,12 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_produce_demo(sub)
     _add_score_file(sub)
     _add_monitor(sub)
+    _add_models(sub)
     _add_demo(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("run", "monitor"):
+        shutdown.install()  # first of all: a SIGTERM during start-up still exits cleanly
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -51,7 +51,34 @@ class Settings:
     group: str = setting(
         "scoring-worker", "Consumer group; workers in one group share the input's partitions."
     )
-    model: str = setting("", "Model bundle: its folder or its model.json.")
+    model: str = setting(
+        "",
+        "Model bundle: its folder or its model.json; or a model store folder STORE/<name> "
+        "(it has a ``current`` file), whose pointer the worker then follows (hot reload).",
+    )
+    model_poll_ms: int = setting(
+        1000,
+        "How often a worker serving a store folder checks its ``current`` pointer (and "
+        "the control topic) for a new version, in milliseconds.",
+    )
+    control_topic: str = setting(
+        "",
+        "Compacted topic of model promotions, records {name, version}: a record for this "
+        "worker's model makes it serve that stored version (read from the beginning, so "
+        "the latest record wins); empty: off. Needs --model to be a store folder.",
+    )
+    alerts_topic: str = setting(
+        "model-alerts",
+        "Topic where a refused model reload is announced (schemas/model_refusal.schema.json).",
+    )
+    shadow_model: str = setting(
+        "",
+        "Optional second model bundle that scores every batch too, for comparison: its "
+        "predictions go to ``shadow_topic`` only and never change the main output; empty: off.",
+    )
+    shadow_topic: str = setting(
+        "predictions-shadow", "Topic of the shadow model's predictions (same record format)."
+    )
     schema: str = setting(
         "",
         "Optional JSON Schema every event must satisfy; without it events must be JSON "

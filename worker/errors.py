@@ -24,6 +24,10 @@ class ModelLoadError(ScoringError):
     """A model bundle cannot be loaded or fails its checks."""
 
 
+class ModelStoreError(ScoringError):
+    """A model store operation is refused (unknown version, existing version, no history)."""
+
+
 class SchemaLoadError(ScoringError):
     """A JSON Schema file cannot be read or is not a valid schema."""
 

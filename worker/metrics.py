@@ -80,6 +80,7 @@ class WorkerMetrics:
     inflight: Gauge = field(init=False)
     last_commit: Gauge = field(init=False)
     model_info: Gauge = field(init=False)
+    model_reloads: Counter = field(init=False)
     delivery_retries: Counter = field(init=False)
     lag: Gauge = field(init=False)
     broker_rtt: Gauge = field(init=False)
@@ -121,6 +122,9 @@ class WorkerMetrics:
                                  "Unix time of the last successful commit.")
         self.model_info = gauge("scoring_model_info", "The model being served.",
                                 ("model", "model_version", "sha256"))  # fmt: skip
+        self.model_reloads = counter("scoring_model_reloads_total",
+                                     "Hot model reloads, by result: ok or refused.",
+                                     ("result",))  # fmt: skip
         self.delivery_retries = counter("scoring_delivery_retries_total",
                                         "Messages produced again after a failed delivery.")
         self.lag = gauge("scoring_consumer_lag_messages",

@@ -10,13 +10,12 @@ closes the consumer (leaving the group) and returns.
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import FrameType
+from typing import Protocol
 
 import numpy as np
 import orjson
@@ -29,8 +28,12 @@ from worker.errors import Rejection
 from worker.kafka_io import BatchConsumer, BatchProducer, Headers, Message
 from worker.metrics import Health, WorkerMetrics, serve
 from worker.model import ModelBundle, load_bundle
+from worker.model_store import is_model_folder, read_pointer
 from worker.pipeline import Outcome, Prediction, ScoringContext, score_values
+from worker.reload import ReloadEvent, apply_events
+from worker.reloader import make_reloader
 from worker.schema import EventValidator
+from worker.shutdown import STOP, StopFlag
 
 log = logging.getLogger(__name__)
 DEAD_LETTER_SUMMARY_S = 60.0  # one summary line a minute, never a line per event
@@ -65,6 +68,10 @@ def dead_letter_headers(
     ]
 
 
+class ReloadSource(Protocol):
+    def take(self) -> list[ReloadEvent]: ...
+
+
 @dataclass
 class Runner:
     """One worker's loop over already-built clients; run_worker builds them."""
@@ -77,16 +84,24 @@ class Runner:
     health: Health
     clock_ms: Callable[[], int] = wall_ms
     totals: Totals = field(default_factory=Totals)
-    stopping: bool = False
+    stop: StopFlag = field(default_factory=StopFlag)
     #: Dead letters since the last summary line, by reason (logged once a minute).
     dead_since: Counter[str] = field(default_factory=Counter)
     last_summary: float = field(default_factory=time.monotonic)
     #: Next offset to commit per (topic, partition), for outputs not yet acknowledged.
     pending: dict[tuple[str, int], int] = field(default_factory=dict)
     last_settle: float = field(default_factory=time.monotonic)
+    #: Checked bundles waiting to be swapped in between two batches (hot reload).
+    reloader: ReloadSource | None = None
+    #: The shadow model's context (--shadow-model), or None.
+    shadow: ScoringContext | None = None
 
-    def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
-        self.stopping = True
+    def request_stop(self) -> None:
+        self.stop.requested = True
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop.requested
 
     def run(self) -> Totals:
         self.consumer.before_revoke = self.settle
@@ -100,6 +115,9 @@ class Runner:
 
     def turn(self) -> None:
         s = self.settings
+        if self.reloader is not None and (events := self.reloader.take()):
+            # Between two batches: a batch is scored by one version, start to end.
+            self.ctx = apply_events(self.ctx, events, self.metrics, self._alert, s.worker_id)
         msgs = self.consumer.poll_batch(s.batch_max, s.batch_wait_ms / 1000)
         self.health.turned()
         if msgs:
@@ -109,6 +127,8 @@ class Runner:
             outcomes = score_values([m.value() for m in msgs], self.ctx, now)
             self.metrics.batch_seconds.observe(time.perf_counter() - t0)
             self._publish(msgs, outcomes, now)
+            if self.shadow is not None:
+                self._publish_shadow(msgs, self.shadow, now)
             self._account(msgs, outcomes)
             pending = self.pending
             for m in msgs:  # a partition's messages come in order: the last one wins
@@ -143,6 +163,16 @@ class Runner:
                 assert isinstance(o, Rejection)
                 headers = dead_letter_headers(m, o, self.ctx.bundle, s.worker_id, now)
                 send(s.dlq_topic, m.value(), m.key(), headers)
+
+    def _publish_shadow(self, msgs: Sequence[Message], shadow: ScoringContext, now: int) -> None:
+        # A second opinion only: its rejections are no dead letters (the main model's are).
+        send, topic = self.producer.send, self.settings.shadow_topic
+        for m, o in zip(msgs, score_values([m.value() for m in msgs], shadow, now), strict=True):
+            if type(o) is Prediction:
+                send(topic, o.payload, m.key())
+
+    def _alert(self, key: bytes, value: bytes) -> None:
+        self.producer.send(self.settings.alerts_topic, value, key)
 
     def _deliver(self) -> None:
         """Flush; re-send whatever the broker refused until it has taken everything."""
@@ -212,13 +242,17 @@ def broker_up(stats_json: str) -> bool:
 
 def build_context(s: Settings) -> ScoringContext:
     """Load the model and the schema; either failing is fatal (raises ScoringError)."""
-    bundle = load_bundle(Path(s.model))
+    path = Path(s.model)
+    if is_model_folder(path):  # a store folder: serve what its pointer names
+        path = path / read_pointer(path)
+    bundle = load_bundle(path)
     validator = EventValidator.from_file(Path(s.schema)) if s.schema else None
     return ScoringContext(bundle, validator, s.max_event_bytes, s.event_ts_field or None,
                           s.label_field or None)  # fmt: skip
 
 
-def run_worker(s: Settings, registry: CollectorRegistry | None = None) -> Totals:
+def run_worker(s: Settings, registry: CollectorRegistry | None = None,
+               stop: StopFlag = STOP) -> Totals:  # fmt: skip
     """Build everything from settings, run until SIGTERM/SIGINT, shut down cleanly."""
     keep_freed_memory()  # see worker/alloc.py: batches re-use memory instead of faulting it in
     registry = registry or CollectorRegistry()
@@ -226,12 +260,14 @@ def run_worker(s: Settings, registry: CollectorRegistry | None = None) -> Totals
     health = Health(stall_s=s.health_stall_s)
     ctx = build_context(s)
     man = ctx.bundle.manifest
+    shadow = replace(ctx, bundle=load_bundle(Path(s.shadow_model))) if s.shadow_model else None
     metrics.model_info.labels(man.name, man.version, man.sha256[:12]).set(1)
     health.model_loaded = True
     log.info("model %s %s loaded from %s", man.name, man.version, ctx.bundle.path)
     server = serve(s.metrics_port, registry, health) if s.metrics_port else None
     kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka)
     health.broker_ok = True
+    reloader = make_reloader(s, man.version)
 
     def on_change(kind: str, assigned: int) -> None:
         metrics.rebalances.labels(kind).inc()
@@ -248,14 +284,15 @@ def run_worker(s: Settings, registry: CollectorRegistry | None = None) -> Totals
                               "stats_cb": consumer_stats}, [s.input_topic], on_change)
     producer = BatchProducer({**kafka_io.producer_config(s), **stats,
                               "stats_cb": metrics.producer_stats})  # fmt: skip
-    runner = Runner(s, ctx, consumer, producer, metrics, health)
-    previous = {sig: signal.signal(sig, runner.request_stop)
-                for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
+    runner = Runner(s, ctx, consumer, producer, metrics, health, reloader=reloader,
+                    shadow=shadow, stop=stop)  # fmt: skip
     try:
+        if reloader is not None:
+            reloader.start()
         totals = runner.run()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if reloader is not None:
+            reloader.close()
         if server is not None:
             server.shutdown()
     log.info("stopped: %d consumed, %d scored, %d dead-lettered",

@@ -2,7 +2,7 @@
 
 ``admin``: readiness, topics, reading a topic back. ``clients``: the worker's
 batch consumer and producer. ``tx``: the monitor's transactional loop and the
-changelog reader it restores state from.
+changelog reader it restores state from. ``control``: the model-control topic reader.
 """
 
 from worker.kafka_io.admin import (
@@ -22,10 +22,13 @@ from worker.kafka_io.clients import (
     consumer_config,
     producer_config,
 )
+from worker.kafka_io.control import ControlReader, ControlRecord
 
 __all__ = [
     "BatchConsumer",
     "BatchProducer",
+    "ControlReader",
+    "ControlRecord",
     "Headers",
     "Message",
     "Received",

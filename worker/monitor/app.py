@@ -14,13 +14,11 @@ Why not faust-streaming: see README.md ("Monitor: why not faust").
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import orjson
@@ -38,6 +36,7 @@ from worker.monitor.settings import MonitorSettings
 from worker.monitor.stage_global import GlobalPartition, stats_record, window_sizes
 from worker.monitor.stages import Changelog, JoinPartition
 from worker.monitor.views import ModelSpec, PredictionView
+from worker.shutdown import STOP, StopFlag
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ class Monitor:
     clock_ms: Callable[[], int] = wall_ms
     joins: dict[int, JoinPartition] = field(default_factory=dict)
     globals: dict[int, GlobalPartition] = field(default_factory=dict)
-    stopping: bool = False
+    stop: StopFlag = field(default_factory=StopFlag)
     last_tick: float = 0.0
     loop: TxLoop | None = None
     counters: Any = None
@@ -79,8 +78,6 @@ class Monitor:
     def spec_of(self, model: str, version: str) -> ModelSpec | None:
         return self.specs.get((model, version))
 
-    def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
-        self.stopping = True
 
     # -- partitions come and go ------------------------------------------------------
     def on_assign(self, parts: Partitions) -> None:
@@ -133,7 +130,7 @@ class Monitor:
                            self.on_assign, self.on_revoke)  # fmt: skip
         self.health.broker_ok = True
         try:
-            while not self.stopping:
+            while not self.stop.requested:
                 self.turn()
         finally:
             self.loop.close()
@@ -271,8 +268,12 @@ def create_topics(s: MonitorSettings) -> None:
     kafka_io.create_topics(s.bootstrap, {s.alerts_topic: 1}, extra=s.kafka)
 
 
-def run_monitor(s: MonitorSettings, rules: Sequence[AlertRule],
-                registry: CollectorRegistry | None = None) -> None:  # fmt: skip
+def run_monitor(
+    s: MonitorSettings,
+    rules: Sequence[AlertRule],
+    registry: CollectorRegistry | None = None,
+    stop: StopFlag = STOP,
+) -> None:
     registry = registry or CollectorRegistry()
     health = Health(stall_s=s.health_stall_s)
     health.model_loaded = True  # the monitor needs no model to run
@@ -281,13 +282,9 @@ def run_monitor(s: MonitorSettings, rules: Sequence[AlertRule],
     kafka_io.wait_for_broker(s.bootstrap, 30.0, extra=s.kafka)
     create_topics(s)
     mon = Monitor(s, rules, load_specs(s.models), collector, health,
-                  counters=loop_counters(registry))  # fmt: skip
-    previous = {sig: signal.signal(sig, mon.request_stop)
-                for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
+                  counters=loop_counters(registry), stop=stop)  # fmt: skip
     try:
         mon.run()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if server is not None:
             server.shutdown()

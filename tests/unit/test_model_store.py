@@ -1,0 +1,122 @@
+"""The model store: add, promote, rollback and the ``models`` command line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.unit.helpers import logistic
+from worker.cli import main
+from worker.errors import ModelLoadError, ModelStoreError
+from worker.model import write_bundle
+from worker.model_store import ModelStore, StoredVersion, is_model_folder, read_pointer
+
+
+def bundle(folder: Path, version: str, name: str = "unit") -> Path:
+    return write_bundle(folder / f"{name}-{version}", logistic(seed=int(version)), name=name,
+                        version=version, task="binary", features=("a", "b", "c"))  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ModelStore:
+    return ModelStore(tmp_path / "store")
+
+
+def test_add_copies_under_name_and_version_and_refuses_overwrite(
+    store: ModelStore, tmp_path: Path
+) -> None:
+    added = store.add(bundle(tmp_path, "1"))
+    assert added == StoredVersion("unit", "1", False)
+    assert (store.root / "unit" / "1" / "model.json").is_file()
+    with pytest.raises(ModelStoreError, match="already in the store"):
+        store.add(bundle(tmp_path / "again", "1"))
+    assert [p.name for p in (store.root / "unit").iterdir()] == ["1"]  # no staging left
+
+
+def test_add_refuses_a_bundle_that_does_not_load(store: ModelStore, tmp_path: Path) -> None:
+    src = bundle(tmp_path, "1")
+    (src / "model.skops").write_bytes(b"tampered")
+    with pytest.raises(ModelLoadError, match="sha256 mismatch"):
+        store.add(src)
+    assert not (store.root / "unit").exists() or not any((store.root / "unit").iterdir())
+
+
+def test_promote_writes_the_pointer_and_rollback_walks_back(
+    store: ModelStore, tmp_path: Path
+) -> None:
+    for v in ("1", "2", "3"):
+        store.add(bundle(tmp_path, v))
+    folder = store.root / "unit"
+    assert not is_model_folder(folder)
+    with pytest.raises(ModelStoreError, match="no current version"):
+        store.current("unit")
+    store.promote("unit", "1")
+    store.promote("unit", "2")
+    store.promote("unit", "3")
+    assert read_pointer(folder) == "3" and store.current("unit") == folder / "3"
+    assert [v.version for v in store.list() if v.current] == ["3"]
+    assert store.rollback("unit") == folder / "2"
+    assert store.rollback("unit") == folder / "1"
+    with pytest.raises(ModelStoreError, match="no previous version"):
+        store.rollback("unit")
+    assert read_pointer(folder) == "1"
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_promote_refuses_unknown_or_broken_versions(store: ModelStore, tmp_path: Path) -> None:
+    store.add(bundle(tmp_path, "1"))
+    store.add(bundle(tmp_path, "2"))
+    store.promote("unit", "1")
+    with pytest.raises(ModelStoreError, match="not in the store"):
+        store.promote("unit", "9")
+    (store.root / "unit" / "2" / "model.skops").write_bytes(b"corrupt")
+    with pytest.raises(ModelLoadError, match="sha256"):
+        store.promote("unit", "2")
+    assert read_pointer(store.root / "unit") == "1"
+    assert store.history("unit") == []
+
+
+def test_rollback_refuses_a_previous_version_that_broke(store: ModelStore, tmp_path: Path) -> None:
+    store.add(bundle(tmp_path, "1"))
+    store.add(bundle(tmp_path, "2"))
+    store.promote("unit", "1")
+    store.promote("unit", "2")
+    shutil.rmtree(store.root / "unit" / "1")
+    with pytest.raises(ModelStoreError, match="not in the store"):
+        store.rollback("unit")
+    assert read_pointer(store.root / "unit") == "2"
+    assert store.history("unit") == ["1"]
+
+
+def test_names_and_versions_cannot_escape_the_store(store: ModelStore, tmp_path: Path) -> None:
+    with pytest.raises(ModelStoreError, match="folder name"):
+        store.add(bundle(tmp_path, "1", name=".."))
+    with pytest.raises(ModelStoreError, match="folder name"):
+        store.promote("unit", "../x")
+
+
+def test_history_is_validated(store: ModelStore, tmp_path: Path) -> None:
+    store.add(bundle(tmp_path, "1"))
+    (store.root / "unit" / "history").write_bytes(orjson.dumps({"not": "a list"}))
+    with pytest.raises(ModelStoreError, match="list of versions"):
+        store.rollback("unit")
+
+
+def test_models_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(tmp_path / "store")
+    for v in ("1", "2"):
+        assert main(["models", "add", "--store", root, str(bundle(tmp_path, v))]) == 0
+    assert main(["models", "promote", "--store", root, "unit", "1"]) == 0
+    assert main(["models", "promote", "--store", root, "unit", "2"]) == 0
+    assert main(["models", "rollback", "--store", root, "unit"]) == 0
+    capsys.readouterr()
+    assert main(["models", "list", "--store", root]) == 0
+    assert capsys.readouterr().out.splitlines() == ["unit\t1\tcurrent", "unit\t2"]
+    assert main(["models", "promote", "--store", root, "unit", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unit 5 is not in the store" in err[0]

@@ -1,0 +1,54 @@
+"""The model-control topic: a plain consumer that reads it from the beginning.
+
+No group commits: every worker reads the whole compacted topic at start, so a
+restarted worker sees the latest record per model and converges on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRecord:
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+class ControlReader:
+    """Reads a control topic from its start; the group id is throwaway (nothing committed)."""
+
+    def __init__(self, conf: Mapping[str, Any], topic: str) -> None:
+        full = {
+            **conf,
+            "group.id": f"model-control-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            # A control topic created after the worker started is picked up soon.
+            "topic.metadata.refresh.interval.ms": 5000,
+        }
+        self._c = Consumer(full)
+        self._c.subscribe([topic])
+
+    def poll(self, timeout_s: float) -> list[ControlRecord]:
+        out: list[ControlRecord] = []
+        for m in self._c.consume(500, timeout_s):
+            err = m.error()
+            if err is None:
+                out.append(ControlRecord(m.key(), m.value(), m.timestamp()[1]))
+            elif err.code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                log.warning("model control consumer: %s", err.str())
+        return out
+
+    def close(self) -> None:
+        self._c.close()

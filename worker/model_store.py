@@ -1,0 +1,177 @@
+"""A folder of model bundles with a ``current`` pointer per model name.
+
+Layout: ``STORE/<name>/<version>/`` holds one bundle (model.json + artifact),
+``STORE/<name>/current`` the version being served and ``STORE/<name>/history``
+the previous ones (newest last), for rollback. Pointer files change by
+write-to-temp, fsync, ``os.replace``: a worker polling ``current`` reads either
+the old or the new version, never half a file. Every version is checked with
+``load_bundle`` before it can become current, so a broken bundle never gets the
+pointer; workers still check again, since files can change after the fact.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import orjson
+
+from worker.errors import ModelStoreError
+from worker.model import MANIFEST_NAME, load_bundle
+
+CURRENT: Final = "current"
+HISTORY: Final = "history"
+HISTORY_KEEP: Final = 10
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    name: str
+    version: str
+    current: bool
+
+
+def is_model_folder(path: Path) -> bool:
+    """Whether ``path`` is ``STORE/<name>``: a store folder of one model (has ``current``)."""
+    return (path / CURRENT).is_file()
+
+
+def read_pointer(model_folder: Path) -> str:
+    """The version ``current`` names; raises ModelStoreError when it is missing or empty."""
+    try:
+        version = (model_folder / CURRENT).read_text().strip()
+    except OSError as exc:
+        raise ModelStoreError(f"cannot read {model_folder / CURRENT}: {exc.strerror}") from None
+    if not version:
+        raise ModelStoreError(f"{model_folder / CURRENT} is empty")
+    return version
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new bytes only."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)  # the rename itself survives a power cut
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _safe_part(value: str, what: str) -> str:
+    # Names and versions become folder names: nothing that escapes the store.
+    if value in {"", ".", "..", CURRENT, HISTORY} or "/" in value or "\\" in value:
+        raise ModelStoreError(f"{what} {value!r} cannot be used as a folder name")
+    if value.startswith("."):
+        raise ModelStoreError(f"{what} {value!r} must not start with a dot")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelStore:
+    root: Path
+
+    def folder(self, name: str) -> Path:
+        return self.root / _safe_part(name, "model name")
+
+    def version_path(self, name: str, version: str) -> Path:
+        return self.folder(name) / _safe_part(version, "version")
+
+    def list(self) -> list[StoredVersion]:
+        out: list[StoredVersion] = []
+        if not self.root.is_dir():
+            return out
+        for model in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            current = read_pointer(model) if is_model_folder(model) else None
+            for v in sorted(p.name for p in model.iterdir() if (p / MANIFEST_NAME).is_file()):
+                out.append(StoredVersion(model.name, v, v == current))
+        return out
+
+    def add(self, bundle: Path) -> StoredVersion:
+        """Copy a bundle in under its manifest's name and version; never overwrites."""
+        man = load_bundle(bundle).manifest  # raises ModelLoadError: a broken bundle stays out
+        dest = self.version_path(man.name, man.version)
+        if dest.exists():
+            raise ModelStoreError(f"{man.name} {man.version} is already in the store at {dest}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        src = bundle if bundle.is_dir() else bundle.parent
+        staging = Path(tempfile.mkdtemp(prefix=f".{man.version}.", dir=dest.parent))
+        try:
+            for name in (MANIFEST_NAME, man.artifact):
+                shutil.copy2(src / name, staging / name)
+            load_bundle(staging)  # what was copied is what was checked
+            os.rename(staging, dest)  # atomic: a version folder is complete or absent
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return StoredVersion(man.name, man.version, False)
+
+    def current(self, name: str) -> Path:
+        folder = self.folder(name)
+        if not is_model_folder(folder):
+            raise ModelStoreError(f"model {name!r} has no current version in {self.root}")
+        return folder / read_pointer(folder)
+
+    def promote(self, name: str, version: str) -> Path:
+        """Point ``current`` at ``version`` (which must exist and load); remember the old one."""
+        path = self._checked(name, version)
+        folder = self.folder(name)
+        old = read_pointer(folder) if is_model_folder(folder) else None
+        if old == version:
+            return path
+        if old is not None:
+            self._write_history([*self.history(name), old][-HISTORY_KEEP:], name)
+        atomic_write(folder / CURRENT, version.encode() + b"\n")
+        return path
+
+    def rollback(self, name: str) -> Path:
+        """Point ``current`` back at the version it named before the last promote."""
+        history = self.history(name)
+        if not history:
+            raise ModelStoreError(f"model {name!r} has no previous version to roll back to")
+        previous = history[-1]
+        path = self._checked(name, previous)
+        atomic_write(self.folder(name) / CURRENT, previous.encode() + b"\n")
+        self._write_history(history[:-1], name)
+        return path
+
+    def history(self, name: str) -> builtins.list[str]:
+        path = self.folder(name) / HISTORY
+        if not path.is_file():
+            return []
+        try:
+            data = orjson.loads(path.read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise ModelStoreError(f"{path} is not valid JSON: {exc}") from None
+        if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
+            raise ModelStoreError(f"{path} must be a JSON list of versions")
+        return data
+
+    def _write_history(self, versions: builtins.list[str], name: str) -> None:
+        atomic_write(self.folder(name) / HISTORY, orjson.dumps(versions) + b"\n")
+
+    def _checked(self, name: str, version: str) -> Path:
+        path = self.version_path(name, version)
+        if not (path / MANIFEST_NAME).is_file():
+            raise ModelStoreError(f"{name} {version} is not in the store {self.root}")
+        man = load_bundle(path).manifest  # raises ModelLoadError with the reason
+        if (man.name, man.version) != (name, version):
+            raise ModelStoreError(f"{path} holds {man.name} {man.version}, not {name} {version}")
+        return path

@@ -1,0 +1,27 @@
+"""SIGTERM and SIGINT only set a flag; the loops check it between batches.
+
+The handlers are installed by the CLI before anything slow (imports, model
+loading, joining the group), so a stop requested during start-up is honoured
+too: the process then exits cleanly instead of dying of the default action.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+
+class StopFlag:
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        self.requested = True
+
+
+STOP = StopFlag()
+
+
+def install() -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, STOP)
