@@ -73,6 +73,7 @@ class WorkerMetrics:
     predictions: Counter = field(init=False)
     batch_size: Histogram = field(init=False)
     batch_seconds: Histogram = field(init=False)
+    model_seconds: Histogram = field(init=False)
     latency: BulkHistogram = field(init=False)
     commits: Counter = field(init=False)
     commit_failures: Counter = field(init=False)
@@ -107,6 +108,9 @@ class WorkerMetrics:
                                    "Predictions by decision (classifiers only).", ("decision",))
         self.batch_size = histogram("scoring_batch_size_events", "Events per consumed batch.",
                                     BATCH_BUCKETS)  # fmt: skip
+        self.model_seconds = histogram("scoring_model_call_seconds",
+                                       "One predict_proba/predict call on a batch (bisection "
+                                       "after a model error included).", LATENCY_BUCKETS)
         self.batch_seconds = histogram("scoring_batch_score_seconds",
                                        "Decode, validation, features and the model call "
                                        "for one batch.", LATENCY_BUCKETS)  # fmt: skip

@@ -8,7 +8,7 @@ prediction serialisation. Outcomes come back in input order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, cast
 
@@ -44,6 +44,10 @@ class ScoringContext:
     #: Event field with the event's own true label (replays, backtests), copied to the
     #: prediction as ``true_label`` so that the monitor joins it at once; None: off.
     label_field: str | None = None
+    #: Optional timing of the model call alone: a clock (seconds) and where the duration
+    #: goes. Passed in, so the pipeline itself never reads a clock.
+    clock: Callable[[], float] | None = None
+    observe_model_seconds: Callable[[float], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +77,10 @@ def score_values(
     batch = extract(events, ctx.bundle.features, assume_numeric=typed)
     for j, rejection in batch.rejected:
         outcomes[positions[j]] = rejection
+    t0 = ctx.clock() if ctx.clock is not None else 0.0
     result, ok_rows, model_rejections = score_batch_safely(ctx.bundle, batch.matrix)
+    if ctx.clock is not None and ctx.observe_model_seconds is not None:
+        ctx.observe_model_seconds(ctx.clock() - t0)
     for row, rejection in model_rejections:
         outcomes[positions[batch.valid[row]]] = rejection
     scored = [batch.valid[row] for row in ok_rows]

@@ -258,7 +258,8 @@ def run_worker(s: Settings, registry: CollectorRegistry | None = None,
     registry = registry or CollectorRegistry()
     metrics = WorkerMetrics(registry)
     health = Health(stall_s=s.health_stall_s)
-    ctx = build_context(s)
+    ctx = replace(build_context(s), clock=time.perf_counter,
+                  observe_model_seconds=metrics.model_seconds.observe)  # fmt: skip
     man = ctx.bundle.manifest
     shadow = replace(ctx, bundle=load_bundle(Path(s.shadow_model))) if s.shadow_model else None
     metrics.model_info.labels(man.name, man.version, man.sha256[:12]).set(1)

@@ -173,3 +173,12 @@ def test_label_field_is_copied_as_true_label_for_replays(tmp_path: Path) -> None
     assert "true_label" not in records[1] and "true_label" not in records[2]
     off = score_values(values[:1], ScoringContext(ctx.bundle), 5)[0]
     assert isinstance(off, Prediction) and "true_label" not in off.record
+
+
+def test_the_model_call_is_timed_with_the_clock_passed_in(tmp_path: Path) -> None:
+    ticks = iter([10.0, 10.25])
+    seen: list[float] = []
+    ctx = ScoringContext(binary_bundle(tmp_path / "m"), clock=lambda: next(ticks),
+                         observe_model_seconds=seen.append)  # fmt: skip
+    score_values([orjson.dumps(event(0))], ctx, 5)
+    assert seen == [0.25]
