@@ -30,9 +30,9 @@ cooldown_s = 3600
 name = "recall_low"
 metric = "recall"
 op = "<"
-threshold = 0.25
+threshold = 0.2
 window = "rolling"
-min_count = 3000
+min_count = 5000
 cooldown_s = 3600
 """
 
@@ -79,11 +79,17 @@ def test_drift_fires_psi_and_recall_alerts_after_the_drift_only(
                                                .read_bytes()))  # fmt: skip
     for a in alerts:
         schema.validate(a)
-        assert a["status"] == "firing"
+    # Each rule's first record fires, after the drift began; none resolves while the drift
+    # lasts (healthy recall is about 0.4 with 100+ positives at min_count: far from 0.2).
+    assert [(a["alert"], a["status"]) for a in alerts] in (
+        [("score_drift", "firing"), ("recall_low", "firing")],
+        [("recall_low", "firing"), ("score_drift", "firing")],
+    ), alerts
+    for a in alerts:
         assert a["at"] >= drift_ts, f"{a['alert']} fired before the drift: {a}"
     psi = next(a for a in alerts if a["alert"] == "score_drift")
     recall = next(a for a in alerts if a["alert"] == "recall_low")
-    assert psi["value"] > 0.25 and recall["value"] < 0.25
+    assert psi["value"] > 0.25 and recall["value"] < 0.2
 
 
 def wait_for_alerts(bootstrap: str, topic: str, names: set[str],

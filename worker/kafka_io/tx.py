@@ -14,7 +14,14 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from worker.errors import KafkaFatalError
 from worker.kafka_io.clients import Message
@@ -76,21 +83,52 @@ class TxLoop:
             except BufferError:
                 self._p.poll(0.05)
 
-    def commit(self, msgs: Sequence[Message]) -> None:
-        """Commit the batch's outputs and its input offsets atomically; raise on failure
-        (the caller exits and a restart resumes from the last committed transaction)."""
+    def commit(self, msgs: Sequence[Message]) -> bool:
+        """Commit the batch's outputs and its input offsets atomically.
+
+        False when the transaction had to be aborted (typically a rebalance changed the
+        group's generation): the caller's state was then rebuilt from the changelogs and
+        the consumer rewound to the committed offsets, so the batch is processed again.
+        A fatal error raises; the process exits and a restart resumes from the last
+        committed transaction.
+        """
         if not msgs and not self._open:
-            return
-        if not self._open:
-            self._p.begin_transaction()
-        last: dict[tuple[str, int], int] = {}
-        for m in msgs:
-            last[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
-        if last:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in last.items()]
-            self._p.send_offsets_to_transaction(offsets, self._c.consumer_group_metadata(), 30)
-        self._p.commit_transaction(60)
-        self._open = False
+            return True
+        try:
+            if not self._open:
+                self._p.begin_transaction()
+            last: dict[tuple[str, int], int] = {}
+            for m in msgs:
+                last[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
+            if last:
+                offsets = [TopicPartition(t, p, o) for (t, p), o in last.items()]
+                meta = self._c.consumer_group_metadata()
+                self._p.send_offsets_to_transaction(offsets, meta, 30)
+            self._p.commit_transaction(60)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not isinstance(err, KafkaError) or err.fatal():
+                raise KafkaFatalError(f"kafka transaction: {exc}") from exc
+            log.warning("transaction aborted, replaying from committed offsets: %s", err.str())
+            try:
+                self._recover()
+            except KafkaException as again:  # cannot even rewind: crash-only from here
+                raise KafkaFatalError(f"kafka transaction recovery: {again}") from again
+            return False
+        finally:
+            self._open = False
+        return True
+
+    def _recover(self) -> None:
+        """Abort, drop the in-memory state, rewind to the committed offsets, restore."""
+        self._p.abort_transaction(60)
+        owned = self._c.assignment()
+        parts = [(tp.topic, tp.partition) for tp in owned]
+        self._on_revoke(parts)
+        for tp in self._c.committed(owned, timeout=30):
+            start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self._c.seek(TopicPartition(tp.topic, tp.partition, start))
+        self._on_assign(parts)
 
     def close(self) -> None:
         if self._open:

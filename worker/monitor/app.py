@@ -151,8 +151,8 @@ class Monitor:
         if time.monotonic() - self.last_tick >= self.s.tick_ms / 1000:
             self.last_tick = time.monotonic()
             self._tick(now)
-        self.loop.commit(msgs)
-        self.counters[1].inc()
+        if self.loop.commit(msgs):
+            self.counters[1].inc()
 
     def _role(self, topic: str) -> str:
         names = self.s.internal
