@@ -49,6 +49,13 @@ def bundle_and_schema(kind: str, tmp: Path) -> tuple[Path, Path]:
     return make_lr30_bundle(tmp / "model"), path
 
 
+def shadow_bundle(kind: str, tmp: Path) -> Path:
+    """A second version of the same kind of model, as a shadow candidate."""
+    if kind == "demo":
+        return train_demo(tmp / "shadow", seed=8, n=50_000, version="2")
+    return make_lr30_bundle(tmp / "shadow", seed=12)
+
+
 def events(kind: str, rng: np.random.Generator, n: int, start: int) -> list[dict[str, Any]]:
     if kind == "demo":
         return make_events(rng, n, start, 0)[0]
@@ -94,6 +101,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=5000.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--batch-max", type=int, default=2000)
+    ap.add_argument("--shadow", action="store_true",
+                    help="also score every batch with a second model version (shadow)")
     args = ap.parse_args()
     rng = np.random.default_rng(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -112,6 +121,10 @@ def main() -> None:
            "--group", f"bench-{run}", "--model", str(model), "--schema", str(schema),
            "--batch-max", str(args.batch_max), "--metrics-port", str(port),
            "--log-level", "WARNING"]  # fmt: skip
+    if args.shadow:
+        shadow = shadow_bundle(args.model, tmp)
+        kafka_io.create_topics(args.bootstrap, {f"{t_out}-shadow": 4})
+        cmd += ["--shadow-model", str(shadow), "--shadow-topic", f"{t_out}-shadow"]
     worker = subprocess.Popen(cmd)
     wait_ready(port, worker, 60)
     backlog = kafka_io.drain(args.bootstrap, t_out, args.events, 300, idle_s=5)
@@ -137,6 +150,7 @@ def main() -> None:
         "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
         "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
         "worker_peak_rss_mib": round(peak, 1), "worker_exit": code, "batch_max": args.batch_max,
+        "shadow": args.shadow,
         "machine": f"{platform.machine()} cores={len(os.sched_getaffinity(0))}",
         "python": platform.python_version(),
     }).decode())  # fmt: skip
