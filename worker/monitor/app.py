@@ -33,7 +33,7 @@ from worker.monitor.alerts import AlertRule
 from worker.monitor.gauges import MonitorCollector, loop_counters
 from worker.monitor.join import JoinConfig
 from worker.monitor.settings import MonitorSettings
-from worker.monitor.stage_global import GlobalPartition, stats_record, window_sizes
+from worker.monitor.stage_global import GlobalPartition, Snapshot, stats_record, window_sizes
 from worker.monitor.stages import Changelog, JoinPartition
 from worker.monitor.views import ModelSpec, PredictionView
 from worker.shutdown import STOP, StopFlag
@@ -245,9 +245,8 @@ class Monitor:
         self.collector.update(merge_snapshots(snapshots))
 
 
-def merge_snapshots(snaps: list[Any]) -> Any:
-    from worker.monitor.stage_global import Snapshot
-
+def merge_snapshots(snaps: list[Snapshot]) -> Snapshot:
+    """One snapshot for the gauges from every stage-two partition this instance owns."""
     out = Snapshot()
     for snap in snaps:
         out.figures.update(snap.figures)

@@ -17,7 +17,7 @@ from worker.monitor.aggregate import WindowAgg
 from worker.monitor.alerts import AlertRecord, AlertRule, AlertState, evaluate_all
 from worker.monitor.figures import Figure, metrics
 from worker.monitor.global_window import GlobalWindow, rolling_view
-from worker.monitor.join import JoinStats
+from worker.monitor.join import DELAY_BUCKETS_S, JoinStats
 from worker.monitor.records import alert_record, metrics_record
 from worker.monitor.stages import STATS_KEY, Changelog, dumps
 from worker.monitor.views import ModelSpec
@@ -169,8 +169,6 @@ def stats_record(snapshot_join: JoinStats, invalid: int, now_ms: int) -> bytes:
 
 
 def _delay_histogram(stats: JoinStats) -> dict[str, int]:
-    from worker.monitor.join import DELAY_BUCKETS_S
-
     counts = stats.to_dict()["delay_counts"]
     return {("+Inf" if b == float("inf") else str(int(b))): int(n)
             for b, n in zip(DELAY_BUCKETS_S, counts, strict=True)}  # fmt: skip
