@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-from worker.alloc import keep_freed_memory
-from worker.demo import make_events, make_lr30_bundle, make_lr30_events, train_demo
-from worker.features import extract
-from worker.model import load_bundle
-from worker.pipeline import ScoringContext, score_values
-from worker.schema import EventValidator, load_schema_json
+from worker.core.features import extract
+from worker.core.pipeline import ScoringContext, score_values
+from worker.core.schema import EventValidator, load_schema_json
+from worker.devtools.demo import make_events, make_lr30_bundle, make_lr30_events, train_demo
+from worker.model.bundle import load_bundle
+from worker.stream.alloc import keep_freed_memory
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "transaction.schema.json"
 
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--number", type=int, default=20, help="batches per timing")
     ap.add_argument("--repeat", type=int, default=7, help="timings; the best one counts")
     ap.add_argument("--keep-freed-memory", action="store_true",
-                    help="raise glibc's trim threshold first (worker.alloc)")  # fmt: skip
+                    help="raise glibc's trim threshold first (worker.stream.alloc)")  # fmt: skip
     args = ap.parse_args()
     tuned = keep_freed_memory() if args.keep_freed_memory else False
     with tempfile.TemporaryDirectory() as tmp:

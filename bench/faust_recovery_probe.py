@@ -8,7 +8,7 @@ with ``processing_guarantee="exactly_once"``. The uninterrupted run ends at
 exactly 20,000; after a kill -9 and a restart the table over-counts (on the
 development machine: 22,760 and 22,207 in two runs), so windowed figures built on it would not match
 an uninterrupted run. The monitor therefore uses confluent-kafka transactions
-(worker/monitor/app.py). Prints one JSON line.
+(worker/monitor_app/app.py). Prints one JSON line.
 """
 
 from __future__ import annotations

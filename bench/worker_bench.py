@@ -31,8 +31,14 @@ import orjson
 from confluent_kafka import Producer
 
 from worker import kafka_io
-from worker.demo import LR30_FEATURES, make_events, make_lr30_bundle, make_lr30_events, train_demo
-from worker.demo_run import free_port, wait_ready
+from worker.devtools.demo import (
+    LR30_FEATURES,
+    make_events,
+    make_lr30_bundle,
+    make_lr30_events,
+    train_demo,
+)
+from worker.devtools.demo_run import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 

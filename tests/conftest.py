@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from worker import kafka_io, kafka_local
+from worker import kafka_io
+from worker.devtools import kafka_local
 
 TEST_PORT = int(os.environ.get("SCORING_TEST_KAFKA_PORT", "9092"))
 FIGURES = pytest.StashKey[list[str]]()

@@ -18,8 +18,8 @@ from typing import Any, BinaryIO, Final
 
 import orjson
 
+from worker.core.pipeline import INVALID_UTF8, Prediction, ScoringContext, score_values
 from worker.errors import BatchInputError, ConfigError, Rejection, RejectKind
-from worker.pipeline import INVALID_UTF8, Prediction, ScoringContext, score_values
 
 JSONL_SUFFIXES: Final = (".jsonl", ".ndjson", ".json")
 CSV_SUFFIXES: Final = (".csv",)

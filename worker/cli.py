@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from worker import config, kafka_local, logs, shutdown
+from worker import config, logs, shutdown
+from worker.devtools import kafka_local
 from worker.errors import ConfigError, ScoringError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -83,7 +84,7 @@ def setup_logging(level: str, kafka: Mapping[str, str] | None = None) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from worker import runner
+    from worker.stream import runner
 
     s = load_settings(args)
     setup_logging(s.log_level, s.kafka)
@@ -103,8 +104,8 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _train_demo(args: argparse.Namespace) -> int:
-    from worker.demo import train_demo
-    from worker.model import load_bundle
+    from worker.devtools.demo import train_demo
+    from worker.model.bundle import load_bundle
 
     path = train_demo(Path(args.out), seed=args.seed, n=args.rows, version=args.version)
     man = load_bundle(path).manifest
@@ -123,7 +124,7 @@ def _add_train_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _produce_demo(args: argparse.Namespace) -> int:
-    from worker.produce_demo import DemoTraffic, produce_demo
+    from worker.devtools.produce_demo import DemoTraffic, produce_demo
 
     traffic = DemoTraffic(topic=args.topic, count=args.count, rate=args.rate,
                           labels_topic=args.labels_topic, label_delay_s=args.label_delay,
@@ -159,7 +160,7 @@ def _add_produce_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _score_file(args: argparse.Namespace) -> int:
     from worker.batch import score_file
-    from worker.runner import build_context, wall_ms
+    from worker.stream.runner import build_context, wall_ms
 
     s = load_settings(args)
     if not s.model:
@@ -180,8 +181,8 @@ def _add_score_file(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _monitor(args: argparse.Namespace) -> int:
     from worker.monitor.alerts import DEFAULT_RULES, AlertRule, AlertRuleError, parse_rules
-    from worker.monitor.app import run_monitor
-    from worker.monitor.settings import MonitorSettings
+    from worker.monitor_app.app import run_monitor
+    from worker.monitor_app.settings import MonitorSettings
 
     s = config.load_into(MonitorSettings, args.config, os.environ, vars(args), args.kafka,
                          tables=("alerts",))  # fmt: skip
@@ -200,7 +201,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def _add_monitor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from worker.monitor.settings import MonitorSettings
+    from worker.monitor_app.settings import MonitorSettings
 
     p = sub.add_parser("monitor", help="join labels; window metrics, drift and alerts")
     _add_settings_flags(p, MonitorSettings)
@@ -208,7 +209,7 @@ def _add_monitor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _models(args: argparse.Namespace) -> int:
-    from worker.model_store import ModelStore
+    from worker.model.store import ModelStore
 
     store = ModelStore(Path(args.store))
     if args.action == "list":
@@ -246,7 +247,7 @@ def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from worker import demo_run
+    from worker.devtools import demo_run
 
     setup_logging("WARNING")
     return demo_run.main(args.bootstrap, Path(args.workdir), args.seconds, args.rate)

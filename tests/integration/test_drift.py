@@ -14,7 +14,7 @@ import orjson
 from jsonschema import Draft202012Validator
 
 from tests.integration.helpers import ROOT, WorkerProc, read_topic
-from worker.demo import train_demo
+from worker.devtools.demo import train_demo
 
 RULES = """
 [[alerts]]

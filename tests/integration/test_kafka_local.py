@@ -7,7 +7,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from worker import kafka_io, kafka_local
+from worker import kafka_io
+from worker.devtools import kafka_local
 
 
 def _java_brokers(state_dir: Path) -> list[str]:

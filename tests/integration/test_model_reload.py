@@ -25,9 +25,9 @@ from confluent_kafka import Consumer, Producer
 from jsonschema import Draft202012Validator
 
 from tests.integration.helpers import ROOT, WorkerProc, produce, read_topic, wait_for
-from worker.demo import DEMO_MODEL_NAME, make_events, train_demo
-from worker.model import sha256_file
-from worker.model_store import ModelStore
+from worker.devtools.demo import DEMO_MODEL_NAME, make_events, train_demo
+from worker.model.bundle import sha256_file
+from worker.model.store import ModelStore
 
 TopicFactory = Callable[..., str]
 RATE = 5_000  # events per second

@@ -32,7 +32,7 @@ import pytest
 
 from tests.integration.helpers import ROOT, WorkerProc
 from worker import kafka_io
-from worker.demo import train_demo
+from worker.devtools.demo import train_demo
 
 DEPLOY = ROOT / "deploy"
 TopicFactory = Callable[..., str]

@@ -16,8 +16,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from tests.integration.helpers import ROOT, Out, WorkerProc, produce, read_topic, wait_for
-from worker.demo import make_events, train_demo
-from worker.model import ModelBundle, load_bundle
+from worker.devtools.demo import make_events, train_demo
+from worker.model.bundle import ModelBundle, load_bundle
 
 SCHEMAS = ROOT / "schemas"
 TopicFactory = Callable[..., str]
@@ -268,7 +268,7 @@ def test_readyz_waits_for_partitions_and_healthz_follows_the_loop(
     import uuid
 
     from worker import kafka_io
-    from worker.demo_run import free_port
+    from worker.devtools.demo_run import free_port
 
     def status(path: str) -> int:
         try:

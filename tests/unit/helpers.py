@@ -10,8 +10,8 @@ import numpy.typing as npt
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from worker.manifest import Task
-from worker.model import ModelBundle, load_bundle, write_bundle
+from worker.model.bundle import ModelBundle, load_bundle, write_bundle
+from worker.model.manifest import Task
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"

@@ -1,11 +1,11 @@
-"""worker.alloc: the glibc trim threshold can be raised where glibc is the allocator."""
+"""worker.stream.alloc: the glibc trim threshold can be raised where glibc is the allocator."""
 
 from __future__ import annotations
 
 import platform
 import sys
 
-from worker.alloc import keep_freed_memory
+from worker.stream.alloc import keep_freed_memory
 
 
 def test_keep_freed_memory_reports_whether_it_applied() -> None:

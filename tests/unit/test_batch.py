@@ -10,8 +10,8 @@ import pytest
 
 from tests.unit.helpers import binary_bundle, event
 from worker.batch import BatchSummary, rejects_path, score_file
+from worker.core.pipeline import ScoringContext
 from worker.errors import BatchInputError, ConfigError
-from worker.pipeline import ScoringContext
 
 
 @pytest.fixture(scope="module")

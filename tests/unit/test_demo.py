@@ -1,4 +1,4 @@
-"""worker.demo: realistic synthetic traffic, a good-not-perfect model, real drift."""
+"""worker.devtools.demo: realistic synthetic traffic, a good-not-perfect model, real drift."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from sklearn.metrics import recall_score, roc_auc_score
 
 from tests.unit.helpers import SCHEMAS
-from worker.demo import (
+from worker.core.schema import load_schema_json, schema_errors
+from worker.devtools.demo import (
     DEMO_FEATURES,
     LR30_FEATURES,
     make_events,
@@ -18,8 +19,7 @@ from worker.demo import (
     sample_transactions,
     train_demo,
 )
-from worker.model import ModelBundle, load_bundle
-from worker.schema import load_schema_json, schema_errors
+from worker.model.bundle import ModelBundle, load_bundle
 
 
 @pytest.fixture(scope="module")

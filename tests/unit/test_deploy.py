@@ -27,10 +27,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from worker import config
-from worker.metrics import WorkerMetrics
-from worker.monitor.gauges import FIGURES, MonitorCollector, loop_counters
-from worker.monitor.settings import MonitorSettings
 from worker.monitor.stage_global import Snapshot
+from worker.monitor_app.gauges import FIGURES, MonitorCollector, loop_counters
+from worker.monitor_app.settings import MonitorSettings
+from worker.stream.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

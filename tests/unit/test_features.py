@@ -1,4 +1,4 @@
-"""worker.features: the matrix, and a precise rejection for every bad record."""
+"""worker.core.features: the matrix, and a precise rejection for every bad record."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from tests.unit.helpers import FEATURES, event, without
+from worker.core.features import extract
 from worker.errors import Rejection, RejectKind
-from worker.features import extract
 
 
 def test_well_formed_records_become_one_contiguous_float64_matrix() -> None:

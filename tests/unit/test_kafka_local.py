@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from worker import kafka_local
+from worker.devtools import kafka_local
 from worker.errors import KafkaLocalError
 
 

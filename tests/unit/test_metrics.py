@@ -7,7 +7,7 @@ import urllib.request
 
 from prometheus_client import CollectorRegistry
 
-from worker.metrics import Health, WorkerMetrics, serve
+from worker.stream.metrics import Health, WorkerMetrics, serve
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -49,7 +49,7 @@ def test_bulk_histogram_matches_prometheus_histogram() -> None:
     import numpy as np
     from prometheus_client import Histogram, generate_latest
 
-    from worker.metrics import LATENCY_BUCKETS, BulkHistogram
+    from worker.stream.metrics import LATENCY_BUCKETS, BulkHistogram
 
     values = np.concatenate([np.random.default_rng(0).exponential(0.05, 5000),
                              np.array(LATENCY_BUCKETS), [0.0, 100.0]])  # fmt: skip

@@ -1,4 +1,4 @@
-"""worker.model: bundles written, loaded, and refused with one clear line."""
+"""worker.model.bundle: bundles written, loaded, and refused with one clear line."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from tests.unit.helpers import (
     training_data,
 )
 from worker.errors import ModelLoadError
-from worker.manifest import ReferenceHistogram
-from worker.model import load_bundle, sha256_file
+from worker.model.bundle import load_bundle, sha256_file
+from worker.model.manifest import ReferenceHistogram
 
 
 def edit_manifest(folder: Path, **changes: Any) -> None:

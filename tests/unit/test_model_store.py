@@ -11,8 +11,8 @@ import pytest
 from tests.unit.helpers import logistic
 from worker.cli import main
 from worker.errors import ModelLoadError, ModelStoreError
-from worker.model import write_bundle
-from worker.model_store import ModelStore, StoredVersion, is_model_folder, read_pointer
+from worker.model.bundle import write_bundle
+from worker.model.store import ModelStore, StoredVersion, is_model_folder, read_pointer
 
 
 def bundle(folder: Path, version: str, name: str = "unit") -> Path:

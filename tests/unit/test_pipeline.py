@@ -1,4 +1,4 @@
-"""worker.pipeline: every malformed input maps to the right kind; order is kept."""
+"""worker.core.pipeline: every malformed input maps to the right kind; order is kept."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from tests.unit.helpers import (
     poison_bundle,
     without,
 )
+from worker.core.pipeline import Prediction, ScoringContext, score_values
+from worker.core.schema import EventValidator
 from worker.errors import Rejection, RejectKind
-from worker.model import ModelBundle
-from worker.pipeline import Prediction, ScoringContext, score_values
-from worker.schema import EventValidator
+from worker.model.bundle import ModelBundle
 
 EVENT_SCHEMA = {
     "type": "object",
@@ -161,7 +161,7 @@ def test_nothing_to_score(ctx: ScoringContext) -> None:
 
 
 def test_label_field_is_copied_as_true_label_for_replays(tmp_path: Path) -> None:
-    from worker.pipeline import Prediction, ScoringContext, score_values
+    from worker.core.pipeline import Prediction, ScoringContext, score_values
 
     ctx = ScoringContext(binary_bundle(tmp_path / "m"), label_field="label")
     values = [orjson.dumps(event(0, label=1)), orjson.dumps(event(1)),

@@ -14,12 +14,12 @@ from jsonschema import Draft202012Validator
 from tests.unit.helpers import SCHEMAS, PoisonEstimator, event, logistic, training_data
 from tests.unit.test_runner import Msg, make_runner
 from worker.config import Settings
+from worker.core.pipeline import ScoringContext
 from worker.errors import ConfigError, ModelLoadError
 from worker.kafka_io import ControlRecord
-from worker.model import load_bundle, write_bundle
-from worker.model_store import ModelStore
-from worker.pipeline import ScoringContext
-from worker.reload import (
+from worker.model.bundle import load_bundle, write_bundle
+from worker.model.store import ModelStore
+from worker.stream.reload import (
     Refusal,
     Request,
     Swap,
@@ -28,8 +28,8 @@ from worker.reload import (
     parse_control,
     refusal_record,
 )
-from worker.reloader import Reloader, make_reloader
-from worker.runner import build_context
+from worker.stream.reloader import Reloader, make_reloader
+from worker.stream.runner import build_context
 
 
 class NanEstimator(PoisonEstimator):

@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry
 
 from tests.unit.helpers import binary_bundle, event
 from worker.config import Settings
-from worker.metrics import Health, WorkerMetrics
-from worker.pipeline import ScoringContext
-from worker.runner import Runner
+from worker.core.pipeline import ScoringContext
+from worker.stream.metrics import Health, WorkerMetrics
+from worker.stream.runner import Runner
 
 
 @dataclass

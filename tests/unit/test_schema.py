@@ -1,4 +1,4 @@
-"""worker.schema: loading, the fast/slow engine choice, messages, refusals."""
+"""worker.core.schema: loading, the fast/slow engine choice, messages, refusals."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from tests.unit.helpers import SCHEMAS
+from worker.core.schema import EventValidator, load_schema_json, schema_errors, uses_only_draft_07
 from worker.errors import SchemaLoadError
-from worker.schema import EventValidator, load_schema_json, schema_errors, uses_only_draft_07
 
 TX_SCHEMA = SCHEMAS / "transaction.schema.json"
 GOOD = {"id": "tx-1", "ts": 1_700_000_000_000, "card_id": "card-1", "amount": 12.5, "hour": 3,

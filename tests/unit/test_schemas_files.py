@@ -18,10 +18,10 @@ from tests.unit.helpers import (
     regression_bundle,
     without,
 )
-from worker.demo import make_events
+from worker.core.pipeline import Prediction, ScoringContext, score_values
+from worker.core.schema import load_schema_json, schema_errors
+from worker.devtools.demo import make_events
 from worker.errors import RejectKind
-from worker.pipeline import Prediction, ScoringContext, score_values
-from worker.schema import load_schema_json, schema_errors
 
 SCHEMA_FILES = sorted(SCHEMAS.glob("*.json"))
 

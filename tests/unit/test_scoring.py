@@ -1,4 +1,4 @@
-"""worker.scoring: one call per batch, bisection, and prediction dicts."""
+"""worker.core.scoring: one call per batch, bisection, and prediction dicts."""
 
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ from tests.unit.helpers import (
     training_data,
     without,
 )
-from worker.errors import RejectKind
-from worker.model import ModelBundle
-from worker.scoring import (
+from worker.core.scoring import (
     ScoreResult,
     build_predictions,
     score_batch_safely,
     score_matrix,
 )
+from worker.errors import RejectKind
+from worker.model.bundle import ModelBundle
 
 
 @pytest.fixture(scope="module")

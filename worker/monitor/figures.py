@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
-from worker.manifest import ReferenceHistogram
+from worker.model.manifest import ReferenceHistogram
 from worker.monitor import exactsum
 
 if TYPE_CHECKING:

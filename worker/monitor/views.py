@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from worker.manifest import Manifest, ReferenceHistogram, Task
+from worker.model.manifest import Manifest, ReferenceHistogram, Task
 
 LabelValue = int | float | str
 Score = float | dict[str, float]

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.manifest import ReferenceHistogram
+from worker.model.manifest import ReferenceHistogram
 from worker.monitor.views import ModelSpec, Outcome, PredictionView
 
 T0 = 1_700_000_000_000

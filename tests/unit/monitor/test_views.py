@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from tests.unit.monitor.gen import T0, prediction
-from worker.manifest import Manifest
+from worker.model.manifest import Manifest
 from worker.monitor.views import (
     LabelView,
     ModelSpec,

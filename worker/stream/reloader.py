@@ -19,8 +19,8 @@ from worker import kafka_io
 from worker.config import Settings
 from worker.errors import ConfigError, ScoringError
 from worker.kafka_io import ControlRecord
-from worker.model_store import CURRENT, is_model_folder, read_pointer
-from worker.reload import (
+from worker.model.store import CURRENT, is_model_folder, read_pointer
+from worker.stream.reload import (
     ReloadEvent,
     Request,
     Swap,

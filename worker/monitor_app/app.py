@@ -27,16 +27,16 @@ from prometheus_client import CollectorRegistry
 from worker import kafka_io
 from worker.kafka_io import Message
 from worker.kafka_io.tx import Partitions, TxLoop, read_changelog
-from worker.metrics import Health, serve
-from worker.model import load_bundle
+from worker.model.bundle import load_bundle
 from worker.monitor.alerts import AlertRule
-from worker.monitor.gauges import MonitorCollector, loop_counters
 from worker.monitor.join import JoinConfig
-from worker.monitor.settings import MonitorSettings
 from worker.monitor.stage_global import GlobalPartition, Snapshot, stats_record, window_sizes
 from worker.monitor.stages import Changelog, JoinPartition
 from worker.monitor.views import ModelSpec, PredictionView
+from worker.monitor_app.gauges import MonitorCollector, loop_counters
+from worker.monitor_app.settings import MonitorSettings
 from worker.shutdown import STOP, StopFlag
+from worker.stream.metrics import Health, serve
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from worker.manifest import ReferenceHistogram
-from worker.model import write_bundle
+from worker.model.bundle import write_bundle
+from worker.model.manifest import ReferenceHistogram
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

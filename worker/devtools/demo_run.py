@@ -21,9 +21,9 @@ import numpy as np
 import orjson
 
 from worker import kafka_io
-from worker.demo import train_demo
+from worker.devtools.demo import train_demo
+from worker.devtools.produce_demo import DemoTraffic, produce_demo
 from worker.errors import ScoringError
-from worker.produce_demo import DemoTraffic, produce_demo
 
 
 @dataclass(frozen=True)

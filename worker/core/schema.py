@@ -21,8 +21,8 @@ import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
+from worker.core.schema_flat import compile_flat, numeric_required
 from worker.errors import SchemaLoadError
-from worker.schema_flat import compile_flat, numeric_required
 
 DRAFT_07_URI: Final = "http://json-schema.org/draft-07/schema#"
 

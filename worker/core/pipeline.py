@@ -14,11 +14,11 @@ from typing import Any, Final, TypeAlias, cast
 
 import orjson
 
+from worker.core.features import NOT_AN_OBJECT, extract
+from worker.core.schema import EventValidator
+from worker.core.scoring import build_predictions, score_batch_safely
 from worker.errors import Rejection, RejectKind
-from worker.features import NOT_AN_OBJECT, extract
-from worker.model import ModelBundle
-from worker.schema import EventValidator
-from worker.scoring import build_predictions, score_batch_safely
+from worker.model.bundle import ModelBundle
 
 DEFAULT_MAX_EVENT_BYTES: Final = 1 << 20
 DEFAULT_EVENT_TS_FIELD: Final = "ts"

@@ -22,18 +22,18 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from worker import kafka_io
-from worker.alloc import keep_freed_memory
 from worker.config import Settings
+from worker.core.pipeline import Outcome, Prediction, ScoringContext, score_values
+from worker.core.schema import EventValidator
 from worker.errors import Rejection
 from worker.kafka_io import BatchConsumer, BatchProducer, Headers, Message
-from worker.metrics import Health, WorkerMetrics, serve
-from worker.model import ModelBundle, load_bundle
-from worker.model_store import is_model_folder, read_pointer
-from worker.pipeline import Outcome, Prediction, ScoringContext, score_values
-from worker.reload import ReloadEvent, apply_events
-from worker.reloader import make_reloader
-from worker.schema import EventValidator
+from worker.model.bundle import ModelBundle, load_bundle
+from worker.model.store import is_model_folder, read_pointer
 from worker.shutdown import STOP, StopFlag
+from worker.stream.alloc import keep_freed_memory
+from worker.stream.metrics import Health, WorkerMetrics, serve
+from worker.stream.reload import ReloadEvent, apply_events
+from worker.stream.reloader import make_reloader
 
 log = logging.getLogger(__name__)
 DEAD_LETTER_SUMMARY_S = 60.0  # one summary line a minute, never a line per event

@@ -22,7 +22,7 @@ from typing import Final
 import orjson
 
 from worker.errors import ModelStoreError
-from worker.model import MANIFEST_NAME, load_bundle
+from worker.model.bundle import MANIFEST_NAME, load_bundle
 
 CURRENT: Final = "current"
 HISTORY: Final = "history"

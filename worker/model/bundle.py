@@ -27,7 +27,7 @@ import orjson
 import skops.io as sio
 
 from worker.errors import ModelLoadError
-from worker.manifest import (
+from worker.model.manifest import (
     ClassLabel,
     Manifest,
     ManifestError,

@@ -21,13 +21,13 @@ from typing import Final, TypeAlias
 import numpy as np
 import orjson
 
+from worker.core.pipeline import ScoringContext
+from worker.core.scoring import score_matrix
 from worker.errors import ModelLoadError, ScoringError
-from worker.metrics import WorkerMetrics
-from worker.model import ModelBundle, load_bundle
-from worker.model_store import ModelStore
+from worker.model.bundle import ModelBundle, load_bundle
+from worker.model.store import ModelStore
 from worker.monitor.windows import escape_key_part
-from worker.pipeline import ScoringContext
-from worker.scoring import score_matrix
+from worker.stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 REFUSED_ALERT: Final = "model_refused"

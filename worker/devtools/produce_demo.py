@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from worker.demo import make_events
+from worker.devtools.demo import make_events
 from worker.kafka_io import BatchProducer
 
 TICK_S = 0.05

@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from worker.errors import Rejection, RejectKind
-from worker.manifest import Task
-from worker.model import ModelBundle
+from worker.model.bundle import ModelBundle
+from worker.model.manifest import Task
 
 _MAX_DETAIL: Final = 300
 
