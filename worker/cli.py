@@ -125,13 +125,14 @@ def _add_train_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _produce_demo(args: argparse.Namespace) -> int:
     from worker.devtools.produce_demo import DemoTraffic, produce_demo
+    from worker.kafka_io.config import Connection, Role, client_config
 
     traffic = DemoTraffic(topic=args.topic, count=args.count, rate=args.rate,
                           labels_topic=args.labels_topic, label_delay_s=args.label_delay,
                           drift_after=args.drift_after, seed=args.seed,
                           start_id=args.start_id, bad_every=args.bad_every)  # fmt: skip
-    conf = {"bootstrap.servers": args.bootstrap,
-            **config.parse_kafka_pairs(args.kafka, "--kafka")}  # fmt: skip
+    conn = Connection(args.bootstrap, config.parse_kafka_pairs(args.kafka, "--kafka"))
+    conf = client_config(Role.PRODUCER, conn)
     r = produce_demo(traffic, conf)
     rate = r.events / r.seconds if r.seconds else 0.0
     print(f"produce-demo: {r.events} events ({r.drifted} drifted, {r.malformed} malformed), "
@@ -160,7 +161,8 @@ def _add_produce_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _score_file(args: argparse.Namespace) -> int:
     from worker.batch import score_file
-    from worker.stream.runner import build_context, wall_ms
+    from worker.clock import wall_ms
+    from worker.context import build_context
 
     s = load_settings(args)
     if not s.model:

@@ -7,7 +7,8 @@ import urllib.request
 
 from prometheus_client import CollectorRegistry
 
-from worker.stream.metrics import Health, WorkerMetrics, serve
+from worker.probes import Health, serve
+from worker.stream.metrics import WorkerMetrics
 
 
 def get(port: int, path: str) -> tuple[int, str]:

@@ -14,6 +14,7 @@ from jsonschema import Draft202012Validator
 from tests.unit.helpers import SCHEMAS, PoisonEstimator, event, logistic, training_data
 from tests.unit.test_runner import Msg, make_runner
 from worker.config import Settings
+from worker.context import build_context
 from worker.core.pipeline import ScoringContext
 from worker.errors import ConfigError, ModelLoadError
 from worker.kafka_io import ControlRecord
@@ -29,7 +30,6 @@ from worker.stream.reload import (
     refusal_record,
 )
 from worker.stream.reloader import Reloader, make_reloader
-from worker.stream.runner import build_context
 
 
 class NanEstimator(PoisonEstimator):

@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 from tests.unit.helpers import binary_bundle, event
 from worker.config import Settings
 from worker.core.pipeline import ScoringContext
-from worker.stream.metrics import Health, WorkerMetrics
+from worker.probes import Health
+from worker.stream.metrics import WorkerMetrics
 from worker.stream.runner import Runner
 
 

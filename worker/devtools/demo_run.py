@@ -24,6 +24,7 @@ from worker import kafka_io
 from worker.devtools.demo import train_demo
 from worker.devtools.produce_demo import DemoTraffic, produce_demo
 from worker.errors import ScoringError
+from worker.kafka_io.config import Connection, Role, client_config
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def run_demo(bootstrap: str, workdir: Path, seconds: float, rate: float) -> Demo
                               labels_topic=t["labels"], label_delay_s=2.0, bad_every=200)
         # Demo traffic skips idempotence: its producer-id handshake (about 0.5 s) would
         # otherwise show up as latency of the first events.
-        conf = {"bootstrap.servers": bootstrap, "enable.idempotence": "false"}
+        conf = client_config(Role.PRODUCER, Connection(bootstrap), {"enable.idempotence": False})
         sent = produce_demo(traffic, conf)
         preds = kafka_io.drain(bootstrap, t["predictions"], sent.events - sent.malformed, 30.0)
         dead = kafka_io.drain(bootstrap, t["dlq"], sent.malformed, 10.0)

@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from worker.errors import KafkaFatalError
+from worker.kafka_io.config import Connection, Role, client_config
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -26,8 +27,7 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def admin(bootstrap: str, extra: Mapping[str, str] | None = None) -> AdminClient:
-    conf: dict[str, str | int | float | bool] = {"bootstrap.servers": bootstrap, **(extra or {})}
-    return AdminClient(conf)
+    return AdminClient(client_config(Role.ADMIN, Connection(bootstrap, dict(extra or {}))))
 
 
 def wait_for_broker(
@@ -122,8 +122,8 @@ def drain(
 ) -> list[Received]:
     """Read a topic from its start until ``expect`` messages, or ``idle_s`` of silence
     after the deadline (for demos and benchmarks; not the worker's path)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"drain-{uuid.uuid4().hex}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    c = Consumer(client_config(Role.READER, Connection(bootstrap),
+                               fixed={"group.id": f"drain-{uuid.uuid4().hex}"}))  # fmt: skip
     c.subscribe([topic])
     out: list[Received] = []
     deadline = time.monotonic() + timeout_s

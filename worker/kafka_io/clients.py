@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from worker.config import Settings
 from worker.errors import KafkaFatalError
+from worker.kafka_io.config import Role, client_config, connection
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +32,14 @@ Headers = list[tuple[str, str | bytes | None]]
 
 
 def consumer_config(s: Settings) -> dict[str, Any]:
-    """Consumer properties: our defaults, then the user's librdkafka pass-through."""
-    return {
-        "bootstrap.servers": s.bootstrap,
-        "group.id": s.group,
-        "client.id": s.worker_id,
-        "auto.offset.reset": "earliest",
-        # Cooperative rebalancing: a joining worker does not stop the others' partitions.
-        "partition.assignment.strategy": "cooperative-sticky",
-        "fetch.wait.max.ms": max(1, min(100, s.batch_wait_ms)),
-        # librdkafka's own log lines go through Python logging: JSON, secrets redacted.
-        "logger": logging.getLogger("librdkafka"),
-        **s.kafka,
-    }
+    """The worker's consumer: at most ``batch_wait_ms`` of fetch wait, so a batch never
+    waits on the broker longer than on the loop."""
+    tuning = {"fetch.wait.max.ms": max(1, min(100, s.batch_wait_ms))}
+    return client_config(Role.CONSUMER, connection(s, s.worker_id), tuning)
 
 
 def producer_config(s: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": s.bootstrap, "client.id": s.worker_id,
-            "logger": logging.getLogger("librdkafka"), **s.kafka}  # fmt: skip
+    return client_config(Role.PRODUCER, connection(s, s.worker_id))
 
 
 def _is_fatal(err: KafkaError) -> bool:
@@ -72,14 +63,7 @@ class BatchConsumer:
         self._lost_parts: set[tuple[str, int]] = set()
         #: Called from inside consume() before partitions are taken away.
         self.before_revoke: Callable[[], None] | None = None
-        full = {
-            **conf,
-            # Offsets are committed by hand, only after the batch's outputs are acknowledged.
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "error_cb": self._error,
-        }
-        self._c = Consumer(full)
+        self._c = Consumer({**conf, "error_cb": self._error})
         self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
                           on_lost=self._lost)  # fmt: skip
 
@@ -158,9 +142,6 @@ class BatchProducer:
         self.failed: list[Message] = []
         self.fatal: KafkaError | None = None
         full = {
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "compression.type": "lz4",
             **conf,
             # Only failures call back into Python: a callback per message costs throughput.
             "delivery.report.only.error": True,

@@ -28,16 +28,8 @@ class ControlReader:
     """Reads a control topic from its start; the group id is throwaway (nothing committed)."""
 
     def __init__(self, conf: Mapping[str, Any], topic: str) -> None:
-        full = {
-            **conf,
-            "group.id": f"model-control-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            # A control topic created after the worker started is picked up soon.
-            "topic.metadata.refresh.interval.ms": 5000,
-        }
-        self._c = Consumer(full)
+        """``conf``: ``client_config(Role.CONTROL, ...)``; the group id is made here."""
+        self._c = Consumer({**conf, "group.id": f"model-control-{uuid.uuid4().hex}"})
         self._c.subscribe([topic])
 
     def poll(self, timeout_s: float) -> list[ControlRecord]:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -25,6 +24,7 @@ from confluent_kafka import (
 
 from worker.errors import KafkaFatalError
 from worker.kafka_io.clients import Message
+from worker.kafka_io.config import Connection, Role, client_config
 
 log = logging.getLogger(__name__)
 Partitions = list[tuple[str, int]]
@@ -34,18 +34,15 @@ class TxLoop:
     """One group member and one transactional producer (KIP-447 fencing by group)."""
 
     def __init__(
-        self, conf: Mapping[str, Any], group: str, transactional_id: str, topics: list[str],
+        self, conn: Connection, group: str, transactional_id: str, topics: list[str],
         on_assign: Callable[[Partitions], None], on_revoke: Callable[[Partitions], None],
     ) -> None:  # fmt: skip
         self._on_assign, self._on_revoke = on_assign, on_revoke
-        conf = {"logger": logging.getLogger("librdkafka"), **conf}
-        self._p = Producer({**conf, "transactional.id": transactional_id, "linger.ms": 5,
-                            "transaction.timeout.ms": 30_000})  # fmt: skip
+        self._p = Producer(client_config(Role.TX_PRODUCER, conn,
+                                         fixed={"transactional.id": transactional_id}))
         # A restart with the same transactional.id aborts what the dead process left open.
         self._p.init_transactions(60)
-        self._c = Consumer({**conf, "group.id": group, "enable.auto.commit": False,
-                            "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-                            "partition.assignment.strategy": "cooperative-sticky"})  # fmt: skip
+        self._c = Consumer(client_config(Role.TX_CONSUMER, conn, fixed={"group.id": group}))
         self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
                           on_lost=self._revoked)  # fmt: skip
         self._open = False
@@ -137,11 +134,11 @@ class TxLoop:
 
 
 def read_changelog(
-    conf: Mapping[str, Any], topic: str, partition: int, timeout_s: float = 120.0
+    conn: Connection, topic: str, partition: int, timeout_s: float = 120.0
 ) -> Iterator[tuple[bytes, bytes | None]]:
     """Every committed (key, value) of one changelog partition, oldest first."""
-    c = Consumer({**conf, "group.id": f"restore-{uuid.uuid4().hex}", "enable.auto.commit": False,
-                  "isolation.level": "read_committed", "enable.partition.eof": True})  # fmt: skip
+    c = Consumer(client_config(Role.RESTORE, conn,
+                               fixed={"group.id": f"restore-{uuid.uuid4().hex}"}))
     try:
         low, high = c.get_watermark_offsets(TopicPartition(topic, partition), 30)
         if high <= low:

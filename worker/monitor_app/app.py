@@ -25,7 +25,9 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from worker import kafka_io
+from worker.clock import wall_ms
 from worker.kafka_io import Message
+from worker.kafka_io.config import Connection, connection
 from worker.kafka_io.tx import Partitions, TxLoop, read_changelog
 from worker.model.bundle import load_bundle
 from worker.monitor.alerts import AlertRule
@@ -35,14 +37,11 @@ from worker.monitor.stages import Changelog, JoinPartition
 from worker.monitor.views import ModelSpec, PredictionView
 from worker.monitor_app.gauges import MonitorCollector, loop_counters
 from worker.monitor_app.settings import MonitorSettings
+from worker.probes import Health, serve
 from worker.shutdown import STOP, StopFlag
-from worker.stream.metrics import Health, serve
 
 log = logging.getLogger(__name__)
 
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def load_specs(paths: str) -> dict[tuple[str, str], ModelSpec]:
@@ -117,8 +116,8 @@ class Monitor:
         retain = int(self.s.horizon_s * 1000) + 3_600_000
         return GlobalPartition(p, self.s.window_list, self.spec_of, self.rules, retain)
 
-    def _conf(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.s.bootstrap, **self.s.kafka}
+    def _conf(self) -> Connection:
+        return connection(self.s, self.s.instance_id)
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> None:

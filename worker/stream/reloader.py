@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from worker import kafka_io
+from worker.clock import wall_ms
 from worker.config import Settings
 from worker.errors import ConfigError, ScoringError
 from worker.kafka_io import ControlRecord
+from worker.kafka_io.config import Role, client_config, connection
 from worker.model.store import CURRENT, is_model_folder, read_pointer
 from worker.stream.reload import (
     ReloadEvent,
@@ -37,9 +38,6 @@ class ControlSource(Protocol):
     def poll(self, timeout_s: float) -> list[ControlRecord]: ...
     def close(self) -> None: ...
 
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Reloader:
@@ -139,7 +137,6 @@ def make_reloader(s: Settings, serving: str) -> Reloader | None:
         return None
     control = None
     if s.control_topic:
-        conf = {"bootstrap.servers": s.bootstrap, "client.id": s.worker_id,
-                "logger": logging.getLogger("librdkafka"), **s.kafka}  # fmt: skip
+        conf = client_config(Role.CONTROL, connection(s, s.worker_id))
         control = kafka_io.ControlReader(conf, s.control_topic)
     return Reloader(folder, serving, s.model_poll_ms / 1000, control)

@@ -22,25 +22,23 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from worker import kafka_io
+from worker.clock import wall_ms
 from worker.config import Settings
+from worker.context import build_context
 from worker.core.pipeline import Outcome, Prediction, ScoringContext, score_values
-from worker.core.schema import EventValidator
 from worker.errors import Rejection
 from worker.kafka_io import BatchConsumer, BatchProducer, Headers, Message
 from worker.model.bundle import ModelBundle, load_bundle
-from worker.model.store import is_model_folder, read_pointer
+from worker.probes import Health, serve
 from worker.shutdown import STOP, StopFlag
 from worker.stream.alloc import keep_freed_memory
-from worker.stream.metrics import Health, WorkerMetrics, serve
+from worker.stream.metrics import WorkerMetrics
 from worker.stream.reload import ReloadEvent, apply_events
 from worker.stream.reloader import make_reloader
 
 log = logging.getLogger(__name__)
 DEAD_LETTER_SUMMARY_S = 60.0  # one summary line a minute, never a line per event
 
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -238,17 +236,6 @@ def broker_up(stats_json: str) -> bool:
     """Whether librdkafka's statistics show at least one broker connection up."""
     brokers = orjson.loads(stats_json).get("brokers", {}).values()
     return any(b.get("state") == "UP" for b in brokers if b.get("nodeid", -1) >= 0)
-
-
-def build_context(s: Settings) -> ScoringContext:
-    """Load the model and the schema; either failing is fatal (raises ScoringError)."""
-    path = Path(s.model)
-    if is_model_folder(path):  # a store folder: serve what its pointer names
-        path = path / read_pointer(path)
-    bundle = load_bundle(path)
-    validator = EventValidator.from_file(Path(s.schema)) if s.schema else None
-    return ScoringContext(bundle, validator, s.max_event_bytes, s.event_ts_field or None,
-                          s.label_field or None)  # fmt: skip
 
 
 def run_worker(s: Settings, registry: CollectorRegistry | None = None,

@@ -1,0 +1,112 @@
+"""The one builder of librdkafka configuration.
+
+Every client the product opens (the worker's consumer and producer, the control
+reader, the monitor's transactional pair, changelog readers, admin clients) gets
+its properties from ``client_config``: the connection (bootstrap servers, the
+user's ``kafka`` pass-through, a client id), then the role's defaults. Precedence,
+lowest first: the role's defaults < the caller's tuning < the user's properties <
+what the role's code depends on (manual commits, transactions), which no setting may
+override because correctness rests on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final, Protocol
+
+
+class Role(StrEnum):
+    CONSUMER = "consumer"  # the worker's group member; commits by hand after acks
+    PRODUCER = "producer"  # the worker's outputs (idempotent)
+    CONTROL = "control"  # reads the model-control topic from its start, commits nothing
+    TX_CONSUMER = "tx-consumer"  # the monitor's group member (read_committed)
+    TX_PRODUCER = "tx-producer"  # the monitor's transactional producer
+    RESTORE = "restore"  # reads a changelog partition back (read_committed)
+    READER = "reader"  # tools: reads a topic from its start
+    ADMIN = "admin"  # metadata, topic creation
+
+
+_DEFAULTS: Final[Mapping[Role, Mapping[str, Any]]] = {
+    Role.CONSUMER: {
+        "auto.offset.reset": "earliest",
+        # Cooperative rebalancing: a joining worker does not stop the others' partitions.
+        "partition.assignment.strategy": "cooperative-sticky",
+    },
+    Role.PRODUCER: {"enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4"},
+    Role.CONTROL: {
+        "auto.offset.reset": "earliest",
+        # A control topic created after the worker started is picked up soon.
+        "topic.metadata.refresh.interval.ms": 5000,
+    },
+    Role.TX_CONSUMER: {
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+    },
+    Role.TX_PRODUCER: {"linger.ms": 5, "transaction.timeout.ms": 30_000},
+    Role.RESTORE: {},
+    Role.READER: {"auto.offset.reset": "earliest"},
+    Role.ADMIN: {},
+}
+
+_FIXED: Final[Mapping[Role, Mapping[str, Any]]] = {
+    # Offsets are committed by hand, only after the batch's outputs are acknowledged.
+    Role.CONSUMER: {"enable.auto.commit": False, "enable.auto.offset.store": False},
+    Role.CONTROL: {"enable.auto.commit": False, "enable.auto.offset.store": False},
+    Role.TX_CONSUMER: {"enable.auto.commit": False, "isolation.level": "read_committed"},
+    Role.RESTORE: {
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+    },
+    Role.READER: {"enable.auto.commit": False},
+}
+
+
+class HasConnection(Protocol):
+    """Any settings object with the connection fields (worker and monitor settings)."""
+
+    @property
+    def bootstrap(self) -> str: ...
+    @property
+    def kafka(self) -> Mapping[str, str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Where the brokers are and how to talk to them (TLS, SASL: the ``kafka`` pass-through)."""
+
+    bootstrap: str
+    kafka: Mapping[str, str] = field(default_factory=dict)
+    client_id: str | None = None
+
+
+def connection(settings: HasConnection, client_id: str | None = None) -> Connection:
+    return Connection(settings.bootstrap, dict(settings.kafka), client_id)
+
+
+def client_config(
+    role: Role,
+    conn: Connection,
+    tuning: Mapping[str, Any] | None = None,
+    fixed: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """librdkafka properties for one client.
+
+    ``tuning``: the caller's defaults for this client (the user's properties win);
+    ``fixed``: properties the caller's correctness needs (group.id, transactional.id),
+    applied last.
+    """
+    conf: dict[str, Any] = {"bootstrap.servers": conn.bootstrap}
+    if conn.client_id:
+        conf["client.id"] = conn.client_id
+    # librdkafka's own log lines go through Python logging: JSON, secrets redacted.
+    conf["logger"] = logging.getLogger("librdkafka")
+    conf.update(_DEFAULTS[role])
+    conf.update(tuning or {})
+    conf.update(conn.kafka)
+    conf.update(_FIXED.get(role, {}))
+    conf.update(fixed or {})
+    return conf

@@ -1,0 +1,68 @@
+"""The HTTP face of a process: /metrics, /healthz and /readyz (worker and monitor).
+
+Health is what the loop reports and the probes read: /healthz says whether the
+loop still turns, /readyz whether the process can do its job right now.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+
+@dataclass
+class Health:
+    """What the probes report; the loop updates it, the HTTP thread reads it."""
+
+    stall_s: float
+    clock: Callable[[], float] = time.monotonic
+    last_turn: float = field(default_factory=time.monotonic)
+    model_loaded: bool = False
+    assigned: bool = False
+    broker_ok: bool = False
+
+    def turned(self) -> None:
+        self.last_turn = self.clock()
+
+    def healthy(self) -> bool:
+        return self.clock() - self.last_turn <= self.stall_s
+
+    def ready(self) -> bool:
+        return self.model_loaded and self.assigned and self.broker_ok
+
+
+def serve(port: int, registry: CollectorRegistry, health: Health) -> ThreadingHTTPServer:
+    """Serve /metrics, /healthz and /readyz on a daemon thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/metrics"):
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif self.path.startswith("/healthz"):
+                ok = health.healthy()
+                self._send(200 if ok else 503, b"ok\n" if ok else b"loop stalled\n")
+            elif self.path.startswith("/readyz"):
+                ok = health.ready()
+                self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # probes hit these endpoints every few seconds; keep them out of the logs
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
