@@ -15,6 +15,7 @@ from typing import Any, Final, TypeAlias, cast
 import orjson
 
 from worker.core.features import NOT_AN_OBJECT, extract
+from worker.core.records import PredictionRecord, encode
 from worker.core.schema import EventValidator
 from worker.core.scoring import build_predictions, score_batch_safely
 from worker.errors import Rejection, RejectKind
@@ -54,7 +55,7 @@ class ScoringContext:
 class Prediction:
     """A scored event: the prediction dict and its JSON bytes (the message value)."""
 
-    record: dict[str, Any]
+    record: PredictionRecord
     payload: bytes
 
     @property
@@ -88,19 +89,18 @@ def score_values(
     predictions = build_predictions(ctx.bundle, result, records, now_ms, ctx.event_ts_field)
     if ctx.label_field is not None:
         _copy_true_labels(records, predictions, ctx.label_field)
-    dumps = orjson.dumps
     for j, prediction in zip(scored, predictions, strict=True):
-        outcomes[positions[j]] = Prediction(prediction, dumps(prediction))
+        outcomes[positions[j]] = Prediction(prediction, encode(prediction))
     return _complete(outcomes)
 
 
 def _copy_true_labels(
-    records: list[dict[str, Any]], predictions: list[dict[str, Any]], field: str
+    records: list[dict[str, Any]], predictions: list[PredictionRecord], field: str
 ) -> None:
     for record, prediction in zip(records, predictions, strict=True):
         value = record.get(field)
-        if type(value) in (int, float, str):  # bool, null and objects are not labels
-            prediction["true_label"] = value
+        if isinstance(value, int | float | str) and type(value) is not bool:
+            prediction["true_label"] = value  # bool, null and objects are not labels
 
 
 def _decode_all(

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
 
+from worker.core.records import PredictionRecord
 from worker.errors import Rejection, RejectKind
 from worker.model.bundle import ModelBundle
 from worker.model.manifest import Task
@@ -117,13 +118,15 @@ def build_predictions(
     records: Sequence[Mapping[str, Any]],
     now_ms: int,
     event_ts_field: str | None = "ts",
-) -> list[dict[str, Any]]:
-    """Prediction dicts (prediction.schema.json) for ``records``, row by row."""
+) -> list[PredictionRecord]:
+    """Prediction records (core/records.py) for ``records``, row by row."""
     scores, labels = scores_and_labels(bundle, result)
     name, version = bundle.name, bundle.version
+    # Plain dicts, keys in the schema's order (event_ts before scored_at): the bytes
+    # published stay the same whatever builds them.
     predictions: list[dict[str, Any]] = []
     for record, score, label in zip(records, scores, labels, strict=True):
-        prediction = {
+        prediction: dict[str, Any] = {
             "id": record["id"],
             "score": score,
             "label": label,
@@ -136,7 +139,7 @@ def build_predictions(
                 prediction["event_ts"] = event_ts
         prediction["scored_at"] = now_ms
         predictions.append(prediction)
-    return predictions
+    return cast(list[PredictionRecord], predictions)
 
 
 def scores_and_labels(bundle: ModelBundle, result: ScoreResult) -> tuple[list[Any], list[Any]]:

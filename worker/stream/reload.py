@@ -22,11 +22,11 @@ import numpy as np
 import orjson
 
 from worker.core.pipeline import ScoringContext
+from worker.core.records import escape_key_part
 from worker.core.scoring import score_matrix
 from worker.errors import ModelLoadError, ScoringError
 from worker.model.bundle import ModelBundle, load_bundle
 from worker.model.store import ModelStore
-from worker.monitor.windows import escape_key_part
 from worker.stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
