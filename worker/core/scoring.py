@@ -42,15 +42,14 @@ class ScoreResult:
 
 
 def score_matrix(bundle: ModelBundle, matrix: FloatArray) -> ScoreResult:
-    """Score every row with a single predict_proba (or predict) call."""
+    """Score every row with a single call of the bundle's runtime; check the output's shape."""
     n = matrix.shape[0]
+    output = np.asarray(bundle.runtime.predict(matrix), dtype=np.float64)
     if bundle.task == "regression":
-        output = np.asarray(bundle.estimator.predict(matrix), dtype=np.float64)
         if output.ndim == 2 and output.shape[1] == 1:
             output = output[:, 0]
         expected: tuple[int, ...] = (n,)
     else:
-        output = np.asarray(bundle.estimator.predict_proba(matrix), dtype=np.float64)
         expected = (n, len(bundle.classes))
     if output.shape != expected:
         raise ModelOutputError(f"model output has shape {output.shape}, expected {expected}")
