@@ -84,14 +84,14 @@ def setup_logging(level: str, kafka: Mapping[str, str] | None = None) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from worker.stream import runner
+    from worker.stream.app import run_worker
 
     s = load_settings(args)
     setup_logging(s.log_level, s.kafka)
     if not s.model:
         raise ConfigError("no model: give --model PATH (or SCORING_MODEL)")
     logging.getLogger("worker").info("starting", extra={"settings": s.masked()})
-    totals = runner.run_worker(s)
+    totals = run_worker(s)
     print(f"scoring-worker run: {totals.consumed} consumed, {totals.scored} scored, "
           f"{totals.dead_lettered} dead-lettered")  # fmt: skip
     return 0
