@@ -51,6 +51,10 @@ class RejectKind(StrEnum):
     SCHEMA = "schema"
     FEATURES = "features"
     MODEL = "model"
+    #: The record's output (prediction or dead letter) is larger than the outputs accept.
+    TOO_LARGE = "too_large"
+    #: The broker refused the record's output for good for another reason (INVALID_RECORD...).
+    UNDELIVERABLE = "undeliverable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +63,26 @@ class Rejection:
 
     kind: RejectKind
     message: str
+
+
+class SendFailure(StrEnum):
+    """How an output the broker did not take should be handled."""
+
+    #: Larger than the producer or the topic accepts: never retried, dead-lettered as too_large.
+    TOO_LARGE = "too_large"
+    #: Refused for good for another reason: never retried, dead-lettered as undeliverable.
+    REJECTED = "rejected"
+    #: Might succeed later (timeouts, leader changes, an outage): sent again.
+    TRANSIENT = "transient"
+
+
+@dataclass(frozen=True, slots=True)
+class SendError:
+    """A delivery report's verdict on one output that did not reach its topic."""
+
+    failure: SendFailure
+    reason: str
+
+    @property
+    def permanent(self) -> bool:
+        return self.failure is not SendFailure.TRANSIENT

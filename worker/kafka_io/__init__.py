@@ -1,8 +1,10 @@
 """Everything that talks to Kafka: the only package that imports confluent_kafka.
 
-``admin``: readiness, topics, reading a topic back. ``clients``: the worker's
-batch consumer and producer. ``tx``: the monitor's transactional loop and the
-changelog reader it restores state from. ``control``: the model-control topic reader.
+``admin``: readiness, topics, reading a topic back. ``clients``: the worker's batch
+consumer; ``producer``: its producers (per-output delivery reports, transactions).
+``limits``: the output topics' record size limits. ``watch``: broker connection state.
+``tx``: the monitor's transactional loop and the changelog reader it restores state
+from. ``control``: the model-control topic reader.
 """
 
 from worker.kafka_io.admin import (
@@ -16,13 +18,13 @@ from worker.kafka_io.admin import (
 )
 from worker.kafka_io.clients import (
     BatchConsumer,
-    BatchProducer,
     Headers,
     Message,
     consumer_config,
     producer_config,
 )
 from worker.kafka_io.control import ControlReader, ControlRecord
+from worker.kafka_io.producer import BatchProducer, TxProducer, TxState
 
 __all__ = [
     "BatchConsumer",
@@ -32,6 +34,8 @@ __all__ = [
     "Headers",
     "Message",
     "Received",
+    "TxProducer",
+    "TxState",
     "admin",
     "consumer_config",
     "create_topics",

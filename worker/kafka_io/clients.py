@@ -1,17 +1,19 @@
-"""The worker's clients: a batch consumer that commits explicit offsets and an
-idempotent producer whose flush reports (and re-sends) failed deliveries."""
+"""The worker's consumer: adaptive batches, explicit offset commits (asynchronous while
+running, synchronous before partitions go and at shutdown), and a rewind to the
+committed offsets for exactly-once mode. The producers are in producer.py."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from worker.config import Settings
 from worker.errors import KafkaFatalError
 from worker.kafka_io.config import Role, client_config, connection
+from worker.kafka_io.watch import BrokerWatch
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +31,46 @@ class Message(Protocol):
 
 
 Headers = list[tuple[str, str | bytes | None]]
+TopicPartitions = list[tuple[str, int]]
+#: How often both clients report statistics: /readyz follows the broker within ~2 s.
+HEALTH_STATS_MS = 1000
+EXACTLY_ONCE = "exactly-once"
 
 
 def consumer_config(s: Settings) -> dict[str, Any]:
-    """The worker's consumer: at most ``batch_wait_ms`` of fetch wait, so a batch never
-    waits on the broker longer than on the loop."""
-    tuning = {"fetch.wait.max.ms": max(1, min(100, s.batch_wait_ms))}
-    return client_config(Role.CONSUMER, connection(s, s.worker_id), tuning,
-                         fixed={"group.id": s.group})
+    """The worker's consumer. At most ``batch_wait_ms`` of fetch wait, so a batch never
+    waits on the broker longer than on the loop; a prefetch queue of a few MiB (librdkafka
+    keeps up to 64 MiB by default), which still holds a second of events at full speed.
+    Exactly-once reads committed inputs only (read_committed, the role's fixed setting)."""
+    tuning = {"fetch.wait.max.ms": max(1, min(100, s.batch_wait_ms)),
+              "queued.max.messages.kbytes": 8192, "queued.min.messages": 20_000,
+              "statistics.interval.ms": HEALTH_STATS_MS}  # fmt: skip
+    role = Role.TX_CONSUMER if s.guarantee == EXACTLY_ONCE else Role.CONSUMER
+    return client_config(role, connection(s, s.worker_id), tuning, fixed={"group.id": s.group})
 
 
-def producer_config(s: Settings) -> dict[str, Any]:
-    return client_config(Role.PRODUCER, connection(s, s.worker_id))
+def producer_config(s: Settings, record_limit: int | None = None) -> dict[str, Any]:
+    """The worker's producer: no linger (batches form by themselves while earlier ones are
+    in flight), a queue sized above the in-flight bound (so ``send`` never waits on it),
+    and record batches no larger than the output topics accept. Exactly-once: the
+    transactional id ``<group>-<instance_id>``, stable across restarts."""
+    queue = max(100_000, 4 * (s.max_in_flight + s.batch_max))
+    tuning: dict[str, Any] = {"linger.ms": 1, "queue.buffering.max.messages": queue,
+                              "compression.type": "lz4",
+                              "statistics.interval.ms": HEALTH_STATS_MS}  # fmt: skip
+    if record_limit is not None:
+        tuning["batch.size"] = min(1_000_000, record_limit)
+    if s.guarantee == EXACTLY_ONCE:
+        return client_config(Role.TX_PRODUCER, connection(s, s.worker_id), tuning,
+                             fixed={"transactional.id": transactional_id(s)})  # fmt: skip
+    return client_config(Role.PRODUCER, connection(s, s.worker_id), tuning)
 
 
-def _is_fatal(err: KafkaError) -> bool:
+def transactional_id(s: Settings) -> str:
+    return f"{s.group}-{s.instance_id}"
+
+
+def is_fatal(err: KafkaError) -> bool:
     """Errors no retry can fix: librdkafka's fatal ones and authentication failures."""
     return bool(err.fatal()) or err.code() in (
         KafkaError._AUTHENTICATION,
@@ -57,22 +84,33 @@ class BatchConsumer:
     """A consumer group member that hands out batches and commits explicit offsets."""
 
     def __init__(self, conf: Mapping[str, Any], topics: list[str],
-                 on_change: Callable[[str, int], None]) -> None:  # fmt: skip
+                 on_change: Callable[[str, int], None],
+                 watch: BrokerWatch | None = None) -> None:  # fmt: skip
         self.fatal: KafkaError | None = None
         self._on_change = on_change
+        self._watch = watch
         self._owned: set[tuple[str, int]] = set()
-        self._lost_parts: set[tuple[str, int]] = set()
-        #: Called from inside consume() before partitions are taken away.
-        self.before_revoke: Callable[[], None] | None = None
-        self._c = Consumer({**conf, "error_cb": self._error})
+        #: Called from inside consume() before partitions are taken away (still ours)...
+        self.before_revoke: Callable[[TopicPartitions], None] | None = None
+        #: ...or after they were lost (another member may own them already).
+        self.after_lost: Callable[[TopicPartitions], None] | None = None
+        #: The outcome of each asynchronous commit: None, or why it failed.
+        self.on_commit: Callable[[str | None], None] | None = None
+        self._c = Consumer({**conf, "error_cb": self._error, "on_commit": self._committed})
         self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
                           on_lost=self._lost)  # fmt: skip
 
     def _error(self, err: KafkaError) -> None:
-        if _is_fatal(err):
+        if is_fatal(err):
             self.fatal = err
-        else:
+        elif self._watch is None or not self._watch.error("consumer", err):
             log.warning("kafka consumer: %s", err)
+
+    def _committed(self, err: KafkaError | None, parts: list[TopicPartition]) -> None:
+        if self.on_commit is not None:
+            failed = [p for p in parts if p.error is not None]
+            why = err.str() if err is not None else (str(failed[0].error) if failed else None)
+            self.on_commit(why)
 
     # With cooperative rebalancing the callbacks carry only the partitions that
     # change, so the full assignment is tracked here.
@@ -82,22 +120,29 @@ class BatchConsumer:
 
     def _revoked(self, c: Consumer, parts: list[TopicPartition]) -> None:
         # Still the owner here: settle what was scored so the next owner starts after it.
-        if self.before_revoke is not None and parts:
-            self.before_revoke()
-        self._owned -= {(p.topic, p.partition) for p in parts}
+        gone = [(p.topic, p.partition) for p in parts]
+        if self.before_revoke is not None and gone:
+            self.before_revoke(gone)
+        self._owned -= set(gone)
         self._on_change("revoke", len(self._owned))
 
     def _lost(self, c: Consumer, parts: list[TopicPartition]) -> None:
-        # Lost (not revoked): another member may own them already, so their offsets
-        # must not be committed by us any more.
-        lost = {(p.topic, p.partition) for p in parts}
-        self._lost_parts |= lost
-        self._owned -= lost
+        lost = [(p.topic, p.partition) for p in parts]
+        self._owned -= set(lost)
+        if self.after_lost is not None and lost:
+            self.after_lost(lost)
         self._on_change("lost", len(self._owned))
 
     def poll_batch(self, max_messages: int, timeout_s: float) -> list[Message]:
-        """Up to max_messages data messages; error events are logged or raised if fatal."""
-        msgs = self._c.consume(max_messages, timeout_s)
+        """What is already buffered, up to ``max_messages``; only when nothing is, wait up
+        to ``timeout_s`` for the first event (then take what came with it). Batches grow
+        by themselves under load and shrink to one event when traffic is light.
+        Error events are logged, or raised when fatal."""
+        msgs = self._c.consume(max_messages, 0)
+        if not msgs and timeout_s > 0:
+            msgs = self._c.consume(1, timeout_s)
+            if msgs and max_messages > 1:
+                msgs += self._c.consume(max_messages - 1, 0)
         if self.fatal is not None:
             raise KafkaFatalError(f"kafka consumer: {self.fatal.str()}")
         good: list[Message] = []
@@ -105,90 +150,52 @@ class BatchConsumer:
             err = m.error()
             if err is None:
                 good.append(m)
-            elif _is_fatal(err):
+            elif is_fatal(err):
                 raise KafkaFatalError(f"kafka consumer: {err.str()}")
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("kafka consumer: %s", err.str())
         return good
 
-    def commit(self, offsets: Mapping[tuple[str, int], int]) -> str | None:
-        """Commit the next offset to read per (topic, partition), synchronously.
+    def commit(self, offsets: Mapping[tuple[str, int], int],
+               asynchronous: bool = False) -> str | None:  # fmt: skip
+        """Commit the next offset to read per owned (topic, partition).
 
-        Returns None on success, else why it failed; a fatal error raises.
+        Synchronous: None on success, else why it failed. Asynchronous: None at once, the
+        outcome goes to ``on_commit`` from a later poll. A fatal error raises.
         """
-        if self._lost_parts:
-            offsets = {tp: o for tp, o in offsets.items() if tp not in self._lost_parts}
-            self._lost_parts.clear()
-        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in self._owned]
         if not tps:
             return None
         try:
-            self._c.commit(offsets=tps, asynchronous=False)
+            if asynchronous:
+                self._c.commit(offsets=tps, asynchronous=True)
+            else:
+                self._c.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
             err = exc.args[0]
-            if isinstance(err, KafkaError) and _is_fatal(err):
+            if isinstance(err, KafkaError) and is_fatal(err):
                 raise KafkaFatalError(f"kafka commit: {err.str()}") from exc
             return str(exc)
         return None
 
+    def group_metadata(self) -> object:
+        """The group's generation, for offsets committed inside a transaction (KIP-447)."""
+        return self._c.consumer_group_metadata()
+
+    def rewind(self, timeout_s: float) -> bool:
+        """Seek every owned partition back to its committed offset (after an aborted
+        transaction: its events are read again); False when the broker did not answer
+        within ``timeout_s`` (call again)."""
+        owned = [TopicPartition(t, p) for t, p in sorted(self._owned)]
+        try:
+            for tp in self._c.committed(owned, timeout=timeout_s) if owned else []:
+                start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                self._c.seek(TopicPartition(tp.topic, tp.partition, start))
+        except KafkaException as exc:
+            log.warning("cannot rewind to the committed offsets yet: %s", exc)
+            return False
+        return True
+
     def close(self) -> None:
         """Leave the group at once so its partitions move to the other workers."""
         self._c.close()
-
-
-class BatchProducer:
-    """An idempotent producer whose flush reports, and re-sends, failed deliveries."""
-
-    def __init__(self, conf: Mapping[str, Any]) -> None:
-        self.failed: list[Message] = []
-        self.fatal: KafkaError | None = None
-        full = {
-            **conf,
-            # Only failures call back into Python: a callback per message costs throughput.
-            "delivery.report.only.error": True,
-            "on_delivery": self._delivered,
-            "error_cb": self._error,
-        }
-        self._p = Producer(full)
-
-    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self.failed.append(msg)
-
-    def _error(self, err: KafkaError) -> None:
-        if _is_fatal(err):
-            self.fatal = err
-        else:
-            log.warning("kafka producer: %s", err)
-
-    def send(self, topic: str, value: bytes | None, key: bytes | None,
-             headers: Headers | None = None) -> None:  # fmt: skip
-        while True:
-            try:
-                self._p.produce(topic, value, key, headers=headers)
-                return
-            except BufferError:
-                self._p.poll(0.05)  # local queue full: let deliveries drain
-
-    def flush_all(self, timeout_s: float) -> list[Message]:
-        """Wait until no message is queued; return the ones the broker did not take.
-
-        A broker that is away keeps this waiting (the loop stalls and /healthz says
-        so) rather than giving up on messages whose offsets are not committed yet.
-        """
-        while (left := self._p.flush(timeout_s)) > 0:
-            if self.fatal is not None:
-                break
-            log.warning("%d messages still waiting for the broker after %.0fs", left, timeout_s)
-        if self.fatal is not None:
-            raise KafkaFatalError(f"kafka producer: {self.fatal.str()}")
-        failed, self.failed = self.failed, []
-        return failed
-
-    def resend(self, msgs: list[Message]) -> None:
-        for m in msgs:
-            headers = cast(Headers | None, getattr(m, "headers", lambda: None)())
-            self.send(m.topic() or "", m.value(), m.key(), headers)
-
-    def poll(self) -> None:
-        self._p.poll(0)

@@ -1,0 +1,108 @@
+"""Whether the worker reaches its brokers, from its clients' statistics and error callbacks.
+
+/readyz reads ``up``. Each client reports at its own pace (librdkafka serves the
+callbacks only while the loop polls that client), so the consumer's view wins while
+it is fresh and the producer's takes over when the loop stopped reading because its
+outputs wait for the broker. A lost connection is logged once when the state changes,
+and once more with the count of connection errors when it comes back: never once per
+reconnection attempt (librdkafka retries several times a second).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError
+
+log = logging.getLogger(__name__)
+
+#: Errors that only say a connection failed; librdkafka reconnects by itself.
+CONNECTION_ERRORS = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                               KafkaError._RESOLVE, KafkaError._TIMED_OUT})  # fmt: skip
+#: librdkafka's own log lines about the same failures (counted here instead).
+_TRANSPORT_LINE = re.compile(
+    r"Connect to .* failed|Connection refused|Disconnected|brokers are down|"
+    r"Receive failed|Send failed|Failed to resolve|timed out|Connection reset"
+)
+
+
+def brokers_up(stats: Mapping[str, Any]) -> bool:
+    """Whether librdkafka's statistics show at least one broker connection up."""
+    brokers = stats.get("brokers", {}).values()
+    return any(b.get("state") == "UP" for b in brokers if b.get("nodeid", -1) >= 0)
+
+
+@dataclass
+class _Report:
+    up: bool
+    at: float
+
+
+@dataclass
+class BrokerWatch:
+    """Connection state of the worker's clients (consumer first, then producer)."""
+
+    #: A client's report older than this no longer decides the state.
+    fresh_s: float = 3.0
+    #: Whose fresh report decides, first to last: the consumer's connections carry
+    #: heartbeats and fetches, so they are never idle; an idle producer's may be.
+    priority: tuple[str, ...] = ("consumer", "producer")
+    clock: Callable[[], float] = time.monotonic
+    #: Called with the new state on every change (the probes' readiness).
+    on_change: Callable[[bool], None] = lambda up: None
+    up: bool = True
+    errors: int = 0
+    _reports: dict[str, _Report] = field(default_factory=dict)
+    _since: float = 0.0
+    _last_error: str = ""
+
+    def stats(self, client: str, stats: Mapping[str, Any]) -> None:
+        """A client's statistics (librdkafka's stats_cb, parsed)."""
+        self._report(client, brokers_up(stats))
+
+    def error(self, client: str, err: KafkaError) -> bool:
+        """A client's error callback; True when it was a connection error (handled here)."""
+        if err.code() not in CONNECTION_ERRORS:
+            return False
+        self.errors += 1
+        self._last_error = err.str()
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._report(client, False)
+        return True
+
+    def _report(self, client: str, up: bool) -> None:
+        now = self.clock()
+        self._reports[client] = _Report(up, now)
+        ordered = [self._reports[c] for c in self.priority if c in self._reports]
+        fresh = [r for r in ordered if now - r.at <= self.fresh_s]
+        state = (fresh or [max(ordered, key=lambda r: r.at)])[0].up
+        if state != self.up:
+            self._change(state, now)
+
+    def _change(self, up: bool, now: float) -> None:
+        if up:
+            log.info("broker connection restored after %.1fs (%d connection errors meanwhile)",
+                     now - self._since, self.errors)  # fmt: skip
+        else:
+            log.warning("lost the connection to every broker: %s; retrying (logged again "
+                        "when it is back)", self._last_error or "no broker up")  # fmt: skip
+        self.up, self._since, self.errors = up, now, 0
+        self.on_change(up)
+
+
+class TransportNoise(logging.Filter):
+    """Drops librdkafka's per-attempt connection failure lines (BrokerWatch logs the state)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _TRANSPORT_LINE.search(record.getMessage())
+
+
+def quiet_transport_lines(logger_name: str = "librdkafka") -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, TransportNoise) for f in logger.filters):
+        logger.addFilter(TransportNoise())
