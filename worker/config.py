@@ -84,24 +84,56 @@ class Settings:
         "Optional JSON Schema every event must satisfy; without it events must be JSON "
         "objects with a string ``id`` and every model feature a finite number.",
     )
-    batch_max: int = setting(1000, "Most events scored in one batch (one model call).")
+    batch_max: int = setting(
+        1000,
+        "Most events scored in one batch (one model call), 1-1,000,000. A batch is what "
+        "is already buffered, so batches grow by themselves under load.",
+    )
     batch_wait_ms: int = setting(
-        20, "Longest wait for a batch to fill, in milliseconds; bounds the added latency."
+        20,
+        "When no event is buffered, the longest wait for the next one, in milliseconds "
+        "(1-60,000); events in hand are never held back to fill a batch.",
+    )
+    guarantee: str = setting(
+        "at-least-once",
+        "at-least-once (a crash can repeat outputs, never lose them) or exactly-once (each "
+        "batch's outputs and input offsets commit in one Kafka transaction; downstream "
+        "consumers must read with isolation.level=read_committed).",
+    )
+    instance_id: str = setting(
+        socket.gethostname(),
+        "Stable name of this worker instance, unique among the running workers of the "
+        "group (exactly-once: the transactional id is <group>-<instance_id>, so a "
+        "restarted worker fences its killed predecessor). Default: the host name.",
+    )
+    max_in_flight: int = setting(
+        20_000,
+        "Most events whose outputs wait for the broker (at-least-once: acknowledgement; "
+        "exactly-once: the transaction's commit), 1-1,000,000. At the bound the loop stops "
+        "reading and waits, so memory stays flat under a backlog.",
     )
     commit_interval_ms: int = setting(
         200,
-        "How often offsets are committed, each time after every output produced so far "
-        "is acknowledged; also when the input goes quiet. Larger: faster, more duplicates "
-        "after a crash.",
+        "How often (0-3,600,000 ms) offsets are committed: at-least-once, those of every "
+        "event whose outputs the broker acknowledged, without waiting; exactly-once, the "
+        "open transaction (its length). Also when the input goes quiet. Larger: cheaper, "
+        "more repeated outputs after a crash (at-least-once), later visible outputs "
+        "(exactly-once).",
     )
     metrics_port: int = setting(
         8000, "Port of /metrics, /healthz and /readyz; 0 turns the HTTP server off."
     )
     stats_interval_ms: int = setting(
-        5000, "How often librdkafka reports lag, round trips and queues to /metrics; 0: never."
+        5000,
+        "How often librdkafka's lag, round trips and queues update /metrics; 0: never. "
+        "(Readiness follows the broker connection every second regardless.)",
     )
     max_event_bytes: int = setting(
-        1_048_576, "Events larger than this many bytes are dead-lettered unread."
+        983_040,
+        "Events larger than this many bytes (1-1,000,000,000) are dead-lettered unread. "
+        "The default (960 KiB) leaves 16 KiB below the producer's message.max.bytes "
+        "(1,000,000) for the dead letter's key and headers; the worker refuses to start "
+        "when the output topics or the producer accept less than this plus 16 KiB.",
     )
     event_ts_field: str = setting(
         "ts", "Event field holding the event time (epoch ms), copied to ``event_ts``."
@@ -119,7 +151,10 @@ class Settings:
         30.0, "Seconds to wait for the broker at start before giving up (exit non-zero)."
     )
     flush_timeout_s: float = setting(
-        30.0, "Seconds between warnings while a batch waits for the broker's acknowledgements."
+        30.0,
+        "Seconds (> 0) between warnings while outputs wait for the broker; also the longest "
+        "a rebalance or a shutdown waits for them before leaving their events to be read "
+        "again (at-least-once) or aborting (exactly-once).",
     )
     health_stall_s: float = setting(
         30.0, "Seconds without a loop turn after which /healthz reports unhealthy."

@@ -16,9 +16,39 @@ import numpy as np
 import orjson
 
 from worker.devtools.demo import make_events
+from worker.errors import SendError
 from worker.kafka_io import BatchProducer
 
 TICK_S = 0.05
+
+
+class _Sender:
+    """Fire-and-forget sends that are retried until the broker has every one."""
+
+    def __init__(self, conf: Mapping[str, str]) -> None:
+        self._p = BatchProducer(conf)
+        self._pending = 0
+        self._failed: list[tuple[str, bytes | None, bytes | None]] = []
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None) -> None:
+        self._pending += 1
+
+        def done(err: SendError | None) -> None:
+            self._pending -= 1
+            if err is not None:
+                self._failed.append((topic, value, key))
+
+        self._p.send(topic, value, key, None, done)
+
+    def poll(self) -> None:
+        self._p.poll(0)
+
+    def finish(self) -> None:
+        while self._pending or self._failed:
+            failed, self._failed = self._failed, []
+            for item in failed:
+                self.send(*item)
+            self._p.poll(0.1)
 
 
 @dataclass(frozen=True)
@@ -67,7 +97,7 @@ def produce_demo(
     sleep: Callable[[float], None] = time.sleep,
 ) -> DemoSummary:
     """Send ``t.count`` events paced at ``t.rate``; return when every label is sent too."""
-    producer = BatchProducer(producer_conf)
+    producer = _Sender(producer_conf)
     rng = np.random.default_rng(t.seed)
     pending: deque[tuple[float, bytes, bytes]] = deque()
     summary = DemoSummary()
@@ -83,15 +113,14 @@ def produce_demo(
         producer.poll()
         if n <= 0:
             sleep(TICK_S)
-    while failed := producer.flush_all(30.0):
-        producer.resend(failed)
+    producer.finish()
     summary.seconds = clock() - t0
     return summary
 
 
 def _send_events(
     t: DemoTraffic,
-    producer: BatchProducer,
+    producer: _Sender,
     rng: np.random.Generator,
     n: int,
     summary: DemoSummary,
@@ -123,7 +152,7 @@ def _send_events(
 
 def _send_due_labels(
     t: DemoTraffic,
-    producer: BatchProducer,
+    producer: _Sender,
     pending: deque[tuple[float, bytes, bytes]],
     summary: DemoSummary,
     now: float,

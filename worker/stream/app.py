@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,24 +21,38 @@ from worker.config import Settings
 from worker.context import build_context
 from worker.core.decoders import Decoder
 from worker.core.pipeline import ScoringContext
+from worker.errors import ConfigError
 from worker.kafka_io import BatchConsumer
+from worker.kafka_io.clients import EXACTLY_ONCE
+from worker.kafka_io.config import connection
+from worker.kafka_io.limits import topic_record_limits
+from worker.kafka_io.watch import BrokerWatch, quiet_transport_lines
 from worker.model.bundle import load_bundle
 from worker.probes import Health, serve
 from worker.shutdown import STOP, StopFlag
 from worker.stream import sinks
 from worker.stream.alloc import keep_freed_memory
 from worker.stream.metrics import WorkerMetrics
+from worker.stream.outputs import RecordLimit, record_limit
 from worker.stream.reloader import Reloader, make_reloader
-from worker.stream.runner import Runner, Totals
-from worker.stream.sinks import Sink
+from worker.stream.runner import UNCHECKED_LIMIT, Runner, Totals
+from worker.stream.sinks import Sink, SinkHooks
 
 log = logging.getLogger(__name__)
 
 
-def broker_up(stats_json: str) -> bool:
-    """Whether librdkafka's statistics show at least one broker connection up."""
-    brokers = orjson.loads(stats_json).get("brokers", {}).values()
-    return any(b.get("state") == "UP" for b in brokers if b.get("nodeid", -1) >= 0)
+GUARANTEES = ("at-least-once", EXACTLY_ONCE)
+PRODUCER_MAX_DEFAULT = 1_000_000  # librdkafka's message.max.bytes
+
+
+def check_settings(s: Settings) -> None:
+    """The loop's own settings (one line each when wrong)."""
+    if s.guarantee not in GUARANTEES:
+        raise ConfigError(f"--guarantee {s.guarantee!r}: expected one of {', '.join(GUARANTEES)}")
+    if not 1 <= s.max_in_flight <= 1_000_000:
+        raise ConfigError(f"--max-in-flight {s.max_in_flight}: expected 1 to 1,000,000")
+    if s.guarantee == EXACTLY_ONCE and not s.instance_id.strip():
+        raise ConfigError("--instance-id: exactly-once needs a stable, non-empty instance id")
 
 
 def run_worker(
@@ -50,6 +65,7 @@ def run_worker(
 ) -> Totals:
     """Build everything from settings, run until SIGTERM/SIGINT (or ``stop``), shut down
     cleanly. ``decoder`` and ``sink`` replace the JSON decoder and the Kafka sink."""
+    check_settings(s)
     keep_freed_memory()  # see worker/stream/alloc.py: batches re-use memory
     registry = registry or CollectorRegistry()
     metrics = WorkerMetrics(registry)
@@ -61,11 +77,15 @@ def run_worker(
     try:
         kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka)
         health.broker_ok = True
-        consumer = _consumer(s, metrics, health)
-        sink = sink or sinks.build("kafka", s, metrics.producer_stats)
+        limit = _record_limit(s) if sink is None else UNCHECKED_LIMIT
+        watch = _watch(health)
+        consumer = _consumer(s, metrics, health, watch)
+        hooks = SinkHooks(_stats_sink(s, "producer", metrics.producer_stats, watch),
+                          watch, limit.bytes)  # fmt: skip
+        sink = sink or sinks.build("kafka", s, hooks)
         reloader = make_reloader(s, ctx.bundle.version)
         runner = Runner(s, ctx, consumer, sink, metrics, health, reloader=reloader,
-                        shadow=shadow, stop=stop)  # fmt: skip
+                        shadow=shadow, stop=stop, limit=limit)  # fmt: skip
         totals = _run(runner, reloader)
     finally:
         if server is not None:
@@ -73,6 +93,43 @@ def run_worker(
     log.info("stopped: %d consumed, %d scored, %d dead-lettered",
              totals.consumed, totals.scored, totals.dead_lettered)  # fmt: skip
     return totals
+
+
+def _record_limit(s: Settings) -> RecordLimit:
+    """What the producer and every output topic accept; refuses inconsistent limits."""
+    producer_max = int(s.kafka.get("message.max.bytes", PRODUCER_MAX_DEFAULT))
+    topics = [s.output_topic, s.dlq_topic, *([s.shadow_topic] if s.shadow_model else [])]
+    limit = record_limit(producer_max, topic_record_limits(connection(s), topics),
+                         s.max_event_bytes)  # fmt: skip
+    log.info("outputs accept records up to %d bytes (%s); events above max_event_bytes %d "
+             "are dead-lettered unread", limit.bytes, limit.source, s.max_event_bytes)
+    return limit
+
+
+def _watch(health: Health) -> BrokerWatch:
+    quiet_transport_lines()  # one line per state change instead (BrokerWatch)
+
+    def changed(up: bool) -> None:
+        health.broker_ok = up
+
+    return BrokerWatch(on_change=changed)
+
+
+def _stats_sink(s: Settings, client: str, to_metrics: Callable[[str], None],
+                watch: BrokerWatch) -> Callable[[str], None]:  # fmt: skip
+    """A client's statistics callback: readiness every time (each second), /metrics every
+    ``stats_interval_ms`` (0: never)."""
+    every = s.stats_interval_ms / 1000
+    last = [float("-inf")]
+
+    def on_stats(stats_json: str) -> None:
+        watch.stats(client, orjson.loads(stats_json))
+        now = time.monotonic()
+        if every and now - last[0] >= every:
+            last[0] = now
+            to_metrics(stats_json)
+
+    return on_stats
 
 
 def _context(s: Settings, metrics: WorkerMetrics, decoder: Decoder | None) -> ScoringContext:
@@ -86,19 +143,16 @@ def _context(s: Settings, metrics: WorkerMetrics, decoder: Decoder | None) -> Sc
     return ctx
 
 
-def _consumer(s: Settings, metrics: WorkerMetrics, health: Health) -> BatchConsumer:
+def _consumer(s: Settings, metrics: WorkerMetrics, health: Health,
+              watch: BrokerWatch) -> BatchConsumer:  # fmt: skip
     def on_change(kind: str, assigned: int) -> None:
         metrics.rebalances.labels(kind).inc()
         health.assigned = assigned > 0
         log.info("rebalance: %s, %d partitions assigned", kind, assigned)
 
-    def consumer_stats(stats_json: str) -> None:
-        metrics.consumer_stats(stats_json)
-        health.broker_ok = broker_up(stats_json)
-
-    stats = {"statistics.interval.ms": s.stats_interval_ms} if s.stats_interval_ms else {}
-    conf = {**kafka_io.consumer_config(s), **stats, "stats_cb": consumer_stats}
-    return BatchConsumer(conf, [s.input_topic], on_change)
+    stats = _stats_sink(s, "consumer", metrics.consumer_stats, watch)
+    conf = {**kafka_io.consumer_config(s), "stats_cb": stats}
+    return BatchConsumer(conf, [s.input_topic], on_change, watch)
 
 
 def _run(runner: Runner, reloader: Reloader | None) -> Totals:

@@ -79,6 +79,8 @@ class WorkerMetrics:
     model_info: Gauge = field(init=False)
     model_reloads: Counter = field(init=False)
     delivery_retries: Counter = field(init=False)
+    outputs_dropped: Counter = field(init=False)
+    transactions: Counter = field(init=False)
     lag: Gauge = field(init=False)
     broker_rtt: Gauge = field(init=False)
     producer_queue: Gauge = field(init=False)
@@ -117,7 +119,9 @@ class WorkerMetrics:
         self.commit_failures = counter("scoring_commit_failures_total", "Offset commits failed.")
         self.rebalances = counter("scoring_rebalances_total",
                                   "Partition assignment changes, by kind.", ("kind",))
-        self.inflight = gauge("scoring_inflight_events", "Events of the batch in hand.")
+        self.inflight = gauge("scoring_inflight_events",
+                              "Events whose outputs wait for the broker (acknowledgement, or "
+                              "exactly-once: the transaction's commit).")  # fmt: skip
         self.last_commit = gauge("scoring_last_commit_timestamp_seconds",
                                  "Unix time of the last successful commit.")
         self.model_info = gauge("scoring_model_info", "The model being served.",
@@ -127,6 +131,13 @@ class WorkerMetrics:
                                      ("result",))  # fmt: skip
         self.delivery_retries = counter("scoring_delivery_retries_total",
                                         "Messages produced again after a failed delivery.")
+        self.outputs_dropped = counter("scoring_outputs_dropped_total",
+                                       "Outputs given up on because the broker refused them for "
+                                       "good even as a fitted dead letter, by kind.",
+                                       ("kind",))  # fmt: skip
+        self.transactions = counter("scoring_transactions_total",
+                                    "Exactly-once transactions, by result: committed or aborted.",
+                                    ("result",))  # fmt: skip
         self.lag = gauge("scoring_consumer_lag_messages",
                          "Messages behind the partition's end (librdkafka statistics).",
                          ("topic", "partition"))  # fmt: skip

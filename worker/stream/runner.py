@@ -1,9 +1,15 @@
-"""The worker loop: consume a batch -> score -> produce -> flush -> commit, and shutdown.
+"""The worker loop: consume what is buffered -> score -> produce, and let the delivery
+guarantee commit; shutdown.
 
-At-least-once: a batch's offsets are committed only after every prediction
-and dead letter of that batch has been acknowledged by the broker. A crash
-anywhere before the commit means the batch is read again, never lost.
-Signal handlers only set a flag; the loop finishes the batch in hand, then
+Each turn takes the events already buffered (up to ``batch_max``; it waits, up to
+``batch_wait_ms``, only when there are none), scores them with one model call, and
+queues their outputs without waiting for the broker. The guarantee
+(worker/stream/alo.py or worker/stream/eos.py) tracks the acknowledgements and commits:
+at-least-once, the offsets of events whose outputs were all acknowledged, in order;
+exactly-once, a transaction holding outputs and offsets together. While outputs wait
+(the in-flight bound, a transaction committing) the loop still turns at least every
+``WAIT_S``, so /healthz stays 200 and readiness follows the broker.
+Signal handlers only set a flag; the loop then settles what is in flight, commits,
 closes the consumer (leaving the group) and returns.
 """
 
@@ -14,26 +20,40 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 import numpy as np
 
 from worker.clock import wall_ms
 from worker.config import Settings
 from worker.core.pipeline import Outcome, Prediction, ScoringContext, score_values
-from worker.errors import Rejection
+from worker.errors import ConfigError, Rejection, RejectKind
 from worker.kafka_io import BatchConsumer, Message
-from worker.model.bundle import ModelBundle
+from worker.kafka_io.clients import EXACTLY_ONCE
 from worker.probes import Health
 from worker.shutdown import StopFlag
+from worker.stream.alo import AtLeastOnce
+from worker.stream.delivery import Guarantee
+from worker.stream.eos import ExactlyOnce
 from worker.stream.metrics import WorkerMetrics
+from worker.stream.outputs import (
+    Kind,
+    Output,
+    RecordLimit,
+    Rejecter,
+    batch_outputs,
+    shadow_outputs,
+)
 from worker.stream.reload import ReloadEvent
-from worker.stream.sinks import Headers, Sink
+from worker.stream.sinks import Sink, TransactionalSink
 from worker.stream.swap import apply_events
 
 log = logging.getLogger(__name__)
-DEAD_LETTER_SUMMARY_S = 60.0  # one summary line a minute, never a line per event
-
+DEAD_LETTER_SUMMARY_S: Final = 60.0  # one summary line a minute, never a line per event
+#: Longest the loop waits in one turn while it may not read (outputs wait for the broker).
+WAIT_S: Final = 0.1
+#: What the outputs accept when nobody checked the topics: librdkafka's message.max.bytes.
+UNCHECKED_LIMIT: Final = RecordLimit(1_000_000, "the producer's default message.max.bytes")
 
 
 @dataclass
@@ -42,23 +62,6 @@ class Totals:
     scored: int = 0
     dead_lettered: int = 0
     batches: int = 0
-
-
-def dead_letter_headers(
-    m: Message, r: Rejection, bundle: ModelBundle, worker_id: str, now_ms: int
-) -> Headers:
-    """Headers of a dead letter (schemas/dead_letter.schema.json)."""
-    return [
-        ("dlq.error.kind", r.kind.value),
-        ("dlq.error.message", r.message),
-        ("dlq.source.topic", m.topic() or ""),
-        ("dlq.source.partition", str(m.partition())),
-        ("dlq.source.offset", str(m.offset())),
-        ("dlq.model.name", bundle.manifest.name),
-        ("dlq.model.version", bundle.manifest.version),
-        ("dlq.worker.id", worker_id),
-        ("dlq.failed_at", str(now_ms)),
-    ]
 
 
 class ReloadSource(Protocol):
@@ -73,7 +76,7 @@ class Runner:
     ctx: ScoringContext
     consumer: BatchConsumer
     #: Where outputs go (worker/stream/sinks/); the Kafka producer unless told otherwise.
-    producer: Sink
+    sink: Sink
     metrics: WorkerMetrics
     health: Health
     clock_ms: Callable[[], int] = wall_ms
@@ -82,13 +85,16 @@ class Runner:
     #: Dead letters since the last summary line, by reason (logged once a minute).
     dead_since: Counter[str] = field(default_factory=Counter)
     last_summary: float = field(default_factory=time.monotonic)
-    #: Next offset to commit per (topic, partition), for outputs not yet acknowledged.
-    pending: dict[tuple[str, int], int] = field(default_factory=dict)
-    last_settle: float = field(default_factory=time.monotonic)
     #: Checked bundles waiting to be swapped in between two batches (hot reload).
     reloader: ReloadSource | None = None
     #: The shadow model's context (--shadow-model), or None.
     shadow: ScoringContext | None = None
+    #: The largest record every output topic accepts (the start-up check's finding).
+    limit: RecordLimit = UNCHECKED_LIMIT
+    guarantee: Guarantee = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.guarantee = make_guarantee(self)
 
     def request_stop(self) -> None:
         self.stop.requested = True
@@ -98,112 +104,64 @@ class Runner:
         return self.stop.requested
 
     def run(self) -> Totals:
-        self.consumer.before_revoke = self.settle
+        self.consumer.before_revoke = self.guarantee.revoke
+        self.consumer.after_lost = self.guarantee.lost
         try:
             while not self.stopping:
                 self.turn()
-            self.settle()  # SIGTERM: what was scored is acknowledged and committed
+            self.guarantee.close(self.settings.flush_timeout_s)
         finally:
             self.consumer.close()
         return self.totals
 
     def turn(self) -> None:
-        s = self.settings
+        s, g = self.settings, self.guarantee
+        if g.blocked():
+            g.wait(WAIT_S)
+            self.health.turned()
+            return
         if self.reloader is not None and (events := self.reloader.take()):
             # Between two batches: a batch is scored by one version, start to end.
-            self.ctx = apply_events(self.ctx, events, self.metrics, self._alert, s.worker_id)
-        msgs = self.consumer.poll_batch(s.batch_max, s.batch_wait_ms / 1000)
+            self.ctx = apply_events(self.ctx, events, self.metrics, g.alert, s.worker_id)
+            g.who = Rejecter(self.ctx.bundle, s.worker_id, self.limit)
+        msgs = g.admit(self.consumer.poll_batch(s.batch_max, s.batch_wait_ms / 1000))
         self.health.turned()
         if msgs:
-            self.metrics.inflight.set(len(msgs))
-            t0 = time.perf_counter()
-            now = self.clock_ms()
-            outcomes = score_values([m.value() for m in msgs], self.ctx, now)
-            self.metrics.batch_seconds.observe(time.perf_counter() - t0)
-            self._publish(msgs, outcomes, now)
-            if self.shadow is not None:
-                self._publish_shadow(msgs, self.shadow, now)
-            self._account(msgs, outcomes)
-            pending = self.pending
-            for m in msgs:  # a partition's messages come in order: the last one wins
-                pending[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
-        else:
-            self.producer.poll()
-        due = time.monotonic() - self.last_settle >= s.commit_interval_ms / 1000
-        if self.pending and (due or not msgs):
-            self.settle()
+            self._process(msgs)
+        g.tick(quiet=not msgs)
 
-    def settle(self) -> None:
-        """Wait until the broker has every output produced so far, then commit.
+    def _process(self, msgs: list[Message]) -> None:
+        s, g = self.settings, self.guarantee
+        t0 = time.perf_counter()
+        now = self.clock_ms()
+        values = [m.value() for m in msgs]
+        outcomes = score_values(values, self.ctx, now)
+        self.metrics.batch_seconds.observe(time.perf_counter() - t0)
+        main = batch_outputs(msgs, outcomes, s.output_topic, s.dlq_topic, g.who, now)
+        outputs = main
+        if self.shadow is not None:
+            shadow = score_values(values, self.shadow, now)
+            outputs = main + shadow_outputs(msgs, shadow, s.shadow_topic)
+        g.publish(msgs, outputs)
+        self._account(msgs, outcomes, main)
 
-        Called every ``commit_interval_ms``, when the input goes quiet, before
-        partitions are revoked, and at shutdown: the offsets committed never run
-        ahead of acknowledged outputs (at-least-once).
-        """
-        self.last_settle = time.monotonic()
-        if not self.pending:
-            return
-        self._deliver()
-        offsets, self.pending = self.pending, {}
-        self._commit(offsets)
-        self.metrics.inflight.set(0)
-
-    def _publish(self, msgs: Sequence[Message], outcomes: Sequence[Outcome], now: int) -> None:
-        s, send = self.settings, self.producer.send
-        for m, o in zip(msgs, outcomes, strict=True):
-            if type(o) is Prediction:
-                send(s.output_topic, o.payload, m.key())
-            else:
-                assert isinstance(o, Rejection)
-                headers = dead_letter_headers(m, o, self.ctx.bundle, s.worker_id, now)
-                send(s.dlq_topic, m.value(), m.key(), headers)
-
-    def _publish_shadow(self, msgs: Sequence[Message], shadow: ScoringContext, now: int) -> None:
-        # A second opinion only: its rejections are no dead letters (the main model's are).
-        send, topic = self.producer.send, self.settings.shadow_topic
-        for m, o in zip(msgs, score_values([m.value() for m in msgs], shadow, now), strict=True):
-            if type(o) is Prediction:
-                send(topic, o.payload, m.key())
-
-    def _alert(self, key: bytes, value: bytes) -> None:
-        self.producer.send(self.settings.alerts_topic, value, key)
-
-    def _deliver(self) -> None:
-        """Flush; re-send whatever the broker refused until it has taken everything."""
-        failed = self.producer.flush_all(self.settings.flush_timeout_s)
-        backoff = 0.1
-        while failed:
-            log.warning("re-sending %d messages whose delivery failed", len(failed))
-            self.metrics.delivery_retries.inc(len(failed))
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
-            self.producer.resend(failed)
-            failed = self.producer.flush_all(self.settings.flush_timeout_s)
-
-    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        err = self.consumer.commit(offsets)
-        if err is None:
-            self.metrics.commits.inc()
-            self.metrics.last_commit.set(time.time())
-        else:
-            # Typically a rebalance took the partitions: their new owner re-reads
-            # these events (duplicates, never a loss).
-            self.metrics.commit_failures.inc()
-            log.warning("offset commit failed: %s", err)
-
-    def _account(self, msgs: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
+    def _account(self, msgs: Sequence[Message], outcomes: Sequence[Outcome],
+                 outputs: Sequence[Output]) -> None:  # fmt: skip
         m, t = self.metrics, self.totals
         now_ms = self.clock_ms()
         reasons: Counter[str] = Counter()
         decisions: Counter[str] = Counter()
         stamps: list[int] = []
-        for msg, o in zip(msgs, outcomes, strict=True):
-            if type(o) is Prediction:
+        for msg, o, out in zip(msgs, outcomes, outputs, strict=True):
+            if out.kind is Kind.PREDICTION:
+                assert type(o) is Prediction
                 stamps.append(msg.timestamp()[1])
                 decisions[str(o.record["label"])] += 1
-            else:
+            elif out.kind is Kind.DEAD_LETTER:
                 assert isinstance(o, Rejection)
                 reasons[o.kind.value] += 1
+            else:  # too large for the outputs: a fitted dead letter instead
+                reasons[RejectKind.TOO_LARGE.value] += 1
         if stamps:
             lat = (now_ms - np.array(stamps, dtype=np.float64)) / 1000.0
             m.latency.observe_many(np.maximum(lat, 0.0))
@@ -217,12 +175,28 @@ class Runner:
         m.batch_size.observe(len(msgs))
         for reason, n in reasons.items():
             m.dead_letters.labels(reason).inc(n)
+        self._summarise(reasons)
+        if self.ctx.bundle.manifest.task != "regression":
+            for decision, n in decisions.items():
+                m.predictions.labels(decision).inc(n)
+
+    def _summarise(self, reasons: Counter[str]) -> None:
         self.dead_since.update(reasons)
         if self.dead_since and time.monotonic() - self.last_summary >= DEAD_LETTER_SUMMARY_S:
             log.warning("dead letters in the last %.0fs", time.monotonic() - self.last_summary,
                         extra={"dead_letters": dict(self.dead_since)})  # fmt: skip
             self.dead_since.clear()
             self.last_summary = time.monotonic()
-        if self.ctx.bundle.manifest.task != "regression":
-            for decision, n in decisions.items():
-                m.predictions.labels(decision).inc(n)
+
+
+def make_guarantee(r: Runner) -> Guarantee:
+    """The settings' delivery guarantee over the runner's clients."""
+    s = r.settings
+    who = Rejecter(r.ctx.bundle, s.worker_id, r.limit)
+    parts = (s, r.sink, r.consumer, r.metrics, who, r.clock_ms)
+    if s.guarantee == EXACTLY_ONCE:
+        if not isinstance(r.sink, TransactionalSink):
+            raise ConfigError("--guarantee exactly-once needs a transactional sink "
+                              f"({type(r.sink).__name__} is not one)")  # fmt: skip
+        return ExactlyOnce(*parts, turned=r.health.turned)
+    return AtLeastOnce(*parts, turned=r.health.turned)

@@ -1,11 +1,23 @@
 """The sink seam: where the worker's outputs go (predictions, dead letters, shadow
 predictions, model alerts), each addressed by its topic name from the settings.
 
-The loop's delivery contract rests on it: ``send`` queues, ``flush_all`` waits until
-everything queued is either acknowledged or refused and returns the refused ones,
-``resend`` queues those again. Offsets are committed only after ``flush_all`` came
-back empty-handed, so a sink must not report a message delivered before its
-destination has it (at-least-once).
+The loop's delivery contract rests on it. ``send`` queues one record and names who
+hears the verdict: ``on_delivery(None)`` once the destination has it for good, or
+``on_delivery(SendError)`` when it refused it (worker/errors.py says whether a retry
+may help). Verdicts come from ``poll`` (or from ``send`` itself, for a record refused
+on the spot); the loop commits an input's offset only after every output of it was
+acknowledged, so a sink must never report a record delivered before its destination
+has it. A toy sink fits in four lines::
+
+    class ListSink:
+        def __init__(self): self.records = []
+        def send(self, topic, value, key, headers, on_delivery):
+            self.records.append((topic, value, key, headers)); on_delivery(None)
+        def poll(self, timeout_s): pass
+
+Exactly-once mode needs a ``TransactionalSink``: records sent between ``begin`` and a
+``commit`` that returns ``COMMITTED`` become visible together with the input offsets
+handed to that commit, or not at all.
 
 Kafka (worker/stream/sinks/kafka.py) is the built-in sink. Adding one is adding a
 module with a factory and calling ``register``; ``run_worker(sink=...)`` also takes
@@ -14,32 +26,62 @@ an instance directly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, runtime_checkable
 
 from worker.config import Settings
+from worker.errors import SendError
 
 Headers = list[tuple[str, str | bytes | None]]
+OnDelivery = Callable[[SendError | None], None]
+
+#: ``TransactionalSink.commit`` outcomes.
+COMMITTED: Final = "committed"
+#: Not finished within the timeout (the destination is slow or away): call commit again.
+PENDING: Final = "pending"
+#: The transaction failed: call ``abort`` until it returns True; the inputs are read again.
+ABORT: Final = "abort"
 
 
 class Sink(Protocol):
     def send(self, topic: str, value: bytes | None, key: bytes | None,
-             headers: Headers | None = None) -> None:  # fmt: skip
-        """Queue one output (may block briefly while the local queue is full)."""
+             headers: Headers | None, on_delivery: OnDelivery) -> None:  # fmt: skip
+        """Queue one record; never blocks for long (the loop bounds what is in flight)."""
 
-    def flush_all(self, timeout_s: float) -> list[Any]:
-        """Wait until nothing is queued; the outputs refused, to be sent again (opaque to
-        the loop: it only hands them back to ``resend``)."""
-
-    def resend(self, failed: list[Any]) -> None:
-        """Queue refused outputs again, with their original topic, key and headers."""
-
-    def poll(self) -> None:
-        """Serve delivery reports without waiting (called when the input is quiet)."""
+    def poll(self, timeout_s: float) -> None:
+        """Deliver pending verdicts, waiting at most ``timeout_s`` for the first one."""
 
 
-#: A sink factory gets the settings and a statistics callback (JSON text; may be ignored).
-SinkFactory = Callable[[Settings, Callable[[str], None] | None], Sink]
+@runtime_checkable
+class TransactionalSink(Sink, Protocol):
+    def begin(self) -> None:
+        """Open a transaction; every ``send`` until the next commit or abort belongs to it."""
+
+    def commit(self, offsets: Mapping[tuple[str, int], int], group: object,
+               timeout_s: float) -> str:  # fmt: skip
+        """Commit the transaction's records with the input ``offsets`` (next offset to
+        read per partition) of consumer group generation ``group``; waits at most about
+        ``timeout_s``. Returns COMMITTED, PENDING or ABORT."""
+
+    def abort(self, timeout_s: float) -> bool:
+        """Drop the open transaction; False when that did not finish within the timeout."""
+
+
+@dataclass(frozen=True)
+class SinkHooks:
+    """What the worker offers a sink besides the settings; a sink may ignore any of it."""
+
+    #: Client statistics (JSON text), for /metrics and readiness.
+    stats: Callable[[str], None] | None = None
+    #: The broker connection watch (worker/kafka_io/watch.py) for connection errors.
+    watch: Any = None
+    #: The largest record the outputs accept, from the start-up check (None: unchecked).
+    record_limit: int | None = None
+
+
+#: A sink factory gets the settings and the hooks.
+SinkFactory = Callable[[Settings, SinkHooks], Sink]
 _FACTORIES: dict[str, SinkFactory] = {}
 
 
@@ -47,7 +89,7 @@ def register(name: str, factory: SinkFactory) -> None:
     _FACTORIES[name] = factory
 
 
-def build(name: str, settings: Settings, stats: Callable[[str], None] | None = None) -> Sink:
+def build(name: str, settings: Settings, hooks: SinkHooks | None = None) -> Sink:
     if "kafka" not in _FACTORIES:
         from worker.stream.sinks import kafka  # noqa: F401  (registers itself)
     try:
@@ -55,4 +97,4 @@ def build(name: str, settings: Settings, stats: Callable[[str], None] | None = N
     except KeyError:
         known = ", ".join(sorted(_FACTORIES))
         raise ValueError(f"unknown sink {name!r}, expected one of {known}") from None
-    return factory(settings, stats)
+    return factory(settings, hooks or SinkHooks())

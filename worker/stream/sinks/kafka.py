@@ -1,21 +1,23 @@
-"""The Kafka sink: an idempotent producer (kafka_io.BatchProducer) configured from the
-settings; refused deliveries come back from ``flush_all`` for the loop to re-send."""
+"""The Kafka sink: an idempotent producer (kafka_io.BatchProducer), or in exactly-once
+mode a transactional one (kafka_io.TxProducer), configured from the settings."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from worker.config import Settings
-from worker.kafka_io import BatchProducer, producer_config
-from worker.stream.sinks import Sink, register
+from worker.kafka_io import BatchProducer, TxProducer, producer_config
+from worker.kafka_io.clients import EXACTLY_ONCE
+from worker.stream.sinks import Sink, SinkHooks, register
 
 
-def kafka_sink(settings: Settings, stats: Callable[[str], None] | None = None) -> Sink:
-    conf: dict[str, Any] = producer_config(settings)
-    if stats is not None and settings.stats_interval_ms:
-        conf |= {"statistics.interval.ms": settings.stats_interval_ms, "stats_cb": stats}
-    return BatchProducer(conf)
+def kafka_sink(settings: Settings, hooks: SinkHooks) -> Sink:
+    conf: dict[str, Any] = producer_config(settings, hooks.record_limit)
+    if hooks.stats is not None:
+        conf["stats_cb"] = hooks.stats
+    if settings.guarantee == EXACTLY_ONCE:
+        return TxProducer(conf, hooks.watch)
+    return BatchProducer(conf, hooks.watch)
 
 
 register("kafka", kafka_sink)

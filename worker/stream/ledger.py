@@ -1,0 +1,99 @@
+"""Which input offsets may be committed: the in-flight batches and their acknowledgements.
+
+Pure bookkeeping, no I/O. Each consumed batch opens a ``Flight`` that counts its
+outputs still waiting for the broker. Flights finish in any order, but offsets only
+advance over the oldest flights that are all finished, so a partition's committed
+offset never passes an event whose outputs (prediction, dead letter, shadow record)
+the broker has not acknowledged: a crash at any moment repeats outputs, never loses
+them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.errors import SendError
+from worker.kafka_io import Message
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(slots=True, eq=False)
+class Flight:
+    """One consumed batch: the next offset per partition once it is done, and how many
+    of its outputs are still unacknowledged."""
+
+    ends: dict[TopicPartition, int]
+    events: int
+    #: Outputs queued and neither acknowledged nor given up on.
+    pending: int = 0
+    #: Refusals reported for this flight's outputs: (output, error), handled by the loop
+    #: (an output reports through worker/stream/outputs.py ``Output.delivered``).
+    failures: list[tuple[Any, SendError]] = field(default_factory=list)
+
+
+@dataclass
+class Ledger:
+    """Flights in consumption order and the offsets their acknowledgement made committable."""
+
+    flights: deque[Flight] = field(default_factory=deque)
+    #: Next offset to read per partition, acknowledged and not yet handed to a commit.
+    ready: dict[TopicPartition, int] = field(default_factory=dict)
+    #: Events consumed whose flight is not finished (the in-flight bound counts these).
+    events: int = 0
+
+    def open(self, msgs: Sequence[Message]) -> Flight:
+        ends: dict[TopicPartition, int] = {}
+        for m in msgs:  # a partition's messages come in order: the last one wins
+            ends[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
+        flight = Flight(ends, len(msgs))
+        self.flights.append(flight)
+        self.events += len(msgs)
+        return flight
+
+    def advance(self) -> bool:
+        """Move finished flights at the front into ``ready``; True when any did."""
+        moved = False
+        flights = self.flights
+        while flights and flights[0].pending <= 0 and not flights[0].failures:
+            done = flights.popleft()
+            self.ready.update(done.ends)
+            self.events -= done.events
+            moved = True
+        return moved
+
+    def failures(self) -> list[tuple[Any, SendError]]:
+        """Every refusal reported since the last call."""
+        out: list[tuple[Any, SendError]] = []
+        for f in self.flights:
+            if f.failures:
+                out += f.failures
+                f.failures = []
+        return out
+
+    def take(self) -> dict[TopicPartition, int]:
+        """The offsets to commit now (each handed out once)."""
+        ready, self.ready = self.ready, {}
+        return ready
+
+    def forget(self, parts: Iterable[TopicPartition]) -> None:
+        """Partitions that are no longer ours: none of their offsets may be committed."""
+        gone = set(parts)
+        for tp in gone:
+            self.ready.pop(tp, None)
+        for f in self.flights:
+            for tp in gone & f.ends.keys():
+                del f.ends[tp]
+
+    def clear(self) -> None:
+        """Drop everything (exactly-once, after an abort: the events are read again)."""
+        self.flights.clear()
+        self.ready.clear()
+        self.events = 0
+
+    @property
+    def idle(self) -> bool:
+        return not self.flights

@@ -1,0 +1,203 @@
+"""What the loop publishes: one ``Output`` per prediction, dead letter, shadow prediction
+or alert, each within the record size limit, and the fallback dead letter of an output
+the broker refused for good.
+
+A record whose output cannot be produced (too large for the producer or the topic, or
+refused for another permanent reason) becomes a dead letter that fits: the original
+bytes when they fit, else a prefix, with the full length and SHA-256 in headers
+(kind ``too_large`` or ``undeliverable``, schemas/dead_letter.schema.json).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from worker.core.pipeline import Outcome, Prediction
+from worker.errors import ConfigError, Rejection, RejectKind, SendError, SendFailure
+from worker.kafka_io import Headers, Message
+from worker.model.bundle import ModelBundle
+from worker.stream.ledger import Flight
+
+#: Room for a dead letter's key and headers above ``max_event_bytes`` (start-up check).
+DEAD_LETTER_HEADROOM: Final = 16 * 1024
+#: Record batch framing the broker counts against ``max.message.bytes``, with margin.
+RECORD_OVERHEAD: Final = 512
+#: ``dlq.error.message`` is cut to this many characters.
+MESSAGE_CHARS: Final = 1000
+#: Headers a fallback dead letter adds (their names and values), with margin.
+_FALLBACK_HEADERS: Final = 400
+
+
+class Kind(StrEnum):
+    PREDICTION = "prediction"
+    DEAD_LETTER = "dead letter"
+    SHADOW = "shadow prediction"
+    ALERT = "alert"
+    #: A too_large or undeliverable dead letter: if even that fails, it is dropped.
+    FALLBACK = "fallback dead letter"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLimit:
+    """The largest record every output topic and the producer accept, and who says so."""
+
+    bytes: int
+    source: str
+
+    def fits(self, size: int) -> bool:
+        return size + RECORD_OVERHEAD <= self.bytes
+
+
+@dataclass(slots=True, eq=False)
+class Output:
+    """One record to produce, with the input it answers (None for alerts)."""
+
+    kind: Kind
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    headers: Headers | None
+    source: Message | None
+    flight: Flight | None = None
+
+    def delivered(self, error: SendError | None) -> None:
+        """The sink's delivery report (the broker's verdict on this record)."""
+        flight = self.flight
+        if flight is None:
+            return
+        if error is None:
+            flight.pending -= 1
+        else:
+            flight.failures.append((self, error))
+
+    @property
+    def where(self) -> str:
+        """The input's coordinates, for logs: topic[partition]@offset."""
+        m = self.source
+        return "-" if m is None else f"{m.topic()}[{m.partition()}]@{m.offset()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejecter:
+    """Who rejects: stamped on every dead letter."""
+
+    bundle: ModelBundle
+    worker_id: str
+    limit: RecordLimit
+
+
+def dead_letter_headers(
+    m: Message, r: Rejection, bundle: ModelBundle, worker_id: str, now_ms: int
+) -> Headers:
+    """Headers of a dead letter (schemas/dead_letter.schema.json)."""
+    return [
+        ("dlq.error.kind", r.kind.value),
+        ("dlq.error.message", r.message[:MESSAGE_CHARS]),
+        ("dlq.source.topic", m.topic() or ""),
+        ("dlq.source.partition", str(m.partition())),
+        ("dlq.source.offset", str(m.offset())),
+        ("dlq.model.name", bundle.manifest.name),
+        ("dlq.model.version", bundle.manifest.version),
+        ("dlq.worker.id", worker_id),
+        ("dlq.failed_at", str(now_ms)),
+    ]
+
+
+def headers_size(headers: Headers | None) -> int:
+    total = 0
+    for name, value in headers or ():
+        v = value.encode() if isinstance(value, str) else value or b""
+        total += len(name) + len(v) + 8
+    return total
+
+
+def batch_outputs(msgs: Sequence[Message], outcomes: Sequence[Outcome], output_topic: str,
+                  dlq_topic: str, who: Rejecter, now_ms: int) -> list[Output]:  # fmt: skip
+    """A prediction per valid event, a dead letter per invalid one, in input order; an
+    output larger than the limit becomes a too_large dead letter right away."""
+    fits = who.limit.fits
+    out: list[Output] = []
+    append = out.append
+    for m, o in zip(msgs, outcomes, strict=True):
+        key = m.key()
+        if type(o) is Prediction:
+            payload = o.payload
+            if fits(len(payload) + len(key or b"")):
+                append(Output(Kind.PREDICTION, output_topic, payload, key, None, m))
+                continue
+            why, refused = f"its prediction of {len(payload)} bytes", output_topic
+        else:
+            assert isinstance(o, Rejection)
+            value = m.value()
+            headers = dead_letter_headers(m, o, who.bundle, who.worker_id, now_ms)
+            if fits(len(value or b"") + len(key or b"") + headers_size(headers)):
+                append(Output(Kind.DEAD_LETTER, dlq_topic, value, key, headers, m))
+                continue
+            why, refused = f"its dead letter ({o.kind.value}: {o.message})", dlq_topic
+        error = SendError(SendFailure.TOO_LARGE, f"{why} exceeds the {who.limit.bytes}-byte "
+                          f"record limit ({who.limit.source})")  # fmt: skip
+        append(fallback(m, refused, error, dlq_topic, who, now_ms))
+    return out
+
+
+def shadow_outputs(msgs: Sequence[Message], outcomes: Sequence[Outcome],
+                   topic: str) -> list[Output]:  # fmt: skip
+    """A second opinion only: its rejections are no dead letters (the main model's are)."""
+    return [Output(Kind.SHADOW, topic, o.payload, m.key(), None, m)
+            for m, o in zip(msgs, outcomes, strict=True) if type(o) is Prediction]  # fmt: skip
+
+
+def fallback(m: Message, refused_topic: str, error: SendError, dlq_topic: str,
+             who: Rejecter, now_ms: int) -> Output:  # fmt: skip
+    """The dead letter of a record whose output cannot be produced, fitted to the limit."""
+    reason = Rejection(fallback_kind(error),
+                       f"output to {refused_topic} cannot be produced: {error.reason}")
+    headers = dead_letter_headers(m, reason, who.bundle, who.worker_id, now_ms)
+    headers.append(("dlq.output.topic", refused_topic))
+    budget = who.limit.bytes - RECORD_OVERHEAD - headers_size(headers) - _FALLBACK_HEADERS
+    key, key_headers = _cut(m.key(), budget // 4, "dlq.original.key")
+    value, value_headers = _cut(m.value(), budget - len(key or b""), "dlq.original")
+    if not value_headers:  # whole: still say how long and what it hashes to
+        value_headers = _facts(m.value(), "dlq.original", truncated=False)
+    headers += value_headers + key_headers
+    return Output(Kind.FALLBACK, dlq_topic, value, key, headers, m)
+
+
+def fallback_kind(error: SendError) -> RejectKind:
+    if error.failure is SendFailure.TOO_LARGE:
+        return RejectKind.TOO_LARGE
+    return RejectKind.UNDELIVERABLE
+
+
+def _cut(data: bytes | None, budget: int, prefix: str) -> tuple[bytes | None, Headers]:
+    if data is None or len(data) <= budget:
+        return data, []
+    return data[: max(0, budget)], _facts(data, prefix, truncated=True)
+
+
+def _facts(data: bytes | None, prefix: str, truncated: bool) -> Headers:
+    data = data or b""
+    return [(f"{prefix}.length", str(len(data))),
+            (f"{prefix}.sha256", hashlib.sha256(data).hexdigest()),
+            (f"{prefix}.truncated", "true" if truncated else "false")]  # fmt: skip
+
+
+def record_limit(producer_max: int, topics: dict[str, int | None],
+                 max_event_bytes: int) -> RecordLimit:  # fmt: skip
+    """The largest record every output accepts; a ConfigError when the largest dead letter
+    (an event of ``max_event_bytes`` with its key and headers) would not fit."""
+    limit = RecordLimit(producer_max, f"the producer's message.max.bytes {producer_max}")
+    for topic, size in topics.items():
+        if size is not None and size < limit.bytes:
+            limit = RecordLimit(size, f"topic {topic}'s max.message.bytes {size}")
+    if max_event_bytes + DEAD_LETTER_HEADROOM > limit.bytes:
+        raise ConfigError(
+            f"max_event_bytes {max_event_bytes} does not fit the outputs: {limit.source} "
+            f"leaves room for events up to {limit.bytes - DEAD_LETTER_HEADROOM} bytes "
+            f"(16 KiB go to a dead letter's key and headers); lower --max-event-bytes or "
+            "raise the limit (--kafka message.max.bytes=..., the topics' max.message.bytes)")
+    return limit
