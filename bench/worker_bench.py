@@ -1,34 +1,43 @@
-"""Worker benchmark: steady throughput on a backlog, then end-to-end latency at a fixed rate.
+"""Worker benchmark: draining throughput and peak RSS, then latency at fixed offered
+loads, each beside a no-model forwarder (bench/forwarder.py) measured in the same run.
 
-    python bench/worker_bench.py --model lr30 --events 300000
-    python bench/worker_bench.py --model demo
+    python bench/worker_bench.py --model lr30 [--baseline /path/to/main/checkout]
+    python bench/worker_bench.py --model demo --rates 1000,5000,20000 --seconds 10
 
-One real worker process (validation on: a JSON Schema for every event) reads
-a 4-partition topic on the local broker. Phase 1 pre-loads ``--events`` events
-and times how fast the worker drains them (middle 80 % of the predictions'
-broker timestamps, so start-up and the tail do not count). Phase 2 sends
-``--rate`` events/s for ``--seconds`` and reports p50/p99 of prediction
-timestamp minus the event's own send time. Prints one JSON object.
+Drain: ``--events`` are pre-loaded on a 4-partition topic; each system (forwarder,
+the baseline worker when ``--baseline`` names a checkout of another commit, the
+worker in each ``--modes``) drains them on topics of its own; events/s over the
+middle 80 % of the outputs' broker timestamps; the worker's peak RSS (VmHWM). Workers
+run with their default settings (``--batch-max`` overrides).
+
+Latency: for each rate, each system gets fresh topics with
+``message.timestamp.type=LogAppendTime``, so an event's and its output's timestamps
+are both the broker's; events are sent at the rate for ``--seconds`` (ticks of 5 ms),
+and p50/p99/p99.9 of (output's timestamp - event's timestamp) are reported.
+Exactly-once outputs are appended before their transaction commits; ``visible``
+adds the wait until a read_committed consumer in this process received them.
+Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
 from worker import kafka_io
 from worker.devtools.demo import (
@@ -41,6 +50,7 @@ from worker.devtools.demo import (
 from worker.devtools.demo_run import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
+LOG_APPEND = {"message.timestamp.type": "LogAppendTime"}
 
 
 def bundle_and_schema(kind: str, tmp: Path) -> tuple[Path, Path]:
@@ -51,15 +61,8 @@ def bundle_and_schema(kind: str, tmp: Path) -> tuple[Path, Path]:
               "properties": {"id": {"type": "string", "minLength": 1}, "ts": {"type": "integer"},
                              **{f: {"type": "number"} for f in LR30_FEATURES}}}  # fmt: skip
     path = tmp / "lr30.schema.json"
-    path.write_text(json.dumps(schema))
+    path.write_bytes(orjson.dumps(schema))
     return make_lr30_bundle(tmp / "model"), path
-
-
-def shadow_bundle(kind: str, tmp: Path) -> Path:
-    """A second version of the same kind of model, as a shadow candidate."""
-    if kind == "demo":
-        return train_demo(tmp / "shadow", seed=8, n=50_000, version="2")
-    return make_lr30_bundle(tmp / "shadow", seed=12)
 
 
 def events(kind: str, rng: np.random.Generator, n: int, start: int) -> list[dict[str, Any]]:
@@ -84,12 +87,7 @@ def send(p: Producer, topic: str, batch: list[dict[str, Any]], stamp: bool) -> N
 def steady_rate(stamps: np.ndarray) -> float:
     s = np.sort(stamps)
     lo, hi = int(len(s) * 0.1), int(len(s) * 0.9)
-    return (hi - lo) / max((s[hi] - s[lo]) / 1000, 1e-3)
-
-
-def event_number(key: bytes | None) -> int:
-    """Event ids (and keys) end in their sequence number: tx-17, lr30-17."""
-    return int((key or b"-1").decode().rsplit("-", 1)[-1])
+    return (hi - lo) / max((s[hi] - s[lo]) / 1000, 1e-3) if len(s) > 10 else 0.0
 
 
 def rss_mib(pid: int) -> float:
@@ -99,67 +97,169 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+@dataclass
+class System:
+    name: str
+    #: ``worker`` (with mode) or ``forwarder``.
+    kind: str
+    mode: str = "at-least-once"
+    #: Checkout to run the worker from (PYTHONPATH); None: this one.
+    tree: Path | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self, bs: str, t_in: str, t_out: str, model: Path, schema: Path,
+              batch_max: int | None) -> None:  # fmt: skip
+        env = {**os.environ}
+        if self.kind == "forwarder":
+            cmd = [sys.executable, str(ROOT / "bench" / "forwarder.py"), "--bootstrap", bs,
+                   "--input-topic", t_in, "--output-topic", t_out, "--group", f"g-{t_in}"]
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
+            assert self.proc.stdout is not None
+            self.proc.stdout.readline()  # "ready": it owns partitions
+            return
+        port = free_port()
+        cmd = [sys.executable, "-m", "worker", "run", "--bootstrap", bs, "--input-topic", t_in,
+               "--output-topic", t_out, "--dlq-topic", f"{t_out}-dlq", "--group", f"g-{t_in}",
+               "--model", str(model), "--schema", str(schema), "--metrics-port", str(port),
+               "--log-level", "WARNING"]  # fmt: skip
+        if self.mode != "at-least-once":
+            cmd += ["--guarantee", self.mode, "--instance-id", f"bench-{t_in}"]
+        if batch_max:
+            cmd += ["--batch-max", str(batch_max)]
+        if self.tree is not None:
+            env["PYTHONPATH"] = str(self.tree)
+        self.proc = subprocess.Popen(cmd, env=env, cwd=self.tree or ROOT)
+        wait_ready(port, self.proc, 90)
+
+    def stop(self) -> tuple[int, float | None]:
+        """Exit status and peak RSS (MiB) of a worker."""
+        assert self.proc is not None
+        peak = rss_mib(self.proc.pid) if self.kind == "worker" else None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(120), peak
+
+
+def topics(bs: str, config: dict[str, str] | None = None) -> tuple[str, str]:
+    run = uuid.uuid4().hex[:8]
+    t_in, t_out = f"bench-{run}-in", f"bench-{run}-out"
+    kafka_io.create_topics(bs, {t_in: 4, t_out: 4, f"{t_out}-dlq": 1}, config=config)
+    return t_in, t_out
+
+
+def drop(bs: str, t_in: str, t_out: str) -> None:
+    kafka_io.delete_topics(bs, [t_in, t_out, f"{t_out}-dlq"])
+
+
+def drain(a: argparse.Namespace, s: System, model: Path, schema: Path) -> dict[str, Any]:
+    bs = a.bootstrap
+    t_in, t_out = topics(bs)
+    p = Producer({"bootstrap.servers": bs, "linger.ms": 5,
+                  "queue.buffering.max.messages": 1_000_000})  # fmt: skip
+    rng = np.random.default_rng(1)
+    for start in range(0, a.events, 50_000):
+        send(p, t_in, events(a.model, rng, min(50_000, a.events - start), start), False)
+    p.flush(120)
+    s.start(bs, t_in, t_out, model, schema, a.batch_max)
+    out = kafka_io.drain(bs, t_out, a.events, 600, idle_s=5)
+    code, peak = s.stop()
+    drop(bs, t_in, t_out)
+    stamps = np.array([r.timestamp_ms for r in out], dtype=np.float64)
+    return {"system": s.name, "events_per_s": round(steady_rate(stamps)), "outputs": len(out),
+            "peak_rss_mib": None if peak is None else round(peak, 1), "exit": code}
+
+
+class Visible(threading.Thread):
+    """A read_committed consumer noting when each output key became visible here."""
+
+    def __init__(self, bs: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.seen: dict[bytes, float] = {}
+        self.stop = False
+        self.c = Consumer({"bootstrap.servers": bs, "group.id": f"vis-{uuid.uuid4().hex}",
+                           "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+                           "fetch.wait.max.ms": 5})  # fmt: skip
+        self.c.subscribe([topic])
+
+    def run(self) -> None:
+        while not self.stop:
+            for m in self.c.consume(1000, 0.05):
+                if m.error() is None:
+                    self.seen.setdefault(m.key() or b"", time.time() * 1000)
+        self.c.close()
+
+
+def pct(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p99": None, "p99.9": None}
+    p50, p99, p999 = (round(float(v), 1) for v in np.percentile(values, [50, 99, 99.9]))
+    return {"p50": p50, "p99": p99, "p99.9": p999}
+
+
+def latency(a: argparse.Namespace, s: System, rate: float, model: Path,
+            schema: Path) -> dict[str, Any]:  # fmt: skip
+    bs = a.bootstrap
+    t_in, t_out = topics(bs, LOG_APPEND)
+    s.start(bs, t_in, t_out, model, schema, a.batch_max)
+    visible = Visible(bs, t_out)
+    visible.start()
+    p = Producer({"bootstrap.servers": bs, "linger.ms": 0, "enable.idempotence": True})
+    rng = np.random.default_rng(7)
+    n = int(rate * a.seconds)
+    tick = max(1, round(rate * 0.005))
+    t0 = time.monotonic()
+    for k in range(0, n, tick):
+        send(p, t_in, events(a.model, rng, min(tick, n - k), 10_000_000 + k), True)
+        time.sleep(max(0.0, t0 + (k + tick) / rate - time.monotonic()))
+    p.flush(60)
+    outs = {r.key: r.timestamp_ms for r in kafka_io.drain(bs, t_out, n, 120, idle_s=3)}
+    ins = {r.key: r.timestamp_ms for r in kafka_io.drain(bs, t_in, n, 60, idle_s=1)}
+    time.sleep(1.0)
+    visible.stop = True
+    code, _ = s.stop()
+    drop(bs, t_in, t_out)
+    lat = [outs[k] - ins[k] for k in ins if k in outs]
+    seen = [visible.seen[k] - ins[k] for k in ins if k in visible.seen]
+    return {"system": s.name, "rate": rate, "events": n, "outputs": len(outs),
+            "latency_ms": pct(lat), "visible_ms": pct(seen), "exit": code}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bootstrap", default="127.0.0.1:9092")
     ap.add_argument("--model", choices=["demo", "lr30"], default="lr30")
     ap.add_argument("--events", type=int, default=300_000)
-    ap.add_argument("--rate", type=float, default=5000.0)
+    ap.add_argument("--rates", default="1000,5000,20000")
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--batch-max", type=int, default=2000)
-    ap.add_argument("--shadow", action="store_true",
-                    help="also score every batch with a second model version (shadow)")
-    args = ap.parse_args()
-    rng = np.random.default_rng(1)
+    ap.add_argument("--modes", default="at-least-once,exactly-once")
+    ap.add_argument("--latency-modes", default="at-least-once,exactly-once")
+    ap.add_argument("--batch-max", type=int, default=None)
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="checkout of another commit: its worker drains too (at-least-once)")
+    ap.add_argument("--skip", default="", help="drain and/or latency")
+    a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-    model, schema = bundle_and_schema(args.model, tmp)
-    run = uuid.uuid4().hex[:6]
-    t_in, t_out, t_dlq = f"bench-{run}-in", f"bench-{run}-out", f"bench-{run}-dlq"
-    kafka_io.create_topics(args.bootstrap, {t_in: 4, t_out: 4, t_dlq: 1})
-    p = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 5,
-                  "queue.buffering.max.messages": 1_000_000})  # fmt: skip
-    for start in range(0, args.events, 50_000):
-        send(p, t_in, events(args.model, rng, min(50_000, args.events - start), start), False)
-    p.flush(120)
-    port = free_port()
-    cmd = [sys.executable, "-m", "worker", "run", "--bootstrap", args.bootstrap,
-           "--input-topic", t_in, "--output-topic", t_out, "--dlq-topic", t_dlq,
-           "--group", f"bench-{run}", "--model", str(model), "--schema", str(schema),
-           "--batch-max", str(args.batch_max), "--metrics-port", str(port),
-           "--log-level", "WARNING"]  # fmt: skip
-    if args.shadow:
-        shadow = shadow_bundle(args.model, tmp)
-        kafka_io.create_topics(args.bootstrap, {f"{t_out}-shadow": 4})
-        cmd += ["--shadow-model", str(shadow), "--shadow-topic", f"{t_out}-shadow"]
-    worker = subprocess.Popen(cmd)
-    wait_ready(port, worker, 60)
-    backlog = kafka_io.drain(args.bootstrap, t_out, args.events, 300, idle_s=5)
-    throughput = steady_rate(np.array([r.timestamp_ms for r in backlog], dtype=np.float64))
-    n_live = int(args.rate * args.seconds)
-    t0 = time.monotonic()
-    for k in range(0, n_live, max(1, int(args.rate / 20))):
-        tick = events(args.model, rng, min(int(args.rate / 20), n_live - k), args.events + k)
-        send(p, t_in, tick, True)
-        time.sleep(max(0.0, t0 + (k + args.rate / 20) / args.rate - time.monotonic()))
-    p.flush(60)
-    everything = kafka_io.drain(args.bootstrap, t_out, args.events + n_live, 120, idle_s=5)
-    live = [r for r in everything if event_number(r.key) >= args.events]
-    lat = np.array([r.timestamp_ms - orjson.loads(r.value or b"{}")["event_ts"] for r in live])
-    peak = rss_mib(worker.pid)
-    worker.send_signal(signal.SIGTERM)
-    code = worker.wait(60)
-    kafka_io.delete_topics(args.bootstrap, [t_in, t_out, t_dlq])
-    print(orjson.dumps({
-        "model": args.model, "events": args.events, "predictions": len(backlog),
-        "steady_events_per_s": round(throughput), "live_rate": args.rate,
-        "live_predictions": len(live),
-        "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
-        "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
-        "worker_peak_rss_mib": round(peak, 1), "worker_exit": code, "batch_max": args.batch_max,
-        "shadow": args.shadow,
-        "machine": f"{platform.machine()} cores={len(os.sched_getaffinity(0))}",
-        "python": platform.python_version(),
-    }).decode())  # fmt: skip
+    model, schema = bundle_and_schema(a.model, tmp)
+    fwd = System("forwarder", "forwarder")
+    workers = {m: System(f"worker {m}", "worker", m) for m in a.modes.split(",") if m}
+    report: dict[str, Any] = {"model": a.model, "events": a.events, "batch_max": a.batch_max,
+                              "machine": machine(), "drain": [], "latency": []}
+    if "drain" not in a.skip:
+        systems = [fwd, *([System("baseline worker", "worker", tree=a.baseline)]
+                          if a.baseline else []), *workers.values()]  # fmt: skip
+        report["drain"] = [drain(a, s, model, schema) for s in systems]
+    if "latency" not in a.skip:
+        lat_workers = [System(f"worker {m}", "worker", m)
+                       for m in a.latency_modes.split(",") if m]  # fmt: skip
+        for rate in (float(r) for r in a.rates.split(",")):
+            for s in (fwd, *lat_workers):
+                report["latency"].append(latency(a, s, rate, model, schema))
+    print(orjson.dumps(report).decode())
+
+
+def machine() -> str:
+    return (f"{platform.machine()} cores={len(os.sched_getaffinity(0))} "
+            f"load={os.getloadavg()[0]:.1f} python={platform.python_version()} "
+            f"at={time.strftime('%Y-%m-%d %H:%M')}")
 
 
 if __name__ == "__main__":

@@ -52,13 +52,16 @@ def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, byte
 
 
 def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 90.0,
-               settle: float = 2.0) -> list[Out]:  # fmt: skip
+               settle: float = 2.0, committed_only: bool = False) -> list[Out]:  # fmt: skip
     """Read a topic from the start until ``expect`` messages came, then ``settle`` more seconds.
 
     The settle time catches extra messages (duplicates) beyond the expected count.
+    ``committed_only``: isolation.level=read_committed (exactly-once outputs).
     """
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.time_ns()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "isolation.level": "read_committed" if committed_only
+                  else "read_uncommitted"})  # fmt: skip
     c.subscribe([topic])
     got: list[Out] = []
     deadline = time.monotonic() + timeout

@@ -78,7 +78,7 @@ class ListSink:
     def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Any,
              on_delivery: OnDelivery) -> None:  # fmt: skip
         self.records.append((topic, value, key, headers))
-        on_delivery(None)
+        on_delivery(None, None)
 
     def poll(self, timeout_s: float) -> None:
         pass
@@ -90,13 +90,13 @@ class HeldSink:
 
     def __init__(self, journal: Journal, auto: bool = False) -> None:
         self.journal, self.auto = journal, auto
-        self.waiting: list[tuple[tuple[str, bytes | None, Any], OnDelivery]] = []
+        self.waiting: list[tuple[tuple[str, bytes | None, bytes | None, Any], OnDelivery]] = []
         self.refuse_when: Callable[[str, bytes | None], SendError | None] = lambda t, v: None
 
     def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Any,
              on_delivery: OnDelivery) -> None:  # fmt: skip
         self.journal.calls.append(("send", (topic, value)))
-        self.waiting.append(((topic, value, headers), on_delivery))
+        self.waiting.append(((topic, value, key, headers), on_delivery))
 
     def poll(self, timeout_s: float) -> None:
         if self.auto:
@@ -106,10 +106,10 @@ class HeldSink:
         """Give the verdict of the first ``n`` waiting records (all by default)."""
         n = len(self.waiting) if n is None else n
         batch, self.waiting = self.waiting[:n], self.waiting[n:]
-        for (topic, value, _), done in batch:
+        for (topic, value, key, _), done in batch:
             verdict = self.refuse_when(topic, value)
             self.journal.calls.append(("ack" if verdict is None else "refused", (topic, value)))
-            done(verdict)
+            done(verdict, None if verdict is None else (topic, value, key))
 
 
 class TxSink(HeldSink):
@@ -130,12 +130,12 @@ class TxSink(HeldSink):
 
     def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Any,
              on_delivery: OnDelivery) -> None:  # fmt: skip
-        def done(err: SendError | None) -> None:
+        def done(err: SendError | None, sent: Any) -> None:
             if err is None:
                 self.open.append((topic, value, headers))
             else:
                 self.failed = True
-            on_delivery(err)
+            on_delivery(err, sent)
 
         super().send(topic, value, key, headers, done)
 
@@ -196,6 +196,11 @@ class LogConsumer:
 
     def group_metadata(self) -> object:
         return "generation-1"
+
+    def seek(self, positions: Mapping[tuple[str, int], int]) -> None:
+        self.journal.calls.append(("seek", dict(positions)))
+        for (_, p), offset in positions.items():
+            self.position[p] = offset
 
     def rewind(self, timeout_s: float) -> bool:
         self.journal.calls.append(("rewind", None))

@@ -38,36 +38,38 @@ def who(tmp_path_factory: pytest.TempPathFactory) -> Rejecter:
 def test_a_fallback_dead_letter_fits_and_says_what_was_cut(who: Rejecter, size: int) -> None:
     value = b"x" * size
     err = SendError(SendFailure.TOO_LARGE, "Broker: Message size too large")
-    out = fallback(Msg(value, 9, 2, _key=b"card-1"), "predictions", err, "dlq", who, 5)
-    assert out.kind is Kind.FALLBACK and out.topic == "dlq" and out.key == b"card-1"
-    headers = dict(out.headers or [])
+    kind, topic, cut, key, hdrs, source = fallback(Msg(value, 9, 2, _key=b"card-1"), 4,
+                                                   "predictions", err, "dlq", who, 5)
+    assert (kind, topic, key, source) == (Kind.FALLBACK, "dlq", b"card-1", 4)
+    headers = dict(hdrs or [])
     assert headers["dlq.error.kind"] == "too_large"
     assert headers["dlq.output.topic"] == "predictions"
     assert headers["dlq.original.length"] == str(size)
     assert headers["dlq.original.sha256"] == hashlib.sha256(value).hexdigest()
     assert headers["dlq.original.truncated"] == "true"
-    assert value.startswith(out.value or b"")
-    total = len(out.value or b"") + len(out.key or b"") + headers_size(out.headers)
-    assert who.limit.fits(total)
+    assert value.startswith(cut or b"")
+    assert who.limit.fits(len(cut or b"") + len(key or b"") + headers_size(hdrs))
     schema = load_schema_json(SCHEMAS / "dead_letter.schema.json")
     assert schema_errors(headers, schema) == []
 
 
 def test_a_fallback_keeps_whole_bytes_that_fit(who: Rejecter) -> None:
     err = SendError(SendFailure.REJECTED, "Broker: Invalid record")
-    out = fallback(Msg(b'{"id": "a"}', 1, _key=None), "out", err, "dlq", who, 5)
-    headers = dict(out.headers or [])
-    assert out.value == b'{"id": "a"}' and out.key is None
+    _, _, value, key, hdrs, _ = fallback(Msg(b'{"id": "a"}', 1, _key=None), 0, "out", err,
+                                         "dlq", who, 5)  # fmt: skip
+    headers = dict(hdrs or [])
+    assert value == b'{"id": "a"}' and key is None
     assert headers["dlq.error.kind"] == "undeliverable"
     assert headers["dlq.original.truncated"] == "false"
 
 
 def test_a_huge_key_is_cut_too(who: Rejecter) -> None:
     err = SendError(SendFailure.TOO_LARGE, "too large")
-    out = fallback(Msg(b"v", 1, _key=b"k" * 2_000_000), "out", err, "dlq", who, 5)
-    headers = dict(out.headers or [])
+    _, _, value, key, hdrs, _ = fallback(Msg(b"v", 1, _key=b"k" * 2_000_000), 0, "out", err,
+                                         "dlq", who, 5)  # fmt: skip
+    headers = dict(hdrs or [])
     assert headers["dlq.original.key.length"] == "2000000"
-    assert who.limit.fits(len(out.key or b"") + len(out.value or b"") + headers_size(out.headers))
+    assert who.limit.fits(len(key or b"") + len(value or b"") + headers_size(hdrs))
 
 
 def test_the_record_limit_is_the_smallest_and_must_hold_the_largest_dead_letter() -> None:
@@ -88,7 +90,7 @@ def test_the_ledger_advances_only_over_finished_flights() -> None:
     b.pending = 0
     assert not ledger.advance() and ledger.take() == {}
     a.pending = 1
-    a.failures.append((object(), SendError(SendFailure.TRANSIENT, "timed out")))
+    a.failures.append((("out", b"v", b"k"), SendError(SendFailure.TRANSIENT, "timed out")))
     a.pending = 0
     assert not ledger.advance()  # a refusal not handled yet holds it back
     assert len(ledger.failures()) == 1

@@ -81,7 +81,7 @@ def test_nothing_is_committed_ahead_of_an_unacknowledged_output(tmp_path: Path) 
     assert consumer.committed == {} and len(sink.waiting) == 12  # produced, nothing acked
     a, b = sink.waiting[:6], sink.waiting[6:]
     for _, done in b + a[:5]:  # all of B, and all of A but one output of partition 1
-        done(None)
+        done(None, None)
     sink.waiting = a[5:]
     runner.turn()
     assert consumer.committed == {}
@@ -99,7 +99,7 @@ def test_offsets_follow_acknowledgements_in_order(tmp_path: Path) -> None:
     runner.turn()
     first, second = sink.waiting[:3], sink.waiting[3:]
     for _, done in second:  # the later batch is acknowledged first
-        done(None)
+        done(None, None)
     sink.waiting = first
     runner.turn()
     assert consumer.committed == {}  # batch 1 still waits: batch 2 must not be committed
@@ -239,4 +239,25 @@ def test_shutdown_waits_for_outputs_then_commits_and_closes(tmp_path: Path) -> N
     consumer = LogConsumer({0: [good(i) for i in range(5)]}, journal, batch=5, idle=1)
     make(tmp_path, consumer, sink, settings(commit_interval_ms=60_000)).run()
     assert journal.kinds()[-2:] == ["commit", "close"]
+    assert consumer.committed == {("in", 0): 5}
+
+
+def test_batch_mates_of_a_refused_record_are_sent_again_alone(tmp_path: Path) -> None:
+    journal = Journal()
+    sink = HeldSink(journal, auto=True)
+    no = SendError(SendFailure.REJECTED, "Broker: Broker failed to validate record")
+    real_release = sink.release
+
+    def release(n: int | None = None) -> None:  # one bad record fails the whole batch
+        bad = any(b'"e2"' in (v or b"") and t == "out" for (t, v, _, _), _ in sink.waiting)
+        sink.refuse_when = (lambda t, v: no) if bad else (lambda t, v: None)
+        real_release(n)
+
+    sink.release = release  # type: ignore[method-assign]
+    consumer = LogConsumer({0: [good(i) for i in range(5)]}, journal, batch=5)
+    make(tmp_path, consumer, sink).run()
+    acked = [c[1] for c in journal.calls if c[0] == "ack"]
+    predicted = {orjson.loads(v or b"")["id"] for t, v in acked if t == "out"}
+    assert predicted == {"e0", "e1", "e3", "e4"}  # the innocent ones, sent again alone
+    assert [orjson.loads(v or b"")["id"] for t, v in acked if t == "dlq"] == ["e2"]
     assert consumer.committed == {("in", 0): 5}

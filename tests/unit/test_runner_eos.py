@@ -49,7 +49,8 @@ def test_a_refused_record_aborts_then_becomes_a_dead_letter_exactly_once(
     runner = make(tmp_path, consumer, sink, settings(guarantee="exactly-once",
                                                      commit_interval_ms=0))  # fmt: skip
     runner.run()
-    assert journal.kinds().count("abort") == 1 and "rewind" in journal.kinds()
+    # refused among others (a suspect), then refused alone (to blame): two aborts
+    assert journal.kinds().count("abort") == 2 and "rewind" in journal.kinds()
     assert ids(sink.visible) == Counter({f"e{i}": 1 for i in range(9) if i != 4})
     [dead] = [(t, v, h) for t, v, h in sink.visible if t == "dlq"]
     headers = dict(dead[2])  # type: ignore[call-overload]
@@ -67,7 +68,8 @@ def test_a_record_nothing_can_carry_is_dropped_and_the_loop_advances(tmp_path: P
     runner = make(tmp_path, consumer, sink, settings(guarantee="exactly-once",
                                                      commit_interval_ms=0))  # fmt: skip
     runner.run()
-    assert journal.kinds().count("abort") == 2  # prediction refused, then its dead letter
+    # refused with others, refused alone, its dead letter refused alone: three aborts
+    assert journal.kinds().count("abort") == 3
     assert ids(sink.visible) == Counter({f"e{i}": 1 for i in range(6) if i != 2})
     assert sink.committed == {("in", 0): 6}
     assert runner.metrics.registry.get_sample_value(
@@ -102,3 +104,26 @@ def test_a_slow_commit_keeps_the_loop_turning_without_reading(tmp_path: Path) ->
     assert journal.kinds().count("poll") == polls and runner.health.last_turn > 0
     runner.run()
     assert ids(sink.visible) == Counter({f"e{i}": 1 for i in range(3)})
+
+
+class BatchRefusingTxSink(TxSink):
+    """Like the broker: one bad record fails every record produced with it."""
+
+    def release(self, n: int | None = None) -> None:
+        bad = any(b'"e3"' in (v or b"") and t == "out" for (t, v, _, _), _ in self.waiting)
+        if bad:
+            self.refuse_when = lambda t, v: SendError(SendFailure.REJECTED, "invalid record")
+        super().release(n)
+        self.refuse_when = lambda t, v: None
+
+
+def test_batch_mates_of_a_refused_record_keep_their_outputs(tmp_path: Path) -> None:
+    journal = Journal()
+    sink = BatchRefusingTxSink(journal)
+    consumer = LogConsumer({0: [good(i) for i in range(8)]}, journal, batch=8)
+    runner = make(tmp_path, consumer, sink, settings(guarantee="exactly-once",
+                                                     commit_interval_ms=0))  # fmt: skip
+    runner.run()
+    assert ids(sink.visible) == Counter({f"e{i}": 1 for i in range(8) if i != 3})
+    assert ids(sink.visible, "dlq") == Counter({"e3": 1})
+    assert sink.committed == {("in", 0): 8}

@@ -33,7 +33,7 @@ class _Sender:
     def send(self, topic: str, value: bytes | None, key: bytes | None) -> None:
         self._pending += 1
 
-        def done(err: SendError | None) -> None:
+        def done(err: SendError | None, sent: object) -> None:
             self._pending -= 1
             if err is not None:
                 self._failed.append((topic, value, key))

@@ -44,6 +44,9 @@ def consumer_config(s: Settings) -> dict[str, Any]:
     Exactly-once reads committed inputs only (read_committed, the role's fixed setting)."""
     tuning = {"fetch.wait.max.ms": max(1, min(100, s.batch_wait_ms)),
               "queued.max.messages.kbytes": 8192, "queued.min.messages": 20_000,
+              # A full queue postpones the partition's next fetch by this much (librdkafka:
+              # 1 s, which starves a worker that drains a backlog faster than that).
+              "fetch.queue.backoff.ms": 10,
               "statistics.interval.ms": HEALTH_STATS_MS}  # fmt: skip
     role = Role.TX_CONSUMER if s.guarantee == EXACTLY_ONCE else Role.CONSUMER
     return client_config(role, connection(s, s.worker_id), tuning, fixed={"group.id": s.group})
@@ -195,6 +198,11 @@ class BatchConsumer:
             log.warning("cannot rewind to the committed offsets yet: %s", exc)
             return False
         return True
+
+    def seek(self, positions: Mapping[tuple[str, int], int]) -> None:
+        """Read these partitions again from these offsets (a batch split in two)."""
+        for (t, p), o in positions.items():
+            self._c.seek(TopicPartition(t, p, o))
 
     def close(self) -> None:
         """Leave the group at once so its partitions move to the other workers."""

@@ -21,7 +21,8 @@ from worker.kafka_io.clients import Headers, is_fatal
 from worker.kafka_io.watch import BrokerWatch
 
 log = logging.getLogger(__name__)
-OnDelivery = Callable[[SendError | None], None]
+Sent = tuple[str, bytes | None, bytes | None]
+OnDelivery = Callable[[SendError | None, Sent | None], None]
 
 _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE,
                         KafkaError.INVALID_MSG_SIZE})  # fmt: skip
@@ -40,8 +41,11 @@ def classify(err: KafkaError) -> SendError:
     return SendError(SendFailure.TRANSIENT, err.str())
 
 
-def _report(on_delivery: OnDelivery, err: KafkaError | None, msg: object) -> None:
-    on_delivery(None if err is None else classify(err))
+def _report(on_delivery: OnDelivery, err: KafkaError | None, msg: Any) -> None:
+    if err is None:
+        on_delivery(None, None)
+    else:
+        on_delivery(classify(err), (msg.topic() or "", msg.value(), msg.key()))
 
 
 class BatchProducer:
@@ -52,6 +56,8 @@ class BatchProducer:
         self._watch = watch
         self._conf = {**conf, "error_cb": self._error}
         self._p = Producer(self._conf)
+        # The loop passes one callback for a batch's records: wrap it once, not per record.
+        self._last: tuple[OnDelivery | None, Any] = (None, None)
 
     def _error(self, err: KafkaError) -> None:
         if is_fatal(err):
@@ -63,7 +69,10 @@ class BatchProducer:
              headers: Headers | None, on_delivery: OnDelivery) -> None:  # fmt: skip
         """Queue one output; ``on_delivery`` gets the broker's verdict (from ``poll``), or
         at once when the client refuses it (larger than ``message.max.bytes``)."""
-        report = partial(_report, on_delivery)
+        cb, report = self._last
+        if cb is not on_delivery:
+            report = partial(_report, on_delivery)
+            self._last = (on_delivery, report)
         while True:
             try:
                 self._p.produce(topic, value, key, headers=headers, on_delivery=report)
@@ -71,14 +80,14 @@ class BatchProducer:
             except BufferError:
                 self._p.poll(0.05)  # the queue is sized above the in-flight bound: rare
             except KafkaException as exc:
-                self._refused(exc, on_delivery)
+                self._refused(exc, (topic, value, key), on_delivery)
                 return
 
-    def _refused(self, exc: KafkaException, on_delivery: OnDelivery) -> None:
+    def _refused(self, exc: KafkaException, sent: Sent, on_delivery: OnDelivery) -> None:
         err = exc.args[0]
         if not isinstance(err, KafkaError) or is_fatal(err):
             raise KafkaFatalError(f"kafka producer: {exc}") from exc
-        on_delivery(classify(err))
+        on_delivery(classify(err), sent)
 
     def poll(self, timeout_s: float) -> None:
         """Serve delivery reports, waiting at most ``timeout_s`` for the first one."""
@@ -126,17 +135,17 @@ class TxProducer(BatchProducer):
     def send(self, topic: str, value: bytes | None, key: bytes | None,
              headers: Headers | None, on_delivery: OnDelivery) -> None:  # fmt: skip
         if self._broken is not None:  # the transaction is lost anyway: make the loop abort
-            on_delivery(SendError(SendFailure.TRANSIENT, self._broken))
+            on_delivery(SendError(SendFailure.TRANSIENT, self._broken), (topic, value, key))
             return
         super().send(topic, value, key, headers, on_delivery)
 
-    def _refused(self, exc: KafkaException, on_delivery: OnDelivery) -> None:
+    def _refused(self, exc: KafkaException, sent: Sent, on_delivery: OnDelivery) -> None:
         err = exc.args[0]
         if isinstance(err, KafkaError) and err.fatal() and err.code() not in _FENCED:
             self._broken = err.str()
-            on_delivery(SendError(SendFailure.TRANSIENT, self._broken))
+            on_delivery(SendError(SendFailure.TRANSIENT, self._broken), sent)
             return
-        super()._refused(exc, on_delivery)
+        super()._refused(exc, sent, on_delivery)
 
     def begin(self) -> None:
         self._offsets_sent = False

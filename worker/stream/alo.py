@@ -93,9 +93,10 @@ class AtLeastOnce(Delivery):
             self.turned()
 
     def _settle_refusals(self) -> None:
-        for out, err in self.ledger.failures():
-            self._refused(out, err)
+        for flight, sent, err in self.ledger.failures():
+            self._refused(flight, sent, err)
         self._resend_due()
+        self._send_alone()
 
     def _commit(self, asynchronous: bool) -> None:
         self.last_commit = time.monotonic()

@@ -25,7 +25,7 @@ from worker.errors import ConfigError
 from worker.kafka_io import BatchConsumer
 from worker.kafka_io.clients import EXACTLY_ONCE
 from worker.kafka_io.config import connection
-from worker.kafka_io.limits import topic_record_limits
+from worker.kafka_io.limits import topic_rules
 from worker.kafka_io.watch import BrokerWatch, quiet_transport_lines
 from worker.model.bundle import load_bundle
 from worker.probes import Health, serve
@@ -77,7 +77,7 @@ def run_worker(
     try:
         kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka)
         health.broker_ok = True
-        limit = _record_limit(s) if sink is None else UNCHECKED_LIMIT
+        limit, compacted = _output_rules(s) if sink is None else (UNCHECKED_LIMIT, frozenset())
         watch = _watch(health)
         consumer = _consumer(s, metrics, health, watch)
         hooks = SinkHooks(_stats_sink(s, "producer", metrics.producer_stats, watch),
@@ -85,7 +85,7 @@ def run_worker(
         sink = sink or sinks.build("kafka", s, hooks)
         reloader = make_reloader(s, ctx.bundle.version)
         runner = Runner(s, ctx, consumer, sink, metrics, health, reloader=reloader,
-                        shadow=shadow, stop=stop, limit=limit)  # fmt: skip
+                        shadow=shadow, stop=stop, limit=limit, compacted=compacted)  # fmt: skip
         totals = _run(runner, reloader)
     finally:
         if server is not None:
@@ -95,15 +95,21 @@ def run_worker(
     return totals
 
 
-def _record_limit(s: Settings) -> RecordLimit:
-    """What the producer and every output topic accept; refuses inconsistent limits."""
+def _output_rules(s: Settings) -> tuple[RecordLimit, frozenset[str]]:
+    """What the producer and every output topic accept (refusing inconsistent limits),
+    and which output topics are compacted."""
     producer_max = int(s.kafka.get("message.max.bytes", PRODUCER_MAX_DEFAULT))
     topics = [s.output_topic, s.dlq_topic, *([s.shadow_topic] if s.shadow_model else [])]
-    limit = record_limit(producer_max, topic_record_limits(connection(s), topics),
+    rules = topic_rules(connection(s), topics)
+    limit = record_limit(producer_max, {t: r.max_bytes for t, r in rules.items()},
                          s.max_event_bytes)  # fmt: skip
     log.info("outputs accept records up to %d bytes (%s); events above max_event_bytes %d "
              "are dead-lettered unread", limit.bytes, limit.source, s.max_event_bytes)
-    return limit
+    compacted = frozenset(t for t, r in rules.items() if r.compacted)
+    if compacted:
+        log.warning("output topics %s are compacted: outputs without a key cannot go there "
+                    "(keyless predictions become dead letters)", sorted(compacted))
+    return limit, compacted
 
 
 def _watch(health: Health) -> BrokerWatch:

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from worker.config import Settings
@@ -20,14 +21,25 @@ from worker.errors import SendError
 from worker.kafka_io import BatchConsumer, Message
 from worker.stream.ledger import Flight, Ledger, TopicPartition
 from worker.stream.metrics import WorkerMetrics
-from worker.stream.outputs import Kind, Output, Rejecter, fallback, fallback_kind
-from worker.stream.sinks import Sink
+from worker.stream.outputs import (
+    KEYLESS,
+    Kind,
+    Output,
+    Rejecter,
+    carry,
+    fallback,
+    fallback_kind,
+    where,
+)
+from worker.stream.sinks import Sent, Sink
 
 log = logging.getLogger(__name__)
 #: Pause before a record whose delivery failed for a transient reason is sent again.
 RETRY_DELAY_S = 0.5
 #: At most one line a minute about re-sent records (each one is counted).
 RETRY_LOG_S = 60.0
+#: How often a refused record is sent alone while others keep failing with it.
+ALONE_ATTEMPTS = 5
 
 
 class Guarantee(Protocol):
@@ -70,8 +82,17 @@ class Delivery:
     who: Rejecter
     clock_ms: Callable[[], int]
     ledger: Ledger = field(default_factory=Ledger)
-    #: Transient refusals waiting to be sent again: (not before, output).
-    retry: deque[tuple[float, Output]] = field(default_factory=deque)
+    #: Transient refusals waiting to be sent again: (not before, flight, position).
+    retry: deque[tuple[float, Flight, int]] = field(default_factory=deque)
+    #: Records refused for good once: the broker refuses a whole record batch for one
+    #: bad record, so each is sent again alone (one at a time) before it is given up on.
+    suspects: deque[tuple[Flight, int, int]] = field(default_factory=deque)
+    #: The suspect in flight (flight, position, attempt), then its verdict.
+    _alone: tuple[Flight, int, int] | None = None
+    _verdict: SendError | None = None
+    #: Refusals of other records since the suspect went out: its batch-mates were not
+    #: all innocent, so a refusal says nothing about the suspect.
+    _refusals: int = 0
     _retried: int = 0
     _retry_logged: float = 0.0
 
@@ -80,53 +101,97 @@ class Delivery:
 
     def _open(self, msgs: Sequence[Message], outputs: list[Output]) -> Flight:
         flight = self.ledger.open(msgs)
-        self._send(outputs, flight)
+        self._send(flight, outputs)
         self.metrics.inflight.set(self.ledger.events)
         return flight
 
-    def _send(self, outputs: list[Output], flight: Flight) -> None:
+    def _send(self, flight: Flight, outputs: list[Output]) -> None:
+        flight.outputs += outputs
         flight.pending += len(outputs)
-        send = self.sink.send
-        for o in outputs:
-            o.flight = flight
-            send(o.topic, o.value, o.key, o.headers, o.delivered)
+        send, report, dropped = self.sink.send, flight.report, Kind.DROPPED
+        for out in outputs:
+            kind, topic, value, key, headers, _ = out
+            if kind is dropped:  # what no output accepts is a dead letter nobody gets
+                self._drop((Kind.DEAD_LETTER, topic, value, key, headers, out[5]),
+                           flight.msgs[out[5]], KEYLESS)  # fmt: skip
+                flight.pending -= 1
+                continue
+            send(topic, value, key, headers, report)
 
     def alert(self, key: bytes, value: bytes) -> None:
-        out = Output(Kind.ALERT, self.settings.alerts_topic, value, key, None, None)
-        self._send([out], self.ledger.open(()))
+        self._send(self.ledger.open(()), [(Kind.ALERT, self.settings.alerts_topic, value, key,
+                                           None, -1)])  # fmt: skip
 
-    def _refused(self, out: Output, err: SendError) -> None:
-        """At-least-once handling of one refusal: again later, a fallback, or dropped."""
-        if not err.permanent:
-            self.retry.append((time.monotonic() + RETRY_DELAY_S, out))
+    def _refused(self, flight: Flight, sent: Sent, err: SendError) -> None:
+        """At-least-once handling of one refusal: again later, again alone, or given up."""
+        self._refusals += 1
+        pos = flight.find(sent)
+        if pos < 0:  # a sink that reports records it was never given: nothing to redo
+            log.error("a refused record matches no output: %s", sent[0])
+            flight.pending -= 1
+        elif not err.permanent:
+            self.retry.append((time.monotonic() + RETRY_DELAY_S, flight, pos))
+        else:
+            self.suspects.append((flight, pos, 1))
+
+    def _send_alone(self) -> None:
+        """Judge the suspect in flight (its verdict came), then send the next one alone."""
+        if self._alone is not None and self._verdict is not None:
+            (flight, pos, attempt), err = self._alone, self._verdict
+            self._alone = self._verdict = None
+            if self._refusals and attempt < ALONE_ATTEMPTS:
+                self.suspects.append((flight, pos, attempt + 1))  # others failed with it
+            else:
+                self._give_up(flight, pos, err)
+        if self._alone is not None or not self.suspects:
             return
-        if out.kind in (Kind.PREDICTION, Kind.DEAD_LETTER) and out.source is not None:
-            s = self.settings
-            replacement = fallback(out.source, out.topic, err, s.dlq_topic, self.who,
-                                   self.clock_ms())  # fmt: skip
-            replacement.flight = out.flight
+        self._alone = flight, pos, _ = self.suspects.popleft()
+        self._refusals = 0
+        _, topic, value, key, headers, _ = flight.outputs[pos]
+        self.sink.send(topic, value, key, headers, partial(self._alone_done, flight, pos))
+
+    def _alone_done(self, flight: Flight, pos: int, err: SendError | None,
+                    sent: Sent | None) -> None:  # fmt: skip
+        if err is None:
+            flight.pending -= 1
+            self._alone = None
+        elif not err.permanent:
+            self.retry.append((time.monotonic() + RETRY_DELAY_S, flight, pos))
+            self._alone = None
+        else:  # judged after this poll's other verdicts are in (see _send_alone)
+            self._verdict = err
+
+    def _give_up(self, flight: Flight, pos: int, err: SendError) -> None:
+        """Refused for good even alone: a fitted dead letter instead, or dropped."""
+        out = flight.outputs[pos]
+        kind, topic, _, _, _, source = out
+        src = flight.msgs[source] if source >= 0 else None
+        flight.pending -= 1
+        if kind in (Kind.PREDICTION, Kind.DEAD_LETTER) and src is not None:
+            replacement = fallback(src, source, topic, err, self.settings.dlq_topic, self.who,
+                                   self.clock_ms(), refused_by_broker=True)  # fmt: skip
             self.metrics.dead_letters.labels(fallback_kind(err).value).inc()
-            self.sink.send(replacement.topic, replacement.value, replacement.key,
-                           replacement.headers, replacement.delivered)  # fmt: skip
-            return
-        self._drop(out, err)
+            self._send(flight, [carry(replacement, self.who)])
+        else:
+            self._drop(out, src, err)
 
-    def _drop(self, out: Output, err: SendError) -> None:
+    def _drop(self, out: Output, src: Message | None, err: SendError) -> None:
         """The one outcome left for a record nothing can carry: counted, logged once, and
         its offset committed like any other (a loop that never advances is worse)."""
-        if out.flight is not None:
-            out.flight.pending -= 1
-        self.metrics.outputs_dropped.labels(out.kind.value).inc()
-        log.error("%s dropped: the broker refused it for good", out.kind.value,
-                  extra={"source": out.where, "topic": out.topic, "reason": err.reason,
-                         "bytes": len(out.value or b"") + len(out.key or b"")})  # fmt: skip
+        kind, topic, value, key, _, _ = out
+        self.metrics.outputs_dropped.labels(kind.value).inc()
+        log.error("%s dropped: no output accepts it", kind.value,
+                  extra={"source": where(src), "topic": topic, "reason": err.reason,
+                         "bytes": len(value or b"") + len(key or b"")})  # fmt: skip
 
     def _resend_due(self) -> None:
         now = time.monotonic()
         retry = self.retry
         while retry and retry[0][0] <= now:
-            _, out = retry.popleft()
-            self.sink.send(out.topic, out.value, out.key, out.headers, out.delivered)
+            _, flight, pos = retry.popleft()
+            flight.release(pos)
+            _, topic, value, key, headers, _ = flight.outputs[pos]
+            self.sink.send(topic, value, key, headers, flight.report)
             self.metrics.delivery_retries.inc()
             self._retried += 1
         if self._retried and now - self._retry_logged >= RETRY_LOG_S:

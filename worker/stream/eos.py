@@ -9,9 +9,11 @@ consumer to the committed offsets, without exiting. Every transactional call wai
 at most TX_CALL_S, then the loop turns and tries again, so the probes keep answering.
 
 A record whose output the broker refuses for good would abort every retry of its
-transaction; its coordinates are remembered, and the retry sends a fitted fallback
-dead letter instead, or, if that was refused too, nothing (counted and logged once).
-So the loop always advances.
+transaction, and the broker refuses a whole record batch for one bad record, so the
+coordinates of every refused record are remembered: each is then read again in a
+transaction of its own. Refused alone, it is to blame: the next retry sends a fitted
+fallback dead letter instead, or, if that was refused too, nothing (counted and logged
+once). So the loop always advances, and innocent batch-mates keep their outputs.
 """
 
 from __future__ import annotations
@@ -25,16 +27,16 @@ from typing import Final, cast
 from worker.errors import SendError
 from worker.kafka_io import Message
 from worker.stream.delivery import Delivery
-from worker.stream.ledger import TopicPartition
-from worker.stream.outputs import Kind, Output, fallback
-from worker.stream.sinks import COMMITTED, PENDING, TransactionalSink
+from worker.stream.ledger import Flight, TopicPartition
+from worker.stream.outputs import Kind, Output, carry, fallback
+from worker.stream.sinks import COMMITTED, PENDING, Sent, TransactionalSink
 
 log = logging.getLogger(__name__)
 MAX_TXN_S: Final = 10.0
 TX_CALL_S: Final = 1.0
 Coordinates = tuple[str, int, int]
 #: What to do on the retry of a record whose output was refused for good.
-MAIN_FALLBACK, MAIN_DROP, SHADOW_DROP = "fallback", "drop", "shadow"
+SUSPECT, MAIN_FALLBACK, MAIN_DROP, SHADOW_DROP = "suspect", "fallback", "drop", "shadow"
 
 
 @dataclass
@@ -48,8 +50,10 @@ class ExactlyOnce(Delivery):
     events: int = 0
     rewind_needed: bool = False
     poison: dict[Coordinates, dict[str, SendError]] = field(default_factory=dict)
-    #: Alerts of the open transaction: sent again after an abort.
-    alerts: list[Output] = field(default_factory=list)
+    #: Alerts of the open transaction (key, value): sent again after an abort.
+    alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: The open transaction holds one suspect event and nothing else.
+    isolated: bool = False
 
     @property
     def tx(self) -> TransactionalSink:
@@ -71,12 +75,33 @@ class ExactlyOnce(Delivery):
     def admit(self, msgs: list[Message]) -> list[Message]:
         # A rebalance during this poll aborted the transaction: what came with it is
         # read again after the rewind.
-        return [] if self.rewind_needed or self.state == "aborting" else msgs
+        if self.rewind_needed or self.state == "aborting":
+            return []
+        if not self.poison or self.isolated:
+            return msgs if not self.isolated else self._push_back(msgs, 0)
+        first = next((i for i, m in enumerate(msgs) if _coords(m) in self.poison), None)
+        if first is None:
+            return msgs
+        if first > 0:  # up to the suspect now; the suspect in a transaction of its own
+            return self._push_back(msgs, first)
+        if self.state != "idle":  # commit what is open first (the poll looks quiet)
+            return self._push_back(msgs, 0)
+        self.isolated = True
+        return self._push_back(msgs, 1)
+
+    def _push_back(self, msgs: list[Message], keep: int) -> list[Message]:
+        """Keep ``msgs[:keep]``; the consumer reads the rest again."""
+        first: dict[TopicPartition, int] = {}
+        for m in msgs[keep:]:
+            first.setdefault((m.topic() or "", m.partition() or 0), m.offset() or 0)
+        if first:
+            self.consumer.seek(first)
+        return msgs[:keep]
 
     def publish(self, msgs: Sequence[Message], outputs: list[Output]) -> None:
         self._ensure_open()
         if self.poison:
-            outputs = self._cure(outputs)
+            outputs = self._cure(msgs, outputs)
         self._open(msgs, outputs)
         for m in msgs:
             self.offsets[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
@@ -85,9 +110,8 @@ class ExactlyOnce(Delivery):
 
     def alert(self, key: bytes, value: bytes) -> None:
         self._ensure_open()
-        out = Output(Kind.ALERT, self.settings.alerts_topic, value, key, None, None)
-        self.alerts.append(out)
-        self._send([out], self.ledger.open(()))
+        self.alerts.append((key, value))
+        super().alert(key, value)
 
     def tick(self, quiet: bool) -> None:
         self.sink.poll(0)
@@ -99,7 +123,8 @@ class ExactlyOnce(Delivery):
         if self.state != "open":
             return
         age = time.monotonic() - self.opened
-        if quiet or age >= min(self.settings.commit_interval_ms / 1000, MAX_TXN_S):
+        if quiet or self.isolated or age >= min(self.settings.commit_interval_ms / 1000,
+                                                MAX_TXN_S):  # fmt: skip
             self._commit_step()
 
     def revoke(self, parts: list[TopicPartition]) -> None:
@@ -143,9 +168,9 @@ class ExactlyOnce(Delivery):
             log.warning("transaction still committing; waiting for the broker")
 
     def _abort(self, why: str) -> None:
-        for out, err in self.ledger.failures():
+        for flight, sent, err in self.ledger.failures():
             if err.permanent:
-                self._remember(out, err)
+                self._remember(flight, sent, err, to_blame=self.isolated)
         log.warning("transaction aborted (%s); reading again from the committed offsets", why)
         self.metrics.transactions.labels("aborted").inc()
         self.state, self.rewind_needed = "aborting", True
@@ -159,8 +184,8 @@ class ExactlyOnce(Delivery):
         if rewind and self.rewind_needed and self.consumer.rewind(TX_CALL_S):
             self.rewind_needed = False
             pending, self.alerts = self.alerts, []
-            for out in pending:
-                self.alert(out.key or b"", out.value or b"")
+            for key, value in pending:
+                self.alert(key, value)
 
     def _finish_abort(self, timeout_s: float) -> None:
         """Abort now (inside a rebalance callback, or at shutdown); the rewind waits for
@@ -171,43 +196,51 @@ class ExactlyOnce(Delivery):
             self.turned()
 
     def _reset(self) -> None:
-        self.state = "idle"
+        self.state, self.isolated = "idle", False
         self.offsets = {}
         self.events = 0
         self.ledger.clear()
         self.retry.clear()
         self.metrics.inflight.set(0)
 
-    def _remember(self, out: Output, err: SendError) -> None:
-        m = out.source
-        if m is None:  # an alert: dropped, not retried
-            self.alerts = [a for a in self.alerts if a is not out]
-            self._drop(out, err)
+    def _remember(self, flight: Flight, sent: Sent, err: SendError, to_blame: bool) -> None:
+        """A record refused for good: a suspect, or, refused alone, to blame."""
+        pos = flight.find(sent)
+        if pos < 0:
             return
-        where = (m.topic() or "", m.partition() or 0, m.offset() or 0)
-        marks = self.poison.setdefault(where, {})
-        mark = {Kind.SHADOW: SHADOW_DROP, Kind.FALLBACK: MAIN_DROP}.get(out.kind, MAIN_FALLBACK)
-        marks[mark] = err
+        out = flight.outputs[pos]
+        kind, _, value, _, _, source = out
+        if source < 0:  # an alert: dropped, not sent again
+            self.alerts = [a for a in self.alerts if a[1] != value]
+            self._drop(out, None, err)
+            return
+        marks = self.poison.setdefault(_coords(flight.msgs[source]), {})
+        if to_blame:
+            mark = {Kind.SHADOW: SHADOW_DROP, Kind.FALLBACK: MAIN_DROP}.get(kind, MAIN_FALLBACK)
+            marks[mark] = err
+        else:
+            marks.setdefault(SUSPECT, err)
 
-    def _cure(self, outputs: list[Output]) -> list[Output]:
+    def _cure(self, msgs: Sequence[Message], outputs: list[Output]) -> list[Output]:
         """This retry's outputs for records refused before: fallbacks, or nothing."""
         kept: list[Output] = []
         for out in outputs:
-            m = out.source
-            marks = self.poison.get((m.topic() or "", m.partition() or 0, m.offset() or 0)) \
-                if m is not None else None  # fmt: skip
-            if not marks:
+            kind, topic, _, _, _, source = out
+            m = msgs[source] if source >= 0 else None
+            marks = self.poison.get(_coords(m)) if m is not None else None
+            if not marks or m is None:
                 kept.append(out)
-            elif out.kind is Kind.SHADOW:
-                if SHADOW_DROP not in marks:
-                    kept.append(out)
+            elif kind is Kind.SHADOW:
+                if SHADOW_DROP in marks:
+                    self._drop(out, m, marks[SHADOW_DROP])
                 else:
-                    self._drop(out, marks[SHADOW_DROP])
+                    kept.append(out)
             elif MAIN_DROP in marks:
-                self._drop(out, marks[MAIN_DROP])
-            elif MAIN_FALLBACK in marks and out.kind is not Kind.FALLBACK and m is not None:
-                kept.append(fallback(m, out.topic, marks[MAIN_FALLBACK],
-                                     self.settings.dlq_topic, self.who, self.clock_ms()))
+                self._drop(out, m, marks[MAIN_DROP])
+            elif MAIN_FALLBACK in marks and kind is not Kind.FALLBACK:
+                kept.append(carry(fallback(m, source, topic, marks[MAIN_FALLBACK],
+                                           self.settings.dlq_topic, self.who, self.clock_ms(),
+                                           refused_by_broker=True), self.who))  # fmt: skip
             else:
                 kept.append(out)
         return kept
@@ -215,3 +248,7 @@ class ExactlyOnce(Delivery):
     def _forget_cured(self, committed: dict[TopicPartition, int]) -> None:
         self.poison = {c: v for c, v in self.poison.items()
                        if c[2] >= committed.get((c[0], c[1]), -1)}  # fmt: skip
+
+
+def _coords(m: Message) -> Coordinates:
+    return (m.topic() or "", m.partition() or 0, m.offset() or 0)

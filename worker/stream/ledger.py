@@ -13,26 +13,54 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from worker.errors import SendError
 from worker.kafka_io import Message
+from worker.stream.outputs import KEY, TOPIC, VALUE, Output
+from worker.stream.sinks import OnDelivery, Sent
 
 TopicPartition = tuple[str, int]
 
 
 @dataclass(slots=True, eq=False)
 class Flight:
-    """One consumed batch: the next offset per partition once it is done, and how many
-    of its outputs are still unacknowledged."""
+    """One consumed batch: its messages and outputs, the next offset per partition once
+    it is done, and how many of its outputs are still unacknowledged."""
 
+    msgs: Sequence[Message]
     ends: dict[TopicPartition, int]
-    events: int
+    outputs: list[Output] = field(default_factory=list)
     #: Outputs queued and neither acknowledged nor given up on.
     pending: int = 0
-    #: Refusals reported for this flight's outputs: (output, error), handled by the loop
-    #: (an output reports through worker/stream/outputs.py ``Output.delivered``).
-    failures: list[tuple[Any, SendError]] = field(default_factory=list)
+    #: Refusals reported for this flight's records, handled by the loop.
+    failures: list[tuple[Sent, SendError]] = field(default_factory=list)
+    #: The delivery callback of every record of the flight (one object: see sinks).
+    report: OnDelivery = field(init=False)
+    _used: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.report = self._report
+
+    def _report(self, error: SendError | None, sent: Sent | None) -> None:
+        if error is None:
+            self.pending -= 1
+        else:
+            self.failures.append((sent or ("", None, None), error))
+
+    def find(self, sent: Sent) -> int:
+        """The position in ``outputs`` of a refused record, by its content (-1: unknown).
+        Records with equal content are told apart by handing each position out once;
+        equal content gets an equal fallback, whichever input it names."""
+        topic, value, key = sent
+        for i, o in enumerate(self.outputs):
+            if i not in self._used and o[TOPIC] == topic and o[KEY] == key and o[VALUE] == value:
+                self._used.add(i)
+                return i
+        return -1
+
+    def release(self, position: int) -> None:
+        """The output at ``position`` goes out again (re-sent): it may be refused again."""
+        self._used.discard(position)
 
 
 @dataclass
@@ -49,7 +77,7 @@ class Ledger:
         ends: dict[TopicPartition, int] = {}
         for m in msgs:  # a partition's messages come in order: the last one wins
             ends[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
-        flight = Flight(ends, len(msgs))
+        flight = Flight(msgs, ends)
         self.flights.append(flight)
         self.events += len(msgs)
         return flight
@@ -61,16 +89,16 @@ class Ledger:
         while flights and flights[0].pending <= 0 and not flights[0].failures:
             done = flights.popleft()
             self.ready.update(done.ends)
-            self.events -= done.events
+            self.events -= len(done.msgs)
             moved = True
         return moved
 
-    def failures(self) -> list[tuple[Any, SendError]]:
-        """Every refusal reported since the last call."""
-        out: list[tuple[Any, SendError]] = []
+    def failures(self) -> list[tuple[Flight, Sent, SendError]]:
+        """Every refusal reported since the last call, with its flight."""
+        out: list[tuple[Flight, Sent, SendError]] = []
         for f in self.flights:
             if f.failures:
-                out += f.failures
+                out += [(f, sent, err) for sent, err in f.failures]
                 f.failures = []
         return out
 

@@ -20,7 +20,6 @@ from worker.core.pipeline import Outcome, Prediction
 from worker.errors import ConfigError, Rejection, RejectKind, SendError, SendFailure
 from worker.kafka_io import Headers, Message
 from worker.model.bundle import ModelBundle
-from worker.stream.ledger import Flight
 
 #: Room for a dead letter's key and headers above ``max_event_bytes`` (start-up check).
 DEAD_LETTER_HEADROOM: Final = 16 * 1024
@@ -39,6 +38,16 @@ class Kind(StrEnum):
     ALERT = "alert"
     #: A too_large or undeliverable dead letter: if even that fails, it is dropped.
     FALLBACK = "fallback dead letter"
+    #: A dead letter no output can carry (keyless, for a compacted dead-letter topic): not
+    #: sent, only counted and logged; its offset is committed like any other.
+    DROPPED = "dropped"
+
+
+#: One record to produce: (kind, topic, value, key, headers, source), where source is
+#: the index of the input it answers within its batch (-1: none, an alert). A plain
+#: tuple: a batch makes one per event, and an object would cost more than its produce.
+Output = tuple[Kind, str, bytes | None, bytes | None, Headers | None, int]
+KIND, TOPIC, VALUE, KEY, HEADERS, SOURCE = range(6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,42 +61,20 @@ class RecordLimit:
         return size + RECORD_OVERHEAD <= self.bytes
 
 
-@dataclass(slots=True, eq=False)
-class Output:
-    """One record to produce, with the input it answers (None for alerts)."""
-
-    kind: Kind
-    topic: str
-    value: bytes | None
-    key: bytes | None
-    headers: Headers | None
-    source: Message | None
-    flight: Flight | None = None
-
-    def delivered(self, error: SendError | None) -> None:
-        """The sink's delivery report (the broker's verdict on this record)."""
-        flight = self.flight
-        if flight is None:
-            return
-        if error is None:
-            flight.pending -= 1
-        else:
-            flight.failures.append((self, error))
-
-    @property
-    def where(self) -> str:
-        """The input's coordinates, for logs: topic[partition]@offset."""
-        m = self.source
-        return "-" if m is None else f"{m.topic()}[{m.partition()}]@{m.offset()}"
-
-
 @dataclass(frozen=True, slots=True)
 class Rejecter:
-    """Who rejects: stamped on every dead letter."""
+    """Who rejects (stamped on every dead letter), and what the outputs accept."""
 
     bundle: ModelBundle
     worker_id: str
     limit: RecordLimit
+    #: Output topics that are compacted: they refuse every record without a key.
+    compacted: frozenset[str] = frozenset()
+
+
+def where(m: Message | None) -> str:
+    """An input's coordinates, for logs: topic[partition]@offset."""
+    return "-" if m is None else f"{m.topic()}[{m.partition()}]@{m.offset()}"
 
 
 def dead_letter_headers(
@@ -117,17 +104,22 @@ def headers_size(headers: Headers | None) -> int:
 
 def batch_outputs(msgs: Sequence[Message], outcomes: Sequence[Outcome], output_topic: str,
                   dlq_topic: str, who: Rejecter, now_ms: int) -> list[Output]:  # fmt: skip
-    """A prediction per valid event, a dead letter per invalid one, in input order; an
-    output larger than the limit becomes a too_large dead letter right away."""
-    fits = who.limit.fits
+    """A prediction per valid event, a dead letter per invalid one, in input order. An
+    output the topic would refuse (larger than the limit; keyless, for a compacted topic)
+    becomes a fitted dead letter right away."""
+    fits, compacted = who.limit.fits, who.compacted
     out: list[Output] = []
     append = out.append
-    for m, o in zip(msgs, outcomes, strict=True):
+    prediction, dead_letter = Kind.PREDICTION, Kind.DEAD_LETTER
+    for i, (m, o) in enumerate(zip(msgs, outcomes, strict=True)):
         key = m.key()
         if type(o) is Prediction:
             payload = o.payload
+            if key is None and output_topic in compacted:
+                append(carry(fallback(m, i, output_topic, KEYLESS, dlq_topic, who, now_ms), who))
+                continue
             if fits(len(payload) + len(key or b"")):
-                append(Output(Kind.PREDICTION, output_topic, payload, key, None, m))
+                append((prediction, output_topic, payload, key, None, i))
                 continue
             why, refused = f"its prediction of {len(payload)} bytes", output_topic
         else:
@@ -135,36 +127,55 @@ def batch_outputs(msgs: Sequence[Message], outcomes: Sequence[Outcome], output_t
             value = m.value()
             headers = dead_letter_headers(m, o, who.bundle, who.worker_id, now_ms)
             if fits(len(value or b"") + len(key or b"") + headers_size(headers)):
-                append(Output(Kind.DEAD_LETTER, dlq_topic, value, key, headers, m))
+                append(carry((dead_letter, dlq_topic, value, key, headers, i), who))
                 continue
             why, refused = f"its dead letter ({o.kind.value}: {o.message})", dlq_topic
         error = SendError(SendFailure.TOO_LARGE, f"{why} exceeds the {who.limit.bytes}-byte "
                           f"record limit ({who.limit.source})")  # fmt: skip
-        append(fallback(m, refused, error, dlq_topic, who, now_ms))
+        append(carry(fallback(m, i, refused, error, dlq_topic, who, now_ms), who))
+    return out
+
+
+KEYLESS: Final = SendError(SendFailure.REJECTED, "the topic is compacted and the record has "
+                           "no key (a compacted topic refuses records without a key)")
+
+
+def carry(out: Output, who: Rejecter) -> Output:
+    """A dead letter as it goes out: DROPPED when its topic would refuse it for good."""
+    _, topic, value, key, headers, source = out
+    if key is None and topic in who.compacted:
+        return (Kind.DROPPED, topic, value, key, headers, source)
     return out
 
 
 def shadow_outputs(msgs: Sequence[Message], outcomes: Sequence[Outcome],
                    topic: str) -> list[Output]:  # fmt: skip
     """A second opinion only: its rejections are no dead letters (the main model's are)."""
-    return [Output(Kind.SHADOW, topic, o.payload, m.key(), None, m)
-            for m, o in zip(msgs, outcomes, strict=True) if type(o) is Prediction]  # fmt: skip
+    shadow = Kind.SHADOW
+    return [(shadow, topic, o.payload, m.key(), None, i)
+            for i, (m, o) in enumerate(zip(msgs, outcomes, strict=True))
+            if type(o) is Prediction]  # fmt: skip
 
 
-def fallback(m: Message, refused_topic: str, error: SendError, dlq_topic: str,
-             who: Rejecter, now_ms: int) -> Output:  # fmt: skip
-    """The dead letter of a record whose output cannot be produced, fitted to the limit."""
+def fallback(m: Message, index: int, refused_topic: str, error: SendError, dlq_topic: str,
+             who: Rejecter, now_ms: int, refused_by_broker: bool = False) -> Output:  # fmt: skip
+    """The dead letter of input ``m`` (``index`` in its batch) whose output to
+    ``refused_topic`` cannot be produced, fitted to the limit (``refused_by_broker``:
+    the broker refused what the limit said fits, so the dead letter aims well below)."""
     reason = Rejection(fallback_kind(error),
                        f"output to {refused_topic} cannot be produced: {error.reason}")
     headers = dead_letter_headers(m, reason, who.bundle, who.worker_id, now_ms)
     headers.append(("dlq.output.topic", refused_topic))
-    budget = who.limit.bytes - RECORD_OVERHEAD - headers_size(headers) - _FALLBACK_HEADERS
+    limit = who.limit.bytes
+    if refused_by_broker and error.failure is SendFailure.TOO_LARGE:
+        limit = min(limit, DEAD_LETTER_HEADROOM)  # a topic's limit was lowered since start
+    budget = limit - RECORD_OVERHEAD - headers_size(headers) - _FALLBACK_HEADERS
     key, key_headers = _cut(m.key(), budget // 4, "dlq.original.key")
     value, value_headers = _cut(m.value(), budget - len(key or b""), "dlq.original")
     if not value_headers:  # whole: still say how long and what it hashes to
         value_headers = _facts(m.value(), "dlq.original", truncated=False)
     headers += value_headers + key_headers
-    return Output(Kind.FALLBACK, dlq_topic, value, key, headers, m)
+    return (Kind.FALLBACK, dlq_topic, value, key, headers, index)
 
 
 def fallback_kind(error: SendError) -> RejectKind:

@@ -37,6 +37,7 @@ from worker.stream.delivery import Guarantee
 from worker.stream.eos import ExactlyOnce
 from worker.stream.metrics import WorkerMetrics
 from worker.stream.outputs import (
+    KIND,
     Kind,
     Output,
     RecordLimit,
@@ -91,6 +92,8 @@ class Runner:
     shadow: ScoringContext | None = None
     #: The largest record every output topic accepts (the start-up check's finding).
     limit: RecordLimit = UNCHECKED_LIMIT
+    #: Output topics that are compacted (they refuse records without a key).
+    compacted: frozenset[str] = frozenset()
     guarantee: Guarantee = field(init=False)
 
     def __post_init__(self) -> None:
@@ -123,7 +126,7 @@ class Runner:
         if self.reloader is not None and (events := self.reloader.take()):
             # Between two batches: a batch is scored by one version, start to end.
             self.ctx = apply_events(self.ctx, events, self.metrics, g.alert, s.worker_id)
-            g.who = Rejecter(self.ctx.bundle, s.worker_id, self.limit)
+            g.who = Rejecter(self.ctx.bundle, s.worker_id, self.limit, self.compacted)
         msgs = g.admit(self.consumer.poll_batch(s.batch_max, s.batch_wait_ms / 1000))
         self.health.turned()
         if msgs:
@@ -153,11 +156,12 @@ class Runner:
         decisions: Counter[str] = Counter()
         stamps: list[int] = []
         for msg, o, out in zip(msgs, outcomes, outputs, strict=True):
-            if out.kind is Kind.PREDICTION:
+            kind = out[KIND]
+            if kind is Kind.PREDICTION:
                 assert type(o) is Prediction
                 stamps.append(msg.timestamp()[1])
                 decisions[str(o.record["label"])] += 1
-            elif out.kind is Kind.DEAD_LETTER:
+            elif kind is Kind.DEAD_LETTER:
                 assert isinstance(o, Rejection)
                 reasons[o.kind.value] += 1
             else:  # too large for the outputs: a fitted dead letter instead
@@ -192,7 +196,7 @@ class Runner:
 def make_guarantee(r: Runner) -> Guarantee:
     """The settings' delivery guarantee over the runner's clients."""
     s = r.settings
-    who = Rejecter(r.ctx.bundle, s.worker_id, r.limit)
+    who = Rejecter(r.ctx.bundle, s.worker_id, r.limit, r.compacted)
     parts = (s, r.sink, r.consumer, r.metrics, who, r.clock_ms)
     if s.guarantee == EXACTLY_ONCE:
         if not isinstance(r.sink, TransactionalSink):

@@ -2,17 +2,19 @@
 predictions, model alerts), each addressed by its topic name from the settings.
 
 The loop's delivery contract rests on it. ``send`` queues one record and names who
-hears the verdict: ``on_delivery(None)`` once the destination has it for good, or
-``on_delivery(SendError)`` when it refused it (worker/errors.py says whether a retry
-may help). Verdicts come from ``poll`` (or from ``send`` itself, for a record refused
-on the spot); the loop commits an input's offset only after every output of it was
+hears the verdict: ``on_delivery(None, None)`` once the destination has it for good,
+or ``on_delivery(SendError, (topic, value, key))`` when it refused it (worker/errors.py
+says whether a retry may help; the record's content tells the loop which one it was).
+Verdicts come from ``poll`` (or from ``send`` itself, for a record refused on the
+spot); the loop commits an input's offset only after every output of it was
 acknowledged, so a sink must never report a record delivered before its destination
-has it. A toy sink fits in four lines::
+has it. The loop passes one ``on_delivery`` for all the records of a batch, which lets
+a sink keep per-record overhead low. A toy sink fits in four lines::
 
     class ListSink:
         def __init__(self): self.records = []
         def send(self, topic, value, key, headers, on_delivery):
-            self.records.append((topic, value, key, headers)); on_delivery(None)
+            self.records.append((topic, value, key, headers)); on_delivery(None, None)
         def poll(self, timeout_s): pass
 
 Exactly-once mode needs a ``TransactionalSink``: records sent between ``begin`` and a
@@ -34,7 +36,9 @@ from worker.config import Settings
 from worker.errors import SendError
 
 Headers = list[tuple[str, str | bytes | None]]
-OnDelivery = Callable[[SendError | None], None]
+#: A refused record: (topic, value, key).
+Sent = tuple[str, bytes | None, bytes | None]
+OnDelivery = Callable[[SendError | None, Sent | None], None]
 
 #: ``TransactionalSink.commit`` outcomes.
 COMMITTED: Final = "committed"
