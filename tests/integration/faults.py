@@ -4,6 +4,7 @@ and a reader that counts every key of the output topics."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -87,7 +88,8 @@ class Feeder(threading.Thread):
 
     def run(self) -> None:
         p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5,
-                      "enable.idempotence": True, "message.timeout.ms": 600_000})  # fmt: skip
+                      "enable.idempotence": True, "message.timeout.ms": 600_000,
+                      "logger": logging.getLogger("feeder")})  # fmt: skip
         events, _ = make_events(np.random.default_rng(self.start_id + 1), self.count,
                                 self.start_id, 1_790_000_000_000)  # fmt: skip
         t0 = time.monotonic()

@@ -9,6 +9,8 @@ of waiting, so its probes keep answering while outputs wait for the broker.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from functools import partial
@@ -55,9 +57,12 @@ class BatchProducer:
         self.fatal: KafkaError | None = None
         self._watch = watch
         self._conf = {**conf, "error_cb": self._error}
-        self._p = Producer(self._conf)
+        self._p = self._new()
         # The loop passes one callback for a batch's records: wrap it once, not per record.
         self._last: tuple[OnDelivery | None, Any] = (None, None)
+
+    def _new(self) -> Producer:
+        return Producer(self._conf)
 
     def _error(self, err: KafkaError) -> None:
         if is_fatal(err):
@@ -105,6 +110,43 @@ class TxState(StrEnum):
 
 
 _FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
+#: The longest a transactional call runs in the background before it reports a timeout.
+TX_CALL_TIMEOUT_S = 30.0
+#: A call still running this long after it started hangs (librdkafka has been seen to
+#: wait forever in send_offsets_to_transaction after its broker restarted): the producer
+#: is replaced, and the new one's init_transactions aborts the transaction.
+TX_STUCK_S = 45.0
+
+
+class _Call:
+    """One call on a daemon thread: librdkafka does not always honour a transactional
+    call's timeout while a request to a vanished broker is in flight, so the loop waits
+    for the result a second at a time instead of inside the call."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn, self._done = fn, threading.Event()
+        self.started = time.monotonic()
+        self._result: Any = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, name="kafka-tx", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._fn()
+        except BaseException as exc:  # handed to the loop's thread by result()
+            self._error = exc
+        self._done.set()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout_s: float) -> tuple[bool, Any]:
+        """(finished, its result); raises what the call raised."""
+        if not self._done.wait(timeout_s):
+            return False, None
+        if self._error is not None:
+            raise self._error
+        return True, self._result
 
 
 class TxProducer(BatchProducer):
@@ -114,7 +156,9 @@ class TxProducer(BatchProducer):
     restarted worker fences its killed predecessor and aborts what it left open. A
     producer that hits a fatal error is replaced (``abort`` does it) by a new one with
     the same id, whose ``init_transactions`` aborts the broken one's transaction; only
-    being fenced by another live worker with the same id ends the process.
+    being fenced by another live worker with the same id ends the process. The calls
+    that talk to the transaction coordinator run on a thread of their own: ``commit``
+    and ``abort`` wait at most their timeout, then say "not yet".
     """
 
     def __init__(self, conf: Mapping[str, Any], watch: BrokerWatch | None = None,
@@ -123,8 +167,18 @@ class TxProducer(BatchProducer):
         self._offsets_sent = False
         #: Why the current producer cannot go on (a fatal error), or None.
         self._broken: str | None = None
-        self._spare: Producer | None = None
+        self._call: _Call | None = None
         self._p.init_transactions(init_timeout_s)
+
+    def _new(self) -> Producer:
+        # Each producer reports its own errors: one that was replaced (and is fenced by
+        # its successor) must not end the process.
+        self._generation = getattr(self, "_generation", 0) + 1
+        return Producer({**self._conf, "error_cb": partial(self._error_of, self._generation)})
+
+    def _error_of(self, generation: int, err: KafkaError) -> None:
+        if generation == self._generation:
+            self._error(err)
 
     def _error(self, err: KafkaError) -> None:
         if err.fatal() and err.code() not in _FENCED:
@@ -147,6 +201,12 @@ class TxProducer(BatchProducer):
             return
         super()._refused(exc, sent, on_delivery)
 
+    def poll(self, timeout_s: float) -> None:
+        if self._call is not None and not self._call.done():
+            self._call.result(timeout_s)  # its thread serves the callbacks meanwhile
+            return
+        super().poll(timeout_s)
+
     def begin(self) -> None:
         self._offsets_sent = False
         if self._broken is not None:
@@ -158,15 +218,20 @@ class TxProducer(BatchProducer):
 
     def commit(self, offsets: Mapping[tuple[str, int], int], group: object,
                timeout_s: float) -> TxState:  # fmt: skip
-        """Add the input offsets (once) and commit, waiting at most about ``timeout_s``."""
-        if self._broken is not None:
+        """Add the input offsets (once) and commit, waiting at most ``timeout_s``."""
+        if self._broken is not None and self._call is None:
             return TxState.ABORT
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        done, result = self._wait(lambda: self._commit_now(tps, group), timeout_s,
+                                  TxState.ABORT)  # fmt: skip
+        return result if done else TxState.PENDING  # type: ignore[no-any-return]
+
+    def _commit_now(self, tps: list[TopicPartition], group: object) -> TxState:
         try:
-            if not self._offsets_sent and offsets:
-                tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-                self._p.send_offsets_to_transaction(tps, group, timeout_s)
+            if not self._offsets_sent and tps:
+                self._p.send_offsets_to_transaction(tps, group, TX_CALL_TIMEOUT_S)
             self._offsets_sent = True
-            self._p.commit_transaction(timeout_s)
+            self._p.commit_transaction(TX_CALL_TIMEOUT_S)
         except KafkaException as exc:
             return self._verdict(exc)
         return TxState.COMMITTED
@@ -174,31 +239,44 @@ class TxProducer(BatchProducer):
     def abort(self, timeout_s: float) -> bool:
         """Abort the open transaction, or replace a broken producer; False when that did
         not finish within the timeout (call again)."""
+        done, result = self._wait(self._abort_now, timeout_s, False)
+        return bool(done and result)
+
+    def _abort_now(self) -> bool:
         if self._broken is None:
             try:
-                self._p.abort_transaction(timeout_s)
+                self._p.abort_transaction(TX_CALL_TIMEOUT_S)
                 return True
             except KafkaException as exc:
                 if self._verdict(exc) is TxState.PENDING:
                     return False
-                if self._broken is None:  # abort refused outright: start afresh
-                    self._broken = str(exc)
-        return self._renew(timeout_s)
-
-    def _renew(self, timeout_s: float) -> bool:
-        if self._spare is None:
-            log.warning("transactional producer failed (%s); replacing it", self._broken)
-            self._spare = Producer(self._conf)
+                self._broken = self._broken or str(exc)  # abort refused: start afresh
+        log.warning("transactional producer failed (%s); replacing it", self._broken)
+        fresh = self._new()
         try:
-            self._spare.init_transactions(timeout_s)
+            fresh.init_transactions(TX_CALL_TIMEOUT_S)
         except KafkaException as exc:
-            err = exc.args[0]
-            if isinstance(err, KafkaError) and (err.retriable() or
-                                                err.code() == KafkaError._TIMED_OUT):
+            if self._verdict(exc) is TxState.PENDING:
                 return False
             raise KafkaFatalError(f"kafka transactions: {exc}") from exc
-        self._p, self._spare, self._broken = self._spare, None, None
+        self._p, self._broken = fresh, None
         return True
+
+    def _wait(self, fn: Callable[[], Any], timeout_s: float,
+              if_stuck: Any) -> tuple[bool, Any]:  # fmt: skip
+        """Start ``fn`` in the background unless a call is still running; its result if
+        it finishes within ``timeout_s``; ``if_stuck`` once the call hangs."""
+        if self._call is None:
+            self._call = _Call(fn)
+        done, result = self._call.result(timeout_s)
+        if done:
+            self._call = None
+        elif time.monotonic() - self._call.started > TX_STUCK_S:
+            log.warning("a transactional call has hung for %.0fs; replacing the producer",
+                        time.monotonic() - self._call.started)  # fmt: skip
+            self._call, self._broken = None, "a transactional call hung"
+            return True, if_stuck
+        return done, result
 
     def _verdict(self, exc: KafkaException) -> TxState:
         err = exc.args[0]

@@ -58,12 +58,29 @@ class BrokerWatch:
     up: bool = True
     errors: int = 0
     _reports: dict[str, _Report] = field(default_factory=dict)
+    #: Clients that have been connected once: a client still connecting says nothing.
+    _ever_up: set[str] = field(default_factory=set)
     _since: float = 0.0
     _last_error: str = ""
 
+    #: No report at all for this long (the loop waits inside a call to a broker that went
+    #: away, so no callback is served) also counts as not connected.
+    silent_s: float = 3.0
+
+    def current(self) -> bool:
+        """The state for /readyz: up, and some client reported lately."""
+        if not self._reports:
+            return self.up
+        latest = max(r.at for r in self._reports.values())
+        return self.up and self.clock() - latest <= self.silent_s
+
     def stats(self, client: str, stats: Mapping[str, Any]) -> None:
         """A client's statistics (librdkafka's stats_cb, parsed)."""
-        self._report(client, brokers_up(stats))
+        up = brokers_up(stats)
+        if up:
+            self._ever_up.add(client)
+        if up or client in self._ever_up:
+            self._report(client, up)
 
     def error(self, client: str, err: KafkaError) -> bool:
         """A client's error callback; True when it was a connection error (handled here)."""

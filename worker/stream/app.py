@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -69,7 +69,8 @@ def run_worker(
     keep_freed_memory()  # see worker/stream/alloc.py: batches re-use memory
     registry = registry or CollectorRegistry()
     metrics = WorkerMetrics(registry)
-    health = Health(stall_s=s.health_stall_s)
+    watch = _watch()
+    health = WatchedHealth(stall_s=s.health_stall_s, watch=watch)
     ctx = _context(s, metrics, decoder)
     shadow = replace(ctx, bundle=load_bundle(Path(s.shadow_model))) if s.shadow_model else None
     health.model_loaded = True
@@ -78,7 +79,6 @@ def run_worker(
         kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka)
         health.broker_ok = True
         limit, compacted = _output_rules(s) if sink is None else (UNCHECKED_LIMIT, frozenset())
-        watch = _watch(health)
         consumer = _consumer(s, metrics, health, watch)
         hooks = SinkHooks(_stats_sink(s, "producer", metrics.producer_stats, watch),
                           watch, limit.bytes)  # fmt: skip
@@ -112,13 +112,21 @@ def _output_rules(s: Settings) -> tuple[RecordLimit, frozenset[str]]:
     return limit, compacted
 
 
-def _watch(health: Health) -> BrokerWatch:
+@dataclass
+class WatchedHealth(Health):
+    """Readiness asks the broker watch at each probe (its silence counts too)."""
+
+    watch: BrokerWatch | None = None
+
+    def ready(self) -> bool:
+        if self.watch is not None:
+            self.broker_ok = self.watch.current()
+        return super().ready()
+
+
+def _watch() -> BrokerWatch:
     quiet_transport_lines()  # one line per state change instead (BrokerWatch)
-
-    def changed(up: bool) -> None:
-        health.broker_ok = up
-
-    return BrokerWatch(on_change=changed)
+    return BrokerWatch()
 
 
 def _stats_sink(s: Settings, client: str, to_metrics: Callable[[str], None],
