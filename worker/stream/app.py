@@ -7,6 +7,7 @@ replaced from Python (``run_worker(settings, decoder=..., sink=...)``).
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -86,6 +87,9 @@ def run_worker(
         reloader = make_reloader(s, ctx.bundle.version)
         runner = Runner(s, ctx, consumer, sink, metrics, health, reloader=reloader,
                         shadow=shadow, stop=stop, limit=limit, compacted=compacted)  # fmt: skip
+        # Modules and the model live as long as the process: keep them out of the cyclic
+        # collector's full passes, which would otherwise rescan them again and again.
+        gc.freeze()
         totals = _run(runner, reloader)
     finally:
         if server is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from worker.errors import SendError
 from worker.kafka_io import Message
 from worker.stream.outputs import KEY, TOPIC, VALUE, Output
-from worker.stream.sinks import OnDelivery, Sent
+from worker.stream.sinks import Sent
 
 TopicPartition = tuple[str, int]
 
@@ -29,19 +29,17 @@ class Flight:
 
     msgs: Sequence[Message]
     ends: dict[TopicPartition, int]
+    events: int
     outputs: list[Output] = field(default_factory=list)
     #: Outputs queued and neither acknowledged nor given up on.
     pending: int = 0
     #: Refusals reported for this flight's records, handled by the loop.
     failures: list[tuple[Sent, SendError]] = field(default_factory=list)
-    #: The delivery callback of every record of the flight (one object: see sinks).
-    report: OnDelivery = field(init=False)
     _used: set[int] = field(default_factory=set)
 
-    def __post_init__(self) -> None:
-        self.report = self._report
-
-    def _report(self, error: SendError | None, sent: Sent | None) -> None:
+    def report(self, error: SendError | None, sent: Sent | None) -> None:
+        """The delivery callback of the flight's records (take ``flight.report`` once
+        and hand that one object to every ``send``: see worker/stream/sinks)."""
         if error is None:
             self.pending -= 1
         else:
@@ -77,20 +75,26 @@ class Ledger:
         ends: dict[TopicPartition, int] = {}
         for m in msgs:  # a partition's messages come in order: the last one wins
             ends[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
-        flight = Flight(msgs, ends)
+        flight = Flight(msgs, ends, len(msgs))
         self.flights.append(flight)
         self.events += len(msgs)
         return flight
 
     def advance(self) -> bool:
-        """Move finished flights at the front into ``ready``; True when any did."""
+        """Move finished flights at the front into ``ready``; True when any did. A
+        finished flight further back lets go of its messages and outputs at once (only a
+        refusal needs them): memory follows what is unacknowledged, not what waits."""
         moved = False
         flights = self.flights
         while flights and flights[0].pending <= 0 and not flights[0].failures:
             done = flights.popleft()
             self.ready.update(done.ends)
-            self.events -= len(done.msgs)
+            self.events -= done.events
+            done.msgs, done.outputs = (), []
             moved = True
+        for f in flights:
+            if f.pending <= 0 and not f.failures and f.msgs:
+                f.msgs, f.outputs = (), []
         return moved
 
     def failures(self) -> list[tuple[Flight, Sent, SendError]]:
