@@ -110,7 +110,7 @@ class System:
     mode: str = "at-least-once"
     #: Checkout to run the worker from (PYTHONPATH); None: this one.
     tree: Path | None = None
-    #: More flags for the worker (``--worker-args``).
+    #: More flags for the worker (``--worker-args``, ``--shadow``).
     extra: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
@@ -253,11 +253,21 @@ def main() -> None:
                     help="checkout of another commit: its worker drains too (at-least-once)")
     ap.add_argument("--skip", default="", help="drain and/or latency")
     ap.add_argument("--worker-args", default="", help="more flags for the workers (one string)")
+    ap.add_argument("--shadow", action="store_true",
+                    help="workers also score every batch with a second model (shadow)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     model, schema = bundle_and_schema(a.model, tmp)
     fwd = System("forwarder", "forwarder")
     extra = tuple(a.worker_args.split())
+    if a.shadow:
+        shadow_topic = f"bench-shadow-{uuid.uuid4().hex[:8]}"
+        kafka_io.create_topics(a.bootstrap, {shadow_topic: 4})
+        extra += ("--shadow-model", str(make_lr30_bundle(tmp / "shadow", seed=12)
+                                        if a.model == "lr30" else
+                                        train_demo(tmp / "shadow", seed=8, n=50_000,
+                                                   version="2")),
+                  "--shadow-topic", shadow_topic)  # fmt: skip
     workers = {m: System(f"worker {m}", "worker", m, extra=extra)
                for m in a.modes.split(",") if m}  # fmt: skip
     report: dict[str, Any] = {"model": a.model, "events": a.events, "batch_max": a.batch_max,

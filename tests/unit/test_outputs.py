@@ -151,3 +151,32 @@ def test_per_attempt_connection_lines_of_librdkafka_are_filtered() -> None:
 def test_schema_kinds_include_the_output_failures(tmp_path: Path) -> None:
     schema = load_schema_json(SCHEMAS / "dead_letter.schema.json")
     assert {"too_large", "undeliverable"} <= set(schema["properties"]["dlq.error.kind"]["enum"])
+
+
+def test_readiness_counts_silence_as_lost_and_ignores_clients_still_connecting() -> None:
+    now = [0.0]
+    w = BrokerWatch(clock=lambda: now[0])
+    up = {"brokers": {"b1": {"nodeid": 1, "state": "UP"}}}
+    down = {"brokers": {"b1": {"nodeid": 1, "state": "CONNECT"}}}
+    assert w.current()  # nothing reported yet: what the start-up check found stands
+    w.stats("producer", down)  # a new producer still connecting says nothing
+    assert w.up and w.current()
+    w.stats("consumer", up)
+    now[0] += 2.0
+    assert w.current()
+    now[0] += 2.0  # no client reported for 4 s: the loop waits inside a call
+    assert w.up and not w.current()
+    w.stats("producer", up)
+    assert w.current()
+
+
+def test_a_finished_flight_lets_go_of_its_messages_before_its_turn() -> None:
+    ledger = Ledger()
+    first = ledger.open([good(0)])
+    second = ledger.open([good(1)])
+    first.pending, second.pending = 1, 0
+    second.outputs = [(Kind.PREDICTION, "out", b"v", b"k", None, 0)]
+    assert not ledger.advance()
+    assert second.msgs == () and second.outputs == [] and ledger.events == 2
+    first.pending = 0
+    assert ledger.advance() and ledger.take() == {("in", 0): 2} and ledger.events == 0
