@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, NotRequired, TypedDict
+from typing import Any, Final, TypedDict
 
 import orjson
 
@@ -24,9 +24,7 @@ class RecordError(ValueError):
     """A prediction or label record that cannot be used; the message is one short line."""
 
 
-class PredictionRecord(TypedDict):
-    """The wire form of one prediction (schemas/prediction.schema.json)."""
-
+class _RequiredFields(TypedDict):
     id: str
     #: Binary: probability of classes[1]; multiclass: {class: probability}; regression: value.
     score: Any
@@ -34,11 +32,19 @@ class PredictionRecord(TypedDict):
     label: Any
     model: str
     model_version: str
-    #: The event's own time (epoch ms), when it carried an integer one.
-    event_ts: NotRequired[int]
     scored_at: int
+
+
+class PredictionRecord(_RequiredFields, total=False):
+    """The wire form of one prediction (schemas/prediction.schema.json).
+
+    Built as plain dicts in the schema's key order (``event_ts`` before ``scored_at``).
+    """
+
+    #: The event's own time (epoch ms), when it carried an integer one.
+    event_ts: int
     #: The event's own true label (replays), copied from the worker's ``label_field``.
-    true_label: NotRequired[LabelValue]
+    true_label: LabelValue
 
 
 def encode(record: PredictionRecord) -> bytes:
