@@ -44,7 +44,12 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "register_sink": ("worker.stream.sinks", "register"),
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Decoder", "ModelBundle", "ModelRuntime", "Prediction", "PredictionRecord", "Rejection",
+    "RuntimeKind", "ScoringContext", "Settings", "Sink", "load_bundle", "register_decoder",
+    "register_runtime", "register_sink", "run_worker", "score_records", "score_values",
+    "write_bundle",
+]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

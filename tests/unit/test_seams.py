@@ -64,3 +64,9 @@ def test_a_runtime_refuses_an_artifact_it_does_not_read(tmp_path: Path) -> None:
     (folder / "model.json").write_bytes(orjson.dumps(manifest))
     with pytest.raises(ModelLoadError, match="unknown runtime 'onnx-someday'"):
         worker.load_bundle(folder)
+
+
+def test_every_public_name_resolves() -> None:
+    assert sorted(worker.__all__) == sorted(worker._EXPORTS)
+    for name in worker.__all__:
+        assert getattr(worker, name) is not None
