@@ -255,6 +255,9 @@ def test_config_toml_keys_are_settings_of_the_process_that_reads_them(
     variant: str, tmp_path: Path
 ) -> None:
     docs = rendered(*VARIANTS[variant])
+    for workload in workloads(docs).values():
+        # Service links would inject SCORING_<SERVICE>_PORT variables the settings loader reads.
+        assert pod_spec(workload)["enableServiceLinks"] is False
     for component, cls, tables in (("worker", config.Settings, {"kafka"}),
                                    ("monitor", MonitorSettings, {"kafka", "alerts"})):  # fmt: skip
         started = start(docs, component, tmp_path)
