@@ -14,6 +14,7 @@ import ast
 import base64
 import dataclasses
 import functools
+import json
 import os
 import re
 import shutil
@@ -305,14 +306,33 @@ def test_chart_and_code_agree_on_the_settings_the_chart_sets(tmp_path: Path) -> 
         (("--set", "monitor.config.instance_id=m"), "monitor.config.instance_id is set by"),
         (("--set", "monitor.config.partitions=8"), "monitor.config.partitions is set by"),
         (("--set", "worker.config.metrics_port=0"), "metrics_port 0"),
-        (("--set-json", 'worker.config.batch_max={"a":1}'), "cannot write"),
+        (("--set-json", 'worker.config.batch_max={"a":1}'), "want integer"),
+        (("--set-string", "monitor.config.horizon_s=1d"), "want number"),
+        (("--set", "worker.config.batch_maxx=1"), "'batch_maxx' not allowed"),
+        (("--set", "monitor.config.true_label=x"), "'true_label' not allowed"),
+        (("--set", "worker.replica=3"), "'replica' not allowed"),
     ],
-    ids=["bootstrap", "model", "instance_id", "partitions", "port-0", "table"],
+    ids=["bootstrap", "model", "instance_id", "partitions", "port-0", "table", "type",
+         "unknown-setting", "unknown-monitor-setting", "unknown-value"],
 )
-def test_settings_the_chart_owns_or_cannot_write_are_refused(
+def test_settings_the_chart_owns_misspelt_or_mistyped_are_refused(
     override: tuple[str, str], message: str
 ) -> None:
     assert message in render_fails(*override)
+
+
+def test_values_schema_lists_every_setting_with_its_type() -> None:
+    """values.schema.json refuses unknown or mistyped settings at render time (instead of a
+    process refusing them at start); its lists must be the settings dataclasses'."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    json_type = {int: "integer", float: "number", str: "string", bool: "boolean"}
+    for component, cls in (("worker", config.Settings), ("monitor", MonitorSettings)):
+        listed = schema["properties"][component]["properties"]["config"]
+        assert listed["additionalProperties"] is False
+        expected = {f.name: {"type": "object" if f.name == "kafka" else json_type[
+            str if f.default is dataclasses.MISSING else type(f.default)]}
+            for f in dataclasses.fields(cls)}  # fmt: skip
+        assert listed["properties"] == expected, f"{component}.config"
 
 
 # -- probes and ports ---------------------------------------------------------------------------
