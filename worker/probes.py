@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+#: An extra page: called on the HTTP thread, returns (status code, body, content type).
+Route = Callable[[], tuple[int, bytes, str]]
 
 
 @dataclass
@@ -37,12 +40,18 @@ class Health:
         return self.model_loaded and self.assigned and self.broker_ok
 
 
-def serve(port: int, registry: CollectorRegistry, health: Health) -> ThreadingHTTPServer:
-    """Serve /metrics, /healthz and /readyz on a daemon thread."""
+def serve(port: int, registry: CollectorRegistry, health: Health, *,
+          routes: Mapping[str, Route] | None = None) -> ThreadingHTTPServer:  # fmt: skip
+    """Serve /metrics, /healthz and /readyz on a daemon thread, plus ``routes``: extra pages
+    by exact path (query string ignored), such as the monitor's status page."""
+    extra = dict(routes or {})
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path.startswith("/metrics"):
+            route = extra.get(self.path.split("?", 1)[0])
+            if route is not None:
+                self._send(*route())
+            elif self.path.startswith("/metrics"):
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif self.path.startswith("/healthz"):
                 ok = health.healthy()

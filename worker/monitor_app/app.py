@@ -37,6 +37,7 @@ from worker.monitor.stages import Changelog, JoinPartition
 from worker.monitor.views import ModelSpec, PredictionView
 from worker.monitor_app.gauges import MonitorCollector, loop_counters
 from worker.monitor_app.settings import MonitorSettings
+from worker.monitor_app.status_page import StatusFeed
 from worker.probes import Health, serve
 from worker.shutdown import STOP, StopFlag
 
@@ -67,6 +68,7 @@ class Monitor:
     last_tick: float = 0.0
     loop: TxLoop | None = None
     counters: Any = None
+    status: StatusFeed = field(default_factory=lambda: StatusFeed((), ()))
 
     def spec_for(self, pred: PredictionView) -> ModelSpec:
         key = pred.model_key
@@ -220,6 +222,7 @@ class Monitor:
                 self.loop.send(self.s.internal["global_state"], key.encode(), value, partition=p)
             for key, value in records:
                 self.loop.send(self.s.metrics_topic, key.encode(), value)
+            self.status.metrics(p, records)
 
     def _tick(self, now: int) -> None:
         assert self.loop is not None
@@ -236,12 +239,15 @@ class Monitor:
             for key, value in alerts:
                 self.loop.send(self.s.alerts_topic, key.encode(), value)
                 log.warning("alert %s", value.decode())
+            self.status.metrics(p, metric_records)
+            self.status.alerts(p, alerts)
             if gp.stats:
-                self.loop.send(
-                    self.s.stats_topic, b"all", stats_record(snap.join, snap.invalid, now)
-                )
+                stats = stats_record(snap.join, snap.invalid, now)
+                self.loop.send(self.s.stats_topic, b"all", stats)
+                self.status.join_stats(p, stats)
             snapshots.append(snap)
         self.collector.update(merge_snapshots(snapshots))
+        self.status.tick(now, self.globals)
 
 
 def merge_snapshots(snaps: list[Snapshot]) -> Snapshot:
@@ -276,11 +282,13 @@ def run_monitor(
     health = Health(stall_s=s.health_stall_s)
     health.model_loaded = True  # the monitor needs no model to run
     collector = MonitorCollector(registry)
-    server = serve(s.metrics_port, registry, health) if s.metrics_port else None
+    status = StatusFeed(rules, s.window_list, s.instance_id, s.partitions)
+    routes = status.routes()
+    server = serve(s.metrics_port, registry, health, routes=routes) if s.metrics_port else None
     kafka_io.wait_for_broker(s.bootstrap, 30.0, extra=s.kafka)
     create_topics(s)
     mon = Monitor(s, rules, load_specs(s.models), collector, health,
-                  counters=loop_counters(registry), stop=stop)  # fmt: skip
+                  counters=loop_counters(registry), stop=stop, status=status)  # fmt: skip
     try:
         mon.run()
     finally:

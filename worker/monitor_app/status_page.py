@@ -1,0 +1,66 @@
+"""The monitor's status page: ``/`` (one self-contained HTML file) and ``/api/status``.
+
+The loop feeds the records it publishes into a ``StatusBoard`` (worker/monitor/status.py)
+behind a lock; the HTTP thread renders the board's JSON on request. The page
+(``status.html``, inline CSS and JS, charts drawn as inline SVG, nothing fetched but
+``/api/status``) works on clusters without internet access.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from importlib import resources
+
+import orjson
+
+from worker.clock import wall_ms
+from worker.monitor.alerts import AlertRule
+from worker.monitor.status import Record, StatusBoard
+from worker.probes import Route
+
+JSON = "application/json"
+HTML = "text/html; charset=utf-8"
+
+
+def page_html() -> bytes:
+    return resources.files("worker.monitor_app").joinpath("status.html").read_bytes()
+
+
+class StatusFeed:
+    """The board behind a lock: the loop feeds it, the HTTP thread reads it."""
+
+    def __init__(self, rules: Sequence[AlertRule], windows: Sequence[str], instance: str = "",
+                 partitions: int = 1, clock_ms: Callable[[], int] = wall_ms) -> None:  # fmt: skip
+        self._lock = threading.Lock()
+        self._board = StatusBoard(rules, windows, instance, partitions)
+        self._clock_ms = clock_ms
+        self._page = page_html()
+
+    def metrics(self, partition: int, records: Iterable[Record]) -> None:
+        with self._lock:
+            self._board.on_metrics(partition, records)
+
+    def alerts(self, partition: int, records: Iterable[Record]) -> None:
+        with self._lock:
+            self._board.on_alerts(partition, records)
+
+    def join_stats(self, partition: int, record: bytes) -> None:
+        with self._lock:
+            self._board.on_join_stats(partition, record)
+
+    def tick(self, now_ms: int, owned: Iterable[int]) -> None:
+        with self._lock:
+            self._board.tick(now_ms, owned)
+
+    def status_json(self) -> bytes:
+        with self._lock:
+            doc = self._board.status(self._clock_ms())
+        return orjson.dumps(doc)
+
+    def routes(self) -> dict[str, Route]:
+        """Extra routes for ``worker.probes.serve``."""
+        return {
+            "/": lambda: (200, self._page, HTML),
+            "/api/status": lambda: (200, self.status_json(), JSON),
+        }
