@@ -37,7 +37,9 @@ clean:
 
 # -- Operations surface (deploy/) ---------------------------------------------------------
 # promtool and the prometheus server that tests/unit/test_deploy.py and
-# tests/integration/test_prometheus.py run come from Debian's prometheus package. Only the
+# tests/integration/test_prometheus.py run come from Debian's prometheus package, the headless
+# Chromium of tests/integration/test_status_page.py (and of the demo's report.png) from
+# Debian's chromium package (never a browser download: the network may be closed). Only the
 # binaries are wanted: where systemd starts the package's service (:9090), it is stopped
 # and disabled again (containers without systemd never start it).
 .PHONY: tools lock deploy-lint
@@ -64,6 +66,16 @@ tools: $(HELM)
 	    apt-get install -y -q --no-install-recommends prometheus && \
 	  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; \
 	  then $(SUDO) systemctl disable --now prometheus; fi; \
+	fi
+	@if command -v chromium >/dev/null; then \
+	  echo "tools: $$(chromium --version 2>/dev/null | head -n 1)"; \
+	elif ! command -v apt-get >/dev/null; then \
+	  echo "tools: install Chromium (Debian's chromium) for tests/integration/test_status_page.py"; \
+	  exit 1; \
+	else \
+	  $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends chromium; \
 	fi
 
 # The ldflags are those of helm's own Makefile: its version, and the Kubernetes version that
