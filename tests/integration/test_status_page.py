@@ -88,7 +88,11 @@ def settled(port: int, labels: int, timeout: float = 150) -> dict[str, Any]:
     deadline, previous = time.monotonic() + timeout, None
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        status = get_status(port)
+        try:
+            status = get_status(port)
+        except OSError:  # not serving yet (a restart)
+            time.sleep(0.5)
+            continue
         join = status["join"] or {}
         firing = {a["alert"] for a in status["firing"]}
         figures = [(m["rolling"] and m["rolling"]["count"], m["rolling"] and m["rolling"]["psi"],
@@ -97,7 +101,7 @@ def settled(port: int, labels: int, timeout: float = 150) -> dict[str, Any]:
             return status
         previous = figures if join.get("joined") == labels else None
         time.sleep(1.0)
-    raise AssertionError(f"the monitor did not settle: {status.get('join')}, {status['firing']}")
+    raise AssertionError(f"the monitor did not settle: {status}")
 
 
 def test_status_page_in_chromium_shows_the_published_figures_and_the_drift(
@@ -114,14 +118,13 @@ def test_status_page_in_chromium_shows_the_published_figures_and_the_drift(
                          "--metrics-port", "0"], tmp_path / "worker.log")  # fmt: skip
     (tmp_path / "monitor.toml").write_text(RULES)
     port, mon_log = free_port(), (tmp_path / "monitor.log").open("ab")
-    monitor = subprocess.Popen(
-        [sys.executable, "-m", "worker", "monitor", "--config", str(tmp_path / "monitor.toml"),
-         "--bootstrap", kafka_bootstrap, "--predictions-topic", t["pred"],
-         "--labels-topic", t["labels"], "--metrics-topic", t["metrics"],
-         "--alerts-topic", t["alerts"], "--stats-topic", t["stats"], "--group", group_factory(),
-         "--instance-id", "page", "--models", str(model), "--tick-ms", "500",
-         "--windows", "5s,5m", "--metrics-port", str(port)],
-        stdout=mon_log, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+    cmd = [sys.executable, "-m", "worker", "monitor", "--config", str(tmp_path / "monitor.toml"),
+           "--bootstrap", kafka_bootstrap, "--predictions-topic", t["pred"],
+           "--labels-topic", t["labels"], "--metrics-topic", t["metrics"],
+           "--alerts-topic", t["alerts"], "--stats-topic", t["stats"], "--group", group_factory(),
+           "--instance-id", "page", "--models", str(model), "--tick-ms", "500",
+           "--windows", "5s,5m", "--metrics-port", str(port)]  # fmt: skip
+    monitor = subprocess.Popen(cmd, stdout=mon_log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         fed = subprocess.run(
             [sys.executable, "-m", "worker", "produce-demo", "--bootstrap", kafka_bootstrap,
@@ -137,6 +140,10 @@ def test_status_page_in_chromium_shows_the_published_figures_and_the_drift(
         status = get_status(port)
         shot = browser.screenshot(url, tmp_path / "status-page.png", size=(1280, 960))
         topic = latest_records(kafka_bootstrap, t["metrics"])
+        monitor.send_signal(signal.SIGTERM)  # a restart: the page reads its history back
+        assert monitor.wait(60) == 0
+        monitor = subprocess.Popen(cmd, stdout=mon_log, stderr=subprocess.STDOUT, cwd=ROOT)
+        again = settled(port, COUNT)
     finally:
         monitor.send_signal(signal.SIGTERM)
         assert monitor.wait(60) == 0, (tmp_path / "monitor.log").read_text()[-2000:]
@@ -148,6 +155,7 @@ def test_status_page_in_chromium_shows_the_published_figures_and_the_drift(
     check_page_equals_status(dom, status)
     check_status_equals_topic(status, topic)
     check_charts_show_the_drift(dom, status)
+    check_restart_keeps_the_history(status, again)
 
 
 def latest_records(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
@@ -215,3 +223,11 @@ def check_charts_show_the_drift(dom: Dom, status: dict[str, Any]) -> None:
     psi_chart = [a for t, a in dom.elements if a.get("data-alert-marker") == "score_drift"]
     assert psi_chart, "the PSI alert is not marked on the chart"
     assert dom.find("tr", data_alert="score_drift", data_model=ident)
+
+
+def check_restart_keeps_the_history(before: dict[str, Any], after: dict[str, Any]) -> None:
+    (m0,), (m1,) = before["models"], after["models"]
+    assert m1["windows"]["5s"] == m0["windows"]["5s"]
+    assert [a["alert"] for a in after["firing"]] == [a["alert"] for a in before["firing"]]
+    seen = {p["at"] for p in m1["rolling_history"]}
+    assert {p["at"] for p in m0["rolling_history"][:-1]} <= seen  # the newest point floats

@@ -7,12 +7,14 @@ tumbling window and the rolling view's figures tick by tick, both bounded by age
 (``span_ms``) and by count (``max_points``), and renders the JSON of ``/api/status``
 (``schemas/status.schema.json``). An instance owning only some stage-two partitions knows
 only the model versions (and the join counters) those partitions hold; ``tick`` forgets what
-moved to another instance and the JSON says which partitions it covers.
+moved to another instance and the JSON says which partitions it covers. After a restart
+the shell refills it from the topics (partition ``SEEDED``): a seeded model version is
+adopted by the first live record of it and forgotten if none comes once partitions are owned.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -26,7 +28,8 @@ POINT_FIELDS: Final = (*CHART_METRICS, "count", "predicted")
 DEFAULT_SPAN_MS: Final = 6 * HOUR_MS
 DEFAULT_MAX_POINTS: Final = 720
 MAX_ALERT_EVENTS: Final = 200
-Record = tuple[str, bytes]  # (Kafka key, JSON value), as the stages return them
+SEEDED: Final = -1  # records read back from the topics at start: their partition is unknown
+Record = tuple[Any, bytes]  # (Kafka key, JSON value), as the stages return them
 
 
 @dataclass
@@ -64,8 +67,7 @@ class StatusBoard:
     # -- feeding ------------------------------------------------------------------------
     def on_metrics(self, partition: int, records: Iterable[Record]) -> None:
         """Model-metrics records: the rolling view, or a tumbling window that changed."""
-        for _key, value in records:
-            rec = orjson.loads(value)
+        for rec in _readable(records, "window", "window_start", "computed_at"):
             hist = self._history(partition, rec["model"], rec["model_version"])
             hist.task = rec.get("task") or hist.task
             if rec["window"] == ROLLING:
@@ -79,8 +81,7 @@ class StatusBoard:
 
     def on_alerts(self, partition: int, records: Iterable[Record]) -> None:
         """Alert records: a rule started firing or resolved for a model version."""
-        for _key, value in records:
-            rec = orjson.loads(value)
+        for rec in _readable(records, "alert", "status", "at"):
             self._history(partition, rec["model"], rec["model_version"])
             ident = (rec["alert"], rec["model"], rec["model_version"])
             if rec["status"] == "firing":
@@ -96,11 +97,13 @@ class StatusBoard:
     def tick(self, now_ms: int, owned: Iterable[int]) -> None:
         """Forget what is older than the span, and what another instance now owns."""
         self.owned = tuple(sorted(owned))
-        gone = [k for k, h in self.models.items() if h.partition not in self.owned]
+        # Seeded figures wait for their owner's first live record while nothing is owned.
+        keep = {*self.owned, *(() if self.owned else (SEEDED,))}
+        gone = [k for k, h in self.models.items() if h.partition not in keep]
         for key in gone:
             del self.models[key]
         self.firing = {k: v for k, v in self.firing.items() if (k[1], k[2]) in self.models}
-        if self.join is not None and self.join[0] not in self.owned:
+        if self.join is not None and self.join[0] not in keep:
             self.join = None
         oldest = now_ms - self.span_ms
         self.alert_events = [a for a in self.alert_events if a["at"] >= oldest
@@ -150,7 +153,9 @@ class StatusBoard:
     # -- helpers ------------------------------------------------------------------------
     def _history(self, partition: int, model: str, version: str) -> History:
         hist = self.models.get((model, version))
-        if hist is None or hist.partition != partition:
+        if hist is not None and hist.partition == SEEDED:
+            hist.partition = partition  # the live owner takes over the seeded history
+        elif hist is None or hist.partition != partition:
             # A version moved here from another partition's owner: start afresh.
             hist = self.models[(model, version)] = History(partition, step_ms=self.min_step_ms)
         return hist
@@ -167,6 +172,18 @@ class StatusBoard:
         while len(pts) > self.max_points:
             hist.step_ms *= 2
             hist.points = pts = thin(pts, hist.step_ms)
+
+
+def _readable(records: Iterable[Record], *required: str) -> Iterator[dict[str, Any]]:
+    """The records that have the fields the page needs; others (a worker's model_refused
+    record on a shared alerts topic, anything unreadable) are not the page's business."""
+    for _key, value in records:
+        try:
+            rec = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and all(k in rec for k in ("model", "model_version", *required)):
+            yield rec
 
 
 def thin(points: list[dict[str, Any]], step_ms: int) -> list[dict[str, Any]]:

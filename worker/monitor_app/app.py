@@ -37,7 +37,7 @@ from worker.monitor.stages import Changelog, JoinPartition
 from worker.monitor.views import ModelSpec, PredictionView
 from worker.monitor_app.gauges import MonitorCollector, loop_counters
 from worker.monitor_app.settings import MonitorSettings
-from worker.monitor_app.status_page import StatusFeed
+from worker.monitor_app.status_page import StatusFeed, seed
 from worker.probes import Health, serve
 from worker.shutdown import STOP, StopFlag
 
@@ -287,6 +287,7 @@ def run_monitor(
     server = serve(s.metrics_port, registry, health, routes=routes) if s.metrics_port else None
     kafka_io.wait_for_broker(s.bootstrap, 30.0, extra=s.kafka)
     create_topics(s)
+    seed(status, s, wall_ms())
     mon = Monitor(s, rules, load_specs(s.models), collector, health,
                   counters=loop_counters(registry), stop=stop, status=status)  # fmt: skip
     try:

@@ -3,21 +3,29 @@
 The loop feeds the records it publishes into a ``StatusBoard`` (worker/monitor/status.py)
 behind a lock; the HTTP thread renders the board's JSON on request. The page
 (``status.html``, inline CSS and JS, charts drawn as inline SVG, nothing fetched but
-``/api/status``) works on clusters without internet access.
+``/api/status``) works on clusters without internet access. At start, ``seed`` refills
+the history from what the group published lately, so a restart keeps the charts.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 
 import orjson
 
 from worker.clock import wall_ms
+from worker.kafka_io.config import connection
+from worker.kafka_io.recent import read_recent
 from worker.monitor.alerts import AlertRule
-from worker.monitor.status import Record, StatusBoard
+from worker.monitor.status import SEEDED, Record, StatusBoard
+from worker.monitor_app.settings import MonitorSettings
 from worker.probes import Route
+
+log = logging.getLogger(__name__)
 
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
@@ -53,6 +61,10 @@ class StatusFeed:
         with self._lock:
             self._board.tick(now_ms, owned)
 
+    @property
+    def span_ms(self) -> int:
+        return self._board.span_ms
+
     def status_json(self) -> bytes:
         with self._lock:
             doc = self._board.status(self._clock_ms())
@@ -64,3 +76,17 @@ class StatusFeed:
             "/": lambda: (200, self._page, HTML),
             "/api/status": lambda: (200, self.status_json(), JSON),
         }
+
+
+def seed(feed: StatusFeed, s: MonitorSettings, now_ms: int) -> None:
+    """Refill the page from the metrics, alerts and stats topics (records of the history span),
+    so that a restarted monitor still shows the last hours. Best effort: a Kafka error
+    leaves the page with what was read (a warning in the log), and the monitor runs on."""
+    conn, since = connection(s, s.instance_id), now_ms - feed.span_ms
+    t0 = time.monotonic()
+    feed.metrics(SEEDED, read_recent(conn, s.metrics_topic, since))
+    feed.alerts(SEEDED, read_recent(conn, s.alerts_topic, since))
+    stats = list(read_recent(conn, s.stats_topic, now_ms - 600_000))
+    log.info("status page: history read back in %.2fs", time.monotonic() - t0)
+    if stats:
+        feed.join_stats(SEEDED, stats[-1][1])

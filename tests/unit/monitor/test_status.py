@@ -16,7 +16,7 @@ from worker.monitor.aggregate import WindowAgg
 from worker.monitor.alerts import DEFAULT_RULES, AlertRecord
 from worker.monitor.catalog import metrics
 from worker.monitor.records import alert_record, metrics_record
-from worker.monitor.status import StatusBoard, thin
+from worker.monitor.status import SEEDED, StatusBoard, thin
 from worker.monitor.windows import MINUTE_MS, WindowKey, rolling_key
 from worker.monitor_app.status_page import StatusFeed
 from worker.probes import Health, serve
@@ -148,3 +148,19 @@ def test_serve_answers_extra_routes_beside_the_probes() -> None:
     assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # nothing external
     assert doc["generated_at"] == T0 and doc["models"][0]["rolling"]["recall"] == 0.5
     validator().validate(doc)
+
+
+def test_seeded_history_is_adopted_by_its_owner_and_dropped_otherwise() -> None:
+    board = StatusBoard(DEFAULT_RULES, ["5m"], "a", partitions=4)
+    board.on_metrics(SEEDED, [rolling_rec(T0, 0.5, "fraud"), rolling_rec(T0, 0.5, "churn")])
+    board.on_metrics(SEEDED, [(b"k", b"not json"), (None, orjson.dumps({"kind": "other"}))])
+    board.on_alerts(SEEDED, [alert_rec("firing", T0, "churn"), (b"x", b'{"model_refused": 1}')])
+    board.on_join_stats(SEEDED, orjson.dumps(join_stats(T0)))
+    board.tick(T0 + 500, [])  # not assigned yet: the seeded figures stay
+    assert len(board.status(T0 + 500)["models"]) == 2
+    board.on_metrics(2, [rolling_rec(T0 + 1000, 0.4, "fraud")])  # the owner's first record
+    board.tick(T0 + 1000, [2])
+    doc = board.status(T0 + 1000)
+    (fraud,) = doc["models"]  # churn belongs to another instance
+    assert [p["recall"] for p in fraud["rolling_history"]] == [0.5, 0.4]
+    assert doc["firing"] == [] and doc["join"] is None
