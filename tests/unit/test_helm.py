@@ -680,6 +680,14 @@ def test_notes_promote_through_the_control_topic_with_the_workers_settings(
     assert "<<'EOF'" not in off and "models promote" in off
 
 
+
+def test_notes_reach_the_monitors_status_page(tmp_path: Path) -> None:
+    notes = rendered_notes(tmp_path)
+    sts = one(rendered(), "StatefulSet")
+    port = container(sts, "monitor")["ports"][0]["containerPort"]
+    assert f"port-forward pod/{sts['metadata']['name']}-0 {port}" in notes
+    assert f"http://localhost:{port}/" in notes
+
 # -- KEDA -----------------------------------------------------------------------------------------
 
 
