@@ -138,7 +138,7 @@ def test_status_page_in_chromium_shows_the_published_figures_and_the_drift(
         dom = Dom()
         dom.feed(browser.dump_dom(url))
         status = get_status(port)
-        shot = browser.screenshot(url, tmp_path / "status-page.png", size=(1280, 960))
+        shot = browser.screenshot(url, tmp_path / "status-page.png", size=(1280, 1180))
         topic = latest_records(kafka_bootstrap, t["metrics"])
         monitor.send_signal(signal.SIGTERM)  # a restart: the page reads its history back
         assert monitor.wait(60) == 0
