@@ -26,6 +26,9 @@ from worker.monitor_app.settings import MonitorSettings
 from worker.probes import Route
 
 log = logging.getLogger(__name__)
+#: How far back a firing alert is looked for at start: alert records are few (state changes
+#: only), so a week (the default retention) is cheap and keeps long episodes on the page.
+ALERTS_LOOKBACK_MS = 7 * 24 * 3600 * 1000
 
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
@@ -79,13 +82,14 @@ class StatusFeed:
 
 
 def seed(feed: StatusFeed, s: MonitorSettings, now_ms: int) -> None:
-    """Refill the page from the metrics, alerts and stats topics (records of the history span),
-    so that a restarted monitor still shows the last hours. Best effort: a Kafka error
+    """Refill the page from the metrics and stats topics (the history span) and the alerts
+    topic (the last week), so that a restarted monitor still shows the last hours and what
+    fires. Best effort: a Kafka error
     leaves the page with what was read (a warning in the log), and the monitor runs on."""
     conn, since = connection(s, s.instance_id), now_ms - feed.span_ms
     t0 = time.monotonic()
     feed.metrics(SEEDED, read_recent(conn, s.metrics_topic, since))
-    feed.alerts(SEEDED, read_recent(conn, s.alerts_topic, since))
+    feed.alerts(SEEDED, read_recent(conn, s.alerts_topic, min(since, now_ms - ALERTS_LOOKBACK_MS)))
     stats = list(read_recent(conn, s.stats_topic, now_ms - 600_000))
     log.info("status page: history read back in %.2fs", time.monotonic() - t0)
     if stats:
