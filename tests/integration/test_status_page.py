@@ -27,6 +27,7 @@ import pytest
 from tests.integration.helpers import ROOT, WorkerProc, read_topic
 from worker.devtools import browser
 from worker.devtools.demo import train_demo
+from worker.devtools.demo_report import write_report
 from worker.devtools.demo_run import free_port
 
 # Skipped on a machine without Chromium, but not in CI, where `make tools` installs it.
@@ -52,7 +53,7 @@ min_count = 8000
 
 
 class Dom(HTMLParser):
-    """The attributes of every element that carries a data-* attribute."""
+    """Every element's tag and attributes, and the text of the cells that carry data-k."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,8 +63,7 @@ class Dom(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
-        if any(k.startswith("data-") for k in a) or tag == "body":
-            self.elements.append((tag, a))
+        self.elements.append((tag, a))
         self._open = a.get("data-k")
 
     def handle_data(self, data: str) -> None:
@@ -172,7 +172,7 @@ def shown(dom: Dom, key: str) -> float | None:
 def check_page_equals_status(dom: Dom, status: dict[str, Any]) -> None:
     (body,) = dom.find("body")
     assert body.get("data-ready") == "1", "the page never rendered"
-    assert not dom.find("p", class_="error")
+    assert not dom.find("p", class_="error"), "the page could not read api/status"
     (m,) = status["models"]
     ident = f"{m['model']}|{m['model_version']}"
     expected: dict[str, Any] = {}
@@ -190,7 +190,7 @@ def check_page_equals_status(dom: Dom, status: dict[str, Any]) -> None:
         assert shown(dom, key) == value, (key, shown(dom, key), value)
         text = dom.text[key]  # what a person reads: 4 decimals for ratios
         assert text == str(value) if isinstance(value, int) else abs(float(text) - value) < 6e-5
-    assert not dom.find("p", class_="note")  # one instance owns every partition
+    assert not dom.find("p", id="partial-note")  # one instance owns every partition
     bars = {a["data-bucket"]: int(a["data-count"]) for a in dom.find("rect")}
     assert bars == status["join"]["label_delay_seconds"]
 
@@ -231,3 +231,18 @@ def check_restart_keeps_the_history(before: dict[str, Any], after: dict[str, Any
     assert [a["alert"] for a in after["firing"]] == [a["alert"] for a in before["firing"]]
     seen = {p["at"] for p in m1["rolling_history"]}
     assert {p["at"] for p in m0["rolling_history"][:-1]} <= seen  # the newest point floats
+
+
+def test_an_instance_owning_some_partitions_says_so_on_the_page(tmp_path: Path) -> None:
+    """The page as the demo's report embeds it (no server): a partial instance's status."""
+    status = {"generated_at": 1_796_008_000_000, "instance": "b",
+              "partitions": {"owned": [1, 3], "total": 4, "complete": False},
+              "history": {"span_s": 21600, "max_points": 720}, "windows": ["5m"],
+              "chart_metrics": ["accuracy", "recall", "roc_auc", "psi", "coverage"],
+              "thresholds": [], "models": [], "firing": [], "join": None}  # fmt: skip
+    (html, *_) = write_report(tmp_path, "partial", {"events in": 7}, status)
+    raw, dom = browser.dump_dom(html.resolve().as_uri(), budget_ms=1000), Dom()
+    dom.feed(raw)
+    assert dom.find("body")[0].get("data-ready") == "1"
+    assert dom.find("p", id="partial-note") and not dom.find("p", class_="error")
+    assert "owns stage-two partitions [1, 3] of 4: it shows only the model versions" in raw
