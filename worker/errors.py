@@ -13,7 +13,14 @@ from enum import StrEnum
 
 
 class ScoringError(Exception):
-    """Root of every fatal error raised by this package."""
+    """Root of every fatal error raised by this package.
+
+    ``exit_status`` is what the command exits with: 2 for a mistake the user can fix in
+    the command, its settings or its files; 1 for a failure of the environment at run
+    time (broker unreachable or lost, authentication, TLS), where a retry may succeed.
+    """
+
+    exit_status: int = 2
 
 
 class ConfigError(ScoringError):
@@ -38,6 +45,8 @@ class BatchInputError(ScoringError):
 
 class KafkaFatalError(ScoringError):
     """The broker cannot be used at all (unreachable, authentication failed)."""
+
+    exit_status = 1
 
 
 class KafkaLocalError(ScoringError):

@@ -1,4 +1,4 @@
-"""Admin helpers: broker readiness, topic creation and deletion, reading a topic back."""
+"""Admin helpers: topic creation and deletion, reading a topic back (readiness: startup.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
@@ -28,39 +28,6 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def admin(bootstrap: str, extra: Mapping[str, str] | None = None) -> AdminClient:
     return AdminClient(client_config(Role.ADMIN, Connection(bootstrap, dict(extra or {}))))
-
-
-def wait_for_broker(
-    bootstrap: str,
-    timeout: float,
-    alive: Callable[[], bool] = lambda: True,
-    extra: Mapping[str, str] | None = None,
-) -> float:
-    """Block until a metadata request succeeds; return the seconds it took.
-
-    ``alive`` lets a launcher give up at once when the process it waits for died.
-    """
-    t0 = time.monotonic()
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
-    host = host.strip("[]")
-    # Wait for the socket first: librdkafka logs every refused connection to stderr.
-    while not port_open(host, int(port)) and time.monotonic() - t0 < timeout:
-        if not alive():
-            raise KafkaFatalError(f"broker process for {bootstrap} exited during startup")
-        time.sleep(0.2)
-    client = admin(bootstrap, extra)
-    last: Exception | None = None
-    while time.monotonic() - t0 < timeout:
-        if not alive():
-            raise KafkaFatalError(f"broker process for {bootstrap} exited during startup")
-        try:
-            md = client.list_topics(timeout=2.0)
-            if md.brokers:
-                return time.monotonic() - t0
-        except KafkaException as exc:
-            last = exc
-        time.sleep(0.3)
-    raise KafkaFatalError(f"no metadata from {bootstrap} within {timeout:.0f}s ({last})")
 
 
 def create_topics(
@@ -139,3 +106,21 @@ def drain(
             break
     c.close()
     return out
+
+
+def upsert_scram_user(bootstrap: str, user: str, password: str, timeout: float = 30.0) -> None:
+    """Create or update a SCRAM-SHA-512 user (kafka-local --sasl; KRaft keeps it in its
+    metadata, so it works on a formatted cluster too)."""
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    change = UserScramCredentialUpsertion(user, info, password.encode())
+    for fut in admin(bootstrap).alter_user_scram_credentials([change]).values():
+        try:
+            fut.result(timeout)
+        except KafkaException as exc:
+            raise KafkaFatalError(f"cannot create the SCRAM user {user}: {exc}") from exc

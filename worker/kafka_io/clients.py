@@ -35,7 +35,8 @@ def consumer_config(s: Settings) -> dict[str, Any]:
     """The worker's consumer: at most ``batch_wait_ms`` of fetch wait, so a batch never
     waits on the broker longer than on the loop."""
     tuning = {"fetch.wait.max.ms": max(1, min(100, s.batch_wait_ms))}
-    return client_config(Role.CONSUMER, connection(s, s.worker_id), tuning)
+    return client_config(Role.CONSUMER, connection(s, s.worker_id), tuning,
+                         fixed={"group.id": s.group})  # fmt: skip
 
 
 def producer_config(s: Settings) -> dict[str, Any]:

@@ -272,16 +272,20 @@ def run_monitor(
     registry: CollectorRegistry | None = None,
     stop: StopFlag = STOP,
 ) -> None:
+    specs = load_specs(s.models)  # a bad bundle is the user's mistake: before the broker
     registry = registry or CollectorRegistry()
     health = Health(stall_s=s.health_stall_s)
     health.model_loaded = True  # the monitor needs no model to run
     collector = MonitorCollector(registry)
-    server = serve(s.metrics_port, registry, health) if s.metrics_port else None
-    kafka_io.wait_for_broker(s.bootstrap, 30.0, extra=s.kafka)
-    create_topics(s)
-    mon = Monitor(s, rules, load_specs(s.models), collector, health,
-                  counters=loop_counters(registry), stop=stop)  # fmt: skip
-    try:
+    server = serve(s.metrics_port, registry, health, s.metrics_host) if s.metrics_port else None
+    try:  # SIGTERM during start-up: the wait polls the flag, the steps after it check it
+        kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka,
+                                 stop=lambda: stop.requested)  # fmt: skip
+        create_topics(s)
+        if stop.requested:
+            return
+        mon = Monitor(s, rules, specs, collector, health,
+                      counters=loop_counters(registry), stop=stop)  # fmt: skip
         mon.run()
     finally:
         if server is not None:

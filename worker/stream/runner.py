@@ -252,8 +252,9 @@ def run_worker(s: Settings, registry: CollectorRegistry | None = None,
     metrics.model_info.labels(man.name, man.version, man.sha256[:12]).set(1)
     health.model_loaded = True
     log.info("model %s %s loaded from %s", man.name, man.version, ctx.bundle.path)
-    server = serve(s.metrics_port, registry, health) if s.metrics_port else None
-    kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka)
+    server = serve(s.metrics_port, registry, health, s.metrics_host) if s.metrics_port else None
+    kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka,
+                             stop=lambda: stop.requested)  # fmt: skip
     health.broker_ok = True
     reloader = make_reloader(s, man.version)
 
