@@ -31,7 +31,7 @@ def test_bad_values_name_the_setting(tmp_path: Path) -> None:
         config.load(None, {"SCORING_BATCH_MAX": "lots"}, {})
     toml = tmp_path / "w.toml"
     toml.write_text("bach_max = 3\n")
-    with pytest.raises(ConfigError, match="unknown setting 'bach_max' .did you mean batch_max"):
+    with pytest.raises(ConfigError, match=r"unknown setting 'bach_max' \(did you mean batch_max"):
         config.load(toml, {}, {})
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         config.load(None, {}, {}, ["security.protocol"])

@@ -326,8 +326,7 @@ def start(b: LocalBroker, timeout: float = 120.0, security: Security | None = No
     check_tools()
     t0 = time.monotonic()
     if security.tls:
-        progress(f"making a throwaway CA and broker certificate with keytool in "
-                 f"{b.state_dir / 'tls'}")  # fmt: skip
+        progress(f"TLS: a throwaway CA and broker certificate (keytool) in {b.state_dir / 'tls'}")
     _format_storage(b, security)
     out = (b.state_dir / "logs" / "stdout.log").open("ab")
     cmd = _java(b, "kafka.Kafka", str(b.state_dir / "server.properties"))

@@ -119,7 +119,8 @@ def upsert_scram_user(bootstrap: str, user: str, password: str, timeout: float =
 
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
     change = UserScramCredentialUpsertion(user, info, password.encode())
-    for fut in admin(bootstrap).alter_user_scram_credentials([change]).values():
+    client = admin(bootstrap)  # kept alive until the futures resolve
+    for fut in client.alter_user_scram_credentials([change]).values():
         try:
             fut.result(timeout)
         except KafkaException as exc:
