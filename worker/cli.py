@@ -388,7 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ScoringError as exc:
         if _debug(args):
             traceback.print_exc()
-        _fail(args.command, str(exc))
+        text = str(exc).rstrip()
+        _fail(args.command, text if text.endswith(")") else f"{text} ({exc.hint})")
         return exc.exit_status
     except StopRequested:
         logging.getLogger("worker").info("stopped during start-up")
