@@ -52,9 +52,11 @@ def _kafka_local_cmd(args: argparse.Namespace) -> int:
     if args.action == "start":
         security = kafka_local.Security.parse(args.sasl, args.tls)
         r = kafka_local.start(b, timeout=args.timeout, security=security, progress=_progress)
-        state = "already running" if r.already_running else \
-            f"broker {b.version} ready in {r.ready_seconds:.1f}s"  # fmt: skip
-        print(f"kafka-local: {state} on {b.bootstrap} (pid {r.pid}, state {b.state_dir})")
+        if r.already_running:
+            print(f"kafka-local: already running on {b.bootstrap} (pid {r.pid})")
+        else:
+            print(f"kafka-local: broker {b.version} ready on {b.bootstrap} in "
+                  f"{r.ready_seconds:.1f}s (pid {r.pid}, state {b.state_dir})")  # fmt: skip
         for line in kafka_local.client_hints(b, security):
             print(f"kafka-local: {line}")
     elif args.action == "stop":
