@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.devtools import kafka_local
+from worker.devtools import kafka_local, kafka_tls
 from worker.errors import KafkaLocalError
 
 
@@ -70,11 +70,11 @@ def test_secure_listener_for_sasl_and_tls(tmp_path: Path, monkeypatch: pytest.Mo
     b = kafka_local.LocalBroker(port=12020, state_root=tmp_path)
     made: list[Path] = []
 
-    def fake_tls(folder: Path, host: str) -> kafka_local.kafka_tls.BrokerTls:
+    def fake_tls(folder: Path, host: str) -> kafka_tls.BrokerTls:
         made.append(folder)
-        return kafka_local.kafka_tls.BrokerTls(folder / "broker.p12", "pw", folder / "ca.pem")
+        return kafka_tls.BrokerTls(folder / "broker.p12", "pw", folder / "ca.pem")
 
-    monkeypatch.setattr(kafka_local.kafka_tls, "broker_tls", fake_tls)
+    monkeypatch.setattr(kafka_tls, "broker_tls", fake_tls)
     sec = kafka_local.Security.parse("alice:s3cret", tls=True)
     props = dict(line.split("=", 1)
                  for line in kafka_local._server_properties(b, sec).splitlines() if line)
