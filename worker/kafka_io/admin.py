@@ -48,6 +48,7 @@ def create_topics(
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise KafkaFatalError(f"cannot create topic {name}: {exc}") from exc
     _await_topics(client, list(topics), timeout)
+    client.poll(0)  # an admin client's log lines reach the logger only through poll()
 
 
 def _await_topics(client: AdminClient, names: list[str], timeout: float) -> None:
