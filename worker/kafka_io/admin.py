@@ -72,9 +72,10 @@ def _await_topics(client: AdminClient, names: list[str], timeout: float) -> None
 def delete_topics(bootstrap: str, names: list[str], timeout: float = 30.0) -> None:
     if not names:
         return
-    for fut in admin(bootstrap).delete_topics(names, operation_timeout=timeout).values():
-        # Already gone is fine: deletion is best-effort cleanup.
-        with contextlib.suppress(KafkaException):
+    client = admin(bootstrap)  # kept alive until the futures resolve
+    for fut in client.delete_topics(names, operation_timeout=timeout).values():
+        # Already gone, or slow to go, is fine: deletion is best-effort cleanup.
+        with contextlib.suppress(KafkaException, TimeoutError):
             fut.result(timeout)
 
 
