@@ -129,8 +129,9 @@ def parse(spec: Spec, raw: Any, where: str) -> Any:
         value = _convert(spec.kind, raw)
         return _apply(spec.rule, value)
     except ValueError as exc:
-        raise ConfigError(f"{where}: {exc} ({spec.name}: {spec.rule.describe(spec.kind)})"
-                          ) from None
+        allowed = spec.rule.describe(spec.kind)
+        hint = f" ({spec.name}: {allowed})" if allowed else ""
+        raise ConfigError(f"{where}: {exc}{hint}") from None
 
 
 def validate(obj: Any) -> None:
