@@ -67,7 +67,7 @@ def _check_kafka(confs: Iterable[Mapping[str, Any]], kafka: Mapping[str, str]) -
 
 def _run(args: argparse.Namespace) -> int:
     from worker import kafka_io
-    from worker.stream import runner
+    from worker.stream.app import run_worker
 
     s = load_settings(args)
     if not s.model:
@@ -75,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_kafka([kafka_io.consumer_config(s), kafka_io.producer_config(s)], s.kafka)
     setup_logging(s)
     logging.getLogger("worker").info("starting", extra={"settings": s.masked()})
-    totals = runner.run_worker(s)
+    totals = run_worker(s)
     print(f"scoring-worker run: {totals.consumed} consumed, {totals.scored} scored, "
           f"{totals.dead_lettered} dead-lettered")  # fmt: skip
     return 0

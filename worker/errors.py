@@ -68,6 +68,13 @@ class KafkaLocalError(ScoringError):
     hint = "see scoring-worker kafka-local --help"
 
 
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line of at most ``limit`` characters, for a refusal or a dead
+    letter: what a library raised can be long and span lines."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class RejectKind(StrEnum):
     """Why a record could not be scored; the value is the dead-letter header."""
 

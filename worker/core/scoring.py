@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from worker.errors import Rejection, RejectKind
+from worker.core.records import PredictionRecord
+from worker.errors import Rejection, RejectKind, describe
 from worker.model.bundle import ModelBundle
 from worker.model.manifest import Task
-
-_MAX_DETAIL: Final = 300
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -41,15 +40,14 @@ class ScoreResult:
 
 
 def score_matrix(bundle: ModelBundle, matrix: FloatArray) -> ScoreResult:
-    """Score every row with a single predict_proba (or predict) call."""
+    """Score every row with a single call of the bundle's runtime; check the output's shape."""
     n = matrix.shape[0]
+    output = np.asarray(bundle.runtime.predict(matrix), dtype=np.float64)
     if bundle.task == "regression":
-        output = np.asarray(bundle.estimator.predict(matrix), dtype=np.float64)
         if output.ndim == 2 and output.shape[1] == 1:
             output = output[:, 0]
         expected: tuple[int, ...] = (n,)
     else:
-        output = np.asarray(bundle.estimator.predict_proba(matrix), dtype=np.float64)
         expected = (n, len(bundle.classes))
     if output.shape != expected:
         raise ModelOutputError(f"model output has shape {output.shape}, expected {expected}")
@@ -88,7 +86,7 @@ def _bisect(
         result = score_matrix(bundle, matrix[lo:hi])
     except Exception as exc:  # any estimator error is a property of some rows
         if hi - lo == 1:
-            rejected.append((lo, Rejection(RejectKind.MODEL, f"model raised {_detail(exc)}")))
+            rejected.append((lo, Rejection(RejectKind.MODEL, f"model raised {describe(exc)}")))
             return
         mid = (lo + hi) // 2
         _bisect(bundle, matrix, lo, mid, parts, rejected)
@@ -117,13 +115,15 @@ def build_predictions(
     records: Sequence[Mapping[str, Any]],
     now_ms: int,
     event_ts_field: str | None = "ts",
-) -> list[dict[str, Any]]:
-    """Prediction dicts (prediction.schema.json) for ``records``, row by row."""
+) -> list[PredictionRecord]:
+    """Prediction records (core/records.py) for ``records``, row by row."""
     scores, labels = scores_and_labels(bundle, result)
     name, version = bundle.name, bundle.version
+    # Plain dicts, keys in the schema's order (event_ts before scored_at): the bytes
+    # published stay the same whatever builds them.
     predictions: list[dict[str, Any]] = []
     for record, score, label in zip(records, scores, labels, strict=True):
-        prediction = {
+        prediction: dict[str, Any] = {
             "id": record["id"],
             "score": score,
             "label": label,
@@ -136,7 +136,7 @@ def build_predictions(
                 prediction["event_ts"] = event_ts
         prediction["scored_at"] = now_ms
         predictions.append(prediction)
-    return predictions
+    return cast(list[PredictionRecord], predictions)
 
 
 def scores_and_labels(bundle: ModelBundle, result: ScoreResult) -> tuple[list[Any], list[Any]]:
@@ -158,7 +158,3 @@ def scores_and_labels(bundle: ModelBundle, result: ScoreResult) -> tuple[list[An
     winners: list[int] = output.argmax(axis=1).tolist()
     return [dict(zip(keys, row, strict=True)) for row in rows], [classes[i] for i in winners]
 
-
-def _detail(exc: BaseException) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."

@@ -8,13 +8,24 @@ broker itself and for tools. For development and tests only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 from worker.devtools import kafka_tls
 from worker.errors import ConfigError
 
-if TYPE_CHECKING:
-    from worker.devtools.kafka_local import LocalBroker
+
+class LocalBroker(Protocol):
+    """What this module needs of kafka_local.LocalBroker (which imports this module)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def state_dir(self) -> Path: ...
+    @property
+    def bootstrap(self) -> str: ...
 
 
 @dataclass(frozen=True)

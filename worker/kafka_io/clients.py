@@ -36,7 +36,7 @@ def consumer_config(s: Settings) -> dict[str, Any]:
     waits on the broker longer than on the loop."""
     tuning = {"fetch.wait.max.ms": max(1, min(100, s.batch_wait_ms))}
     return client_config(Role.CONSUMER, connection(s, s.worker_id), tuning,
-                         fixed={"group.id": s.group})  # fmt: skip
+                         fixed={"group.id": s.group})
 
 
 def producer_config(s: Settings) -> dict[str, Any]:

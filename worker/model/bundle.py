@@ -1,11 +1,11 @@
-"""Model bundles: a folder with ``model.json`` and one estimator artifact.
+"""Model bundles: a folder with ``model.json`` and one model artifact.
 
 Loading is paranoid because an artifact is code-adjacent: the artifact bytes
 are read once, hashed, compared with the manifest, and only those very bytes
-are deserialised (no window for the file to change in between). ``.joblib``
-(pickle) is therefore never unpickled unless its sha256 matches, and
-``.skops`` is refused when it needs types skops does not trust by default,
-unless the caller explicitly allows them by name.
+are handed to the bundle's runtime (no window for the file to change in
+between). What the runtime does with them, and which library it calls, is the
+runtime's business (worker/model/runtimes/); this module knows files and the
+manifest only.
 
 ``load_bundle`` has no side effects, so a later hot reload can simply call it
 again and swap the returned bundle in.
@@ -14,19 +14,17 @@ again and swap the returned bundle in.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-import joblib
 import orjson
-import skops.io as sio
 
 from worker.errors import ModelLoadError
+from worker.model import runtimes
 from worker.model.manifest import (
     ClassLabel,
     Manifest,
@@ -35,14 +33,18 @@ from worker.model.manifest import (
     Task,
     check_classes,
 )
+from worker.model.runtimes import DEFAULT_RUNTIME, LoadOptions, ModelRuntime
 
 MANIFEST_NAME: Final = "model.json"
-_MAX_DETAIL: Final = 300
 
 
 @dataclass(frozen=True, slots=True)
 class ModelBundle:
-    """A loaded, checked model plus what the hot path needs precomputed."""
+    """A loaded, checked model plus what the hot path needs precomputed.
+
+    ``estimator`` is the model library's own object; ``runtime`` scores with it (built
+    from the manifest's runtime kind when not given).
+    """
 
     manifest: Manifest
     estimator: Any
@@ -50,6 +52,12 @@ class ModelBundle:
     classes: tuple[ClassLabel, ...]
     positive_index: int | None
     class_keys: tuple[str, ...]
+    runtime: ModelRuntime = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.runtime is None:
+            wrapped = runtimes.get(self.manifest.runtime).wrap(self.manifest, self.estimator)
+            object.__setattr__(self, "runtime", wrapped)
 
     @property
     def name(self) -> str:
@@ -90,19 +98,30 @@ def load_bundle(path: Path, *, trusted_types: Sequence[str] = ()) -> ModelBundle
     folder, manifest_path = _locate(Path(path))
     try:
         manifest = _read_manifest(manifest_path)
-        artifact = folder / manifest.artifact
-        data = _read_artifact(artifact)
+        kind = runtimes.get(manifest.runtime)
+        if not manifest.artifact.endswith(kind.suffixes):
+            raise ManifestError(f"'artifact' must end in {' or '.join(kind.suffixes)}, "
+                                f"got {manifest.artifact!r}")  # fmt: skip
+        data = _read_artifact(folder / manifest.artifact)
         actual = hashlib.sha256(data).hexdigest()
         if actual != manifest.sha256:
             raise ManifestError(
                 f"sha256 mismatch for {manifest.artifact}: "
                 f"manifest {manifest.sha256[:12]}..., file {actual[:12]}..."
             )
-        estimator = _deserialise(manifest.artifact, data, trusted_types)
-        return _checked_bundle(manifest, estimator, folder)
+        runtime, classes = kind.load(manifest, data, LoadOptions(tuple(trusted_types)))
     except ManifestError as exc:
         problem = " ".join(str(exc).split())
         raise ModelLoadError(f"model bundle {manifest_path}: {problem}") from None
+    return ModelBundle(
+        manifest=manifest,
+        estimator=runtime.model,
+        path=folder,
+        classes=classes,
+        positive_index=1 if manifest.task == "binary" else None,
+        class_keys=tuple(str(c) for c in classes),
+        runtime=runtime,
+    )
 
 
 def write_bundle(
@@ -113,19 +132,19 @@ def write_bundle(
     version: str,
     task: Task,
     features: Sequence[str],
-    fmt: Literal["skops", "joblib"] = "skops",
+    fmt: str = "skops",
     threshold: float | None = None,
     metrics: Mapping[str, float] | None = None,
     reference_histogram: ReferenceHistogram | Mapping[str, Any] | None = None,
     created_at: str | None = None,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> Path:
     """Dump ``estimator`` and its manifest into ``out_dir``; return the folder."""
-    if fmt not in ("skops", "joblib"):
-        raise ValueError(f"fmt must be 'skops' or 'joblib', got {fmt!r}")
+    kind = runtimes.get(runtime)
     if isinstance(reference_histogram, Mapping):
         reference_histogram = ReferenceHistogram.parse(dict(reference_histogram))
-    artifact = _dump(estimator, out_dir, fmt)
-    classes = getattr(estimator, "classes_", None) if task != "regression" else None
+    artifact = kind.dump(estimator, out_dir, fmt)
+    classes = kind.classes_of(estimator) if task != "regression" else None
     manifest = Manifest(
         name=name,
         version=version,
@@ -134,10 +153,11 @@ def write_bundle(
         artifact=artifact.name,
         sha256=sha256_file(artifact),
         threshold=0.5 if threshold is None else float(threshold),
-        classes=None if classes is None else check_classes(_plain(classes)),
+        classes=None if classes is None else check_classes(classes),
         metrics={k: float(v) for k, v in (metrics or {}).items() if math.isfinite(float(v))},
         reference_histogram=reference_histogram,
         created_at=created_at,
+        runtime=runtime,
     )
     # Round-trip through the parser so that a bundle we write is one we accept.
     Manifest.parse(manifest.to_dict())
@@ -146,16 +166,6 @@ def write_bundle(
 
 
 _JSON_OPTS: Final = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
-
-
-def _dump(estimator: Any, out_dir: Path, fmt: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    artifact = out_dir / f"model.{fmt}"
-    if fmt == "skops":
-        sio.dump(estimator, artifact)
-    else:
-        joblib.dump(estimator, artifact)
-    return artifact
 
 
 def _locate(path: Path) -> tuple[Path, Path]:
@@ -187,106 +197,7 @@ def _read_artifact(artifact: Path) -> bytes:
         raise ManifestError(f"cannot read artifact {artifact.name}: {exc.strerror}") from None
 
 
-def _deserialise(artifact: str, data: bytes, trusted_types: Sequence[str]) -> Any:
-    if artifact.endswith(".skops"):
-        return _load_skops(data, trusted_types)
-    try:
-        return joblib.load(io.BytesIO(data))
-    except Exception as exc:  # unpickling can raise anything
-        raise ManifestError(f"cannot load {artifact}: {_detail(exc)}") from None
-
-
-def _load_skops(data: bytes, trusted_types: Sequence[str]) -> Any:
-    try:
-        needed = sio.get_untrusted_types(data=data)
-    except Exception as exc:
-        raise ManifestError(f"not a readable skops file: {_detail(exc)}") from None
-    refused = sorted(set(needed) - set(trusted_types))
-    if refused:
-        raise ManifestError(f"skops artifact needs untrusted types: {', '.join(refused)}")
-    try:
-        return sio.loads(data, trusted=list(needed))
-    except Exception as exc:
-        raise ManifestError(f"cannot load skops artifact: {_detail(exc)}") from None
-
-
-def _checked_bundle(manifest: Manifest, estimator: Any, folder: Path) -> ModelBundle:
-    _check_methods(manifest.task, estimator)
-    _check_feature_count(manifest, estimator)
-    _check_feature_names(manifest, estimator)
-    classes = _check_estimator_classes(manifest, estimator)
-    return ModelBundle(
-        manifest=manifest,
-        estimator=estimator,
-        path=folder,
-        classes=classes,
-        positive_index=1 if manifest.task == "binary" else None,
-        class_keys=tuple(str(c) for c in classes),
-    )
-
-
-def _check_methods(task: Task, estimator: Any) -> None:
-    method = "predict" if task == "regression" else "predict_proba"
-    if not callable(getattr(estimator, method, None)):
-        kind = type(estimator).__name__
-        raise ManifestError(f"task {task!r} needs {method}(), which {kind} does not have")
-
-
-def _check_feature_count(manifest: Manifest, estimator: Any) -> None:
-    n_in = getattr(estimator, "n_features_in_", None)
-    if n_in is None:
-        raise ManifestError("estimator has no n_features_in_ (is it fitted?)")
-    if int(n_in) != len(manifest.features):
-        raise ManifestError(
-            f"estimator expects {int(n_in)} features, manifest lists {len(manifest.features)}"
-        )
-
-
-def _check_feature_names(manifest: Manifest, estimator: Any) -> None:
-    names_in = getattr(estimator, "feature_names_in_", None)
-    if names_in is None:
-        return
-    names = [str(name) for name in names_in]
-    if len(names) != len(manifest.features):
-        raise ManifestError(f"estimator has {len(names)} feature names, manifest lists "
-                            f"{len(manifest.features)}")  # fmt: skip
-    for position, (got, want) in enumerate(zip(names, manifest.features, strict=True)):
-        if got != want:
-            raise ManifestError(
-                f"feature {position} is {got!r} in the estimator "
-                f"but {want!r} in the manifest"
-            )
-
-
-def _check_estimator_classes(manifest: Manifest, estimator: Any) -> tuple[ClassLabel, ...]:
-    if manifest.task == "regression":
-        return ()
-    raw = getattr(estimator, "classes_", None)
-    if raw is None:
-        raise ManifestError("classifier has no classes_")
-    classes = check_classes(_plain(raw))
-    if manifest.task == "binary" and len(classes) != 2:
-        raise ManifestError(f"task 'binary' needs 2 classes, estimator has {len(classes)}")
-    if manifest.task == "multiclass" and len(classes) < 2:
-        raise ManifestError(f"task 'multiclass' needs classes, estimator has {len(classes)}")
-    if manifest.classes is not None and list(manifest.classes) != list(classes):
-        raise ManifestError(
-            f"manifest classes {list(manifest.classes)} differ from the estimator's {list(classes)}"
-        )
-    return classes
-
-
-def _plain(values: Any) -> list[Any]:
-    """numpy scalars -> Python values, so labels serialise as plain JSON."""
-    return list(values.tolist() if hasattr(values, "tolist") else values)
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-def _detail(exc: BaseException) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."

@@ -22,7 +22,6 @@ Task: TypeAlias = Literal["binary", "multiclass", "regression"]
 ClassLabel: TypeAlias = int | float | str
 
 TASKS: Final[tuple[Task, ...]] = ("binary", "multiclass", "regression")
-ARTIFACT_SUFFIXES: Final = (".skops", ".joblib")
 DEFAULT_THRESHOLD: Final = 0.5
 _SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
 
@@ -79,6 +78,8 @@ class Manifest:
     metrics: Mapping[str, float] = field(default_factory=dict)
     reference_histogram: ReferenceHistogram | None = None
     created_at: str | None = None
+    #: The runtime kind that reads the artifact (worker/model/runtimes/).
+    runtime: str = "sklearn"
 
     @classmethod
     def parse(cls, data: object) -> Manifest:
@@ -97,6 +98,7 @@ class Manifest:
             metrics=_metrics(data.get("metrics")),
             reference_histogram=None if histogram is None else ReferenceHistogram.parse(histogram),
             created_at=_optional_text(data, "created_at"),
+            runtime=_optional_text(data, "runtime") or "sklearn",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +118,8 @@ class Manifest:
             out["reference_histogram"] = self.reference_histogram.to_dict()
         if self.created_at is not None:
             out["created_at"] = self.created_at
+        if self.runtime != "sklearn":  # absent means sklearn: older manifests stay as they were
+            out["runtime"] = self.runtime
         return out
 
 
@@ -158,9 +162,9 @@ def _artifact(value: object) -> str:
     # A bare file name only: a manifest must not point outside its own folder.
     if PurePosixPath(value).name != value or PureWindowsPath(value).name != value:
         raise ManifestError(f"'artifact' must be a bare file name, got {value!r}")
-    if value in {".", ".."} or not value.endswith(ARTIFACT_SUFFIXES):
-        raise ManifestError(f"'artifact' must end in .skops or .joblib, got {value!r}")
-    return value
+    if value in {".", ".."}:
+        raise ManifestError(f"'artifact' must be a file name, got {value!r}")
+    return value  # the suffix is the runtime's to check (it knows which files it reads)
 
 
 def _sha256(value: object) -> str:

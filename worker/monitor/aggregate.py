@@ -3,7 +3,7 @@
 It holds only exact integer counts, exact float sums (see ``exactsum``) and
 sparse integer histograms, so ``merge`` is commutative and associative with
 ``WindowAgg()`` as identity, and equal inputs give equal values however they
-were split or ordered. Figures are computed from it by ``metrics``.
+were split or ordered. Figures are computed from it by ``catalog.metrics``.
 
 Building values event by event would copy the histograms each time, so the
 builders take batches: ``window_deltas`` turns a batch of join results into one
@@ -18,15 +18,14 @@ from typing import Any, Final
 
 from worker.monitor import exactsum
 from worker.monitor.exactsum import ExactSum
-from worker.monitor.figures import METRIC_NAMES, metrics
 from worker.monitor.join import JoinStep
 from worker.monitor.terms import EXPIRED, Terms, outcome_terms, prediction_terms
 from worker.monitor.views import ModelSpec, Outcome, PredictionView
 from worker.monitor.windows import WindowKey, parse_window
 
 __all__ = [
-    "METRIC_NAMES", "ModelSpec", "WindowAgg", "add_outcomes", "add_predictions", "merge_all",
-    "metrics", "step_deltas", "window_deltas",
+    "ModelSpec", "WindowAgg", "add_outcomes", "add_predictions", "merge_all", "step_deltas",
+    "window_deltas",
 ]  # fmt: skip
 
 TASKS: Final = ("binary", "multiclass", "regression")

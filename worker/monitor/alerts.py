@@ -14,9 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
-from worker.monitor.figures import METRIC_NAMES, PREDICTION_METRICS, Figure
+from worker.core.records import escape_key_part
+from worker.monitor.catalog import METRIC_NAMES, PREDICTION_METRICS
+from worker.monitor.figures import Figure
 from worker.monitor.views import finite_number
-from worker.monitor.windows import ROLLING, WindowKey, check_window, escape_key_part
+from worker.monitor.windows import ROLLING, WindowKey, check_window
 
 Op = Literal["<", ">"]
 Status = Literal["ok", "firing"]

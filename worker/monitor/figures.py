@@ -1,4 +1,5 @@
-"""Figures of a ``WindowAgg``, equal to sklearn.metrics on the same events.
+"""The arithmetic of the figures (catalog.py says which figure uses which), equal to
+sklearn.metrics on the same events.
 
 Undefined figures are None rather than 0: precision without predicted
 positives, recall without true positives, f1 when tp + fp + fn == 0 (exactly
@@ -14,69 +15,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-from worker.model.manifest import ReferenceHistogram
 from worker.monitor import exactsum
-
-if TYPE_CHECKING:
-    from worker.monitor.aggregate import WindowAgg
+from worker.monitor.aggregate import WindowAgg
 
 Figure = int | float | None
-
-METRIC_NAMES: Final = (
-    "count", "positives", "predicted", "expired", "invalid", "coverage", "accuracy",
-    "precision", "recall", "f1", "roc_auc", "log_loss", "brier", "mean_score",
-    "positive_rate", "psi", "mae", "rmse", "mape",
-)  # fmt: skip
-# PSI describes every prediction, labeled or not; the others need labels.
-PREDICTION_METRICS: Final = frozenset({"psi", "coverage", "predicted"})
 PSI_EPSILON: Final = 1e-4
 
 
-def metrics(agg: WindowAgg, reference: ReferenceHistogram | None = None) -> dict[str, Figure]:
-    """Every name of METRIC_NAMES, None where undefined or not of this task."""
-    c = agg.counts
-    n, predicted = c.get("count", 0), c.get("predicted", 0)
-    out: dict[str, Figure] = dict.fromkeys(METRIC_NAMES)
-    out.update(count=n, predicted=predicted, expired=c.get("expired", 0),
-               invalid=c.get("invalid", 0), coverage=_ratio(n, predicted))  # fmt: skip
-    if agg.task in ("binary", "regression") and reference is not None:
-        out["psi"] = psi(agg.hists.get("psi", {}), reference.counts)
-    if agg.task == "binary":
-        out.update(_binary(agg))
-    elif agg.task == "multiclass":
-        out.update(accuracy=_ratio(c.get("correct", 0), n), log_loss=_mean(agg, "log_loss"))
-    elif agg.task == "regression":
-        sq = _mean(agg, "sq_err")
-        out.update(mae=_mean(agg, "abs_err"), rmse=None if sq is None else math.sqrt(sq),
-                   mape=_mean(agg, "ape", "mape_count"))  # fmt: skip
-    return out
-
-
-def _binary(agg: WindowAgg) -> dict[str, Figure]:
-    c = agg.counts
-    n = c.get("count", 0)
-    tp, fp, fn = c.get("tp", 0), c.get("fp", 0), c.get("fn", 0)
-    return {
-        "positives": c.get("positives", 0),
-        "accuracy": _ratio(c.get("correct", 0), n),
-        "precision": _ratio(tp, tp + fp),
-        "recall": _ratio(tp, tp + fn),
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-        "roc_auc": roc_auc(agg.hists.get("pos", {}), agg.hists.get("neg", {})),
-        "log_loss": _mean(agg, "log_loss"),
-        "brier": _mean(agg, "brier"),
-        "mean_score": _mean(agg, "score"),
-        "positive_rate": _ratio(c.get("positives", 0), n),
-    }
-
-
-def _ratio(num: int, den: int) -> float | None:
+def ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def _mean(agg: WindowAgg, name: str, count: str = "count") -> float | None:
+def mean(agg: WindowAgg, name: str, count: str = "count") -> float | None:
+    """The exact sum ``name`` over the counter ``count``, correctly rounded."""
     n = agg.counts.get(count, 0)
     return exactsum.value(agg.sums.get(name, ())) / n if n else None
 

@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker.monitor.alerts import AlertRecord
-from worker.monitor.figures import METRIC_NAMES, Figure
+from worker.monitor.catalog import CATALOG
+from worker.monitor.figures import Figure
 from worker.monitor.windows import WindowKey
-
-_COUNT_FIELDS = ("count", "predicted", "expired", "invalid")
 
 
 def metrics_key(window: WindowKey) -> str:
@@ -43,12 +42,9 @@ def metrics_record(
         "task": task or None,
         "computed_at": computed_at,
     }
-    for name in METRIC_NAMES:
-        value = figures.get(name)
-        if name in _COUNT_FIELDS:
-            record[name] = int(value or 0)
-        else:
-            record[name] = _json_number(value)
+    for m in CATALOG:
+        value = figures.get(m.name)
+        record[m.name] = int(value or 0) if m.count else _json_number(value)
     record["unmatched_labels"] = unmatched_labels
     record["sources"] = sources
     return record

@@ -15,7 +15,8 @@ import orjson
 
 from worker.monitor.aggregate import WindowAgg
 from worker.monitor.alerts import AlertRecord, AlertRule, AlertState, evaluate_all
-from worker.monitor.figures import Figure, metrics
+from worker.monitor.catalog import metrics
+from worker.monitor.figures import Figure
 from worker.monitor.global_window import GlobalWindow, rolling_view
 from worker.monitor.join import DELAY_BUCKETS_S, JoinStats
 from worker.monitor.records import alert_record, metrics_record

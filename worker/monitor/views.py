@@ -1,4 +1,5 @@
-"""The monitor's typed view of its input messages and of a joined outcome.
+"""The monitor's typed view of labels and of a joined outcome; predictions are read with the
+worker's own record type (worker/core/records.py).
 
 Parsing is strict but cheap (no JSON Schema on the hot path): a message the
 monitor cannot use raises ``MonitorInputError`` with one short line, and the
@@ -7,84 +8,28 @@ caller decides whether to count or dead-letter it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
+from worker.core.records import (
+    DEFAULT_TRUE_LABEL_FIELD,
+    LabelValue,
+    PredictionView,
+    Score,
+    finite_number,
+    same_label,
+)
+from worker.core.records import RecordError as MonitorInputError
+from worker.core.records import epoch_ms as _time
+from worker.core.records import label_value as _label
+from worker.core.records import text as _text
 from worker.model.manifest import Manifest, ReferenceHistogram, Task
 
-LabelValue = int | float | str
-Score = float | dict[str, float]
-DEFAULT_TRUE_LABEL_FIELD: Final = "true_label"
-
-
-class MonitorInputError(ValueError):
-    """A prediction or label message the monitor cannot use."""
-
-
-def same_label(a: LabelValue, b: LabelValue) -> bool:
-    """Label equality across JSON types: 1 == 1.0 == "1" == True, but "1.0" != 1."""
-    return a == b or str(a) == str(b)
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionView:
-    """What the monitor needs of one prediction message."""
-
-    id: str
-    score: Score
-    label: LabelValue
-    model: str
-    model_version: str
-    scored_at: int
-    event_ts: int | None = None
-    true_label: LabelValue | None = None
-
-    @property
-    def event_time(self) -> int:
-        """The time that places the prediction in a window: event time, else scoring time."""
-        return self.scored_at if self.event_ts is None else self.event_ts
-
-    @property
-    def model_key(self) -> tuple[str, str]:
-        return (self.model, self.model_version)
-
-    @classmethod
-    def from_message(
-        cls, msg: Mapping[str, Any], true_label_field: str = DEFAULT_TRUE_LABEL_FIELD
-    ) -> PredictionView:
-        true_label = msg.get(true_label_field)
-        return cls(
-            id=_text(msg, "id"),
-            score=_score(msg.get("score")),
-            label=_label(msg.get("label"), "label"),
-            model=_text(msg, "model"),
-            model_version=_text(msg, "model_version"),
-            scored_at=_time(msg.get("scored_at"), "scored_at"),
-            event_ts=None if msg.get("event_ts") is None else _time(msg["event_ts"], "event_ts"),
-            true_label=None if true_label is None else _label(true_label, true_label_field),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "score": dict(self.score) if isinstance(self.score, dict) else self.score,
-            "label": self.label,
-            "model": self.model,
-            "model_version": self.model_version,
-            "scored_at": self.scored_at,
-        }
-        if self.event_ts is not None:
-            out["event_ts"] = self.event_ts
-        if self.true_label is not None:
-            out["true_label"] = self.true_label
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PredictionView:
-        return cls.from_message(data, DEFAULT_TRUE_LABEL_FIELD)
-
+__all__ = [
+    "DEFAULT_TRUE_LABEL_FIELD", "LabelValue", "LabelView", "ModelSpec", "MonitorInputError",
+    "Outcome", "PredictionView", "Score", "finite_number", "same_label",
+]  # fmt: skip
 
 @dataclass(frozen=True, slots=True)
 class LabelView:
@@ -184,43 +129,3 @@ class ModelSpec:
         if isinstance(pred.label, float) and pred.label == pred.score:
             return cls("regression")
         return cls("binary")
-
-
-def _text(msg: Mapping[str, Any], key: str) -> str:
-    value = msg.get(key)
-    if not isinstance(value, str) or not value:
-        raise MonitorInputError(f"{key!r} must be a non-empty string")
-    return value
-
-
-def _label(value: object, key: str) -> LabelValue:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and finite_number(value) is not None:
-        return value  # kept as given: as text (multiclass score keys) 1 and 1.0 differ
-    raise MonitorInputError(f"{key!r} must be an integer, a finite number or a string")
-
-
-def _time(value: object, key: str) -> int:
-    if type(value) is not int:
-        raise MonitorInputError(f"{key!r} must be an integer epoch-millisecond time")
-    return value
-
-
-def _score(value: object) -> Score:
-    number = finite_number(value)
-    if number is not None:
-        return number
-    if isinstance(value, dict) and value:
-        probs = {k: finite_number(v) for k, v in value.items() if isinstance(k, str)}
-        if len(probs) == len(value) and all(v is not None for v in probs.values()):
-            return {k: v for k, v in probs.items() if v is not None}
-    raise MonitorInputError("'score' must be a finite number or an object of class -> number")
-
-
-def finite_number(value: object) -> float | None:
-    """``value`` as a float when it is a finite JSON number, else None."""
-    # bool is an int subclass, but JSON true is not a number.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
+from worker.core.records import escape_key_part, unescape_key_part
+
 SECOND_MS: Final = 1000
 MINUTE_MS: Final = 60 * SECOND_MS
 HOUR_MS: Final = 60 * MINUTE_MS
@@ -99,15 +101,6 @@ def in_rolling_view(
     return now_ms - span_ms < bucket_start <= now_ms
 
 
-def escape_key_part(part: str) -> str:
-    # Keys are "|"-separated; escaping keeps them unambiguous for any model name.
-    return part.replace("%", "%25").replace("|", "%7C")
-
-
-def _unescape(part: str) -> str:
-    return part.replace("%7C", "|").replace("%25", "%")
-
-
 @dataclass(frozen=True, slots=True, order=True)
 class WindowKey:
     """One published window of one model version: a tumbling window or the rolling view."""
@@ -146,7 +139,7 @@ class WindowKey:
             start = int(parts[3])
         except ValueError:
             raise ValueError(f"bad window key {key!r}: start is not an integer") from None
-        return cls(_unescape(parts[0]), _unescape(parts[1]), parts[2], start)
+        return cls(unescape_key_part(parts[0]), unescape_key_part(parts[1]), parts[2], start)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "model_version": self.model_version,

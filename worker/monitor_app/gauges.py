@@ -22,30 +22,12 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from worker.monitor.catalog import CATALOG
 from worker.monitor.join import DELAY_BUCKETS_S
 from worker.monitor.stage_global import Snapshot
 
-#: figure name -> (metric name, help). Ratios and scores are unitless.
-FIGURES: dict[str, tuple[str, str]] = {
-    "accuracy": ("scoring_model_accuracy_ratio", "Accuracy of the decisions."),
-    "precision": ("scoring_model_precision_ratio", "Precision of the positive decisions."),
-    "recall": ("scoring_model_recall_ratio", "Recall of the positive class."),
-    "f1": ("scoring_model_f1_ratio", "F1 score of the positive class."),
-    "roc_auc": ("scoring_model_roc_auc_ratio", "ROC AUC of the scores."),
-    "log_loss": ("scoring_model_log_loss", "Mean log loss of the scores."),
-    "brier": ("scoring_model_brier_score", "Brier score (mean squared error of the scores)."),
-    "psi": ("scoring_model_score_psi", "Population stability index against the reference."),
-    "mean_score": ("scoring_model_mean_score", "Mean score of labeled predictions."),
-    "positive_rate": ("scoring_model_positive_rate_ratio", "Share of positive true labels."),
-    "coverage": ("scoring_model_label_coverage_ratio", "Labeled predictions / predictions."),
-    "mae": ("scoring_model_mae", "Mean absolute error (regression)."),
-    "rmse": ("scoring_model_rmse", "Root mean squared error (regression)."),
-    "mape": ("scoring_model_mape_ratio", "Mean absolute percentage error (regression)."),
-    "count": ("scoring_model_labeled_events", "Labeled predictions in the window."),
-    "predicted": ("scoring_model_predicted_events", "Predictions in the window."),
-    "positives": ("scoring_model_positive_events", "Labeled positives in the window."),
-    "expired": ("scoring_model_expired_events", "Predictions whose label never came."),
-}
+#: figure name -> (metric name, help), from the catalog. Ratios and scores are unitless.
+FIGURES: dict[str, tuple[str, str]] = {m.name: (m.gauge, m.help) for m in CATALOG if m.gauge}
 JOIN_COUNTERS = ("joined", "expired_predictions", "unmatched_labels", "duplicate_predictions",
                  "duplicate_labels", "predictions", "labels")  # fmt: skip
 

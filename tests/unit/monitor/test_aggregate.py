@@ -29,9 +29,9 @@ from worker.monitor.aggregate import (
     add_outcomes,
     add_predictions,
     merge_all,
-    metrics,
     window_deltas,
 )
+from worker.monitor.catalog import metrics
 from worker.monitor.terms import logit_bin
 from worker.monitor.views import ModelSpec, Outcome, PredictionView
 from worker.monitor.windows import WindowKey, window_start

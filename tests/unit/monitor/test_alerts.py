@@ -19,7 +19,8 @@ from worker.monitor.alerts import (
     evaluate_all,
     parse_rules,
 )
-from worker.monitor.figures import METRIC_NAMES, Figure
+from worker.monitor.catalog import METRIC_NAMES
+from worker.monitor.figures import Figure
 from worker.monitor.windows import WindowKey, rolling_key
 
 RULE = AlertRule("recall_low", "recall", "<", 0.6, "rolling", min_count=200, cooldown_s=600)

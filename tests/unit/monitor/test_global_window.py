@@ -7,7 +7,8 @@ import orjson
 import pytest
 
 from tests.unit.monitor.gen import BINARY, REFERENCE, binary_outcomes
-from worker.monitor.aggregate import WindowAgg, add_outcomes, add_predictions, metrics
+from worker.monitor.aggregate import WindowAgg, add_outcomes, add_predictions
+from worker.monitor.catalog import metrics
 from worker.monitor.global_window import GlobalWindow
 from worker.monitor.views import Outcome
 

@@ -11,8 +11,9 @@ import pytest
 from tests.unit.helpers import SCHEMAS
 from tests.unit.monitor.gen import BINARY, MULTICLASS, REGRESSION, T0, binary_outcomes, prediction
 from worker.core.schema import load_schema_json, schema_errors
-from worker.monitor.aggregate import WindowAgg, add_outcomes, add_predictions, metrics
+from worker.monitor.aggregate import WindowAgg, add_outcomes, add_predictions
 from worker.monitor.alerts import DEFAULT_RULES, AlertState, evaluate
+from worker.monitor.catalog import metrics
 from worker.monitor.records import alert_key, alert_record, metrics_key, metrics_record
 from worker.monitor.views import Outcome
 from worker.monitor.windows import WindowKey, rolling_key

@@ -1,0 +1,177 @@
+"""The prediction record: what the worker publishes and the monitor reads.
+
+One definition for both sides (schemas/prediction.schema.json): the worker builds
+``PredictionRecord`` dicts (plain dicts, because the hot path builds thousands a
+batch) and ``encode``s them; the monitor ``decode``s the same bytes into a checked
+``PredictionView``. A test holds the two against the JSON Schema.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypedDict
+
+import orjson
+
+LabelValue = int | float | str
+Score = float | dict[str, float]
+DEFAULT_TRUE_LABEL_FIELD: Final = "true_label"
+
+
+class RecordError(ValueError):
+    """A prediction or label record that cannot be used; the message is one short line."""
+
+
+class _RequiredFields(TypedDict):
+    id: str
+    #: Binary: probability of classes[1]; multiclass: {class: probability}; regression: value.
+    score: Any
+    #: The decision (binary: by the manifest's threshold; multiclass: argmax).
+    label: Any
+    model: str
+    model_version: str
+    scored_at: int
+
+
+class PredictionRecord(_RequiredFields, total=False):
+    """The wire form of one prediction (schemas/prediction.schema.json).
+
+    Built as plain dicts in the schema's key order (``event_ts`` before ``scored_at``).
+    """
+
+    #: The event's own time (epoch ms), when it carried an integer one.
+    event_ts: int
+    #: The event's own true label (replays), copied from the worker's ``label_field``.
+    true_label: LabelValue
+
+
+def encode(record: PredictionRecord) -> bytes:
+    """The message value of a prediction."""
+    return orjson.dumps(record)
+
+
+def decode(value: bytes | Mapping[str, Any],
+           true_label_field: str = DEFAULT_TRUE_LABEL_FIELD) -> PredictionView:  # fmt: skip
+    """A checked view of a prediction message; RecordError when it cannot be used."""
+    if isinstance(value, bytes | bytearray):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise RecordError(f"prediction is not JSON: {exc}") from None
+    if not isinstance(value, Mapping):
+        raise RecordError("prediction must be a JSON object")
+    return PredictionView.from_message(value, true_label_field)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionView:
+    """What a reader of predictions (the monitor) needs of one, checked."""
+
+    id: str
+    score: Score
+    label: LabelValue
+    model: str
+    model_version: str
+    scored_at: int
+    event_ts: int | None = None
+    true_label: LabelValue | None = None
+
+    @property
+    def event_time(self) -> int:
+        """The time that places the prediction in a window: event time, else scoring time."""
+        return self.scored_at if self.event_ts is None else self.event_ts
+
+    @property
+    def model_key(self) -> tuple[str, str]:
+        return (self.model, self.model_version)
+
+    @classmethod
+    def from_message(
+        cls, msg: Mapping[str, Any], true_label_field: str = DEFAULT_TRUE_LABEL_FIELD
+    ) -> PredictionView:
+        true_label = msg.get(true_label_field)
+        return cls(
+            id=text(msg, "id"),
+            score=_score(msg.get("score")),
+            label=label_value(msg.get("label"), "label"),
+            model=text(msg, "model"),
+            model_version=text(msg, "model_version"),
+            scored_at=epoch_ms(msg.get("scored_at"), "scored_at"),
+            event_ts=None if msg.get("event_ts") is None else epoch_ms(msg["event_ts"], "event_ts"),
+            true_label=None if true_label is None else label_value(true_label, true_label_field),
+        )
+
+    def to_dict(self) -> PredictionRecord:
+        out: PredictionRecord = {
+            "id": self.id,
+            "score": dict(self.score) if isinstance(self.score, dict) else self.score,
+            "label": self.label,
+            "model": self.model,
+            "model_version": self.model_version,
+            "scored_at": self.scored_at,
+        }
+        if self.event_ts is not None:
+            out["event_ts"] = self.event_ts
+        if self.true_label is not None:
+            out["true_label"] = self.true_label
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PredictionView:
+        return cls.from_message(data, DEFAULT_TRUE_LABEL_FIELD)
+
+
+def same_label(a: LabelValue, b: LabelValue) -> bool:
+    """Label equality across JSON types: 1 == 1.0 == "1" == True, but "1.0" != 1."""
+    return a == b or str(a) == str(b)
+
+
+def escape_key_part(part: str) -> str:
+    # Record keys are "|"-separated; escaping keeps them unambiguous for any model name.
+    return part.replace("%", "%25").replace("|", "%7C")
+
+
+def unescape_key_part(part: str) -> str:
+    return part.replace("%7C", "|").replace("%25", "%")
+
+
+def text(msg: Mapping[str, Any], key: str) -> str:
+    value = msg.get(key)
+    if not isinstance(value, str) or not value:
+        raise RecordError(f"{key!r} must be a non-empty string")
+    return value
+
+
+def label_value(value: object, key: str) -> LabelValue:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and finite_number(value) is not None:
+        return value  # kept as given: as text (multiclass score keys) 1 and 1.0 differ
+    raise RecordError(f"{key!r} must be an integer, a finite number or a string")
+
+
+def epoch_ms(value: object, key: str) -> int:
+    if type(value) is not int:
+        raise RecordError(f"{key!r} must be an integer epoch-millisecond time")
+    return value
+
+
+def _score(value: object) -> Score:
+    number = finite_number(value)
+    if number is not None:
+        return number
+    if isinstance(value, dict) and value:
+        probs = {k: finite_number(v) for k, v in value.items() if isinstance(k, str)}
+        if len(probs) == len(value) and all(v is not None for v in probs.values()):
+            return {k: v for k, v in probs.items() if v is not None}
+    raise RecordError("'score' must be a finite number or an object of class -> number")
+
+
+def finite_number(value: object) -> float | None:
+    """``value`` as a float when it is a finite JSON number, else None."""
+    # bool is an int subclass, but JSON true is not a number.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)

@@ -1,0 +1,105 @@
+"""The model-runtime seam: one runtime per kind of model artifact.
+
+A runtime kind (``RuntimeKind``) writes and reads one kind of artifact and checks
+what it read against the manifest; what it reads back is a ``ModelRuntime`` that
+scores a batch with one call. Everything specific to a model library (scikit-learn's
+``predict_proba``, skops' trusted types, joblib) lives behind this seam; the scoring
+core only sees float arrays in and out.
+
+A bundle names its runtime in ``model.json`` (``"runtime"``, default ``"sklearn"``).
+Adding a kind is adding a module with a ``RuntimeKind`` and calling ``register``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.model.manifest import ClassLabel, Manifest, ManifestError
+
+FloatArray = npt.NDArray[np.float64]
+DEFAULT_RUNTIME: Final = "sklearn"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """What the operator allows a load to do beyond the safe defaults."""
+
+    #: Types a skops artifact may contain beyond skops' own trusted set, by full name.
+    trusted_types: tuple[str, ...] = ()
+
+
+class ModelRuntime(Protocol):
+    """A loaded model, ready to score."""
+
+    @property
+    def model(self) -> Any:
+        """The library's own model object (for callers that need it, e.g. tests, retraining)."""
+
+    def predict(self, matrix: FloatArray) -> FloatArray:
+        """One call for the whole batch: (n, len(classes)) probabilities for classifiers,
+        (n,) or (n, 1) values for regression. Raises on rows it cannot score."""
+
+    def smoke_batch(self) -> FloatArray:
+        """A few plain rows this model must score with finite outputs (checked at reload)."""
+
+
+class RuntimeKind(Protocol):
+    """Writes and reads one kind of artifact."""
+
+    @property
+    def name(self) -> str:
+        """The manifest's ``runtime`` value."""
+
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        """Artifact file suffixes this kind reads, e.g. (".skops", ".joblib")."""
+
+    def load(
+        self, manifest: Manifest, data: bytes, options: LoadOptions
+    ) -> tuple[ModelRuntime, tuple[ClassLabel, ...]]:
+        """The runtime for ``data`` (the artifact's bytes, sha256 already checked) and the
+        model's classes (empty for regression); ManifestError naming the problem."""
+
+    def dump(self, model: Any, out_dir: Path, fmt: str) -> Path:
+        """Write ``model`` as an artifact into ``out_dir``; return its path."""
+
+    def classes_of(self, model: Any) -> list[Any] | None:
+        """The model's class labels as plain Python values (None: it has none)."""
+
+    def wrap(self, manifest: Manifest, model: Any) -> ModelRuntime:
+        """A runtime around an already-loaded model object (no checks)."""
+
+
+_KINDS: dict[str, RuntimeKind] = {}
+
+
+def register(kind: RuntimeKind) -> None:
+    """Make ``kind`` available to bundles whose manifest names it."""
+    _KINDS[kind.name] = kind
+
+
+def get(name: str) -> RuntimeKind:
+    _load_builtin()
+    try:
+        return _KINDS[name]
+    except KeyError:
+        known = ", ".join(sorted(_KINDS))
+        raise ManifestError(f"unknown runtime {name!r}, expected one of {known}") from None
+
+
+def kinds() -> Sequence[str]:
+    _load_builtin()
+    return sorted(_KINDS)
+
+
+def _load_builtin() -> None:
+    # Imported on first use: the built-in kinds register themselves, and importing
+    # scikit-learn only when a bundle is loaded keeps ``import worker`` light.
+    if DEFAULT_RUNTIME not in _KINDS:
+        from worker.model.runtimes import sklearn  # noqa: F401
