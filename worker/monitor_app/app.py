@@ -278,19 +278,23 @@ def run_monitor(
     registry: CollectorRegistry | None = None,
     stop: StopFlag = STOP,
 ) -> None:
+    specs = load_specs(s.models)  # a bad bundle is the user's mistake: before the broker
     registry = registry or CollectorRegistry()
     health = Health(stall_s=s.health_stall_s)
     health.model_loaded = True  # the monitor needs no model to run
     collector = MonitorCollector(registry)
     status = StatusFeed(rules, s.window_list, s.instance_id, s.partitions)
-    routes = status.routes()
-    server = serve(s.metrics_port, registry, health, routes=routes) if s.metrics_port else None
-    kafka_io.wait_for_broker(s.bootstrap, 30.0, extra=s.kafka)
-    create_topics(s)
-    seed(status, s, wall_ms())
-    mon = Monitor(s, rules, load_specs(s.models), collector, health,
-                  counters=loop_counters(registry), stop=stop, status=status)  # fmt: skip
-    try:
+    server = (serve(s.metrics_port, registry, health, s.metrics_host, routes=status.routes())
+              if s.metrics_port else None)  # fmt: skip
+    try:  # SIGTERM during start-up: the wait polls the flag, the steps after it check it
+        kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka,
+                                 stop=lambda: stop.requested)  # fmt: skip
+        create_topics(s)
+        seed(status, s, wall_ms())
+        if stop.requested:
+            return
+        mon = Monitor(s, rules, specs, collector, health,
+                      counters=loop_counters(registry), stop=stop, status=status)  # fmt: skip
         mon.run()
     finally:
         if server is not None:

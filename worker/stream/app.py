@@ -57,9 +57,10 @@ def run_worker(
     ctx = _context(s, metrics, decoder)
     shadow = replace(ctx, bundle=load_bundle(Path(s.shadow_model))) if s.shadow_model else None
     health.model_loaded = True
-    server = serve(s.metrics_port, registry, health) if s.metrics_port else None
+    server = serve(s.metrics_port, registry, health, s.metrics_host) if s.metrics_port else None
     try:
-        kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka)
+        kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka,
+                                 stop=lambda: stop.requested)  # fmt: skip
         health.broker_ok = True
         consumer = _consumer(s, metrics, health)
         sink = sink or sinks.build("kafka", s, metrics.producer_stats)

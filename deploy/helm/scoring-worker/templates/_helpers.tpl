@@ -276,7 +276,7 @@ at models.mountPath could hide the image's own folder of that name).
 {{- end }}
 {{- range $prop, $_ := .Values.kafka.properties }}
 {{- $p := lower $prop }}
-{{- if and (or (contains "password" $p) (contains "secret" $p) (contains "token" $p) (contains "key" $p) (contains "credential" $p)) (not (hasSuffix ".location" $p)) }}
+{{- if and (or (contains "password" $p) (contains "secret" $p) (contains "token" $p) (contains "key" $p) (contains "credential" $p) (contains "passphrase" $p) (contains "jaas" $p) (contains "oauthbearer.config" $p)) (not (hasSuffix ".location" $p)) }}
 {{- fail (printf "kafka.properties.%s looks secret and would be written into the ConfigMap: put it in a Secret and map it with kafka.secret.properties" $prop) }}
 {{- end }}
 {{- end }}
