@@ -9,7 +9,7 @@ batch) and ``encode``s them; the monitor ``decode``s the same bytes into a check
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypedDict
 
@@ -47,9 +47,9 @@ class PredictionRecord(_RequiredFields, total=False):
     true_label: LabelValue
 
 
-def encode(record: PredictionRecord) -> bytes:
-    """The message value of a prediction."""
-    return orjson.dumps(record)
+#: The message value of a prediction: orjson's own function, so that encoding thousands of
+#: predictions a batch costs no Python call each.
+encode: Final[Callable[[PredictionRecord], bytes]] = orjson.dumps
 
 
 def decode(value: bytes | Mapping[str, Any],
