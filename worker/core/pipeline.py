@@ -14,7 +14,7 @@ from typing import Any, Final, TypeAlias, cast
 
 from worker.core.decoders import Decoder
 from worker.core.decoders.json import JsonDecoder
-from worker.core.features import extract
+from worker.core.features import FeatureBatch, extract
 from worker.core.records import PredictionRecord, encode
 from worker.core.schema import EventValidator
 from worker.core.scoring import build_predictions, score_batch_safely
@@ -64,10 +64,23 @@ class Prediction:
 Outcome: TypeAlias = Prediction | Rejection
 
 
-def score_values(
-    values: Sequence[bytes | None], ctx: ScoringContext, now_ms: int
-) -> list[Outcome]:
-    """Score a batch of raw values; exactly one outcome per value, in order."""
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch up to the model call: row k of ``batch.matrix`` is ``events[batch.valid[k]]``,
+    which came from input ``positions[batch.valid[k]]``; every input that cannot be scored
+    has its rejection in ``outcomes`` (the other entries are None)."""
+
+    events: list[Any]
+    positions: list[int]
+    batch: FeatureBatch
+    outcomes: list[Outcome | None]
+
+
+def prepare(values: Sequence[bytes | None], ctx: ScoringContext) -> Prepared:
+    """Decode, validate and extract features: what the model would be given for ``values``.
+
+    Retraining reads its events through this too, so a model is fit on exactly what
+    the stream would score."""
     outcomes: list[Outcome | None] = [None] * len(values)
     decoded = ctx.decoder.decode(values, ctx.max_event_bytes)
     for i, rejection in decoded.rejected:
@@ -80,6 +93,16 @@ def score_values(
     batch = extract(events, ctx.bundle.features, assume_numeric=typed)
     for j, rejection in batch.rejected:
         outcomes[positions[j]] = rejection
+    return Prepared(events, positions, batch, outcomes)
+
+
+def score_values(
+    values: Sequence[bytes | None], ctx: ScoringContext, now_ms: int
+) -> list[Outcome]:
+    """Score a batch of raw values; exactly one outcome per value, in order."""
+    prepared = prepare(values, ctx)
+    events, positions, batch = prepared.events, prepared.positions, prepared.batch
+    outcomes = prepared.outcomes
     t0 = ctx.clock() if ctx.clock is not None else 0.0
     result, ok_rows, model_rejections = score_batch_safely(ctx.bundle, batch.matrix)
     if ctx.clock is not None and ctx.observe_model_seconds is not None:

@@ -138,8 +138,11 @@ def write_bundle(
     reference_histogram: ReferenceHistogram | Mapping[str, Any] | None = None,
     created_at: str | None = None,
     runtime: str = DEFAULT_RUNTIME,
+    lineage: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Dump ``estimator`` and its manifest into ``out_dir``; return the folder."""
+    """Dump ``estimator`` and its manifest into ``out_dir``; return the folder.
+
+    ``lineage`` (JSON-serialisable) says where the model came from; retraining writes it."""
     kind = runtimes.get(runtime)
     if isinstance(reference_histogram, Mapping):
         reference_histogram = ReferenceHistogram.parse(dict(reference_histogram))
@@ -158,6 +161,7 @@ def write_bundle(
         reference_histogram=reference_histogram,
         created_at=created_at,
         runtime=runtime,
+        lineage=None if lineage is None else dict(lineage),
     )
     # Round-trip through the parser so that a bundle we write is one we accept.
     Manifest.parse(manifest.to_dict())

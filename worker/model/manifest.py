@@ -80,6 +80,9 @@ class Manifest:
     created_at: str | None = None
     #: The runtime kind that reads the artifact (worker/model/runtimes/).
     runtime: str = "sklearn"
+    #: Where the model came from (written by ``scoring-worker retrain``: data range, row
+    #: counts, the champion it was compared with, both sets of figures); free-form JSON.
+    lineage: Mapping[str, Any] | None = None
 
     @classmethod
     def parse(cls, data: object) -> Manifest:
@@ -99,6 +102,7 @@ class Manifest:
             reference_histogram=None if histogram is None else ReferenceHistogram.parse(histogram),
             created_at=_optional_text(data, "created_at"),
             runtime=_optional_text(data, "runtime") or "sklearn",
+            lineage=_lineage(data.get("lineage")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +124,8 @@ class Manifest:
             out["created_at"] = self.created_at
         if self.runtime != "sklearn":  # absent means sklearn: older manifests stay as they were
             out["runtime"] = self.runtime
+        if self.lineage is not None:
+            out["lineage"] = dict(self.lineage)
         return out
 
 
@@ -134,6 +140,12 @@ def _optional_text(data: dict[str, Any], key: str) -> str | None:
     value = data.get(key)
     if value is not None and not isinstance(value, str):
         raise ManifestError(f"{key!r} must be a string")
+    return value
+
+
+def _lineage(value: object) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        raise ManifestError("'lineage' must be an object")
     return value
 
 
