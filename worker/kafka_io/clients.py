@@ -192,3 +192,21 @@ class BatchProducer:
 
     def poll(self) -> None:
         self._p.poll(0)
+
+
+def publish(conf: Mapping[str, Any], messages: list[tuple[str, bytes, bytes]],
+            timeout_s: float) -> None:  # fmt: skip
+    """Send (topic, key, value) messages and wait until the broker has every one (batch
+    jobs: a few records that must not be lost); KafkaFatalError when it will not take them."""
+    producer = BatchProducer(conf)
+    for topic, key, value in messages:
+        producer.send(topic, value, key)
+    failed = producer.flush_all(timeout_s)
+    if failed:
+        producer.resend(failed)
+        failed = producer.flush_all(timeout_s)
+    if failed:
+        err = failed[0].error()
+        why = err.str() if err else "unknown error"
+        raise KafkaFatalError(f"the broker did not take {len(failed)} message(s) for "
+                              f"{failed[0].topic()}: {why}")  # fmt: skip
