@@ -46,6 +46,14 @@ class Swap:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowSwap:
+    """Score every batch with ``bundle`` too, as the shadow model (None: stop)."""
+
+    bundle: ModelBundle | None
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class Refusal:
     model: str
     version: str
@@ -54,7 +62,7 @@ class Refusal:
     source: str
 
 
-ReloadEvent: TypeAlias = Swap | Refusal
+ReloadEvent: TypeAlias = Swap | ShadowSwap | Refusal
 
 
 def newest(requests: Sequence[Request], after_ms: int) -> Request | None:
@@ -72,11 +80,43 @@ def parse_control(value: bytes | None, name: str) -> str | None:
         return None
     if not isinstance(data, dict) or data.get("name") != name:
         return None
+    if "shadow" in data and "version" not in data:
+        return None  # a shadow instruction (parse_shadow)
     version = data.get("version")
     if not isinstance(version, str) or not version:
         log.warning("model control record for %s has no version; ignored", name)
         return None
     return version
+
+
+def parse_shadow(value: bytes | None, name: str) -> tuple[bool, str | None]:
+    """Whether a control record sets ``name``'s shadow model, and its version (None: stop
+    shadow scoring). Records ``{"name", "shadow"}``, see ``shadow_record``."""
+    try:
+        data = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return False, None
+    if not isinstance(data, dict) or data.get("name") != name or "shadow" not in data:
+        return False, None
+    version = data["shadow"]
+    if version is not None and (not isinstance(version, str) or not version):
+        log.warning("model control record for %s has a bad shadow version; ignored", name)
+        return False, None
+    return True, version
+
+
+def shadow_record(name: str, version: str | None) -> tuple[bytes, bytes]:
+    """Key and value of the control record that makes every worker of ``name`` score each
+    batch with ``version`` too, as its shadow model (None: stop). Keyed apart from
+    promotions, so compaction keeps the latest of each."""
+    return f"{name}|shadow".encode(), orjson.dumps({"name": name, "shadow": version})
+
+
+def control_record(name: str, version: str) -> tuple[bytes, bytes]:
+    """Key and value of the control record that makes every worker of ``name`` serve
+    ``version`` (what ``parse_control`` reads; keyed by name, so compaction keeps the
+    latest per model)."""
+    return name.encode(), orjson.dumps({"name": name, "version": version})
 
 
 def smoke_check(bundle: ModelBundle) -> None:

@@ -22,12 +22,16 @@ from worker.kafka_io import ControlRecord
 from worker.kafka_io.config import Role, client_config, connection
 from worker.model.store import CURRENT, is_model_folder, read_pointer
 from worker.stream.reload import (
+    Refusal,
     ReloadEvent,
     Request,
+    ShadowSwap,
     Swap,
     attempt,
+    check_candidate,
     newest,
     parse_control,
+    parse_shadow,
     store_of,
 )
 
@@ -55,6 +59,8 @@ class Reloader:
         self._pointer = self._pointer_state()
         # Instructions older than the pointer we started from are already superseded.
         self._last_at = self._pointer[0] // 1_000_000
+        #: The shadow model the control topic asked for ("" before any such record).
+        self.shadow: str | None = ""
         self._events: list[ReloadEvent] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -89,7 +95,9 @@ class Reloader:
         """One round: gather instructions, act on the newest one."""
         requests = self._pointer_requests()
         if self.control is not None:
-            requests += self._control_requests(self.control.poll(self.poll_s))
+            records = self.control.poll(self.poll_s)
+            requests += self._control_requests(records)
+            self._shadow_step(records)
         else:
             self._stop.wait(self.poll_s)
         req = newest(requests, self._last_at)
@@ -102,6 +110,25 @@ class Reloader:
         event = attempt(self.store, self.name, req, self.clock_ms())
         if isinstance(event, Swap):
             self.serving = req.version
+        with self._lock:
+            self._events.append(event)
+
+    def _shadow_step(self, records: list[ControlRecord]) -> None:
+        """The latest shadow instruction of this poll, loaded and checked like a swap."""
+        wanted = [v for ok, v in (parse_shadow(r.value, self.name) for r in records) if ok]
+        if not wanted or wanted[-1] == self.shadow:
+            return
+        version = self.shadow = wanted[-1]
+        event: ReloadEvent
+        if version is None:
+            event = ShadowSwap(None, "control")
+        else:
+            log.info("loading shadow model %s %s (control)", self.name, version)
+            try:
+                event = ShadowSwap(check_candidate(self.store, self.name, version), "control")
+            except ScoringError as exc:
+                event = Refusal(self.name, version, " ".join(str(exc).split()),
+                                self.clock_ms(), "control")  # fmt: skip
         with self._lock:
             self._events.append(event)
 

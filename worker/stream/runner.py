@@ -29,7 +29,7 @@ from worker.shutdown import StopFlag
 from worker.stream.metrics import WorkerMetrics
 from worker.stream.reload import ReloadEvent
 from worker.stream.sinks import Headers, Sink
-from worker.stream.swap import apply_events
+from worker.stream.swap import apply_events, apply_shadow
 
 log = logging.getLogger(__name__)
 DEAD_LETTER_SUMMARY_S = 60.0  # one summary line a minute, never a line per event
@@ -112,6 +112,7 @@ class Runner:
         if self.reloader is not None and (events := self.reloader.take()):
             # Between two batches: a batch is scored by one version, start to end.
             self.ctx = apply_events(self.ctx, events, self.metrics, self._alert, s.worker_id)
+            self.shadow = apply_shadow(self.shadow, self.ctx, events)
         msgs = self.consumer.poll_batch(s.batch_max, s.batch_wait_ms / 1000)
         self.health.turned()
         if msgs:
@@ -121,8 +122,10 @@ class Runner:
             outcomes = score_values([m.value() for m in msgs], self.ctx, now)
             self.metrics.batch_seconds.observe(time.perf_counter() - t0)
             self._publish(msgs, outcomes, now)
-            if self.shadow is not None:
-                self._publish_shadow(msgs, self.shadow, now)
+            shadow = self.shadow
+            # A shadow that became the served version has nothing left to compare.
+            if shadow is not None and shadow.bundle.version != self.ctx.bundle.version:
+                self._publish_shadow(msgs, shadow, now)
             self._account(msgs, outcomes)
             pending = self.pending
             for m in msgs:  # a partition's messages come in order: the last one wins

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from worker.core.pipeline import ScoringContext
 from worker.stream.metrics import WorkerMetrics
-from worker.stream.reload import Refusal, ReloadEvent, refusal_record
+from worker.stream.reload import Refusal, ReloadEvent, ShadowSwap, refusal_record
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,8 @@ def apply_events(
 ) -> ScoringContext:  # fmt: skip
     """The context to score the next batch with; refusals are logged, counted, alerted."""
     for ev in events:
+        if isinstance(ev, ShadowSwap):
+            continue  # apply_shadow's
         if isinstance(ev, Refusal):
             metrics.model_reloads.labels("refused").inc()
             log.warning("model reload refused; still serving %s", ctx.bundle.version,
@@ -45,3 +47,18 @@ def _relabel(metrics: WorkerMetrics, *labels: str) -> None:
         with contextlib.suppress(KeyError):  # never set: a context built without run_worker
             metrics.model_info.remove(*old)
     metrics.model_info.labels(*new).set(1)
+
+
+def apply_shadow(
+    shadow: ScoringContext | None, ctx: ScoringContext, events: Sequence[ReloadEvent]
+) -> ScoringContext | None:
+    """The shadow context for the next batch: the main context with the shadow bundle."""
+    for ev in events:
+        if isinstance(ev, ShadowSwap):
+            bundle = ev.bundle
+            shadow = None if bundle is None else dataclasses.replace(ctx, bundle=bundle)
+            version = None if bundle is None else bundle.version
+            log.info("shadow model %s", "stopped" if bundle is None else "set",
+                     extra={"model": ctx.bundle.name, "source": ev.source,
+                            "model_version": version})  # fmt: skip
+    return shadow
