@@ -32,6 +32,7 @@ from worker.cli_parser import (
 from worker.cli_tools import add_kafka_local, add_models
 from worker.errors import BatchInputError, ConfigError, ScoringError
 from worker.monitor_app.settings import MonitorSettings
+from worker.retrain.command import add_retrain
 from worker.shutdown import StopRequested
 
 Handler = Callable[[argparse.Namespace], int]
@@ -252,7 +253,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_kafka_local, _add_run, _add_train_demo, _add_produce_demo,
-                _add_score_file, _add_monitor, add_models, _add_demo):  # fmt: skip
+                _add_score_file, _add_monitor, add_models, add_retrain, _add_demo):  # fmt: skip
         add(sub)
     return parser
 

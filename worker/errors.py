@@ -62,6 +62,12 @@ class KafkaFatalError(ScoringError):
     hint = "check --bootstrap and the [kafka] properties"
 
 
+class RetrainError(ScoringError):
+    """A retrain run cannot go on (no labeled rows, one class only, an empty range, ...)."""
+
+    hint = "see scoring-worker retrain --help"
+
+
 class KafkaLocalError(ScoringError):
     """The local development broker cannot be resolved, started or stopped."""
 
