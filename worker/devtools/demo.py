@@ -6,7 +6,8 @@ far from home, foreign, online) plus an unobserved noise term, so a linear model
 on log-scaled features ranks it well but not perfectly (holdout ROC AUC about
 0.92). ``drifted=True`` moves both the traffic (more online, riskier merchants,
 more activity) and the fraud itself (small amounts, daytime, low-risk
-merchants): the trained model's scores shift up while its recall collapses.
+merchants): the trained model's scores shift up while its recall collapses, and
+a model retrained on drifted traffic recovers (``scoring-worker retrain``).
 
 The demo model only uses estimator types that skops trusts by default
 (log1p, one-hot, scaler, logistic regression), so its ``.skops`` bundle loads
@@ -93,10 +94,13 @@ def _fraud_logit(x: FloatArray, drifted: bool) -> FloatArray:
     young = np.exp(-age / 60.0)
     far = np.log1p(distance)
     if drifted:
-        # Card testing: small amounts at ordinary merchants in the daytime.
+        # Card testing: small amounts at ordinary merchants in the daytime. A clear
+        # pattern, so that a model retrained on it ranks it about as well as the first
+        # model ranked the old one (ROC AUC about 0.9), while the old model ranks it
+        # worse than chance.
         return np.asarray(
-            -5.6 - 1.2 * ratio + 0.9 * (1.0 - night) - 3.0 * risk + 0.5 * young
-            + 0.2 * velocity + 0.1 * far + 0.3 * online,
+            -6.5 - 2.4 * ratio + 1.8 * (1.0 - night) - 6.0 * risk + 1.0 * young
+            + 0.4 * velocity + 0.2 * far + 0.6 * online,
             dtype=np.float64,
         )  # fmt: skip
     return np.asarray(
