@@ -231,19 +231,27 @@ def _demo(args: argparse.Namespace) -> int:
     from worker.devtools import demo_run
 
     logs.setup("WARNING", fmt="text")
-    return demo_run.main(args.bootstrap, Path(args.workdir), args.seconds, args.rate)
+    if args.drift:
+        from worker.devtools import demo_loop
+
+        plan = demo_loop.LoopPlan(rate=args.rate or demo_loop.LoopPlan.rate)
+        return demo_loop.main(args.bootstrap, Path(args.workdir), plan)
+    return demo_run.main(args.bootstrap, Path(args.workdir), args.seconds, args.rate or 2000.0)
 
 
 def _add_demo(sub: Sub) -> None:
     p = add_parser(sub, "demo", "train, run a worker and a monitor, stream demo traffic, "
-                   "summarise", "  scoring-worker demo --seconds 20 --rate 2000")  # fmt: skip
+                   "summarise", "  scoring-worker demo --seconds 20 --rate 2000\n"
+                   "  scoring-worker demo --drift    # drift, alert, retrain, promote, recover")  # fmt: skip
     p.add_argument("--bootstrap", type=bootstrap, default="127.0.0.1:9092",
                    help="Kafka bootstrap servers")
     p.add_argument("--workdir", default="demo-out", help="model and logs of the demo")
     p.add_argument("--seconds", type=float_min(0, strict=True), default=20.0,
                    help="how long to stream")
-    p.add_argument("--rate", type=float_min(0, strict=True), default=2000.0,
-                   help="events per second")
+    p.add_argument("--rate", type=float_min(0, strict=True), default=None,
+                   help="events per second (2000; 3000 with --drift)")
+    p.add_argument("--drift", action="store_true",
+                   help="the model loop instead: drift, alert, retrain, promote, recover")
     p.set_defaults(handler=_demo)
 
 

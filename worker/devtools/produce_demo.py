@@ -47,6 +47,8 @@ class DemoSummary:
     drifted: int = 0
     malformed: int = 0
     seconds: float = 0.0
+    #: Event time (epoch ms) of the first drifted event; None before the drift.
+    drift_started_ms: int | None = None
 
 
 def _malformed(event: dict[str, object], n: int) -> bytes | None:
@@ -66,17 +68,25 @@ def produce_demo(
     producer_conf: Mapping[str, str],
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    stop: Callable[[], bool] = lambda: False,
+    summary: DemoSummary | None = None,
 ) -> DemoSummary:
-    """Send ``t.count`` events paced at ``t.rate``; return when every label is sent too."""
+    """Send ``t.count`` events paced at ``t.rate``; return when every label is sent too.
+
+    ``stop`` ends the events early (their labels still follow); ``summary`` is updated
+    as it goes, for a caller watching from another thread."""
     producer = BatchProducer(producer_conf)
     rng = np.random.default_rng(t.seed)
     pending: deque[tuple[float, bytes, bytes]] = deque()
-    summary = DemoSummary()
+    summary = summary if summary is not None else DemoSummary()
     t0 = clock()
-    while summary.events < t.count or pending:
+    count = t.count
+    while summary.events < count or pending:
         now = clock()
+        if stop():
+            count = summary.events
         # Pace by the elapsed time, not by sleeps, so slow ticks do not lower the rate.
-        due = t.count if t.rate <= 0 else min(t.count, int((now - t0) * t.rate) + 1)
+        due = count if t.rate <= 0 else min(count, int((now - t0) * t.rate) + 1)
         n = min(due - summary.events, 10_000)
         if n > 0:
             _send_events(t, producer, rng, n, summary, pending, now)
@@ -119,6 +129,8 @@ def _send_events(
                 msg = orjson.dumps({"id": event["id"], "label": label})
                 pending.append((now + t.label_delay_s, event["id"].encode(), msg))
         summary.drifted += k if drifted else 0
+        if drifted and summary.drift_started_ms is None:
+            summary.drift_started_ms = now_ms
     summary.events += n
 
 
