@@ -1,0 +1,153 @@
+"""``scoring-worker retrain`` on the real broker, without workers: a worse candidate is kept
+and the decision record says why; the same range and seed give the same model; each bad
+input ends with one line and exit status 2. (The whole loop with workers and the monitor
+is test_retrain_loop.py.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from confluent_kafka import Producer
+from jsonschema import Draft202012Validator
+
+from tests.integration.helpers import ROOT, read_topic
+from worker.core.pipeline import Prediction, ScoringContext, score_values
+from worker.devtools.demo import DEMO_MODEL_NAME, make_events, train_demo
+from worker.model.bundle import load_bundle
+from worker.model.store import ModelStore
+from worker.retrain.job import RetrainRequest, run_retrain
+from worker.retrain.policy import Policy
+from worker.retrain.settings import RetrainSettings, TimeRange
+
+T0 = 1_790_000_000_000  # the events' Kafka timestamps: T0 + i ms
+TopicFactory = Callable[..., str]
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_demo(tmp_path_factory.mktemp("champion") / "v1", n=100_000)
+
+
+@pytest.fixture
+def store(champion: Path, tmp_path: Path) -> ModelStore:
+    s = ModelStore(tmp_path / "store")
+    s.add(champion)
+    s.promote(DEMO_MODEL_NAME, "1")
+    return s
+
+
+def feed(bootstrap: str, tx: str, labels: str | None, n: int, drifted: bool, seed: int = 5,
+         label: Callable[[int], int] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Demo events stamped T0 + i ms (and their labels, unless ``labels`` is None)."""
+    events, truth = make_events(np.random.default_rng(seed), n, 0, T0, drifted=drifted)
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for i, (e, y) in enumerate(zip(events, truth, strict=True)):
+        p.produce(tx, orjson.dumps(e), e["card_id"].encode(), timestamp=T0 + i)
+        if labels is not None:
+            value = {"id": e["id"], "label": y if label is None else label(i)}
+            p.produce(labels, orjson.dumps(value), e["id"].encode(), timestamp=T0 + n + i)
+        if i % 5000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+    return events
+
+
+def settings(bootstrap: str, store: ModelStore, t: dict[str, str], **kw: Any) -> RetrainSettings:
+    return RetrainSettings(bootstrap=bootstrap, model=str(store.folder(DEMO_MODEL_NAME)),
+                           input_topic=t["tx"], labels_topic=t["labels"],
+                           alerts_topic=t.get("alerts", "none"), **kw)  # fmt: skip
+
+
+def cli(s: RetrainSettings, *args: str) -> subprocess.CompletedProcess[str]:
+    flags = ["--bootstrap", s.bootstrap, "--model", s.model, "--input-topic", s.input_topic,
+             "--labels-topic", s.labels_topic, "--alerts-topic", s.alerts_topic]  # fmt: skip
+    if s.control_topic:
+        flags += ["--control-topic", s.control_topic]
+    return subprocess.run([sys.executable, "-m", "worker", "retrain", *flags, *args],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
+
+
+@pytest.fixture
+def topics(topic_factory: TopicFactory) -> Iterator[dict[str, str]]:
+    yield {"tx": topic_factory("tx", 2), "labels": topic_factory("labels", 2),
+           "alerts": topic_factory("alerts", 1),
+           "ctl": topic_factory("ctl", 1, {"cleanup.policy": "compact"})}  # fmt: skip
+
+
+def test_a_worse_candidate_is_not_promoted_and_the_record_says_why(
+    kafka_bootstrap: str, topics: dict[str, str], store: ModelStore,
+    report: Callable[[str], None],
+) -> None:  # fmt: skip
+    # Healthy traffic: the champion (100,000 rows) is near the best a linear model does;
+    # a candidate fit on 8,400 of these rows cannot beat it by the policy's margin.
+    feed(kafka_bootstrap, topics["tx"], topics["labels"], 12_000, drifted=False)
+    s = settings(kafka_bootstrap, store, topics, control_topic=topics["ctl"])
+    done = cli(s, "--from", str(T0), "--to", str(T0 + 12_000), "--promote-if-better")
+    assert done.returncode == 0, done.stderr
+    assert "keep the champion: roc_auc" in done.stdout and "action: kept" in done.stdout
+    report("retrain, worse candidate: " + done.stdout.splitlines()[-2][:160])
+    [record] = read_topic(kafka_bootstrap, topics["alerts"], 1, settle=0.5)
+    decision = orjson.loads(record.value or b"")
+    schema = orjson.loads((ROOT / "schemas/model_decision.schema.json").read_bytes())
+    Draft202012Validator(schema).validate(decision)
+    assert record.key == f"model_decision|{DEMO_MODEL_NAME}|2".encode()
+    assert decision["action"] == "kept" and not decision["policy_passed"]
+    assert any(r.startswith("roc_auc ") and " < champion " in r for r in decision["reasons"])
+    assert decision["candidate"]["roc_auc"] < decision["champion"]["roc_auc"] + 0.005
+    assert store.current(DEMO_MODEL_NAME).name == "1"  # the champion still serves
+    assert load_bundle(store.version_path(DEMO_MODEL_NAME, "2")).manifest.lineage is not None
+    assert read_topic(kafka_bootstrap, topics["ctl"], 0, timeout=3, settle=0.5) == []
+
+
+def sample_scores(path: Path, sample: list[dict[str, Any]]) -> np.ndarray:
+    """The bundle's scores for the self-test sample (the bundle's own when it carries one,
+    issue 10; else the given events), through the stream's pipeline."""
+    bundle = load_bundle(path)
+    own = getattr(bundle.manifest, "self_test", None)
+    events = list(own.events) if own is not None else sample
+    outcomes = score_values([orjson.dumps(e) for e in events], ScoringContext(bundle), 0)
+    assert all(isinstance(o, Prediction) for o in outcomes)
+    return np.array([o.record["score"] for o in outcomes if isinstance(o, Prediction)])
+
+
+def test_the_same_range_and_seed_give_the_same_candidate(
+    kafka_bootstrap: str, topics: dict[str, str], store: ModelStore,
+) -> None:  # fmt: skip
+    events = feed(kafka_bootstrap, topics["tx"], topics["labels"], 12_000, drifted=True)
+    s = settings(kafka_bootstrap, store, topics, seed=7)
+    window = TimeRange(T0, T0 + 12_000)
+    first = run_retrain(RetrainRequest(s, Policy(), window), T0 + 60_000)
+    second = run_retrain(RetrainRequest(s, Policy(), window), T0 + 60_000)
+    assert (first.compared.candidate_version, second.compared.candidate_version) == ("2", "3")
+    assert first.compared.candidate == second.compared.candidate  # every holdout figure
+    sample = events[-64:]
+    one, two = sample_scores(first.candidate_path, sample), sample_scores(second.candidate_path,
+                                                                          sample)  # fmt: skip
+    assert one.tobytes() == two.tobytes()  # bit-identical
+    assert first.counts == second.counts and first.counts["labeled"] == 12_000
+
+
+@pytest.mark.parametrize("case", ["empty range", "no labels", "one class"])
+def test_bad_input_ends_with_one_line_and_exit_2(
+    kafka_bootstrap: str, topics: dict[str, str], store: ModelStore, case: str,
+) -> None:  # fmt: skip
+    if case != "empty range":
+        labels = None if case == "no labels" else topics["labels"]
+        feed(kafka_bootstrap, topics["tx"], labels, 3_000, drifted=False, label=lambda i: 0)
+    s = settings(kafka_bootstrap, store, topics)
+    done = cli(s, "--from", str(T0), "--to", str(T0 + 3_000), "--promote-if-better")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("scoring-worker retrain: error: "), lines
+    want = {"empty range": "no events in", "no labels": "no labeled rows",
+            "one class": "one class only"}[case]  # fmt: skip
+    assert want in lines[0]
+    assert [v.version for v in store.list()] == ["1"]  # nothing written
