@@ -17,9 +17,12 @@ import pytest
 from confluent_kafka import Producer
 from jsonschema import Draft202012Validator
 
-from tests.integration.helpers import ROOT, read_topic
+from tests.integration.helpers import ROOT, WorkerProc, produce, read_topic, wait_for
 from worker.core.pipeline import Prediction, ScoringContext, score_values
 from worker.devtools.demo import DEMO_MODEL_NAME, make_events, train_demo
+from worker.errors import KafkaFatalError
+from worker.kafka_io.config import Connection, Role, client_config
+from worker.kafka_io.ranges import RangeTooLarge, read_range
 from worker.model.bundle import load_bundle
 from worker.model.store import ModelStore
 from worker.retrain.job import RetrainRequest, run_retrain
@@ -151,3 +154,61 @@ def test_bad_input_ends_with_one_line_and_exit_2(
             "one class": "one class only"}[case]  # fmt: skip
     assert want in lines[0]
     assert [v.version for v in store.list()] == ["1"]  # nothing written
+
+
+def test_shadow_makes_the_candidate_every_workers_shadow_model(
+    kafka_bootstrap: str, topics: dict[str, str], topic_factory: TopicFactory,
+    group_factory: Callable[[], str], store: ModelStore, tmp_path: Path,
+) -> None:  # fmt: skip
+    feed(kafka_bootstrap, topics["tx"], topics["labels"], 12_000, drifted=True)
+    t = {"in": topic_factory("in", 2), "out": topic_factory("out", 2),
+         "shadow": topic_factory("shadow", 2), "dlq": topic_factory("dlq", 1)}  # fmt: skip
+    w = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", t["in"],
+                    "--output-topic", t["out"], "--dlq-topic", t["dlq"],
+                    "--shadow-topic", t["shadow"], "--group", group_factory(),
+                    "--model", str(store.folder(DEMO_MODEL_NAME)),
+                    "--control-topic", topics["ctl"], "--alerts-topic", topics["alerts"],
+                    "--model-poll-ms", "200", "--metrics-port", "0"],
+                   tmp_path / "worker.log")  # fmt: skip
+    try:
+        s = settings(kafka_bootstrap, store, topics, control_topic=topics["ctl"])
+        done = cli(s, "--from", str(T0), "--to", str(T0 + 12_000), "--shadow")
+        assert done.returncode == 0, done.stderr
+        assert "action: candidate 2 is now the workers' shadow model" in done.stdout
+        wait_for(lambda: "shadow model set" in w.output(), 60, "the worker's shadow model")
+        events, _ = make_events(np.random.default_rng(9), 500, 0, T0)
+        produce(kafka_bootstrap, t["in"], ((e["card_id"].encode(), orjson.dumps(e))
+                                           for e in events))  # fmt: skip
+        main = read_topic(kafka_bootstrap, t["out"], len(events), settle=0.5)
+        shadow = read_topic(kafka_bootstrap, t["shadow"], len(events), settle=0.5)
+    finally:
+        assert w.stop() == 0, w.output()[-3000:]
+    assert {orjson.loads(p.value or b"")["model_version"] for p in main} == {"1"}
+    assert {orjson.loads(p.value or b"")["model_version"] for p in shadow} == {"2"}
+    assert len(main) == len(shadow) == len(events)
+    assert store.current(DEMO_MODEL_NAME).name == "1"  # shadowing promotes nothing
+    [decision] = read_topic(kafka_bootstrap, topics["alerts"], 1, settle=0.5)
+    assert orjson.loads(decision.value or b"")["action"] == "shadowed"
+
+
+def test_a_time_range_is_read_by_the_time_index_and_filtered_by_timestamp(
+    kafka_bootstrap: str, topic_factory: TopicFactory,
+) -> None:  # fmt: skip
+    topic = topic_factory("range", 2)
+    p = Producer({"bootstrap.servers": kafka_bootstrap})
+    stamps = {0: [T0 + 100, T0 + 200, T0 + 150, T0 + 300, T0 + 400], 1: [T0 + 170, T0 + 250]}
+    for part, ts in stamps.items():
+        for k, t in enumerate(ts):
+            p.produce(topic, f"{part}-{k}".encode(), partition=part, timestamp=t)
+    assert p.flush(30) == 0
+    conf = client_config(Role.RANGE, Connection(kafka_bootstrap))
+    got = read_range(conf, topic, T0 + 160, T0 + 300, 30.0, 100)
+    # Partition 0 is read from offset 1 (the first stamp >= start) to offset 3 (the first
+    # >= end); its out-of-order 150 at offset 2 is before the range and left out.
+    assert [(r.timestamp_ms - T0, r.value) for r in got] == [(170, b"1-0"), (200, b"0-1"),
+                                                            (250, b"1-1")]  # fmt: skip
+    assert read_range(conf, topic, T0 + 500, T0 + 600, 30.0, 100) == []
+    with pytest.raises(RangeTooLarge):
+        read_range(conf, topic, T0, T0 + 1000, 30.0, 5)
+    with pytest.raises(KafkaFatalError, match=r"not found|Unknown topic"):
+        read_range(conf, topic + "-missing", T0, T0 + 1000, 10.0, 5)

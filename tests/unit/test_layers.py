@@ -11,7 +11,9 @@ from pathlib import Path
 from tests.unit.helpers import ROOT
 
 PACKAGE = ROOT / "worker"
-PURE = ("worker.core", "worker.model", "worker.monitor")
+PURE = ("worker.core", "worker.model", "worker.monitor", "worker.retrain.dataset",
+        "worker.retrain.threshold", "worker.retrain.policy", "worker.retrain.evaluate",
+        "worker.retrain.table", "worker.retrain.decision")  # fmt: skip
 BLOCKER = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
