@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.installed-stamp
 KAFKA_PORT ?= 9092
 BOOTSTRAP  ?= 127.0.0.1:$(KAFKA_PORT)
 
-.PHONY: test demo broker broker-stop lint bench clean
+.PHONY: test demo demo-drift broker broker-stop lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
@@ -31,6 +31,10 @@ test: lint broker
 
 demo: broker
 	$(BIN)/scoring-worker demo --bootstrap $(BOOTSTRAP) --workdir demo-out
+
+# The model loop: drift, the monitor's alert, retrain, promotion, recovery (README).
+demo-drift: broker
+	$(BIN)/scoring-worker demo --drift --bootstrap $(BOOTSTRAP) --workdir demo-out
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
