@@ -40,9 +40,6 @@ class Evaluation:
     scores: npt.NDArray[np.float64]
     not_scored: int
 
-    def table_figures(self) -> dict[str, Figure]:
-        return {name: self.figures.get(name) for name in TABLE_FIGURES}
-
 
 def evaluate(
     ctx: ScoringContext,

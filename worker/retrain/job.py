@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,12 @@ from worker.errors import ConfigError, RetrainError
 from worker.model.bundle import ModelBundle, load_bundle
 from worker.model.manifest import ReferenceHistogram
 from worker.model.store import ModelStore, is_model_folder
+from worker.monitor.figures import Figure
 from worker.retrain import act
 from worker.retrain.candidate import fit, next_version, write_candidate
 from worker.retrain.data import TrainingData, read_data
 from worker.retrain.decision import Action, Compared, action_for
-from worker.retrain.evaluate import Evaluation, evaluate
+from worker.retrain.evaluate import TABLE_FIGURES, Evaluation, evaluate
 from worker.retrain.policy import Decision, Policy, decide
 from worker.retrain.settings import RetrainSettings, TimeRange, iso
 from worker.retrain.table import comparison_table
@@ -85,40 +87,72 @@ def run_retrain(req: RetrainRequest, now_ms: int) -> RetrainResult:
     validator = EventValidator.from_file(Path(s.schema)) if s.schema else None
     ctx = ScoringContext(champion, validator, s.max_event_bytes)
     data = read_data(s, ctx, req.window, now_ms)
-    train, hold = data.split.train, data.split.holdout
-    model = fit(champion, data.model_input(train), np.asarray(data.truth(train)), s.seed)
     version = req.version or next_version(v.version for v in store.list()
                                           if v.name == champion.name)  # fmt: skip
+    run = _Run(req, ctx, data, version, now_ms)
     with tempfile.TemporaryDirectory(prefix="retrain-") as tmp:
-        staged = load_bundle(write_candidate(
-            Path(tmp) / "staged", model, champion, version=version,
-            threshold=champion.threshold, metrics={}, reference=_placeholder(champion),
-            lineage={}, created_at=iso(now_ms)))  # fmt: skip
-        train_scores = score_matrix(staged, data.model_input(train)).output[:, 1]
-        reference = ReferenceHistogram.from_scores(train_scores, bins=_bins(champion))
-        hold_args = (data.values(hold), data.truth(hold), data.times(hold), now_ms)
-        probe = evaluate(ctx, staged, *hold_args)
-        choice = choose_threshold(_finite(probe.scores), _positive(data, hold, probe, champion),
-                                  req.policy.threshold, champion.threshold)  # fmt: skip
-        tuned = _with(staged, choice.threshold, reference)
-        cand, champ = evaluate(ctx, tuned, *hold_args), evaluate(ctx, champion, *hold_args)
-        decision = decide(req.policy, champ.figures, cand.figures, choice.met)
-        compared = Compared(champion.name, champion.version, version, champ.figures,
-                            cand.figures, (champion.threshold, choice.threshold),
-                            (req.window.start_ms, req.window.end_ms),
-                            (data.split.cut_ms, req.window.end_ms))  # fmt: skip
-        lineage = _lineage(s, req, data, champion, choice, compared, decision)
-        final = write_candidate(
-            Path(tmp) / "final", model, champion, version=version, threshold=choice.threshold,
-            metrics=_numbers(cand), reference=reference, lineage=lineage,
-            created_at=iso(now_ms))  # fmt: skip
+        compared, decision, final = run.candidate(Path(tmp))
         store.add(final)
     action = action_for(decision, req.promote_if_better, req.shadow)
     act.apply(s, store, compared, decision, req.policy, action, now_ms)
-    table = comparison_table(champion.version, version, champ.table_figures(),
-                             cand.table_figures(), compared.thresholds)  # fmt: skip
+    table = comparison_table(champion.version, version, _table(compared.champion),
+                             _table(compared.candidate), compared.thresholds)  # fmt: skip
     return RetrainResult(compared, decision, action, data.counts(),
                          store.version_path(champion.name, version), table)
+
+
+@dataclass(frozen=True)
+class _Run:
+    req: RetrainRequest
+    ctx: ScoringContext  # the champion's
+    data: TrainingData
+    version: str
+    now_ms: int
+
+    def candidate(self, tmp: Path) -> tuple[Compared, Decision, Path]:
+        """Fit, stage, tune, compare; the candidate's final bundle (not yet in the store)."""
+        champion, data, train = self.ctx.bundle, self.data, self.data.split.train
+        model = fit(champion, data.model_input(train), np.asarray(data.truth(train)),
+                    self.req.settings.seed)  # fmt: skip
+        # Written and read back first: what is evaluated is what the store will hold.
+        staged = load_bundle(self._write(tmp / "staged", model, champion.threshold,
+                                         _placeholder(champion), {}, {}))  # fmt: skip
+        train_scores = score_matrix(staged, data.model_input(train)).output[:, 1]
+        reference = ReferenceHistogram.from_scores(train_scores, bins=_bins(champion))
+        probe = self._evaluate(staged)
+        choice = choose_threshold(_finite(probe.scores), self._positive(probe),
+                                  self.req.policy.threshold, champion.threshold)  # fmt: skip
+        cand = self._evaluate(_with(staged, choice.threshold, reference))
+        champ = self._evaluate(champion)
+        decision = decide(self.req.policy, champ.figures, cand.figures, choice.met)
+        w = self.req.window
+        compared = Compared(champion.name, champion.version, self.version, champ.figures,
+                            cand.figures, (champion.threshold, choice.threshold),
+                            (w.start_ms, w.end_ms), (data.split.cut_ms, w.end_ms))  # fmt: skip
+        lineage = _lineage(self.req, data, champion, choice, compared, decision)
+        final = self._write(tmp / "final", model, choice.threshold, reference, _numbers(cand),
+                            lineage)  # fmt: skip
+        return compared, decision, final
+
+    def _write(self, out: Path, model: Any, threshold: float, reference: ReferenceHistogram,
+               metrics: dict[str, float], lineage: dict[str, Any]) -> Path:  # fmt: skip
+        return write_candidate(out, model, self.ctx.bundle, version=self.version,
+                               threshold=threshold, metrics=metrics, reference=reference,
+                               lineage=lineage, created_at=iso(self.now_ms))  # fmt: skip
+
+    def _evaluate(self, bundle: ModelBundle) -> Evaluation:
+        d, hold = self.data, self.data.split.holdout
+        return evaluate(self.ctx, bundle, d.values(hold), d.truth(hold), d.times(hold),
+                        self.now_ms)  # fmt: skip
+
+    def _positive(self, probe: Evaluation) -> npt.NDArray[np.bool_]:
+        positive = self.ctx.bundle.classes[1]
+        truth = np.array([y == positive for y in self.data.truth(self.data.split.holdout)])
+        return np.asarray(truth[np.isfinite(probe.scores)], dtype=bool)
+
+
+def _table(figures: Mapping[str, Figure]) -> dict[str, Figure]:
+    return {name: figures.get(name) for name in TABLE_FIGURES}
 
 
 def _placeholder(champion: ModelBundle) -> ReferenceHistogram:
@@ -134,14 +168,6 @@ def _finite(scores: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.asarray(scores[np.isfinite(scores)], dtype=np.float64)
 
 
-def _positive(
-    data: TrainingData, hold: list[int], probe: Evaluation, champion: ModelBundle
-) -> np.ndarray:
-    positive = champion.classes[1]
-    truth = np.array([y == positive for y in data.truth(hold)], dtype=bool)
-    return truth[np.isfinite(probe.scores)]
-
-
 def _with(bundle: ModelBundle, threshold: float, reference: ReferenceHistogram) -> ModelBundle:
     """``bundle`` as it will be written: its tuned threshold and its reference histogram."""
     manifest = dataclasses.replace(bundle.manifest, threshold=threshold,
@@ -154,10 +180,10 @@ def _numbers(e: Evaluation) -> dict[str, float]:
 
 
 def _lineage(
-    s: RetrainSettings, req: RetrainRequest, data: TrainingData, champion: ModelBundle,
-    choice: ThresholdChoice, c: Compared, decision: Decision,
+    req: RetrainRequest, data: TrainingData, champion: ModelBundle, choice: ThresholdChoice,
+    c: Compared, decision: Decision,
 ) -> dict[str, Any]:  # fmt: skip
-    w = req.window
+    s, w = req.settings, req.window
     return {
         "created_by": "scoring-worker retrain",
         "data": {"input_topic": s.input_topic, "labels_topic": s.labels_topic,
