@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 
+from worker.errors import RetrainError
 from worker.kafka_io.clients import publish
 from worker.kafka_io.config import Connection, Role, client_config
-from worker.model.store import ModelStore
+from worker.model.store import ModelStore, read_pointer
 from worker.retrain.decision import Action, Compared, decision_record
 from worker.retrain.policy import Decision, Policy
 from worker.retrain.settings import RetrainSettings
@@ -30,6 +31,11 @@ def apply(
     the candidate to the store)."""
     messages: list[tuple[str, bytes, bytes]] = []
     if action == "promoted":
+        serving = read_pointer(store.folder(c.model))
+        if serving != c.champion_version:  # someone promoted meanwhile: theirs stands
+            raise RetrainError(f"{c.model} {serving} was made current during the run; "
+                               f"candidate {c.candidate_version} was compared with "
+                               f"{c.champion_version} and is not promoted (run again)")  # fmt: skip
         # The pointer first: workers that follow only the store see it too; the control
         # record then reaches every worker of the fleet at once.
         store.promote(c.model, c.candidate_version)
