@@ -15,12 +15,18 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tests.unit.helpers import binary_bundle, event, training_data
+from tests.unit.test_reload import put
 from worker.core.pipeline import ScoringContext
 from worker.errors import RetrainError
 from worker.model.bundle import load_bundle
 from worker.model.manifest import ReferenceHistogram
+from worker.model.store import ModelStore
+from worker.retrain.act import apply
 from worker.retrain.candidate import fit, next_version, seeded_clone, write_candidate
+from worker.retrain.decision import Compared
 from worker.retrain.evaluate import evaluate
+from worker.retrain.policy import Decision, Policy
+from worker.retrain.settings import RetrainSettings
 
 
 def test_holdout_figures_are_the_monitors_and_equal_sklearn(tmp_path: Path) -> None:
@@ -82,3 +88,15 @@ def test_versions_and_the_written_bundle(tmp_path: Path) -> None:
         champion.name, "8", 0.25, champion.features)
     assert man.lineage == lineage and man.metrics == {"recall": 0.5}
     assert man.artifact.endswith(".skops")
+
+
+def test_no_promotion_when_the_champion_changed_during_the_run(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    for version in ("1", "2", "3"):
+        put(store, version)
+    store.promote("unit", "3")  # made current while a run compared 2 with 1
+    c = Compared("unit", "1", "2", {}, {}, (0.5, 0.5), (0, 1), (0, 1))
+    decision = Decision(True, ())
+    with pytest.raises(RetrainError, match="unit 3 was made current during the run"):
+        apply(RetrainSettings(), store, c, decision, Policy(), "promoted", 0)
+    assert store.current("unit").name == "3"
