@@ -57,3 +57,21 @@ def test_a_bad_policy_names_the_file_and_the_key(
     config.write_text(f'model = "{store_folder}"\nbatch_max = 5\n')
     code, err = run(capsys, "--config", str(config), "--last", "1h")
     assert code == 2 and "unknown settings batch_max" in err
+
+
+def test_the_readme_retrain_configuration_loads(tmp_path: Path) -> None:
+    from worker import config
+    from worker.retrain.policy import Requirement, parse_policy
+    from worker.retrain.settings import RetrainSettings
+    from worker.retrain.threshold import ThresholdTarget
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    after = readme.split("The policy is the TOML file's `[policy]` table:", 1)[1]
+    block = after.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "retrain.toml"
+    path.write_text(block)
+    s = config.load_into(RetrainSettings, path, {}, {}, tables=("policy",))
+    assert s.model == "/models/fraud-demo" and s.control_topic == "model-control"
+    policy = parse_policy(config.read_toml(path)["policy"])
+    assert policy.threshold == ThresholdTarget("alert_rate", 0.02)
+    assert policy.requirements == (Requirement("roc_auc", 0.005), Requirement("recall", 0.0))
