@@ -242,7 +242,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _add_demo(sub: Sub) -> None:
     p = add_parser(sub, "demo", "train, run a worker and a monitor, stream demo traffic, "
                    "summarise", "  scoring-worker demo --seconds 20 --rate 2000\n"
-                   "  scoring-worker demo --drift    # drift, alert, retrain, promote, recover")  # fmt: skip
+                   "  scoring-worker demo --drift   # the model loop, about 2 minutes")  # fmt: skip
     p.add_argument("--bootstrap", type=bootstrap, default="127.0.0.1:9092",
                    help="Kafka bootstrap servers")
     p.add_argument("--workdir", default="demo-out", help="model and logs of the demo")

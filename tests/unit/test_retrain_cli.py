@@ -27,7 +27,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    ((), "no model: give --model STORE/<name>"),
+    ((), "no model (give --model STORE/<name>"),
     (("--model", "MODEL"), "no time range: give --last"),
     (("--model", "MODEL", "--last", "1h", "--from", "0"), "either --last or --from"),
     (("--model", "MODEL", "--last", "1h", "--holdout-fraction", "1.5"), "holdout_fraction"),
@@ -56,7 +56,7 @@ def test_a_bad_policy_names_the_file_and_the_key(
     assert code == 2 and str(config) in err and "needs threshold_target" in err
     config.write_text(f'model = "{store_folder}"\nbatch_max = 5\n')
     code, err = run(capsys, "--config", str(config), "--last", "1h")
-    assert code == 2 and "unknown settings batch_max" in err
+    assert code == 2 and "unknown setting 'batch_max'" in err
 
 
 def test_the_readme_retrain_configuration_loads(tmp_path: Path) -> None:

@@ -17,7 +17,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from worker.errors import KafkaFatalError
+from worker.errors import ConfigError, KafkaFatalError
+
+_NO_TOPIC = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +69,10 @@ def _bounds(
         raise KafkaFatalError(f"no metadata for topic {topic}: {exc}") from None
     meta = md.topics.get(topic)
     if meta is None or meta.error is not None or not meta.partitions:
-        why = meta.error.str() if meta is not None and meta.error is not None else "not found"
-        raise KafkaFatalError(f"topic {topic}: {why}")
+        if meta is None or meta.error is None or meta.error.code() in _NO_TOPIC:
+            # A name the user gave: their mistake (exit 2), not the broker's failure.
+            raise ConfigError(f"topic {topic} does not exist (check the topic settings)")
+        raise KafkaFatalError(f"topic {topic}: {meta.error.str()}")
     parts = sorted(meta.partitions)
     try:
         firsts = c.offsets_for_times([TopicPartition(topic, p, start_ms) for p in parts],
