@@ -127,7 +127,8 @@ class Loop:
             self.workdir / "monitor.log")  # fmt: skip
         wait_ready(port, procs["monitor"], 60.0)
         self.note(f"champion {DEMO_MODEL_NAME} 1 serves {self.plan.workers} workers (store "
-                  f"{model}, control topic {t['ctl']}); monitor and traffic start")  # fmt: skip
+                  f"{model}, control topic {t['ctl']}); monitor and traffic start; the "
+                  f"monitor's status page: http://127.0.0.1:{port}/")  # fmt: skip
         return procs
 
     def traffic(self) -> threading.Thread:
