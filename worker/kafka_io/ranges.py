@@ -74,15 +74,13 @@ def _bounds(
             raise ConfigError(f"topic {topic} does not exist (check the topic settings)")
         raise KafkaFatalError(f"topic {topic}: {meta.error.str()}")
     parts = sorted(meta.partitions)
+    firsts = _by_time(c, topic, parts, start_ms, timeout_s)
+    ends = _by_time(c, topic, parts, end_ms, timeout_s)
     try:
-        firsts = c.offsets_for_times([TopicPartition(topic, p, start_ms) for p in parts],
-                                     timeout=timeout_s)  # fmt: skip
-        ends = c.offsets_for_times([TopicPartition(topic, p, end_ms) for p in parts],
-                                   timeout=timeout_s)  # fmt: skip
         marks = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
                  for p in parts}  # fmt: skip
     except KafkaException as exc:
-        raise KafkaFatalError(f"cannot look up offsets of {topic} by time: {exc}") from None
+        raise KafkaFatalError(f"cannot read the end offsets of {topic}: {exc}") from None
     out: dict[int, tuple[int, int]] = {}
     for first, end in zip(firsts, ends, strict=True):
         high = marks[first.partition][1]
@@ -91,6 +89,29 @@ def _bounds(
         if lo < hi:
             out[first.partition] = (lo, hi)
     return out
+
+
+def _by_time(
+    c: Consumer, topic: str, parts: list[int], ms: int, timeout_s: float
+) -> list[TopicPartition]:
+    """``offsets_for_times`` for every partition. A partition's lookup can fail on its
+    own (a leader moving, a busy broker): its offset would read as -1, "nothing that
+    recent", and the range would silently lose it. So errors are retried, then fatal."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            found = c.offsets_for_times([TopicPartition(topic, p, ms) for p in parts],
+                                        timeout=timeout_s)  # fmt: skip
+        except KafkaException as exc:
+            why = str(exc)
+        else:
+            failed = [(tp.partition, tp.error) for tp in found if tp.error is not None]
+            if not failed:
+                return list(found)
+            why = f"partition {failed[0][0]}: {failed[0][1]}"
+        if time.monotonic() > deadline:
+            raise KafkaFatalError(f"cannot look up offsets of {topic} by time ({why})")
+        time.sleep(0.5)
 
 
 def _consume(
