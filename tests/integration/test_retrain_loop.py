@@ -22,7 +22,7 @@ def test_drift_alert_retrain_promote_and_recover(
 ) -> None:
     plan = LoopPlan(rate=2000, healthy=20_000, train_drifted=24_000, after=12_000,
                     window="5s", timeout_s=300)  # fmt: skip
-    r = run_loop(kafka_bootstrap, tmp_path, plan)
+    r = run_loop(kafka_bootstrap, tmp_path, plan, cleanup=True)
     print(story(r))
     assert r.exits == {"worker-0": 0, "worker-1": 0, "monitor": 0}, r.exits
     assert r.retrain_exit == 0, r.retrain_output

@@ -204,7 +204,9 @@ class Loop:
                            if a.get("alert") == "model_decision"), {})  # fmt: skip
 
 
-def run_loop(bootstrap: str, workdir: Path, plan: LoopPlan | None = None) -> LoopReport:
+def run_loop(bootstrap: str, workdir: Path, plan: LoopPlan | None = None,
+             cleanup: bool = False) -> LoopReport:  # fmt: skip
+    """The loop; ``cleanup`` deletes its topics at the end (tests)."""
     plan = plan or LoopPlan()
     workdir.mkdir(parents=True, exist_ok=True)
     loop = Loop(bootstrap, workdir, plan)
@@ -228,6 +230,11 @@ def run_loop(bootstrap: str, workdir: Path, plan: LoopPlan | None = None) -> Loo
         loop.stop_traffic.set()
         for name, proc in procs.items():
             loop.report.exits[name] = _stop(proc)
+        if cleanup:
+            names = [*loop.t.values(), *(f"loop-{loop.run_id}-monitor-{k}" for k in
+                                         ("join", "partials", "join-changelog",
+                                          "global-changelog"))]  # fmt: skip
+            kafka_io.delete_topics(bootstrap, names)
     return loop.report
 
 
