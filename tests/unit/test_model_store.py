@@ -8,16 +8,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.unit.helpers import logistic
+from tests.unit.helpers import logistic, training_data
 from worker.cli import main
 from worker.errors import ModelLoadError, ModelStoreError
-from worker.model.bundle import write_bundle
 from worker.model.store import ModelStore, StoredVersion, is_model_folder, read_pointer
+from worker.model.writer import write_bundle
 
 
 def bundle(folder: Path, version: str, name: str = "unit") -> Path:
     return write_bundle(folder / f"{name}-{version}", logistic(seed=int(version)), name=name,
-                        version=version, task="binary", features=("a", "b", "c"))  # fmt: skip
+                        version=version, task="binary", features=("a", "b", "c"),
+                        sample=training_data(n=16)[0])  # fmt: skip
 
 
 @pytest.fixture

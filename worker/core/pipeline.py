@@ -14,7 +14,7 @@ from typing import Any, Final, TypeAlias, cast
 
 from worker.core.decoders import Decoder
 from worker.core.decoders.json import JsonDecoder
-from worker.core.features import extract
+from worker.core.features import Extractor, extractor
 from worker.core.records import PredictionRecord, encode
 from worker.core.schema import EventValidator
 from worker.core.scoring import build_predictions, score_batch_safely
@@ -47,6 +47,12 @@ class ScoringContext:
     observe_model_seconds: Callable[[float], None] | None = None
     #: The input format (worker/core/decoders/): JSON objects unless told otherwise.
     decoder: Decoder = field(default_factory=JsonDecoder)
+    #: How records become the model's input: chosen from the bundle once, here.
+    extract: Extractor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        chosen = extractor(self.bundle.manifest.feature_specs, self.bundle.runtime.input)
+        object.__setattr__(self, "extract", chosen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +83,7 @@ def score_values(
     if ctx.validator is not None:
         events, positions = _validate_all(events, positions, ctx.validator, outcomes)
     typed = ctx.validator is not None and ctx.validator.numeric.issuperset(ctx.bundle.features)
-    batch = extract(events, ctx.bundle.features, assume_numeric=typed)
+    batch = ctx.extract(events, typed)
     for j, rejection in batch.rejected:
         outcomes[positions[j]] = rejection
     t0 = ctx.clock() if ctx.clock is not None else 0.0

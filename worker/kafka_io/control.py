@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import Consumer, KafkaError, Producer
+
+from worker.errors import KafkaFatalError
 
 log = logging.getLogger(__name__)
 
@@ -44,3 +46,20 @@ class ControlReader:
 
     def close(self) -> None:
         self._c.close()
+
+
+def publish_control(conf: Mapping[str, Any], topic: str, key: bytes, value: bytes,
+                    timeout_s: float = 30.0) -> None:  # fmt: skip
+    """Produce one control record and wait for the broker to acknowledge it."""
+    errors: list[str] = []
+
+    def delivered(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            errors.append(err.str())
+
+    p = Producer(dict(conf))
+    p.produce(topic, value, key, on_delivery=delivered)
+    left = p.flush(timeout_s)
+    if errors or left:
+        reason = errors[0] if errors else f"not acknowledged within {timeout_s:.0f}s"
+        raise KafkaFatalError(f"control record to {topic} not delivered: {reason}")

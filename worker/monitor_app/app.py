@@ -45,11 +45,11 @@ log = logging.getLogger(__name__)
 
 
 
-def load_specs(paths: str) -> dict[tuple[str, str], ModelSpec]:
+def load_specs(paths: str, allow_pickle: bool = False) -> dict[tuple[str, str], ModelSpec]:
     """Model specs (task, classes, reference histogram) from bundles, by (name, version)."""
     specs = {}
     for path in (p.strip() for p in paths.split(",") if p.strip()):
-        man = load_bundle(Path(path)).manifest
+        man = load_bundle(Path(path), allow_pickle=allow_pickle).manifest
         specs[(man.name, man.version)] = ModelSpec.from_manifest(man)
     return specs
 
@@ -278,7 +278,8 @@ def run_monitor(
     registry: CollectorRegistry | None = None,
     stop: StopFlag = STOP,
 ) -> None:
-    specs = load_specs(s.models)  # a bad bundle is the user's mistake: before the broker
+    # A bad bundle is the user's mistake: refused before the broker.
+    specs = load_specs(s.models, s.allow_pickle)
     registry = registry or CollectorRegistry()
     health = Health(stall_s=s.health_stall_s)
     health.model_loaded = True  # the monitor needs no model to run

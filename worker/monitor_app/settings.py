@@ -89,6 +89,11 @@ class MonitorSettings:
     models: str = setting(
         "", "Model bundles (comma-separated): their reference histograms give PSI drift."
     )
+    allow_pickle: bool = setting(
+        False,
+        "Load .joblib (pickle) bundles given in ``models``. Unpickling runs any code the "
+        "file holds, and a bundle's sha256 only detects corruption, not tampering.",
+    )
     partitions: int = setting(
         4, "Partitions of the internal topics: the most instances that can share the work.",
         ge=1, le=10_000,

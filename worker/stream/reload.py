@@ -2,11 +2,16 @@
 and the refusal record. No Kafka, no metrics, no clock (times are passed in); the loop
 applies the outcome between two batches (worker/stream/swap.py).
 
-Instructions come from the store's ``current`` pointer (stamped with the file's
-mtime) and from the model-control topic (stamped with the record's timestamp);
-the newest instruction wins, so a restarted worker that reads the whole control
-topic ends up where the fleet is. A candidate is loaded and checked away from
-the loop (worker/stream/reloader.py); the loop only swaps a bundle that passed.
+Instructions come from the store's ``current`` pointer and from the model-control
+topic. Each carries the sequence that ``models promote``/``rollback`` gave it (the
+store's own counter, written into both the pointer and the control record), and the
+highest sequence wins: no clock decides, so a record stamped in the future cannot pin
+a model. Instructions without a sequence (pointers and records written before
+sequences existed) count as sequence 0 and, among themselves, are ordered by their
+time stamps (the pointer file's mtime, the record's timestamp) as before. A restarted
+worker that reads the whole control topic ends up where the fleet is. A candidate is
+loaded and checked away from the loop (worker/stream/reloader.py); the loop only
+swaps a bundle that passed.
 """
 
 from __future__ import annotations
@@ -17,13 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeAlias
 
-import numpy as np
 import orjson
 
 from worker.core.records import escape_key_part
-from worker.core.scoring import score_matrix
 from worker.errors import ModelLoadError, ScoringError
-from worker.model.bundle import ModelBundle, load_bundle
+from worker.model.bundle import ModelBundle
+from worker.model.checked import load_checked
 from worker.model.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -32,11 +36,18 @@ REFUSED_ALERT: Final = "model_refused"
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """Serve ``version``: an instruction issued at ``at_ms`` by ``source``."""
+    """Serve ``version``: instruction number ``sequence`` (0: none), stamped ``at_ms``,
+    from ``source`` (pointer or control)."""
 
     version: str
     at_ms: int
     source: str
+    sequence: int = 0
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Sequence first; the time stamp only orders instructions without one."""
+        return (self.sequence, self.at_ms if self.sequence == 0 else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +68,16 @@ class Refusal:
 ReloadEvent: TypeAlias = Swap | Refusal
 
 
-def newest(requests: Sequence[Request], after_ms: int) -> Request | None:
-    """The latest instruction issued after ``after_ms`` (ties: the later one in the list)."""
-    fresh = [(r.at_ms, i, r) for i, r in enumerate(requests) if r.at_ms > after_ms]
+def newest(requests: Sequence[Request], after: tuple[int, int]) -> Request | None:
+    """The highest instruction above ``after`` (a ``Request.order``); ties: the later one
+    in the list."""
+    fresh = [(r.order, i, r) for i, r in enumerate(requests) if r.order > after]
     return max(fresh)[2] if fresh else None
 
 
-def parse_control(value: bytes | None, name: str) -> str | None:
-    """The version a control record asks ``name`` to serve; None when it is not for us."""
+def parse_control(value: bytes | None, name: str) -> tuple[str, int] | None:
+    """The version a control record asks ``name`` to serve and its sequence (0 when the
+    record has none); None when it is not for us or unusable."""
     try:
         data = orjson.loads(value or b"")
     except orjson.JSONDecodeError:
@@ -76,28 +89,27 @@ def parse_control(value: bytes | None, name: str) -> str | None:
     if not isinstance(version, str) or not version:
         log.warning("model control record for %s has no version; ignored", name)
         return None
-    return version
+    sequence = data.get("sequence", 0)
+    if type(sequence) is not int or sequence < 0:
+        log.warning("model control record for %s has a bad sequence; ignored", name)
+        return None
+    return version, sequence
 
 
-def smoke_check(bundle: ModelBundle) -> None:
-    """Score a few plain rows; the outputs must have the right shape and be finite."""
-    try:
-        output = score_matrix(bundle, bundle.runtime.smoke_batch()).output
-    except Exception as exc:  # any estimator error refuses the bundle
-        raise ModelLoadError(f"smoke batch failed: {type(exc).__name__}: {exc}") from None
-    if not np.isfinite(output).all():
-        raise ModelLoadError("smoke batch returned non-finite outputs")
+def control_record(name: str, version: str, sequence: int) -> tuple[bytes, bytes]:
+    """Key and value of a model-control record (what ``models promote`` publishes)."""
+    return name.encode(), orjson.dumps({"name": name, "version": version, "sequence": sequence})
 
 
 def check_candidate(store: ModelStore, name: str, version: str) -> ModelBundle:
-    """Load ``name``/``version`` from the store with every check; raises ScoringError."""
+    """Load ``name``/``version`` from the store with every check, its self-test included;
+    raises ScoringError."""
     path = store.version_path(name, version)
     if not path.is_dir():
         raise ModelLoadError(f"{name} {version} is not in the store {store.root}")
-    bundle = load_bundle(path)
+    bundle = load_checked(path, allow_pickle=store.allow_pickle)
     if (bundle.name, bundle.version) != (name, version):
         raise ModelLoadError(f"{path} holds {bundle.name} {bundle.version}")
-    smoke_check(bundle)
     return bundle
 
 
@@ -117,6 +129,6 @@ def refusal_record(r: Refusal, worker_id: str) -> tuple[bytes, bytes]:
     return key.encode(), orjson.dumps(value)
 
 
-def store_of(model_folder: Path) -> tuple[ModelStore, str]:
+def store_of(model_folder: Path, allow_pickle: bool = False) -> tuple[ModelStore, str]:
     """``STORE/<name>`` -> (the store, the model name)."""
-    return ModelStore(model_folder.parent), model_folder.name
+    return ModelStore(model_folder.parent, allow_pickle), model_folder.name
