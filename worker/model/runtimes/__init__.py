@@ -127,4 +127,5 @@ def _load_builtin() -> None:
     # Imported on first use: the built-in kinds register themselves, and importing
     # scikit-learn only when a bundle is loaded keeps ``import worker`` light.
     if DEFAULT_RUNTIME not in _KINDS:
-        from worker.model.runtimes import sklearn  # noqa: F401
+        # onnx.py imports onnxruntime and skl2onnx only when a bundle uses it.
+        from worker.model.runtimes import onnx, sklearn  # noqa: F401
