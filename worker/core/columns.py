@@ -78,6 +78,7 @@ def _values(
 ) -> list[tuple[Feature, Sequence[Any]]]:
     """Each feature's values; absent ones are ``_ABSENT``."""
     names = [f.name for f in features]
+    columns: list[Sequence[Any]]
     try:  # every feature present: one C-level getter per record and a transpose
         getter = itemgetter(*names)
         rows = [getter(r) for r in records]

@@ -53,7 +53,57 @@ def infer_features(
         missing = any(is_missing(v) for v in values.tolist()) or (
             nan_ok and kind in ("number", "integer"))  # fmt: skip
         out.append(Feature(name, kind, missing))
-    return tuple(out)
+    strict = strict_categories(estimator, names)
+    return tuple(_with_categories(f, strict.get(f.name)) for f in out)
+
+
+def _with_categories(f: Feature, categories: list[Any] | None) -> Feature:
+    if categories is None or f.type not in ("string", "integer"):
+        return f
+    want = str if f.type == "string" else int
+    values = [c.item() if hasattr(c, "item") else c for c in categories if not is_missing(c)]
+    if not values or not all(type(v) is want for v in values):
+        return f
+    return Feature(f.name, f.type, f.missing, tuple(values))
+
+
+def strict_categories(estimator: Any, names: Sequence[str]) -> dict[str, list[Any]]:
+    """Features whose encoder refuses unknown categories (``handle_unknown="error"``),
+    with the categories it knows: an unseen one is then a dead letter naming the feature,
+    which is what scikit-learn's own refusal means."""
+    out: dict[str, list[Any]] = {}
+    steps = getattr(estimator, "steps", None)
+    first = steps[0][1] if steps else estimator
+    transformers = getattr(first, "transformers_", None)
+    if transformers is None:  # an encoder (or a pipeline starting with one) on all columns
+        _encoder_categories(first, list(names), out)
+        return out
+    for _, transformer, columns in transformers:
+        _encoder_categories(transformer, _column_names(columns, names), out)
+    return out
+
+
+def _encoder_categories(transformer: Any, columns: list[str], out: dict[str, list[Any]]) -> None:
+    steps = getattr(transformer, "steps", None)
+    for step in [s for _, s in steps] if steps else [transformer]:
+        if type(step).__name__ == "SimpleImputer":
+            continue  # fills missing values only: the encoder still sees every other value
+        categories = getattr(step, "categories_", None)
+        if getattr(step, "handle_unknown", None) == "error" and categories is not None:
+            for name, known in zip(columns, categories, strict=False):
+                out[name] = list(known)
+        return
+
+
+def _column_names(columns: Any, names: Sequence[str]) -> list[str]:
+    if isinstance(columns, str):
+        return [columns]
+    if isinstance(columns, slice):
+        return list(names[columns])
+    picked = list(columns) if hasattr(columns, "__iter__") else []
+    if picked and all(isinstance(c, bool | np.bool_) for c in picked):
+        return [n for n, keep in zip(names, picked, strict=False) if keep]
+    return [names[int(c)] if not isinstance(c, str) else c for c in picked]
 
 
 def _spec_name(spec: Any) -> str:

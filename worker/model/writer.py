@@ -59,7 +59,7 @@ def write_bundle(
     kind = runtimes.get(runtime)
     specs = _checked_missing(estimator, task, sample, infer_features(estimator, sample, features))
     rows = _sample_rows(sample, specs, sample_rows)
-    written = kind.dump(estimator, out_dir, fmt, specs)
+    written = kind.dump(estimator, out_dir, fmt, specs, rows)
     classes = kind.classes_of(estimator) if task != "regression" else None
     if isinstance(reference_histogram, Mapping):
         reference_histogram = ReferenceHistogram.parse(dict(reference_histogram))

@@ -91,8 +91,10 @@ class RuntimeKind(Protocol):
         """The runtime for ``data`` (the artifact's bytes, sha256 already checked) and the
         model's classes (empty for regression); ManifestError naming the problem."""
 
-    def dump(self, model: Any, out_dir: Path, fmt: str, features: Sequence[Feature]) -> Written:
-        """Write ``model`` as an artifact into ``out_dir`` (its inputs: ``features``)."""
+    def dump(self, model: Any, out_dir: Path, fmt: str, features: Sequence[Feature],
+             sample: Any) -> Written:  # fmt: skip
+        """Write ``model`` as an artifact into ``out_dir`` (its inputs: ``features``;
+        ``sample``: rows the estimator scores, for kinds that check a conversion)."""
 
     def classes_of(self, model: Any) -> list[Any] | None:
         """The model's class labels as plain Python values (None: it has none)."""

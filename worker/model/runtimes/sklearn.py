@@ -81,7 +81,8 @@ class SklearnKind:
         strings = any(f.type == "string" for f in manifest.feature_specs)
         return SklearnRuntime(model, manifest.task, "object" if strings else "float64")
 
-    def dump(self, model: Any, out_dir: Path, fmt: str, features: Sequence[Feature]) -> Written:
+    def dump(self, model: Any, out_dir: Path, fmt: str, features: Sequence[Feature],
+             sample: Any) -> Written:  # fmt: skip
         return dump_sklearn(model, out_dir, fmt)
 
 
