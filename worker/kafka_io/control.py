@@ -7,6 +7,7 @@ restarted worker sees the latest record per model and converges on it.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +47,34 @@ class ControlReader:
 
     def close(self) -> None:
         self._c.close()
+
+
+def read_control(conf: Mapping[str, Any], topic: str, timeout_s: float = 30.0
+                 ) -> list[ControlRecord]:  # fmt: skip
+    """Every record of the control topic, up to its end now (a missing topic: none)."""
+    c = Consumer({**conf, "group.id": f"model-control-{uuid.uuid4().hex}",
+                  "enable.partition.eof": True})  # fmt: skip
+    try:
+        metadata = c.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return []
+        pending = set(metadata.partitions)
+        c.subscribe([topic])
+        out: list[ControlRecord] = []
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            for m in c.consume(500, 0.5):
+                err = m.error()
+                if err is None:
+                    out.append(ControlRecord(m.key(), m.value(), m.timestamp()[1]))
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(m.partition())
+        if pending:
+            raise KafkaFatalError(f"could not read control topic {topic} to its end "
+                                  f"within {timeout_s:.0f}s")  # fmt: skip
+        return out
+    finally:
+        c.close()
 
 
 def publish_control(conf: Mapping[str, Any], topic: str, key: bytes, value: bytes,

@@ -180,29 +180,31 @@ class ModelStore:
             raise ModelStoreError(f"model {name!r} has no current version in {self.root}")
         return read_pointer_state(folder)
 
-    def promote(self, name: str, version: str) -> Path:
+    def promote(self, name: str, version: str, at_least: int = 0) -> Path:
         """Point ``current`` at ``version`` (which must exist and load) under the next
-        sequence; remember the old one. Promoting the current version again re-issues it
-        with a new sequence (it then wins over any older instruction)."""
+        sequence, above ``at_least`` too (the highest sequence already published on a
+        control topic); remember the old one. Promoting the current version again
+        re-issues it with a new sequence (it then wins over any older instruction)."""
         path = self._checked(name, version)
         folder = self.folder(name)
         with self._locked(name):
             old = read_pointer_state(folder) if is_model_folder(folder) else None
             if old is not None and old.version != version:
                 self._write_history([*self.history(name), old.version][-HISTORY_KEEP:], name)
-            sequence = 1 if old is None else old.sequence + 1
+            sequence = max(0 if old is None else old.sequence, at_least) + 1
             atomic_write(folder / CURRENT, Pointer(version, sequence).encode())
         return path
 
-    def rollback(self, name: str) -> Path:
-        """Point ``current`` back at the version it named before the last promote."""
+    def rollback(self, name: str, at_least: int = 0) -> Path:
+        """Point ``current`` back at the version it named before the last promote (next
+        sequence, above ``at_least`` too)."""
         with self._locked(name):
             history = self.history(name)
             if not history:
                 raise ModelStoreError(f"model {name!r} has no previous version to roll back to")
             previous = history[-1]
             path = self._checked(name, previous)
-            sequence = self.pointer(name).sequence + 1
+            sequence = max(self.pointer(name).sequence, at_least) + 1
             atomic_write(self.folder(name) / CURRENT, Pointer(previous, sequence).encode())
             self._write_history(history[:-1], name)
         return path

@@ -94,6 +94,7 @@ class Reloader:
             requests += self._control_requests(self.control.poll(self.poll_s))
         else:
             self._stop.wait(self.poll_s)
+        self._warn_unordered(requests)
         req = newest(requests, self._last)
         if req is not None:
             self._last = req.order
@@ -107,13 +108,23 @@ class Reloader:
                     self._events.append(event)
         self._check_agreement()
 
+    def _warn_unordered(self, requests: list[Request]) -> None:
+        if self._last[0] == 0:
+            return
+        for r in requests:
+            if r.source == "control" and r.sequence == 0:
+                log.warning("control record for %s %s has no sequence; instruction %d is in "
+                            "force, so it is ignored (publish with models promote "
+                            "--control-topic, or give a higher sequence)", self.name,
+                            r.version, self._last[0])  # fmt: skip
+
     def _check_agreement(self) -> None:
         """Log once each time what is served and what ``current`` says start to differ."""
         pointed = self._pointer[1].version
         state = None if pointed == self.serving else (self.serving, pointed)
         if state is not None and state != self._disagreement:
             log.warning("serving %s %s while %s says %s (a newer control record or a "
-                        "refused bundle)", self.name, self.serving, self.folder / CURRENT,
+                        "bundle that did not load)", self.name, self.serving, self.folder / CURRENT,
                         pointed, extra={"model": self.name, "model_version": self.serving,
                                         "current": pointed})  # fmt: skip
         self._disagreement = state
