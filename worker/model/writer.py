@@ -11,7 +11,8 @@ included: a bundle that would be refused at load is never left behind.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -71,11 +72,13 @@ def write_bundle(
         metrics={k: float(v) for k, v in (metrics or {}).items() if math.isfinite(float(v))},
         reference_histogram=reference_histogram, created_at=created_at, runtime=runtime,
         feature_specs=specs, trusted_types=written.trusted_types,
-        self_test=SelfTest(_events(rows, specs), _outputs(estimator, task, rows)),
+        self_test=None,
         libraries=current_versions(_extra_libraries(runtime, sample)),
         reference=None if written.reference is None else Reference(
             written.reference.name, sha256_file(written.reference)),
     )  # fmt: skip
+    outputs = _outputs(estimator, task, rows, lambda: kind.wrap(manifest, estimator))
+    manifest = replace(manifest, self_test=SelfTest(_events(rows, specs), outputs))
     Manifest.parse(manifest.to_dict())  # a bundle we write is one we accept
     write_manifest(out_dir, manifest)
     _verify(out_dir, fmt)
@@ -156,9 +159,16 @@ def _plain(value: Any, f: Feature) -> Any:
     return value
 
 
-def _outputs(estimator: Any, task: Task, rows: Any) -> tuple[Any, ...]:
-    method = estimator.predict if task == "regression" else estimator.predict_proba
-    out = np.asarray(method(rows), dtype=np.float64)
+def _outputs(estimator: Any, task: Task, rows: Any,
+             runtime: Callable[[], Any]) -> tuple[Any, ...]:  # fmt: skip
+    """The estimator's own outputs on ``rows``; a model without scikit-learn's methods
+    (another runtime kind) is scored by its runtime on the rows as a float matrix."""
+    method = getattr(estimator, "predict" if task == "regression" else "predict_proba", None)
+    if method is not None:
+        out = np.asarray(method(rows), dtype=np.float64)
+    else:
+        matrix = np.asarray(rows, dtype=np.float64)
+        out = np.asarray(runtime().predict(matrix), dtype=np.float64)
     if task == "regression" and out.ndim == 2 and out.shape[1] == 1:
         out = out[:, 0]
     return tuple(out.tolist())
