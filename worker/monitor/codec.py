@@ -63,15 +63,42 @@ def _value(v: LabelValue | Score, out: list[bytes]) -> None:
         out.append(b"j" + _H.pack(len(raw)) + raw)
 
 
+_FAST_PRED: Final = struct.Struct("<cdcqq")  # float score, int decision, event time
+_FAST_LABEL: Final = struct.Struct("<cqqH")  # int label, label time, one version
+_MV: dict[ModelKey, bytes] = {}
+
+
+def _model_key(model: str, version: str) -> bytes:
+    """Encoded (model, version), cached: a handful of versions, millions of entries."""
+    raw = _MV.get((model, version))
+    if raw is None:
+        parts: list[bytes] = []
+        _str(model, parts)
+        _str(version, parts)
+        raw = b"".join(parts)
+        if len(_MV) < 10_000:
+            _MV[(model, version)] = raw
+    return raw
+
+
 def encode_entry(entry: Entry) -> bytes:
     tag, stored_at = entry[0], entry[1]
-    out = [_HEAD.pack(tag, stored_at)]
+    head = _HEAD.pack(tag, stored_at)
+    if tag == WAITING and len(entry[2]) == 1:
+        model, version, score, decision, event_time = entry[2][0]
+        if type(score) is float and type(decision) is int and _INT64[0] <= decision <= _INT64[1]:
+            return b"".join((head, b"\x01", _model_key(model, version),
+                             _FAST_PRED.pack(b"f", score, b"i", decision, event_time)))
+    elif tag == JOINED and len(entry[4]) == 1 and type(entry[2]) is int \
+            and _INT64[0] <= entry[2] <= _INT64[1]:  # fmt: skip
+        return b"".join((head, _FAST_LABEL.pack(b"i", entry[2], entry[3], 1),
+                         _model_key(*entry[4][0])))
+    out = [head]
     if tag == WAITING:
         preds: tuple[Pred, ...] = entry[2]
         out.append(bytes((len(preds),)))
         for model, version, score, decision, event_time in preds:
-            _str(model, out)
-            _str(version, out)
+            out.append(_model_key(model, version))
             _value(score, out)
             _value(decision, out)
             out.append(_Q.pack(event_time))
@@ -82,8 +109,7 @@ def encode_entry(entry: Entry) -> bytes:
             versions: tuple[ModelKey, ...] = entry[4]
             out.append(_H.pack(len(versions)))
             for model, version in versions:
-                _str(model, out)
-                _str(version, out)
+                out.append(_model_key(model, version))
     return b"".join(out)
 
 

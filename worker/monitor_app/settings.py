@@ -7,8 +7,10 @@ without any, the default rules apply.
 from __future__ import annotations
 
 import socket
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from worker.config import masked, setting
@@ -41,7 +43,22 @@ class MonitorSettings:
     windows: str = setting("5m,1h", "Tumbling window sizes, comma-separated (ms, s, m, h, d).")
     horizon_s: float = setting(
         86_400.0,
-        "How long a prediction waits for its label (and a label for its prediction).",
+        "How long a prediction waits for its label (and a label for its prediction), "
+        "in seconds of the records' Kafka time; > 0.",
+    )
+    dedup_window_s: float = setting(
+        3600.0,
+        "How long a joined id is remembered, in seconds (0 to horizon_s): a retried "
+        "prediction or a second label within it is counted as a duplicate; after it, as "
+        "a new prediction (which expires unlabeled) or a new label (unmatched).",
+    )
+    state_dir: str = setting(
+        str(Path(tempfile.gettempdir()) / "scoring-monitor"),
+        "Folder of the on-disk join state (RocksDB, one per join partition, under "
+        "<group>/<instance_id>/). A copy: lost, it is rebuilt from the changelog topic.",
+    )
+    state_cache_mib: int = setting(
+        64, "RocksDB block cache shared by the join partitions, in MiB (8-4096)."
     )
     true_label_field: str = setting(
         "true_label", "Prediction field carrying the true label (replays, backtests)."
@@ -55,8 +72,22 @@ class MonitorSettings:
     tick_ms: int = setting(
         1000, "How often the rolling view, gauges, alerts and expiry are updated."
     )
-    batch_max: int = setting(5000, "Most messages in one transaction.")
-    batch_wait_ms: int = setting(100, "Longest wait for a batch to fill.")
+    batch_max: int = setting(5000, "Most messages read in one poll (100-100000).")
+    batch_wait_ms: int = setting(100, "Longest wait for a poll to fill, in ms (1-10000).")
+    commit_interval_ms: int = setting(
+        500,
+        "How long a transaction gathers polls before it commits, in ms (10-10000): "
+        "fewer, larger transactions when the monitor is behind; figures lag by about "
+        "three of these (re-key, join, merge).",
+    )
+    transaction_max: int = setting(
+        50_000, "Most messages in one transaction, whatever the interval (1000-1000000)."
+    )
+    create_input_topics: bool = setting(
+        False,
+        "Create the predictions and labels topics (with `partitions` partitions) when "
+        "missing at start; false: wait for them, not ready meanwhile.",
+    )
     metrics_port: int = setting(8001, "Port of /metrics, /healthz and /readyz; 0: off.")
     health_stall_s: float = setting(
         60.0, "Seconds without a loop turn after which /healthz reports unhealthy."
