@@ -137,7 +137,8 @@ def run_monitor(args: argparse.Namespace, model: Path, t: dict[str, str],
     counts = np.array([s[1] for s in samples])
     total = int(counts[-1]) if len(counts) else 0
     return {"monitor_pairs_per_s": round(steady(times, counts, total)) if total else 0,
-            "monitor_joined": total, "monitor_seconds_to_join_all": round(times[-1], 1),
+            "monitor_joined": total,
+            "monitor_seconds_to_join_all": round(float(times[-1]), 1) if total else None,
             "monitor_peak_rss_mib": round(peak, 1), "monitor_disk_mib": round(disk / 2**20, 1),
             "monitor_rss_mib_over_time": [(round(a, 1), round(b)) for a, b in rss[:: 8]],
             "monitor_exit": code}  # fmt: skip
@@ -173,7 +174,7 @@ def main() -> None:
         "monitor_pairs_per_worker_event": round(ratio, 2),
         "machine": f"{platform.machine()} cores={len(os.sched_getaffinity(0))}",
         "python": platform.python_version(),
-    }).decode())  # fmt: skip
+    }, default=float).decode())  # fmt: skip
 
 
 if __name__ == "__main__":

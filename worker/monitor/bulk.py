@@ -189,19 +189,23 @@ def stage_entries(store: StateStore, out: JoinOut, config: JoinConfig) -> dict[b
     """Stage the final entries (and their expiry index keys); returns the changelog
     records: one per id whose entry changed."""
     changes: dict[bytes, bytes | None] = {}
+    stage, before = store.stage, out.before
+    horizon = config.horizon_ms
+    dedup = horizon if config.dedup_ms is None else config.dedup_ms
     for ident, entry in out.entries.items():
-        old = out.before.get(ident)
+        old = before.get(ident)
         if entry is old or entry == old:
             continue
         raw_id = ident.encode()
+        key = ENTRY + raw_id
         value = None if entry is None else encode_entry(entry)
-        store.stage(ENTRY + raw_id, value)
-        changes[ENTRY + raw_id] = value
-        old_due = None if old is None else old[1] + lifetime(old, config)
-        new_due = None if entry is None else entry[1] + lifetime(entry, config)
+        stage(key, value)
+        changes[key] = value
+        old_due = None if old is None else old[1] + (dedup if old[0] == JOINED else horizon)
+        new_due = None if entry is None else entry[1] + (dedup if entry[0] == JOINED else horizon)
         if old_due != new_due:
             if old_due is not None:
-                store.stage(due_key(old_due, raw_id), None)
+                stage(due_key(old_due, raw_id), None)
             if new_due is not None:
-                store.stage(due_key(new_due, raw_id), b"")
+                stage(due_key(new_due, raw_id), b"")
     return changes

@@ -152,8 +152,32 @@ class _Reader:
         return orjson.loads(self.buf[self.pos - n : self.pos])
 
 
+_KEYS: dict[bytes, tuple[ModelKey, int]] = {}
+
+
+def _cached_key(raw: bytes, pos: int) -> tuple[ModelKey, int]:
+    """The (model, version) at ``pos`` and where it ends, decoded once per distinct bytes."""
+    (n1,) = _H.unpack_from(raw, pos)
+    (n2,) = _H.unpack_from(raw, pos + 2 + n1)
+    end = pos + 4 + n1 + n2
+    span = raw[pos:end]
+    hit = _KEYS.get(span)
+    if hit is None:
+        key = (raw[pos + 2 : pos + 2 + n1].decode(), raw[pos + 4 + n1 : end].decode())
+        hit = (key, end - pos)
+        if len(_KEYS) < 10_000:
+            _KEYS[span] = hit
+    return hit
+
+
 def decode_entry(raw: bytes) -> Entry:
     tag, stored_at = _HEAD.unpack_from(raw, 0)
+    if tag == WAITING and raw[9] == 1:
+        (model, version), n = _cached_key(raw, 10)
+        if len(raw) == 10 + n + _FAST_PRED.size and raw[10 + n] == 0x66 \
+                and raw[19 + n] == 0x69:  # fmt: skip
+            _f, score, _i, decision, event_time = _FAST_PRED.unpack_from(raw, 10 + n)
+            return (WAITING, stored_at, ((model, version, score, decision, event_time),))
     r = _Reader(raw)
     r.pos = _HEAD.size
     if tag == WAITING:
