@@ -57,11 +57,13 @@ def test_stage_one_on_rocksdb_equals_stage_one_in_memory(tmp_path: Path) -> None
         records = {}
         for i in range(0, len(stream), 50):
             records.update(jp.apply(to_block(stream[i : i + 50]))[0])
+            records.update(jp.flush()[0])
             if isinstance(store, RocksStore):
                 store.commit(i, 0)
             else:
                 store.commit()
         swept = jp.sweep(stream[-1][0] + CONFIG.horizon_ms * 10)[0]
+        swept.update(jp.flush()[0])
         results.append((records, swept, jp.stats))
     assert results[0] == results[1]
     rocks.close()

@@ -259,6 +259,30 @@ class Block:
         self.times.append(None)
         self.truths.append(None)
 
+    @classmethod
+    def concat(cls, blocks: list[Block]) -> Block:
+        """One block of the rows of ``blocks``, in order."""
+        if len(blocks) == 1:
+            return blocks[0]
+        out = cls()
+        for b in blocks:
+            remap = []
+            for key in b.versions:
+                code = out._codes.get(key)
+                if code is None:
+                    code = out._codes[key] = len(out.versions)
+                    out.versions.append(key)
+                remap.append(code)
+            out.kinds += b.kinds
+            out.ids += b.ids
+            out.ts += b.ts
+            out.codes += [remap[c] if c >= 0 else c for c in b.codes]
+            out.scores += b.scores
+            out.values += b.values
+            out.times += b.times
+            out.truths += b.truths
+        return out
+
     def encode(self) -> bytes:
         return BLOCK_MAGIC + orjson.dumps({
             "k": "".join(self.kinds), "i": self.ids, "t": self.ts, "c": self.codes,

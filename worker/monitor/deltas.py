@@ -26,9 +26,9 @@ from worker.monitor.terms import (
     LOG_LOSS_EPS,
     LOGIT_CLIP,
     LOGIT_SCALE,
+    PREDICTED,
     Terms,
     joined_terms,
-    score_terms,
 )
 from worker.monitor.views import ModelSpec, same_label
 from worker.monitor.windows import WindowKey, parse_window
@@ -104,9 +104,11 @@ def batch_deltas(
     predictions, each placed by its prediction's event time."""
     rows = _Rows()
     specs = rows.specs
+    by_code: dict[int, list[Pred]] = {}
     for pred in new_preds:
-        code = rows.code(pred, spec_of)
-        rows.add(code, pred[4], score_terms(pred[2], specs[code]))
+        by_code.setdefault(rows.code(pred, spec_of), []).append(pred)
+    for code, preds in by_code.items():
+        add_predicted(rows, code, specs[code], preds)
     binary: dict[int, list[Joined]] = {}
     for o in outcomes:
         code = rows.code(o[0], spec_of)
@@ -116,8 +118,11 @@ def batch_deltas(
             rows.add(code, o[0][4], joined_terms(o[0][2], o[0][3], o[1], specs[code]))
     for code, items in binary.items():
         add_binary(rows, code, specs[code], items)
+    by_code = {}
     for pred in expired:
-        rows.add(rows.code(pred, spec_of), pred[4], EXPIRED)
+        by_code.setdefault(rows.code(pred, spec_of), []).append(pred)
+    for code, preds in by_code.items():
+        rows.sig(EXPIRED.counts, rows.extend(code, [p[4] for p in preds]))
     if not rows.codes:
         return {}
     codes = np.array(rows.codes, dtype=np.int64)
@@ -140,6 +145,21 @@ _SIGS: Final = (
     (False, True, ("count", "fp")),
     (False, False, ("count", "tn", "correct")),
 )
+
+
+def add_predicted(rows: _Rows, code: int, spec: ModelSpec, preds: list[Pred]) -> None:
+    """``terms.score_terms`` for many first sightings at once: counted, and float scores
+    binned against the reference histogram (``psi_bin``: numpy's searchsorted makes the
+    same comparisons as bisect)."""
+    idx = rows.extend(code, [p[4] for p in preds])
+    rows.sig(PREDICTED.counts, idx)
+    if spec.reference is None:
+        return
+    is_float = np.array([type(p[2]) is float for p in preds], dtype=bool)
+    scores = np.array([p[2] if type(p[2]) is float else 0.0 for p in preds])[is_float]
+    edges = np.asarray(spec.reference.edges, dtype=np.float64)
+    bins = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, len(edges) - 2)
+    rows.bin("psi", idx[is_float], bins)
 
 
 def add_binary(rows: _Rows, code: int, spec: ModelSpec, items: list[Joined]) -> None:

@@ -13,7 +13,7 @@ which the caller writes in the same Kafka transaction as the batch's offsets;
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -60,6 +60,9 @@ class JoinPartition:
     newest_join_ms: int | None = None
     stream_ms: int | None = None
     partials: OrderedDict[WindowKey, WindowAgg] = field(default_factory=OrderedDict)
+    #: Windows and counters changed since the last ``flush``.
+    dirty: set[WindowKey] = field(default_factory=set)
+    stats_dirty: bool = False
     #: Stream time of the last scan for windows past retention (done once a minute).
     evicted_at: int | None = None
 
@@ -122,11 +125,32 @@ class JoinPartition:
             if out.newest_join_ms is not None:
                 self.newest_join_ms = max(self.newest_join_ms or out.newest_join_ms,
                                           out.newest_join_ms)  # fmt: skip
-            value = dumps({"stats": self.stats.to_dict(), "invalid": self.invalid,
-                           "stream_ms": self.stream_ms})  # fmt: skip
-            self.store.stage(STATS, value)
-            changes[STATS] = value
+            self.stats_dirty = True
         return changes, set(deltas)
+
+    def flush(self) -> tuple[Records, list[tuple[str, bytes]]]:
+        """What changed since the last flush, once per transaction: changelog records of
+        the changed partials and counters, and the messages for the partials topic."""
+        changes: Records = {}
+        messages: list[tuple[str, bytes]] = []
+        for key in sorted(self.dirty):
+            agg = self.partials[key].to_dict()
+            raw_key = WINDOW + key.kafka_key().encode()
+            value = changes[raw_key] = dumps(agg)
+            self.store.stage(raw_key, value)
+            msg = {"source": str(self.partition), "window": key.kafka_key(), "agg": agg}
+            messages.append((model_key(key.model, key.model_version), dumps(msg)))
+        self.dirty.clear()
+        while len(self.partials) > CACHED_WINDOWS:
+            self.partials.popitem(last=False)
+        if self.stats_dirty:
+            value = changes[STATS] = dumps({"stats": self.stats.to_dict(),
+                                            "invalid": self.invalid,
+                                            "stream_ms": self.stream_ms})  # fmt: skip
+            self.store.stage(STATS, value)
+            messages.append(self.stats_message())
+            self.stats_dirty = False
+        return changes, messages
 
     def _spec_of(self, key: ModelKey, pred: Pred) -> ModelSpec:
         model, version, score, decision, event_time = pred
@@ -140,18 +164,12 @@ class JoinPartition:
             held = WindowAgg() if raw is None else WindowAgg.from_dict(orjson.loads(raw))
         self.partials[key] = held
         self.partials.move_to_end(key)
-        while len(self.partials) > CACHED_WINDOWS:
-            self.partials.popitem(last=False)
         return held
 
     def _merge(self, deltas: dict[WindowKey, WindowAgg], changes: Records) -> None:
         for key, delta in deltas.items():
-            merged = self.partial(key).merge(delta)
-            self.partials[key] = merged
-            raw_key = WINDOW + key.kafka_key().encode()
-            value = dumps(merged.to_dict())
-            self.store.stage(raw_key, value)
-            changes[raw_key] = value
+            self.partials[key] = self.partial(key).merge(delta)
+            self.dirty.add(key)
 
     def _evict(self, now_ms: int) -> Records:
         changes: Records = {}
@@ -160,18 +178,10 @@ class JoinPartition:
             key = WindowKey.parse_key(raw_key[1:].decode())
             if key.end_ms + self.retain_ms < now_ms:
                 self.partials.pop(key, None)
+                self.dirty.discard(key)
                 self.store.stage(raw_key, None)
                 changes[raw_key] = None
         return changes
-
-    def partial_messages(self, keys: Iterable[WindowKey]) -> list[tuple[str, bytes]]:
-        """(key, value) for the partials topic: this partition's whole partial per window."""
-        out = []
-        for key in keys:
-            value = {"source": str(self.partition), "window": key.kafka_key(),
-                     "agg": self.partial(key).to_dict()}  # fmt: skip
-            out.append((model_key(key.model, key.model_version), dumps(value)))
-        return out
 
     def stats_message(self) -> tuple[str, bytes]:
         return STATS_KEY, dumps({"source": str(self.partition), "stats": self.stats.to_dict(),

@@ -28,7 +28,10 @@ _BIAS: Final = 1 << 63  # so that times before 1970 still sort first
 
 
 def due_key(due_ms: int, ident: bytes) -> bytes:
-    return DUE + _DUE.pack(min(max(due_ms + _BIAS, 0), (1 << 64) - 1)) + ident
+    biased = due_ms + _BIAS
+    if not 0 <= biased < 1 << 64:
+        biased = min(max(biased, 0), (1 << 64) - 1)
+    return DUE + _DUE.pack(biased) + ident
 
 
 def split_due_key(key: bytes) -> tuple[int, bytes]:

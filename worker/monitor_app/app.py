@@ -170,10 +170,10 @@ class Monitor:
         if force or missing != self.missing:
             internal = [self.s.internal["join"], self.s.internal["partials"]]
             self.loop.subscribe([*internal, *(t for t in self._inputs() if t in present)])
-            if missing:
+            if missing and force:
                 log.warning("waiting for input topics %s to be created; not ready meanwhile",
                             ", ".join(missing))  # fmt: skip
-            elif not force:
+            elif not missing and not force:
                 log.info("input topics %s now exist; subscribed", ", ".join(self._inputs()))
         self.missing = missing
         self._ready()

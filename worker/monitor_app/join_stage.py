@@ -19,7 +19,7 @@ from typing import Any, Final
 from worker.kafka_io import Message
 from worker.kafka_io.config import Connection
 from worker.kafka_io.tx import TxLoop, read_changelog, watermarks
-from worker.monitor.codec import decode_block
+from worker.monitor.codec import Block, decode_block
 from worker.monitor.join import JoinConfig
 from worker.monitor.stages import JoinPartition, Records, SpecFor
 from worker.monitor.windows import WindowKey
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 #: have dropped tombstones since (delete.retention.ms, 24 h by default).
 STALE_AFTER_MS: Final = 12 * 3_600_000
 RESTORE_CHUNK: Final = 50_000
+MERGED_ROWS: Final = 20_000
 
 
 @dataclass
@@ -47,7 +48,6 @@ class JoinStage:
     joins: dict[int, JoinPartition] = field(default_factory=dict)
     stores: dict[int, RocksStore] = field(default_factory=dict)
     records: dict[int, Records] = field(default_factory=dict)
-    changed: dict[int, set[WindowKey]] = field(default_factory=dict)
     delivered: dict[int, int] = field(default_factory=dict)
     last_block: dict[int, float] = field(default_factory=dict)
     _cache: Any = None
@@ -82,7 +82,6 @@ class JoinStage:
     def revoke(self, p: int) -> None:
         self.joins.pop(p, None)
         self.records.pop(p, None)
-        self.changed.pop(p, None)
         store = self.stores.pop(p, None)
         if store is not None:
             store.close()  # staged changes are dropped: the DB stays at its last commit
@@ -93,13 +92,21 @@ class JoinStage:
 
     # -- the loop -------------------------------------------------------------------------
     def apply(self, msgs: list[Message]) -> None:
+        """The blocks of a poll, merged per partition up to MERGED_ROWS rows (fewer,
+        larger numpy groupings and store lookups; bounded memory)."""
+        by_part: dict[int, list[list[Block]]] = {}
         for m in msgs:
-            p = m.partition() or 0
+            groups = by_part.setdefault(m.partition() or 0, [[]])
+            if sum(len(b) for b in groups[-1]) >= MERGED_ROWS:
+                groups.append([])
+            groups[-1].append(decode_block(m.value() or b""))
+        for p, groups in by_part.items():
             jp = self.joins.get(p)
             if jp is None:
                 continue  # revoked inside this poll: the next owner re-reads it
-            records, windows = jp.apply(decode_block(m.value() or b""))
-            self._collect(p, records, windows)
+            for blocks in groups:
+                records, windows = jp.apply(Block.concat(blocks))
+                self._collect(p, records, windows)
             self.last_block[p] = time.monotonic()
 
     def sweep(self, wall: int, idle_s: float) -> None:
@@ -113,27 +120,22 @@ class JoinStage:
             records, windows, _more = jp.sweep(now)
             self._collect(p, records, windows)
 
-    def _collect(self, p: int, records: Records, windows: set[WindowKey]) -> None:
+    def _collect(self, p: int, records: Records, _windows: set[WindowKey]) -> None:
         if records:
             self.records.setdefault(p, {}).update(records)
-        if windows:
-            self.changed.setdefault(p, set()).update(windows)
 
     def emit(self, loop: TxLoop) -> None:
         """Write the transaction's changelog records and partials (before the commit)."""
-        for p, records in self.records.items():
+        for p, jp in self.joins.items():
+            records, messages = jp.flush()
+            records = {**self.records.pop(p, {}), **records}
             items = list(records.items())
             for i, (key, value) in enumerate(items):
                 cb = self._delivered(p) if i == len(items) - 1 else None
                 loop.send(self.changelog, key, value, partition=p, on_delivery=cb)
-            jp = self.joins[p]
-            for text_key, partial in jp.partial_messages(self.changed.get(p, ())):
-                loop.send(self.partials_topic, text_key.encode(), partial)
-            if b"s" in records:
-                stats_key, stats = jp.stats_message()
-                loop.send(self.partials_topic, stats_key.encode(), stats)
+            for text_key, value in messages:
+                loop.send(self.partials_topic, text_key.encode(), value)
         self.records.clear()
-        self.changed.clear()
 
     def _delivered(self, p: int) -> Callable[[Any, Any], None]:
         def done(err: Any, msg: Any) -> None:

@@ -137,6 +137,7 @@ class Instance:
     def run(self, p: int, step: Callable[[JoinPartition], dict[bytes, bytes | None]]) -> None:
         jp = self.parts[p]
         self.changelogs[p].update(step(jp))
+        self.changelogs[p].update(jp.flush()[0])
         assert isinstance(jp.store, MemoryStore)
         jp.store.commit()
 
@@ -252,6 +253,7 @@ def test_a_lost_store_is_rebuilt_from_the_changelog_alone() -> None:
     first = JoinPartition(0, WINDOWS, spec_for, MemoryStore(), CONFIG)
     half = len(stream) // 2
     changelog.update(first.apply(to_block(stream[:half]))[0])
+    changelog.update(first.flush()[0])
     rebuilt = Instance({0: changelog})
     rebuilt.take(0)
     second = rebuilt.parts[0]
@@ -259,3 +261,15 @@ def test_a_lost_store_is_rebuilt_from_the_changelog_alone() -> None:
     assert isinstance(first.store, MemoryStore) and isinstance(second.store, MemoryStore)
     first.store.commit()
     assert first.store.committed == second.store.committed  # entries, index, partials
+
+
+def test_blocks_of_one_poll_concatenate_to_the_block_of_all_their_rows() -> None:
+    stream = random_stream(7, 200)
+    parts = [stream[:50], stream[50:51], stream[51:]]
+    merged = Block.concat([to_block(rows) for rows in parts])
+    whole = to_block(stream)
+    assert merged.kinds == whole.kinds and merged.ids == whole.ids
+    assert [merged.versions[c] if c >= 0 else None for c in merged.codes] == \
+        [whole.versions[c] if c >= 0 else None for c in whole.codes]  # fmt: skip
+    assert (merged.scores, merged.values, merged.times, merged.truths) == \
+        (whole.scores, whole.values, whole.times, whole.truths)  # fmt: skip
