@@ -9,8 +9,10 @@ caller replays the changelog from ``applied`` on (records are whole values, so a
 replay is exact), or from the start when the DB is new, lost, or older than the
 topic's tombstone retention (a deleted key could otherwise come back).
 
-Memory is bounded by RocksDB's options below (write buffers, one shared block
-cache holding index and filter blocks too), not by the number of entries.
+Memory is bounded by one budget shared by every partition's DB (``Memory``): the
+block cache holds data, index and filter blocks, and the memtables are charged to it
+through a write buffer manager, so RocksDB's memory does not grow with the number of
+entries, partitions or the hours of a horizon.
 """
 
 from __future__ import annotations
@@ -30,19 +32,30 @@ from rocksdict import (
     Rdict,
     ReadOptions,
     WriteBatch,
+    WriteBufferManager,
 )
 
 log = logging.getLogger(__name__)
 META: Final = b"m"  # {"applied": next changelog offset, "at": wall ms}
-WRITE_BUFFER: Final = 16 << 20
+WRITE_BUFFER: Final = 8 << 20
+
+
+class Memory:
+    """RocksDB's memory budget for every partition of the process: one block cache, with
+    the memtables (half the budget at most) charged to it."""
+
+    def __init__(self, mib: int) -> None:
+        self.cache = Cache(mib << 20)
+        self.buffers = WriteBufferManager.new_write_buffer_manager_with_cache(
+            (mib << 20) // 2, False, self.cache)
 
 
 class RocksStore:
     """``worker.monitor.store.StateStore`` on a RocksDB directory."""
 
-    def __init__(self, path: Path, cache: Cache) -> None:
+    def __init__(self, path: Path, memory: Memory) -> None:
         self.path = path
-        self._cache = cache
+        self._memory = memory
         self.staged: dict[bytes, bytes | None] = {}
         self._db = self._open()
 
@@ -54,11 +67,12 @@ class RocksStore:
         opts.set_bottommost_compression_type(DBCompressionType.zstd())
         opts.set_write_buffer_size(WRITE_BUFFER)
         opts.set_max_write_buffer_number(2)
+        opts.set_write_buffer_manager(self._memory.buffers)
         opts.set_max_background_jobs(1)
         opts.set_max_open_files(256)
         opts.set_keep_log_file_num(2)
         table = BlockBasedOptions()
-        table.set_block_cache(self._cache)
+        table.set_block_cache(self._memory.cache)
         table.set_bloom_filter(10, False)  # most lookups of a new prediction miss
         table.set_cache_index_and_filter_blocks(True)
         table.set_pin_l0_filter_and_index_blocks_in_cache(True)
@@ -132,5 +146,5 @@ class RocksStore:
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
 
 
-def shared_cache(mib: int) -> Cache:
-    return Cache(mib << 20)
+def shared_cache(mib: int) -> Memory:
+    return Memory(mib)

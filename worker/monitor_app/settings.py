@@ -58,7 +58,9 @@ class MonitorSettings:
         "<group>/<instance_id>/). A copy: lost, it is rebuilt from the changelog topic.",
     )
     state_cache_mib: int = setting(
-        64, "RocksDB block cache shared by the join partitions, in MiB (8-4096)."
+        64,
+        "RocksDB's memory for all join partitions, in MiB (16-4096): one block cache, "
+        "with the write buffers (memtables) charged to it.",
     )
     true_label_field: str = setting(
         "true_label", "Prediction field carrying the true label (replays, backtests)."
