@@ -7,8 +7,9 @@ labels are pre-loaded (4 partitions each). One worker process scores the
 transactions (its steady events/s: the middle 80 % of its predictions' broker
 timestamps, as in worker_bench.py). Then one monitor instance (``--windows 1h``,
 state on disk) drains the predictions and the labels; its steady joined pairs/s
-is the middle 80 % of its ``scoring_monitor_joined`` counter, scraped from
-/metrics every 0.25 s. A pair is two input messages (a prediction and a label).
+is the middle 80 % of the Kafka timestamps of its joins (the joined markers in its
+join changelog, written at the commit of the transaction that joined them). A pair is
+two input messages (a prediction and a label).
 Reports peak RSS of both processes and the monitor's disk use. Prints one JSON
 object. Target: the monitor joins at least half as many pairs/s as the worker
 scores events/s.
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from worker import kafka_io
 from worker.devtools.demo import make_events, train_demo
@@ -86,6 +87,24 @@ def joined(port: int) -> int | None:
     return int(float(m.group(1))) if m else None
 
 
+def join_times(bootstrap: str, topic: str) -> np.ndarray:
+    """Kafka timestamps (s) of the joined markers in the join changelog, sorted."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "isolation.level": "read_committed", "enable.partition.eof": True})  # fmt: skip
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    stamps, done = [], set()
+    while len(done) < len(parts):
+        for m in c.consume(10_000, 2.0):
+            if m.error() is not None:
+                done.add(m.partition())
+            elif (m.key() or b"")[:1] == b"e" and (m.value() or b"")[:1] == b"\x02":
+                stamps.append(m.timestamp()[1] / 1000)
+    c.close()
+    return np.sort(np.array(stamps))
+
+
 def run_worker(args: argparse.Namespace, model: Path, t: dict[str, str]) -> dict[str, Any]:
     port = free_port()
     cmd = [sys.executable, "-m", "worker", "run", "--bootstrap", args.bootstrap,
@@ -134,9 +153,10 @@ def run_monitor(args: argparse.Namespace, model: Path, t: dict[str, str],
     mon.send_signal(signal.SIGTERM)
     code = mon.wait(120)
     times = np.array([s[0] for s in samples])
-    counts = np.array([s[1] for s in samples])
-    total = int(counts[-1]) if len(counts) else 0
-    return {"monitor_pairs_per_s": round(steady(times, counts, total)) if total else 0,
+    total = int(samples[-1][1]) if samples else 0
+    joins = join_times(args.bootstrap, f"{t['run']}-monitor-join-changelog")
+    rate = steady(joins, np.arange(1, len(joins) + 1), len(joins)) if len(joins) else 0
+    return {"monitor_pairs_per_s": round(rate), "monitor_join_markers": len(joins),
             "monitor_joined": total,
             "monitor_seconds_to_join_all": round(float(times[-1]), 1) if total else None,
             "monitor_peak_rss_mib": round(peak, 1), "monitor_disk_mib": round(disk / 2**20, 1),

@@ -57,7 +57,8 @@ def scrape(port: int) -> dict[str, float]:
         return {}
     out: dict[str, float] = {}
     for name in ("scoring_monitor_joined_total", "scoring_monitor_predictions_total",
-                 "scoring_monitor_state_disk_bytes", "scoring_monitor_newest_join_age_seconds"):
+                 "scoring_monitor_state_disk_bytes", "scoring_monitor_newest_join_age_seconds",
+                 "scoring_monitor_state_memory_bytes"):
         m = re.search(rb"^" + name.encode() + rb" (\S+)$", body, re.M)
         if m:
             out[name] = float(m.group(1))
@@ -103,7 +104,8 @@ def live(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[str, An
             "worker_rss_mib": round(rss_mib(worker.pid)),
             "joined": int(m.get("scoring_monitor_joined_total", 0)),
             "lag": int(m.get("lag", 0)),
-            "join_age_s": round(m.get("scoring_monitor_newest_join_age_seconds", -1), 1)})
+            "join_age_s": round(m.get("scoring_monitor_newest_join_age_seconds", -1), 1),
+            "rocksdb_mib": round(m.get("scoring_monitor_state_memory_bytes", 0) / 2**20)})
         print(orjson.dumps(samples[-1]).decode(), file=sys.stderr, flush=True)
     after_1m = [s["monitor_rss_mib"] for s in samples if s["s"] >= 60]
     result = {"mode": "live", "rate": args.rate, "seconds": args.seconds,
@@ -182,7 +184,8 @@ def sample(pid: int, port: int, t0: float, sent: int) -> dict[str, Any]:
     s = {"s": round(time.monotonic() - t0), "sent": sent, "rss_mib": round(rss_mib(pid)),
          "predictions": int(m.get("scoring_monitor_predictions_total", 0)),
          "joined": int(m.get("scoring_monitor_joined_total", 0)), "lag": int(m.get("lag", 0)),
-         "disk_mib": round(m.get("scoring_monitor_state_disk_bytes", 0) / 2**20, 1)}  # fmt: skip
+         "disk_mib": round(m.get("scoring_monitor_state_disk_bytes", 0) / 2**20, 1),
+         "rocksdb_mib": round(m.get("scoring_monitor_state_memory_bytes", 0) / 2**20)}  # fmt: skip
     print(orjson.dumps(s).decode(), file=sys.stderr, flush=True)
     return s
 

@@ -278,7 +278,7 @@ class Monitor:
         self.collector.progress(
             {inputs[t]: n for t, n in lag.items()},
             None if stage is None else stage.newest_join_ms(),
-            0 if stage is None else stage.disk_bytes(),
+            (0, 0) if stage is None else (stage.disk_bytes(), stage.memory_bytes()),
         )
 
 

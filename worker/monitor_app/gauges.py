@@ -43,21 +43,22 @@ class MonitorCollector(Collector):
         self._clock = clock
         self._lag: dict[str, int] = {}
         self._newest_join_ms: int | None = None
-        self._disk = 0
+        self._disk = self._state_memory = 0
         registry.register(self)
 
     def update(self, snap: Snapshot) -> None:
         with self._lock:
             self._snap = snap
 
-    def progress(self, lag: Mapping[str, int], newest_join_ms: int | None, disk: int) -> None:
+    def progress(self, lag: Mapping[str, int], newest_join_ms: int | None,
+                 state: tuple[int, int]) -> None:  # fmt: skip
         """Messages behind per input (predictions, labels), Kafka time of the newest
-        record that completed a join, bytes of join state on disk."""
+        record that completed a join, bytes of join state on disk and in RocksDB's memory."""
         with self._lock:
             self._lag = dict(lag)
             if newest_join_ms is not None:
                 self._newest_join_ms = newest_join_ms
-            self._disk = disk
+            self._disk, self._state_memory = state
 
     def collect(self) -> Iterable[Metric]:
         with self._lock:
@@ -81,7 +82,8 @@ class MonitorCollector(Collector):
 
     def _progress(self) -> Iterable[Metric]:
         with self._lock:
-            lag, newest, disk = dict(self._lag), self._newest_join_ms, self._disk
+            lag, newest = dict(self._lag), self._newest_join_ms
+            disk, memory = self._disk, self._state_memory
         fam = GaugeMetricFamily("scoring_monitor_consumer_lag_messages",
                                 "Messages the monitor is behind on its inputs (partitions "
                                 "assigned to this instance).", labels=["input"])  # fmt: skip
@@ -97,6 +99,9 @@ class MonitorCollector(Collector):
         yield age
         yield GaugeMetricFamily("scoring_monitor_state_disk_bytes",
                                 "Bytes of join state (RocksDB) on local disk.", value=disk)
+        yield GaugeMetricFamily("scoring_monitor_state_memory_bytes",
+                                "Bytes of RocksDB's block cache and write buffers.",
+                                value=memory)  # fmt: skip
 
     @staticmethod
     def _delays(snap: Snapshot) -> HistogramMetricFamily:

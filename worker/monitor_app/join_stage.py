@@ -159,3 +159,7 @@ class JoinStage:
 
     def disk_bytes(self) -> int:
         return sum(store.disk_bytes() for store in self.stores.values())
+
+    def memory_bytes(self) -> int:
+        """RocksDB's block cache with the memtables charged to it (all partitions)."""
+        return 0 if self._cache is None else int(self._cache.cache.get_usage())
