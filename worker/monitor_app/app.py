@@ -36,6 +36,7 @@ from worker.monitor.rekey import rekey
 from worker.monitor.stage_global import GlobalPartition, Snapshot, stats_record, window_sizes
 from worker.monitor.stages import JoinPartition
 from worker.monitor.views import ModelSpec, PredictionView
+from worker.monitor_app import memory
 from worker.monitor_app.gauges import MonitorCollector, loop_counters
 from worker.monitor_app.join_stage import JoinStage
 from worker.monitor_app.settings import MonitorSettings
@@ -72,6 +73,7 @@ class Monitor:
     join_partitions: int = 0
     missing: list[str] = field(default_factory=list)
     _checked: float = 0.0
+    _trimmed: float = 0.0
 
     def spec_for(self, pred: PredictionView) -> ModelSpec:
         key = pred.model_key
@@ -139,6 +141,7 @@ class Monitor:
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> None:
         s = self.s
+        memory.limit_arenas()
         inputs = self._inputs()
         self.loop = TxLoop(self._conf(), s.group, f"{s.group}-{s.instance_id}",
                            [s.internal["join"], s.internal["partials"]],
@@ -267,6 +270,9 @@ class Monitor:
             snapshots.append(snap)
         self.collector.update(merge_snapshots(snapshots))
         self._progress()
+        if time.monotonic() - self._trimmed >= 30.0:
+            self._trimmed = time.monotonic()
+            memory.trim()
 
     def _progress(self) -> None:
         """Lag gauges: messages behind on the inputs, age of the newest join, disk."""
