@@ -9,26 +9,21 @@ streamed through Kafka get identical predictions and identical rejections.
 from __future__ import annotations
 
 import csv
-import math
-import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 import orjson
 
-from worker.core.pipeline import INVALID_UTF8, Prediction, ScoringContext, score_values
-from worker.errors import BatchInputError, ConfigError, Rejection, RejectKind
+from worker.core.decoders.csv import CsvDecoder
+from worker.core.pipeline import Prediction, ScoringContext, score_values
+from worker.errors import BatchInputError, ConfigError, Rejection
 
 JSONL_SUFFIXES: Final = (".jsonl", ".ndjson", ".json")
 CSV_SUFFIXES: Final = (".csv",)
 REJECTS_SUFFIX: Final = ".rejects.jsonl"
 
-_INT_RE: Final = re.compile(r"^[+-]?\d+$")
-_FLOAT_RE: Final = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-_MIN_INT: Final = -(2**63)
-_MAX_INT: Final = 2**64 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +37,7 @@ class BatchSummary:
 class _Row:
     line: int  # 1-based data line (CSV: counted after the header)
     raw: str  # the original text, for the rejects file
-    value: bytes | None  # what the pipeline sees; None when the row could not be parsed
-    problem: Rejection | None = None
+    value: bytes  # what the decoder sees: the row's own bytes
 
 
 def rejects_path(out_path: Path) -> Path:
@@ -67,7 +61,10 @@ def score_file(
         out_path.open("wb") as out,
         rejects_path(out_path).open("wb") as rejects,
     ):
-        reader = _csv_rows(source, str(in_path)) if suffix in CSV_SUFFIXES else _jsonl_rows(source)
+        reader: Iterator[_Row] = _jsonl_rows(source)
+        if suffix in CSV_SUFFIXES:  # the same pipeline, with the CSV decoder for this header
+            header, reader = _csv_rows(source, str(in_path))
+            ctx = replace(ctx, decoder=CsvDecoder(header))
         for batch in _chunks(reader, chunk):
             ok, bad = _score_chunk(batch, ctx, now_ms, out, rejects)
             rows, scored, rejected = rows + len(batch), scored + ok, rejected + bad
@@ -77,11 +74,9 @@ def score_file(
 def _score_chunk(
     batch: list[_Row], ctx: ScoringContext, now_ms: int, out: BinaryIO, rejects: BinaryIO
 ) -> tuple[int, int]:
-    parsed = [row for row in batch if row.problem is None]
-    outcomes = iter(score_values([row.value for row in parsed], ctx, now_ms))
+    outcomes = score_values([row.value for row in batch], ctx, now_ms)
     scored = 0
-    for row in batch:
-        outcome = row.problem or next(outcomes)
+    for row, outcome in zip(batch, outcomes, strict=True):
         if isinstance(outcome, Prediction):
             out.write(outcome.payload + b"\n")
             scored += 1
@@ -119,54 +114,34 @@ def _jsonl_rows(source: BinaryIO) -> Iterator[_Row]:
             yield _Row(number, value.decode("utf-8", errors="replace"), value)
 
 
-def _csv_rows(source: BinaryIO, name: str) -> Iterator[_Row]:
-    # surrogateescape keeps undecodable bytes visible, so such rows can be
-    # rejected as "decode" like the same bytes would be on Kafka.
+def _csv_rows(source: BinaryIO, name: str) -> tuple[list[str], Iterator[_Row]]:
+    """The header and the data rows, each with its own bytes (a quoted cell may span lines)."""
+    # surrogateescape keeps undecodable bytes as they are, so the decoder sees the
+    # row's original bytes and rejects them as "decode" like the same bytes on Kafka.
     text = (line.decode("utf-8", errors="surrogateescape") for line in source)
     consumed: list[str] = []
     reader = csv.reader(_recording(text, consumed))
     try:
         header = next(reader, None)
-        if header is None:
-            return
-        header[0] = header[0].removeprefix("\ufeff")  # spreadsheet exports start with a BOM
-        consumed.clear()
+    except csv.Error as exc:
+        raise BatchInputError(f"{name}: CSV line {reader.line_num}: {exc}") from None
+    if header is None:
+        return [], iter(())
+    header[0] = header[0].removeprefix("\ufeff")  # spreadsheet exports start with a BOM
+    consumed.clear()
+    return header, _csv_data(reader, consumed, name)
+
+
+def _csv_data(reader: Any, consumed: list[str], name: str) -> Iterator[_Row]:
+    try:
         for number, cells in enumerate(reader, start=1):
             raw = "".join(consumed).rstrip("\r\n")
             consumed.clear()
             if any(cell.strip() for cell in cells):
-                yield _csv_row(number, raw, header, cells)
+                value = raw.encode("utf-8", "surrogateescape")
+                yield _Row(number, value.decode("utf-8", "replace"), value)
     except csv.Error as exc:
         raise BatchInputError(f"{name}: CSV line {reader.line_num}: {exc}") from None
-
-
-def _csv_row(number: int, raw: str, header: list[str], cells: list[str]) -> _Row:
-    printable = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if printable != raw:
-        return _Row(number, printable, None, INVALID_UTF8)
-    if len(cells) > len(header):
-        message = f"CSV row has {len(cells)} cells but the header has {len(header)}"
-        return _Row(number, raw, None, Rejection(RejectKind.DECODE, message))
-    event: dict[str, Any] = {}
-    for name, cell in zip(header, cells, strict=False):
-        if cell != "":
-            event[name] = cell if name == "id" else _cell_value(cell)
-    return _Row(number, raw, orjson.dumps(event))
-
-
-def _cell_value(cell: str) -> Any:
-    """Numbers for numeric-looking cells; everything else stays text."""
-    text = cell.strip()
-    if _INT_RE.match(text):
-        whole = int(text)
-        if _MIN_INT <= whole <= _MAX_INT:
-            return whole
-    elif not _FLOAT_RE.match(text):
-        return cell
-    # Ints beyond 64 bits become floats, as JSON readers would make them; a
-    # value overflowing to inf stays text (orjson would write inf as null).
-    number = float(text)
-    return number if math.isfinite(number) else cell
 
 
 def _recording(lines: Iterator[str], consumed: list[str]) -> Iterator[str]:

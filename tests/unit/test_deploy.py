@@ -279,8 +279,13 @@ def test_prometheus_and_grafana_find_their_files_where_they_are_mounted() -> Non
     source = load_yaml(PROVISIONING / "datasources" / "prometheus.yml")["datasources"][0]
     assert source["type"] == "prometheus"
     assert source["url"] == "http://prometheus:9090"
+    assert source["isDefault"]  # what the dashboard's datasource variable picks first
+    for dash in dashboards().values():
+        variables = {v["name"]: v for v in dash["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource"
+        assert variables["datasource"]["query"] == source["type"]
     uids = {d.get("uid") for d in _walk_datasources(dashboards())}
-    assert uids == {source["uid"]}
+    assert uids == {"${datasource}"}  # no fixed uid: any Prometheus data source works
 
 
 def _walk_datasources(node: Any) -> Iterator[dict[str, Any]]:
@@ -574,12 +579,15 @@ def test_dashboard_shows_what_the_issue_lists() -> None:
                    'scoring_model_recall_ratio{window="rolling"',
                    'scoring_model_roc_auc_ratio{window="rolling"', "scoring_model_score_psi",
                    "scoring_model_label_coverage_ratio",
-                   'ALERTS{alertstate="firing"}'):  # fmt: skip
+                   'ALERTS{alertstate="firing"}',
+                   "max by (instance, model, model_version, sha256) (scoring_model_info)",
+                   "sum by (instance, result) (increase(scoring_model_reloads_total"):  # fmt: skip
         assert needle in queries, needle
     for dash in dashboards().values():
         for panel in _panels(dash):
             legends = " ".join(t.get("legendFormat", "") for t in panel.get("targets", []))
-            if "scoring_model_" in json.dumps(panel.get("targets", [])):
+            exprs = json.dumps(panel.get("targets", []))
+            if "scoring_model_" in exprs and "scoring_model_reloads_total" not in exprs:
                 assert "{{model_version}}" in legends, panel["title"]  # per model version
 
 

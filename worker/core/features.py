@@ -21,12 +21,12 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from worker.core.decoders import NOT_AN_OBJECT
 from worker.errors import Rejection, RejectKind
 
 NUMBER_TYPES: Final = frozenset({int, float})
 _MAX_PROBLEMS: Final = 3
 
-NOT_AN_OBJECT: Final = Rejection(RejectKind.SCHEMA, "event must be a JSON object")
 NO_ID: Final = Rejection(RejectKind.SCHEMA, "event needs a string 'id'")
 
 

@@ -9,12 +9,12 @@ prediction serialisation. Outcomes come back in input order.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias, cast
 
-import orjson
-
-from worker.core.features import NOT_AN_OBJECT, extract
+from worker.core.decoders import Decoder
+from worker.core.decoders.json import JsonDecoder
+from worker.core.features import extract
 from worker.core.records import PredictionRecord, encode
 from worker.core.schema import EventValidator
 from worker.core.scoring import build_predictions, score_batch_safely
@@ -23,10 +23,6 @@ from worker.model.bundle import ModelBundle
 
 DEFAULT_MAX_EVENT_BYTES: Final = 1 << 20
 DEFAULT_EVENT_TS_FIELD: Final = "ts"
-
-TOMBSTONE: Final = Rejection(RejectKind.DECODE, "null value (tombstone)")
-EMPTY_VALUE: Final = Rejection(RejectKind.DECODE, "empty value")
-INVALID_UTF8: Final = Rejection(RejectKind.DECODE, "value is not valid UTF-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +45,8 @@ class ScoringContext:
     #: goes. Passed in, so the pipeline itself never reads a clock.
     clock: Callable[[], float] | None = None
     observe_model_seconds: Callable[[float], None] | None = None
+    #: The input format (worker/core/decoders/): JSON objects unless told otherwise.
+    decoder: Decoder = field(default_factory=JsonDecoder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +69,11 @@ def score_values(
 ) -> list[Outcome]:
     """Score a batch of raw values; exactly one outcome per value, in order."""
     outcomes: list[Outcome | None] = [None] * len(values)
-    events, positions = _decode_all(values, ctx.max_event_bytes, outcomes)
+    decoded = ctx.decoder.decode(values, ctx.max_event_bytes)
+    for i, rejection in decoded.rejected:
+        outcomes[i] = rejection
+    events: list[Any] = decoded.events
+    positions = decoded.positions
     if ctx.validator is not None:
         events, positions = _validate_all(events, positions, ctx.validator, outcomes)
     typed = ctx.validator is not None and ctx.validator.numeric.issuperset(ctx.bundle.features)
@@ -101,43 +103,6 @@ def _copy_true_labels(
         value = record.get(field)
         if isinstance(value, int | float | str) and type(value) is not bool:
             prediction["true_label"] = value  # bool, null and objects are not labels
-
-
-def _decode_all(
-    values: Sequence[bytes | None], limit: int, outcomes: list[Outcome | None]
-) -> tuple[list[Any], list[int]]:
-    """Decoded JSON objects and their input positions; the rest get a rejection."""
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    events: list[Any] = []
-    positions: list[int] = []
-    for i, value in enumerate(values):
-        if value is None:
-            outcomes[i] = TOMBSTONE
-        elif len(value) > limit:
-            outcomes[i] = Rejection(
-                RejectKind.DECODE, f"value of {len(value)} bytes exceeds the {limit}-byte limit"
-            )
-        elif not value:
-            outcomes[i] = EMPTY_VALUE
-        else:
-            try:
-                event = loads(value)
-            except decode_error as exc:
-                outcomes[i] = _decode_rejection(exc)
-                continue
-            if type(event) is dict:
-                events.append(event)
-                positions.append(i)
-            else:
-                outcomes[i] = NOT_AN_OBJECT
-    return events, positions
-
-
-def _decode_rejection(exc: orjson.JSONDecodeError) -> Rejection:
-    # orjson words every UTF-8 problem as "str is not valid UTF-8: surrogates ...".
-    if "UTF-8" in exc.msg and "BOM" not in exc.msg:
-        return INVALID_UTF8
-    return Rejection(RejectKind.DECODE, f"invalid JSON: {exc}")
 
 
 def _validate_all(

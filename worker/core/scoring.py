@@ -11,17 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from worker.core.records import PredictionRecord
-from worker.errors import Rejection, RejectKind
+from worker.errors import Rejection, RejectKind, describe
 from worker.model.bundle import ModelBundle
 from worker.model.manifest import Task
-
-_MAX_DETAIL: Final = 300
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -88,7 +86,7 @@ def _bisect(
         result = score_matrix(bundle, matrix[lo:hi])
     except Exception as exc:  # any estimator error is a property of some rows
         if hi - lo == 1:
-            rejected.append((lo, Rejection(RejectKind.MODEL, f"model raised {_detail(exc)}")))
+            rejected.append((lo, Rejection(RejectKind.MODEL, f"model raised {describe(exc)}")))
             return
         mid = (lo + hi) // 2
         _bisect(bundle, matrix, lo, mid, parts, rejected)
@@ -160,7 +158,3 @@ def scores_and_labels(bundle: ModelBundle, result: ScoreResult) -> tuple[list[An
     winners: list[int] = output.argmax(axis=1).tolist()
     return [dict(zip(keys, row, strict=True)) for row in rows], [classes[i] for i in winners]
 
-
-def _detail(exc: BaseException) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from worker.clock import wall_ms
 from worker.devtools.demo import make_events
 from worker.kafka_io import BatchProducer
 
@@ -100,7 +101,7 @@ def _send_events(
 ) -> None:
     first = t.start_id + summary.events
     split = n if t.drift_after is None else min(n, max(0, t.drift_after - summary.events))
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_ms()
     for k, drifted in ((split, False), (n - split, True)):
         if k == 0:
             continue
@@ -130,7 +131,7 @@ def _send_due_labels(
 ) -> None:
     if not t.labels_topic:
         return
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_ms()
     while pending and pending[0][0] <= now:
         _, key, msg = pending.popleft()
         # The label's own time is when it became known, not the event's time.

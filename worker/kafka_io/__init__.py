@@ -1,6 +1,7 @@
 """Everything that talks to Kafka: the only package that imports confluent_kafka.
 
-``admin``: readiness, topics, reading a topic back. ``clients``: the worker's
+``startup``: property checks and broker readiness. ``admin``: topics, SCRAM users,
+reading a topic back. ``clients``: the worker's
 batch consumer and producer. ``tx``: the monitor's transactional loop and the
 changelog reader it restores state from. ``control``: the model-control topic reader.
 """
@@ -12,7 +13,7 @@ from worker.kafka_io.admin import (
     delete_topics,
     drain,
     port_open,
-    wait_for_broker,
+    upsert_scram_user,
 )
 from worker.kafka_io.clients import (
     BatchConsumer,
@@ -23,6 +24,7 @@ from worker.kafka_io.clients import (
     producer_config,
 )
 from worker.kafka_io.control import ControlReader, ControlRecord
+from worker.kafka_io.startup import check_config, describe_fatal, versions, wait_for_broker
 
 __all__ = [
     "BatchConsumer",
@@ -33,11 +35,15 @@ __all__ = [
     "Message",
     "Received",
     "admin",
+    "check_config",
     "consumer_config",
     "create_topics",
     "delete_topics",
+    "describe_fatal",
     "drain",
     "port_open",
     "producer_config",
+    "upsert_scram_user",
+    "versions",
     "wait_for_broker",
 ]

@@ -79,6 +79,9 @@ def _safe_part(value: str, what: str) -> str:
     # Names and versions become folder names: nothing that escapes the store.
     if value in {"", ".", "..", CURRENT, HISTORY} or "/" in value or "\\" in value:
         raise ModelStoreError(f"{what} {value!r} cannot be used as a folder name")
+    if any(ord(c) < 32 for c in value):  # a NUL byte cannot even reach the file system
+        raise ModelStoreError(f"{what} {value!r} contains a control character (a NUL byte, "
+                              "a newline; fix the name in the bundle's model.json)")
     if value.startswith("."):
         raise ModelStoreError(f"{what} {value!r} must not start with a dot")
     return value

@@ -40,6 +40,7 @@ from worker.monitor_app import memory
 from worker.monitor_app.gauges import MonitorCollector, loop_counters
 from worker.monitor_app.join_stage import JoinStage
 from worker.monitor_app.settings import MonitorSettings
+from worker.monitor_app.status_page import StatusFeed, seed
 from worker.probes import Health, serve
 from worker.shutdown import STOP, StopFlag
 
@@ -69,6 +70,7 @@ class Monitor:
     last_tick: float = 0.0
     loop: TxLoop | None = None
     counters: Any = None
+    status: StatusFeed = field(default_factory=lambda: StatusFeed((), ()))
     stage: JoinStage | None = None
     join_partitions: int = 0
     missing: list[str] = field(default_factory=list)
@@ -248,6 +250,7 @@ class Monitor:
                 self.loop.send(self.s.internal["global_state"], key.encode(), value, partition=p)
             for key, value in records:
                 self.loop.send(self.s.metrics_topic, key.encode(), value)
+            self.status.metrics(p, records)
 
     def _tick(self, now: int) -> None:
         assert self.loop is not None
@@ -263,12 +266,15 @@ class Monitor:
             for key, value in alerts:
                 self.loop.send(self.s.alerts_topic, key.encode(), value)
                 log.warning("alert %s", value.decode())
+            self.status.metrics(p, metric_records)
+            self.status.alerts(p, alerts)
             if gp.stats:
-                self.loop.send(
-                    self.s.stats_topic, b"all", stats_record(snap.join, snap.invalid, now)
-                )
+                stats = stats_record(snap.join, snap.invalid, now)
+                self.loop.send(self.s.stats_topic, b"all", stats)
+                self.status.join_stats(p, stats)
             snapshots.append(snap)
         self.collector.update(merge_snapshots(snapshots))
+        self.status.tick(now, self.globals)
         self._progress()
         if time.monotonic() - self._trimmed >= 30.0:
             self._trimmed = time.monotonic()
@@ -325,16 +331,23 @@ def run_monitor(
     registry: CollectorRegistry | None = None,
     stop: StopFlag = STOP,
 ) -> None:
+    specs = load_specs(s.models)  # a bad bundle is the user's mistake: before the broker
     registry = registry or CollectorRegistry()
     health = Health(stall_s=s.health_stall_s)
     health.model_loaded = True  # the monitor needs no model to run
     collector = MonitorCollector(registry)
-    server = serve(s.metrics_port, registry, health) if s.metrics_port else None
-    kafka_io.wait_for_broker(s.bootstrap, 30.0, extra=s.kafka)
-    create_topics(s)
-    mon = Monitor(s, rules, load_specs(s.models), collector, health,
-                  counters=loop_counters(registry), stop=stop)  # fmt: skip
-    try:
+    status = StatusFeed(rules, s.window_list, s.instance_id, s.partitions)
+    server = (serve(s.metrics_port, registry, health, s.metrics_host, routes=status.routes())
+              if s.metrics_port else None)  # fmt: skip
+    try:  # SIGTERM during start-up: the wait polls the flag, the steps after it check it
+        kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka,
+                                 stop=lambda: stop.requested)  # fmt: skip
+        create_topics(s)
+        seed(status, s, wall_ms())
+        if stop.requested:
+            return
+        mon = Monitor(s, rules, specs, collector, health,
+                      counters=loop_counters(registry), stop=stop, status=status)  # fmt: skip
         mon.run()
     finally:
         if server is not None:

@@ -1,19 +1,18 @@
-"""Hot model reload, the pure part: which instruction wins, checking a candidate
-bundle, and applying the outcome to the scoring context between two batches.
+"""Hot model reload, the decisions: which instruction wins, checking a candidate bundle,
+and the refusal record. No Kafka, no metrics, no clock (times are passed in); the loop
+applies the outcome between two batches (worker/stream/swap.py).
 
 Instructions come from the store's ``current`` pointer (stamped with the file's
 mtime) and from the model-control topic (stamped with the record's timestamp);
 the newest instruction wins, so a restarted worker that reads the whole control
 topic ends up where the fleet is. A candidate is loaded and checked away from
-the loop (worker/reloader.py); the loop only swaps a bundle that passed.
+the loop (worker/stream/reloader.py); the loop only swaps a bundle that passed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeAlias
@@ -21,13 +20,11 @@ from typing import Final, TypeAlias
 import numpy as np
 import orjson
 
-from worker.core.pipeline import ScoringContext
 from worker.core.records import escape_key_part
 from worker.core.scoring import score_matrix
 from worker.errors import ModelLoadError, ScoringError
 from worker.model.bundle import ModelBundle, load_bundle
 from worker.model.store import ModelStore
-from worker.stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 REFUSED_ALERT: Final = "model_refused"
@@ -118,38 +115,6 @@ def refusal_record(r: Refusal, worker_id: str) -> tuple[bytes, bytes]:
              "model_version": r.version, "reason": r.reason, "at": r.at_ms,
              "source": r.source, "worker_id": worker_id}  # fmt: skip
     return key.encode(), orjson.dumps(value)
-
-
-def apply_events(
-    ctx: ScoringContext, events: Sequence[ReloadEvent], metrics: WorkerMetrics,
-    alert: Callable[[bytes, bytes], None], worker_id: str,
-) -> ScoringContext:  # fmt: skip
-    """The context to score the next batch with; refusals are logged, counted, alerted."""
-    for ev in events:
-        if isinstance(ev, Refusal):
-            metrics.model_reloads.labels("refused").inc()
-            log.warning("model reload refused; still serving %s", ctx.bundle.version,
-                        extra={"model": ev.model, "model_version": ev.version,
-                               "reason": ev.reason, "source": ev.source})  # fmt: skip
-            alert(*refusal_record(ev, worker_id))
-            continue
-        old, new = ctx.bundle.manifest, ev.bundle.manifest
-        ctx = dataclasses.replace(ctx, bundle=ev.bundle)
-        metrics.model_reloads.labels("ok").inc()
-        _relabel(metrics, old.name, old.version, old.sha256[:12],
-                 new.name, new.version, new.sha256[:12])  # fmt: skip
-        log.info("model reloaded", extra={"model": new.name, "model_version": new.version,
-                                          "previous_version": old.version,
-                                          "source": ev.source})  # fmt: skip
-    return ctx
-
-
-def _relabel(metrics: WorkerMetrics, *labels: str) -> None:
-    old, new = labels[:3], labels[3:]
-    if old != new:
-        with contextlib.suppress(KeyError):  # never set: a context built without run_worker
-            metrics.model_info.remove(*old)
-    metrics.model_info.labels(*new).set(1)
 
 
 def store_of(model_folder: Path) -> tuple[ModelStore, str]:

@@ -13,28 +13,23 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-import orjson
-from prometheus_client import CollectorRegistry
 
-from worker import kafka_io
 from worker.clock import wall_ms
 from worker.config import Settings
-from worker.context import build_context
 from worker.core.pipeline import Outcome, Prediction, ScoringContext, score_values
 from worker.errors import Rejection
-from worker.kafka_io import BatchConsumer, BatchProducer, Headers, Message
-from worker.model.bundle import ModelBundle, load_bundle
-from worker.probes import Health, serve
-from worker.shutdown import STOP, StopFlag
-from worker.stream.alloc import keep_freed_memory
+from worker.kafka_io import BatchConsumer, Message
+from worker.model.bundle import ModelBundle
+from worker.probes import Health
+from worker.shutdown import StopFlag
 from worker.stream.metrics import WorkerMetrics
-from worker.stream.reload import ReloadEvent, apply_events
-from worker.stream.reloader import make_reloader
+from worker.stream.reload import ReloadEvent
+from worker.stream.sinks import Headers, Sink
+from worker.stream.swap import apply_events
 
 log = logging.getLogger(__name__)
 DEAD_LETTER_SUMMARY_S = 60.0  # one summary line a minute, never a line per event
@@ -77,7 +72,8 @@ class Runner:
     settings: Settings
     ctx: ScoringContext
     consumer: BatchConsumer
-    producer: BatchProducer
+    #: Where outputs go (worker/stream/sinks/); the Kafka producer unless told otherwise.
+    producer: Sink
     metrics: WorkerMetrics
     health: Health
     clock_ms: Callable[[], int] = wall_ms
@@ -230,59 +226,3 @@ class Runner:
         if self.ctx.bundle.manifest.task != "regression":
             for decision, n in decisions.items():
                 m.predictions.labels(decision).inc(n)
-
-
-def broker_up(stats_json: str) -> bool:
-    """Whether librdkafka's statistics show at least one broker connection up."""
-    brokers = orjson.loads(stats_json).get("brokers", {}).values()
-    return any(b.get("state") == "UP" for b in brokers if b.get("nodeid", -1) >= 0)
-
-
-def run_worker(s: Settings, registry: CollectorRegistry | None = None,
-               stop: StopFlag = STOP) -> Totals:  # fmt: skip
-    """Build everything from settings, run until SIGTERM/SIGINT, shut down cleanly."""
-    keep_freed_memory()  # see worker/alloc.py: batches re-use memory instead of faulting it in
-    registry = registry or CollectorRegistry()
-    metrics = WorkerMetrics(registry)
-    health = Health(stall_s=s.health_stall_s)
-    ctx = replace(build_context(s), clock=time.perf_counter,
-                  observe_model_seconds=metrics.model_seconds.observe)  # fmt: skip
-    man = ctx.bundle.manifest
-    shadow = replace(ctx, bundle=load_bundle(Path(s.shadow_model))) if s.shadow_model else None
-    metrics.model_info.labels(man.name, man.version, man.sha256[:12]).set(1)
-    health.model_loaded = True
-    log.info("model %s %s loaded from %s", man.name, man.version, ctx.bundle.path)
-    server = serve(s.metrics_port, registry, health) if s.metrics_port else None
-    kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka)
-    health.broker_ok = True
-    reloader = make_reloader(s, man.version)
-
-    def on_change(kind: str, assigned: int) -> None:
-        metrics.rebalances.labels(kind).inc()
-        health.assigned = assigned > 0
-        log.info("rebalance: %s, %d partitions assigned", kind, assigned)
-
-    stats = {"statistics.interval.ms": s.stats_interval_ms} if s.stats_interval_ms else {}
-
-    def consumer_stats(stats_json: str) -> None:
-        metrics.consumer_stats(stats_json)
-        health.broker_ok = broker_up(stats_json)
-
-    consumer = BatchConsumer({**kafka_io.consumer_config(s), **stats,
-                              "stats_cb": consumer_stats}, [s.input_topic], on_change)
-    producer = BatchProducer({**kafka_io.producer_config(s), **stats,
-                              "stats_cb": metrics.producer_stats})  # fmt: skip
-    runner = Runner(s, ctx, consumer, producer, metrics, health, reloader=reloader,
-                    shadow=shadow, stop=stop)  # fmt: skip
-    try:
-        if reloader is not None:
-            reloader.start()
-        totals = runner.run()
-    finally:
-        if reloader is not None:
-            reloader.close()
-        if server is not None:
-            server.shutdown()
-    log.info("stopped: %d consumed, %d scored, %d dead-lettered",
-             totals.consumed, totals.scored, totals.dead_lettered)  # fmt: skip
-    return totals

@@ -18,10 +18,9 @@ import joblib
 import numpy as np
 import skops.io as sio
 
+from worker.errors import describe
 from worker.model.manifest import ClassLabel, Manifest, ManifestError, Task, check_classes
 from worker.model.runtimes import FloatArray, LoadOptions, ModelRuntime, register
-
-_MAX_DETAIL: Final = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,21 +83,21 @@ def _deserialise(artifact: str, data: bytes, trusted_types: tuple[str, ...]) -> 
     try:
         return joblib.load(io.BytesIO(data))
     except Exception as exc:  # unpickling can raise anything
-        raise ManifestError(f"cannot load {artifact}: {detail(exc)}") from None
+        raise ManifestError(f"cannot load {artifact}: {describe(exc)}") from None
 
 
 def _load_skops(data: bytes, trusted_types: tuple[str, ...]) -> Any:
     try:
         needed = sio.get_untrusted_types(data=data)
     except Exception as exc:
-        raise ManifestError(f"not a readable skops file: {detail(exc)}") from None
+        raise ManifestError(f"not a readable skops file: {describe(exc)}") from None
     refused = sorted(set(needed) - set(trusted_types))
     if refused:
         raise ManifestError(f"skops artifact needs untrusted types: {', '.join(refused)}")
     try:
         return sio.loads(data, trusted=list(needed))
     except Exception as exc:
-        raise ManifestError(f"cannot load skops artifact: {detail(exc)}") from None
+        raise ManifestError(f"cannot load skops artifact: {describe(exc)}") from None
 
 
 def _check_methods(task: Task, estimator: Any) -> None:
@@ -156,10 +155,6 @@ def plain(values: Any) -> list[Any]:
     """numpy scalars -> Python values, so labels serialise as plain JSON."""
     return list(values.tolist() if hasattr(values, "tolist") else values)
 
-
-def detail(exc: BaseException) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
 
 
 register(SklearnKind())

@@ -1,0 +1,128 @@
+"""The tool commands of the command line: the local broker and the model store.
+
+Handlers return an exit status; cli.main turns errors into one line and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import TypeAlias
+
+from worker.cli_parser import HelpFormatter, Parser, add_parser, float_min, int_range
+from worker.devtools import kafka_local
+from worker.errors import ModelStoreError
+
+Sub: TypeAlias = "argparse._SubParsersAction[Parser]"
+
+
+def kafka_local_cmd(args: argparse.Namespace) -> int:
+    b = kafka_local.LocalBroker(port=args.port, version=args.kafka_version)
+    if args.state_dir:
+        b = dataclasses.replace(b, state_root=Path(args.state_dir))
+    if args.action == "start":
+        security = kafka_local.Security.parse(args.sasl, args.tls)
+        r = kafka_local.start(b, timeout=args.timeout, security=security, progress=_progress)
+        if r.already_running:
+            print(f"kafka-local: already running on {b.bootstrap} (pid {r.pid})")
+        else:
+            print(f"kafka-local: broker {b.version} ready on {b.bootstrap} in "
+                  f"{r.ready_seconds:.1f}s (pid {r.pid}, state {b.state_dir})")  # fmt: skip
+        for line in kafka_local.client_hints(b, security):
+            print(f"kafka-local: {line}")
+    elif args.action == "stop":
+        print("kafka-local: stopped" if kafka_local.stop(b) else "kafka-local: not running")
+    elif args.action == "status":
+        pid = kafka_local.running_pid(b)
+        if pid is None:
+            print(f"kafka-local: not running ({b.bootstrap})")
+            return 1
+        print(f"kafka-local: running on {b.bootstrap} (pid {pid}, state {b.state_dir})")
+    elif args.action == "reset":
+        kafka_local.reset(b)
+        print(f"kafka-local: removed {b.state_dir}")
+    return 0
+
+
+def _progress(line: str) -> None:
+    print(f"kafka-local: {line}", file=sys.stderr, flush=True)
+
+
+def add_kafka_local(sub: Sub) -> None:
+    p = add_parser(sub, "kafka-local", "a local single-node Apache Kafka broker (no Docker)",
+                   "  scoring-worker kafka-local start            # 127.0.0.1:9092\n"
+                   "  scoring-worker kafka-local start --port 19092 --sasl alice:secret --tls",
+                   "The first start downloads Apache Kafka (about 60 MB) through Maven, which "
+                   "takes\none to three minutes; later starts take about 10 s. Needs Java 17+ "
+                   "and Maven.")  # fmt: skip
+    p.add_argument("action", choices=["start", "stop", "status", "reset"])
+    p.add_argument("--port", type=int_range(1, 65533), default=9092,
+                   help="client port; the KRaft controller uses port+1, --sasl/--tls port+2")
+    p.add_argument("--kafka-version", default=kafka_local.KAFKA_VERSION)
+    p.add_argument("--state-dir", default=None, help="where data and logs live "
+                   "(default: ~/.local/state/scoring-worker)")  # fmt: skip
+    p.add_argument("--timeout", type=float_min(0, strict=True), default=120.0,
+                   help="seconds to wait for readiness")
+    p.add_argument("--sasl", default=None, metavar="USER:PASSWORD",
+                   help="also listen with SASL/SCRAM-SHA-512 for this user on port+2")
+    p.add_argument("--tls", action="store_true",
+                   help="also listen with TLS on port+2 (a throwaway CA and certificate)")
+    p.set_defaults(handler=kafka_local_cmd)
+
+
+def models_cmd(args: argparse.Namespace) -> int:
+    from worker.model.store import ModelStore, is_model_folder
+
+    store = ModelStore(Path(args.store))
+    if args.action != "add" and not store.root.is_dir():
+        raise ModelStoreError(f"--store {store.root}: no such folder (the store is the folder "
+                              "`models add --store` created)")  # fmt: skip
+    if args.action == "list":
+        for v in store.list():
+            print(f"{v.name}\t{v.version}{chr(9) + 'current' if v.current else ''}")
+    elif args.action == "add":
+        added = store.add(Path(args.bundle))
+        first = not is_model_folder(store.folder(added.name))
+        note = ""
+        if args.promote or first:
+            store.promote(added.name, added.version)
+            note = " (the first version: now current)" if first else "; now current"
+        print(f"models: added {added.name} {added.version} to {args.store}{note}")
+    elif args.action == "promote":
+        path = store.promote(args.name, args.version)
+        print(f"models: {args.name} current is now {args.version} ({path})")
+    else:
+        path = store.rollback(args.name)
+        print(f"models: {args.name} rolled back to {path.name} ({path})")
+    return 0
+
+
+def add_models(sub: Sub) -> None:
+    p = add_parser(sub, "models", "model store: list, add, promote, roll back bundles",
+                   "  scoring-worker models add --store models build/fraud\n"
+                   "  scoring-worker models list --store models")  # fmt: skip
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, help_text, example in (
+        ("list", "every stored version, the current one marked", "list --store models"),
+        ("add", "copy a bundle in under its manifest's name and version; the first version "
+         "of a model becomes current", "add --store models build/fraud --promote"),
+        ("promote", "make a stored version current", "promote --store models fraud-demo 2"),
+        ("rollback", "make the previous current version current again",
+         "rollback --store models fraud-demo"),
+    ):  # fmt: skip
+        a = actions.add_parser(action, help=help_text, description=help_text,
+                               epilog=f"example:\n  scoring-worker models {example}",
+                               formatter_class=HelpFormatter)  # fmt: skip
+        a.set_defaults(parser=a)
+        a.add_argument("--store", required=True, help="store folder (STORE/<name>/<version>/)")
+        if action == "add":
+            a.add_argument("bundle", help="bundle folder (or its model.json)")
+            a.add_argument("--promote", action="store_true",
+                           help="make the added version current")
+        elif action != "list":
+            a.add_argument("name", help="model name (the manifest's name)")
+        if action == "promote":
+            a.add_argument("version", help="version to serve")
+    p.set_defaults(handler=models_cmd)

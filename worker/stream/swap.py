@@ -1,0 +1,47 @@
+"""Applying hot-reload outcomes between two batches: swap the bundle, or log, count and
+announce a refusal (the decisions are made in worker/stream/reload.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+
+from worker.core.pipeline import ScoringContext
+from worker.stream.metrics import WorkerMetrics
+from worker.stream.reload import Refusal, ReloadEvent, refusal_record
+
+log = logging.getLogger(__name__)
+
+
+def apply_events(
+    ctx: ScoringContext, events: Sequence[ReloadEvent], metrics: WorkerMetrics,
+    alert: Callable[[bytes, bytes], None], worker_id: str,
+) -> ScoringContext:  # fmt: skip
+    """The context to score the next batch with; refusals are logged, counted, alerted."""
+    for ev in events:
+        if isinstance(ev, Refusal):
+            metrics.model_reloads.labels("refused").inc()
+            log.warning("model reload refused; still serving %s", ctx.bundle.version,
+                        extra={"model": ev.model, "model_version": ev.version,
+                               "reason": ev.reason, "source": ev.source})  # fmt: skip
+            alert(*refusal_record(ev, worker_id))
+            continue
+        old, new = ctx.bundle.manifest, ev.bundle.manifest
+        ctx = dataclasses.replace(ctx, bundle=ev.bundle)
+        metrics.model_reloads.labels("ok").inc()
+        _relabel(metrics, old.name, old.version, old.sha256[:12],
+                 new.name, new.version, new.sha256[:12])  # fmt: skip
+        log.info("model reloaded", extra={"model": new.name, "model_version": new.version,
+                                          "previous_version": old.version,
+                                          "source": ev.source})  # fmt: skip
+    return ctx
+
+
+def _relabel(metrics: WorkerMetrics, *labels: str) -> None:
+    old, new = labels[:3], labels[3:]
+    if old != new:
+        with contextlib.suppress(KeyError):  # never set: a context built without run_worker
+            metrics.model_info.remove(*old)
+    metrics.model_info.labels(*new).set(1)
