@@ -2,6 +2,8 @@
 
     python bench/worker_bench.py --model lr30 --events 300000
     python bench/worker_bench.py --model demo
+    python bench/worker_bench.py --model ct            # DataFrame pipeline with 2 string columns
+    python bench/worker_bench.py --model rf200 --runtime onnx   # or hgb; sklearn or onnx
 
 One real worker process (validation on: a JSON Schema for every event) reads
 a 4-partition topic on the local broker. Phase 1 pre-loads ``--events`` events
@@ -26,6 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import models as bench_models  # bench/models.py: the script's own folder is on sys.path
 import numpy as np
 import orjson
 from confluent_kafka import Producer
@@ -43,7 +46,11 @@ from worker.devtools.demo_run import free_port, wait_ready
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bundle_and_schema(kind: str, tmp: Path) -> tuple[Path, Path]:
+def bundle_and_schema(kind: str, tmp: Path, runtime: str = "sklearn") -> tuple[Path, Path]:
+    if kind in bench_models.KINDS:
+        path = tmp / f"{kind}.schema.json"
+        path.write_text(json.dumps(bench_models.schema(kind)))
+        return bench_models.build(kind, tmp / "model", runtime), path
     if kind == "demo":
         return train_demo(tmp / "model", n=50_000), ROOT / "schemas" / "transaction.schema.json"
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
@@ -63,6 +70,8 @@ def shadow_bundle(kind: str, tmp: Path) -> Path:
 
 
 def events(kind: str, rng: np.random.Generator, n: int, start: int) -> list[dict[str, Any]]:
+    if kind in bench_models.KINDS:
+        return bench_models.events(kind, rng, n, start)
     if kind == "demo":
         return make_events(rng, n, start, 0)[0]
     return make_lr30_events(rng, n, start)
@@ -102,7 +111,9 @@ def rss_mib(pid: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bootstrap", default="127.0.0.1:9092")
-    ap.add_argument("--model", choices=["demo", "lr30"], default="lr30")
+    ap.add_argument("--model", choices=["demo", "lr30", *bench_models.KINDS], default="lr30")
+    ap.add_argument("--runtime", choices=["sklearn", "onnx"], default="sklearn",
+                    help="model runtime of the bundle (ct, rf200, hgb)")
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--rate", type=float, default=5000.0)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -112,7 +123,7 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-    model, schema = bundle_and_schema(args.model, tmp)
+    model, schema = bundle_and_schema(args.model, tmp, args.runtime)
     run = uuid.uuid4().hex[:6]
     t_in, t_out, t_dlq = f"bench-{run}-in", f"bench-{run}-out", f"bench-{run}-dlq"
     kafka_io.create_topics(args.bootstrap, {t_in: 4, t_out: 4, t_dlq: 1})
@@ -150,7 +161,8 @@ def main() -> None:
     code = worker.wait(60)
     kafka_io.delete_topics(args.bootstrap, [t_in, t_out, t_dlq])
     print(orjson.dumps({
-        "model": args.model, "events": args.events, "predictions": len(backlog),
+        "model": args.model, "runtime": args.runtime, "events": args.events,
+        "predictions": len(backlog),
         "steady_events_per_s": round(throughput), "live_rate": args.rate,
         "live_predictions": len(live),
         "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else None,

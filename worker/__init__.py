@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, tuple[str, str]] = {
     "load_bundle": ("worker.model.bundle", "load_bundle"),
-    "write_bundle": ("worker.model.bundle", "write_bundle"),
+    "write_bundle": ("worker.model.writer", "write_bundle"),
     "ModelBundle": ("worker.model.bundle", "ModelBundle"),
     "score_records": ("worker.api", "score_records"),
     "score_values": ("worker.core.pipeline", "score_values"),
@@ -70,9 +70,10 @@ if TYPE_CHECKING:
     from worker.core.pipeline import Prediction, ScoringContext, score_values
     from worker.core.records import PredictionRecord
     from worker.errors import Rejection
-    from worker.model.bundle import ModelBundle, load_bundle, write_bundle
+    from worker.model.bundle import ModelBundle, load_bundle
     from worker.model.runtimes import ModelRuntime, RuntimeKind
     from worker.model.runtimes import register as register_runtime
+    from worker.model.writer import write_bundle
     from worker.stream.app import run_worker
     from worker.stream.sinks import Sink
     from worker.stream.sinks import register as register_sink

@@ -170,6 +170,8 @@ def _score_file(args: argparse.Namespace) -> int:
                               "first)")
     if not s.model:
         raise ConfigError(NO_MODEL)
+    if not 0.0 <= args.max_reject_rate <= 1.0:
+        raise ConfigError(f"--max-reject-rate must be in [0, 1], got {args.max_reject_rate}")
     setup_logging(s)
     try:
         r = score_file(source, out, build_context(s), wall_ms())
@@ -177,6 +179,12 @@ def _score_file(args: argparse.Namespace) -> int:
         raise BatchInputError(f"{exc.filename or source}: {exc.strerror or exc}") from None
     print(f"score-file: {r.rows} rows, {r.scored} scored, {r.rejected} rejected "
           f"(rejects in {args.output}.rejects.jsonl)")  # fmt: skip
+    rate = r.rejected / r.rows if r.rows else 0.0
+    if rate > args.max_reject_rate:
+        print(f"scoring-worker score-file: {r.rejected} of {r.rows} rows rejected "
+              f"({rate:.2%}), above --max-reject-rate {args.max_reject_rate:g}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 
@@ -188,6 +196,9 @@ def _add_score_file(sub: Sub) -> None:
                    "reason.")  # fmt: skip
     p.add_argument("input", help="events: .jsonl/.ndjson/.json (one per line) or .csv")
     p.add_argument("output", help="predictions as JSONL; rejects go to OUTPUT.rejects.jsonl")
+    p.add_argument("--max-reject-rate", type=float, default=0.0, metavar="SHARE",
+                   help="exit 1 when the share of rejected rows is above this, in [0, 1] "
+                        "(default 0: any rejected row fails the run)")  # fmt: skip
     add_settings_flags(p, config.Settings, batch_only=True, kafka=False)
     p.set_defaults(handler=_score_file)
 

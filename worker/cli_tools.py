@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from worker.cli_parser import HelpFormatter, Parser, add_parser, float_min, int_range
 from worker.devtools import kafka_local
@@ -75,7 +75,7 @@ def add_kafka_local(sub: Sub) -> None:
 def models_cmd(args: argparse.Namespace) -> int:
     from worker.model.store import ModelStore, is_model_folder
 
-    store = ModelStore(Path(args.store))
+    store = ModelStore(Path(args.store), allow_pickle=getattr(args, "allow_pickle", False))
     if args.action != "add" and not store.root.is_dir():
         raise ModelStoreError(f"--store {store.root}: no such folder (the store is the folder "
                               "`models add --store` created)")  # fmt: skip
@@ -91,12 +91,48 @@ def models_cmd(args: argparse.Namespace) -> int:
             note = " (the first version: now current)" if first else "; now current"
         print(f"models: added {added.name} {added.version} to {args.store}{note}")
     elif args.action == "promote":
-        path = store.promote(args.name, args.version)
+        path = store.promote(args.name, args.version, _published(args))
         print(f"models: {args.name} current is now {args.version} ({path})")
+        _announce(args, store.pointer(args.name))
     else:
-        path = store.rollback(args.name)
+        path = store.rollback(args.name, _published(args))
         print(f"models: {args.name} rolled back to {path.name} ({path})")
+        _announce(args, store.pointer(args.name))
     return 0
+
+
+def _control_conf(args: argparse.Namespace, role: str) -> dict[str, Any]:
+    from worker.config import parse_kafka_pairs
+    from worker.kafka_io.config import Connection, Role, client_config
+
+    conn = Connection(args.bootstrap, parse_kafka_pairs(args.kafka, "--kafka"))
+    return client_config(Role(role), conn)
+
+
+def _published(args: argparse.Namespace) -> int:
+    """The highest sequence already on the control topic for this model (0: none), so
+    that the store's next one is above it."""
+    if not args.control_topic:
+        return 0
+    from worker import kafka_io
+    from worker.stream.reload import parse_control
+
+    records = kafka_io.read_control(_control_conf(args, "reader"), args.control_topic)
+    parsed = [parse_control(r.value, args.name) for r in records]
+    return max((p[1] for p in parsed if p is not None), default=0)
+
+
+def _announce(args: argparse.Namespace, pointer: Any) -> None:
+    """Publish the instruction on the control topic with the pointer's sequence."""
+    if not args.control_topic:
+        return
+    from worker import kafka_io
+    from worker.stream.reload import control_record
+
+    key, value = control_record(args.name, pointer.version, pointer.sequence)
+    kafka_io.publish_control(_control_conf(args, "producer"), args.control_topic, key, value)
+    print(f"models: published {args.name} {pointer.version} (sequence {pointer.sequence}) "
+          f"to {args.control_topic}")  # fmt: skip
 
 
 def add_models(sub: Sub) -> None:
@@ -125,4 +161,16 @@ def add_models(sub: Sub) -> None:
             a.add_argument("name", help="model name (the manifest's name)")
         if action == "promote":
             a.add_argument("version", help="version to serve")
+        if action != "list":
+            a.add_argument("--allow-pickle", action="store_true",
+                           help="load .joblib (pickle) bundles: unpickling runs any code "
+                                "the file holds; the sha256 only detects corruption")
+        if action in ("promote", "rollback"):
+            a.add_argument("--control-topic", default="",
+                           help="also publish the instruction, with its sequence, to this "
+                                "model-control topic (every worker follows it)")
+            a.add_argument("--bootstrap", default="127.0.0.1:9092",
+                           help="Kafka bootstrap servers for --control-topic")
+            a.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE",
+                           help="librdkafka property for --control-topic (repeatable)")
     p.set_defaults(handler=models_cmd)

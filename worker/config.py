@@ -121,6 +121,13 @@ class Settings:
         "(it has a ``current`` file), whose pointer the worker then follows (hot reload).",
         batch=True,
     )
+    allow_pickle: bool = setting(
+        False,
+        "Load .joblib (pickle) model bundles. Unpickling runs any code the file holds, and "
+        "a bundle's sha256 sits beside it, so it only detects corruption, not tampering; "
+        "prefer .skops bundles, which load without running code.",
+        batch=True,
+    )
     model_poll_ms: int = setting(
         1000,
         "How often a worker serving a store folder checks its ``current`` pointer (and "

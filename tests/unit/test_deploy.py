@@ -40,7 +40,8 @@ PROVISIONING = DEPLOY / "grafana" / "provisioning"
 PROMETHEUS_OWN = frozenset({"ALERTS", "up"})
 ALERTS = frozenset({"WorkerDown", "ScoringTargetsMissing", "DeadLetterRateHigh",
                     "ConsumerLagGrowing", "ScoringLatencyHigh", "ModelRecallLow",
-                    "ModelAucLow", "ScoreDriftHigh", "LabelsStalled"})  # fmt: skip
+                    "ModelAucLow", "ScoreDriftHigh", "LabelsStalled",
+                    "MonitorFallingBehind"})  # fmt: skip
 SETTINGS_OF_COMMAND: dict[str, type[Any]] = {"run": config.Settings, "monitor": MonitorSettings}
 
 
@@ -422,6 +423,8 @@ def test_alerts_say_what_the_issue_asked_for() -> None:
     assert 'scoring_model_predicted_events{window="rolling"} >= 500' in expr["ScoreDriftHigh"]
     assert "rate(scoring_monitor_joined_total[15m]) == 0" in expr["LabelsStalled"]
     assert "rate(scoring_monitor_predictions_total[15m]) > 0" in expr["LabelsStalled"]
+    assert "deriv(scoring_monitor_consumer_lag_messages[10m])) > 0" in expr["MonitorFallingBehind"]
+    assert "scoring_monitor_newest_join_age_seconds" in expr["MonitorFallingBehind"]
 
 
 def test_every_alert_has_a_firing_and_a_quiet_promtool_test() -> None:

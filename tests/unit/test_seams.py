@@ -39,8 +39,9 @@ def test_unknown_decoder_names_the_known_ones() -> None:
 
 def test_a_registered_runtime_writes_loads_and_scores(tmp_path: Path) -> None:
     model = linear_runtime.LinearModel([1.0, -2.0, 0.5], 0.25)
+    sample = np.random.default_rng(0).normal(size=(8, 3))
     folder = worker.write_bundle(tmp_path / "lin", model, name="toy", version="1",
-                                 task="binary", features=["a", "b", "c"],
+                                 task="binary", features=["a", "b", "c"], sample=sample,
                                  runtime="toy-linear")  # fmt: skip
     manifest = orjson.loads((folder / "model.json").read_bytes())
     assert (manifest["runtime"], manifest["artifact"]) == ("toy-linear", "model.lin")
@@ -54,10 +55,18 @@ def test_a_registered_runtime_writes_loads_and_scores(tmp_path: Path) -> None:
 
 
 def test_a_runtime_refuses_an_artifact_it_does_not_read(tmp_path: Path) -> None:
-    folder = worker.write_bundle(tmp_path / "lin", linear_runtime.LinearModel([1.0], 0.0),
+    sample = np.zeros((4, 2))
+    with pytest.raises(ValueError):  # refused when written: it cannot score its own sample
+        worker.write_bundle(tmp_path / "bad", linear_runtime.LinearModel([1.0], 0.0),
+                            name="toy", version="1", task="binary", features=["a", "b"],
+                            sample=sample, runtime="toy-linear")  # fmt: skip
+    folder = worker.write_bundle(tmp_path / "lin", linear_runtime.LinearModel([1.0, 2.0], 0.0),
                                  name="toy", version="1", task="binary", features=["a", "b"],
-                                 runtime="toy-linear")  # fmt: skip
-    with pytest.raises(ModelLoadError, match="1 weights for 2 features"):
+                                 sample=sample, runtime="toy-linear")  # fmt: skip
+    manifest = orjson.loads((folder / "model.json").read_bytes())
+    manifest["features"] = ["a"]
+    (folder / "model.json").write_bytes(orjson.dumps(manifest))
+    with pytest.raises(ModelLoadError, match="2 weights for 1 features"):
         worker.load_bundle(folder)
     manifest = orjson.loads((folder / "model.json").read_bytes())
     manifest["runtime"] = "onnx-someday"

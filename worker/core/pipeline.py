@@ -14,7 +14,7 @@ from typing import Any, Final, TypeAlias, cast
 
 from worker.core.decoders import Decoder
 from worker.core.decoders.json import JsonDecoder
-from worker.core.features import FeatureBatch, extract
+from worker.core.features import Extractor, FeatureBatch, extractor
 from worker.core.records import PredictionRecord, encode
 from worker.core.schema import EventValidator
 from worker.core.scoring import build_predictions, score_batch_safely
@@ -47,6 +47,12 @@ class ScoringContext:
     observe_model_seconds: Callable[[float], None] | None = None
     #: The input format (worker/core/decoders/): JSON objects unless told otherwise.
     decoder: Decoder = field(default_factory=JsonDecoder)
+    #: How records become the model's input: chosen from the bundle once, here.
+    extract: Extractor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        chosen = extractor(self.bundle.manifest.feature_specs, self.bundle.runtime.input)
+        object.__setattr__(self, "extract", chosen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +96,7 @@ def prepare(values: Sequence[bytes | None], ctx: ScoringContext) -> Prepared:
     if ctx.validator is not None:
         events, positions = _validate_all(events, positions, ctx.validator, outcomes)
     typed = ctx.validator is not None and ctx.validator.numeric.issuperset(ctx.bundle.features)
-    batch = extract(events, ctx.bundle.features, assume_numeric=typed)
+    batch = ctx.extract(events, typed)
     for j, rejection in batch.rejected:
         outcomes[positions[j]] = rejection
     return Prepared(events, positions, batch, outcomes)

@@ -91,17 +91,7 @@ class PredictionView:
     def from_message(
         cls, msg: Mapping[str, Any], true_label_field: str = DEFAULT_TRUE_LABEL_FIELD
     ) -> PredictionView:
-        true_label = msg.get(true_label_field)
-        return cls(
-            id=text(msg, "id"),
-            score=_score(msg.get("score")),
-            label=label_value(msg.get("label"), "label"),
-            model=text(msg, "model"),
-            model_version=text(msg, "model_version"),
-            scored_at=epoch_ms(msg.get("scored_at"), "scored_at"),
-            event_ts=None if msg.get("event_ts") is None else epoch_ms(msg["event_ts"], "event_ts"),
-            true_label=None if true_label is None else label_value(true_label, true_label_field),
-        )
+        return cls(*read_prediction(msg, true_label_field))
 
     def to_dict(self) -> PredictionRecord:
         out: PredictionRecord = {
@@ -121,6 +111,43 @@ class PredictionView:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PredictionView:
         return cls.from_message(data, DEFAULT_TRUE_LABEL_FIELD)
+
+
+PredictionFields = tuple[str, Score, LabelValue, str, str, int, int | None, LabelValue | None]
+
+
+def read_prediction(
+    msg: Mapping[str, Any], true_label_field: str = DEFAULT_TRUE_LABEL_FIELD
+) -> PredictionFields:
+    """The checked fields of a prediction message, in ``PredictionView``'s order.
+
+    The one definition of what a usable prediction is. The monitor reads tens of
+    thousands a second, so the common types are checked inline before the general
+    helpers (which also word the error) are called.
+    """
+    # Checked in the order of the fields, so that the first problem is the one named.
+    ident, model, version = msg.get("id"), msg.get("model"), msg.get("model_version")
+    if type(ident) is not str or not ident:
+        ident = text(msg, "id")
+    score = msg.get("score")
+    if type(score) is not float or not math.isfinite(score):
+        score = _score(score)
+    label = msg.get("label")
+    if type(label) is not int and type(label) is not str:
+        label = label_value(label, "label")
+    if type(model) is not str or not model:
+        model = text(msg, "model")
+    if type(version) is not str or not version:
+        version = text(msg, "model_version")
+    scored_at, event_ts = msg.get("scored_at"), msg.get("event_ts")
+    if type(scored_at) is not int:
+        scored_at = epoch_ms(scored_at, "scored_at")
+    if event_ts is not None and type(event_ts) is not int:
+        event_ts = epoch_ms(event_ts, "event_ts")
+    true_label = msg.get(true_label_field)
+    if true_label is not None and type(true_label) is not int and type(true_label) is not str:
+        true_label = label_value(true_label, true_label_field)
+    return ident, score, label, model, version, scored_at, event_ts, true_label
 
 
 def same_label(a: LabelValue, b: LabelValue) -> bool:

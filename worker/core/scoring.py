@@ -39,8 +39,11 @@ class ScoreResult:
         return int(self.output.shape[0])
 
 
-def score_matrix(bundle: ModelBundle, matrix: FloatArray) -> ScoreResult:
-    """Score every row with a single call of the bundle's runtime; check the output's shape."""
+def score_matrix(bundle: ModelBundle, matrix: Any) -> ScoreResult:
+    """Score every row with a single call of the bundle's runtime; check the output's shape.
+
+    ``matrix`` is the runtime's input (features.FeatureBatch.matrix): it has ``shape``
+    and slices by rows, whatever its kind."""
     n = matrix.shape[0]
     output = np.asarray(bundle.runtime.predict(matrix), dtype=np.float64)
     if bundle.task == "regression":
@@ -55,7 +58,7 @@ def score_matrix(bundle: ModelBundle, matrix: FloatArray) -> ScoreResult:
 
 
 def score_batch_safely(
-    bundle: ModelBundle, matrix: FloatArray
+    bundle: ModelBundle, matrix: Any
 ) -> tuple[ScoreResult, list[int], list[tuple[int, Rejection]]]:
     """Score ``matrix``; return (results of ok rows, their row indices, rejections)."""
     parts: list[tuple[int, int, FloatArray]] = []
@@ -76,7 +79,7 @@ def score_batch_safely(
 
 def _bisect(
     bundle: ModelBundle,
-    matrix: FloatArray,
+    matrix: Any,
     lo: int,
     hi: int,
     parts: list[tuple[int, int, FloatArray]],

@@ -36,8 +36,8 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from worker.model.bundle import write_bundle
 from worker.model.manifest import ReferenceHistogram
+from worker.model.writer import write_bundle
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -182,6 +182,7 @@ def train_demo(out_dir: Path, seed: int = 7, n: int = 200_000, version: str = "1
         version=version,
         task="binary",
         features=DEMO_FEATURES,
+        sample=matrix[hold],
         fmt="skops",
         threshold=threshold,
         metrics=binary_metrics(labels[hold], scores, threshold),
@@ -241,6 +242,7 @@ def make_lr30_bundle(out_dir: Path, seed: int = 11, n: int = 20_000) -> Path:
         version="1",
         task="binary",
         features=LR30_FEATURES,
+        sample=matrix[-1000:],
         fmt="skops",
         metrics=binary_metrics(labels, scores, 0.5),
         reference_histogram=ReferenceHistogram.from_scores(scores, bins=20),

@@ -23,7 +23,7 @@ from worker.kafka_io.clients import (
     consumer_config,
     producer_config,
 )
-from worker.kafka_io.control import ControlReader, ControlRecord
+from worker.kafka_io.control import ControlReader, ControlRecord, publish_control, read_control
 from worker.kafka_io.startup import check_config, describe_fatal, versions, wait_for_broker
 
 __all__ = [
@@ -43,6 +43,8 @@ __all__ = [
     "drain",
     "port_open",
     "producer_config",
+    "publish_control",
+    "read_control",
     "upsert_scram_user",
     "versions",
     "wait_for_broker",

@@ -7,8 +7,10 @@ without any, the default rules apply.
 from __future__ import annotations
 
 import socket
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from worker.config import (
@@ -80,14 +82,39 @@ class MonitorSettings:
     )
     horizon_s: float = setting(
         86_400.0,
-        "How long a prediction waits for its label (and a label for its prediction).",
+        "How long a prediction waits for its label (and a label for its prediction), "
+        "in seconds of the records' Kafka time.",
         gt=0,
+    )
+    dedup_window_s: float = setting(
+        3600.0,
+        "How long a joined id is remembered, in seconds (at most horizon_s counts): a "
+        "retried prediction or a second label within it is counted as a duplicate; after "
+        "it, as a new prediction (which expires unlabeled) or a new label (unmatched).",
+        ge=0,
+    )
+    state_dir: str = setting(
+        str(Path(tempfile.gettempdir()) / "scoring-monitor"),
+        "Folder of the on-disk join state (RocksDB, one per join partition, under "
+        "<group>/<instance_id>/). A copy: lost, it is rebuilt from the changelog topic.",
+        check=not_empty,
+    )
+    state_cache_mib: int = setting(
+        64,
+        "RocksDB's memory for all join partitions, in MiB: one block cache, with the "
+        "write buffers (memtables) charged to it.",
+        ge=16, le=65_536,
     )
     true_label_field: str = setting(
         "true_label", "Prediction field carrying the true label (replays, backtests)."
     )
     models: str = setting(
         "", "Model bundles (comma-separated): their reference histograms give PSI drift."
+    )
+    allow_pickle: bool = setting(
+        False,
+        "Load .joblib (pickle) bundles given in ``models``. Unpickling runs any code the "
+        "file holds, and a bundle's sha256 only detects corruption, not tampering.",
     )
     partitions: int = setting(
         4, "Partitions of the internal topics: the most instances that can share the work.",
@@ -97,8 +124,25 @@ class MonitorSettings:
         1000, "How often the rolling view, gauges, alerts and expiry are updated.",
         ge=10, le=3_600_000,
     )
-    batch_max: int = setting(5000, "Most messages in one transaction.", ge=1, le=1_000_000)
-    batch_wait_ms: int = setting(100, "Longest wait for a batch to fill.", ge=1, le=60_000)
+    batch_max: int = setting(5000, "Most messages read in one poll.", ge=1, le=1_000_000)
+    batch_wait_ms: int = setting(100, "Longest wait for a poll to fill, in ms.", ge=1,
+                                 le=60_000)  # fmt: skip
+    commit_interval_ms: int = setting(
+        500,
+        "How long a transaction gathers polls before it commits, in ms: fewer, larger "
+        "transactions when the monitor is behind; figures lag by about three of these "
+        "(re-key, join, merge).",
+        ge=10, le=60_000,
+    )
+    transaction_max: int = setting(
+        50_000, "Most messages in one transaction, whatever the interval.", ge=1,
+        le=10_000_000,
+    )
+    create_input_topics: bool = setting(
+        False,
+        "Create the predictions and labels topics (with `partitions` partitions) when "
+        "missing at start; false: wait for them, not ready meanwhile.",
+    )
     metrics_host: str = metrics_host_setting()
     metrics_port: int = metrics_port_setting(8001)
     health_stall_s: float = setting(

@@ -21,7 +21,7 @@ from worker.context import build_context
 from worker.core.decoders import Decoder
 from worker.core.pipeline import ScoringContext
 from worker.kafka_io import BatchConsumer
-from worker.model.bundle import load_bundle
+from worker.model.checked import library_mismatch, load_checked
 from worker.probes import Health, serve
 from worker.shutdown import STOP, StopFlag
 from worker.stream import sinks
@@ -55,7 +55,10 @@ def run_worker(
     metrics = WorkerMetrics(registry)
     health = Health(stall_s=s.health_stall_s)
     ctx = _context(s, metrics, decoder)
-    shadow = replace(ctx, bundle=load_bundle(Path(s.shadow_model))) if s.shadow_model else None
+    shadow = None
+    if s.shadow_model:
+        second = load_checked(Path(s.shadow_model), allow_pickle=s.allow_pickle)
+        shadow = replace(ctx, bundle=second)
     health.model_loaded = True
     server = serve(s.metrics_port, registry, health, s.metrics_host) if s.metrics_port else None
     try:
@@ -82,7 +85,8 @@ def _context(s: Settings, metrics: WorkerMetrics, decoder: Decoder | None) -> Sc
     if decoder is not None:
         ctx = replace(ctx, decoder=decoder)
     man = ctx.bundle.manifest
-    metrics.model_info.labels(man.name, man.version, man.sha256[:12]).set(1)
+    metrics.model_info.labels(man.name, man.version, man.sha256[:12],
+                              library_mismatch(ctx.bundle)).set(1)  # fmt: skip
     log.info("model %s %s loaded from %s", man.name, man.version, ctx.bundle.path)
     return ctx
 

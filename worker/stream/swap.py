@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from worker.core.pipeline import ScoringContext
+from worker.model.checked import library_mismatch
 from worker.stream.metrics import WorkerMetrics
 from worker.stream.reload import Refusal, ReloadEvent, ShadowSwap, refusal_record
 
@@ -31,10 +32,11 @@ def apply_events(
             alert(*refusal_record(ev, worker_id))
             continue
         old, new = ctx.bundle.manifest, ev.bundle.manifest
+        old_mismatch = library_mismatch(ctx.bundle)
         ctx = dataclasses.replace(ctx, bundle=ev.bundle)
         metrics.model_reloads.labels("ok").inc()
-        _relabel(metrics, old.name, old.version, old.sha256[:12],
-                 new.name, new.version, new.sha256[:12])  # fmt: skip
+        _relabel(metrics, old.name, old.version, old.sha256[:12], old_mismatch,
+                 new.name, new.version, new.sha256[:12], library_mismatch(ev.bundle))  # fmt: skip
         log.info("model reloaded", extra={"model": new.name, "model_version": new.version,
                                           "previous_version": old.version,
                                           "source": ev.source})  # fmt: skip
@@ -42,7 +44,7 @@ def apply_events(
 
 
 def _relabel(metrics: WorkerMetrics, *labels: str) -> None:
-    old, new = labels[:3], labels[3:]
+    old, new = labels[:4], labels[4:]
     if old != new:
         with contextlib.suppress(KeyError):  # never set: a context built without run_worker
             metrics.model_info.remove(*old)

@@ -6,14 +6,16 @@ register call; bundles name it with ``"runtime": "toy-linear"``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
+from worker.model.feature_types import Feature
 from worker.model.manifest import ClassLabel, Manifest, ManifestError
-from worker.model.runtimes import FloatArray, LoadOptions, register
+from worker.model.runtimes import FloatArray, LoadOptions, Written, register
 
 
 class LinearModel:
@@ -26,6 +28,9 @@ class LinearModel:
 
 
 class LinearRuntime:
+    input = "float64"  # the scoring core builds a float matrix for it
+    tolerance = 1e-12  # its self-test: outputs as recorded when the bundle was written
+
     def __init__(self, model: LinearModel) -> None:
         self._model = model
 
@@ -35,9 +40,6 @@ class LinearRuntime:
 
     def predict(self, matrix: FloatArray) -> FloatArray:
         return self._model.proba(matrix)
-
-    def smoke_batch(self) -> FloatArray:
-        return np.zeros((2, len(self._model.weights)))
 
 
 class LinearKind:
@@ -52,11 +54,12 @@ class LinearKind:
                                 f"{len(manifest.features)} features")  # fmt: skip
         return self.wrap(manifest, LinearModel(spec["weights"], spec["bias"])), (0, 1)
 
-    def dump(self, model: Any, out_dir: Path, fmt: str) -> Path:
+    def dump(self, model: Any, out_dir: Path, fmt: str, features: Sequence[Feature],
+             sample: Any) -> Written:  # fmt: skip
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "model.lin"
         path.write_bytes(orjson.dumps({"weights": model.weights.tolist(), "bias": model.bias}))
-        return path
+        return Written(path)
 
     def classes_of(self, model: Any) -> list[Any] | None:
         return [0, 1]
