@@ -13,7 +13,7 @@ from typing import Any, TypeAlias
 
 from worker.cli_parser import HelpFormatter, Parser, add_parser, float_min, int_range
 from worker.devtools import kafka_local
-from worker.errors import ModelStoreError
+from worker.errors import ConfigError, ModelStoreError
 
 Sub: TypeAlias = "argparse._SubParsersAction[Parser]"
 
@@ -73,12 +73,14 @@ def add_kafka_local(sub: Sub) -> None:
 
 
 def models_cmd(args: argparse.Namespace) -> int:
+    from worker import model_control
     from worker.model.store import ModelStore, is_model_folder
 
     store = ModelStore(Path(args.store), allow_pickle=getattr(args, "allow_pickle", False))
     if args.action != "add" and not store.root.is_dir():
         raise ModelStoreError(f"--store {store.root}: no such folder (the store is the folder "
                               "`models add --store` created)")  # fmt: skip
+    target = _control_topic(args)
     if args.action == "list":
         for v in store.list():
             print(f"{v.name}\t{v.version}{chr(9) + 'current' if v.current else ''}")
@@ -91,48 +93,50 @@ def models_cmd(args: argparse.Namespace) -> int:
             note = " (the first version: now current)" if first else "; now current"
         print(f"models: added {added.name} {added.version} to {args.store}{note}")
     elif args.action == "promote":
-        path = store.promote(args.name, args.version, _published(args))
-        print(f"models: {args.name} current is now {args.version} ({path})")
-        _announce(args, store.pointer(args.name))
+        pointer = model_control.promote(store, args.name, args.version, target)
+        print(f"models: {args.name} current is now {args.version} "
+              f"({store.version_path(args.name, args.version)})")  # fmt: skip
+        _published(args, pointer.version, pointer.sequence)
+    elif args.action == "rollback":
+        pointer = model_control.rollback(store, args.name, target)
+        print(f"models: {args.name} rolled back to {pointer.version} "
+              f"({store.version_path(args.name, pointer.version)})")  # fmt: skip
+        _published(args, pointer.version, pointer.sequence)
     else:
-        path = store.rollback(args.name, _published(args))
-        print(f"models: {args.name} rolled back to {path.name} ({path})")
-        _announce(args, store.pointer(args.name))
+        _shadow(args, store, target)
     return 0
 
 
-def _control_conf(args: argparse.Namespace, role: str) -> dict[str, Any]:
+def _shadow(args: argparse.Namespace, store: Any, target: Any) -> None:
+    from worker import model_control
+
+    if target is None:
+        raise ConfigError("models shadow needs --control-topic: the workers learn of their "
+                          "shadow model there")  # fmt: skip
+    if (args.version is None) == (not args.stop):
+        raise ConfigError("models shadow takes a VERSION or --stop, one of them")
+    sequence = model_control.shadow(store, args.name, args.version, target)
+    what = f"shadow model {args.version}" if args.version else "no shadow model (stop)"
+    print(f"models: published {args.name} {what} (shadow sequence {sequence}) to "
+          f"{args.control_topic}")  # fmt: skip
+
+
+def _control_topic(args: argparse.Namespace) -> Any:
+    """Where --control-topic instructions go (None without one)."""
+    if not getattr(args, "control_topic", ""):
+        return None
     from worker.config import parse_kafka_pairs
-    from worker.kafka_io.config import Connection, Role, client_config
+    from worker.kafka_io.config import Connection
+    from worker.model_control import ControlTopic
 
     conn = Connection(args.bootstrap, parse_kafka_pairs(args.kafka, "--kafka"))
-    return client_config(Role(role), conn)
+    return ControlTopic(args.control_topic, conn)
 
 
-def _published(args: argparse.Namespace) -> int:
-    """The highest sequence already on the control topic for this model (0: none), so
-    that the store's next one is above it."""
-    if not args.control_topic:
-        return 0
-    from worker import kafka_io
-    from worker.stream.reload import parse_control
-
-    records = kafka_io.read_control(_control_conf(args, "reader"), args.control_topic)
-    parsed = [parse_control(r.value, args.name) for r in records]
-    return max((p[1] for p in parsed if p is not None), default=0)
-
-
-def _announce(args: argparse.Namespace, pointer: Any) -> None:
-    """Publish the instruction on the control topic with the pointer's sequence."""
-    if not args.control_topic:
-        return
-    from worker import kafka_io
-    from worker.stream.reload import control_record
-
-    key, value = control_record(args.name, pointer.version, pointer.sequence)
-    kafka_io.publish_control(_control_conf(args, "producer"), args.control_topic, key, value)
-    print(f"models: published {args.name} {pointer.version} (sequence {pointer.sequence}) "
-          f"to {args.control_topic}")  # fmt: skip
+def _published(args: argparse.Namespace, version: str, sequence: int) -> None:
+    if args.control_topic:
+        print(f"models: published {args.name} {version} (sequence {sequence}) "
+              f"to {args.control_topic}")  # fmt: skip
 
 
 def add_models(sub: Sub) -> None:
@@ -147,6 +151,9 @@ def add_models(sub: Sub) -> None:
         ("promote", "make a stored version current", "promote --store models fraud-demo 2"),
         ("rollback", "make the previous current version current again",
          "rollback --store models fraud-demo"),
+        ("shadow", "make a stored version every worker's shadow model (--stop: none), "
+         "through the control topic", "shadow --store models fraud-demo 3 --control-topic "
+         "model-control"),
     ):  # fmt: skip
         a = actions.add_parser(action, help=help_text, description=help_text,
                                epilog=f"example:\n  scoring-worker models {example}",
@@ -161,14 +168,19 @@ def add_models(sub: Sub) -> None:
             a.add_argument("name", help="model name (the manifest's name)")
         if action == "promote":
             a.add_argument("version", help="version to serve")
+        if action == "shadow":
+            a.add_argument("version", nargs="?", default=None,
+                           help="version to score every batch with too")
+            a.add_argument("--stop", action="store_true", help="stop shadow scoring")
         if action != "list":
             a.add_argument("--allow-pickle", action="store_true",
                            help="load .joblib (pickle) bundles: unpickling runs any code "
                                 "the file holds; the sha256 only detects corruption")
-        if action in ("promote", "rollback"):
+        if action in ("promote", "rollback", "shadow"):
             a.add_argument("--control-topic", default="",
                            help="also publish the instruction, with its sequence, to this "
-                                "model-control topic (every worker follows it)")
+                                "model-control topic (every worker follows it; shadow: "
+                                "required)")
             a.add_argument("--bootstrap", default="127.0.0.1:9092",
                            help="Kafka bootstrap servers for --control-topic")
             a.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE",

@@ -130,6 +130,24 @@ def test_models_command_line(
     assert len(err) == 1 and "unit 5 is not in the store" in err[0]
 
 
+def test_models_shadow_needs_a_control_topic_and_a_version_or_stop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(tmp_path / "store")
+    assert main(["models", "add", "--store", root, str(bundle(tmp_path, "1"))]) == 0
+    capsys.readouterr()
+    for argv, want in (
+        (["unit", "1"], "models shadow needs --control-topic"),
+        (["unit", "--control-topic", "ctl"], "a VERSION or --stop, one of them"),
+        (["unit", "1", "--stop", "--control-topic", "ctl"], "a VERSION or --stop, one of them"),
+    ):  # fmt: skip
+        # Refused before any broker is asked (--bootstrap points nowhere).
+        assert main(["models", "shadow", "--store", root, "--bootstrap", "127.0.0.1:1",
+                     *argv]) == 2  # fmt: skip
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and want in err[0], err
+
+
 def test_every_promote_and_rollback_takes_the_next_sequence(
     store: ModelStore, tmp_path: Path
 ) -> None:

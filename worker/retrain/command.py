@@ -94,12 +94,12 @@ def report(result: Any, topic: str, window: str) -> str:
 def _action(result: Any) -> str:
     c = result.compared
     return {
-        "promoted": f"promoted {c.model} {c.candidate_version} (store pointer and control "
-                    "topic); decision record published",
+        "promoted": f"promoted {c.model} {c.candidate_version} (sequence {result.sequence}: "
+                    "store pointer, and control topic when given); decision record published",
         "kept": f"kept {c.model} {c.champion_version}; candidate {c.candidate_version} stays "
                 "in the store; decision record published",
-        "shadowed": f"candidate {c.candidate_version} is now the workers' shadow model; "
-                    "decision record published",
+        "shadowed": f"candidate {c.candidate_version} is now the workers' shadow model "
+                    f"(shadow sequence {result.sequence}); decision record published",
         "none": f"candidate {c.candidate_version} added to the store at "
                 f"{result.candidate_path}; nothing promoted (--promote-if-better applies "
                 "the policy)",

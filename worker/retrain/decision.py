@@ -44,8 +44,11 @@ def action_for(decision: Decision, promote_if_better: bool, shadow: bool) -> Act
 
 
 def decision_record(
-    c: Compared, decision: Decision, policy: Policy, action: Action, at_ms: int
-) -> tuple[bytes, bytes]:
+    c: Compared, decision: Decision, policy: Policy, action: Action, at_ms: int,
+    sequence: int | None = None,
+) -> tuple[bytes, bytes]:  # fmt: skip
+    """Key and value of the record; ``sequence``: that of the control instruction issued
+    (promoted, shadowed), None when none was."""
     key = "|".join(escape_key_part(p) for p in (DECISION_ALERT, c.model, c.candidate_version))
     value = {
         "alert": DECISION_ALERT,
@@ -63,6 +66,7 @@ def decision_record(
         "range_end": c.range_ms[1],
         "holdout_start": c.holdout_ms[0],
         "holdout_end": c.holdout_ms[1],
+        "sequence": sequence,
         "at": at_ms,
     }
     return key.encode(), orjson.dumps(value)
