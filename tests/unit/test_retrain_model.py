@@ -3,28 +3,33 @@ candidate is a seeded clone, and its bundle carries its lineage."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, log_loss, precision_score, recall_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from tests.unit.helpers import binary_bundle, event, training_data
+from tests.unit.helpers import FEATURES, binary_bundle, event, logistic, save, training_data
 from tests.unit.test_reload import put
-from worker.core.pipeline import ScoringContext
-from worker.errors import RetrainError
-from worker.model.bundle import load_bundle
+from worker.core.pipeline import ScoringContext, prepare
+from worker.errors import ModelLoadError, RetrainError
+from worker.model.checked import load_checked
 from worker.model.manifest import ReferenceHistogram
 from worker.model.store import ModelStore
+from worker.model.writer import write_bundle
 from worker.retrain.act import apply
 from worker.retrain.candidate import fit, next_version, seeded_clone, write_candidate
 from worker.retrain.decision import Compared
 from worker.retrain.evaluate import evaluate
+from worker.retrain.job import champion_of
 from worker.retrain.policy import Decision, Policy
 from worker.retrain.settings import RetrainSettings
 
@@ -80,14 +85,70 @@ def test_versions_and_the_written_bundle(tmp_path: Path) -> None:
     x, y = training_data(n=300)
     model = fit(champion, x, y, seed=0)
     lineage = {"data": {"start_ms": 1, "end_ms": 2}, "figures": {"champion": {"recall": None}}}
-    path = write_candidate(tmp_path / "c", model, champion, version="8", threshold=0.25,
-                           metrics={"recall": 0.5}, reference=ReferenceHistogram.from_scores([0.1]),
-                           lineage=lineage, created_at="2026-01-01T00:00:00+00:00")  # fmt: skip
-    man = load_bundle(path).manifest
+    path = write_candidate(tmp_path / "c", model, champion, version="8", sample=x[200:],
+                           threshold=0.25, metrics={"recall": 0.5},
+                           reference=ReferenceHistogram.from_scores([0.1]), lineage=lineage,
+                           created_at="2026-01-01T00:00:00+00:00")  # fmt: skip
+    bundle = load_checked(path)  # the self-test passes
+    man = bundle.manifest
     assert (man.name, man.version, man.threshold, man.features) == (
         champion.name, "8", 0.25, champion.features)
+    assert man.feature_specs == champion.manifest.feature_specs
     assert man.lineage == lineage and man.metrics == {"recall": 0.5}
-    assert man.artifact.endswith(".skops")
+    assert man.artifact.endswith(".skops") and man.libraries["scikit-learn"]
+    # The self-test sample is holdout rows, as events, with the candidate's own scores.
+    assert man.self_test is not None and len(man.self_test.events) == 64
+    first = man.self_test.events[0]
+    assert [first[f] for f in FEATURES] == x[200].tolist()
+    assert man.self_test.outputs[0] == model.predict_proba(x[200:201])[0].tolist()
+
+
+def test_a_frame_champion_with_a_string_feature_gives_a_typed_candidate(tmp_path: Path) -> None:
+    """Retraining reads rows as the worker builds them (a DataFrame for this model) and
+    writes a candidate with the champion's types and the categories it learned itself."""
+    rng = np.random.default_rng(3)
+    countries = np.array(["de", "fr", "it", "es"])
+
+    def frame(n: int, pool: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+        df = pd.DataFrame({"amount": rng.normal(size=n), "country": rng.choice(pool, n)})
+        y = ((df["amount"] + (df["country"] == "fr") * 1.5 + rng.normal(0, .5, n)) > .5)
+        return df, y.to_numpy(dtype=np.int64)
+
+    pipe = make_pipeline(ColumnTransformer([("c", OneHotEncoder(), ["country"])],
+                                           remainder="passthrough"), LogisticRegression())
+    df, y = frame(400, countries)
+    write_bundle(tmp_path / "champ", pipe.fit(df, y), name="unit", version="1",
+                 task="binary", sample=df)  # fmt: skip
+    champion = load_checked(tmp_path / "champ")
+    assert [f.categories for f in champion.manifest.feature_specs] == [None, ("de", "es", "fr",
+                                                                              "it")]
+    # Recent traffic has no "es" any more: the refit's encoder does not know it.
+    df, y = frame(300, countries[:3])
+    events = [event(i, amount=a, country=c) for i, (a, c) in enumerate(df.itertuples(False))]
+    prepared = prepare([orjson.dumps(e) for e in events], ScoringContext(champion))
+    assert isinstance(prepared.batch.matrix, pd.DataFrame)
+    model = fit(champion, prepared.batch.matrix.iloc[:200], y[:200], seed=0)
+    path = write_candidate(tmp_path / "cand", model, champion, version="2",
+                           sample=prepared.batch.matrix.iloc[200:], threshold=0.5, metrics={},
+                           reference=ReferenceHistogram.from_scores([0.1]), lineage={},
+                           created_at="2026-01-01T00:00:00+00:00")  # fmt: skip
+    specs = load_checked(path).manifest.feature_specs
+    assert [(f.name, f.type, f.missing) for f in specs] == [
+        (f.name, f.type, f.missing) for f in champion.manifest.feature_specs]
+    assert specs[1].categories == ("de", "fr", "it")  # what the candidate itself accepts
+    sample = load_checked(path).manifest.self_test
+    assert sample is not None and {e["country"] for e in sample.events} <= {"de", "fr", "it"}
+
+
+def test_a_joblib_champion_loads_only_with_allow_pickle(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    save(store.version_path("unit", "1"), logistic(), fmt="joblib")
+    (store.folder("unit") / "current").write_text("1\n")
+    s = RetrainSettings(model=str(store.folder("unit")))
+    with pytest.raises(ModelLoadError, match="allow_pickle"):
+        champion_of(s)
+    _, champion = champion_of(dataclasses.replace(s, allow_pickle=True))
+    assert champion.manifest.artifact.endswith(".joblib")
 
 
 def test_no_promotion_when_the_champion_changed_during_the_run(tmp_path: Path) -> None:

@@ -57,6 +57,15 @@ def infer_features(
     return tuple(_with_categories(f, strict.get(f.name)) for f in out)
 
 
+def refit_features(estimator: Any, specs: Sequence[Feature]) -> tuple[Feature, ...]:
+    """A served model's typed features for ``estimator``, a refit of its pipeline: names,
+    types and missing as they were; categories those its own strict encoders learned
+    (a refit on other data may know other ones)."""
+    strict = strict_categories(estimator, [f.name for f in specs])
+    return tuple(_with_categories(Feature(f.name, f.type, f.missing), strict.get(f.name))
+                 for f in specs)  # fmt: skip
+
+
 def _with_categories(f: Feature, categories: list[Any] | None) -> Feature:
     if categories is None or f.type not in ("string", "integer"):
         return f

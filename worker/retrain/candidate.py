@@ -1,6 +1,6 @@
 """The candidate: a fresh clone of the champion's estimator, fit on the training rows, and
-written as a full bundle (through ``write_bundle``, so it carries whatever every bundle
-carries) with its lineage.
+written as a full bundle through ``write_bundle``: the champion's typed features, a
+self-test sample of holdout rows, the reference histogram, holdout metrics and lineage.
 
 Only scikit-learn estimators are retrained: ``sklearn.base.clone`` keeps the pipeline
 and every hyperparameter and drops the fitted state.
@@ -16,8 +16,10 @@ import numpy as np
 from sklearn.base import clone
 
 from worker.errors import RetrainError, describe
-from worker.model.bundle import ModelBundle, write_bundle
+from worker.model.bundle import ModelBundle
+from worker.model.infer import refit_features
 from worker.model.manifest import ReferenceHistogram
+from worker.model.writer import write_bundle
 
 
 def seeded_clone(estimator: Any, seed: int) -> Any:
@@ -61,18 +63,25 @@ def write_candidate(
     champion: ModelBundle,
     *,
     version: str,
+    sample: Any,
     threshold: float,
     metrics: Mapping[str, float],
     reference: ReferenceHistogram,
     lineage: Mapping[str, Any],
     created_at: str,
 ) -> Path:
-    """The candidate's bundle in ``out_dir``: the champion's name, task, features, format
-    and runtime, its own threshold, holdout metrics, reference histogram and lineage."""
+    """The candidate's bundle in ``out_dir``: the champion's name, task, typed features,
+    format and runtime; its own threshold, holdout metrics, reference histogram, lineage,
+    and ``sample`` (holdout rows as the worker builds them) for its self-test. A bundle
+    that would fail its own load checks is a RetrainError."""
     fmt = "joblib" if champion.manifest.artifact.endswith(".joblib") else "skops"
-    return write_bundle(
-        out_dir, model, name=champion.name, version=version, task=champion.task,
-        features=champion.features, fmt=fmt, threshold=threshold, metrics=metrics,
-        reference_histogram=reference, created_at=created_at,
-        runtime=champion.manifest.runtime, lineage=lineage,
-    )  # fmt: skip
+    try:
+        return write_bundle(
+            out_dir, model, name=champion.name, version=version, task=champion.task,
+            sample=sample, features=refit_features(model, champion.manifest.feature_specs),
+            fmt=fmt, threshold=threshold, metrics=metrics, reference_histogram=reference,
+            created_at=created_at, runtime=champion.manifest.runtime, lineage=lineage,
+        )  # fmt: skip
+    except ValueError as exc:
+        why = " ".join(str(exc).split())
+        raise RetrainError(f"the candidate cannot be written as a bundle: {why}") from None

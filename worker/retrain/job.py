@@ -26,6 +26,7 @@ from worker.core.schema import EventValidator
 from worker.core.scoring import score_matrix
 from worker.errors import ConfigError, RetrainError
 from worker.model.bundle import ModelBundle, load_bundle
+from worker.model.checked import load_checked
 from worker.model.manifest import ReferenceHistogram
 from worker.model.store import ModelStore, is_model_folder
 from worker.monitor.figures import Figure
@@ -60,6 +61,8 @@ class RetrainResult:
     counts: dict[str, Any]
     candidate_path: Path
     table: str
+    #: The sequence of the control instruction issued (promoted, shadowed); None: none.
+    sequence: int | None = None
 
 
 def champion_of(s: RetrainSettings) -> tuple[ModelStore, ModelBundle]:
@@ -67,8 +70,10 @@ def champion_of(s: RetrainSettings) -> tuple[ModelStore, ModelBundle]:
     if not is_model_folder(folder):
         raise ConfigError(f"--model {folder} is not a model store folder STORE/<name> "
                           "with a current version (see scoring-worker models promote)")  # fmt: skip
-    store = ModelStore(folder.parent)
-    champion = load_bundle(store.current(folder.name))
+    store = ModelStore(folder.parent, s.allow_pickle)
+    # Every check the workers make, the self-test included: a champion that would not
+    # serve is not one to compare with (and a .joblib one loads only with allow_pickle).
+    champion = load_checked(store.current(folder.name), allow_pickle=s.allow_pickle)
     if champion.task != "binary":
         raise RetrainError(f"retrain compares binary classifiers; {champion.name} is "
                            f"{champion.task}")  # fmt: skip
@@ -94,11 +99,11 @@ def run_retrain(req: RetrainRequest, now_ms: int) -> RetrainResult:
         compared, decision, final = run.candidate(Path(tmp))
         store.add(final)
     action = action_for(decision, req.promote_if_better, req.shadow)
-    act.apply(s, store, compared, decision, req.policy, action, now_ms)
+    sequence = act.apply(s, store, compared, decision, req.policy, action, now_ms)
     table = comparison_table(champion.version, version, _table(compared.champion),
                              _table(compared.candidate), compared.thresholds)  # fmt: skip
     return RetrainResult(compared, decision, action, data.counts(),
-                         store.version_path(champion.name, version), table)
+                         store.version_path(champion.name, version), table, sequence)
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,8 @@ class _Run:
                     self.req.settings.seed)  # fmt: skip
         # Written and read back first: what is evaluated is what the store will hold.
         staged = load_bundle(self._write(tmp / "staged", model, champion.threshold,
-                                         _placeholder(champion), {}, {}))  # fmt: skip
+                                         _placeholder(champion), {}, {}),
+                             allow_pickle=self.req.settings.allow_pickle)  # fmt: skip
         train_scores = score_matrix(staged, data.model_input(train)).output[:, 1]
         reference = ReferenceHistogram.from_scores(train_scores, bins=_bins(champion))
         probe = self._evaluate(staged)
@@ -136,9 +142,11 @@ class _Run:
 
     def _write(self, out: Path, model: Any, threshold: float, reference: ReferenceHistogram,
                metrics: dict[str, float], lineage: dict[str, Any]) -> Path:  # fmt: skip
+        holdout = self.data.model_input(self.data.split.holdout)
         return write_candidate(out, model, self.ctx.bundle, version=self.version,
-                               threshold=threshold, metrics=metrics, reference=reference,
-                               lineage=lineage, created_at=iso(self.now_ms))  # fmt: skip
+                               sample=holdout, threshold=threshold, metrics=metrics,
+                               reference=reference, lineage=lineage,
+                               created_at=iso(self.now_ms))  # fmt: skip
 
     def _evaluate(self, bundle: ModelBundle) -> Evaluation:
         d, hold = self.data, self.data.split.holdout

@@ -46,6 +46,12 @@ class RetrainSettings:
         "The model's store folder STORE/<name> (it has a ``current`` file): its current "
         "version is the champion, and the candidate is added there as a new version.",
     )
+    allow_pickle: bool = setting(
+        False,
+        "Load a .joblib (pickle) champion, and write its candidate as .joblib too. "
+        "Unpickling runs any code the file holds, and a bundle's sha256 sits beside it, so "
+        "it only detects corruption, not tampering; prefer .skops bundles.",
+    )
     schema: str = setting(
         "", "JSON Schema the events must satisfy (the workers' --schema); empty: none."
     )
