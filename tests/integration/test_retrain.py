@@ -18,13 +18,15 @@ from confluent_kafka import Producer
 from jsonschema import Draft202012Validator
 
 from tests.integration.helpers import ROOT, WorkerProc, produce, read_topic, wait_for
+from worker.cli import main as cli_main
 from worker.core.pipeline import Prediction, ScoringContext, score_values
-from worker.devtools.demo import DEMO_MODEL_NAME, make_events, train_demo
+from worker.devtools.demo import DEMO_FEATURES, DEMO_MODEL_NAME, make_events, train_demo
 from worker.errors import ConfigError
 from worker.kafka_io.config import Connection, Role, client_config
 from worker.kafka_io.ranges import RangeTooLarge, read_range
 from worker.model.bundle import load_bundle
-from worker.model.store import ModelStore
+from worker.model.checked import load_checked
+from worker.model.store import ModelStore, Pointer
 from worker.retrain.job import RetrainRequest, run_retrain
 from worker.retrain.policy import Policy
 from worker.retrain.settings import RetrainSettings, TimeRange
@@ -109,15 +111,16 @@ def test_a_worse_candidate_is_not_promoted_and_the_record_says_why(
     assert read_topic(kafka_bootstrap, topics["ctl"], 0, timeout=3, settle=0.5) == []
 
 
-def sample_scores(path: Path, sample: list[dict[str, Any]]) -> np.ndarray:
-    """The bundle's scores for the self-test sample (the bundle's own when it carries one,
-    issue 10; else the given events), through the stream's pipeline."""
-    bundle = load_bundle(path)
-    own = getattr(bundle.manifest, "self_test", None)
-    events = list(own.events) if own is not None else sample
+def self_test_scores(path: Path) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The bundle's self-test events (holdout rows, written by ``write_bundle``) and the
+    bundle's scores for them through the stream's pipeline."""
+    bundle = load_checked(path)
+    own = bundle.manifest.self_test
+    assert own is not None and len(own.events) == 64
+    events = list(own.events)
     outcomes = score_values([orjson.dumps(e) for e in events], ScoringContext(bundle), 0)
     assert all(isinstance(o, Prediction) for o in outcomes)
-    return np.array([o.record["score"] for o in outcomes if isinstance(o, Prediction)])
+    return events, np.array([o.record["score"] for o in outcomes if isinstance(o, Prediction)])
 
 
 def test_the_same_range_and_seed_give_the_same_candidate(
@@ -130,10 +133,13 @@ def test_the_same_range_and_seed_give_the_same_candidate(
     second = run_retrain(RetrainRequest(s, Policy(), window), T0 + 60_000)
     assert (first.compared.candidate_version, second.compared.candidate_version) == ("2", "3")
     assert first.compared.candidate == second.compared.candidate  # every holdout figure
-    sample = events[-64:]
-    one, two = sample_scores(first.candidate_path, sample), sample_scores(second.candidate_path,
-                                                                          sample)  # fmt: skip
+    sample_one, one = self_test_scores(first.candidate_path)
+    sample_two, two = self_test_scores(second.candidate_path)
+    assert sample_one == sample_two  # the same holdout rows
     assert one.tobytes() == two.tobytes()  # bit-identical
+    # The sample is holdout rows: the newest 30 % of the range, as the worker read them.
+    holdout = {tuple(e[f] for f in DEMO_FEATURES) for e in events[8_400:]}
+    assert all(tuple(e[f] for f in DEMO_FEATURES) in holdout for e in sample_one)
     assert first.counts == second.counts and first.counts["labeled"] == 12_000
 
 
@@ -174,13 +180,19 @@ def test_shadow_makes_the_candidate_every_workers_shadow_model(
         s = settings(kafka_bootstrap, store, topics, control_topic=topics["ctl"])
         done = cli(s, "--from", str(T0), "--to", str(T0 + 12_000), "--shadow")
         assert done.returncode == 0, done.stderr
-        assert "action: candidate 2 is now the workers' shadow model" in done.stdout
+        assert "action: candidate 2 is now the workers' shadow model (shadow sequence 1)" \
+            in done.stdout
         wait_for(lambda: "shadow model set" in w.output(), 60, "the worker's shadow model")
         events, _ = make_events(np.random.default_rng(9), 500, 0, T0)
         produce(kafka_bootstrap, t["in"], ((e["card_id"].encode(), orjson.dumps(e))
                                            for e in events))  # fmt: skip
         main = read_topic(kafka_bootstrap, t["out"], len(events), settle=0.5)
         shadow = read_topic(kafka_bootstrap, t["shadow"], len(events), settle=0.5)
+        # The same path by hand: `models shadow --stop` takes the next shadow sequence.
+        assert cli_main(["models", "shadow", "--store", str(store.root), DEMO_MODEL_NAME,
+                         "--stop", "--control-topic", topics["ctl"], "--bootstrap",
+                         kafka_bootstrap]) == 0  # fmt: skip
+        wait_for(lambda: "shadow model stopped" in w.output(), 60, "the shadow to stop")
     finally:
         assert w.stop() == 0, w.output()[-3000:]
     assert {orjson.loads(p.value or b"")["model_version"] for p in main} == {"1"}
@@ -189,6 +201,33 @@ def test_shadow_makes_the_candidate_every_workers_shadow_model(
     assert store.current(DEMO_MODEL_NAME).name == "1"  # shadowing promotes nothing
     [decision] = read_topic(kafka_bootstrap, topics["alerts"], 1, settle=0.5)
     assert orjson.loads(decision.value or b"")["action"] == "shadowed"
+    assert orjson.loads(decision.value or b"")["sequence"] == 1
+    control = [orjson.loads(r.value or b"") for r in
+               read_topic(kafka_bootstrap, topics["ctl"], 2, settle=0.5)]  # fmt: skip
+    assert control == [{"name": DEMO_MODEL_NAME, "shadow": "2", "sequence": 1},
+                       {"name": DEMO_MODEL_NAME, "shadow": None, "sequence": 2}]
+
+
+def test_a_promotion_takes_the_next_sequence_above_the_control_topics(
+    kafka_bootstrap: str, topics: dict[str, str], store: ModelStore,
+) -> None:  # fmt: skip
+    """retrain --promote-if-better promotes as `models promote --control-topic` does: the
+    pointer and the control record get one sequence, above any already published."""
+    feed(kafka_bootstrap, topics["tx"], topics["labels"], 12_000, drifted=True)
+    # Another host published version 1 with sequence 5 (the store here is at 1).
+    produce(kafka_bootstrap, topics["ctl"], [(DEMO_MODEL_NAME.encode(), orjson.dumps(
+        {"name": DEMO_MODEL_NAME, "version": "1", "sequence": 5}))])  # fmt: skip
+    s = settings(kafka_bootstrap, store, topics, control_topic=topics["ctl"])
+    done = cli(s, "--from", str(T0), "--to", str(T0 + 12_000), "--promote-if-better")
+    assert done.returncode == 0, done.stderr
+    assert f"action: promoted {DEMO_MODEL_NAME} 2 (sequence 6" in done.stdout
+    assert store.pointer(DEMO_MODEL_NAME) == Pointer("2", 6)
+    records = read_topic(kafka_bootstrap, topics["ctl"], 2, settle=0.5)
+    assert records[-1].key == DEMO_MODEL_NAME.encode()
+    assert orjson.loads(records[-1].value or b"") == {"name": DEMO_MODEL_NAME, "version": "2",
+                                                      "sequence": 6}  # fmt: skip
+    [decision] = read_topic(kafka_bootstrap, topics["alerts"], 1, settle=0.5)
+    assert orjson.loads(decision.value or b"")["sequence"] == 6
 
 
 def test_a_time_range_is_read_by_the_time_index_and_filtered_by_timestamp(
