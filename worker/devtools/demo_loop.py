@@ -123,7 +123,8 @@ class Loop:
              self.bootstrap, "--predictions-topic", t["pred"], "--labels-topic", t["labels"],
              "--metrics-topic", t["metrics"], "--alerts-topic", t["alerts"], "--stats-topic",
              t["stats"], "--group", f"loop-{self.run_id}-monitor", "--instance-id", "loop",
-             "--models", str(model / "1"), "--windows", self.plan.window, "--tick-ms", "500"],
+             "--models", str(model / "1"), "--windows", self.plan.window, "--tick-ms", "500",
+             "--state-dir", str(self.workdir / "monitor-state")],
             self.workdir / "monitor.log")  # fmt: skip
         wait_ready(port, procs["monitor"], 60.0)
         self.note(f"champion {DEMO_MODEL_NAME} 1 serves {self.plan.workers} workers (store "
