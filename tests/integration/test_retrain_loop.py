@@ -36,6 +36,8 @@ def test_drift_alert_retrain_promote_and_recover(
     assert d["action"] == "promoted" and d["policy_passed"] and d["model_version"] == "2"
     assert d["candidate"]["recall"] > d["champion"]["recall"] + 0.1
     assert d["range_start"] >= (r.drift_started_ms or 0)
+    # Promoted as `models promote --control-topic` does: v1 was current with sequence 1.
+    assert d["sequence"] == 2
     # The swap: every partition switches once, at one point; nothing lost.
     assert r.lost == 0 and r.predictions >= r.events - r.malformed
     assert r.versions_by_partition == {p: ["1", "2"] for p in range(4)}
