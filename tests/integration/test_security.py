@@ -7,6 +7,7 @@ certificate each end within 10 s with one line naming the cause, exit status 1.
 
 from __future__ import annotations
 
+import random
 import signal
 import socket
 import subprocess
@@ -34,14 +35,29 @@ def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
 
 
 def _free_triple() -> int:
-    """A port p with p, p+1 and p+2 free (client, controller, secure listener)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            p = s.getsockname()[1]
-        if p < 65000 and not any(kafka_io.port_open("127.0.0.1", p + i) for i in range(3)):
+    """A port p with p, p+1 and p+2 free (client, controller, secure listener), below the
+    kernel's ephemeral range: a port handed out by bind(0) lies inside it, and the broker's
+    JVM takes seconds to start, time enough for an outgoing connection to take p+1 or p+2."""
+    rng = random.Random()
+    for _ in range(200):
+        p = rng.randrange(20_000, 32_000)
+        if all(_bindable(p + i) for i in range(3)):
             return p
     raise RuntimeError("no three free consecutive ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _log_tail(state: Path) -> str:
+    logs = sorted(state.glob("kafka-*/logs/server.log"))
+    return "\n".join(logs[0].read_text(errors="replace").splitlines()[-30:]) if logs else ""
 
 
 @dataclass(frozen=True)
@@ -65,7 +81,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory,
     common = ("--port", str(port), "--state-dir", str(state))
     try:
         started = cli("kafka-local", "start", *common, "--sasl", f"{USER}:{PASSWORD}", "--tls")
-        assert started.returncode == 0, started.stdout + started.stderr
+        assert started.returncode == 0, started.stdout + started.stderr + _log_tail(state)
         assert "SASL_SSL listener" in started.stdout and PASSWORD not in started.stdout
         report(f"kafka-local start --sasl --tls: {started.stdout.splitlines()[0]}")
         b = kafka_local.LocalBroker(port=port, state_root=state)

@@ -37,9 +37,14 @@ def create_topics(
     extra: Mapping[str, str] | None = None,
     timeout: float = 30.0,
 ) -> None:
-    """Create topics (name -> partitions) with replication factor 1; existing ones are kept."""
+    """Create topics (name -> partitions); existing ones are kept.
+
+    The replication factor is the cluster's own ``default.replication.factor`` (-1, KIP-464):
+    1 on the local broker, what the operators chose (typically 3) on a real cluster, so
+    the monitor's internal topics and changelogs are as durable as the rest.
+    """
     client = admin(bootstrap, extra)
-    new = [NewTopic(n, num_partitions=p, replication_factor=1, config=dict(config or {}))
+    new = [NewTopic(n, num_partitions=p, replication_factor=-1, config=dict(config or {}))
            for n, p in topics.items()]  # fmt: skip
     for name, fut in client.create_topics(new, operation_timeout=timeout).items():
         try:
