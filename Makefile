@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.installed-stamp
 KAFKA_PORT ?= 9092
 BOOTSTRAP  ?= 127.0.0.1:$(KAFKA_PORT)
 
-.PHONY: test demo broker broker-stop lint bench clean
+.PHONY: test demo demo-drift broker broker-stop lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
@@ -32,12 +32,18 @@ test: lint broker
 demo: broker
 	$(BIN)/scoring-worker demo --bootstrap $(BOOTSTRAP) --workdir demo-out
 
+# The model loop: drift, the monitor's alert, retrain, promotion, recovery (README).
+demo-drift: broker
+	$(BIN)/scoring-worker demo --drift --bootstrap $(BOOTSTRAP) --workdir demo-out
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
 
 # -- Operations surface (deploy/) ---------------------------------------------------------
 # promtool and the prometheus server that tests/unit/test_deploy.py and
-# tests/integration/test_prometheus.py run come from Debian's prometheus package. Only the
+# tests/integration/test_prometheus.py run come from Debian's prometheus package, the headless
+# Chromium of tests/integration/test_status_page.py (and of the demo's report.png) from
+# Debian's chromium package (never a browser download: the network may be closed). Only the
 # binaries are wanted: where systemd starts the package's service (:9090), it is stopped
 # and disabled again (containers without systemd never start it).
 .PHONY: tools lock deploy-lint
@@ -45,7 +51,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 test: tools
 lint: deploy-lint
 
-tools:
+# helm (tests/unit/test_helm.py lints and renders deploy/helm/) is built from the Go module
+# proxy once per version and cached outside the clone, so fresh clones reuse it:
+# $(HELM_BIN)/helm. The first build takes a few minutes.
+HELM_VERSION ?= v3.22.0
+HELM_BIN     ?= $(HOME)/.cache/scoring-worker/helm-$(HELM_VERSION)/bin
+HELM          = $(HELM_BIN)/helm
+
+tools: $(HELM)
 	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then \
 	  echo "tools: $$(promtool --version 2>&1 | head -n 1)"; \
 	elif ! command -v apt-get >/dev/null; then \
@@ -58,6 +71,35 @@ tools:
 	  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; \
 	  then $(SUDO) systemctl disable --now prometheus; fi; \
 	fi
+	@if command -v chromium >/dev/null; then \
+	  echo "tools: $$(chromium --version 2>/dev/null | head -n 1)"; \
+	elif ! command -v apt-get >/dev/null; then \
+	  echo "tools: install Chromium (Debian's chromium) for tests/integration/test_status_page.py"; \
+	  exit 1; \
+	else \
+	  $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends chromium; \
+	fi
+
+# The ldflags are those of helm's own Makefile: its version, and the Kubernetes version that
+# `helm template` and `helm lint` assume (from its client-go, v0.X -> 1.X; 1.20 otherwise).
+$(HELM):
+	@command -v go >/dev/null || { echo "tools: Go is needed to build helm $(HELM_VERSION)"; exit 1; }
+	@echo "tools: building helm $(HELM_VERSION) into $(HELM_BIN) (once; a few minutes)"
+	set -e; rm -rf $(HELM_BIN).tmp; \
+	gomod=$$(go mod download -json helm.sh/helm/v3@$(HELM_VERSION) | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p'); \
+	k8s_minor=$$(sed -n 's|^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*|\1|p' "$$gomod"); \
+	test -n "$$k8s_minor"; \
+	ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)"; \
+	for pkg in pkg/chartutil pkg/lint/rules; do \
+	  ldflags="$$ldflags -X helm.sh/helm/v3/$$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$$pkg.k8sVersionMinor=$$k8s_minor"; \
+	done; \
+	GOBIN=$(HELM_BIN).tmp GOFLAGS=-buildvcs=false CGO_ENABLED=0 \
+	  go install -ldflags "$$ldflags" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mkdir -p $(HELM_BIN)
+	mv $(HELM_BIN).tmp/helm $(HELM) && rmdir $(HELM_BIN).tmp
+	$(HELM) version --short
 
 # deploy/requirements.lock: the runtime dependencies as installed in the venv, pinned.
 lock: $(STAMP)

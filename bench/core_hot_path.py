@@ -1,7 +1,9 @@
 """Pure hot path, no Kafka: microseconds per event of each stage and of score_values.
 
-Trains the demo model and the 30-feature LogisticRegression into a temporary
-folder, then times with the GC on (best of several repeats, batches of --batch events):
+Trains the demo model, the 30-feature LogisticRegression and the ``ct`` DataFrame
+pipeline (bench/models.py: one-hot on 2 string columns, 10 numbers, LogisticRegression)
+into a temporary folder, then times with the GC on (best of several repeats, batches
+of --batch events):
 schema validation of demo events, feature extraction, and the whole
 ``score_values`` (decode, extract, one model call, serialise). Prints one JSON
 line per figure.
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import models as bench_models  # bench/models.py: the script's own folder is on sys.path
 import numpy as np
 import orjson
 
@@ -39,11 +42,15 @@ def per_event_us(fn: Callable[[], object], events: int, number: int, repeat: int
 def figures(batch: int, number: int, repeat: int, folder: Path) -> list[dict[str, Any]]:
     demo = load_bundle(train_demo(folder / "demo", n=200_000))
     lr30 = load_bundle(make_lr30_bundle(folder / "lr30"))
+    ct = load_bundle(bench_models.build("ct", folder / "ct"))
+    ct_ctx = ScoringContext(ct)
     rng = np.random.default_rng(1)
     demo_events, _ = make_events(rng, batch, 0, 1_700_000_000_000)
     lr30_events = make_lr30_events(rng, batch, 0)
     demo_values: list[bytes | None] = [orjson.dumps(e) for e in demo_events]
     lr30_values: list[bytes | None] = [orjson.dumps(e) for e in lr30_events]
+    ct_events: list[object] = list(bench_models.events("ct", rng, batch, 0))
+    ct_values: list[bytes | None] = [orjson.dumps(e) for e in ct_events]
     fast = EventValidator.from_file(SCHEMA)
     slow = EventValidator(load_schema_json(SCHEMA), prefer_fast=False)
 
@@ -62,6 +69,9 @@ def figures(batch: int, number: int, repeat: int, folder: Path) -> list[dict[str
         time_it("score_values demo model + schema",
                 lambda: score_values(demo_values, ScoringContext(demo, fast), 1)),
         time_it("score_values lr30", lambda: score_values(lr30_values, ScoringContext(lr30), 1)),
+        time_it("extract ct features (typed columns -> DataFrame)",
+                lambda: ct_ctx.extract(ct_events, False)),
+        time_it("score_values ct (DataFrame path)", lambda: score_values(ct_values, ct_ctx, 1)),
     ]  # fmt: skip
 
 

@@ -3,6 +3,8 @@ loads, each beside a no-model forwarder (bench/forwarder.py) measured in the sam
 
     python bench/worker_bench.py --model lr30 [--baseline /path/to/main/checkout]
     python bench/worker_bench.py --model demo --rates 1000,5000,20000 --seconds 10
+    python bench/worker_bench.py --model ct            # DataFrame pipeline with 2 string columns
+    python bench/worker_bench.py --model rf200 --runtime onnx   # or hgb; sklearn or onnx
 
 Drain: ``--events`` are pre-loaded on a 4-partition topic; each system (forwarder,
 the baseline worker when ``--baseline`` names a checkout of another commit, the
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import models as bench_models  # bench/models.py: the script's own folder is on sys.path
 import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer
@@ -53,7 +56,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LOG_APPEND = {"message.timestamp.type": "LogAppendTime"}
 
 
-def bundle_and_schema(kind: str, tmp: Path) -> tuple[Path, Path]:
+def bundle_and_schema(kind: str, tmp: Path, runtime: str = "sklearn") -> tuple[Path, Path]:
+    if kind in bench_models.KINDS:
+        path = tmp / f"{kind}.schema.json"
+        path.write_bytes(orjson.dumps(bench_models.schema(kind)))
+        return bench_models.build(kind, tmp / "model", runtime), path
     if kind == "demo":
         return train_demo(tmp / "model", n=50_000), ROOT / "schemas" / "transaction.schema.json"
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
@@ -65,7 +72,16 @@ def bundle_and_schema(kind: str, tmp: Path) -> tuple[Path, Path]:
     return make_lr30_bundle(tmp / "model"), path
 
 
+def shadow_bundle(kind: str, tmp: Path) -> Path:
+    """A second version of the same kind of model, as a shadow candidate."""
+    if kind == "demo":
+        return train_demo(tmp / "shadow", seed=8, n=50_000, version="2")
+    return make_lr30_bundle(tmp / "shadow", seed=12)
+
+
 def events(kind: str, rng: np.random.Generator, n: int, start: int) -> list[dict[str, Any]]:
+    if kind in bench_models.KINDS:
+        return bench_models.events(kind, rng, n, start)
     if kind == "demo":
         return make_events(rng, n, start, 0)[0]
     return make_lr30_events(rng, n, start)
@@ -242,7 +258,9 @@ def latency(a: argparse.Namespace, s: System, rate: float, model: Path,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bootstrap", default="127.0.0.1:9092")
-    ap.add_argument("--model", choices=["demo", "lr30"], default="lr30")
+    ap.add_argument("--model", choices=["demo", "lr30", *bench_models.KINDS], default="lr30")
+    ap.add_argument("--runtime", choices=["sklearn", "onnx"], default="sklearn",
+                    help="model runtime of the bundle (ct, rf200, hgb)")
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--rates", default="1000,5000,20000")
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -257,20 +275,18 @@ def main() -> None:
                     help="workers also score every batch with a second model (shadow)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-    model, schema = bundle_and_schema(a.model, tmp)
+    model, schema = bundle_and_schema(a.model, tmp, a.runtime)
     fwd = System("forwarder", "forwarder")
     extra = tuple(a.worker_args.split())
     if a.shadow:
         shadow_topic = f"bench-shadow-{uuid.uuid4().hex[:8]}"
         kafka_io.create_topics(a.bootstrap, {shadow_topic: 4})
-        extra += ("--shadow-model", str(make_lr30_bundle(tmp / "shadow", seed=12)
-                                        if a.model == "lr30" else
-                                        train_demo(tmp / "shadow", seed=8, n=50_000,
-                                                   version="2")),
-                  "--shadow-topic", shadow_topic)  # fmt: skip
+        extra += ("--shadow-model", str(shadow_bundle(a.model, tmp)),
+                  "--shadow-topic", shadow_topic)
     workers = {m: System(f"worker {m}", "worker", m, extra=extra)
                for m in a.modes.split(",") if m}  # fmt: skip
-    report: dict[str, Any] = {"model": a.model, "events": a.events, "batch_max": a.batch_max,
+    report: dict[str, Any] = {"model": a.model, "runtime": a.runtime, "events": a.events,
+                              "batch_max": a.batch_max,
                               "machine": machine(), "drain": [], "latency": []}
     if "drain" not in a.skip:
         systems = [fwd, *([System("baseline worker", "worker", tree=a.baseline)]

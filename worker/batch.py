@@ -64,7 +64,8 @@ def score_file(
         reader: Iterator[_Row] = _jsonl_rows(source)
         if suffix in CSV_SUFFIXES:  # the same pipeline, with the CSV decoder for this header
             header, reader = _csv_rows(source, str(in_path))
-            ctx = replace(ctx, decoder=CsvDecoder(header))
+            kinds = {f.name: f.type for f in ctx.bundle.manifest.feature_specs}
+            ctx = replace(ctx, decoder=CsvDecoder(header, kinds))
         for batch in _chunks(reader, chunk):
             ok, bad = _score_chunk(batch, ctx, now_ms, out, rejects)
             rows, scored, rejected = rows + len(batch), scored + ok, rejected + bad

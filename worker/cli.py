@@ -1,95 +1,80 @@
 """Command line: every subcommand, and the only place that exits.
 
-Each handler returns an exit status; fatal ``ScoringError``s become one line on
-stderr and status 2 (bad usage or setup) rather than a traceback.
+Each handler returns an exit status. A ``ScoringError`` becomes one line
+``scoring-worker <command>: error: <what> (<hint>)`` on stderr and its
+``exit_status`` (2: the user's mistake, 1: a failure at run time); anything else
+is one line too, with the traceback only under ``--log-level DEBUG``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from worker import config, logs, shutdown
-from worker.devtools import kafka_local
-from worker.errors import ConfigError, ScoringError
+from worker.cli_parser import (
+    SETTINGS_ORDER,
+    HelpFormatter,
+    Parser,
+    VersionAction,
+    add_parser,
+    add_settings_flags,
+    bootstrap,
+    float_min,
+    int_range,
+)
+from worker.cli_tools import add_kafka_local, add_models
+from worker.errors import BatchInputError, ConfigError, ScoringError
+from worker.monitor_app.settings import MonitorSettings
+from worker.retrain.command import add_retrain
+from worker.shutdown import StopRequested
 
 Handler = Callable[[argparse.Namespace], int]
+Sub: TypeAlias = "argparse._SubParsersAction[Parser]"
+DESCRIPTION = """\
+Score Kafka events with a scikit-learn model in real time, and watch the model's accuracy.
 
-
-def _kafka_local(args: argparse.Namespace) -> int:
-    b = kafka_local.LocalBroker(port=args.port, version=args.kafka_version)
-    if args.state_dir:
-        b = kafka_local.LocalBroker(port=args.port, version=args.kafka_version,
-                                    state_root=Path(args.state_dir))  # fmt: skip
-    if args.action == "start":
-        r = kafka_local.start(b, timeout=args.timeout)
-        if r.already_running:
-            print(f"kafka-local: already running on {b.bootstrap} (pid {r.pid})")
-        else:
-            print(f"kafka-local: broker {b.version} ready on {b.bootstrap} in "
-                  f"{r.ready_seconds:.1f}s (pid {r.pid}, state {b.state_dir})")  # fmt: skip
-    elif args.action == "stop":
-        stopped = kafka_local.stop(b)
-        print("kafka-local: stopped" if stopped else "kafka-local: not running")
-    elif args.action == "status":
-        pid = kafka_local.running_pid(b)
-        if pid is None:
-            print(f"kafka-local: not running ({b.bootstrap})")
-            return 1
-        print(f"kafka-local: running on {b.bootstrap} (pid {pid}, state {b.state_dir})")
-    elif args.action == "reset":
-        kafka_local.reset(b)
-        print(f"kafka-local: removed {b.state_dir}")
-    return 0
-
-
-def _add_kafka_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("kafka-local", help="local single-node Apache Kafka broker (no Docker)")
-    p.add_argument("action", choices=["start", "stop", "status", "reset"])
-    p.add_argument("--port", type=int, default=9092,
-                   help="client port (the KRaft controller uses port+1)")  # fmt: skip
-    p.add_argument("--kafka-version", default=kafka_local.KAFKA_VERSION)
-    p.add_argument("--state-dir", default=None, help="where data and logs live")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
-    p.set_defaults(handler=_kafka_local)
-
-
-def _add_settings_flags(p: argparse.ArgumentParser, cls: type[Any] = config.Settings) -> None:
-    """One flag per settings field; None means "not given", so lower layers show through."""
-    p.add_argument("--config", type=Path, default=None, help="TOML settings file")
-    p.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE",
-                   help="librdkafka property for consumer and producer (repeatable)")  # fmt: skip
-    for f in dataclasses.fields(cls):
-        if f.name != "kafka":
-            flag = "--" + f.name.replace("_", "-")
-            doc = f.metadata.get("doc", "").replace("``", "").replace("%", "%%")
-            p.add_argument(flag, dest=f.name, default=None,
-                           help=f"{doc} (env SCORING_{f.name.upper()})")  # fmt: skip
+Start with the README's quick start. Every command has --help with its options, their
+defaults and an example."""
+NO_MODEL = "no model (give --model PATH: a bundle folder or a model store folder STORE/<name>)"
 
 
 def load_settings(args: argparse.Namespace) -> config.Settings:
-    return config.load(args.config, os.environ, vars(args), args.kafka)
+    return config.load(args.config, os.environ, vars(args), getattr(args, "kafka", []))
 
 
-def setup_logging(level: str, kafka: Mapping[str, str] | None = None) -> None:
-    """JSON lines on stderr; every secret-looking librdkafka value is redacted."""
-    secrets = [v for k, v in (kafka or {}).items() if config.is_secret(k)]
-    logs.setup(level, secrets)
+def setup_logging(s: config.Settings | MonitorSettings) -> None:
+    """JSON lines (or text) on stderr; every secret-bearing librdkafka value is redacted."""
+    logs.setup(s.log_level, _secrets(s.kafka), s.log_format)
+
+
+def _secrets(kafka: Mapping[str, str]) -> list[str]:
+    return [v for k, v in kafka.items() if config.is_secret(k)]
+
+
+def _check_kafka(confs: Iterable[Mapping[str, Any]], kafka: Mapping[str, str]) -> None:
+    """Every librdkafka property checked by building each client once, connecting nowhere."""
+    from worker.kafka_io import check_config
+
+    for conf in confs:
+        check_config(conf, _secrets(kafka))
 
 
 def _run(args: argparse.Namespace) -> int:
+    from worker import kafka_io
     from worker.stream.app import run_worker
 
     s = load_settings(args)
-    setup_logging(s.log_level, s.kafka)
     if not s.model:
-        raise ConfigError("no model: give --model PATH (or SCORING_MODEL)")
+        raise ConfigError(NO_MODEL)
+    _check_kafka([kafka_io.consumer_config(s), kafka_io.producer_config(s)], s.kafka)
+    setup_logging(s)
     logging.getLogger("worker").info("starting", extra={"settings": s.masked()})
     totals = run_worker(s)
     print(f"scoring-worker run: {totals.consumed} consumed, {totals.scored} scored, "
@@ -97,9 +82,12 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("run", help="score events from Kafka until SIGTERM/SIGINT")
-    _add_settings_flags(p)
+def _add_run(sub: Sub) -> None:
+    p = add_parser(sub, "run", "score events from Kafka until SIGTERM or SIGINT",
+                   "  scoring-worker run --model models/fraud-demo --bootstrap 127.0.0.1:9092 \\\n"
+                   "      --input-topic transactions --output-topic predictions "
+                   "--metrics-host 127.0.0.1", SETTINGS_ORDER)  # fmt: skip
+    add_settings_flags(p, config.Settings)
     p.set_defaults(handler=_run)
 
 
@@ -114,11 +102,13 @@ def _train_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("train-demo", help="train the demo fraud model and write its bundle")
+def _add_train_demo(sub: Sub) -> None:
+    p = add_parser(sub, "train-demo", "train the demo fraud model and write its bundle",
+                   "  scoring-worker train-demo --out build/fraud --version 1")
     p.add_argument("--out", required=True, help="bundle folder to write")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--rows", type=int, default=200_000, help="synthetic transactions to train on")
+    p.add_argument("--seed", type=int, default=7, help="random seed of the synthetic data")
+    p.add_argument("--rows", type=int_range(1000), default=200_000,
+                   help="synthetic transactions to train on")
     p.add_argument("--version", default="1", help="model version written to model.json")
     p.set_defaults(handler=_train_demo)
 
@@ -131,31 +121,37 @@ def _produce_demo(args: argparse.Namespace) -> int:
                           labels_topic=args.labels_topic, label_delay_s=args.label_delay,
                           drift_after=args.drift_after, seed=args.seed,
                           start_id=args.start_id, bad_every=args.bad_every)  # fmt: skip
-    conn = Connection(args.bootstrap, config.parse_kafka_pairs(args.kafka, "--kafka"))
-    conf = client_config(Role.PRODUCER, conn)
+    kafka = config.parse_kafka_pairs(args.kafka, "--kafka")
+    conf = client_config(Role.PRODUCER, Connection(args.bootstrap, kafka))
+    _check_kafka([conf], kafka)
+    logs.setup("WARNING", _secrets(kafka), "text")
     r = produce_demo(traffic, conf)
     rate = r.events / r.seconds if r.seconds else 0.0
     print(f"produce-demo: {r.events} events ({r.drifted} drifted, {r.malformed} malformed), "
-          f"{r.labels} labels "
-          f"in {r.seconds:.1f}s ({rate:.0f} events/s)")  # fmt: skip
+          f"{r.labels} labels in {r.seconds:.1f}s ({rate:.0f} events/s)")  # fmt: skip
     return 0
 
 
-def _add_produce_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("produce-demo", help="send demo transactions (and their labels)")
-    p.add_argument("--bootstrap", default="127.0.0.1:9092")
-    p.add_argument("--topic", default="transactions")
-    p.add_argument("--count", type=int, default=10_000)
-    p.add_argument("--rate", type=float, default=1000.0, help="events/s; 0 = as fast as possible")
+def _add_produce_demo(sub: Sub) -> None:
+    p = add_parser(sub, "produce-demo", "send demo transactions (and their labels) to Kafka",
+                   "  scoring-worker produce-demo --count 2000 --rate 500 --labels-topic labels")
+    p.add_argument("--bootstrap", type=bootstrap, default="127.0.0.1:9092",
+                   help="Kafka bootstrap servers, host:port[,host:port...]")
+    p.add_argument("--topic", default="transactions", help="topic of the events")
+    p.add_argument("--count", type=int_range(1), default=10_000, help="events to send")
+    p.add_argument("--rate", type=float_min(0), default=1000.0,
+                   help="events/s; 0 = as fast as possible")
     p.add_argument("--labels-topic", default=None, help="also send each event's true label")
-    p.add_argument("--label-delay", type=float, default=0.0, help="seconds before a label")
-    p.add_argument("--drift-after", type=int, default=None,
-                   help="events after this many follow a drifted fraud pattern")  # fmt: skip
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--start-id", type=int, default=0, help="first event id number")
-    p.add_argument("--bad-every", type=int, default=0,
-                   help="make every N-th event malformed (0: none)")  # fmt: skip
-    p.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--label-delay", type=float_min(0), default=0.0,
+                   help="seconds before a label")
+    p.add_argument("--drift-after", type=int_range(0), default=None,
+                   help="events after this many follow a drifted fraud pattern")
+    p.add_argument("--seed", type=int, default=1, help="random seed")
+    p.add_argument("--start-id", type=int_range(0), default=0, help="first event id number")
+    p.add_argument("--bad-every", type=int_range(0), default=0,
+                   help="make every N-th event malformed (0: none)")
+    p.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE",
+                   help="librdkafka property (repeatable)")
     p.set_defaults(handler=_produce_demo)
 
 
@@ -165,30 +161,55 @@ def _score_file(args: argparse.Namespace) -> int:
     from worker.context import build_context
 
     s = load_settings(args)
+    source, out = Path(args.input), Path(args.output)
+    if not source.is_file():
+        raise BatchInputError(f"{source}: no such file (give the events to score, "
+                              ".jsonl/.ndjson/.json or .csv)")
+    if not out.parent.is_dir():
+        raise BatchInputError(f"{out}: its folder {out.parent} does not exist (create it "
+                              "first)")
     if not s.model:
-        raise ConfigError("no model: give --model PATH (or SCORING_MODEL)")
-    r = score_file(Path(args.input), Path(args.output), build_context(s), wall_ms())
+        raise ConfigError(NO_MODEL)
+    if not 0.0 <= args.max_reject_rate <= 1.0:
+        raise ConfigError(f"--max-reject-rate must be in [0, 1], got {args.max_reject_rate}")
+    setup_logging(s)
+    try:
+        r = score_file(source, out, build_context(s), wall_ms())
+    except OSError as exc:
+        raise BatchInputError(f"{exc.filename or source}: {exc.strerror or exc}") from None
     print(f"score-file: {r.rows} rows, {r.scored} scored, {r.rejected} rejected "
           f"(rejects in {args.output}.rejects.jsonl)")  # fmt: skip
+    rate = r.rejected / r.rows if r.rows else 0.0
+    if rate > args.max_reject_rate:
+        print(f"scoring-worker score-file: {r.rejected} of {r.rows} rows rejected "
+              f"({rate:.2%}), above --max-reject-rate {args.max_reject_rate:g}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 
-def _add_score_file(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("score-file", help="score a JSONL or CSV file with the same pipeline")
+def _add_score_file(sub: Sub) -> None:
+    p = add_parser(sub, "score-file", "score a JSONL or CSV file with the worker's pipeline",
+                   "  scoring-worker score-file events.jsonl scores.jsonl \\\n"
+                   "      --model models/fraud-demo",
+                   "Rows that cannot be scored go to OUTPUT.rejects.jsonl with their line and "
+                   "reason.")  # fmt: skip
     p.add_argument("input", help="events: .jsonl/.ndjson/.json (one per line) or .csv")
     p.add_argument("output", help="predictions as JSONL; rejects go to OUTPUT.rejects.jsonl")
-    _add_settings_flags(p)
+    p.add_argument("--max-reject-rate", type=float, default=0.0, metavar="SHARE",
+                   help="exit 1 when the share of rejected rows is above this, in [0, 1] "
+                        "(default 0: any rejected row fails the run)")  # fmt: skip
+    add_settings_flags(p, config.Settings, batch_only=True, kafka=False)
     p.set_defaults(handler=_score_file)
 
 
 def _monitor(args: argparse.Namespace) -> int:
+    from worker.kafka_io.config import Role, client_config, connection
     from worker.monitor.alerts import DEFAULT_RULES, AlertRule, AlertRuleError, parse_rules
     from worker.monitor_app.app import run_monitor
-    from worker.monitor_app.settings import MonitorSettings
 
     s = config.load_into(MonitorSettings, args.config, os.environ, vars(args), args.kafka,
                          tables=("alerts",))  # fmt: skip
-    setup_logging(s.log_level, s.kafka)
     rules: tuple[AlertRule, ...] = DEFAULT_RULES
     if args.config is not None:
         table = config.read_toml(args.config).get("alerts")
@@ -197,99 +218,101 @@ def _monitor(args: argparse.Namespace) -> int:
                 rules = parse_rules(table)
             except AlertRuleError as exc:
                 raise ConfigError(f"{args.config}: {exc}") from exc
+    conn = connection(s, s.instance_id)
+    _check_kafka([client_config(Role.TX_CONSUMER, conn, fixed={"group.id": s.group}),
+                  client_config(Role.TX_PRODUCER, conn)], s.kafka)  # fmt: skip
+    setup_logging(s)
     logging.getLogger("worker").info("monitor starting", extra={"settings": s.masked()})
     run_monitor(s, rules)
     return 0
 
 
-def _add_monitor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from worker.monitor_app.settings import MonitorSettings
-
-    p = sub.add_parser("monitor", help="join labels; window metrics, drift and alerts")
-    _add_settings_flags(p, MonitorSettings)
+def _add_monitor(sub: Sub) -> None:
+    p = add_parser(sub, "monitor", "join labels to predictions; window metrics, drift, alerts",
+                   "  scoring-worker monitor --predictions-topic predictions --labels-topic "
+                   "labels \\\n      --windows 5m,1h --models models/fraud-demo/1 "
+                   "--metrics-host 127.0.0.1",
+                   SETTINGS_ORDER + "\nAlert rules: [[alerts]] tables of the --config file "
+                   "(README, Monitoring the model).")  # fmt: skip
+    add_settings_flags(p, MonitorSettings)
     p.set_defaults(handler=_monitor)
-
-
-def _models(args: argparse.Namespace) -> int:
-    from worker.model.store import ModelStore
-
-    store = ModelStore(Path(args.store))
-    if args.action == "list":
-        for v in store.list():
-            mark = "\tcurrent" if v.current else ""
-            print(f"{v.name}\t{v.version}{mark}")
-    elif args.action == "add":
-        added = store.add(Path(args.bundle))
-        print(f"models: added {added.name} {added.version} to {args.store}")
-    elif args.action == "promote":
-        path = store.promote(args.name, args.version)
-        print(f"models: {args.name} current is now {args.version} ({path})")
-    else:
-        path = store.rollback(args.name)
-        print(f"models: {args.name} rolled back to {path.name} ({path})")
-    return 0
-
-
-def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("models", help="model store: list, add, promote, roll back bundles")
-    actions = p.add_subparsers(dest="action", required=True)
-    for action, help_text in (("list", "every stored version, the current one marked"),
-                              ("add", "copy a bundle in under its manifest's name/version"),
-                              ("promote", "make a stored version current"),
-                              ("rollback", "make the previous current version current again")):
-        a = actions.add_parser(action, help=help_text)
-        a.add_argument("--store", required=True, help="store folder (STORE/<name>/<version>/)")
-        if action == "add":
-            a.add_argument("bundle", help="bundle folder (or its model.json)")
-        elif action != "list":
-            a.add_argument("name", help="model name (the manifest's name)")
-        if action == "promote":
-            a.add_argument("version", help="version to serve")
-    p.set_defaults(handler=_models)  # fmt: skip
 
 
 def _demo(args: argparse.Namespace) -> int:
     from worker.devtools import demo_run
 
-    setup_logging("WARNING")
-    return demo_run.main(args.bootstrap, Path(args.workdir), args.seconds, args.rate)
+    logs.setup("WARNING", fmt="text")
+    if args.drift:
+        from worker.devtools import demo_loop
+
+        plan = demo_loop.LoopPlan(rate=args.rate or demo_loop.LoopPlan.rate)
+        return demo_loop.main(args.bootstrap, Path(args.workdir), plan)
+    return demo_run.main(args.bootstrap, Path(args.workdir), args.seconds, args.rate or 2000.0)
 
 
-def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="train, run a worker, stream demo traffic, summarise")
-    p.add_argument("--bootstrap", default="127.0.0.1:9092")
+def _add_demo(sub: Sub) -> None:
+    p = add_parser(sub, "demo", "train, run a worker and a monitor, stream demo traffic, "
+                   "summarise", "  scoring-worker demo --seconds 20 --rate 2000\n"
+                   "  scoring-worker demo --drift   # the model loop, about 2 minutes")  # fmt: skip
+    p.add_argument("--bootstrap", type=bootstrap, default="127.0.0.1:9092",
+                   help="Kafka bootstrap servers")
     p.add_argument("--workdir", default="demo-out", help="model and logs of the demo")
-    p.add_argument("--seconds", type=float, default=20.0, help="how long to stream")
-    p.add_argument("--rate", type=float, default=2000.0, help="events per second")
+    p.add_argument("--seconds", type=float_min(0, strict=True), default=20.0,
+                   help="how long to stream")
+    p.add_argument("--rate", type=float_min(0, strict=True), default=None,
+                   help="events per second (2000; 3000 with --drift)")
+    p.add_argument("--drift", action="store_true",
+                   help="the model loop instead: drift, alert, retrain, promote, recover")
     p.set_defaults(handler=_demo)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scoring-worker", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_kafka_local(sub)
-    _add_run(sub)
-    _add_train_demo(sub)
-    _add_produce_demo(sub)
-    _add_score_file(sub)
-    _add_monitor(sub)
-    _add_models(sub)
-    _add_demo(sub)
+def build_parser() -> Parser:
+    parser = Parser(prog="scoring-worker", description=DESCRIPTION,
+                    formatter_class=HelpFormatter)  # fmt: skip
+    parser.add_argument("--version", action=VersionAction)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (add_kafka_local, _add_run, _add_train_demo, _add_produce_demo,
+                _add_score_file, _add_monitor, add_models, add_retrain, _add_demo):  # fmt: skip
+        add(sub)
     return parser
 
 
+def _debug(args: argparse.Namespace) -> bool:
+    level = getattr(args, "log_level", None) or os.environ.get("SCORING_LOG_LEVEL", "")
+    return str(level).strip().upper() == "DEBUG"
+
+
+def _fail(command: str, what: str) -> None:
+    line = " ".join(what.split())  # one line, whatever the message held
+    print(f"scoring-worker {command}: error: {line}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # said by the subcommand, which knows which options it has
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command in ("run", "monitor"):
         shutdown.install()  # first of all: a SIGTERM during start-up still exits cleanly
     handler: Handler = args.handler
     try:
         return handler(args)
     except ScoringError as exc:
-        print(f"scoring-worker {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        if _debug(args):
+            traceback.print_exc()
+        text = str(exc).rstrip()
+        _fail(args.command, text if text.endswith(")") else f"{text} ({exc.hint})")
+        return exc.exit_status
+    except StopRequested:
+        logging.getLogger("worker").info("stopped during start-up")
+        return 0
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug, or a failure nothing above foresaw: still one line
+        if _debug(args):
+            traceback.print_exc()
+        _fail(args.command, f"unexpected {type(exc).__name__}: {exc} (run with --log-level "
+              "DEBUG for the traceback, and please report it)")  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":

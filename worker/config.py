@@ -1,75 +1,150 @@
-"""One typed settings object for the worker.
+"""One typed settings object for the worker, and the loader every command shares.
 
 Precedence, lowest first: the defaults below < a TOML file (``--config``) <
 ``SCORING_<NAME>`` environment variables < command-line flags. librdkafka
-properties pass through unchanged from a ``[kafka]`` table, ``SCORING_KAFKA``
+properties pass through from a ``[kafka]`` table, ``SCORING_KAFKA``
 (``key=value`` pairs separated by ``;``) or repeated ``--kafka key=value``
-flags, in that same order, and apply to both the consumer and the producer.
+flags, in that same order, and apply to every client.
+
+Every value is checked where its setting is declared (``setting(...)``, see
+settings_rules.py), whatever its source; an unknown TOML key or ``SCORING_*``
+variable is refused by name. A ``SCORING_*`` variable of another command (the
+monitor's ``SCORING_WINDOWS`` seen by ``run``) is not unknown: containers often
+share one environment. ``SCORING_TEST_*`` belongs to the test suite.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import socket
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from worker.errors import ConfigError
+from worker.settings_rules import (
+    HOST_PORTS,
+    host_port_list,
+    log_level,
+    not_empty,
+    optional_topic,
+    parse,
+    setting,
+    specs,
+    topic,
+    validate,
+)
 
 T = TypeVar("T")
-SECRET_MARKERS = ("password", "secret", "token", "key", "credential")
+#: Property names of librdkafka that carry a secret (or may: a JAAS or OAuth config).
+SECRET_MARKERS: Final = ("password", "secret", "token", "key", "credential", "passphrase",
+                         "jaas", "oauthbearer.config")  # fmt: skip
+#: Settings classes whose ``SCORING_*`` variables are known (``register``).
+_REGISTERED: list[type[Any]] = []
+
+__all__ = ["masked", "setting", "validate"]
 
 
-def setting(default: Any, doc: str) -> Any:
-    """A settings field with its documentation, which also becomes the flag's help."""
-    return field(default=default, metadata={"doc": doc})
+def register(cls: type[T]) -> type[T]:
+    """Class decorator of a settings class: its variables become known to every command."""
+    _REGISTERED.append(cls)
+    return cls
+
+
+# -- settings every command with Kafka has; one declaration each -----------------------------
+
+
+def bootstrap_setting() -> Any:
+    return setting("127.0.0.1:9092", "Kafka bootstrap servers; any one answering is enough.",
+                   check=host_port_list, allowed=HOST_PORTS)  # fmt: skip
+
+
+def log_level_setting() -> Any:
+    return setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL; DEBUG also "
+                   "prints the traceback of an unexpected error.", check=log_level,
+                   allowed="DEBUG, INFO, WARNING, ERROR or CRITICAL", batch=True)  # fmt: skip
+
+
+def log_format_setting() -> Any:
+    return setting("json", "Log lines on stderr: json (one object per line, for log "
+                   "collectors) or text (for a terminal).", choices=("json", "text"),
+                   batch=True)  # fmt: skip
+
+
+def metrics_host_setting() -> Any:
+    return setting("0.0.0.0", "Address the /metrics, /healthz and /readyz server binds: "
+                   "0.0.0.0 (every interface) for containers, whose probes and scrapers "
+                   "come from outside; 127.0.0.1 on a laptop or a shared host.",
+                   check=not_empty)  # fmt: skip
+
+
+def metrics_port_setting(default: int) -> Any:
+    return setting(default, "Port of /metrics, /healthz and /readyz; 0 turns the HTTP "
+                   "server off.", ge=0, le=65535)  # fmt: skip
+
+
+def kafka_setting() -> Any:
+    return field(default_factory=dict, metadata={
+        "doc": "librdkafka properties for every client (TLS, SASL, tuning)."})  # fmt: skip
 
 
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+@register
 @dataclass(frozen=True)
 class Settings:
     """Worker settings; every field is also ``SCORING_<FIELD>`` and ``--<field>``."""
 
-    bootstrap: str = setting(
-        "127.0.0.1:9092", "Kafka bootstrap servers, ``host:port[,host:port]``."
-    )
-    input_topic: str = setting("transactions", "Topic of the events to score.")
+    bootstrap: str = bootstrap_setting()
+    input_topic: str = setting("transactions", "Topic of the events to score.", check=topic)
     output_topic: str = setting(
-        "predictions", "Topic the predictions go to, keyed like their input event."
+        "predictions", "Topic the predictions go to, keyed like their input event.", check=topic
     )
     dlq_topic: str = setting(
         "transactions-dlq",
         "Topic of dead letters: original key and value, error details in headers.",
+        check=topic,
     )
     group: str = setting(
-        "scoring-worker", "Consumer group; workers in one group share the input's partitions."
+        "scoring-worker", "Consumer group; workers in one group share the input's partitions.",
+        check=not_empty,
     )
     model: str = setting(
         "",
         "Model bundle: its folder or its model.json; or a model store folder STORE/<name> "
         "(it has a ``current`` file), whose pointer the worker then follows (hot reload).",
+        batch=True,
+    )
+    allow_pickle: bool = setting(
+        False,
+        "Load .joblib (pickle) model bundles. Unpickling runs any code the file holds, and "
+        "a bundle's sha256 sits beside it, so it only detects corruption, not tampering; "
+        "prefer .skops bundles, which load without running code.",
+        batch=True,
     )
     model_poll_ms: int = setting(
         1000,
         "How often a worker serving a store folder checks its ``current`` pointer (and "
         "the control topic) for a new version, in milliseconds.",
+        ge=10, le=3_600_000,
     )
     control_topic: str = setting(
         "",
         "Compacted topic of model promotions, records {name, version}: a record for this "
         "worker's model makes it serve that stored version (read from the beginning, so "
         "the latest record wins); empty: off. Needs --model to be a store folder.",
+        check=optional_topic,
     )
     alerts_topic: str = setting(
         "model-alerts",
         "Topic where a refused model reload is announced (schemas/model_refusal.schema.json).",
+        check=topic,
     )
     shadow_model: str = setting(
         "",
@@ -77,94 +152,109 @@ class Settings:
         "predictions go to ``shadow_topic`` only and never change the main output; empty: off.",
     )
     shadow_topic: str = setting(
-        "predictions-shadow", "Topic of the shadow model's predictions (same record format)."
+        "predictions-shadow", "Topic of the shadow model's predictions (same record format).",
+        check=topic,
     )
     schema: str = setting(
         "",
         "Optional JSON Schema every event must satisfy; without it events must be JSON "
         "objects with a string ``id`` and every model feature a finite number.",
+        batch=True,
     )
     batch_max: int = setting(
         1000,
-        "Most events scored in one batch (one model call), 1-1,000,000. A batch is what "
-        "is already buffered, so batches grow by themselves under load.",
+        "Most events scored in one batch (one model call). A batch is what is already "
+        "buffered, so batches grow by themselves under load and shrink to one event when "
+        "traffic is light.",
+        ge=1, le=1_000_000,
     )
     batch_wait_ms: int = setting(
         20,
-        "When no event is buffered, the longest wait for the next one, in milliseconds "
-        "(1-60,000); events in hand are never held back to fill a batch.",
+        "When no event is buffered, the longest wait for the next one, in milliseconds; "
+        "events in hand are never held back to fill a batch.",
+        ge=1, le=60_000,
     )
     guarantee: str = setting(
         "at-least-once",
         "at-least-once (a crash can repeat outputs, never lose them) or exactly-once (each "
         "batch's outputs and input offsets commit in one Kafka transaction; downstream "
         "consumers must read with isolation.level=read_committed).",
+        choices=("at-least-once", "exactly-once"),
     )
     instance_id: str = setting(
-        socket.gethostname(),
+        None,
         "Stable name of this worker instance, unique among the running workers of the "
         "group (exactly-once: the transactional id is <group>-<instance_id>, so a "
         "restarted worker fences its killed predecessor). Default: the host name.",
+        factory=socket.gethostname, check=not_empty,
     )
     max_in_flight: int = setting(
         5_000,
         "Most events whose outputs wait for the broker (at-least-once: acknowledgement; "
-        "exactly-once: the transaction's commit), 1-1,000,000. At the bound the loop stops "
-        "reading and waits, so memory stays flat under a backlog (about 1.5 KiB per event "
-        "in flight; 5,000 is a tenth of a second at full speed).",
+        "exactly-once: the transaction's commit). At the bound the loop stops reading and "
+        "waits, so memory stays flat under a backlog (about 1.5 KiB per event in flight; "
+        "5,000 is a tenth of a second at full speed).",
+        ge=1, le=1_000_000,
     )
     commit_interval_ms: int = setting(
         200,
-        "How often (0-3,600,000 ms) offsets are committed: at-least-once, those of every "
-        "event whose outputs the broker acknowledged, without waiting; exactly-once, the "
-        "open transaction (its length). Also when the input goes quiet. Larger: cheaper, "
-        "more repeated outputs after a crash (at-least-once), later visible outputs "
-        "(exactly-once).",
+        "How often offsets are committed: at-least-once, those of every event whose outputs "
+        "the broker acknowledged, without waiting; exactly-once, the open transaction (its "
+        "length). Also when the input goes quiet. Larger: cheaper, more repeated outputs "
+        "after a crash (at-least-once), later visible outputs (exactly-once).",
+        ge=0, le=3_600_000,
     )
-    metrics_port: int = setting(
-        8000, "Port of /metrics, /healthz and /readyz; 0 turns the HTTP server off."
-    )
+    metrics_host: str = metrics_host_setting()
+    metrics_port: int = metrics_port_setting(8000)
     stats_interval_ms: int = setting(
         5000,
         "How often librdkafka's lag, round trips and queues update /metrics; 0: never. "
         "(Readiness follows the broker connection every second regardless.)",
+        ge=0, le=86_400_000,
     )
     max_event_bytes: int = setting(
         983_040,
-        "Events larger than this many bytes (1-1,000,000,000) are dead-lettered unread. "
-        "The default (960 KiB) leaves 16 KiB below the producer's message.max.bytes "
-        "(1,000,000) for the dead letter's key and headers; the worker refuses to start "
-        "when the output topics or the producer accept less than this plus 16 KiB.",
+        "Events larger than this many bytes are dead-lettered unread. The default "
+        "(960 KiB) leaves 16 KiB below the producer's message.max.bytes (1,000,000) for "
+        "the dead letter's key and headers; the worker refuses to start when the output "
+        "topics or the producer accept less than this plus 16 KiB.",
+        ge=1, le=1_000_000_000, batch=True,
     )
     event_ts_field: str = setting(
-        "ts", "Event field holding the event time (epoch ms), copied to ``event_ts``."
+        "ts", "Event field holding the event time (epoch ms), copied to ``event_ts``.",
+        batch=True,
     )
     label_field: str = setting(
         "",
         "Event field holding the event's own true label (replays, backtests), copied to "
         "the prediction as true_label; empty: off.",
+        batch=True,
     )
-    worker_id: str = field(
-        default_factory=_default_worker_id,
-        metadata={"doc": "Identifies this process in dead letters and logs."},
+    worker_id: str = setting(
+        None, "Identifies this process in dead letters and logs (default: host-pid).",
+        factory=_default_worker_id, check=not_empty,
     )
     start_timeout_s: float = setting(
-        30.0, "Seconds to wait for the broker at start before giving up (exit non-zero)."
+        30.0, "Seconds to wait for the broker at start before giving up (exit 1).",
+        gt=0, le=86_400,
     )
     flush_timeout_s: float = setting(
         30.0,
-        "Seconds (> 0) between warnings while outputs wait for the broker; also the longest "
-        "a rebalance or a shutdown waits for them before leaving their events to be read "
+        "Seconds between warnings while outputs wait for the broker; also the longest a "
+        "rebalance or a shutdown waits for them before leaving their events to be read "
         "again (at-least-once) or aborting (exactly-once).",
+        gt=0, le=86_400,
     )
     health_stall_s: float = setting(
-        30.0, "Seconds without a loop turn after which /healthz reports unhealthy."
+        30.0, "Seconds without a loop turn after which /healthz reports unhealthy.",
+        gt=0, le=86_400,
     )
-    log_level: str = setting("INFO", "Python logging level.")
-    kafka: Mapping[str, str] = field(
-        default_factory=dict,
-        metadata={"doc": "librdkafka properties for both clients (TLS, SASL, tuning)."},
-    )
+    log_level: str = log_level_setting()
+    log_format: str = log_format_setting()
+    kafka: Mapping[str, str] = kafka_setting()
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     def masked(self) -> dict[str, Any]:
         return masked(self)
@@ -172,31 +262,20 @@ class Settings:
 
 def masked(settings: Any) -> dict[str, Any]:
     """Settings (a dataclass with a ``kafka`` mapping) as a dict for logs, with
-    secret-looking librdkafka values hidden."""
+    secret-bearing librdkafka values hidden."""
     out = dataclasses.asdict(settings)
     out["kafka"] = {k: ("***" if is_secret(k) else v) for k, v in settings.kafka.items()}
     return out
 
 
 def is_secret(key: str) -> bool:
+    """Whether a librdkafka property carries a secret, by its name: ``sasl.password``,
+    ``ssl.key.password``, ``ssl.keystore.password``, ``ssl.key.pem``, ``ssl_key``,
+    ``sasl.oauthbearer.config``, ``sasl.oauthbearer.client.secret``,
+    ``sasl.oauthbearer.assertion.private.key.pem`` and ``.passphrase``, any
+    ``*.jaas.config``. Paths (``*.location``) are not secrets."""
     k = key.lower()
     return any(m in k for m in SECRET_MARKERS) and not k.endswith(".location")
-
-
-def _fields(cls: type[Any]) -> dict[str, Any]:
-    return {f.name: f for f in fields(cls)}
-
-
-def _coerce(cls: type[Any], name: str, raw: Any) -> Any:
-    """Convert a TOML, env or flag value to the field's type, naming the field on failure."""
-    default = _fields(cls)[name].default
-    kind = type(default) if default is not dataclasses.MISSING else str
-    try:
-        if kind is bool:
-            return str(raw).lower() in ("1", "true", "yes", "on")
-        return kind(raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"setting {name}: cannot read {raw!r} as {kind.__name__}") from exc
 
 
 def parse_kafka_pairs(pairs: list[str] | str, source: str) -> dict[str, str]:
@@ -208,7 +287,9 @@ def parse_kafka_pairs(pairs: list[str] | str, source: str) -> dict[str, str]:
             continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"{source}: expected key=value, got {item!r}")
+            shown = key.strip() if sep else item
+            raise ConfigError(f"{source} {shown!r}: expected KEY=VALUE "
+                              "(a librdkafka property, for example security.protocol=SSL)")
         out[key.strip()] = value.strip()
     return out
 
@@ -217,31 +298,70 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text())
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+
+
+def _kafka_table(table: Any, path: Path) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: kafka must be a table ([kafka] with \"key\" = value lines)")
+    out = {}
+    for k, v in table.items():
+        if isinstance(v, dict | list):
+            raise ConfigError(f"{path}: [kafka] {k}: expected a single value (quote the key: "
+                              f'"{k}.…" = value)')
+        out[str(k)] = ("true" if v else "false") if isinstance(v, bool) else str(v)
+    return out
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"did you mean {close[0]}?" if close else "see --help for the settings"
 
 
 def from_toml(path: Path, cls: type[Any] = Settings,
               tables: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
-    """Settings and the [kafka] table of a TOML file; ``tables`` are other tables the
-    caller reads itself (the monitor's [[alerts]])."""
+    """Settings (typed and checked) and the [kafka] table of a TOML file; ``tables`` are
+    other tables the caller reads itself (the monitor's [[alerts]])."""
     data = read_toml(path)
-    kafka = {str(k): str(v) for k, v in data.pop("kafka", {}).items()}
+    kafka = _kafka_table(data.pop("kafka", {}), path)
     for name in tables:
         data.pop(name, None)
-    unknown = sorted(set(data) - set(_fields(cls)))
-    if unknown:
-        raise ConfigError(f"config file {path}: unknown settings {', '.join(unknown)}")
-    return data, kafka
+    known = specs(cls)
+    values = {}
+    for key, raw in data.items():
+        if key not in known:
+            raise ConfigError(f"{path}: unknown setting {key!r} ({_suggest(key, known)})")
+        values[key] = parse(known[key], raw, f"{key} = {raw!r} in {path}")
+    return values, kafka
+
+
+def _known_env(cls: type[Any]) -> set[str]:
+    return {spec.env for c in {cls, *_REGISTERED} for spec in specs(c).values()}
 
 
 def from_env(env: Mapping[str, str], cls: type[Any] = Settings
              ) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
-    values = {n: env[f"SCORING_{n.upper()}"] for n in _fields(cls)
-              if n != "kafka" and f"SCORING_{n.upper()}" in env}  # fmt: skip
+    """Settings of ``cls`` from ``SCORING_*`` variables; an unknown variable is an error."""
+    mine = {spec.env: spec for spec in specs(cls).values()}
+    known = _known_env(cls) | {"SCORING_KAFKA"}
+    values = {}
+    for var, raw in sorted(env.items()):
+        if not var.startswith("SCORING_") or var.startswith("SCORING_TEST_"):
+            continue
+        if var in mine:
+            values[mine[var].name] = parse(mine[var], raw, f"{var}={raw!r}")
+        elif var not in known:
+            raise ConfigError(f"{var}: unknown setting ({_suggest(var, known)})")
     kafka = parse_kafka_pairs(env.get("SCORING_KAFKA", ""), "SCORING_KAFKA")
     return values, kafka
+
+
+def from_flags(flags: Mapping[str, Any], cls: type[Any] = Settings) -> dict[str, Any]:
+    """Settings of ``cls`` given as flags (a value of None: not given)."""
+    return {name: parse(spec, flags[name], f"{spec.flag} {flags[name]}")
+            for name, spec in specs(cls).items() if flags.get(name) is not None}  # fmt: skip
 
 
 def load(
@@ -263,16 +383,16 @@ def load_into(
     tables: tuple[str, ...] = (),
 ) -> T:
     """Merge every source by precedence into ``cls``, a settings dataclass with a
-    ``kafka`` mapping field."""
-    names = _fields(cls)
+    ``kafka`` mapping field; every value is checked, naming its source on failure."""
     merged: dict[str, Any] = {}
     kafka: dict[str, str] = {}
     layers = [from_toml(config_file, cls, tables)] if config_file else []
     layers.append(from_env(env, cls))
-    layers.append(({k: v for k, v in flags.items()
-                    if v is not None and k in names and k != "kafka"},
-                   parse_kafka_pairs(kafka_flags or [], "--kafka")))  # fmt: skip
+    layers.append((from_flags(flags, cls), parse_kafka_pairs(kafka_flags or [], "--kafka")))
     for values, kafka_values in layers:
-        merged.update({k: _coerce(cls, k, v) for k, v in values.items()})
+        merged.update(values)
         kafka.update(kafka_values)
+    for key, value in kafka.items():
+        if any(ord(c) < 32 for c in key + value):
+            raise ConfigError(f"librdkafka property {key!r}: contains a control character")
     return cls(**merged, kafka=kafka)  # type: ignore[call-arg]

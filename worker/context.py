@@ -8,16 +8,17 @@ from pathlib import Path
 from worker.config import Settings
 from worker.core.pipeline import ScoringContext
 from worker.core.schema import EventValidator
-from worker.model.bundle import load_bundle
+from worker.model.checked import load_checked
 from worker.model.store import is_model_folder, read_pointer
 
 
 def build_context(s: Settings) -> ScoringContext:
-    """Load the model and the schema; either failing is fatal (raises ScoringError)."""
+    """Load the model (with its self-test) and the schema; either failing is fatal
+    (raises ScoringError)."""
     path = Path(s.model)
     if is_model_folder(path):  # a store folder: serve what its pointer names
         path = path / read_pointer(path)
-    bundle = load_bundle(path)
+    bundle = load_checked(path, allow_pickle=s.allow_pickle)
     validator = EventValidator.from_file(Path(s.schema)) if s.schema else None
     return ScoringContext(bundle, validator, s.max_event_bytes, s.event_ts_field or None,
                           s.label_field or None)  # fmt: skip

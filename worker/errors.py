@@ -13,35 +13,72 @@ from enum import StrEnum
 
 
 class ScoringError(Exception):
-    """Root of every fatal error raised by this package."""
+    """Root of every fatal error raised by this package.
+
+    ``exit_status`` is what the command exits with: 2 for a mistake the user can fix in
+    the command, its settings or its files; 1 for a failure of the environment at run
+    time (broker unreachable or lost, authentication, TLS), where a retry may succeed.
+    """
+
+    exit_status: int = 2
+    #: Where to look next, added to the message when it carries no hint of its own.
+    hint: str = "see the command's --help"
 
 
 class ConfigError(ScoringError):
     """A setting is missing, malformed or inconsistent."""
 
+    hint = "see the command's --help for the settings"
+
 
 class ModelLoadError(ScoringError):
     """A model bundle cannot be loaded or fails its checks."""
+
+    hint = "check the bundle given with --model; `scoring-worker train-demo` writes a valid one"
 
 
 class ModelStoreError(ScoringError):
     """A model store operation is refused (unknown version, existing version, no history)."""
 
+    hint = "`scoring-worker models list --store STORE` shows what the store holds"
+
 
 class SchemaLoadError(ScoringError):
     """A JSON Schema file cannot be read or is not a valid schema."""
+
+    hint = "check --schema: a JSON Schema (2020-12) file"
 
 
 class BatchInputError(ScoringError):
     """A batch-mode input file cannot be read or parsed as a whole."""
 
+    hint = "check the input file of score-file"
+
 
 class KafkaFatalError(ScoringError):
     """The broker cannot be used at all (unreachable, authentication failed)."""
 
+    exit_status = 1
+    hint = "check --bootstrap and the [kafka] properties"
+
+
+class RetrainError(ScoringError):
+    """A retrain run cannot go on (no labeled rows, one class only, an empty range, ...)."""
+
+    hint = "see scoring-worker retrain --help"
+
 
 class KafkaLocalError(ScoringError):
     """The local development broker cannot be resolved, started or stopped."""
+
+    hint = "see scoring-worker kafka-local --help"
+
+
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line of at most ``limit`` characters, for a refusal or a dead
+    letter: what a library raised can be long and span lines."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RejectKind(StrEnum):

@@ -4,7 +4,8 @@ Fields: ``ts`` (ISO 8601, UTC), ``level``, ``logger``, ``msg`` and any ``extra``
 given to the call (``log.info("committed", extra={"offsets": 12})``). The
 redaction filter replaces every configured secret value (SASL passwords, TLS
 key passwords, OAuth secrets from the librdkafka settings) wherever it would
-appear, including in librdkafka's own messages and in tracebacks.
+appear, including in librdkafka's own messages and in tracebacks. ``fmt="text"``
+gives plain lines for a terminal instead.
 """
 
 from __future__ import annotations
@@ -35,6 +36,20 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """For a terminal: ``time level logger: message key=value ...``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        extra = " ".join(f"{k}={orjson.dumps(v, default=str).decode()}"
+                         for k, v in vars(record).items()
+                         if k not in _STANDARD and not k.startswith("_"))  # fmt: skip
+        line = super().format(record)
+        return f"{line} {extra}" if extra else line
+
+
 class Redact(logging.Filter):
     """Replaces secret values in the final line, whatever produced it."""
 
@@ -57,13 +72,12 @@ class RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         return self._redact.redact(super().format(record))
 
 
-def setup(level: str, secrets: Iterable[str] = (), json_lines: bool = True) -> None:
-    """Route every logger (ours, librdkafka's through confluent-kafka) to one handler."""
+def setup(level: str, secrets: Iterable[str] = (), fmt: str = "json") -> None:
+    """Route every logger (ours, librdkafka's through confluent-kafka, Python warnings) to
+    one handler on stderr: JSON lines (``fmt="json"``) or text for a terminal."""
     handler = RedactingHandler(Redact(secrets))
-    if json_lines:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # a library's warning is a log line too, not raw stderr

@@ -6,14 +6,20 @@ loop still turns, /readyz whether the process can do its job right now.
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from worker.errors import ConfigError
+
+#: An extra page: called on the HTTP thread, returns (status code, body, content type).
+Route = Callable[[], tuple[int, bytes, str]]
 
 
 @dataclass
@@ -37,12 +43,24 @@ class Health:
         return self.model_loaded and self.assigned and self.broker_ok
 
 
-def serve(port: int, registry: CollectorRegistry, health: Health) -> ThreadingHTTPServer:
-    """Serve /metrics, /healthz and /readyz on a daemon thread."""
+def serve(port: int, registry: CollectorRegistry, health: Health,
+          host: str = "0.0.0.0", *,
+          routes: Mapping[str, Route] | None = None) -> ThreadingHTTPServer:  # fmt: skip
+    """Serve /metrics, /healthz and /readyz on a daemon thread, plus ``routes``: extra pages
+    by exact path (query string ignored), such as the monitor's status page.
+
+    ``host`` 0.0.0.0 (every interface) suits a container, whose probes and scraper come
+    from outside; 127.0.0.1 keeps the endpoints on a laptop's loopback. A port taken by
+    another process is a ConfigError naming the port and the settings to change.
+    """
+    extra = dict(routes or {})
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path.startswith("/metrics"):
+            route = extra.get(self.path.split("?", 1)[0])
+            if route is not None:
+                self._send(*route())
+            elif self.path.startswith("/metrics"):
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif self.path.startswith("/healthz"):
                 ok = health.healthy()
@@ -63,6 +81,15 @@ def serve(port: int, registry: CollectorRegistry, health: Health) -> ThreadingHT
         def log_message(self, format: str, *args: object) -> None:
             pass  # probes hit these endpoints every few seconds; keep them out of the logs
 
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"--metrics-port {port}: {host}:{port} is already in use, perhaps by another "
+                "worker on this host (give each process its own --metrics-port, or 0 to "
+                "turn the HTTP server off)") from None
+        raise ConfigError(f"--metrics-host {host} --metrics-port {port}: cannot listen there "
+                          f"({exc.strerror or exc}; 0.0.0.0 or 127.0.0.1 always work)") from None
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server

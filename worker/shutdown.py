@@ -11,6 +11,10 @@ import signal
 from types import FrameType
 
 
+class StopRequested(Exception):
+    """Raised by a start-up wait when SIGTERM or SIGINT arrives; the command exits 0."""
+
+
 class StopFlag:
     def __init__(self) -> None:
         self.requested = False

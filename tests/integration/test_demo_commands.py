@@ -11,6 +11,7 @@ import orjson
 from jsonschema import Draft202012Validator
 
 from tests.integration.helpers import ROOT, read_topic
+from worker.devtools import browser
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -60,3 +61,10 @@ def test_demo_runs_the_whole_job_and_loses_nothing(kafka_bootstrap: str, tmp_pat
     # every scored event got its label: the monitor's rolling view covers them all
     assert summary["rolling_labeled"] == 1194
     assert 0.5 < summary["rolling_accuracy"] <= 1 and 0 <= summary["rolling_recall"] <= 1
+    # the status page's address while it ran; the report of the run it leaves behind
+    assert "status page: http://127.0.0.1:" in done.stdout
+    report = (tmp_path / "report.html").read_text()
+    assert "window.STATUS = {" in report and '"events in":1200' in report
+    assert "report.html" in done.stdout.splitlines()[-1]
+    if browser.chromium() is not None:
+        assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"

@@ -81,8 +81,8 @@ def test_drift_fires_psi_and_recall_alerts_after_the_drift_only(
         schema.validate(a)
     # Each rule's first record fires, after the drift began; none resolves while the drift
     # lasts. Healthy live recall is about 0.33 (about 150 positives at min_count, sd about
-    # 0.04); drifted traffic is caught at about 0.05, so with 70,000 drifted events of
-    # 80,000 recall ends near 0.09 (sd about 0.01): 0.18 is about 4 sd from both.
+    # 0.04); drifted traffic is caught at about 0.01, so with 70,000 drifted events of
+    # 80,000 recall ends near 0.05 (sd about 0.01): 0.18 is about 4 sd from both.
     assert [(a["alert"], a["status"]) for a in alerts] in (
         [("score_drift", "firing"), ("recall_low", "firing")],
         [("recall_low", "firing"), ("score_drift", "firing")],

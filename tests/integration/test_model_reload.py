@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, Producer
 from jsonschema import Draft202012Validator
 
 from tests.integration.helpers import ROOT, WorkerProc, produce, read_topic, wait_for
+from worker.cli import main
 from worker.devtools.demo import DEMO_MODEL_NAME, make_events, train_demo
 from worker.model.bundle import sha256_file
 from worker.model.store import ModelStore
@@ -164,8 +165,11 @@ def test_promote_refuse_and_roll_back_under_a_stream(
     feeder.start()
     out.start()
 
+    sequence = iter(range(2, 100))  # above the pointer's: the promote of v1 took 1
+
     def control(version: str) -> None:
-        value = orjson.dumps({"name": DEMO_MODEL_NAME, "version": version})
+        value = orjson.dumps({"name": DEMO_MODEL_NAME, "version": version,
+                              "sequence": next(sequence)})  # fmt: skip
         produce(kafka_bootstrap, t["ctl"], [(DEMO_MODEL_NAME.encode(), value)])
 
     try:
@@ -177,8 +181,11 @@ def test_promote_refuse_and_roll_back_under_a_stream(
         control("3")
         control("4")
         alerts = read_topic(kafka_bootstrap, t["alerts"], 2, settle=0.5)
-        store.promote(DEMO_MODEL_NAME, "2")  # the pointer catches up with the fleet ...
-        store.rollback(DEMO_MODEL_NAME)  # ... and rolls back to v1
+        ctl = ["--store", str(store.root), "--control-topic", t["ctl"],
+               "--bootstrap", kafka_bootstrap]  # fmt: skip
+        # The pointer catches up with the fleet (above every published sequence) ...
+        assert main(["models", "promote", *ctl, DEMO_MODEL_NAME, "2"]) == 0
+        assert main(["models", "rollback", *ctl, DEMO_MODEL_NAME]) == 0  # ... and rolls back
         wait_for(out.all_partitions(["1", "2", "1"]), 60, "v1 again on every partition")
         feeder.stop_after(2 * RATE)
         feeder.join()
@@ -225,8 +232,7 @@ def test_a_starting_worker_converges_on_the_latest_control_record(
     for path in trained.values():
         store.add(path)
     store.promote(DEMO_MODEL_NAME, "1")
-    time.sleep(0.01)  # the record must be stamped after the pointer's mtime (ms resolution)
-    value = orjson.dumps({"name": DEMO_MODEL_NAME, "version": "2"})
+    value = orjson.dumps({"name": DEMO_MODEL_NAME, "version": "2", "sequence": 2})
     produce(kafka_bootstrap, t["ctl"], [(b"other", b'{"name": "other", "version": "9"}'),
                                         (DEMO_MODEL_NAME.encode(), value)])  # fmt: skip
     w = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", t["in"],

@@ -10,8 +10,9 @@ import numpy.typing as npt
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from worker.model.bundle import ModelBundle, load_bundle, write_bundle
+from worker.model.bundle import ModelBundle, load_bundle
 from worker.model.manifest import Task
+from worker.model.writer import write_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
@@ -62,6 +63,8 @@ def save(
     fmt: Literal["skops", "joblib"] = "skops",
     **extra: Any,
 ) -> Path:
+    if "sample" not in extra:
+        extra["sample"] = training_data(n=64, width=int(estimator.n_features_in_), seed=5)[0]
     return write_bundle(
         folder, estimator, name="unit", version="7", task=task, features=features, fmt=fmt, **extra
     )
@@ -73,7 +76,9 @@ def binary_bundle(folder: Path, threshold: float | None = None) -> ModelBundle:
 
 def poison_bundle(folder: Path) -> ModelBundle:
     x, y = training_data()
-    return load_bundle(save(folder, PoisonEstimator().fit(x, y), fmt="joblib"))
+    bundle = load_bundle(save(folder, PoisonEstimator().fit(x, y)))
+    PoisonEstimator.calls = 0  # writing ran its self-test: count from here
+    return bundle
 
 
 def regression_bundle(folder: Path) -> ModelBundle:

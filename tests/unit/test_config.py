@@ -31,9 +31,9 @@ def test_bad_values_name_the_setting(tmp_path: Path) -> None:
         config.load(None, {"SCORING_BATCH_MAX": "lots"}, {})
     toml = tmp_path / "w.toml"
     toml.write_text("bach_max = 3\n")
-    with pytest.raises(ConfigError, match="unknown settings bach_max"):
+    with pytest.raises(ConfigError, match=r"unknown setting 'bach_max' \(did you mean batch_max"):
         config.load(toml, {}, {})
-    with pytest.raises(ConfigError, match="key=value"):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
         config.load(None, {}, {}, ["security.protocol"])
     toml.write_text("not toml [")
     with pytest.raises(ConfigError, match="not valid TOML"):
@@ -58,3 +58,106 @@ def test_every_setting_is_documented() -> None:
 
     for f in dataclasses.fields(config.Settings):
         assert f.metadata.get("doc"), f"setting {f.name} has no documentation"
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "message"),
+    [
+        ({}, {"batch_max": "0"}, "--batch-max 0: below the minimum 1"),
+        ({"SCORING_BATCH_MAX": "-3"}, {}, "SCORING_BATCH_MAX='-3': below the minimum 1"),
+        ({}, {"batch_wait_ms": "2.5"}, "--batch-wait-ms 2.5: not a whole number"),
+        ({}, {"start_timeout_s": "0"}, "--start-timeout-s 0: must be above 0"),
+        ({}, {"start_timeout_s": "nan"}, "not a finite number"),
+        ({}, {"metrics_port": "70000"}, "--metrics-port 70000: above the maximum 65535"),
+        ({}, {"log_level": "LOUD"}, "--log-level LOUD: not a log level"),
+        ({}, {"log_format": "xml"}, "--log-format xml: not one of the choices"),
+        ({}, {"bootstrap": "localhost"}, "'localhost' has no port"),
+        ({}, {"bootstrap": "a:1,,b:2"}, "an empty broker address"),
+        ({}, {"bootstrap": "a:99999"}, "port '99999' is not a number from 1 to 65535"),
+        ({}, {"bootstrap": "::1:9092"}, "IPv6 address in brackets"),
+        ({}, {"input_topic": "bad topic"}, "--input-topic bad topic: not a valid name"),
+        ({"SCORING_BACH_MAX": "1"}, {}, "SCORING_BACH_MAX: unknown setting (did you mean "
+                                        "SCORING_BATCH_MAX?)"),
+    ],
+)
+def test_every_value_is_checked_and_named_by_its_source(
+    env: dict[str, str], flags: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config.load(None, env, flags)
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_a_variable_of_the_other_command_or_of_the_tests_is_not_unknown() -> None:
+    from worker.monitor_app.settings import MonitorSettings
+
+    env = {"SCORING_WINDOWS": "5m", "SCORING_TEST_KAFKA_PORT": "9092", "OTHER": "x"}
+    assert config.load(None, env, {}).batch_max == 1000
+    m = config.load_into(MonitorSettings, None, {"SCORING_BATCH_WAIT_MS": "50"}, {})
+    assert m.batch_wait_ms == 50  # a worker's variable name the monitor also has
+
+
+def test_booleans_accept_only_the_usual_words() -> None:
+    from dataclasses import dataclass
+
+    from worker.settings_rules import parse, specs
+
+    @dataclass(frozen=True)
+    class WithBool:
+        allow: bool = config.setting(False, "A switch.")
+
+    spec = specs(WithBool)["allow"]
+    for text, value in (("true", True), ("YES", True), ("1", True), ("false", False),
+                        ("no", False), ("0", False), (True, True)):  # fmt: skip
+        assert parse(spec, text, "x") is value
+    for typo in ("ture", "on", "y", "2", ""):
+        with pytest.raises(ConfigError, match="not a boolean"):
+            parse(spec, typo, "--allow")
+
+
+def test_toml_values_are_typed_and_checked(tmp_path: Path) -> None:
+    toml = tmp_path / "w.toml"
+    toml.write_text('batch_max = "ten"\n')
+    with pytest.raises(ConfigError, match=r"batch_max = 'ten' in .*w.toml: not a whole number"):
+        config.load(toml, {}, {})
+    toml.write_text('bootstrap = 9092\n')
+    with pytest.raises(ConfigError, match="not text: quote it"):
+        config.load(toml, {}, {})
+    toml.write_text('model = "fraud\\u0000"\n')
+    with pytest.raises(ConfigError, match="control character"):
+        config.load(toml, {}, {})
+    toml.write_text('log_level = "debug"\n[kafka]\n"enable.idempotence" = true\n')
+    s = config.load(toml, {}, {})
+    assert s.log_level == "DEBUG" and s.kafka == {"enable.idempotence": "true"}
+
+
+def test_direct_construction_is_validated_too() -> None:
+    with pytest.raises(ConfigError, match="batch_max=0"):
+        config.Settings(batch_max=0)
+    from worker.monitor_app.settings import MonitorSettings
+
+    with pytest.raises(ConfigError, match="'5x' is not a window size"):
+        MonitorSettings(windows="5m,5x")
+
+
+SECRET_PROPERTIES = ("sasl.password", "ssl.key.password", "ssl.keystore.password",
+                     "ssl.key.pem", "ssl_key", "sasl.oauthbearer.config",
+                     "sasl.oauthbearer.client.secret",
+                     "sasl.oauthbearer.client.credentials.client.secret",
+                     "sasl.oauthbearer.assertion.private.key.passphrase",
+                     "sasl.oauthbearer.assertion.private.key.pem", "sasl.jaas.config",
+                     "listener.name.secure.scram-sha-512.sasl.jaas.config")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SECRET_PROPERTIES)
+def test_every_secret_bearing_property_is_masked_by_name(name: str) -> None:
+    assert config.is_secret(name)
+    shown = config.Settings(kafka={name: "s3cr3t-value"}).masked()
+    assert "s3cr3t-value" not in repr(shown)
+
+
+def test_paths_and_plain_properties_are_not_secrets() -> None:
+    for name in ("ssl.key.location", "ssl.ca.location", "sasl.username", "linger.ms",
+                 "security.protocol", "sasl.mechanism"):  # fmt: skip
+        assert not config.is_secret(name), name

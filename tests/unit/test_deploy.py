@@ -40,7 +40,8 @@ PROVISIONING = DEPLOY / "grafana" / "provisioning"
 PROMETHEUS_OWN = frozenset({"ALERTS", "up"})
 ALERTS = frozenset({"WorkerDown", "ScoringTargetsMissing", "DeadLetterRateHigh",
                     "ConsumerLagGrowing", "ScoringLatencyHigh", "ModelRecallLow",
-                    "ModelAucLow", "ScoreDriftHigh", "LabelsStalled"})  # fmt: skip
+                    "ModelAucLow", "ScoreDriftHigh", "LabelsStalled",
+                    "MonitorFallingBehind"})  # fmt: skip
 SETTINGS_OF_COMMAND: dict[str, type[Any]] = {"run": config.Settings, "monitor": MonitorSettings}
 
 
@@ -278,8 +279,13 @@ def test_prometheus_and_grafana_find_their_files_where_they_are_mounted() -> Non
     source = load_yaml(PROVISIONING / "datasources" / "prometheus.yml")["datasources"][0]
     assert source["type"] == "prometheus"
     assert source["url"] == "http://prometheus:9090"
+    assert source["isDefault"]  # what the dashboard's datasource variable picks first
+    for dash in dashboards().values():
+        variables = {v["name"]: v for v in dash["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource"
+        assert variables["datasource"]["query"] == source["type"]
     uids = {d.get("uid") for d in _walk_datasources(dashboards())}
-    assert uids == {source["uid"]}
+    assert uids == {"${datasource}"}  # no fixed uid: any Prometheus data source works
 
 
 def _walk_datasources(node: Any) -> Iterator[dict[str, Any]]:
@@ -417,6 +423,8 @@ def test_alerts_say_what_the_issue_asked_for() -> None:
     assert 'scoring_model_predicted_events{window="rolling"} >= 500' in expr["ScoreDriftHigh"]
     assert "rate(scoring_monitor_joined_total[15m]) == 0" in expr["LabelsStalled"]
     assert "rate(scoring_monitor_predictions_total[15m]) > 0" in expr["LabelsStalled"]
+    assert "deriv(scoring_monitor_consumer_lag_messages[10m])) > 0" in expr["MonitorFallingBehind"]
+    assert "scoring_monitor_newest_join_age_seconds" in expr["MonitorFallingBehind"]
 
 
 def test_every_alert_has_a_firing_and_a_quiet_promtool_test() -> None:
@@ -571,12 +579,15 @@ def test_dashboard_shows_what_the_issue_lists() -> None:
                    'scoring_model_recall_ratio{window="rolling"',
                    'scoring_model_roc_auc_ratio{window="rolling"', "scoring_model_score_psi",
                    "scoring_model_label_coverage_ratio",
-                   'ALERTS{alertstate="firing"}'):  # fmt: skip
+                   'ALERTS{alertstate="firing"}',
+                   "max by (instance, model, model_version, sha256) (scoring_model_info)",
+                   "sum by (instance, result) (increase(scoring_model_reloads_total"):  # fmt: skip
         assert needle in queries, needle
     for dash in dashboards().values():
         for panel in _panels(dash):
             legends = " ".join(t.get("legendFormat", "") for t in panel.get("targets", []))
-            if "scoring_model_" in json.dumps(panel.get("targets", [])):
+            exprs = json.dumps(panel.get("targets", []))
+            if "scoring_model_" in exprs and "scoring_model_reloads_total" not in exprs:
                 assert "{{model_version}}" in legends, panel["title"]  # per model version
 
 

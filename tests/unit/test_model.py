@@ -51,7 +51,7 @@ def test_round_trip_keeps_manifest_and_predictions(tmp_path: Path, fmt: Any) -> 
     folder = save(tmp_path / fmt, model, fmt=fmt, threshold=0.3,
                   metrics={"roc_auc": np.float64(0.9), "bad": float("nan")},
                   reference_histogram=histogram)  # fmt: skip
-    bundle = load_bundle(folder)
+    bundle = load_bundle(folder, allow_pickle=fmt == "joblib")
     m = bundle.manifest
     assert (m.name, m.version, m.task, m.features) == ("unit", "7", "binary", FEATURES)
     assert m.artifact == f"model.{fmt}"
@@ -153,6 +153,9 @@ def test_joblib_is_not_unpickled_when_sha256_differs(tmp_path: Path) -> None:
     (folder / "model.joblib").write_bytes(pickle.dumps(_Boobytrap(str(marker))))
     assert "sha256 mismatch" in refusal(folder)
     assert not marker.exists()
+    edit_manifest(folder, sha256=sha256_file(folder / "model.joblib"))  # hash matches now ...
+    assert "is a pickle (.joblib)" in refusal(folder)  # ... still refused without allow_pickle
+    assert not marker.exists()
 
 
 def test_n_features_mismatch(tmp_path: Path) -> None:
@@ -164,8 +167,19 @@ def test_n_features_mismatch(tmp_path: Path) -> None:
 def test_feature_names_in_mismatch_names_the_first_difference(tmp_path: Path) -> None:
     model = logistic()
     model.feature_names_in_ = np.array(["a", "c", "b"], dtype=object)
-    folder = save(tmp_path, model, fmt="joblib")
+    folder = save(tmp_path, model)
+    edit_manifest(folder, features=["a", "b", "c"])
     assert "feature 1 is 'c' in the estimator but 'b' in the manifest" in refusal(folder)
+
+
+def test_joblib_loads_only_when_pickle_is_allowed(tmp_path: Path) -> None:
+    folder = save(tmp_path, logistic(), fmt="joblib")
+    message = refusal(folder)
+    assert message.endswith("model.joblib is a pickle (.joblib): loading it runs any code it "
+                            "contains, and the sha256 beside it only detects corruption, not "
+                            "tampering; set allow_pickle = true (--allow-pickle) to load it "
+                            "anyway, or write the bundle as .skops")  # fmt: skip
+    assert load_bundle(folder, allow_pickle=True).manifest.artifact == "model.joblib"
 
 
 def test_classifier_task_needs_predict_proba(tmp_path: Path) -> None:
@@ -183,25 +197,33 @@ def test_binary_task_needs_two_classes(tmp_path: Path) -> None:
     assert "task 'binary' needs 2 classes, estimator has 3" in refusal(folder)
 
 
-def test_skops_refuses_types_it_does_not_trust(tmp_path: Path) -> None:
+def test_skops_trusts_exactly_the_types_its_manifest_recorded(tmp_path: Path) -> None:
     x, y = training_data()
     folder = save(tmp_path, PoisonEstimator().fit(x, y), fmt="skops")
+    man = orjson.loads((folder / "model.json").read_bytes())
+    assert man["trusted_types"] == ["tests.unit.helpers.PoisonEstimator"]
+    load_bundle(folder)
+    edit_manifest(folder, trusted_types=["sklearn.tree._tree.Tree"])  # another type only
     message = refusal(folder)
-    assert "skops artifact needs untrusted types: tests.unit.helpers.PoisonEstimator" in message
+    assert message.endswith("skops artifact needs types its manifest does not trust: "
+                            "tests.unit.helpers.PoisonEstimator")  # fmt: skip
 
 
-def test_skops_trusted_types_must_be_named_explicitly(tmp_path: Path) -> None:
+def test_tree_models_record_their_types_and_operators_may_add_more(tmp_path: Path) -> None:
     x, y = training_data()
     model = HistGradientBoostingClassifier(max_iter=3).fit(x, y)
     folder = save(tmp_path, model)
     tree = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
-    assert tree in refusal(folder)
-    bundle = load_bundle(folder, trusted_types=[tree])
+    assert orjson.loads((folder / "model.json").read_bytes())["trusted_types"] == [tree]
+    bundle = load_bundle(folder)
     np.testing.assert_array_equal(bundle.estimator.predict_proba(x), model.predict_proba(x))
+    edit_manifest(folder, trusted_types=[])  # an older bundle without the list ...
+    assert tree in refusal(folder)
+    load_bundle(folder, trusted_types=[tree])  # ... loads when the operator names the type
 
 
 def test_write_bundle_refuses_what_load_would_refuse(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="'features' must be a non-empty list"):
+    with pytest.raises(ValueError, match="fitted on an array: give features"):
         save(tmp_path, logistic(), features=())
     with pytest.raises(ValueError, match="fmt"):
         save(tmp_path, logistic(), fmt="pickle")  # type: ignore[arg-type]
@@ -212,4 +234,4 @@ def test_unreadable_joblib_is_a_load_error(tmp_path: Path) -> None:
     artifact = folder / "model.joblib"
     artifact.write_bytes(b"not a pickle")
     edit_manifest(folder, sha256=sha256_file(artifact))
-    assert "cannot load model.joblib: " in refusal(folder)
+    assert "cannot load model.joblib: " in refusal(folder, allow_pickle=True)

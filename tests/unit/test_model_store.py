@@ -8,16 +8,24 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.unit.helpers import logistic
+from tests.unit.helpers import logistic, training_data
 from worker.cli import main
 from worker.errors import ModelLoadError, ModelStoreError
-from worker.model.bundle import write_bundle
-from worker.model.store import ModelStore, StoredVersion, is_model_folder, read_pointer
+from worker.model.store import (
+    ModelStore,
+    Pointer,
+    StoredVersion,
+    is_model_folder,
+    read_pointer,
+    read_pointer_state,
+)
+from worker.model.writer import write_bundle
 
 
 def bundle(folder: Path, version: str, name: str = "unit") -> Path:
     return write_bundle(folder / f"{name}-{version}", logistic(seed=int(version)), name=name,
-                        version=version, task="binary", features=("a", "b", "c"))  # fmt: skip
+                        version=version, task="binary", features=("a", "b", "c"),
+                        sample=training_data(n=16)[0])  # fmt: skip
 
 
 @pytest.fixture
@@ -120,3 +128,67 @@ def test_models_command_line(
     assert main(["models", "promote", "--store", root, "unit", "5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unit 5 is not in the store" in err[0]
+
+
+def test_models_shadow_needs_a_control_topic_and_a_version_or_stop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(tmp_path / "store")
+    assert main(["models", "add", "--store", root, str(bundle(tmp_path, "1"))]) == 0
+    capsys.readouterr()
+    for argv, want in (
+        (["unit", "1"], "models shadow needs --control-topic"),
+        (["unit", "--control-topic", "ctl"], "a VERSION or --stop, one of them"),
+        (["unit", "1", "--stop", "--control-topic", "ctl"], "a VERSION or --stop, one of them"),
+    ):  # fmt: skip
+        # Refused before any broker is asked (--bootstrap points nowhere).
+        assert main(["models", "shadow", "--store", root, "--bootstrap", "127.0.0.1:1",
+                     *argv]) == 2  # fmt: skip
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and want in err[0], err
+
+
+def test_every_promote_and_rollback_takes_the_next_sequence(
+    store: ModelStore, tmp_path: Path
+) -> None:
+    for v in ("1", "2"):
+        store.add(bundle(tmp_path, v))
+    folder = store.root / "unit"
+    store.promote("unit", "1")
+    assert read_pointer_state(folder) == Pointer("1", 1)
+    assert (folder / "current").read_text() == "1\nsequence 1\n"
+    store.promote("unit", "2")
+    store.promote("unit", "2")  # re-issued: a new sequence, no new history entry
+    assert read_pointer_state(folder) == Pointer("2", 3) and store.history("unit") == ["1"]
+    store.rollback("unit", at_least=10)  # above what a control topic already carries
+    assert read_pointer_state(folder) == Pointer("1", 11)
+    (folder / "current").write_text("2\n")  # written before sequences existed
+    assert read_pointer_state(folder) == Pointer("2", 0)
+    store.promote("unit", "1")
+    assert read_pointer_state(folder) == Pointer("1", 1)
+    (folder / "current").write_text("2\nsequence x\n")
+    with pytest.raises(ModelStoreError, match="sequence must be a whole number"):
+        read_pointer_state(folder)
+
+
+def test_joblib_bundles_need_allow_pickle_at_add(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = write_bundle(tmp_path / "j", logistic(), name="unit", version="1", task="binary",
+                       features=("a", "b", "c"), sample=training_data(n=8)[0], fmt="joblib")
+    root = str(tmp_path / "store")
+    assert main(["models", "add", "--store", root, str(src)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "set allow_pickle = true (--allow-pickle)" in err[0]
+    assert main(["models", "add", "--store", root, "--allow-pickle", str(src)]) == 0
+
+
+def test_score_file_reject_rate_must_be_a_share(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("")
+    argv = ["score-file", str(src), str(tmp_path / "out.jsonl"), "--model",
+            str(bundle(tmp_path, "1")), "--max-reject-rate", "1.5"]  # fmt: skip
+    assert main(argv) == 2
+    assert "--max-reject-rate must be in [0, 1], got 1.5" in capsys.readouterr().err

@@ -1,6 +1,12 @@
-"""Decoded events -> one float64 feature matrix in the model's feature order.
+"""Decoded events -> the input the model's runtime takes, in the model's feature order.
 
-This is the hot path. The common case (every record well-formed) is handled
+Which input is chosen once per bundle (``extractor``): a float64 matrix built by the
+fast path below when every feature is a number that is never missing (the common
+case of a model fitted on an array), otherwise typed columns (worker/core/columns.py)
+turned into what the runtime takes: a float64 or object matrix, a pandas DataFrame
+(worker/core/frames.py) or the columns themselves (ONNX).
+
+The float64 fast path is the hot path. The common case (every record well-formed) is handled
 per batch with C-level helpers (``itemgetter``, ``map(type, ...)``, one
 ``np.array`` and one ``np.isfinite``); only records that fail those batch
 checks are looked at one by one, to say precisely what is wrong with them.
@@ -21,8 +27,10 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from worker.core.columns import Columns, build_columns
 from worker.core.decoders import NOT_AN_OBJECT
 from worker.errors import Rejection, RejectKind
+from worker.model.feature_types import Feature, plain_numbers
 
 NUMBER_TYPES: Final = frozenset({int, float})
 _MAX_PROBLEMS: Final = 3
@@ -32,11 +40,64 @@ NO_ID: Final = Rejection(RejectKind.SCHEMA, "event needs a string 'id'")
 
 @dataclass(frozen=True, slots=True)
 class FeatureBatch:
-    """Rows of ``matrix`` correspond, in order, to ``records[i] for i in valid``."""
+    """Rows of ``matrix`` correspond, in order, to ``records[i] for i in valid``.
 
-    matrix: npt.NDArray[np.float64]
+    ``matrix`` is what the runtime takes: a float64 ndarray on the fast path, else an
+    object ndarray, a DataFrame or ``Columns``; each has ``shape`` and slices by rows.
+    """
+
+    matrix: Any
     valid: list[int]
     rejected: list[tuple[int, Rejection]] = field(default_factory=list)
+
+
+#: records, assume_numeric (a schema guaranteed every feature an int or float) -> batch.
+Extractor = Callable[[Sequence[object], bool], FeatureBatch]
+INPUTS: Final = ("float64", "object", "frame", "columns")
+
+
+def extractor(features: Sequence[Feature], runtime_input: str) -> Extractor:
+    """How a bundle's records become its runtime's input; chosen once, at load."""
+    if runtime_input not in INPUTS:
+        raise ValueError(f"unknown runtime input {runtime_input!r}")
+    specs = tuple(features)
+    if runtime_input == "float64" and plain_numbers(specs):
+        names = tuple(f.name for f in specs)
+        return lambda records, typed: extract(records, names, assume_numeric=typed)
+    return lambda records, typed: extract_typed(records, specs, runtime_input)
+
+
+def extract_typed(
+    records: Sequence[object], features: Sequence[Feature], runtime_input: str
+) -> FeatureBatch:
+    """Typed columns of the records that carry an id, converted to ``runtime_input``."""
+    rejected: list[tuple[int, Rejection]] = []
+    candidates = _with_ids(records, True, rejected)
+    columns, problems = build_columns([records[i] for i in candidates], features)  # type: ignore[misc]
+    if problems:
+        keep = np.ones(len(candidates), dtype=np.bool_)
+        for pos, found in problems.items():
+            keep[pos] = False
+            rejected.append((candidates[pos], _rejection(found)))
+        candidates = [c for c, k in zip(candidates, keep.tolist(), strict=True) if k]
+        columns = columns.take(keep)
+        rejected.sort(key=lambda item: item[0])
+    return FeatureBatch(_convert(columns, runtime_input), candidates, rejected)
+
+
+def _convert(columns: Columns, runtime_input: str) -> Any:
+    if runtime_input == "columns":
+        return columns
+    if runtime_input == "frame":
+        from worker.core.frames import to_frame  # pandas only for bundles that need it
+
+        return to_frame(columns)
+    if not columns.arrays or columns.rows == 0:
+        return np.empty((columns.rows, len(columns.features)),
+                        dtype=np.float64 if runtime_input == "float64" else object)  # fmt: skip
+    if runtime_input == "float64":  # booleans 0/1, missing NaN: what check_array makes
+        return np.column_stack([a.astype(np.float64) for a in columns.arrays])
+    return np.column_stack([a.astype(object) for a in columns.arrays])
 
 
 def extract(

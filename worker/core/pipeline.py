@@ -14,7 +14,7 @@ from typing import Any, Final, TypeAlias, cast
 
 from worker.core.decoders import Decoder
 from worker.core.decoders.json import JsonDecoder
-from worker.core.features import extract
+from worker.core.features import Extractor, FeatureBatch, extractor
 from worker.core.records import PredictionRecord, encode
 from worker.core.schema import EventValidator
 from worker.core.scoring import build_predictions, score_batch_safely
@@ -47,6 +47,12 @@ class ScoringContext:
     observe_model_seconds: Callable[[float], None] | None = None
     #: The input format (worker/core/decoders/): JSON objects unless told otherwise.
     decoder: Decoder = field(default_factory=JsonDecoder)
+    #: How records become the model's input: chosen from the bundle once, here.
+    extract: Extractor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        chosen = extractor(self.bundle.manifest.feature_specs, self.bundle.runtime.input)
+        object.__setattr__(self, "extract", chosen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +70,23 @@ class Prediction:
 Outcome: TypeAlias = Prediction | Rejection
 
 
-def score_values(
-    values: Sequence[bytes | None], ctx: ScoringContext, now_ms: int
-) -> list[Outcome]:
-    """Score a batch of raw values; exactly one outcome per value, in order."""
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch up to the model call: row k of ``batch.matrix`` is ``events[batch.valid[k]]``,
+    which came from input ``positions[batch.valid[k]]``; every input that cannot be scored
+    has its rejection in ``outcomes`` (the other entries are None)."""
+
+    events: list[Any]
+    positions: list[int]
+    batch: FeatureBatch
+    outcomes: list[Outcome | None]
+
+
+def prepare(values: Sequence[bytes | None], ctx: ScoringContext) -> Prepared:
+    """Decode, validate and extract features: what the model would be given for ``values``.
+
+    Retraining reads its events through this too, so a model is fit on exactly what
+    the stream would score."""
     outcomes: list[Outcome | None] = [None] * len(values)
     decoded = ctx.decoder.decode(values, ctx.max_event_bytes)
     for i, rejection in decoded.rejected:
@@ -77,9 +96,19 @@ def score_values(
     if ctx.validator is not None:
         events, positions = _validate_all(events, positions, ctx.validator, outcomes)
     typed = ctx.validator is not None and ctx.validator.numeric.issuperset(ctx.bundle.features)
-    batch = extract(events, ctx.bundle.features, assume_numeric=typed)
+    batch = ctx.extract(events, typed)
     for j, rejection in batch.rejected:
         outcomes[positions[j]] = rejection
+    return Prepared(events, positions, batch, outcomes)
+
+
+def score_values(
+    values: Sequence[bytes | None], ctx: ScoringContext, now_ms: int
+) -> list[Outcome]:
+    """Score a batch of raw values; exactly one outcome per value, in order."""
+    prepared = prepare(values, ctx)
+    events, positions, batch = prepared.events, prepared.positions, prepared.batch
+    outcomes = prepared.outcomes
     t0 = ctx.clock() if ctx.clock is not None else 0.0
     result, ok_rows, model_rejections = score_batch_safely(ctx.bundle, batch.matrix)
     if ctx.clock is not None and ctx.observe_model_seconds is not None:

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from worker.core.records import PredictionRecord
-from worker.errors import Rejection, RejectKind
+from worker.errors import Rejection, RejectKind, describe
 from worker.model.bundle import ModelBundle
 from worker.model.manifest import Task
-
-_MAX_DETAIL: Final = 300
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -41,8 +39,11 @@ class ScoreResult:
         return int(self.output.shape[0])
 
 
-def score_matrix(bundle: ModelBundle, matrix: FloatArray) -> ScoreResult:
-    """Score every row with a single call of the bundle's runtime; check the output's shape."""
+def score_matrix(bundle: ModelBundle, matrix: Any) -> ScoreResult:
+    """Score every row with a single call of the bundle's runtime; check the output's shape.
+
+    ``matrix`` is the runtime's input (features.FeatureBatch.matrix): it has ``shape``
+    and slices by rows, whatever its kind."""
     n = matrix.shape[0]
     output = np.asarray(bundle.runtime.predict(matrix), dtype=np.float64)
     if bundle.task == "regression":
@@ -57,7 +58,7 @@ def score_matrix(bundle: ModelBundle, matrix: FloatArray) -> ScoreResult:
 
 
 def score_batch_safely(
-    bundle: ModelBundle, matrix: FloatArray
+    bundle: ModelBundle, matrix: Any
 ) -> tuple[ScoreResult, list[int], list[tuple[int, Rejection]]]:
     """Score ``matrix``; return (results of ok rows, their row indices, rejections)."""
     parts: list[tuple[int, int, FloatArray]] = []
@@ -78,7 +79,7 @@ def score_batch_safely(
 
 def _bisect(
     bundle: ModelBundle,
-    matrix: FloatArray,
+    matrix: Any,
     lo: int,
     hi: int,
     parts: list[tuple[int, int, FloatArray]],
@@ -88,7 +89,7 @@ def _bisect(
         result = score_matrix(bundle, matrix[lo:hi])
     except Exception as exc:  # any estimator error is a property of some rows
         if hi - lo == 1:
-            rejected.append((lo, Rejection(RejectKind.MODEL, f"model raised {_detail(exc)}")))
+            rejected.append((lo, Rejection(RejectKind.MODEL, f"model raised {describe(exc)}")))
             return
         mid = (lo + hi) // 2
         _bisect(bundle, matrix, lo, mid, parts, rejected)
@@ -160,7 +161,3 @@ def scores_and_labels(bundle: ModelBundle, result: ScoreResult) -> tuple[list[An
     winners: list[int] = output.argmax(axis=1).tolist()
     return [dict(zip(keys, row, strict=True)) for row in rows], [classes[i] for i in winners]
 
-
-def _detail(exc: BaseException) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."

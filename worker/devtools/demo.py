@@ -6,7 +6,8 @@ far from home, foreign, online) plus an unobserved noise term, so a linear model
 on log-scaled features ranks it well but not perfectly (holdout ROC AUC about
 0.92). ``drifted=True`` moves both the traffic (more online, riskier merchants,
 more activity) and the fraud itself (small amounts, daytime, low-risk
-merchants): the trained model's scores shift up while its recall collapses.
+merchants): the trained model's scores shift up while its recall collapses, and
+a model retrained on drifted traffic recovers (``scoring-worker retrain``).
 
 The demo model only uses estimator types that skops trusts by default
 (log1p, one-hot, scaler, logistic regression), so its ``.skops`` bundle loads
@@ -35,8 +36,8 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from worker.model.bundle import write_bundle
 from worker.model.manifest import ReferenceHistogram
+from worker.model.writer import write_bundle
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -93,10 +94,13 @@ def _fraud_logit(x: FloatArray, drifted: bool) -> FloatArray:
     young = np.exp(-age / 60.0)
     far = np.log1p(distance)
     if drifted:
-        # Card testing: small amounts at ordinary merchants in the daytime.
+        # Card testing: small amounts at ordinary merchants in the daytime. A clear
+        # pattern, so that a model retrained on it ranks it about as well as the first
+        # model ranked the old one (ROC AUC about 0.9), while the old model ranks it
+        # worse than chance.
         return np.asarray(
-            -5.6 - 1.2 * ratio + 0.9 * (1.0 - night) - 3.0 * risk + 0.5 * young
-            + 0.2 * velocity + 0.1 * far + 0.3 * online,
+            -6.5 - 2.4 * ratio + 1.8 * (1.0 - night) - 6.0 * risk + 1.0 * young
+            + 0.4 * velocity + 0.2 * far + 0.6 * online,
             dtype=np.float64,
         )  # fmt: skip
     return np.asarray(
@@ -178,6 +182,7 @@ def train_demo(out_dir: Path, seed: int = 7, n: int = 200_000, version: str = "1
         version=version,
         task="binary",
         features=DEMO_FEATURES,
+        sample=matrix[hold],
         fmt="skops",
         threshold=threshold,
         metrics=binary_metrics(labels[hold], scores, threshold),
@@ -237,6 +242,7 @@ def make_lr30_bundle(out_dir: Path, seed: int = 11, n: int = 20_000) -> Path:
         version="1",
         task="binary",
         features=LR30_FEATURES,
+        sample=matrix[-1000:],
         fmt="skops",
         metrics=binary_metrics(labels, scores, 0.5),
         reference_histogram=ReferenceHistogram.from_scores(scores, bins=20),

@@ -1,8 +1,9 @@
 """``scoring-worker demo``: the whole job on one broker, with a summary at the end.
 
-Trains the demo model (once), starts a real worker process, streams demo
-transactions (a few malformed on purpose) with their labels for a while, then
-reads back what came out and reports throughput and end-to-end latency.
+Trains the demo model (once), starts a real worker process and a monitor (whose status
+page's address it prints), streams demo transactions (a few malformed on purpose) with
+their labels for a while, then reads back what came out, reports throughput and end-to-end
+latency, and leaves report.html (and report.png) in the work folder.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 
 from worker import kafka_io
 from worker.devtools.demo import train_demo
+from worker.devtools.demo_report import fetch_status, write_report
 from worker.devtools.produce_demo import DemoTraffic, produce_demo
 from worker.errors import ScoringError
 from worker.kafka_io.config import Connection, Role, client_config
@@ -99,7 +102,9 @@ def rolling_figures(bootstrap: str, topic: str) -> dict[str, object]:
     return orjson.loads(rolling[-1].value or b"{}") if rolling else {}
 
 
-def run_demo(bootstrap: str, workdir: Path, seconds: float, rate: float) -> DemoReport:
+def run_demo(bootstrap: str, workdir: Path, seconds: float, rate: float
+             ) -> tuple[DemoReport, dict[str, Any] | None]:  # fmt: skip
+    """The run's summary, and the monitor's last /api/status."""
     model = workdir / "model"
     if not (model / "model.json").exists():
         train_demo(model)
@@ -117,10 +122,13 @@ def run_demo(bootstrap: str, workdir: Path, seconds: float, rate: float) -> Demo
                               "--labels-topic", t["labels"], "--metrics-topic", t["metrics"],
                               "--alerts-topic", t["alerts"], "--stats-topic", t["stats"],
                               "--group", f"demo-{run}-monitor", "--instance-id", "demo",
-                              "--models", str(model)], workdir / "monitor.log")  # fmt: skip
+                              # 5-second windows: closed windows to draw within the run
+                              "--windows", "5s,5m", "--models", str(model)],
+                             workdir / "monitor.log")  # fmt: skip
     try:
         wait_ready(w_port, worker, 60.0)
         wait_ready(m_port, monitor, 60.0)
+        print(f"status page: http://127.0.0.1:{m_port}/ (while the demo runs)", flush=True)
         traffic = DemoTraffic(topic=t["transactions"], count=int(rate * seconds), rate=rate,
                               labels_topic=t["labels"], label_delay_s=2.0, bad_every=200)
         # Demo traffic skips idempotence: its producer-id handshake (about 0.5 s) would
@@ -131,14 +139,16 @@ def run_demo(bootstrap: str, workdir: Path, seconds: float, rate: float) -> Demo
         dead = kafka_io.drain(bootstrap, t["dlq"], sent.malformed, 10.0)
         time.sleep(3.0)  # the last labels' join and a monitor tick
         rolling = rolling_figures(bootstrap, t["metrics"])
+        status = fetch_status(m_port)
     finally:
         code = _stop(worker)
         monitor_code = _stop(monitor)
     per_s, p50, p99 = latency_summary(preds)
-    return DemoReport(sent.events, len(preds), len(dead), round(per_s, 1), round(p50, 1),
-                      round(p99, 1), code, monitor_code, _count(rolling),
-                      _figure(rolling, "accuracy"), _figure(rolling, "recall"),
-                      _figure(rolling, "roc_auc"), _figure(rolling, "psi"))  # fmt: skip
+    report = DemoReport(sent.events, len(preds), len(dead), round(per_s, 1), round(p50, 1),
+                        round(p99, 1), code, monitor_code, _count(rolling),
+                        _figure(rolling, "accuracy"), _figure(rolling, "recall"),
+                        _figure(rolling, "roc_auc"), _figure(rolling, "psi"))  # fmt: skip
+    return report, status
 
 
 def _count(record: dict[str, object]) -> int | None:
@@ -151,15 +161,18 @@ def _figure(record: dict[str, object], name: str) -> float | None:
     return round(float(value), 4) if isinstance(value, int | float) else None
 
 
-def print_report(r: DemoReport) -> None:
-    rows = [("events in", r.events_in), ("scored", r.scored), ("dead-lettered", r.dead_lettered),
+def report_rows(r: DemoReport) -> list[tuple[str, object]]:
+    return [("events in", r.events_in), ("scored", r.scored), ("dead-lettered", r.dead_lettered),
             ("events/s", r.events_per_s), ("latency p50 ms", r.latency_p50_ms),
             ("latency p99 ms", r.latency_p99_ms), ("worker exit", r.worker_exit),
             ("monitor exit", r.monitor_exit), ("rolling labeled", r.rolling_labeled),
             ("rolling accuracy", r.rolling_accuracy), ("rolling recall", r.rolling_recall),
             ("rolling ROC AUC", r.rolling_roc_auc), ("rolling PSI", r.rolling_psi)]  # fmt: skip
+
+
+def print_report(r: DemoReport) -> None:
     print("\n== scoring-worker demo ==")
-    for name, value in rows:
+    for name, value in report_rows(r):
         print(f"{name:>16}  {value}")
     print(orjson.dumps(asdict(r)).decode())
 
@@ -167,9 +180,12 @@ def print_report(r: DemoReport) -> None:
 def main(bootstrap: str, workdir: Path, seconds: float, rate: float) -> int:
     t0 = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
-    report = run_demo(bootstrap, workdir, seconds, rate)
+    report, status = run_demo(bootstrap, workdir, seconds, rate)
+    title = f"Demo run: {seconds:g} s of traffic at {rate:g} events/s"
+    files = write_report(workdir, title, dict(report_rows(report)), status)
     print_report(report)
-    print(f"(demo took {time.monotonic() - t0:.0f}s; logs in {workdir})")
+    print(f"(demo took {time.monotonic() - t0:.0f}s; logs and "
+          f"{', '.join(f.name for f in files)} in {workdir})")
     lost = report.events_in - report.scored - report.dead_lettered
     ok = lost == 0 and report.worker_exit == 0 and report.monitor_exit == 0
     return 0 if ok else 1

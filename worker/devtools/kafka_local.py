@@ -4,6 +4,10 @@ The broker's jars come from Maven Central through the machine's own ``mvn``
 into a cache outside the repository; data, logs and the pid file live in a
 state folder outside the repository too. The broker runs in KRaft mode as a
 combined broker and controller, so one JVM is all it takes.
+
+``Security`` adds a listener on ``port + 2`` with SASL/SCRAM-SHA-512 (``--sasl``),
+TLS with a throwaway CA (``--tls``) or both (SASL_SSL); the PLAINTEXT listener
+stays, for the broker itself and for tools.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -21,7 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from worker import kafka_io
-from worker.errors import KafkaLocalError
+from worker.devtools import kafka_fetch
+from worker.devtools.kafka_secure import (
+    Security,
+    client_hints,
+    client_properties,
+    listener_lines,
+    secure_port,
+)
+from worker.errors import KafkaFatalError, KafkaLocalError
+
+__all__ = ["Security", "client_hints", "client_properties", "secure_port"]
 
 KAFKA_VERSION = "4.1.1"
 # The published kafka_2.13 artifact ships no logging backend; without one the
@@ -81,18 +94,16 @@ class LocalBroker:
         return self.state_dir / "broker.pid"
 
 
-def _server_properties(b: LocalBroker) -> str:
+def _server_properties(b: LocalBroker, security: Security | None = None) -> str:
     ctl = f"{b.host}:{b.port + 1}"
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.bootstrap.servers={ctl}",
-            f"listeners=PLAINTEXT://{b.bootstrap},CONTROLLER://{ctl}",
-            f"advertised.listeners=PLAINTEXT://{b.bootstrap},CONTROLLER://{ctl}",
+            *listener_lines(b, security or Security()),
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             f"log.dirs={b.state_dir / 'data'}",
             "num.partitions=1",
             # One broker: internal topics cannot have more replicas than that,
@@ -159,39 +170,16 @@ def _pom(b: LocalBroker) -> str:
 
 def check_tools() -> None:
     """Fail with one actionable line when Java 17+ or Maven is missing."""
-    missing = [t for t in ("java", "mvn") if shutil.which(t) is None]
-    if missing:
-        raise KafkaLocalError(NO_JAVA.format(missing=" and ".join(missing)))
-    out = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
-    m = re.search(r'version "(\d+)', out.stderr + out.stdout)
-    if m and int(m.group(1)) < 17:
-        raise KafkaLocalError(NO_JAVA.format(missing=f"Java 17+ (found Java {m.group(1)})"))
+    kafka_fetch.check_tools(NO_JAVA)
 
 
-def resolve_jars(b: LocalBroker) -> Path:
-    """Download the broker's jars once; later calls reuse the cache."""
+def resolve_jars(b: LocalBroker, say: kafka_fetch.Progress = lambda _: None) -> Path:
+    """Download the broker's jars once (saying what happens); later calls reuse the cache."""
     done = b.lib_dir.parent / ".complete"
     if done.exists():
         return b.lib_dir
     check_tools()
-    b.lib_dir.parent.mkdir(parents=True, exist_ok=True)
-    pom = b.lib_dir.parent / "pom.xml"
-    pom.write_text(_pom(b))
-    staging = b.lib_dir.parent / "lib.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    cmd = [
-        "mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-        f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
-        raise KafkaLocalError(
-            f"could not resolve org.apache.kafka:kafka_2.13:{b.version} from Maven Central: "
-            + " | ".join(tail)
-        )
-    shutil.rmtree(b.lib_dir, ignore_errors=True)
-    staging.rename(b.lib_dir)
+    kafka_fetch.resolve(_pom(b), b.lib_dir, f"org.apache.kafka:kafka_2.13:{b.version}", say)
     done.write_text(b.version + "\n")
     return b.lib_dir
 
@@ -204,11 +192,12 @@ def _java(b: LocalBroker, main: str, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _format_storage(b: LocalBroker) -> None:
+def _format_storage(b: LocalBroker, security: Security) -> None:
     """Write the config files and format the log dir once (KRaft needs a cluster id)."""
     (b.state_dir / "logs").mkdir(parents=True, exist_ok=True)
     props = b.state_dir / "server.properties"
-    props.write_text(_server_properties(b))
+    props.write_text(_server_properties(b, security))
+    props.chmod(0o600)  # it holds the keystore's password
     (b.state_dir / "log4j2.properties").write_text(_log4j_properties(b))
     if (b.state_dir / "data" / "meta.properties").exists():
         return
@@ -248,29 +237,38 @@ class StartResult:
     ready_seconds: float
 
 
-def start(b: LocalBroker, timeout: float = 120.0) -> StartResult:
-    """Start the broker unless it runs; return once a metadata request succeeds."""
+def start(b: LocalBroker, timeout: float = 120.0, security: Security | None = None,
+          progress: kafka_fetch.Progress = lambda _: None) -> StartResult:  # fmt: skip
+    """Start the broker unless it runs; return once a metadata request succeeds (and, with
+    ``security``, once its user can authenticate on the secure listener)."""
+    security = security or Security()
     pid = running_pid(b)
     if pid is not None:
+        _check_running_matches(b, security)
         kafka_io.wait_for_broker(b.bootstrap, timeout)
+        _secure_ready(b, security, timeout, progress)
         return StartResult(pid, already_running=True, ready_seconds=0.0)
     if kafka_io.port_open(b.host, b.port):
         raise KafkaLocalError(
             f"{b.bootstrap} is already in use by a process kafka-local did not start; "
             "stop it, or pick another port with --port"
         )
-    resolve_jars(b)
+    resolve_jars(b, progress)
     check_tools()
     t0 = time.monotonic()
-    _format_storage(b)
+    if security.tls:
+        progress(f"TLS: a throwaway CA and broker certificate (keytool) in {b.state_dir / 'tls'}")
+    _format_storage(b, security)
     out = (b.state_dir / "logs" / "stdout.log").open("ab")
     cmd = _java(b, "kafka.Kafka", str(b.state_dir / "server.properties"))
     # A session of its own: the broker outlives this command and ignores the
     # terminal's Ctrl-C; `stop` ends it explicitly.
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     b.pid_file.write_text(f"{proc.pid}\n")
+    progress(f"broker JVM started (pid {proc.pid}); waiting for {b.bootstrap} to answer")
     try:
         kafka_io.wait_for_broker(b.bootstrap, timeout, alive=lambda: proc.poll() is None)
+        _secure_ready(b, security, timeout, progress)
     except Exception as exc:
         stop(b)
         raise KafkaLocalError(
@@ -278,6 +276,39 @@ def start(b: LocalBroker, timeout: float = 120.0) -> StartResult:
             f"(see {b.state_dir / 'logs' / 'server.log'})"
         ) from exc
     return StartResult(proc.pid, already_running=False, ready_seconds=time.monotonic() - t0)
+
+
+def _check_running_matches(b: LocalBroker, security: Security) -> None:
+    """A running broker keeps its listeners: asking for another security set-up is an error."""
+    props = (b.state_dir / "server.properties").read_text(errors="replace")
+    wanted = f"SECURE:{security.protocol}" if security.enabled else None
+    has = next((p for p in ("SECURE:SASL_SSL", "SECURE:SASL_PLAINTEXT", "SECURE:SSL")
+                if p in props), None)  # fmt: skip
+    if wanted != has and (security.enabled or has is not None):
+        raise KafkaLocalError(
+            f"the broker on {b.bootstrap} already runs with "
+            f"{has.split(':')[1] if has else 'no secure listener'}; stop it first to start "
+            f"it {'with ' + security.protocol if wanted else 'without --sasl/--tls'}")
+
+
+def _secure_ready(b: LocalBroker, security: Security, timeout: float,
+                  progress: kafka_fetch.Progress) -> None:  # fmt: skip
+    """Create (or update) the SCRAM user, then wait until it can log in on port + 2."""
+    if not security.enabled:
+        return
+    if security.user is not None:
+        progress(f"adding the SCRAM-SHA-512 user {security.user}")
+        kafka_io.upsert_scram_user(b.bootstrap, security.user, security.password or "")
+    deadline = time.monotonic() + timeout
+    while True:  # the new credential reaches the listener a moment after the upsert
+        try:
+            kafka_io.wait_for_broker(f"{b.host}:{secure_port(b)}", timeout,
+                                     extra=client_properties(b, security))  # fmt: skip
+            return
+        except KafkaFatalError as exc:
+            if "authentication" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def stop(b: LocalBroker, timeout: float = 60.0) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from worker.clock import wall_ms
 from worker.devtools.demo import make_events
 from worker.errors import SendError
 from worker.kafka_io import BatchProducer
@@ -76,6 +77,8 @@ class DemoSummary:
     drifted: int = 0
     malformed: int = 0
     seconds: float = 0.0
+    #: Event time (epoch ms) of the first drifted event; None before the drift.
+    drift_started_ms: int | None = None
 
 
 def _malformed(event: dict[str, object], n: int) -> bytes | None:
@@ -95,17 +98,25 @@ def produce_demo(
     producer_conf: Mapping[str, str],
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    stop: Callable[[], bool] = lambda: False,
+    summary: DemoSummary | None = None,
 ) -> DemoSummary:
-    """Send ``t.count`` events paced at ``t.rate``; return when every label is sent too."""
+    """Send ``t.count`` events paced at ``t.rate``; return when every label is sent too.
+
+    ``stop`` ends the events early (their labels still follow); ``summary`` is updated
+    as it goes, for a caller watching from another thread."""
     producer = _Sender(producer_conf)
     rng = np.random.default_rng(t.seed)
     pending: deque[tuple[float, bytes, bytes]] = deque()
-    summary = DemoSummary()
+    summary = summary if summary is not None else DemoSummary()
     t0 = clock()
-    while summary.events < t.count or pending:
+    count = t.count
+    while summary.events < count or pending:
         now = clock()
+        if stop():
+            count = summary.events
         # Pace by the elapsed time, not by sleeps, so slow ticks do not lower the rate.
-        due = t.count if t.rate <= 0 else min(t.count, int((now - t0) * t.rate) + 1)
+        due = count if t.rate <= 0 else min(count, int((now - t0) * t.rate) + 1)
         n = min(due - summary.events, 10_000)
         if n > 0:
             _send_events(t, producer, rng, n, summary, pending, now)
@@ -129,7 +140,7 @@ def _send_events(
 ) -> None:
     first = t.start_id + summary.events
     split = n if t.drift_after is None else min(n, max(0, t.drift_after - summary.events))
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_ms()
     for k, drifted in ((split, False), (n - split, True)):
         if k == 0:
             continue
@@ -147,6 +158,8 @@ def _send_events(
                 msg = orjson.dumps({"id": event["id"], "label": label})
                 pending.append((now + t.label_delay_s, event["id"].encode(), msg))
         summary.drifted += k if drifted else 0
+        if drifted and summary.drift_started_ms is None:
+            summary.drift_started_ms = now_ms
     summary.events += n
 
 
@@ -159,7 +172,7 @@ def _send_due_labels(
 ) -> None:
     if not t.labels_topic:
         return
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_ms()
     while pending and pending[0][0] <= now:
         _, key, msg = pending.popleft()
         # The label's own time is when it became known, not the event's time.

@@ -1,10 +1,11 @@
 """Everything that talks to Kafka: the only package that imports confluent_kafka.
 
-``admin``: readiness, topics, reading a topic back. ``clients``: the worker's batch
-consumer; ``producer``: its producers (per-output delivery reports, transactions).
-``limits``: the output topics' record size limits. ``watch``: broker connection state.
-``tx``: the monitor's transactional loop and the changelog reader it restores state
-from. ``control``: the model-control topic reader.
+``startup``: property checks and broker readiness. ``admin``: topics, SCRAM users,
+reading a topic back. ``clients``: the worker's batch consumer; ``producer``: its
+producers (per-output delivery reports, transactions). ``limits``: the output topics'
+record size limits. ``watch``: broker connection state. ``tx``: the monitor's
+transactional loop and the changelog reader it restores state from. ``control``: the
+model-control topic reader and publisher.
 """
 
 from worker.kafka_io.admin import (
@@ -14,7 +15,7 @@ from worker.kafka_io.admin import (
     delete_topics,
     drain,
     port_open,
-    wait_for_broker,
+    upsert_scram_user,
 )
 from worker.kafka_io.clients import (
     BatchConsumer,
@@ -23,8 +24,9 @@ from worker.kafka_io.clients import (
     consumer_config,
     producer_config,
 )
-from worker.kafka_io.control import ControlReader, ControlRecord
+from worker.kafka_io.control import ControlReader, ControlRecord, publish_control, read_control
 from worker.kafka_io.producer import BatchProducer, TxProducer, TxState
+from worker.kafka_io.startup import check_config, describe_fatal, versions, wait_for_broker
 
 __all__ = [
     "BatchConsumer",
@@ -37,11 +39,17 @@ __all__ = [
     "TxProducer",
     "TxState",
     "admin",
+    "check_config",
     "consumer_config",
     "create_topics",
     "delete_topics",
+    "describe_fatal",
     "drain",
     "port_open",
     "producer_config",
+    "publish_control",
+    "read_control",
+    "upsert_scram_user",
+    "versions",
     "wait_for_broker",
 ]

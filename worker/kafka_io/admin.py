@@ -1,4 +1,4 @@
-"""Admin helpers: broker readiness, topic creation and deletion, reading a topic back."""
+"""Admin helpers: topic creation and deletion, reading a topic back (readiness: startup.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
@@ -30,39 +30,6 @@ def admin(bootstrap: str, extra: Mapping[str, str] | None = None) -> AdminClient
     return AdminClient(client_config(Role.ADMIN, Connection(bootstrap, dict(extra or {}))))
 
 
-def wait_for_broker(
-    bootstrap: str,
-    timeout: float,
-    alive: Callable[[], bool] = lambda: True,
-    extra: Mapping[str, str] | None = None,
-) -> float:
-    """Block until a metadata request succeeds; return the seconds it took.
-
-    ``alive`` lets a launcher give up at once when the process it waits for died.
-    """
-    t0 = time.monotonic()
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
-    host = host.strip("[]")
-    # Wait for the socket first: librdkafka logs every refused connection to stderr.
-    while not port_open(host, int(port)) and time.monotonic() - t0 < timeout:
-        if not alive():
-            raise KafkaFatalError(f"broker process for {bootstrap} exited during startup")
-        time.sleep(0.2)
-    client = admin(bootstrap, extra)
-    last: Exception | None = None
-    while time.monotonic() - t0 < timeout:
-        if not alive():
-            raise KafkaFatalError(f"broker process for {bootstrap} exited during startup")
-        try:
-            md = client.list_topics(timeout=2.0)
-            if md.brokers:
-                return time.monotonic() - t0
-        except KafkaException as exc:
-            last = exc
-        time.sleep(0.3)
-    raise KafkaFatalError(f"no metadata from {bootstrap} within {timeout:.0f}s ({last})")
-
-
 def create_topics(
     bootstrap: str,
     topics: Mapping[str, int],
@@ -70,9 +37,14 @@ def create_topics(
     extra: Mapping[str, str] | None = None,
     timeout: float = 30.0,
 ) -> None:
-    """Create topics (name -> partitions) with replication factor 1; existing ones are kept."""
+    """Create topics (name -> partitions); existing ones are kept.
+
+    The replication factor is the cluster's own ``default.replication.factor`` (-1, KIP-464):
+    1 on the local broker, what the operators chose (typically 3) on a real cluster, so
+    the monitor's internal topics and changelogs are as durable as the rest.
+    """
     client = admin(bootstrap, extra)
-    new = [NewTopic(n, num_partitions=p, replication_factor=1, config=dict(config or {}))
+    new = [NewTopic(n, num_partitions=p, replication_factor=-1, config=dict(config or {}))
            for n, p in topics.items()]  # fmt: skip
     for name, fut in client.create_topics(new, operation_timeout=timeout).items():
         try:
@@ -81,6 +53,7 @@ def create_topics(
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise KafkaFatalError(f"cannot create topic {name}: {exc}") from exc
     _await_topics(client, list(topics), timeout)
+    client.poll(0)  # an admin client's log lines reach the logger only through poll()
 
 
 def _await_topics(client: AdminClient, names: list[str], timeout: float) -> None:
@@ -104,9 +77,10 @@ def _await_topics(client: AdminClient, names: list[str], timeout: float) -> None
 def delete_topics(bootstrap: str, names: list[str], timeout: float = 30.0) -> None:
     if not names:
         return
-    for fut in admin(bootstrap).delete_topics(names, operation_timeout=timeout).values():
-        # Already gone is fine: deletion is best-effort cleanup.
-        with contextlib.suppress(KafkaException):
+    client = admin(bootstrap)  # kept alive until the futures resolve
+    for fut in client.delete_topics(names, operation_timeout=timeout).values():
+        # Already gone, or slow to go, is fine: deletion is best-effort cleanup.
+        with contextlib.suppress(KafkaException, TimeoutError):
             fut.result(timeout)
 
 
@@ -139,3 +113,22 @@ def drain(
             break
     c.close()
     return out
+
+
+def upsert_scram_user(bootstrap: str, user: str, password: str, timeout: float = 30.0) -> None:
+    """Create or update a SCRAM-SHA-512 user (kafka-local --sasl; KRaft keeps it in its
+    metadata, so it works on a formatted cluster too)."""
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    change = UserScramCredentialUpsertion(user, info, password.encode())
+    client = admin(bootstrap)  # kept alive until the futures resolve
+    for fut in client.alter_user_scram_credentials([change]).values():
+        try:
+            fut.result(timeout)
+        except KafkaException as exc:
+            raise KafkaFatalError(f"cannot create the SCRAM user {user}: {exc}") from exc

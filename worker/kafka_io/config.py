@@ -26,6 +26,7 @@ class Role(StrEnum):
     TX_PRODUCER = "tx-producer"  # the monitor's transactional producer
     RESTORE = "restore"  # reads a changelog partition back (read_committed)
     READER = "reader"  # tools: reads a topic from its start
+    RANGE = "range"  # batch jobs (retrain): reads a time range by assignment, commits nothing
     ADMIN = "admin"  # metadata, topic creation
 
 
@@ -44,10 +45,17 @@ _DEFAULTS: Final[Mapping[Role, Mapping[str, Any]]] = {
     Role.TX_CONSUMER: {
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
+        # The monitor's prefetch: 16 MiB keeps up with a backlog; the default 64 MiB
+        # only adds resident memory.
+        "queued.max.messages.kbytes": 16384,
     },
     Role.TX_PRODUCER: {"linger.ms": 5, "transaction.timeout.ms": 30_000},
     Role.RESTORE: {},
     Role.READER: {"auto.offset.reset": "earliest"},
+    # Whole fetches: a batch job reads ranges of millions of records.
+    Role.RANGE: {"fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 8_388_608,
+                 # Retention removed the range's start meanwhile: read what is left of it.
+                 "auto.offset.reset": "earliest"},
     Role.ADMIN: {},
 }
 
@@ -62,6 +70,8 @@ _FIXED: Final[Mapping[Role, Mapping[str, Any]]] = {
         "enable.partition.eof": True,
     },
     Role.READER: {"enable.auto.commit": False},
+    # Offsets come from the time index; the end of a partition ends its read.
+    Role.RANGE: {"enable.auto.commit": False, "enable.partition.eof": True},
 }
 
 

@@ -7,12 +7,15 @@ restarted worker sees the latest record per model and converges on it.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import Consumer, KafkaError, Producer
+
+from worker.errors import KafkaFatalError
 
 log = logging.getLogger(__name__)
 
@@ -44,3 +47,57 @@ class ControlReader:
 
     def close(self) -> None:
         self._c.close()
+
+
+def read_control(conf: Mapping[str, Any], topic: str, timeout_s: float = 30.0
+                 ) -> list[ControlRecord]:  # fmt: skip
+    """Every record of the control topic, up to its end now (a missing topic: none)."""
+    c = Consumer({**conf, "group.id": f"model-control-{uuid.uuid4().hex}",
+                  "enable.partition.eof": True})  # fmt: skip
+    try:
+        metadata = c.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return []
+        pending = set(metadata.partitions)
+        c.subscribe([topic])
+        out: list[ControlRecord] = []
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            for m in c.consume(500, 0.5):
+                err = m.error()
+                if err is None:
+                    out.append(ControlRecord(m.key(), m.value(), m.timestamp()[1]))
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(m.partition())
+        if pending:
+            raise KafkaFatalError(f"could not read control topic {topic} to its end "
+                                  f"within {timeout_s:.0f}s")  # fmt: skip
+        return out
+    finally:
+        c.close()
+
+
+def publish_control(conf: Mapping[str, Any], topic: str, key: bytes, value: bytes,
+                    timeout_s: float = 30.0) -> None:  # fmt: skip
+    """Produce one control record and wait for the broker to acknowledge it."""
+    publish(conf, [(topic, key, value)], timeout_s)
+
+
+def publish(conf: Mapping[str, Any], messages: list[tuple[str, bytes, bytes]],
+            timeout_s: float) -> None:  # fmt: skip
+    """Send (topic, key, value) messages and wait until the broker has every one (commands:
+    a few records that must not be lost); KafkaFatalError when it will not take them."""
+    errors: list[str] = []
+
+    def delivered(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            errors.append(err.str())
+
+    p = Producer(dict(conf))
+    for topic, key, value in messages:
+        p.produce(topic, value, key, on_delivery=delivered)
+    left = p.flush(timeout_s)
+    if errors or left:
+        reason = errors[0] if errors else f"not acknowledged within {timeout_s:.0f}s"
+        raise KafkaFatalError(f"{len(errors) or left} record(s) to {messages[0][0]} not "
+                              f"delivered: {reason}")  # fmt: skip

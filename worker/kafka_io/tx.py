@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -43,9 +44,37 @@ class TxLoop:
         # A restart with the same transactional.id aborts what the dead process left open.
         self._p.init_transactions(60)
         self._c = Consumer(client_config(Role.TX_CONSUMER, conn, fixed={"group.id": group}))
+        self.subscribe(topics)
+        self._open = False
+        self.opened_at = 0.0
+        #: Next offset per (topic, partition) of what was polled in the open transaction.
+        self._offsets: dict[tuple[str, int], int] = {}
+        self.polled_messages = 0
+
+    def subscribe(self, topics: list[str]) -> None:
+        """(Re)subscribe; a topic added later (it was created meanwhile) joins the group's
+        assignment at the rebalance this starts."""
         self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
                           on_lost=self._revoked)  # fmt: skip
-        self._open = False
+
+    def existing(self, topics: list[str]) -> set[str]:
+        """Which of ``topics`` exist (with partitions) on the cluster now."""
+        md = self._c.list_topics(timeout=5)
+        return {t for t in topics if t in md.topics and md.topics[t].error is None
+                and md.topics[t].partitions}  # fmt: skip
+
+    def partition_count(self, topic: str) -> int:
+        return len(self._c.list_topics(topic, timeout=10).topics[topic].partitions)
+
+    def lag(self, topics: set[str]) -> dict[str, int]:
+        """Messages behind the end of the partitions of ``topics`` assigned here."""
+        out = dict.fromkeys(topics, 0)
+        owned = [tp for tp in self._c.assignment() if tp.topic in topics]
+        for tp in self._c.position(owned) if owned else []:
+            _low, high = self._c.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                out[tp.topic] += max(0, high - tp.offset)
+        return out
 
     def _assigned(self, c: Consumer, parts: list[TopicPartition]) -> None:
         self._on_assign([(p.topic, p.partition) for p in parts])
@@ -63,25 +92,39 @@ class TxLoop:
                 raise KafkaFatalError(f"kafka consumer: {err.str()}")
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("kafka consumer: %s", err.str())
+        offsets = self._offsets
+        if good and not self._offsets and not self._open:
+            self.opened_at = time.monotonic()
+        self.polled_messages += len(good)
+        for g in good:
+            offsets[(g.topic() or "", g.partition() or 0)] = (g.offset() or 0) + 1
         return good
 
+
     def send(self, topic: str, key: bytes | None, value: bytes | None,
-             partition: int | None = None) -> None:  # fmt: skip
+             partition: int | None = None,
+             on_delivery: Callable[[Any, Any], None] | None = None) -> None:  # fmt: skip
         if not self._open:
             self._p.begin_transaction()
             self._open = True
+            self.opened_at = time.monotonic()
+        extra: dict[str, Any] = {} if on_delivery is None else {"on_delivery": on_delivery}
+        if partition is not None:
+            extra["partition"] = partition
         while True:
             try:
-                if partition is None:
-                    self._p.produce(topic, value, key)
-                else:
-                    self._p.produce(topic, value, key, partition=partition)
+                self._p.produce(topic, value, key, **extra)
                 return
             except BufferError:
                 self._p.poll(0.05)
 
-    def commit(self, msgs: Sequence[Message]) -> bool:
-        """Commit the batch's outputs and its input offsets atomically.
+    def open_for(self) -> float:
+        """Seconds since the transaction in progress began (its first poll or output)."""
+        return time.monotonic() - self.opened_at if self._open or self._offsets else 0.0
+
+    def commit(self) -> bool:
+        """Commit the transaction's outputs and the offsets of everything polled since the
+        last commit, atomically.
 
         False when the transaction had to be aborted (typically a rebalance changed the
         group's generation): the caller's state was then rebuilt from the changelogs and
@@ -89,19 +132,19 @@ class TxLoop:
         A fatal error raises; the process exits and a restart resumes from the last
         committed transaction.
         """
-        if not msgs and not self._open:
+        if not self._offsets and not self._open:
             return True
         try:
             if not self._open:
                 self._p.begin_transaction()
-            last: dict[tuple[str, int], int] = {}
-            for m in msgs:
-                last[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
+            last, self._offsets = self._offsets, {}
+            self.polled_messages = 0
             if last:
                 offsets = [TopicPartition(t, p, o) for (t, p), o in last.items()]
                 meta = self._c.consumer_group_metadata()
                 self._p.send_offsets_to_transaction(offsets, meta, 30)
             self._p.commit_transaction(60)
+            self._p.poll(0)  # delivery callbacks of the committed records
         except KafkaException as exc:
             err = exc.args[0]
             if not isinstance(err, KafkaError) or err.fatal():
@@ -119,6 +162,8 @@ class TxLoop:
     def _recover(self) -> None:
         """Abort, drop the in-memory state, rewind to the committed offsets, restore."""
         self._p.abort_transaction(60)
+        self._offsets = {}
+        self.polled_messages = 0
         owned = self._c.assignment()
         parts = [(tp.topic, tp.partition) for tp in owned]
         self._on_revoke(parts)
@@ -133,17 +178,31 @@ class TxLoop:
         self._c.close()
 
 
-def read_changelog(
-    conn: Connection, topic: str, partition: int, timeout_s: float = 120.0
-) -> Iterator[tuple[bytes, bytes | None]]:
-    """Every committed (key, value) of one changelog partition, oldest first."""
+def watermarks(conn: Connection, topic: str, partition: int) -> tuple[int, int]:
+    """(log start, end) offsets of one partition."""
     c = Consumer(client_config(Role.RESTORE, conn,
                                fixed={"group.id": f"restore-{uuid.uuid4().hex}"}))
     try:
         low, high = c.get_watermark_offsets(TopicPartition(topic, partition), 30)
-        if high <= low:
+        return int(low), int(high)
+    finally:
+        c.close()
+
+
+def read_changelog(
+    conn: Connection, topic: str, partition: int, timeout_s: float = 120.0,
+    start: int | None = None,
+) -> Iterator[tuple[bytes, bytes | None, int]]:  # fmt: skip
+    """Every committed (key, value, offset) of one changelog partition from ``start``
+    (None: its beginning), oldest first."""
+    c = Consumer(client_config(Role.RESTORE, conn,
+                               fixed={"group.id": f"restore-{uuid.uuid4().hex}"}))
+    try:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), 30)
+        if high <= max(low, start or 0):
             return
-        c.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        first = OFFSET_BEGINNING if start is None else max(start, low)
+        c.assign([TopicPartition(topic, partition, first)])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for m in c.consume(5000, 1.0):
@@ -151,7 +210,7 @@ def read_changelog(
                 if err is not None and err.code() == KafkaError._PARTITION_EOF:
                     return
                 if err is None and m.key() is not None:
-                    yield m.key() or b"", m.value()
+                    yield m.key() or b"", m.value(), m.offset() or 0
         raise KafkaFatalError(f"restoring {topic}[{partition}] took over {timeout_s:.0f}s")
     finally:
         c.close()

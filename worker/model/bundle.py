@@ -14,9 +14,8 @@ again and swap the returned bundle in.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -29,11 +28,9 @@ from worker.model.manifest import (
     ClassLabel,
     Manifest,
     ManifestError,
-    ReferenceHistogram,
     Task,
-    check_classes,
 )
-from worker.model.runtimes import DEFAULT_RUNTIME, LoadOptions, ModelRuntime
+from worker.model.runtimes import LoadOptions, ModelRuntime
 
 MANIFEST_NAME: Final = "model.json"
 
@@ -88,12 +85,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_bundle(path: Path, *, trusted_types: Sequence[str] = ()) -> ModelBundle:
+def load_bundle(
+    path: Path, *, trusted_types: Sequence[str] = (), allow_pickle: bool = False
+) -> ModelBundle:
     """Load and check the bundle at ``path`` (its folder or its model.json).
 
-    ``trusted_types`` names extra types a ``.skops`` artifact may contain
-    beyond skops' own trusted set (e.g. the HistGradientBoosting tree type);
-    empty by default.
+    A ``.skops`` artifact may contain the types its manifest recorded when it was
+    written (``trusted_types`` adds more, by full name); a ``.joblib`` one loads only
+    with ``allow_pickle``. This does not run the bundle's self-test: that takes the
+    scoring core (worker/model/checked.py, ``load_checked``).
     """
     folder, manifest_path = _locate(Path(path))
     try:
@@ -102,14 +102,11 @@ def load_bundle(path: Path, *, trusted_types: Sequence[str] = ()) -> ModelBundle
         if not manifest.artifact.endswith(kind.suffixes):
             raise ManifestError(f"'artifact' must end in {' or '.join(kind.suffixes)}, "
                                 f"got {manifest.artifact!r}")  # fmt: skip
-        data = _read_artifact(folder / manifest.artifact)
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != manifest.sha256:
-            raise ManifestError(
-                f"sha256 mismatch for {manifest.artifact}: "
-                f"manifest {manifest.sha256[:12]}..., file {actual[:12]}..."
-            )
-        runtime, classes = kind.load(manifest, data, LoadOptions(tuple(trusted_types)))
+        data = _checked_bytes(folder, manifest.artifact, manifest.sha256)
+        if manifest.reference is not None:
+            _checked_bytes(folder, manifest.reference.artifact, manifest.reference.sha256)
+        options = LoadOptions(tuple(trusted_types), allow_pickle)
+        runtime, classes = kind.load(manifest, data, options)
     except ManifestError as exc:
         problem = " ".join(str(exc).split())
         raise ModelLoadError(f"model bundle {manifest_path}: {problem}") from None
@@ -122,47 +119,6 @@ def load_bundle(path: Path, *, trusted_types: Sequence[str] = ()) -> ModelBundle
         class_keys=tuple(str(c) for c in classes),
         runtime=runtime,
     )
-
-
-def write_bundle(
-    out_dir: Path,
-    estimator: Any,
-    *,
-    name: str,
-    version: str,
-    task: Task,
-    features: Sequence[str],
-    fmt: str = "skops",
-    threshold: float | None = None,
-    metrics: Mapping[str, float] | None = None,
-    reference_histogram: ReferenceHistogram | Mapping[str, Any] | None = None,
-    created_at: str | None = None,
-    runtime: str = DEFAULT_RUNTIME,
-) -> Path:
-    """Dump ``estimator`` and its manifest into ``out_dir``; return the folder."""
-    kind = runtimes.get(runtime)
-    if isinstance(reference_histogram, Mapping):
-        reference_histogram = ReferenceHistogram.parse(dict(reference_histogram))
-    artifact = kind.dump(estimator, out_dir, fmt)
-    classes = kind.classes_of(estimator) if task != "regression" else None
-    manifest = Manifest(
-        name=name,
-        version=version,
-        task=task,
-        features=tuple(features),
-        artifact=artifact.name,
-        sha256=sha256_file(artifact),
-        threshold=0.5 if threshold is None else float(threshold),
-        classes=None if classes is None else check_classes(classes),
-        metrics={k: float(v) for k, v in (metrics or {}).items() if math.isfinite(float(v))},
-        reference_histogram=reference_histogram,
-        created_at=created_at,
-        runtime=runtime,
-    )
-    # Round-trip through the parser so that a bundle we write is one we accept.
-    Manifest.parse(manifest.to_dict())
-    _atomic_write(out_dir / MANIFEST_NAME, orjson.dumps(manifest.to_dict(), option=_JSON_OPTS))
-    return out_dir
 
 
 _JSON_OPTS: Final = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
@@ -188,6 +144,17 @@ def _read_manifest(manifest_path: Path) -> Manifest:
     return Manifest.parse(data)
 
 
+def _checked_bytes(folder: Path, name: str, sha256: str) -> bytes:
+    """The artifact's bytes, read once: what is hashed is what gets loaded."""
+    data = _read_artifact(folder / name)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise ManifestError(
+            f"sha256 mismatch for {name}: manifest {sha256[:12]}..., file {actual[:12]}..."
+        )
+    return data
+
+
 def _read_artifact(artifact: Path) -> bytes:
     try:
         return artifact.read_bytes()
@@ -195,6 +162,11 @@ def _read_artifact(artifact: Path) -> bytes:
         raise ManifestError(f"artifact {artifact.name} not found") from None
     except OSError as exc:
         raise ManifestError(f"cannot read artifact {artifact.name}: {exc.strerror}") from None
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    """model.json, written whole or not at all."""
+    _atomic_write(folder / MANIFEST_NAME, orjson.dumps(manifest.to_dict(), option=_JSON_OPTS))
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -18,6 +18,9 @@ from typing import Any, Final, Literal, TypeAlias, cast
 import numpy as np
 import numpy.typing as npt
 
+from worker.model.feature_types import Feature, FeatureSpecError, parse_features
+from worker.model.sample import SampleError, SelfTest, parse_libraries
+
 Task: TypeAlias = Literal["binary", "multiclass", "regression"]
 ClassLabel: TypeAlias = int | float | str
 
@@ -80,17 +83,46 @@ class Manifest:
     created_at: str | None = None
     #: The runtime kind that reads the artifact (worker/model/runtimes/).
     runtime: str = "sklearn"
+    #: Each feature's type and whether it may be missing; empty: every feature a number.
+    feature_specs: tuple[Feature, ...] = ()
+    #: Types the skops artifact needs beyond skops' defaults, recorded when it was written:
+    #: exactly these are trusted at load, and only after the sha256 matched.
+    trusted_types: tuple[str, ...] = ()
+    #: Events with the scores the estimator gave them, checked at every load.
+    self_test: SelfTest | None = None
+    #: Library versions the bundle was written with (python, numpy, scikit-learn, ...).
+    libraries: Mapping[str, str] = field(default_factory=dict)
+    #: A second artifact kept beside the served one (ONNX: the scikit-learn original).
+    reference: Reference | None = None
+    #: Where the model came from (written by ``scoring-worker retrain``: data range, row
+    #: counts, the champion it was compared with, both sets of figures); free-form JSON.
+    lineage: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.feature_specs:
+            object.__setattr__(self, "feature_specs", tuple(Feature(n) for n in self.features))
+        if tuple(f.name for f in self.feature_specs) != tuple(self.features):
+            raise ManifestError("feature_specs must name the features in order")
 
     @classmethod
     def parse(cls, data: object) -> Manifest:
         if not isinstance(data, dict):
             raise ManifestError("model.json must contain a JSON object")
+        try:
+            return cls._parse(data)
+        except (FeatureSpecError, SampleError) as exc:
+            raise ManifestError(str(exc)) from None
+
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> Manifest:
         histogram = data.get("reference_histogram")
+        specs = parse_features(data.get("features"))
+        reference = data.get("reference")
         return cls(
             name=_text(data, "name"),
             version=_text(data, "version"),
             task=_task(data.get("task")),
-            features=_features(data.get("features")),
+            features=tuple(f.name for f in specs),
             artifact=_artifact(data.get("artifact")),
             sha256=_sha256(data.get("sha256")),
             threshold=_threshold(data.get("threshold")),
@@ -99,6 +131,12 @@ class Manifest:
             reference_histogram=None if histogram is None else ReferenceHistogram.parse(histogram),
             created_at=_optional_text(data, "created_at"),
             runtime=_optional_text(data, "runtime") or "sklearn",
+            feature_specs=specs,
+            trusted_types=_names(data.get("trusted_types"), "trusted_types"),
+            self_test=None if data.get("self_test") is None else SelfTest.parse(data["self_test"]),
+            libraries=parse_libraries(data.get("libraries")),
+            reference=None if reference is None else Reference.parse(reference),
+            lineage=_lineage(data.get("lineage")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,7 +144,7 @@ class Manifest:
             "name": self.name,
             "version": self.version,
             "task": self.task,
-            "features": list(self.features),
+            "features": [f.to_dict() for f in self.feature_specs],
             "artifact": self.artifact,
             "sha256": self.sha256,
             "threshold": self.threshold,
@@ -120,7 +158,33 @@ class Manifest:
             out["created_at"] = self.created_at
         if self.runtime != "sklearn":  # absent means sklearn: older manifests stay as they were
             out["runtime"] = self.runtime
+        out["trusted_types"] = list(self.trusted_types)
+        if self.reference is not None:
+            out["reference"] = self.reference.to_dict()
+        if self.libraries:
+            out["libraries"] = dict(self.libraries)
+        if self.self_test is not None:
+            out["self_test"] = self.self_test.to_dict()
+        if self.lineage is not None:
+            out["lineage"] = dict(self.lineage)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A second artifact in the bundle's folder, with its own SHA-256."""
+
+    artifact: str
+    sha256: str
+
+    @classmethod
+    def parse(cls, data: object) -> Reference:
+        if not isinstance(data, dict):
+            raise ManifestError("'reference' must be an object with artifact and sha256")
+        return cls(_artifact(data.get("artifact")), _sha256(data.get("sha256")))
+
+    def to_dict(self) -> dict[str, str]:
+        return {"artifact": self.artifact, "sha256": self.sha256}
 
 
 def _text(data: dict[str, Any], key: str) -> str:
@@ -137,22 +201,24 @@ def _optional_text(data: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def _lineage(value: object) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        raise ManifestError("'lineage' must be an object")
+    return value
+
+
 def _task(value: object) -> Task:
     if value not in TASKS:
         raise ManifestError(f"unknown task {value!r}, expected one of {', '.join(TASKS)}")
     return value
 
 
-def _features(value: object) -> tuple[str, ...]:
+
+def _names(value: object, key: str) -> tuple[str, ...]:
     if value is None:
-        raise ManifestError("no 'features' list")
-    if not isinstance(value, list) or not value:
-        raise ManifestError("'features' must be a non-empty list of names")
-    if not all(isinstance(name, str) and name for name in value):
-        raise ManifestError("every entry of 'features' must be a non-empty string")
-    duplicates = sorted({name for name in value if value.count(name) > 1})
-    if duplicates:
-        raise ManifestError(f"duplicate features: {', '.join(duplicates)}")
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ManifestError(f"{key!r} must be a list of names")
     return tuple(value)
 
 

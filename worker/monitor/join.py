@@ -10,9 +10,10 @@ join the one label; a second prediction of the same model version is a duplicate
 
 The horizon is measured from when the entry was stored: the entry is alive
 while ``now_ms < stored_at + horizon_ms`` and due for expiry from
-``stored_at + horizon_ms`` on. A join stores the marker anew, so duplicates are
-recognised for a whole horizon after the join, not only until the horizon of
-the first message. ``on_prediction`` and ``on_label`` expire a due
+``stored_at + horizon_ms`` on. A join stores the marker anew, and a marker lives
+``dedup_ms`` (by default a whole horizon) from the join, so duplicates are
+recognised for that long after the join, not only until the horizon of the first
+message. ``on_prediction`` and ``on_label`` expire a due
 entry themselves before using it, so results do not depend on how often the
 caller sweeps with ``expire``.
 """
@@ -44,6 +45,15 @@ class JoinConfig:
     # Without markers a joined entry is deleted at once: less state, but a retried
     # prediction after its label would be counted again and later expire unlabeled.
     keep_joined: bool = True
+    #: How long a joined marker lives (None: a horizon); after it, a retried
+    #: prediction or a second label of the id is taken as a new one.
+    dedup_ms: int | None = None
+
+    def lifetime(self, pending: Pending) -> int:
+        """How long ``pending`` lives from its ``stored_at``."""
+        if pending.joined and self.dedup_ms is not None:
+            return self.dedup_ms
+        return self.horizon_ms
 
 
 DEFAULT_JOIN: Final = JoinConfig()
@@ -108,15 +118,18 @@ class JoinStep:
         return self.outcomes[0] if len(self.outcomes) == 1 else None
 
 
-def is_due(pending: Pending, now_ms: int, horizon_ms: int = DEFAULT_HORIZON_MS) -> bool:
-    return now_ms >= pending.stored_at + horizon_ms
+def is_due(pending: Pending, now_ms: int, horizon_ms: int = DEFAULT_HORIZON_MS,
+           dedup_ms: int | None = None) -> bool:  # fmt: skip
+    life = dedup_ms if pending.joined and dedup_ms is not None else horizon_ms
+    return now_ms >= pending.stored_at + life
 
 
 def expire(
-    pending: Pending, now_ms: int, horizon_ms: int = DEFAULT_HORIZON_MS
-) -> Expiry | None:
+    pending: Pending, now_ms: int, horizon_ms: int = DEFAULT_HORIZON_MS,
+    dedup_ms: int | None = None,
+) -> Expiry | None:  # fmt: skip
     """None while the entry is alive; once due, what it leaves (the caller deletes it)."""
-    if not is_due(pending, now_ms, horizon_ms):
+    if not is_due(pending, now_ms, horizon_ms, dedup_ms):
         return None
     unmatched = pending.label if pending.label is not None and not pending.joined else None
     return Expiry(expired_predictions=pending.predictions, unmatched_label=unmatched)
@@ -179,7 +192,7 @@ def _expire_first(
 ) -> tuple[Pending | None, Expiry | None]:
     if pending is None:
         return None, None
-    expiry = expire(pending, now_ms, config.horizon_ms)
+    expiry = expire(pending, now_ms, config.horizon_ms, config.dedup_ms)
     return (pending, None) if expiry is None else (None, expiry)
 
 

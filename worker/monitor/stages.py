@@ -1,41 +1,42 @@
-"""The monitor's two stages as state machines over batches (no Kafka, no clock).
+"""Stage one of the monitor as a state machine over blocks (no Kafka, no clock).
 
-Stage one owns partitions of the join topic (predictions and labels keyed by
-id): it joins, expires, and keeps one partial WindowAgg per window for its
-partition. Stage two owns partitions of the partials topic (keyed by model and
-version): it merges the latest partial of every source partition into global
-windows, computes the figures, the rolling view and the alerts.
-
-Every change is returned as changelog entries (key -> JSON or None for a
-delete) so that the caller can write them in the same transaction as the
-batch's offsets; ``restore`` reads them back.
+Stage one owns partitions of the join topic, whose messages are blocks of
+predictions and labels (``codec.Block``) for ids that hash to the partition. Per
+block it joins against the pending table (``bulk``), turns what happened into
+per-window deltas (``deltas``) and merges them into the partition's partial
+``WindowAgg`` of every window. All state lives in a ``StateStore``; every change is
+also returned as changelog records (key -> value, None for a delete), one per key,
+which the caller writes in the same Kafka transaction as the batch's offsets;
+``restore`` reads them back. Stage two (``stage_global``) owns the partials topic.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
-from worker.monitor.aggregate import WindowAgg, step_deltas, window_deltas
-from worker.monitor.join import JoinConfig, JoinStats, JoinStep, Pending, expire
-from worker.monitor.join import on_label as join_label
-from worker.monitor.join import on_prediction as join_prediction
-from worker.monitor.views import (
-    DEFAULT_TRUE_LABEL_FIELD,
-    LabelView,
-    ModelSpec,
-    MonitorInputError,
-    PredictionView,
-)
+from worker.monitor.aggregate import WindowAgg
+from worker.monitor.bulk import JoinOut, join_block, lifetime, stage_entries, sweep_due
+from worker.monitor.codec import Block, ModelKey, Pred, decode_entry
+from worker.monitor.deltas import batch_deltas
+from worker.monitor.join import JoinConfig, JoinStats
+from worker.monitor.store import ENTRY, STATS, WINDOW, StateStore, due_key
+from worker.monitor.views import ModelSpec, PredictionView
 from worker.monitor.windows import WindowKey
 
 Changelog = dict[str, bytes | None]
+"""Stage two's changelog records (text keys)."""
+Records = dict[bytes, bytes | None]
+"""Stage one's changelog records: store keys and values."""
 SpecFor = Callable[[PredictionView], ModelSpec]
-STATS_KEY = "__stats__"
+STATS_KEY: Final = "__stats__"
+#: Partials kept in memory per partition; the others are read from the store when a
+#: late label touches them.
+CACHED_WINDOWS: Final = 64
 
 
 def dumps(value: Any) -> bytes:
@@ -49,121 +50,138 @@ class JoinPartition:
     partition: int
     windows: Sequence[str]
     spec_for: SpecFor
+    store: StateStore
     config: JoinConfig = field(default_factory=JoinConfig)
-    true_label_field: str = DEFAULT_TRUE_LABEL_FIELD
     #: Windows this far behind the newest event time are dropped (0: keep all).
     retain_ms: int = 0
-    pending: dict[str, Pending] = field(default_factory=dict)
-    partials: dict[WindowKey, WindowAgg] = field(default_factory=dict)
     stats: JoinStats = field(default_factory=JoinStats)
     invalid: int = 0
-    #: (stored_at, id) in arrival order, so that expiry does not scan every entry.
-    _due: deque[tuple[int, str]] = field(default_factory=deque)
+    #: Kafka time of the newest record that completed a join, and of the newest record.
+    newest_join_ms: int | None = None
+    stream_ms: int | None = None
+    partials: OrderedDict[WindowKey, WindowAgg] = field(default_factory=OrderedDict)
+    #: Windows and counters changed since the last ``flush``.
+    dirty: set[WindowKey] = field(default_factory=set)
+    stats_dirty: bool = False
+    #: Stream time of the last scan for windows past retention (done once a minute).
+    evicted_at: int | None = None
 
-    def restore(self, key: str, value: bytes | None) -> None:
-        kind, _, rest = key.partition("|")
-        if kind == "j":
-            if value is None:
-                self.pending.pop(rest, None)
-            else:
-                entry = Pending.from_dict(orjson.loads(value))
-                self.pending[rest] = entry
-                self._due.append((entry.stored_at, rest))
-        elif kind == "w" and value is not None:
-            self.partials[WindowKey.parse_key(rest)] = WindowAgg.from_dict(orjson.loads(value))
-        elif kind == "s" and value is not None:
-            self.stats = JoinStats.from_dict(orjson.loads(value))
+    def __post_init__(self) -> None:
+        raw = self.store.get_many([STATS])[0]
+        if raw is not None:
+            data = orjson.loads(raw)
+            self.stats = JoinStats.from_dict(data["stats"])
+            self.invalid = int(data.get("invalid", 0))
+            self.stream_ms = data.get("stream_ms")
 
-    def apply(
-        self, items: Iterable[tuple[str, dict[str, Any], int]]
-    ) -> tuple[Changelog, set[WindowKey]]:
-        """Fold (kind 'p' or 'l', message, time ms) items; the time is the join's 'now'."""
-        steps: list[JoinStep] = []
-        touched: dict[str, Pending | None] = {}
-        for kind, msg, now_ms in items:
-            try:
-                step = self._one(kind, msg, now_ms)
-            except (MonitorInputError, KeyError, TypeError, ValueError):
-                self.invalid += 1
-                continue
-            steps.append(step)
-            ident = str(msg["id"])
-            touched[ident] = step.pending
-            self._store(ident, step.pending)
-        return self._finish(steps, touched, [])
+    # -- restore ----------------------------------------------------------------------
+    def restore(self, key: bytes, value: bytes | None) -> None:
+        """One changelog record back into the store (and the expiry index)."""
+        kind = key[:1]
+        if kind == ENTRY:
+            old = self.store.get_many([key])[0]
+            if old is not None:
+                self.store.stage(due_key(self._due(old), key[1:]), None)
+            if value is not None:
+                self.store.stage(due_key(self._due(value), key[1:]), b"")
+        elif kind not in (WINDOW, STATS):
+            return  # a record of a future or past format: not ours to guess
+        self.store.stage(key, value)
+        if kind == WINDOW:
+            self.partials.pop(WindowKey.parse_key(key[1:].decode()), None)
+        elif kind == STATS:
+            self.__post_init__()
 
-    def _one(self, kind: str, msg: dict[str, Any], now_ms: int) -> JoinStep:
-        ident = msg.get("id")
-        if not isinstance(ident, str):
-            raise MonitorInputError("'id' must be a string")
-        if kind == "p":
-            pred = PredictionView.from_message(msg, self.true_label_field)
-            return join_prediction(self.pending.get(ident), pred, now_ms, self.config)
-        label = LabelView.from_message(msg, now_ms)
-        return join_label(self.pending.get(ident), label, now_ms, self.config)
+    def _due(self, raw: bytes) -> int:
+        entry = decode_entry(raw)
+        return int(entry[1]) + lifetime(entry, self.config)
 
-    def _store(self, ident: str, entry: Pending | None) -> None:
-        if entry is None:
-            self.pending.pop(ident, None)
-            return
-        previous = self.pending.get(ident)
-        self.pending[ident] = entry
-        if previous is None or previous.stored_at != entry.stored_at:
-            self._due.append((entry.stored_at, ident))
+    # -- blocks -----------------------------------------------------------------------
+    def apply(self, block: Block) -> tuple[Records, set[WindowKey]]:
+        """Fold one block; returns changelog records and the windows it changed."""
+        out = join_block(block, self.store, self.config)
+        if block.ts:
+            newest = max(block.ts)
+            self.stream_ms = newest if self.stream_ms is None else max(self.stream_ms, newest)
+        return self._finish(out)
 
-    def sweep(self, now_ms: int) -> tuple[Changelog, set[WindowKey]]:
-        """Expire the entries past the horizon: unlabeled predictions, unmatched labels."""
-        expired_preds: list[PredictionView] = []
-        touched: dict[str, Pending | None] = {}
-        horizon = self.config.horizon_ms
-        while self._due and self._due[0][0] + horizon <= now_ms:
-            stored_at, ident = self._due.popleft()
-            entry = self.pending.get(ident)
-            if entry is None or entry.stored_at != stored_at:
-                continue  # stale: deleted or stored anew since
-            expiry = expire(entry, now_ms, horizon)
-            if expiry is None:
-                continue
-            self.stats = self.stats.add_expiry(expiry)
-            expired_preds.extend(expiry.expired_predictions)
-            del self.pending[ident]
-            touched[ident] = None
-        changes, windows = self._finish([], touched, expired_preds)
-        if self.retain_ms:
-            for key in [k for k in self.partials if k.end_ms + self.retain_ms < now_ms]:
-                del self.partials[key]
-                changes[f"w|{key.kafka_key()}"] = None
-        return changes, windows
+    def sweep(self, now_ms: int, limit: int = 50_000) -> tuple[Records, set[WindowKey], bool]:
+        """Expire entries due by ``now_ms`` (at most ``limit``); the flag: more may be due."""
+        out, read = sweep_due(self.store, now_ms, self.config, limit)
+        changes, windows = self._finish(out) if read else ({}, set())
+        if self.retain_ms and (self.evicted_at is None or now_ms - self.evicted_at >= 60_000):
+            self.evicted_at = now_ms
+            changes.update(self._evict(now_ms))
+        return changes, windows, read >= limit
 
-    def _finish(self, steps: list[JoinStep], touched: Mapping[str, Pending | None],
-                expired: list[PredictionView]) -> tuple[Changelog, set[WindowKey]]:  # fmt: skip
-        changes: Changelog = {
-            f"j|{i}": None if p is None else dumps(p.to_dict()) for i, p in touched.items()
-        }
-        deltas = step_deltas(steps, self.windows, self.spec_for)
-        if expired:
-            for key, agg in window_deltas(self.windows, self.spec_for, expired=expired).items():
-                deltas[key] = deltas[key].merge(agg) if key in deltas else agg
-        for step in steps:
-            self.stats = self.stats.add_step(step)
-            if step.expired is not None:
-                self.stats = self.stats.add_expiry(step.expired)
-        for key, delta in deltas.items():
-            held = self.partials.get(key)
-            self.partials[key] = delta if held is None else held.merge(delta)
-            changes[f"w|{key.kafka_key()}"] = dumps(self.partials[key].to_dict())
-        if steps or touched:
-            changes["s"] = dumps(self.stats.to_dict())
+    def _finish(self, out: JoinOut) -> tuple[Records, set[WindowKey]]:
+        changes = stage_entries(self.store, out, self.config)
+        deltas = batch_deltas(self.windows, self._spec_of, out.new_preds, out.outcomes,
+                              out.expired)  # fmt: skip
+        self._merge(deltas, changes)
+        if out.counts or out.invalid:
+            self.stats = self.stats.merge(out.stats())
+            self.invalid += out.invalid
+            if out.newest_join_ms is not None:
+                self.newest_join_ms = max(self.newest_join_ms or out.newest_join_ms,
+                                          out.newest_join_ms)  # fmt: skip
+            self.stats_dirty = True
         return changes, set(deltas)
 
-    def partial_messages(self, keys: Iterable[WindowKey]) -> list[tuple[str, bytes]]:
-        """(key, value) for the partials topic: this partition's whole partial per window."""
-        out = []
-        for key in keys:
-            value = {"source": str(self.partition), "window": key.kafka_key(),
-                     "agg": self.partials[key].to_dict()}  # fmt: skip
-            out.append((model_key(key.model, key.model_version), dumps(value)))
-        return out
+    def flush(self) -> tuple[Records, list[tuple[str, bytes]]]:
+        """What changed since the last flush, once per transaction: changelog records of
+        the changed partials and counters, and the messages for the partials topic."""
+        changes: Records = {}
+        messages: list[tuple[str, bytes]] = []
+        for key in sorted(self.dirty):
+            agg = self.partials[key].to_dict()
+            raw_key = WINDOW + key.kafka_key().encode()
+            value = changes[raw_key] = dumps(agg)
+            self.store.stage(raw_key, value)
+            msg = {"source": str(self.partition), "window": key.kafka_key(), "agg": agg}
+            messages.append((model_key(key.model, key.model_version), dumps(msg)))
+        self.dirty.clear()
+        while len(self.partials) > CACHED_WINDOWS:
+            self.partials.popitem(last=False)
+        if self.stats_dirty:
+            value = changes[STATS] = dumps({"stats": self.stats.to_dict(),
+                                            "invalid": self.invalid,
+                                            "stream_ms": self.stream_ms})  # fmt: skip
+            self.store.stage(STATS, value)
+            messages.append(self.stats_message())
+            self.stats_dirty = False
+        return changes, messages
+
+    def _spec_of(self, key: ModelKey, pred: Pred) -> ModelSpec:
+        model, version, score, decision, event_time = pred
+        return self.spec_for(PredictionView("", score, decision, model, version, event_time))
+
+    # -- partials ---------------------------------------------------------------------
+    def partial(self, key: WindowKey) -> WindowAgg:
+        held = self.partials.get(key)
+        if held is None:
+            raw = self.store.get_many([WINDOW + key.kafka_key().encode()])[0]
+            held = WindowAgg() if raw is None else WindowAgg.from_dict(orjson.loads(raw))
+        self.partials[key] = held
+        self.partials.move_to_end(key)
+        return held
+
+    def _merge(self, deltas: dict[WindowKey, WindowAgg], changes: Records) -> None:
+        for key, delta in deltas.items():
+            self.partials[key] = self.partial(key).merge(delta)
+            self.dirty.add(key)
+
+    def _evict(self, now_ms: int) -> Records:
+        changes: Records = {}
+        start, stop = WINDOW, bytes((WINDOW[0] + 1,))
+        for raw_key, _ in self.store.scan(start, stop, 1 << 30):
+            key = WindowKey.parse_key(raw_key[1:].decode())
+            if key.end_ms + self.retain_ms < now_ms:
+                self.partials.pop(key, None)
+                self.dirty.discard(key)
+                self.store.stage(raw_key, None)
+                changes[raw_key] = None
+        return changes
 
     def stats_message(self) -> tuple[str, bytes]:
         return STATS_KEY, dumps({"source": str(self.partition), "stats": self.stats.to_dict(),
@@ -174,3 +192,5 @@ def model_key(model: str, version: str) -> str:
     """Partials are keyed by model and version: all windows of one version (and so the
     rolling view) are merged by one stage-two owner."""
     return f"{model}|{version}"
+
+

@@ -1,7 +1,9 @@
 """What one event adds to the windows it falls in, computed once per event.
 
 The arithmetic follows sklearn.metrics exactly (same clipping, same order of
-operations per event), so that sums of these terms give sklearn's figures.
+operations per event), so that sums of these terms give sklearn's figures. The
+functions take raw values, so that the per-event path (``outcome_terms``) and the
+batch path (``worker.monitor.deltas``) share one definition of every term.
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ import math
 import sys
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
-from worker.monitor.views import ModelSpec, Outcome, PredictionView, same_label
+from worker.monitor.views import LabelValue, ModelSpec, Outcome, PredictionView, Score, same_label
 
 # sklearn's log_loss clips probabilities to [eps, 1 - eps] with eps of float64.
 LOG_LOSS_EPS: Final = sys.float_info.epsilon
@@ -24,8 +25,7 @@ LOGIT_CLIP: Final = 1e-12
 MAX_TERM: Final = 1e290
 
 
-@dataclass(frozen=True, slots=True)
-class Terms:
+class Terms(NamedTuple):
     """Counters to increment by one, values to add to exact sums, histogram bins to bump."""
 
     counts: tuple[str, ...]
@@ -35,30 +35,41 @@ class Terms:
 
 INVALID: Final = Terms(("invalid",))
 EXPIRED: Final = Terms(("expired",))
+PREDICTED: Final = Terms(("predicted",))
 
 
 def prediction_terms(pred: PredictionView, spec: ModelSpec) -> Terms:
-    if spec.reference is not None and isinstance(pred.score, float):
-        return Terms(("predicted",), bins=(("psi", psi_bin(pred.score, spec.reference.edges)),))
-    return Terms(("predicted",))
+    return score_terms(pred.score, spec)
+
+
+def score_terms(score: Score, spec: ModelSpec) -> Terms:
+    """A first sighting of a prediction: counted, and its score binned for PSI."""
+    if spec.reference is not None and isinstance(score, float):
+        return Terms(("predicted",), bins=(("psi", psi_bin(score, spec.reference.edges)),))
+    return PREDICTED
 
 
 def outcome_terms(outcome: Outcome, spec: ModelSpec) -> Terms:
+    pred = outcome.prediction
+    return joined_terms(pred.score, pred.label, outcome.true_label, spec)
+
+
+def joined_terms(score: Score, decision: LabelValue, truth: LabelValue, spec: ModelSpec) -> Terms:
+    """A prediction (its score and decision) joined with its true label."""
     if spec.task == "binary":
-        return _binary(outcome, spec)
+        return _binary(score, decision, truth, spec)
     if spec.task == "multiclass":
-        return _multiclass(outcome)
-    return _regression(outcome)
+        return _multiclass(score, decision, truth)
+    return _regression(score, truth)
 
 
-def _binary(outcome: Outcome, spec: ModelSpec) -> Terms:
-    p, truth = outcome.prediction.score, outcome.true_label
+def _binary(p: Score, decision: LabelValue, truth: LabelValue, spec: ModelSpec) -> Terms:
     if not isinstance(p, float) or not 0.0 <= p <= 1.0:
         return INVALID
     if spec.classes is not None and not any(same_label(truth, c) for c in spec.classes):
         return INVALID
     y = same_label(truth, spec.positive)
-    decided = same_label(outcome.prediction.label, spec.positive)
+    decided = same_label(decision, spec.positive)
     counts = ["count", ("tp" if decided else "fn") if y else ("fp" if decided else "tn")]
     if y:
         counts.append("positives")
@@ -68,7 +79,9 @@ def _binary(outcome: Outcome, spec: ModelSpec) -> Terms:
     q = p if y else 1.0 - p
     log_loss = -math.log(min(max(q, LOG_LOSS_EPS), 1.0 - LOG_LOSS_EPS))
     y1 = 1.0 if y else 0.0
-    brier = 0.5 * (((1.0 - y1) - (1.0 - p)) ** 2 + (y1 - p) ** 2)
+    # Squares as products: correctly rounded, like numpy's (x ** 2 goes through libm pow).
+    a, b = (1.0 - y1) - (1.0 - p), y1 - p
+    brier = 0.5 * (a * a + b * b)
     return Terms(
         tuple(counts),
         (("log_loss", log_loss), ("brier", brier), ("score", p)),
@@ -76,22 +89,20 @@ def _binary(outcome: Outcome, spec: ModelSpec) -> Terms:
     )
 
 
-def _multiclass(outcome: Outcome) -> Terms:
-    probs, truth = outcome.prediction.score, outcome.true_label
+def _multiclass(probs: Score, decision: LabelValue, truth: LabelValue) -> Terms:
     if not isinstance(probs, dict):
         return INVALID
     # Score keys are strings in JSON; a class missing from the score has probability 0.
     p = probs.get(str(truth), 0.0)
     log_loss = -math.log(min(max(p, LOG_LOSS_EPS), 1.0 - LOG_LOSS_EPS))
-    correct = same_label(outcome.prediction.label, truth)
+    correct = same_label(decision, truth)
     return Terms(("count", "correct") if correct else ("count",), (("log_loss", log_loss),))
 
 
-def _regression(outcome: Outcome) -> Terms:
-    y_pred, y = outcome.prediction.score, outcome.true_label
-    if not isinstance(y_pred, float) or isinstance(y, str):
+def _regression(y_pred: Score, truth: LabelValue) -> Terms:
+    if not isinstance(y_pred, float) or isinstance(truth, str):
         return INVALID
-    y = float(y)
+    y = float(truth)
     abs_err = abs(y_pred - y)
     diff = y - y_pred
     sq_err = diff * diff  # unlike ** it overflows to inf instead of raising

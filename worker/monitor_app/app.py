@@ -32,11 +32,15 @@ from worker.kafka_io.tx import Partitions, TxLoop, read_changelog
 from worker.model.bundle import load_bundle
 from worker.monitor.alerts import AlertRule
 from worker.monitor.join import JoinConfig
+from worker.monitor.rekey import rekey
 from worker.monitor.stage_global import GlobalPartition, Snapshot, stats_record, window_sizes
-from worker.monitor.stages import Changelog, JoinPartition
+from worker.monitor.stages import JoinPartition
 from worker.monitor.views import ModelSpec, PredictionView
+from worker.monitor_app import memory
 from worker.monitor_app.gauges import MonitorCollector, loop_counters
+from worker.monitor_app.join_stage import JoinStage
 from worker.monitor_app.settings import MonitorSettings
+from worker.monitor_app.status_page import StatusFeed, seed
 from worker.probes import Health, serve
 from worker.shutdown import STOP, StopFlag
 
@@ -44,11 +48,11 @@ log = logging.getLogger(__name__)
 
 
 
-def load_specs(paths: str) -> dict[tuple[str, str], ModelSpec]:
+def load_specs(paths: str, allow_pickle: bool = False) -> dict[tuple[str, str], ModelSpec]:
     """Model specs (task, classes, reference histogram) from bundles, by (name, version)."""
     specs = {}
     for path in (p.strip() for p in paths.split(",") if p.strip()):
-        man = load_bundle(Path(path)).manifest
+        man = load_bundle(Path(path), allow_pickle=allow_pickle).manifest
         specs[(man.name, man.version)] = ModelSpec.from_manifest(man)
     return specs
 
@@ -61,12 +65,17 @@ class Monitor:
     collector: MonitorCollector
     health: Health
     clock_ms: Callable[[], int] = wall_ms
-    joins: dict[int, JoinPartition] = field(default_factory=dict)
     globals: dict[int, GlobalPartition] = field(default_factory=dict)
     stop: StopFlag = field(default_factory=StopFlag)
     last_tick: float = 0.0
     loop: TxLoop | None = None
     counters: Any = None
+    status: StatusFeed = field(default_factory=lambda: StatusFeed((), ()))
+    stage: JoinStage | None = None
+    join_partitions: int = 0
+    missing: list[str] = field(default_factory=list)
+    _checked: float = 0.0
+    _trimmed: float = 0.0
 
     def spec_for(self, pred: PredictionView) -> ModelSpec:
         key = pred.model_key
@@ -77,6 +86,9 @@ class Monitor:
     def spec_of(self, model: str, version: str) -> ModelSpec | None:
         return self.specs.get((model, version))
 
+    @property
+    def joins(self) -> dict[int, JoinPartition]:
+        return {} if self.stage is None else self.stage.joins
 
     # -- partitions come and go ------------------------------------------------------
     def on_assign(self, parts: Partitions) -> None:
@@ -84,37 +96,46 @@ class Monitor:
         t0 = time.monotonic()
         for topic, p in parts:
             if topic == topics["join"]:
-                jp = self._new_join(p)
-                for k, v in read_changelog(conf, topics["join_state"], p):
-                    jp.restore(k.decode(), v)
-                self.joins[p] = jp
+                self._stage().assign(p)
             elif topic == topics["partials"]:
                 gp = self._new_global(p)
-                for k, v in read_changelog(conf, topics["global_state"], p):
+                for k, v, _offset in read_changelog(conf, topics["global_state"], p):
                     gp.restore(k.decode(), v)
                 self.globals[p] = gp
-        self.health.assigned = bool(self.joins or self.globals)
+        self._ready()
         log.info("assigned %s; state restored in %.2fs", parts, time.monotonic() - t0)
 
     def on_revoke(self, parts: Partitions) -> None:
         topics = self.s.internal
         for topic, p in parts:
             if topic == topics["join"]:
-                self.joins.pop(p, None)
+                self._stage().revoke(p)
             elif topic == topics["partials"]:
                 self.globals.pop(p, None)
-        self.health.assigned = bool(self.joins or self.globals)
+        self._ready()
         log.info("revoked %s", parts)
 
-    def _new_join(self, p: int) -> JoinPartition:
-        config = JoinConfig(horizon_ms=int(self.s.horizon_s * 1000))
-        retain = int(self.s.horizon_s * 1000) + 3_600_000
-        return JoinPartition(p, window_sizes(self.s.window_list), self.spec_for, config,
-                             self.s.true_label_field, retain)  # fmt: skip
+    def _ready(self) -> None:
+        self.health.assigned = bool(self.joins or self.globals) and not self.missing
+
+    def _stage(self) -> JoinStage:
+        if self.stage is None:
+            s = self.s
+            dedup = None if s.dedup_window_s >= s.horizon_s else int(s.dedup_window_s * 1000)
+            config = JoinConfig(horizon_ms=int(s.horizon_s * 1000), keep_joined=dedup != 0,
+                                dedup_ms=dedup)  # fmt: skip
+            self.stage = JoinStage(
+                self._conf(), s.internal["join_state"], s.internal["partials"],
+                Path(s.state_dir) / s.group / s.instance_id, window_sizes(s.window_list),
+                self.spec_for, config, self._retain_ms(), s.state_cache_mib, self.clock_ms)
+        return self.stage
+
+    def _retain_ms(self) -> int:
+        return int(self.s.horizon_s * 1000) + 3_600_000
 
     def _new_global(self, p: int) -> GlobalPartition:
-        retain = int(self.s.horizon_s * 1000) + 3_600_000
-        return GlobalPartition(p, self.s.window_list, self.spec_of, self.rules, retain)
+        return GlobalPartition(p, self.s.window_list, self.spec_of, self.rules,
+                               self._retain_ms())  # fmt: skip
 
     def _conf(self) -> Connection:
         return connection(self.s, self.s.instance_id)
@@ -122,21 +143,50 @@ class Monitor:
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> None:
         s = self.s
-        topics = [s.predictions_topic, s.internal["join"], s.internal["partials"]]
-        if s.labels_topic:
-            topics.append(s.labels_topic)
-        self.loop = TxLoop(self._conf(), s.group, f"{s.group}-{s.instance_id}", topics,
+        memory.limit_arenas()
+        inputs = self._inputs()
+        self.loop = TxLoop(self._conf(), s.group, f"{s.group}-{s.instance_id}",
+                           [s.internal["join"], s.internal["partials"]],
                            self.on_assign, self.on_revoke)  # fmt: skip
+        self.join_partitions = self.loop.partition_count(s.internal["join"])
+        self.missing = inputs
+        self._await_inputs(force=True)
         self.health.broker_ok = True
         try:
             while not self.stop.requested:
                 self.turn()
         finally:
             self.loop.close()
+            if self.stage is not None:
+                self.stage.close()
+
+    def _inputs(self) -> list[str]:
+        return [t for t in (self.s.predictions_topic, self.s.labels_topic) if t]
+
+    def _await_inputs(self, force: bool = False) -> None:
+        """Subscribe to the input topics once they exist; until then, one log line and
+        /readyz 503 (deployments start everything at once on a fresh cluster)."""
+        assert self.loop is not None
+        if not self.missing or (not force and time.monotonic() - self._checked < 1.0):
+            return
+        self._checked = time.monotonic()
+        present = self.loop.existing(self._inputs())
+        missing = [t for t in self._inputs() if t not in present]
+        if force or missing != self.missing:
+            internal = [self.s.internal["join"], self.s.internal["partials"]]
+            self.loop.subscribe([*internal, *(t for t in self._inputs() if t in present)])
+            if missing and force:
+                log.warning("waiting for input topics %s to be created; not ready meanwhile",
+                            ", ".join(missing))  # fmt: skip
+            elif not missing and not force:
+                log.info("input topics %s now exist; subscribed", ", ".join(self._inputs()))
+        self.missing = missing
+        self._ready()
 
     def turn(self) -> None:
         assert self.loop is not None
-        msgs = self.loop.poll(self.s.batch_max, self.s.batch_wait_ms / 1000)
+        s = self.s
+        msgs = self.loop.poll(s.batch_max, s.batch_wait_ms / 1000)
         self.health.turned()
         now = self.clock_ms()
         by_role: dict[str, list[Message]] = defaultdict(list)
@@ -144,66 +194,46 @@ class Monitor:
             by_role[self._role(m.topic() or "")].append(m)
         for role, batch in by_role.items():
             self.counters[0].labels(role).inc(len(batch))
-        self._repartition(by_role["source"])
-        self._stage_one(by_role["join"])
+        self._rekey(by_role["source"], now)
+        if self.stage is not None:
+            self.stage.apply(by_role["join"])
         self._stage_two(by_role["partials"], now)
-        if time.monotonic() - self.last_tick >= self.s.tick_ms / 1000:
+        if time.monotonic() - self.last_tick >= s.tick_ms / 1000:
             self.last_tick = time.monotonic()
             self._tick(now)
-        if self.loop.commit(msgs):
+            self._await_inputs()
+        self._maybe_commit()
+
+    def _maybe_commit(self) -> None:
+        assert self.loop is not None
+        if self.loop.open_for() * 1000 < self.s.commit_interval_ms and \
+                self.loop.polled_messages < self.s.transaction_max and \
+                not self.stop.requested:  # fmt: skip
+            return
+        if self.stage is not None:
+            self.stage.emit(self.loop)
+        ok = self.loop.commit()
+        if ok:
             self.counters[1].inc()
+            if self.stage is not None:
+                self.stage.committed()
 
     def _role(self, topic: str) -> str:
         names = self.s.internal
         return "join" if topic == names["join"] else (
             "partials" if topic == names["partials"] else "source")  # fmt: skip
 
-    def _repartition(self, msgs: list[Message]) -> None:
-        """Predictions and labels, re-keyed by id onto the join topic."""
+    def _rekey(self, msgs: list[Message], now: int) -> None:
+        """Predictions and labels, checked once, as one block per join partition."""
         assert self.loop is not None
-        join = self.s.internal["join"]
-        for m in msgs:
-            kind = "p" if m.topic() == self.s.predictions_topic else "l"
-            try:
-                body = orjson.loads(m.value() or b"")
-                ident = body["id"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                self._invalid(m)
-                continue
-            if not isinstance(ident, str):
-                self._invalid(m)
-                continue
-            self.loop.send(join, ident.encode(), orjson.dumps({"k": kind, "m": body}))
-
-    def _invalid(self, m: Message) -> None:
-        log.debug("unreadable message at %s[%s]@%s", m.topic(), m.partition(), m.offset())
-        for jp in self.joins.values():  # counted once, by any owned partition
-            jp.invalid += 1
+        if not msgs:
             return
-
-    def _stage_one(self, msgs: list[Message]) -> None:
-        assert self.loop is not None
-        by_part: dict[int, list[tuple[str, dict[str, Any], int]]] = defaultdict(list)
-        for m in msgs:
-            body = orjson.loads(m.value() or b"{}")
-            by_part[m.partition() or 0].append((body["k"], body["m"], m.timestamp()[1]))
-        for p, items in by_part.items():
-            jp = self.joins.get(p)
-            if jp is None:
-                continue  # revoked inside this poll: the next owner re-reads it
-            changes, windows = jp.apply(items)
-            self._emit_one(jp, changes, windows)
-
-    def _emit_one(self, jp: JoinPartition, changes: Changelog, windows: set[Any]) -> None:
-        assert self.loop is not None
-        state, partials = self.s.internal["join_state"], self.s.internal["partials"]
-        for key, value in changes.items():
-            self.loop.send(state, key.encode(), value, partition=jp.partition)
-        for key, value in jp.partial_messages(windows):
-            self.loop.send(partials, key.encode(), value)
-        if "s" in changes:
-            key, value = jp.stats_message()
-            self.loop.send(partials, key.encode(), value)
+        preds = self.s.predictions_topic
+        items = ((m.topic() == preds, m.value(), _kafka_ms(m, now), m.partition() or 0)
+                 for m in msgs)  # fmt: skip
+        blocks = rekey(items, self.join_partitions, self.s.true_label_field)
+        for p, block in blocks.items():
+            self.loop.send(self.s.internal["join"], None, block.encode(), partition=p)
 
     def _stage_two(self, msgs: list[Message], now: int) -> None:
         assert self.loop is not None
@@ -220,12 +250,12 @@ class Monitor:
                 self.loop.send(self.s.internal["global_state"], key.encode(), value, partition=p)
             for key, value in records:
                 self.loop.send(self.s.metrics_topic, key.encode(), value)
+            self.status.metrics(p, records)
 
     def _tick(self, now: int) -> None:
         assert self.loop is not None
-        for jp in self.joins.values():
-            changes, windows = jp.sweep(now)
-            self._emit_one(jp, changes, windows)
+        if self.stage is not None:
+            self.stage.sweep(now, idle_s=max(5.0, 4 * self.s.commit_interval_ms / 1000))
         snapshots = []
         for p, gp in self.globals.items():
             changes, metric_records, alerts, snap = gp.tick(now)
@@ -236,12 +266,38 @@ class Monitor:
             for key, value in alerts:
                 self.loop.send(self.s.alerts_topic, key.encode(), value)
                 log.warning("alert %s", value.decode())
+            self.status.metrics(p, metric_records)
+            self.status.alerts(p, alerts)
             if gp.stats:
-                self.loop.send(
-                    self.s.stats_topic, b"all", stats_record(snap.join, snap.invalid, now)
-                )
+                stats = stats_record(snap.join, snap.invalid, now)
+                self.loop.send(self.s.stats_topic, b"all", stats)
+                self.status.join_stats(p, stats)
             snapshots.append(snap)
         self.collector.update(merge_snapshots(snapshots))
+        self.status.tick(now, self.globals)
+        self._progress()
+        if time.monotonic() - self._trimmed >= 30.0:
+            self._trimmed = time.monotonic()
+            memory.trim()
+
+    def _progress(self) -> None:
+        """Lag gauges: messages behind on the inputs, age of the newest join, disk."""
+        assert self.loop is not None
+        inputs = {t: role for t, role in ((self.s.predictions_topic, "predictions"),
+                                          (self.s.labels_topic, "labels")) if t}  # fmt: skip
+        lag = self.loop.lag(set(inputs))
+        stage = self.stage
+        self.collector.progress(
+            {inputs[t]: n for t, n in lag.items()},
+            None if stage is None else stage.newest_join_ms(),
+            (0, 0) if stage is None else (stage.disk_bytes(), stage.memory_bytes()),
+        )
+
+
+def _kafka_ms(m: Message, fallback: int) -> int:
+    """The record's Kafka timestamp (the join's clock); the wall clock when it has none."""
+    kind, ts = m.timestamp()
+    return ts if kind != 0 and ts >= 0 else fallback
 
 
 def merge_snapshots(snaps: list[Snapshot]) -> Snapshot:
@@ -257,6 +313,9 @@ def merge_snapshots(snaps: list[Snapshot]) -> Snapshot:
 def create_topics(s: MonitorSettings) -> None:
     compact = {"cleanup.policy": "compact"}
     names = s.internal
+    if s.create_input_topics:
+        inputs = [t for t in (s.predictions_topic, s.labels_topic) if t]
+        kafka_io.create_topics(s.bootstrap, dict.fromkeys(inputs, s.partitions), extra=s.kafka)
     work = {names["join"]: s.partitions, names["partials"]: s.partitions}
     kafka_io.create_topics(s.bootstrap, work, extra=s.kafka)
     kafka_io.create_topics(s.bootstrap, {names["join_state"]: s.partitions,
@@ -272,16 +331,24 @@ def run_monitor(
     registry: CollectorRegistry | None = None,
     stop: StopFlag = STOP,
 ) -> None:
+    # A bad bundle is the user's mistake: refused before the broker.
+    specs = load_specs(s.models, s.allow_pickle)
     registry = registry or CollectorRegistry()
     health = Health(stall_s=s.health_stall_s)
     health.model_loaded = True  # the monitor needs no model to run
     collector = MonitorCollector(registry)
-    server = serve(s.metrics_port, registry, health) if s.metrics_port else None
-    kafka_io.wait_for_broker(s.bootstrap, 30.0, extra=s.kafka)
-    create_topics(s)
-    mon = Monitor(s, rules, load_specs(s.models), collector, health,
-                  counters=loop_counters(registry), stop=stop)  # fmt: skip
-    try:
+    status = StatusFeed(rules, s.window_list, s.instance_id, s.partitions)
+    server = (serve(s.metrics_port, registry, health, s.metrics_host, routes=status.routes())
+              if s.metrics_port else None)  # fmt: skip
+    try:  # SIGTERM during start-up: the wait polls the flag, the steps after it check it
+        kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka,
+                                 stop=lambda: stop.requested)  # fmt: skip
+        create_topics(s)
+        seed(status, s, wall_ms())
+        if stop.requested:
+            return
+        mon = Monitor(s, rules, specs, collector, health,
+                      counters=loop_counters(registry), stop=stop, status=status)  # fmt: skip
         mon.run()
     finally:
         if server is not None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.metrics_core import (
@@ -35,14 +36,29 @@ JOIN_COUNTERS = ("joined", "expired_predictions", "unmatched_labels", "duplicate
 class MonitorCollector(Collector):
     """Exports the latest snapshot; the loop replaces it, the HTTP thread reads it."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, clock: Callable[[], float] = time.time
+                 ) -> None:  # fmt: skip
         self._lock = threading.Lock()
         self._snap = Snapshot()
+        self._clock = clock
+        self._lag: dict[str, int] = {}
+        self._newest_join_ms: int | None = None
+        self._disk = self._state_memory = 0
         registry.register(self)
 
     def update(self, snap: Snapshot) -> None:
         with self._lock:
             self._snap = snap
+
+    def progress(self, lag: Mapping[str, int], newest_join_ms: int | None,
+                 state: tuple[int, int]) -> None:  # fmt: skip
+        """Messages behind per input (predictions, labels), Kafka time of the newest
+        record that completed a join, bytes of join state on disk and in RocksDB's memory."""
+        with self._lock:
+            self._lag = dict(lag)
+            if newest_join_ms is not None:
+                self._newest_join_ms = newest_join_ms
+            self._disk, self._state_memory = state
 
     def collect(self) -> Iterable[Metric]:
         with self._lock:
@@ -62,6 +78,30 @@ class MonitorCollector(Collector):
                                   "Predictions or labels that could not be read.",
                                   value=float(snap.invalid))  # fmt: skip
         yield self._delays(snap)
+        yield from self._progress()
+
+    def _progress(self) -> Iterable[Metric]:
+        with self._lock:
+            lag, newest = dict(self._lag), self._newest_join_ms
+            disk, memory = self._disk, self._state_memory
+        fam = GaugeMetricFamily("scoring_monitor_consumer_lag_messages",
+                                "Messages the monitor is behind on its inputs (partitions "
+                                "assigned to this instance).", labels=["input"])  # fmt: skip
+        for role, n in sorted(lag.items()):
+            fam.add_metric([role], float(n))
+        yield fam
+        age = GaugeMetricFamily(
+            "scoring_monitor_newest_join_age_seconds",
+            "Now minus the Kafka time of the newest prediction or label that completed a "
+            "join here: how far behind the figures are.")
+        if newest is not None:
+            age.add_metric([], max(0.0, self._clock() - newest / 1000))
+        yield age
+        yield GaugeMetricFamily("scoring_monitor_state_disk_bytes",
+                                "Bytes of join state (RocksDB) on local disk.", value=disk)
+        yield GaugeMetricFamily("scoring_monitor_state_memory_bytes",
+                                "Bytes of RocksDB's block cache and write buffers.",
+                                value=memory)  # fmt: skip
 
     @staticmethod
     def _delays(snap: Snapshot) -> HistogramMetricFamily:

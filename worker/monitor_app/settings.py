@@ -7,41 +7,103 @@ without any, the default rules apply.
 from __future__ import annotations
 
 import socket
+import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from worker.config import masked, setting
+from worker.config import (
+    bootstrap_setting,
+    kafka_setting,
+    log_format_setting,
+    log_level_setting,
+    masked,
+    metrics_host_setting,
+    metrics_port_setting,
+    register,
+    setting,
+)
+from worker.monitor.windows import parse_window
+from worker.settings_rules import not_empty, optional_topic, topic, validate
 
 
+def _windows(value: str) -> str:
+    sizes = [w.strip() for w in value.split(",") if w.strip()]
+    if not sizes:
+        raise ValueError("no window size given")
+    for size in sizes:
+        try:
+            parse_window(size)
+        except ValueError:
+            raise ValueError(f"{size!r} is not a window size") from None
+    return value
+
+
+@register
 @dataclass(frozen=True)
 class MonitorSettings:
     """Monitor settings; every field is also ``SCORING_<FIELD>`` and ``--<field>``."""
 
-    bootstrap: str = setting("127.0.0.1:9092", "Kafka bootstrap servers.")
-    predictions_topic: str = setting("predictions", "Topic of the worker's predictions.")
+    bootstrap: str = bootstrap_setting()
+    predictions_topic: str = setting(
+        "predictions", "Topic of the worker's predictions.", check=topic
+    )
     labels_topic: str = setting(
-        "labels", "Topic of true labels ({id, label, ts?}); empty: predictions only."
+        "labels", "Topic of true labels ({id, label, ts?}); empty: predictions only.",
+        check=optional_topic,
     )
     metrics_topic: str = setting(
-        "model-metrics", "Compacted topic of the window figures, keyed model|version|window|start."
+        "model-metrics", "Compacted topic of the window figures, keyed model|version|window|start.",
+        check=topic,
     )
-    alerts_topic: str = setting("model-alerts", "Topic of alert records (firing, resolved).")
-    stats_topic: str = setting("model-join-stats", "Compacted topic of the label-join counters.")
+    alerts_topic: str = setting(
+        "model-alerts", "Topic of alert records (firing, resolved).", check=topic
+    )
+    stats_topic: str = setting(
+        "model-join-stats", "Compacted topic of the label-join counters.", check=topic
+    )
     group: str = setting(
         "scoring-monitor",
         "Consumer group; also the prefix of the monitor's internal topics (join, partials, "
         "changelogs). Instances in one group share the work.",
+        check=topic,
     )
     instance_id: str = setting(
-        socket.gethostname(),
+        None,
         "Stable name of this instance: its transactional id, so that a restart aborts what "
-        "a killed predecessor left open.",
+        "a killed predecessor left open (default: the host name).",
+        factory=socket.gethostname, check=not_empty,
     )
-    windows: str = setting("5m,1h", "Tumbling window sizes, comma-separated (ms, s, m, h, d).")
+    windows: str = setting(
+        "5m,1h", "Tumbling window sizes, comma-separated (ms, s, m, h, d).", check=_windows,
+        allowed="sizes such as 30s, 5m, 1h, 1d (a whole number, then ms, s, m, h or d), "
+        "comma-separated",
+    )
     horizon_s: float = setting(
         86_400.0,
-        "How long a prediction waits for its label (and a label for its prediction).",
+        "How long a prediction waits for its label (and a label for its prediction), "
+        "in seconds of the records' Kafka time.",
+        gt=0,
+    )
+    dedup_window_s: float = setting(
+        3600.0,
+        "How long a joined id is remembered, in seconds (at most horizon_s counts): a "
+        "retried prediction or a second label within it is counted as a duplicate; after "
+        "it, as a new prediction (which expires unlabeled) or a new label (unmatched).",
+        ge=0,
+    )
+    state_dir: str = setting(
+        str(Path(tempfile.gettempdir()) / "scoring-monitor"),
+        "Folder of the on-disk join state (RocksDB, one per join partition, under "
+        "<group>/<instance_id>/). A copy: lost, it is rebuilt from the changelog topic.",
+        check=not_empty,
+    )
+    state_cache_mib: int = setting(
+        64,
+        "RocksDB's memory for all join partitions, in MiB: one block cache, with the "
+        "write buffers (memtables) charged to it.",
+        ge=16, le=65_536,
     )
     true_label_field: str = setting(
         "true_label", "Prediction field carrying the true label (replays, backtests)."
@@ -49,23 +111,54 @@ class MonitorSettings:
     models: str = setting(
         "", "Model bundles (comma-separated): their reference histograms give PSI drift."
     )
+    allow_pickle: bool = setting(
+        False,
+        "Load .joblib (pickle) bundles given in ``models``. Unpickling runs any code the "
+        "file holds, and a bundle's sha256 only detects corruption, not tampering.",
+    )
     partitions: int = setting(
-        4, "Partitions of the internal topics: the most instances that can share the work."
+        4, "Partitions of the internal topics: the most instances that can share the work.",
+        ge=1, le=10_000,
     )
     tick_ms: int = setting(
-        1000, "How often the rolling view, gauges, alerts and expiry are updated."
+        1000, "How often the rolling view, gauges, alerts and expiry are updated.",
+        ge=10, le=3_600_000,
     )
-    batch_max: int = setting(5000, "Most messages in one transaction.")
-    batch_wait_ms: int = setting(100, "Longest wait for a batch to fill.")
-    metrics_port: int = setting(8001, "Port of /metrics, /healthz and /readyz; 0: off.")
+    batch_max: int = setting(5000, "Most messages read in one poll.", ge=1, le=1_000_000)
+    batch_wait_ms: int = setting(100, "Longest wait for a poll to fill, in ms.", ge=1,
+                                 le=60_000)  # fmt: skip
+    commit_interval_ms: int = setting(
+        500,
+        "How long a transaction gathers polls before it commits, in ms: fewer, larger "
+        "transactions when the monitor is behind; figures lag by about three of these "
+        "(re-key, join, merge).",
+        ge=10, le=60_000,
+    )
+    transaction_max: int = setting(
+        50_000, "Most messages in one transaction, whatever the interval.", ge=1,
+        le=10_000_000,
+    )
+    create_input_topics: bool = setting(
+        False,
+        "Create the predictions and labels topics (with `partitions` partitions) when "
+        "missing at start; false: wait for them, not ready meanwhile.",
+    )
+    metrics_host: str = metrics_host_setting()
+    metrics_port: int = metrics_port_setting(8001)
     health_stall_s: float = setting(
-        60.0, "Seconds without a loop turn after which /healthz reports unhealthy."
+        60.0, "Seconds without a loop turn after which /healthz reports unhealthy.",
+        gt=0, le=86_400,
     )
-    log_level: str = setting("INFO", "Python logging level.")
-    kafka: Mapping[str, str] = field(
-        default_factory=dict,
-        metadata={"doc": "librdkafka properties for every client (TLS, SASL, tuning)."},
+    start_timeout_s: float = setting(
+        30.0, "Seconds to wait for the broker at start before giving up (exit 1).",
+        gt=0, le=86_400,
     )
+    log_level: str = log_level_setting()
+    log_format: str = log_format_setting()
+    kafka: Mapping[str, str] = kafka_setting()
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     @property
     def window_list(self) -> list[str]:

@@ -28,7 +28,7 @@ from worker.kafka_io.clients import EXACTLY_ONCE
 from worker.kafka_io.config import connection
 from worker.kafka_io.limits import topic_rules
 from worker.kafka_io.watch import BrokerWatch, quiet_transport_lines
-from worker.model.bundle import load_bundle
+from worker.model.checked import library_mismatch, load_checked
 from worker.probes import Health, serve
 from worker.shutdown import STOP, StopFlag
 from worker.stream import sinks
@@ -73,11 +73,15 @@ def run_worker(
     watch = _watch()
     health = WatchedHealth(stall_s=s.health_stall_s, watch=watch)
     ctx = _context(s, metrics, decoder)
-    shadow = replace(ctx, bundle=load_bundle(Path(s.shadow_model))) if s.shadow_model else None
+    shadow = None
+    if s.shadow_model:
+        second = load_checked(Path(s.shadow_model), allow_pickle=s.allow_pickle)
+        shadow = replace(ctx, bundle=second)
     health.model_loaded = True
-    server = serve(s.metrics_port, registry, health) if s.metrics_port else None
+    server = serve(s.metrics_port, registry, health, s.metrics_host) if s.metrics_port else None
     try:
-        kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka)
+        kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka,
+                                 stop=lambda: stop.requested)  # fmt: skip
         health.broker_ok = True
         limit, compacted = _output_rules(s) if sink is None else (UNCHECKED_LIMIT, frozenset())
         consumer = _consumer(s, metrics, health, watch)
@@ -156,7 +160,8 @@ def _context(s: Settings, metrics: WorkerMetrics, decoder: Decoder | None) -> Sc
     if decoder is not None:
         ctx = replace(ctx, decoder=decoder)
     man = ctx.bundle.manifest
-    metrics.model_info.labels(man.name, man.version, man.sha256[:12]).set(1)
+    metrics.model_info.labels(man.name, man.version, man.sha256[:12],
+                              library_mismatch(ctx.bundle)).set(1)  # fmt: skip
     log.info("model %s %s loaded from %s", man.name, man.version, ctx.bundle.path)
     return ctx
 

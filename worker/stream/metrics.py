@@ -124,8 +124,11 @@ class WorkerMetrics:
                               "exactly-once: the transaction's commit).")  # fmt: skip
         self.last_commit = gauge("scoring_last_commit_timestamp_seconds",
                                  "Unix time of the last successful commit.")
-        self.model_info = gauge("scoring_model_info", "The model being served.",
-                                ("model", "model_version", "sha256"))  # fmt: skip
+        self.model_info = gauge("scoring_model_info",
+                                "The model being served; library_mismatch names the libraries "
+                                "whose version differs from the bundle's (none: all match).",
+                                ("model", "model_version", "sha256",
+                                 "library_mismatch"))  # fmt: skip
         self.model_reloads = counter("scoring_model_reloads_total",
                                      "Hot model reloads, by result: ok or refused.",
                                      ("result",))  # fmt: skip

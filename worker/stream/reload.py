@@ -2,11 +2,25 @@
 and the refusal record. No Kafka, no metrics, no clock (times are passed in); the loop
 applies the outcome between two batches (worker/stream/swap.py).
 
-Instructions come from the store's ``current`` pointer (stamped with the file's
-mtime) and from the model-control topic (stamped with the record's timestamp);
-the newest instruction wins, so a restarted worker that reads the whole control
-topic ends up where the fleet is. A candidate is loaded and checked away from
-the loop (worker/stream/reloader.py); the loop only swaps a bundle that passed.
+Instructions come from the store's ``current`` pointer and from the model-control
+topic. Each carries the sequence that ``models promote``/``rollback`` gave it (the
+store's own counter, written into both the pointer and the control record), and the
+highest sequence wins: no clock decides, so a record stamped in the future cannot pin
+a model. Instructions without a sequence (pointers and records written before
+sequences existed) count as sequence 0 and, among themselves, are ordered by their
+time stamps (the pointer file's mtime, the record's timestamp) as before. A restarted
+worker that reads the whole control topic ends up where the fleet is. A candidate is
+loaded and checked away from the loop (worker/stream/reloader.py); the loop only
+swaps a bundle that passed.
+
+Shadow instructions (``{"name", "shadow": version | null, "sequence"}``, keyed
+``name|shadow``) set or stop the model every batch is also scored with. They have one
+source, the control topic, and their own sequence per model: whoever publishes one
+(``models shadow``, ``retrain --shadow``) reads the topic and takes the highest shadow
+sequence on it plus one. The store's counter is not used, since a shadow changes no
+pointer. The highest shadow sequence wins, as for promotions; shadow records without
+one count as 0 and, among themselves, the last on the topic wins (one key, one
+partition: the broker's order).
 """
 
 from __future__ import annotations
@@ -17,13 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeAlias
 
-import numpy as np
 import orjson
 
 from worker.core.records import escape_key_part
-from worker.core.scoring import score_matrix
 from worker.errors import ModelLoadError, ScoringError
-from worker.model.bundle import ModelBundle, load_bundle
+from worker.model.bundle import ModelBundle
+from worker.model.checked import load_checked
 from worker.model.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -32,16 +45,31 @@ REFUSED_ALERT: Final = "model_refused"
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """Serve ``version``: an instruction issued at ``at_ms`` by ``source``."""
+    """Serve ``version``: instruction number ``sequence`` (0: none), stamped ``at_ms``,
+    from ``source`` (pointer or control)."""
 
     version: str
     at_ms: int
     source: str
+    sequence: int = 0
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Sequence first; the time stamp only orders instructions without one."""
+        return (self.sequence, self.at_ms if self.sequence == 0 else 0)
 
 
 @dataclass(frozen=True, slots=True)
 class Swap:
     bundle: ModelBundle
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowSwap:
+    """Score every batch with ``bundle`` too, as the shadow model (None: stop)."""
+
+    bundle: ModelBundle | None
     source: str
 
 
@@ -54,17 +82,19 @@ class Refusal:
     source: str
 
 
-ReloadEvent: TypeAlias = Swap | Refusal
+ReloadEvent: TypeAlias = Swap | ShadowSwap | Refusal
 
 
-def newest(requests: Sequence[Request], after_ms: int) -> Request | None:
-    """The latest instruction issued after ``after_ms`` (ties: the later one in the list)."""
-    fresh = [(r.at_ms, i, r) for i, r in enumerate(requests) if r.at_ms > after_ms]
+def newest(requests: Sequence[Request], after: tuple[int, int]) -> Request | None:
+    """The highest instruction above ``after`` (a ``Request.order``); ties: the later one
+    in the list."""
+    fresh = [(r.order, i, r) for i, r in enumerate(requests) if r.order > after]
     return max(fresh)[2] if fresh else None
 
 
-def parse_control(value: bytes | None, name: str) -> str | None:
-    """The version a control record asks ``name`` to serve; None when it is not for us."""
+def parse_control(value: bytes | None, name: str) -> tuple[str, int] | None:
+    """The version a control record asks ``name`` to serve and its sequence (0 when the
+    record has none); None when it is not for us or unusable."""
     try:
         data = orjson.loads(value or b"")
     except orjson.JSONDecodeError:
@@ -72,32 +102,81 @@ def parse_control(value: bytes | None, name: str) -> str | None:
         return None
     if not isinstance(data, dict) or data.get("name") != name:
         return None
+    if "shadow" in data and "version" not in data:
+        return None  # a shadow instruction (parse_shadow)
     version = data.get("version")
     if not isinstance(version, str) or not version:
         log.warning("model control record for %s has no version; ignored", name)
         return None
-    return version
+    sequence = data.get("sequence", 0)
+    if type(sequence) is not int or sequence < 0:
+        log.warning("model control record for %s has a bad sequence; ignored", name)
+        return None
+    return version, sequence
 
 
-def smoke_check(bundle: ModelBundle) -> None:
-    """Score a few plain rows; the outputs must have the right shape and be finite."""
+@dataclass(frozen=True, slots=True)
+class ShadowInstruction:
+    """Score every batch with ``version`` too, as the shadow model (None: stop); number
+    ``sequence`` of the model's shadow instructions (0: none)."""
+
+    version: str | None
+    sequence: int = 0
+
+
+def parse_shadow(value: bytes | None, name: str) -> ShadowInstruction | None:
+    """The shadow instruction a control record gives ``name``; None when the record is
+    not one (see ``shadow_record``) or is unusable."""
     try:
-        output = score_matrix(bundle, bundle.runtime.smoke_batch()).output
-    except Exception as exc:  # any estimator error refuses the bundle
-        raise ModelLoadError(f"smoke batch failed: {type(exc).__name__}: {exc}") from None
-    if not np.isfinite(output).all():
-        raise ModelLoadError("smoke batch returned non-finite outputs")
+        data = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("name") != name or "shadow" not in data:
+        return None
+    version, sequence = data["shadow"], data.get("sequence", 0)
+    if version is not None and (not isinstance(version, str) or not version):
+        log.warning("model control record for %s has a bad shadow version; ignored", name)
+        return None
+    if type(sequence) is not int or sequence < 0:
+        log.warning("shadow control record for %s has a bad sequence; ignored", name)
+        return None
+    return ShadowInstruction(version, sequence)
+
+
+def newest_shadow(
+    found: Sequence[ShadowInstruction], after: int
+) -> ShadowInstruction | None:  # fmt: skip
+    """The shadow instruction to follow among ``found`` (in topic order), given that
+    number ``after`` is in force (-1: none yet): the highest sequence above it; records
+    without a sequence only while no sequenced one is in force, the last one winning."""
+    fresh = [(s.sequence, i, s) for i, s in enumerate(found)
+             if s.sequence > after or (s.sequence == 0 and after <= 0)]  # fmt: skip
+    return max(fresh)[2] if fresh else None
+
+
+def shadow_record(name: str, version: str | None, sequence: int) -> tuple[bytes, bytes]:
+    """Key and value of the control record that makes every worker of ``name`` score each
+    batch with ``version`` too, as its shadow model (None: stop). Keyed apart from
+    promotions, so compaction keeps the latest of each."""
+    value = {"name": name, "shadow": version, "sequence": sequence}
+    return f"{name}|shadow".encode(), orjson.dumps(value)
+
+
+def control_record(name: str, version: str, sequence: int) -> tuple[bytes, bytes]:
+    """Key and value of a model-control record (what ``models promote`` publishes; keyed
+    by name, so compaction keeps the latest per model)."""
+    return name.encode(), orjson.dumps({"name": name, "version": version, "sequence": sequence})
 
 
 def check_candidate(store: ModelStore, name: str, version: str) -> ModelBundle:
-    """Load ``name``/``version`` from the store with every check; raises ScoringError."""
+    """Load ``name``/``version`` from the store with every check, its self-test included;
+    raises ScoringError."""
     path = store.version_path(name, version)
     if not path.is_dir():
         raise ModelLoadError(f"{name} {version} is not in the store {store.root}")
-    bundle = load_bundle(path)
+    bundle = load_checked(path, allow_pickle=store.allow_pickle)
     if (bundle.name, bundle.version) != (name, version):
         raise ModelLoadError(f"{path} holds {bundle.name} {bundle.version}")
-    smoke_check(bundle)
     return bundle
 
 
@@ -117,6 +196,6 @@ def refusal_record(r: Refusal, worker_id: str) -> tuple[bytes, bytes]:
     return key.encode(), orjson.dumps(value)
 
 
-def store_of(model_folder: Path) -> tuple[ModelStore, str]:
+def store_of(model_folder: Path, allow_pickle: bool = False) -> tuple[ModelStore, str]:
     """``STORE/<name>`` -> (the store, the model name)."""
-    return ModelStore(model_folder.parent), model_folder.name
+    return ModelStore(model_folder.parent, allow_pickle), model_folder.name

@@ -20,14 +20,19 @@ from worker.config import Settings
 from worker.errors import ConfigError, ScoringError
 from worker.kafka_io import ControlRecord
 from worker.kafka_io.config import Role, client_config, connection
-from worker.model.store import CURRENT, is_model_folder, read_pointer
+from worker.model.store import CURRENT, Pointer, is_model_folder, read_pointer_state
 from worker.stream.reload import (
+    Refusal,
     ReloadEvent,
     Request,
+    ShadowSwap,
     Swap,
     attempt,
+    check_candidate,
     newest,
+    newest_shadow,
     parse_control,
+    parse_shadow,
     store_of,
 )
 
@@ -39,22 +44,27 @@ class ControlSource(Protocol):
     def close(self) -> None: ...
 
 
-
 class Reloader:
     """Follows ``STORE/<name>/current`` and, optionally, a control topic."""
 
     def __init__(self, model_folder: Path, serving: str, poll_s: float,
                  control: ControlSource | None = None,
-                 clock_ms: Callable[[], int] = wall_ms) -> None:  # fmt: skip
-        self.store, self.name = store_of(model_folder)
+                 clock_ms: Callable[[], int] = wall_ms,
+                 allow_pickle: bool = False) -> None:  # fmt: skip
+        self.store, self.name = store_of(model_folder, allow_pickle)
         self.folder = model_folder
         self.serving = serving
         self.poll_s = poll_s
         self.control = control
         self.clock_ms = clock_ms
         self._pointer = self._pointer_state()
-        # Instructions older than the pointer we started from are already superseded.
-        self._last_at = self._pointer[0] // 1_000_000
+        # Instructions below the pointer we started from are already superseded.
+        self._last = self._request(self._pointer).order
+        self._disagreement: tuple[str, str] | None = None
+        #: The shadow model the control topic asked for ("" before any such record), and
+        #: the sequence of that instruction (-1: none yet).
+        self.shadow: str | None = ""
+        self._shadow_last = -1
         self._events: list[ReloadEvent] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -89,24 +99,84 @@ class Reloader:
         """One round: gather instructions, act on the newest one."""
         requests = self._pointer_requests()
         if self.control is not None:
-            requests += self._control_requests(self.control.poll(self.poll_s))
+            records = self.control.poll(self.poll_s)
+            requests += self._control_requests(records)
+            self._shadow_step(records)
         else:
             self._stop.wait(self.poll_s)
-        req = newest(requests, self._last_at)
-        if req is None:
+        self._warn_unordered(requests)
+        req = newest(requests, self._last)
+        if req is not None:
+            self._last = req.order
+            if req.version != self.serving:
+                log.info("loading %s %s (%s, sequence %d)", self.name, req.version,
+                         req.source, req.sequence)  # fmt: skip
+                event = attempt(self.store, self.name, req, self.clock_ms())
+                if isinstance(event, Swap):
+                    self.serving = req.version
+                with self._lock:
+                    self._events.append(event)
+        self._check_agreement()
+
+    def _shadow_step(self, records: list[ControlRecord]) -> None:
+        """The shadow instruction to follow among this poll's records (highest sequence,
+        ``newest_shadow``), loaded and checked like a swap."""
+        found = [i for i in (parse_shadow(r.value, self.name) for r in records) if i is not None]
+        if self._shadow_last > 0:
+            for i in found:
+                if i.sequence == 0:
+                    log.warning("shadow control record for %s has no sequence; shadow "
+                                "instruction %d is in force, so it is ignored (publish with "
+                                "models shadow)", self.name, self._shadow_last)  # fmt: skip
+        chosen = newest_shadow(found, self._shadow_last)
+        if chosen is None:
             return
-        self._last_at = req.at_ms
-        if req.version == self.serving:
+        self._shadow_last = chosen.sequence
+        if chosen.version == self.shadow:
             return
-        log.info("loading %s %s (%s)", self.name, req.version, req.source)
-        event = attempt(self.store, self.name, req, self.clock_ms())
-        if isinstance(event, Swap):
-            self.serving = req.version
+        version = self.shadow = chosen.version
+        event: ReloadEvent
+        if version is None:
+            event = ShadowSwap(None, "control")
+        else:
+            log.info("loading shadow model %s %s (control, shadow sequence %d)", self.name,
+                     version, chosen.sequence)  # fmt: skip
+            try:
+                event = ShadowSwap(check_candidate(self.store, self.name, version), "control")
+            except ScoringError as exc:
+                event = Refusal(self.name, version, " ".join(str(exc).split()),
+                                self.clock_ms(), "control")  # fmt: skip
         with self._lock:
             self._events.append(event)
 
-    def _pointer_state(self) -> tuple[int, str]:
-        return (self.folder / CURRENT).stat().st_mtime_ns, read_pointer(self.folder)
+    def _warn_unordered(self, requests: list[Request]) -> None:
+        if self._last[0] == 0:
+            return
+        for r in requests:
+            if r.source == "control" and r.sequence == 0:
+                log.warning("control record for %s %s has no sequence; instruction %d is in "
+                            "force, so it is ignored (publish with models promote "
+                            "--control-topic, or give a higher sequence)", self.name,
+                            r.version, self._last[0])  # fmt: skip
+
+    def _check_agreement(self) -> None:
+        """Log once each time what is served and what ``current`` says start to differ."""
+        pointed = self._pointer[1].version
+        state = None if pointed == self.serving else (self.serving, pointed)
+        if state is not None and state != self._disagreement:
+            log.warning("serving %s %s while %s says %s (a newer control record or a "
+                        "bundle that did not load)", self.name, self.serving, self.folder / CURRENT,
+                        pointed, extra={"model": self.name, "model_version": self.serving,
+                                        "current": pointed})  # fmt: skip
+        self._disagreement = state
+
+    def _pointer_state(self) -> tuple[int, Pointer]:
+        return (self.folder / CURRENT).stat().st_mtime_ns, read_pointer_state(self.folder)
+
+    @staticmethod
+    def _request(state: tuple[int, Pointer]) -> Request:
+        mtime_ns, pointer = state
+        return Request(pointer.version, mtime_ns // 1_000_000, "pointer", pointer.sequence)
 
     def _pointer_requests(self) -> list[Request]:
         try:
@@ -117,14 +187,14 @@ class Reloader:
         if state == self._pointer:
             return []
         self._pointer = state
-        return [Request(state[1], state[0] // 1_000_000, "pointer")]
+        return [self._request(state)]
 
     def _control_requests(self, records: list[ControlRecord]) -> list[Request]:
         out: list[Request] = []
         for r in records:
-            version = parse_control(r.value, self.name)
-            if version is not None:
-                out.append(Request(version, r.timestamp_ms, "control"))
+            parsed = parse_control(r.value, self.name)
+            if parsed is not None:
+                out.append(Request(parsed[0], r.timestamp_ms, "control", parsed[1]))
         return out
 
 
@@ -139,4 +209,5 @@ def make_reloader(s: Settings, serving: str) -> Reloader | None:
     if s.control_topic:
         conf = client_config(Role.CONTROL, connection(s, s.worker_id))
         control = kafka_io.ControlReader(conf, s.control_topic)
-    return Reloader(folder, serving, s.model_poll_ms / 1000, control)
+    return Reloader(folder, serving, s.model_poll_ms / 1000, control,
+                    allow_pickle=s.allow_pickle)  # fmt: skip

@@ -47,7 +47,7 @@ from worker.stream.outputs import (
 )
 from worker.stream.reload import ReloadEvent
 from worker.stream.sinks import Sink, TransactionalSink
-from worker.stream.swap import apply_events
+from worker.stream.swap import apply_events, apply_shadow
 
 log = logging.getLogger(__name__)
 DEAD_LETTER_SUMMARY_S: Final = 60.0  # one summary line a minute, never a line per event
@@ -126,6 +126,7 @@ class Runner:
         if self.reloader is not None and (events := self.reloader.take()):
             # Between two batches: a batch is scored by one version, start to end.
             self.ctx = apply_events(self.ctx, events, self.metrics, g.alert, s.worker_id)
+            self.shadow = apply_shadow(self.shadow, self.ctx, events)
             g.who = Rejecter(self.ctx.bundle, s.worker_id, self.limit, self.compacted)
         msgs = g.admit(self.consumer.poll_batch(s.batch_max, s.batch_wait_ms / 1000))
         self.health.turned()
@@ -142,8 +143,10 @@ class Runner:
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         main = batch_outputs(msgs, outcomes, s.output_topic, s.dlq_topic, g.who, now)
         outputs = main
-        if self.shadow is not None:
-            shadow = score_values(values, self.shadow, now)
+        second = self.shadow
+        # A shadow that became the served version has nothing left to compare.
+        if second is not None and second.bundle.version != self.ctx.bundle.version:
+            shadow = score_values(values, second, now)
             outputs = main + shadow_outputs(msgs, shadow, s.shadow_topic)
         g.publish(msgs, outputs)
         self._account(msgs, outcomes, main)

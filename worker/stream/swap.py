@@ -9,8 +9,9 @@ import logging
 from collections.abc import Callable, Sequence
 
 from worker.core.pipeline import ScoringContext
+from worker.model.checked import library_mismatch
 from worker.stream.metrics import WorkerMetrics
-from worker.stream.reload import Refusal, ReloadEvent, refusal_record
+from worker.stream.reload import Refusal, ReloadEvent, ShadowSwap, refusal_record
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,8 @@ def apply_events(
 ) -> ScoringContext:  # fmt: skip
     """The context to score the next batch with; refusals are logged, counted, alerted."""
     for ev in events:
+        if isinstance(ev, ShadowSwap):
+            continue  # apply_shadow's
         if isinstance(ev, Refusal):
             metrics.model_reloads.labels("refused").inc()
             log.warning("model reload refused; still serving %s", ctx.bundle.version,
@@ -29,10 +32,11 @@ def apply_events(
             alert(*refusal_record(ev, worker_id))
             continue
         old, new = ctx.bundle.manifest, ev.bundle.manifest
+        old_mismatch = library_mismatch(ctx.bundle)
         ctx = dataclasses.replace(ctx, bundle=ev.bundle)
         metrics.model_reloads.labels("ok").inc()
-        _relabel(metrics, old.name, old.version, old.sha256[:12],
-                 new.name, new.version, new.sha256[:12])  # fmt: skip
+        _relabel(metrics, old.name, old.version, old.sha256[:12], old_mismatch,
+                 new.name, new.version, new.sha256[:12], library_mismatch(ev.bundle))  # fmt: skip
         log.info("model reloaded", extra={"model": new.name, "model_version": new.version,
                                           "previous_version": old.version,
                                           "source": ev.source})  # fmt: skip
@@ -40,8 +44,23 @@ def apply_events(
 
 
 def _relabel(metrics: WorkerMetrics, *labels: str) -> None:
-    old, new = labels[:3], labels[3:]
+    old, new = labels[:4], labels[4:]
     if old != new:
         with contextlib.suppress(KeyError):  # never set: a context built without run_worker
             metrics.model_info.remove(*old)
     metrics.model_info.labels(*new).set(1)
+
+
+def apply_shadow(
+    shadow: ScoringContext | None, ctx: ScoringContext, events: Sequence[ReloadEvent]
+) -> ScoringContext | None:
+    """The shadow context for the next batch: the main context with the shadow bundle."""
+    for ev in events:
+        if isinstance(ev, ShadowSwap):
+            bundle = ev.bundle
+            shadow = None if bundle is None else dataclasses.replace(ctx, bundle=bundle)
+            version = None if bundle is None else bundle.version
+            log.info("shadow model %s", "stopped" if bundle is None else "set",
+                     extra={"model": ctx.bundle.name, "source": ev.source,
+                            "model_version": version})  # fmt: skip
+    return shadow

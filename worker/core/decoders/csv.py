@@ -2,7 +2,9 @@
 
 Cells become event fields by the header: numeric-looking cells become numbers (as
 a JSON reader would see them), the rest stays text; empty cells are absent fields;
-``id`` always stays text.
+``id`` always stays text. A model's typed features refine this (``kinds``): a string
+feature's cells stay text ("007" is a category, not the number 7), and a boolean
+feature's ``true``/``false`` cells become booleans, as they would be in JSON.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from worker.core.decoders import INVALID_UTF8, Decoded, precheck
@@ -25,8 +27,10 @@ _MAX_INT: Final = 2**64 - 1
 class CsvDecoder:
     """Each value is the raw bytes of one CSV record (a quoted cell may span lines)."""
 
-    def __init__(self, header: Sequence[str]) -> None:
+    def __init__(self, header: Sequence[str], kinds: Mapping[str, str] | None = None) -> None:
+        """``kinds``: column -> feature type (``string``, ``boolean``, ...) of the model."""
         self.header = list(header)
+        self.kinds = {k: v for k, v in (kinds or {}).items() if v in ("string", "boolean")}
 
     def decode(self, values: Sequence[bytes | None], limit: int) -> Decoded:
         out = Decoded()
@@ -52,9 +56,11 @@ class CsvDecoder:
             message = f"CSV row has {len(cells)} cells but the header has {len(self.header)}"
             return Rejection(RejectKind.DECODE, message)
         event: dict[str, Any] = {}
+        kinds = self.kinds
         for name, cell in zip(self.header, cells, strict=False):
             if cell != "":
-                event[name] = cell if name == "id" else cell_value(cell)
+                kind = "string" if name == "id" else kinds.get(name)
+                event[name] = cell_value(cell) if kind is None else _typed(cell, kind)
         return event
 
 
@@ -63,6 +69,15 @@ def _lines(text: str) -> list[str]:
     # exactly as it read from the file.
     parts = text.split("\n")
     return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def _typed(cell: str, kind: str) -> Any:
+    if kind == "boolean":
+        return _BOOLEANS.get(cell.strip().lower(), cell)
+    return cell
+
+
+_BOOLEANS: Final = {"true": True, "false": False}
 
 
 def cell_value(cell: str) -> Any:

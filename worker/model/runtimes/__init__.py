@@ -8,6 +8,11 @@ core only sees float arrays in and out.
 
 A bundle names its runtime in ``model.json`` (``"runtime"``, default ``"sklearn"``).
 Adding a kind is adding a module with a ``RuntimeKind`` and calling ``register``.
+
+A runtime says which input it takes (``ModelRuntime.input``), and the scoring core
+builds exactly that for it (worker/core/features.py): ``float64`` (a float matrix),
+``object`` (an object matrix: strings in it), ``frame`` (a pandas DataFrame with the
+manifest's column names) or ``columns`` (typed columns, e.g. one ONNX input each).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from worker.model.feature_types import Feature
 from worker.model.manifest import ClassLabel, Manifest, ManifestError
 
 FloatArray = npt.NDArray[np.float64]
@@ -30,8 +36,22 @@ DEFAULT_RUNTIME: Final = "sklearn"
 class LoadOptions:
     """What the operator allows a load to do beyond the safe defaults."""
 
-    #: Types a skops artifact may contain beyond skops' own trusted set, by full name.
+    #: Types a skops artifact may contain beyond skops' own trusted set and the types
+    #: its manifest recorded, by full name (an operator's explicit extra trust).
     trusted_types: tuple[str, ...] = ()
+    #: Whether pickle-based artifacts (.joblib) may be loaded: unpickling runs any code
+    #: the file contains, and the sha256 beside it only detects corruption.
+    allow_pickle: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What ``RuntimeKind.dump`` wrote: the served artifact, the skops types it needs
+    beyond skops' defaults, and an optional second artifact kept for reference."""
+
+    artifact: Path
+    trusted_types: tuple[str, ...] = ()
+    reference: Path | None = None
 
 
 class ModelRuntime(Protocol):
@@ -41,12 +61,17 @@ class ModelRuntime(Protocol):
     def model(self) -> Any:
         """The library's own model object (for callers that need it, e.g. tests, retraining)."""
 
-    def predict(self, matrix: FloatArray) -> FloatArray:
+    @property
+    def input(self) -> str:
+        """What ``predict`` takes: "float64", "object", "frame" or "columns"."""
+
+    @property
+    def tolerance(self) -> float:
+        """How far its outputs may be from the estimator's own (the bundle's self-test)."""
+
+    def predict(self, matrix: Any) -> FloatArray:
         """One call for the whole batch: (n, len(classes)) probabilities for classifiers,
         (n,) or (n, 1) values for regression. Raises on rows it cannot score."""
-
-    def smoke_batch(self) -> FloatArray:
-        """A few plain rows this model must score with finite outputs (checked at reload)."""
 
 
 class RuntimeKind(Protocol):
@@ -66,8 +91,10 @@ class RuntimeKind(Protocol):
         """The runtime for ``data`` (the artifact's bytes, sha256 already checked) and the
         model's classes (empty for regression); ManifestError naming the problem."""
 
-    def dump(self, model: Any, out_dir: Path, fmt: str) -> Path:
-        """Write ``model`` as an artifact into ``out_dir``; return its path."""
+    def dump(self, model: Any, out_dir: Path, fmt: str, features: Sequence[Feature],
+             sample: Any) -> Written:  # fmt: skip
+        """Write ``model`` as an artifact into ``out_dir`` (its inputs: ``features``;
+        ``sample``: rows the estimator scores, for kinds that check a conversion)."""
 
     def classes_of(self, model: Any) -> list[Any] | None:
         """The model's class labels as plain Python values (None: it has none)."""
@@ -102,4 +129,5 @@ def _load_builtin() -> None:
     # Imported on first use: the built-in kinds register themselves, and importing
     # scikit-learn only when a bundle is loaded keeps ``import worker`` light.
     if DEFAULT_RUNTIME not in _KINDS:
-        from worker.model.runtimes import sklearn  # noqa: F401
+        # onnx.py imports onnxruntime and skl2onnx only when a bundle uses it.
+        from worker.model.runtimes import onnx, sklearn  # noqa: F401

@@ -1,15 +1,19 @@
-"""The scikit-learn runtime: a fitted estimator scored on a float64 matrix.
+"""The scikit-learn runtime: a fitted estimator scored on a matrix, or on a DataFrame
+when it was fitted on one (worker/model/runtimes/sklearn_frame.py); which one is
+decided once, at load, from the estimator's ``feature_names_in_``.
 
 Artifacts are ``.skops`` (preferred: no arbitrary code runs at load) or ``.joblib``
-(pickle: unpickled only after the bundle's sha256 matched). A skops artifact that
-needs types skops does not trust by default is refused unless the caller names them.
-The estimator is checked against the manifest: the scoring method the task needs,
-``n_features_in_``, ``feature_names_in_`` and ``classes_``.
+(pickle: loaded only when the operator allows pickle, and only after the bundle's
+sha256 matched). A skops artifact is loaded trusting exactly the types its manifest
+recorded when it was written (plus any the operator names); any other type is refused,
+by name. The estimator is checked against the manifest: the scoring method the task
+needs, ``n_features_in_``, ``feature_names_in_`` and ``classes_``.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -18,10 +22,17 @@ import joblib
 import numpy as np
 import skops.io as sio
 
+from worker.errors import describe
+from worker.model.feature_types import Feature
 from worker.model.manifest import ClassLabel, Manifest, ManifestError, Task, check_classes
-from worker.model.runtimes import FloatArray, LoadOptions, ModelRuntime, register
+from worker.model.runtimes import FloatArray, LoadOptions, ModelRuntime, Written, register
 
-_MAX_DETAIL: Final = 300
+TOLERANCE: Final = 1e-9
+PICKLE_REFUSED: Final = (
+    "is a pickle (.joblib): loading it runs any code it contains, and the sha256 beside "
+    "it only detects corruption, not tampering; set allow_pickle = true "
+    "(--allow-pickle) to load it anyway, or write the bundle as .skops"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,19 +41,18 @@ class SklearnRuntime:
 
     estimator: Any
     task: Task
-    width: int
+    #: "float64", or "object" when a feature is a string (an array fitted with strings).
+    input: str = "float64"
+    tolerance: float = TOLERANCE
 
     @property
     def model(self) -> Any:
         return self.estimator
 
-    def predict(self, matrix: FloatArray) -> FloatArray:
+    def predict(self, matrix: Any) -> FloatArray:
         if self.task == "regression":
             return np.asarray(self.estimator.predict(matrix), dtype=np.float64)
         return np.asarray(self.estimator.predict_proba(matrix), dtype=np.float64)
-
-    def smoke_batch(self) -> FloatArray:
-        return np.vstack([np.zeros((4, self.width)), np.ones((4, self.width))])
 
 
 class SklearnKind:
@@ -52,7 +62,7 @@ class SklearnKind:
     def load(
         self, manifest: Manifest, data: bytes, options: LoadOptions
     ) -> tuple[ModelRuntime, tuple[ClassLabel, ...]]:
-        estimator = _deserialise(manifest.artifact, data, options.trusted_types)
+        estimator = deserialise(manifest, data, options)
         _check_methods(manifest.task, estimator)
         _check_feature_count(manifest, estimator)
         _check_feature_names(manifest, estimator)
@@ -63,42 +73,59 @@ class SklearnKind:
         raw = getattr(model, "classes_", None)
         return None if raw is None else plain(raw)
 
-    def wrap(self, manifest: Manifest, model: Any) -> SklearnRuntime:
-        return SklearnRuntime(model, manifest.task, len(manifest.features))
+    def wrap(self, manifest: Manifest, model: Any) -> ModelRuntime:
+        if getattr(model, "feature_names_in_", None) is not None:
+            from worker.model.runtimes.sklearn_frame import SklearnFrameRuntime
 
-    def dump(self, model: Any, out_dir: Path, fmt: str) -> Path:
-        if fmt not in ("skops", "joblib"):
-            raise ValueError(f"fmt must be 'skops' or 'joblib', got {fmt!r}")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        artifact = out_dir / f"model.{fmt}"
-        if fmt == "skops":
-            sio.dump(model, artifact)
-        else:
-            joblib.dump(model, artifact)
-        return artifact
+            return SklearnFrameRuntime(model, manifest.task)
+        strings = any(f.type == "string" for f in manifest.feature_specs)
+        return SklearnRuntime(model, manifest.task, "object" if strings else "float64")
+
+    def dump(self, model: Any, out_dir: Path, fmt: str, features: Sequence[Feature],
+             sample: Any) -> Written:  # fmt: skip
+        return dump_sklearn(model, out_dir, fmt)
 
 
-def _deserialise(artifact: str, data: bytes, trusted_types: tuple[str, ...]) -> Any:
+def dump_sklearn(model: Any, out_dir: Path, fmt: str) -> Written:
+    """``model.skops`` (with the types it needs beyond skops' defaults) or ``model.joblib``."""
+    if fmt not in ("skops", "joblib"):
+        raise ValueError(f"fmt must be 'skops' or 'joblib', got {fmt!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    artifact = out_dir / f"model.{fmt}"
+    if fmt == "joblib":
+        joblib.dump(model, artifact)
+        return Written(artifact)
+    data = sio.dumps(model)
+    artifact.write_bytes(data)
+    return Written(artifact, tuple(sorted(sio.get_untrusted_types(data=data))))
+
+
+def deserialise(manifest: Manifest, data: bytes, options: LoadOptions) -> Any:
+    """The estimator in ``data`` (whose sha256 the caller has checked)."""
+    artifact = manifest.artifact
     if artifact.endswith(".skops"):
-        return _load_skops(data, trusted_types)
+        return _load_skops(data, (*manifest.trusted_types, *options.trusted_types))
+    if not options.allow_pickle:
+        raise ManifestError(f"{artifact} {PICKLE_REFUSED}")
     try:
         return joblib.load(io.BytesIO(data))
     except Exception as exc:  # unpickling can raise anything
-        raise ManifestError(f"cannot load {artifact}: {detail(exc)}") from None
+        raise ManifestError(f"cannot load {artifact}: {describe(exc)}") from None
 
 
 def _load_skops(data: bytes, trusted_types: tuple[str, ...]) -> Any:
     try:
         needed = sio.get_untrusted_types(data=data)
     except Exception as exc:
-        raise ManifestError(f"not a readable skops file: {detail(exc)}") from None
+        raise ManifestError(f"not a readable skops file: {describe(exc)}") from None
     refused = sorted(set(needed) - set(trusted_types))
     if refused:
-        raise ManifestError(f"skops artifact needs untrusted types: {', '.join(refused)}")
+        raise ManifestError(f"skops artifact needs types its manifest does not trust: "
+                            f"{', '.join(refused)}")  # fmt: skip
     try:
         return sio.loads(data, trusted=list(needed))
     except Exception as exc:
-        raise ManifestError(f"cannot load skops artifact: {detail(exc)}") from None
+        raise ManifestError(f"cannot load skops artifact: {describe(exc)}") from None
 
 
 def _check_methods(task: Task, estimator: Any) -> None:
@@ -156,10 +183,6 @@ def plain(values: Any) -> list[Any]:
     """numpy scalars -> Python values, so labels serialise as plain JSON."""
     return list(values.tolist() if hasattr(values, "tolist") else values)
 
-
-def detail(exc: BaseException) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
 
 
 register(SklearnKind())

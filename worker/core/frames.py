@@ -1,0 +1,19 @@
+"""Typed columns -> a pandas DataFrame, for estimators fitted on data frames.
+
+pandas is imported here only, and only when a bundle's runtime asks for a frame, so
+a worker serving float-matrix models never loads it. Columns keep the manifest's
+order and names, which is what a fitted estimator's ``feature_names_in_`` checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.core.columns import Columns
+
+
+def to_frame(columns: Columns) -> Any:
+    import pandas as pd
+
+    data = {f.name: array for f, array in zip(columns.features, columns.arrays, strict=True)}
+    return pd.DataFrame(data, copy=False)
