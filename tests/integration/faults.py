@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,23 +21,8 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer
 
-from tests.integration.helpers import ROOT
+from tests.integration.helpers import ROOT, free_ports
 from worker.devtools.demo import make_events
-
-
-def _free_pair() -> int:
-    """A port whose successor is free too (the local broker's controller uses port+1)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
 
 
 @dataclass
@@ -46,7 +30,7 @@ class PrivateBroker:
     """``scoring-worker kafka-local`` on a port and state folder of the test's own."""
 
     state: Path
-    port: int = field(default_factory=_free_pair)
+    port: int = field(default_factory=lambda: free_ports(2))
 
     @property
     def bootstrap(self) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -109,3 +111,25 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def free_ports(n: int) -> int:
+    """A port p with p .. p+n-1 free (a local broker's client, controller and extra
+    listeners), below the kernel's ephemeral range: a port handed out by bind(0) lies inside
+    it, and the broker's JVM takes seconds to start (and a stopped broker seconds to come
+    back on the same port), time enough for an outgoing connection to take one of them."""
+    rng = random.Random()
+    for _ in range(200):
+        p = rng.randrange(20_000, 32_000)
+        if all(_bindable(p + i) for i in range(n)):
+            return p
+    raise RuntimeError(f"no {n} free consecutive ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

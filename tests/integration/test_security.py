@@ -7,9 +7,7 @@ certificate each end within 10 s with one line naming the cause, exit status 1.
 
 from __future__ import annotations
 
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.integration.helpers import ROOT, WorkerProc, read_topic, wait_for
+from tests.integration.helpers import ROOT, WorkerProc, free_ports, read_topic, wait_for
 from worker import kafka_io
 from worker.devtools import kafka_local
 from worker.devtools.demo import train_demo
@@ -32,27 +30,6 @@ USER, PASSWORD = "alice", "alice-secret-4711"
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "worker", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)  # fmt: skip
-
-
-def _free_triple() -> int:
-    """A port p with p, p+1 and p+2 free (client, controller, secure listener), below the
-    kernel's ephemeral range: a port handed out by bind(0) lies inside it, and the broker's
-    JVM takes seconds to start, time enough for an outgoing connection to take p+1 or p+2."""
-    rng = random.Random()
-    for _ in range(200):
-        p = rng.randrange(20_000, 32_000)
-        if all(_bindable(p + i) for i in range(3)):
-            return p
-    raise RuntimeError("no three free consecutive ports")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _log_tail(state: Path) -> str:
@@ -77,7 +54,7 @@ class SecureBroker:
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory,
            report: Callable[[str], None]) -> Iterator[SecureBroker]:  # fmt: skip
-    port, state = _free_triple(), tmp_path_factory.mktemp("secure-broker")
+    port, state = free_ports(3), tmp_path_factory.mktemp("secure-broker")
     common = ("--port", str(port), "--state-dir", str(state))
     try:
         started = cli("kafka-local", "start", *common, "--sasl", f"{USER}:{PASSWORD}", "--tls")

@@ -55,6 +55,12 @@ MISTAKES = [
      2, "--bootstrap localhost: 'localhost' has no port (bootstrap: host:port"),
     ("batch-max-negative", ["run", "--model", "{model}", *NOWHERE, "--batch-max", "-3"], {},
      2, "--batch-max -3: below the minimum 1 (batch_max: a whole number, 1 to 1000000)"),
+    ("guarantee-unknown", ["run", "--model", "{model}", *NOWHERE, "--guarantee",
+                           "exactly-twice"], {},
+     2, "--guarantee exactly-twice: not one of the choices (guarantee: one of at-least-once, "
+        "exactly-once)"),
+    ("max-in-flight-zero", ["run", "--model", "{model}", *NOWHERE, "--max-in-flight", "0"], {},
+     2, "--max-in-flight 0: below the minimum 1 (max_in_flight: a whole number, 1 to 1000000)"),
     ("batch-max-zero", ["run", "--model", "{model}", *NOWHERE, "--batch-max", "0"], {},
      2, "--batch-max 0: below the minimum 1"),
     ("log-level-loud", ["run", "--model", "{model}", *NOWHERE, "--log-level", "LOUD"], {},
