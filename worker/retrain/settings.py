@@ -56,7 +56,9 @@ class RetrainSettings:
         "", "JSON Schema the events must satisfy (the workers' --schema); empty: none."
     )
     max_event_bytes: int = setting(
-        1_048_576, "Events larger than this are skipped, as the worker dead-letters them.",
+        983_040,
+        "Events larger than this are skipped, as the worker dead-letters them (the same "
+        "default as the worker's).",
         ge=1, le=1_000_000_000,
     )
     control_topic: str = setting(
