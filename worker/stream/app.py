@@ -22,9 +22,7 @@ from worker.config import Settings
 from worker.context import build_context
 from worker.core.decoders import Decoder
 from worker.core.pipeline import ScoringContext
-from worker.errors import ConfigError
 from worker.kafka_io import BatchConsumer
-from worker.kafka_io.clients import EXACTLY_ONCE
 from worker.kafka_io.config import connection
 from worker.kafka_io.limits import topic_rules
 from worker.kafka_io.watch import BrokerWatch, quiet_transport_lines
@@ -42,18 +40,7 @@ from worker.stream.sinks import Sink, SinkHooks
 log = logging.getLogger(__name__)
 
 
-GUARANTEES = ("at-least-once", EXACTLY_ONCE)
 PRODUCER_MAX_DEFAULT = 1_000_000  # librdkafka's message.max.bytes
-
-
-def check_settings(s: Settings) -> None:
-    """The loop's own settings (one line each when wrong)."""
-    if s.guarantee not in GUARANTEES:
-        raise ConfigError(f"--guarantee {s.guarantee!r}: expected one of {', '.join(GUARANTEES)}")
-    if not 1 <= s.max_in_flight <= 1_000_000:
-        raise ConfigError(f"--max-in-flight {s.max_in_flight}: expected 1 to 1,000,000")
-    if s.guarantee == EXACTLY_ONCE and not s.instance_id.strip():
-        raise ConfigError("--instance-id: exactly-once needs a stable, non-empty instance id")
 
 
 def run_worker(
@@ -66,7 +53,6 @@ def run_worker(
 ) -> Totals:
     """Build everything from settings, run until SIGTERM/SIGINT (or ``stop``), shut down
     cleanly. ``decoder`` and ``sink`` replace the JSON decoder and the Kafka sink."""
-    check_settings(s)
     keep_freed_memory()  # see worker/stream/alloc.py: batches re-use memory
     registry = registry or CollectorRegistry()
     metrics = WorkerMetrics(registry)
