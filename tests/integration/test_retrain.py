@@ -32,6 +32,9 @@ from worker.retrain.policy import Policy
 from worker.retrain.settings import RetrainSettings, TimeRange
 
 T0 = 1_790_000_000_000  # the events' Kafka timestamps: T0 + i ms
+#: T0 lies months back, beyond the broker's default retention (7 days): its next retention
+#: check (every 5 min) would delete such records, so these topics keep them for good.
+KEEP = {"retention.ms": "-1"}
 TopicFactory = Callable[..., str]
 
 
@@ -81,7 +84,7 @@ def cli(s: RetrainSettings, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def topics(topic_factory: TopicFactory) -> Iterator[dict[str, str]]:
-    yield {"tx": topic_factory("tx", 2), "labels": topic_factory("labels", 2),
+    yield {"tx": topic_factory("tx", 2, KEEP), "labels": topic_factory("labels", 2, KEEP),
            "alerts": topic_factory("alerts", 1),
            "ctl": topic_factory("ctl", 1, {"cleanup.policy": "compact"})}  # fmt: skip
 
@@ -233,7 +236,7 @@ def test_a_promotion_takes_the_next_sequence_above_the_control_topics(
 def test_a_time_range_is_read_by_the_time_index_and_filtered_by_timestamp(
     kafka_bootstrap: str, topic_factory: TopicFactory,
 ) -> None:  # fmt: skip
-    topic = topic_factory("range", 2)
+    topic = topic_factory("range", 2, KEEP)
     p = Producer({"bootstrap.servers": kafka_bootstrap})
     stamps = {0: [T0 + 100, T0 + 200, T0 + 150, T0 + 300, T0 + 400], 1: [T0 + 170, T0 + 250]}
     for part, ts in stamps.items():

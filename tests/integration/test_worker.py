@@ -226,7 +226,11 @@ def test_score_file_matches_the_stream(
                            "--model", str(bundle_dir)], capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
     batch = {r["id"]: r["score"] for r in map(orjson.loads, out.read_bytes().splitlines())}
-    assert batch == stream
+    # Same code, same model, but not the same batches: the stream scores what was buffered,
+    # score-file fixed blocks, and BLAS kernels can round a row's dot product differently in
+    # a matrix of another shape (seen: 0.0003826501485965629 against ...625).
+    assert batch.keys() == stream.keys()
+    assert all(batch[k] == pytest.approx(stream[k], rel=1e-12, abs=1e-15) for k in batch)
 
 
 def test_unloadable_model_exits_nonzero_with_one_line(tmp_path: Path, bundle_dir: Path) -> None:
