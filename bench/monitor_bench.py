@@ -35,19 +35,13 @@ from typing import Any
 import numpy as np
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from procstat import NOW, PEAK, rss_mib  # bench/procstat.py: this folder is on sys.path
 
 from worker import kafka_io
 from worker.devtools.demo import make_events, train_demo
 from worker.devtools.demo_run import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def rss_mib(pid: int, field: str = "VmHWM") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def preload(bootstrap: str, t_in: str, t_labels: str, n: int) -> None:
@@ -118,7 +112,7 @@ def run_worker(args: argparse.Namespace, model: Path, t: dict[str, str]) -> dict
     out = kafka_io.drain(args.bootstrap, t["pred"], args.events, 600, idle_s=5)
     rate = steady(np.sort(np.array([r.timestamp_ms / 1000 for r in out])),
                   np.arange(1, len(out) + 1), len(out))  # fmt: skip
-    peak = rss_mib(worker.pid)
+    peak = rss_mib(worker.pid, PEAK)
     worker.send_signal(signal.SIGTERM)
     return {"worker_events_per_s": round(rate), "worker_predictions": len(out),
             "worker_peak_rss_mib": round(peak, 1), "worker_exit": worker.wait(60)}  # fmt: skip
@@ -144,11 +138,11 @@ def run_monitor(args: argparse.Namespace, model: Path, t: dict[str, str],
         now = time.monotonic() - t0
         if n is not None:
             samples.append((now, n))
-            rss.append((now, rss_mib(mon.pid, "VmRSS")))
+            rss.append((now, rss_mib(mon.pid, NOW)))
             if n >= args.events:
                 break
         time.sleep(0.25)
-    peak = rss_mib(mon.pid)
+    peak = rss_mib(mon.pid, PEAK)
     disk = sum(f.stat().st_size for f in state.rglob("*") if f.is_file())
     mon.send_signal(signal.SIGTERM)
     code = mon.wait(120)

@@ -35,19 +35,13 @@ from typing import Any
 import numpy as np
 import orjson
 from confluent_kafka import Producer
+from procstat import NOW, PEAK, rss_mib  # bench/procstat.py: this folder is on sys.path
 
 from worker import kafka_io
 from worker.devtools.demo import train_demo
 from worker.devtools.demo_run import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def rss_mib(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -100,8 +94,8 @@ def live(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[str, An
         time.sleep(10)
         m = scrape(mport)
         samples.append({
-            "s": round(time.monotonic() - t0), "monitor_rss_mib": round(rss_mib(mon.pid)),
-            "worker_rss_mib": round(rss_mib(worker.pid)),
+            "s": round(time.monotonic() - t0), "monitor_rss_mib": round(rss_mib(mon.pid, NOW)),
+            "worker_rss_mib": round(rss_mib(worker.pid, NOW)),
             "joined": int(m.get("scoring_monitor_joined_total", 0)),
             "lag": int(m.get("lag", 0)),
             "join_age_s": round(m.get("scoring_monitor_newest_join_age_seconds", -1), 1),
@@ -114,8 +108,8 @@ def live(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[str, An
               "monitor_rss_end_mib": samples[-1]["monitor_rss_mib"] if samples else None,
               "monitor_rss_growth_after_1m_mib":
                   (max(after_1m) - after_1m[0]) if after_1m else None,
-              "monitor_peak_rss_mib": round(rss_mib(mon.pid, "VmHWM")),
-              "worker_peak_rss_mib": round(rss_mib(worker.pid, "VmHWM"))}  # fmt: skip
+              "monitor_peak_rss_mib": round(rss_mib(mon.pid, PEAK)),
+              "worker_peak_rss_mib": round(rss_mib(worker.pid, PEAK))}  # fmt: skip
     for p in (feed, mon, worker):
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -173,7 +167,7 @@ def accelerated(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[
               "mean_label_delay_h": args.mean_delay_h, "samples": samples,
               "pending_predictions": pending, "state_disk_mib": round(disk / 2**20, 1),
               "disk_bytes_per_pending": round(disk / max(pending, 1), 1),
-              "monitor_peak_rss_mib": round(rss_mib(mon.pid, "VmHWM"))}  # fmt: skip
+              "monitor_peak_rss_mib": round(rss_mib(mon.pid, PEAK))}  # fmt: skip
     mon.send_signal(signal.SIGTERM)
     mon.wait(120)
     return result
@@ -181,7 +175,7 @@ def accelerated(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[
 
 def sample(pid: int, port: int, t0: float, sent: int) -> dict[str, Any]:
     m = scrape(port)
-    s = {"s": round(time.monotonic() - t0), "sent": sent, "rss_mib": round(rss_mib(pid)),
+    s = {"s": round(time.monotonic() - t0), "sent": sent, "rss_mib": round(rss_mib(pid, NOW)),
          "predictions": int(m.get("scoring_monitor_predictions_total", 0)),
          "joined": int(m.get("scoring_monitor_joined_total", 0)), "lag": int(m.get("lag", 0)),
          "disk_mib": round(m.get("scoring_monitor_state_disk_bytes", 0) / 2**20, 1),

@@ -41,6 +41,7 @@ import models as bench_models  # bench/models.py: the script's own folder is on 
 import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer
+from procstat import PEAK, rss_mib  # bench/procstat.py
 
 from worker import kafka_io
 from worker.devtools.demo import (
@@ -111,13 +112,6 @@ def steady_rate(stamps: np.ndarray) -> float:
     return (hi - lo) / max((s[hi] - s[lo]) / 1000, 1e-3) if len(s) > 10 else 0.0
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):  # peak resident set size
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 @dataclass
 class System:
     name: str
@@ -158,7 +152,7 @@ class System:
     def stop(self) -> tuple[int, float | None]:
         """Exit status and peak RSS (MiB) of a worker."""
         assert self.proc is not None
-        peak = rss_mib(self.proc.pid) if self.kind == "worker" else None
+        peak = rss_mib(self.proc.pid, PEAK) if self.kind == "worker" else None
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(120), peak
 

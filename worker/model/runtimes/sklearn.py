@@ -1,6 +1,10 @@
 """The scikit-learn runtime: a fitted estimator scored on a matrix, or on a DataFrame
-when it was fitted on one (worker/model/runtimes/sklearn_frame.py); which one is
-decided once, at load, from the estimator's ``feature_names_in_``.
+when it was fitted on one; which one is decided once, at load, from the estimator's
+``feature_names_in_``. An estimator fitted on a frame selects columns by name (a
+ColumnTransformer given ``["country"]``) and checks ``feature_names_in_`` against what
+it is given, so it must get a frame with the manifest's column names, in order, typed as
+the manifest says: the scoring core builds exactly that (worker/core/frames.py) when the
+runtime's ``input`` is "frame".
 
 Artifacts are ``.skops`` (preferred: no arbitrary code runs at load) or ``.joblib``
 (pickle: loaded only when the operator allows pickle, and only after the bundle's
@@ -41,7 +45,8 @@ class SklearnRuntime:
 
     estimator: Any
     task: Task
-    #: "float64", or "object" when a feature is a string (an array fitted with strings).
+    #: "float64"; "object" when a feature is a string (an array fitted with strings);
+    #: "frame" for an estimator fitted on a pandas DataFrame.
     input: str = "float64"
     tolerance: float = TOLERANCE
 
@@ -75,9 +80,7 @@ class SklearnKind:
 
     def wrap(self, manifest: Manifest, model: Any) -> ModelRuntime:
         if getattr(model, "feature_names_in_", None) is not None:
-            from worker.model.runtimes.sklearn_frame import SklearnFrameRuntime
-
-            return SklearnFrameRuntime(model, manifest.task)
+            return SklearnRuntime(model, manifest.task, "frame")
         strings = any(f.type == "string" for f in manifest.feature_specs)
         return SklearnRuntime(model, manifest.task, "object" if strings else "float64")
 
