@@ -54,9 +54,10 @@ def consumer_config(s: Settings) -> dict[str, Any]:
 
 def producer_config(s: Settings, record_limit: int | None = None) -> dict[str, Any]:
     """The worker's producer: a 1 ms linger (batches form by themselves while earlier ones
-    are in flight; 0 cost a third of the draining rate in bench/worker_bench.py), a queue sized above the in-flight bound (so ``send`` never waits on it),
-    and record batches no larger than the output topics accept. Exactly-once: the
-    transactional id ``<group>-<instance_id>``, stable across restarts."""
+    are in flight; 0 cost a third of the draining rate in bench/worker_bench.py), a queue
+    sized above the in-flight bound (so ``send`` never waits on it), and record batches no
+    larger than the output topics accept. Exactly-once: the transactional id
+    ``<group>-<instance_id>``, stable across restarts."""
     queue = max(100_000, 4 * (s.max_in_flight + s.batch_max))
     tuning: dict[str, Any] = {"linger.ms": 1, "queue.buffering.max.messages": queue,
                               "compression.type": "lz4",
