@@ -1,13 +1,16 @@
 """Shared fixtures: a real Kafka broker for the session, and per-test topics and groups.
 
-The broker is the project's own local launcher unless SCORING_TEST_BOOTSTRAP
-names an external one. Each test gets fresh topic and group names, so tests
+The broker is whatever listens on SCORING_TEST_KAFKA_PORT (default 9092), else a
+throwaway one the project's launcher starts, unless SCORING_TEST_BOOTSTRAP names an
+external one. Each test gets fresh topic and group names, so tests
 never see each other's messages or offsets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,23 +51,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(report: Callable[[str], None]) -> Iterator[str]:
-    """host:port of a real broker; started through kafka-local when nothing listens."""
+def kafka_bootstrap(
+    report: Callable[[str], None], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """host:port of a real broker: whatever listens on the test port, or else a throwaway one.
+
+    The throwaway broker starts from empty data in a temporary folder and is stopped and
+    deleted when the session ends. Reusing the long-lived data folder instead made a start
+    after an unclean stop replay every topic earlier runs and benchmarks had left (39 GB
+    once), which took longer than any timeout.
+    """
     external = os.environ.get("SCORING_TEST_BOOTSTRAP")
     if external:
         kafka_io.wait_for_broker(external, timeout=60)
         yield external
         return
     broker = kafka_local.LocalBroker(port=TEST_PORT)
-    started = False
-    if not kafka_io.port_open(broker.host, broker.port):
+    if kafka_io.port_open(broker.host, broker.port):
+        kafka_io.wait_for_broker(broker.bootstrap, timeout=60)
+        yield broker.bootstrap
+        return
+    state = tmp_path_factory.mktemp("kafka-local")
+    # Through the environment, so that `scoring-worker kafka-local start` run by a test
+    # (the quick start) finds this broker and reuses it.
+    env = pytest.MonkeyPatch()
+    env.setenv("XDG_STATE_HOME", str(state))
+    broker = dataclasses.replace(broker, state_root=state / "scoring-worker")
+    try:
         result = kafka_local.start(broker)
-        started = not result.already_running
-        report(f"session broker (kafka-local) ready in {result.ready_seconds:.1f}s")
-    kafka_io.wait_for_broker(broker.bootstrap, timeout=60)
-    yield broker.bootstrap
-    if started:
+        report(f"session broker (kafka-local, empty data) ready in {result.ready_seconds:.1f}s")
+        yield broker.bootstrap
+    finally:
         kafka_local.stop(broker)
+        env.undo()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 TopicFactory = Callable[..., str]

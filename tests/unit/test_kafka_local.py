@@ -49,6 +49,18 @@ def test_stale_pid_file_is_not_a_running_broker(tmp_path: Path) -> None:
     assert not b.pid_file.exists()
 
 
+def test_a_start_failure_names_the_data_kept_from_earlier_runs(tmp_path: Path) -> None:
+    b = kafka_local.LocalBroker(port=12030, state_root=tmp_path)
+    assert kafka_local._kept_data_hint(b, 120) == ""  # no data folder yet
+    for i in range(499):
+        (b.state_dir / "data" / f"t-{i}-0").mkdir(parents=True)
+    assert kafka_local._kept_data_hint(b, 120) == ""  # an ordinary broker's worth
+    (b.state_dir / "data" / "t-last-0").mkdir()
+    hint = kafka_local._kept_data_hint(b, 120)
+    assert "500 partitions from earlier runs" in hint and "(now 120s)" in hint
+    assert "`scoring-worker kafka-local reset --port 12030`" in hint
+
+
 def test_maven_output_becomes_a_few_progress_lines() -> None:
     from worker.devtools.kafka_fetch import MavenProgress
 

@@ -273,9 +273,21 @@ def start(b: LocalBroker, timeout: float = 120.0, security: Security | None = No
         stop(b)
         raise KafkaLocalError(
             f"broker did not become ready on {b.bootstrap}: {exc} "
-            f"(see {b.state_dir / 'logs' / 'server.log'})"
+            f"(see {b.state_dir / 'logs' / 'server.log'}){_kept_data_hint(b, timeout)}"
         ) from exc
     return StartResult(proc.pid, already_running=False, ready_seconds=time.monotonic() - t0)
+
+
+def _kept_data_hint(b: LocalBroker, timeout: float) -> str:
+    """Why a start can outlast the timeout: a broker loads (after an unclean stop, recovers)
+    every partition earlier runs left, and thousands of them take minutes."""
+    data = b.state_dir / "data"
+    kept = sum(1 for d in data.iterdir() if d.is_dir()) if data.is_dir() else 0
+    if kept < 500:
+        return ""
+    return (f"; its data holds {kept} partitions from earlier runs: raise --timeout "
+            f"(now {timeout:g}s), or empty it with `scoring-worker kafka-local reset "
+            f"--port {b.port}`")  # fmt: skip
 
 
 def _check_running_matches(b: LocalBroker, security: Security) -> None:
