@@ -8,9 +8,9 @@ never see each other's messages or offsets.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,41 +50,44 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+# The throwaway broker's folder: fixed, so that a session killed before its teardown leaves a
+# broker the next session recognises (and reuses, stops and deletes) instead of a stranger.
+THROWAWAY = Path(tempfile.gettempdir()) / f"scoring-worker-test-kafka-{os.getuid()}"
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap(
-    report: Callable[[str], None], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def kafka_bootstrap(report: Callable[[str], None]) -> Iterator[str]:
     """host:port of a real broker: whatever listens on the test port, or else a throwaway one.
 
-    The throwaway broker starts from empty data in a temporary folder and is stopped and
-    deleted when the session ends. Reusing the long-lived data folder instead made a start
-    after an unclean stop replay every topic earlier runs and benchmarks had left (39 GB
-    once), which took longer than any timeout.
+    The throwaway broker starts from empty data and is stopped and deleted when the session
+    ends. Reusing the long-lived data folder instead made a start after an unclean stop replay
+    every topic earlier runs and benchmarks had left (39 GB once), longer than any timeout.
     """
     external = os.environ.get("SCORING_TEST_BOOTSTRAP")
     if external:
         kafka_io.wait_for_broker(external, timeout=60)
         yield external
         return
-    broker = kafka_local.LocalBroker(port=TEST_PORT)
-    if kafka_io.port_open(broker.host, broker.port):
+    broker = kafka_local.LocalBroker(port=TEST_PORT, state_root=THROWAWAY / "scoring-worker")
+    leftover = kafka_local.running_pid(broker) is not None
+    if not leftover and kafka_io.port_open(broker.host, broker.port):
         kafka_io.wait_for_broker(broker.bootstrap, timeout=60)
-        yield broker.bootstrap
+        yield broker.bootstrap  # the developer's own broker: used, never stopped
         return
-    state = tmp_path_factory.mktemp("kafka-local")
     # Through the environment, so that `scoring-worker kafka-local start` run by a test
     # (the quick start) finds this broker and reuses it.
     env = pytest.MonkeyPatch()
-    env.setenv("XDG_STATE_HOME", str(state))
-    broker = dataclasses.replace(broker, state_root=state / "scoring-worker")
+    env.setenv("XDG_STATE_HOME", str(THROWAWAY))
     try:
+        if not leftover:
+            shutil.rmtree(THROWAWAY, ignore_errors=True)
         result = kafka_local.start(broker)
-        report(f"session broker (kafka-local, empty data) ready in {result.ready_seconds:.1f}s")
+        report(f"session broker (kafka-local, throwaway) ready in {result.ready_seconds:.1f}s")
         yield broker.bootstrap
     finally:
         kafka_local.stop(broker)
         env.undo()
-        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(THROWAWAY, ignore_errors=True)
 
 
 TopicFactory = Callable[..., str]

@@ -59,6 +59,17 @@ def batch(bundle: Path, events: list[dict[str, Any]], tmp: Path) -> dict[str, An
     return {r["id"]: r["score"] for r in map(orjson.loads, out.read_bytes().splitlines())}
 
 
+def same_scores(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal but for the last bits: score-file and the stream cut batches differently, and a
+    runtime's sums over another batch shape can round one ulp apart (seen with ONNX)."""
+
+    def flat(s: dict[str, Any]) -> dict[tuple[str, str], float]:
+        return {(k, c): v for k, row in s.items()
+                for c, v in (row.items() if isinstance(row, dict) else [("", row)])}  # fmt: skip
+
+    return a.keys() == b.keys() and flat(a) == pytest.approx(flat(b), rel=1e-12, abs=1e-15)
+
+
 def as_matrix(kind: Kind, scores: dict[str, Any], classes: list[str]) -> np.ndarray:
     rows = [scores[e["id"]] for e in kind.events()]
     if isinstance(rows[0], dict):
@@ -94,7 +105,7 @@ def test_streamed_scores_equal_the_estimators_own(
     report(f"parity {name} ({kind.task}, {runtime}, {len(events)} events, types {types}, "
            f"{missing} missing values): max |stream - estimator| = {worst:.3g}")  # fmt: skip
     assert worst <= TOLERANCE[runtime]
-    assert batch(bundle, events, tmp_path) == scores  # score-file == the stream
+    assert same_scores(batch(bundle, events, tmp_path), scores)  # score-file == the stream
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ class TxLoop:
     """One group member and one transactional producer (KIP-447 fencing by group)."""
 
     def __init__(
-        self, conn: Connection, group: str, transactional_id: str, topics: list[str],
+        self, conn: Connection, group: str, transactional_id: str,
         on_assign: Callable[[Partitions], None], on_revoke: Callable[[Partitions], None],
     ) -> None:  # fmt: skip
         self._on_assign, self._on_revoke = on_assign, on_revoke
@@ -44,7 +44,7 @@ class TxLoop:
         # A restart with the same transactional.id aborts what the dead process left open.
         self._p.init_transactions(60)
         self._c = Consumer(client_config(Role.TX_CONSUMER, conn, fixed={"group.id": group}))
-        self.subscribe(topics)
+        self._topics: list[str] = []
         self._open = False
         self.opened_at = 0.0
         #: Next offset per (topic, partition) of what was polled in the open transaction.
@@ -53,7 +53,14 @@ class TxLoop:
 
     def subscribe(self, topics: list[str]) -> None:
         """(Re)subscribe; a topic added later (it was created meanwhile) joins the group's
-        assignment at the rebalance this starts."""
+        assignment at the rebalance this starts.
+
+        The same list again is a no-op: a second subscribe while the first JoinGroup is in
+        flight left a phantom pending member (seen on Kafka 4.1 with librdkafka 2.16), and the
+        next rebalance then waited a whole session timeout (45 s) for it."""
+        if topics == self._topics:
+            return
+        self._topics = list(topics)
         self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
                           on_lost=self._revoked)  # fmt: skip
 

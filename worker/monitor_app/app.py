@@ -145,8 +145,8 @@ class Monitor:
         s = self.s
         memory.limit_arenas()
         inputs = self._inputs()
+        # Not subscribed yet: _await_inputs subscribes once, with the inputs that exist.
         self.loop = TxLoop(self._conf(), s.group, f"{s.group}-{s.instance_id}",
-                           [s.internal["join"], s.internal["partials"]],
                            self.on_assign, self.on_revoke)  # fmt: skip
         self.join_partitions = self.loop.partition_count(s.internal["join"])
         self.missing = inputs
