@@ -104,3 +104,9 @@ def test_secure_listener_for_sasl_and_tls(tmp_path: Path, monkeypatch: pytest.Mo
     assert kafka_local.Security.parse("bob:pw1", tls=False).protocol == "SASL_PLAINTEXT"
     plain = kafka_local._server_properties(b)
     assert "SECURE:" not in plain and "scram" not in plain
+
+
+def test_cluster_ids_never_read_as_an_option() -> None:
+    ids = [kafka_local._cluster_id() for _ in range(2000)]  # about 31 would start with "-"
+    assert len(set(ids)) == 2000 and all(len(i) == 22 for i in ids)
+    assert not any(i.startswith("-") for i in ids)

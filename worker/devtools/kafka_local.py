@@ -192,6 +192,15 @@ def _java(b: LocalBroker, main: str, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
+def _cluster_id() -> str:
+    """A random KRaft cluster id; never one starting with "-", which StorageTool would read
+    as an option (one id in 64 did: Kafka's own Uuid.randomUuid skips them too)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 def _format_storage(b: LocalBroker, security: Security) -> None:
     """Write the config files and format the log dir once (KRaft needs a cluster id)."""
     (b.state_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -201,8 +210,7 @@ def _format_storage(b: LocalBroker, security: Security) -> None:
     (b.state_dir / "log4j2.properties").write_text(_log4j_properties(b))
     if (b.state_dir / "data" / "meta.properties").exists():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    cmd = _java(b, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
+    cmd = _java(b, "kafka.tools.StorageTool", "format", "--standalone", "-t", _cluster_id(),
                 "-c", str(props))  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
