@@ -227,7 +227,9 @@ def check_charts_show_the_drift(dom: Dom, status: dict[str, Any]) -> None:
 
 def check_restart_keeps_the_history(before: dict[str, Any], after: dict[str, Any]) -> None:
     (m0,), (m1,) = before["models"], after["models"]
-    assert m1["windows"]["5s"] == m0["windows"]["5s"]
+    # Every window published before the restart is back; one more may have closed since (the
+    # first snapshot was once taken 5 ms before the last window's end).
+    assert m0["windows"]["5s"] and all(w in m1["windows"]["5s"] for w in m0["windows"]["5s"])
     assert [a["alert"] for a in after["firing"]] == [a["alert"] for a in before["firing"]]
     seen = {p["at"] for p in m1["rolling_history"]}
     assert {p["at"] for p in m0["rolling_history"][:-1]} <= seen  # the newest point floats

@@ -54,6 +54,24 @@ DEMO_FEATURES: Final = (
     "avg_amount_30d",
 )
 DEMO_MODEL_NAME: Final = "fraud-demo"
+# The demo model's alert rules (the monitor's --config). Its healthy rolling recall is about
+# 0.35 at its threshold, under the default rule's 0.6, so the default would fire on healthy
+# traffic; 0.2 stays quiet then and fires on the drift (recall near 0.01).
+DEMO_ALERTS: Final = """
+[[alerts]]
+name = "score_drift"
+metric = "psi"
+op = ">"
+threshold = 0.25
+min_count = 1000
+
+[[alerts]]
+name = "recall_low"
+metric = "recall"
+op = "<"
+threshold = 0.2
+min_count = 4000
+"""
 LR30_FEATURES: Final = tuple(f"f{i:02d}" for i in range(30))
 LR30_MODEL_NAME: Final = "lr30-bench"
 

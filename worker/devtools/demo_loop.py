@@ -21,7 +21,7 @@ import orjson
 
 from worker import kafka_io
 from worker.clock import wall_ms
-from worker.devtools.demo import DEMO_MODEL_NAME, train_demo
+from worker.devtools.demo import DEMO_ALERTS, DEMO_MODEL_NAME, train_demo
 from worker.devtools.demo_run import _spawn, _stop, wait_ready
 from worker.devtools.loop_story import (
     LoopReport,
@@ -36,21 +36,6 @@ from worker.kafka_io.config import Connection, Role, client_config
 from worker.kafka_io.ranges import RangeRecord, read_range
 from worker.model.store import ModelStore
 
-ALERTS = """
-[[alerts]]
-name = "score_drift"
-metric = "psi"
-op = ">"
-threshold = 0.25
-min_count = 1000
-
-[[alerts]]
-name = "recall_low"
-metric = "recall"
-op = "<"
-threshold = 0.2
-min_count = 4000
-"""
 POLICY = """
 [policy]
 min_rows = 2000
@@ -101,7 +86,7 @@ class Loop:
         store = ModelStore(self.workdir / f"store-{self.run_id}")
         store.add(champion)
         store.promote(DEMO_MODEL_NAME, "1")
-        (self.workdir / "monitor.toml").write_text(ALERTS)
+        (self.workdir / "monitor.toml").write_text(DEMO_ALERTS)
         (self.workdir / "retrain.toml").write_text(
             f'bootstrap = "{self.bootstrap}"\nmodel = "{store.folder(DEMO_MODEL_NAME)}"\n'
             f'input_topic = "{t["tx"]}"\nlabels_topic = "{t["labels"]}"\n'

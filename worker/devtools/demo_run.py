@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 
 from worker import kafka_io
-from worker.devtools.demo import train_demo
+from worker.devtools.demo import DEMO_ALERTS, train_demo
 from worker.devtools.demo_report import fetch_status, write_report
 from worker.devtools.produce_demo import DemoTraffic, produce_demo
 from worker.errors import ScoringError
@@ -117,7 +117,9 @@ def run_demo(bootstrap: str, workdir: Path, seconds: float, rate: float
                              "--output-topic", t["predictions"], "--dlq-topic", t["dlq"],
                              "--group", f"demo-{run}", "--model", str(model)],
                             workdir / "worker.log")  # fmt: skip
-    monitor, m_port = _spawn(["monitor", "--bootstrap", bootstrap,
+    (workdir / "monitor.toml").write_text(DEMO_ALERTS)
+    monitor, m_port = _spawn(["monitor", "--config", str(workdir / "monitor.toml"),
+                              "--bootstrap", bootstrap,
                               "--predictions-topic", t["predictions"],
                               "--labels-topic", t["labels"], "--metrics-topic", t["metrics"],
                               "--alerts-topic", t["alerts"], "--stats-topic", t["stats"],
