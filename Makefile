@@ -1,5 +1,6 @@
 # Every target works on a fresh clone: it makes the virtualenv, installs the
-# project, makes sure the local Kafka broker runs, then does its job.
+# project, makes sure a Kafka broker is there (`test` through its fixtures, the
+# others through `broker`), then does its job.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
