@@ -11,7 +11,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, Producer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,3 +135,16 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def same_scores(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two runs' ``{id: score}`` (a score is a number, or ``{class: probability}``) equal but
+    for the last bits: score-file and the stream cut batches differently, and a matrix of
+    another shape can round a row one ulp apart (seen: BLAS for a logistic regression, ONNX
+    for a tree ensemble)."""
+
+    def flat(s: dict[str, Any]) -> dict[tuple[str, str], float]:
+        return {(k, c): v for k, row in s.items()
+                for c, v in (row.items() if isinstance(row, dict) else [("", row)])}  # fmt: skip
+
+    return a.keys() == b.keys() and flat(a) == pytest.approx(flat(b), rel=1e-12, abs=1e-15)

@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.integration.helpers import WorkerProc, produce, read_topic
+from tests.integration.helpers import WorkerProc, produce, read_topic, same_scores
 from tests.integration.model_kinds import KINDS, Kind
 from worker.cli import main
 from worker.model import write_bundle
@@ -57,17 +57,6 @@ def batch(bundle: Path, events: list[dict[str, Any]], tmp: Path) -> dict[str, An
     src.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
     assert main(["score-file", str(src), str(out), "--model", str(bundle)]) == 0
     return {r["id"]: r["score"] for r in map(orjson.loads, out.read_bytes().splitlines())}
-
-
-def same_scores(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Equal but for the last bits: score-file and the stream cut batches differently, and a
-    runtime's sums over another batch shape can round one ulp apart (seen with ONNX)."""
-
-    def flat(s: dict[str, Any]) -> dict[tuple[str, str], float]:
-        return {(k, c): v for k, row in s.items()
-                for c, v in (row.items() if isinstance(row, dict) else [("", row)])}  # fmt: skip
-
-    return a.keys() == b.keys() and flat(a) == pytest.approx(flat(b), rel=1e-12, abs=1e-15)
 
 
 def as_matrix(kind: Kind, scores: dict[str, Any], classes: list[str]) -> np.ndarray:
