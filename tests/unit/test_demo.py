@@ -60,6 +60,11 @@ def test_demo_model_is_good_not_perfect_and_bundle_is_complete(demo: ModelBundle
     histogram = m.reference_histogram
     assert histogram is not None and len(histogram.counts) == 20
     assert sum(histogram.counts) == m.metrics["n"]
+    # The calibration map comes from the same holdout, with the threshold as a cut.
+    cal = m.calibration
+    assert cal is not None and cal.size == m.metrics["n"] and m.threshold in cal.cuts
+    assert abs(sum(r * n for r, n in zip(cal.rates, cal.rows, strict=True)) / cal.size
+               - m.metrics["positive_rate"]) < 1e-3  # fmt: skip
 
 
 def test_drift_hurts_recall_and_shifts_scores(demo: ModelBundle) -> None:

@@ -103,6 +103,25 @@ def test_versions_and_the_written_bundle(tmp_path: Path) -> None:
     assert man.self_test.outputs[0] == model.predict_proba(x[200:201])[0].tolist()
 
 
+def test_a_binary_candidate_gets_a_calibration_map_from_a_large_enough_holdout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    champion = binary_bundle(tmp_path / "m")
+    x, y = training_data(n=1600)
+    model = fit(champion, x[:800], y[:800], seed=0)
+    common = {"threshold": 0.5, "metrics": {}, "lineage": {},
+              "reference": ReferenceHistogram.from_scores([0.1]),
+              "created_at": "2026-01-01T00:00:00+00:00"}  # fmt: skip
+    path = write_candidate(tmp_path / "c", model, champion, version="2", sample=x[800:],
+                           labels=y[800:].tolist(), **common)  # type: ignore[arg-type]
+    cal = load_checked(path).manifest.calibration
+    assert cal is not None and cal.size == 800 and 0.5 in cal.cuts
+    small = write_candidate(tmp_path / "s", model, champion, version="3", sample=x[1300:],
+                            labels=y[1300:].tolist(), **common)  # type: ignore[arg-type]
+    assert load_checked(small).manifest.calibration is None
+    assert "gets no calibration map: its holdout has 300 labeled rows" in caplog.text
+
+
 def test_a_frame_champion_with_a_string_feature_gives_a_typed_candidate(tmp_path: Path) -> None:
     """Retraining reads rows as the worker builds them (a DataFrame for this model) and
     writes a candidate with the champion's types and the categories it learned itself."""

@@ -205,6 +205,9 @@ def train_demo(out_dir: Path, seed: int = 7, n: int = 200_000, version: str = "1
         threshold=threshold,
         metrics=binary_metrics(labels[hold], scores, threshold),
         reference_histogram=ReferenceHistogram.from_scores(scores, bins=20),
+        # The holdout, never the training rows: the monitor's estimates rest on this map.
+        reference=matrix[hold],
+        reference_labels=labels[hold],
     )
 
 

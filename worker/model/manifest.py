@@ -18,6 +18,7 @@ from typing import Any, Final, Literal, TypeAlias, cast
 import numpy as np
 import numpy.typing as npt
 
+from worker.model.calibration import Calibration, CalibrationError
 from worker.model.feature_types import Feature, FeatureSpecError, parse_features
 from worker.model.sample import SampleError, SelfTest, parse_libraries
 
@@ -97,6 +98,9 @@ class Manifest:
     #: Where the model came from (written by ``scoring-worker retrain``: data range, row
     #: counts, the champion it was compared with, both sets of figures); free-form JSON.
     lineage: Mapping[str, Any] | None = None
+    #: Binary models: the score -> outcome-rate map fitted on a labeled holdout, for the
+    #: monitor's estimated figures (worker/model/calibration.py).
+    calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
         if not self.feature_specs:
@@ -110,7 +114,7 @@ class Manifest:
             raise ManifestError("model.json must contain a JSON object")
         try:
             return cls._parse(data)
-        except (FeatureSpecError, SampleError) as exc:
+        except (FeatureSpecError, SampleError, CalibrationError) as exc:
             raise ManifestError(str(exc)) from None
 
     @classmethod
@@ -137,6 +141,8 @@ class Manifest:
             libraries=parse_libraries(data.get("libraries")),
             reference=None if reference is None else Reference.parse(reference),
             lineage=_lineage(data.get("lineage")),
+            calibration=None if data.get("calibration") is None
+            else Calibration.parse(data["calibration"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +173,8 @@ class Manifest:
             out["self_test"] = self.self_test.to_dict()
         if self.lineage is not None:
             out["lineage"] = dict(self.lineage)
+        if self.calibration is not None:
+            out["calibration"] = self.calibration.to_dict()
         return out
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from worker.errors import ModelLoadError
 from worker.model import runtimes
 from worker.model.bundle import MANIFEST_NAME, sha256_file, write_manifest
+from worker.model.calibration import Calibration, calibrate_reference
 from worker.model.feature_types import Feature, is_missing
 from worker.model.infer import infer_features, is_frame, probe_missing
 from worker.model.manifest import Manifest, Reference, ReferenceHistogram, Task, check_classes
@@ -48,6 +49,8 @@ def write_bundle(
     created_at: str | None = None,
     sample_rows: int = SAMPLE_ROWS,
     lineage: Mapping[str, Any] | None = None,
+    reference: Any = None,
+    reference_labels: Any = None,
 ) -> Path:
     """Write ``estimator`` and its manifest into ``out_dir``; return the folder.
 
@@ -57,6 +60,8 @@ def write_bundle(
     with ``name``, ``type``, ``missing``, ``categories``). Raises ValueError when the
     bundle would not pass the checks the worker makes at load. ``lineage`` (JSON-
     serialisable) says where the model came from; ``scoring-worker retrain`` writes it.
+    ``reference``: labeled holdout input rows (never training rows), with their true
+    classes in ``reference_labels``: a binary model's calibration map is fitted on them.
     """
     out_dir = Path(out_dir)
     kind = runtimes.get(runtime)
@@ -80,12 +85,26 @@ def write_bundle(
             written.reference.name, sha256_file(written.reference)),
         lineage=None if lineage is None else dict(lineage),
     )  # fmt: skip
+    if reference_labels is not None:
+        manifest = replace(manifest, calibration=_calibration(
+            estimator, manifest, reference, reference_labels, is_frame(sample)))
     outputs = _outputs(estimator, task, rows, lambda: kind.wrap(manifest, estimator))
     manifest = replace(manifest, self_test=SelfTest(_events(rows, specs), outputs))
     Manifest.parse(manifest.to_dict())  # a bundle we write is one we accept
     write_manifest(out_dir, manifest)
     _verify(out_dir, fmt)
     return out_dir
+
+
+def _calibration(estimator: Any, manifest: Manifest, reference: Any, labels: Any,
+                 as_frame: bool) -> Calibration:  # fmt: skip
+    if manifest.task != "binary" or manifest.classes is None:
+        raise ValueError("reference_labels: a calibration map is fitted for binary models only")
+    if reference is None:
+        raise ValueError("reference_labels needs reference= (the labeled holdout rows)")
+    return calibrate_reference(
+        estimator, reference, labels, features=manifest.features, classes=manifest.classes,
+        threshold=manifest.threshold, holdout=dict(manifest.metrics), as_frame=as_frame)
 
 
 def _verify(out_dir: Path, fmt: str) -> None:

@@ -8,7 +8,8 @@ and every hyperparameter and drops the fitted state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,12 @@ from sklearn.base import clone
 
 from worker.errors import RetrainError, describe
 from worker.model.bundle import ModelBundle
+from worker.model.calibration import MIN_REFERENCE_ROWS
 from worker.model.infer import refit_features
 from worker.model.manifest import ReferenceHistogram
 from worker.model.writer import write_bundle
+
+log = logging.getLogger(__name__)
 
 
 def seeded_clone(estimator: Any, seed: int) -> Any:
@@ -69,11 +73,14 @@ def write_candidate(
     reference: ReferenceHistogram,
     lineage: Mapping[str, Any],
     created_at: str,
+    labels: Sequence[Any] | None = None,
 ) -> Path:
     """The candidate's bundle in ``out_dir``: the champion's name, task, typed features,
     format and runtime; its own threshold, holdout metrics, reference histogram, lineage,
-    and ``sample`` (holdout rows as the worker builds them) for its self-test. A bundle
-    that would fail its own load checks is a RetrainError."""
+    and ``sample`` (holdout rows as the worker builds them) for its self-test; a binary
+    candidate's calibration map is fitted on the same holdout rows and their ``labels``
+    when there are enough of them. A bundle that would fail its own load checks is a
+    RetrainError."""
     fmt = "joblib" if champion.manifest.artifact.endswith(".joblib") else "skops"
     try:
         return write_bundle(
@@ -81,7 +88,21 @@ def write_candidate(
             sample=sample, features=refit_features(model, champion.manifest.feature_specs),
             fmt=fmt, threshold=threshold, metrics=metrics, reference_histogram=reference,
             created_at=created_at, runtime=champion.manifest.runtime, lineage=lineage,
+            **_calibration_rows(champion, sample, labels),
         )  # fmt: skip
     except ValueError as exc:
         why = " ".join(str(exc).split())
         raise RetrainError(f"the candidate cannot be written as a bundle: {why}") from None
+
+
+def _calibration_rows(champion: ModelBundle, sample: Any,
+                      labels: Sequence[Any] | None) -> dict[str, Any]:  # fmt: skip
+    """write_bundle's reference arguments: the holdout, when it can hold a calibration map."""
+    if champion.task != "binary" or labels is None:
+        return {}
+    if len(labels) < MIN_REFERENCE_ROWS:
+        log.warning("the candidate gets no calibration map: its holdout has %d labeled rows, "
+                    "fewer than %d; the monitor will not estimate its figures",
+                    len(labels), MIN_REFERENCE_ROWS)  # fmt: skip
+        return {}
+    return {"reference": sample, "reference_labels": list(labels)}

@@ -146,7 +146,8 @@ class _Run:
         return write_candidate(out, model, self.ctx.bundle, version=self.version,
                                sample=holdout, threshold=threshold, metrics=metrics,
                                reference=reference, lineage=lineage,
-                               created_at=iso(self.now_ms))  # fmt: skip
+                               created_at=iso(self.now_ms),
+                               labels=self.data.truth(self.data.split.holdout))  # fmt: skip
 
     def _evaluate(self, bundle: ModelBundle) -> Evaluation:
         d, hold = self.data, self.data.split.holdout
