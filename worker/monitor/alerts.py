@@ -5,7 +5,9 @@ A rule compares one figure of one window with a threshold. State is kept per
 threshold, stays firing without repeating itself, resolves once when the figure
 is back, and may not fire again within ``cooldown_s`` of resolving. Below
 ``min_count`` (labeled outcomes; predictions for prediction-based figures such as
-PSI) or with an undefined figure, nothing is decided and the state is kept.
+PSI), below ``min_coverage`` (the window's label coverage: a realized figure of a
+half-labeled window rests on the labels that came first, often not a fair sample) or
+with an undefined figure, nothing is decided and the state is kept.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ Op = Literal["<", ">"]
 Status = Literal["ok", "firing"]
 DEFAULT_COOLDOWN_S: Final = 3600.0
 DEFAULT_MIN_COUNT: Final = 200
+#: The default rules on realized figures wait for this label coverage.
+DEFAULT_MIN_COVERAGE: Final = 0.8
 _RULE_KEYS: Final = frozenset(
-    {"name", "metric", "op", "threshold", "window", "min_count", "cooldown_s"}
+    {"name", "metric", "op", "threshold", "window", "min_count", "cooldown_s", "min_coverage"}
 )
 
 
@@ -42,6 +46,8 @@ class AlertRule:
     window: str = ROLLING
     min_count: int = DEFAULT_MIN_COUNT
     cooldown_s: float = DEFAULT_COOLDOWN_S
+    #: In [0, 1]: the window's label coverage (labeled / predictions) it needs; 0: any.
+    min_coverage: float = 0.0
 
     @property
     def basis(self) -> str:
@@ -54,12 +60,15 @@ class AlertRule:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "metric": self.metric, "op": self.op,
                 "threshold": self.threshold, "window": self.window,
-                "min_count": self.min_count, "cooldown_s": self.cooldown_s}  # fmt: skip
+                "min_count": self.min_count, "cooldown_s": self.cooldown_s,
+                "min_coverage": self.min_coverage}  # fmt: skip
 
 
 DEFAULT_RULES: Final = (
-    AlertRule("recall_low", "recall", "<", 0.6, ROLLING, min_count=200),
-    AlertRule("roc_auc_low", "roc_auc", "<", 0.75, ROLLING, min_count=200),
+    AlertRule("recall_low", "recall", "<", 0.6, ROLLING, min_count=200,
+              min_coverage=DEFAULT_MIN_COVERAGE),
+    AlertRule("roc_auc_low", "roc_auc", "<", 0.75, ROLLING, min_count=200,
+              min_coverage=DEFAULT_MIN_COVERAGE),
     AlertRule("psi_high", "psi", ">", 0.25, ROLLING, min_count=500),
 )
 
@@ -108,7 +117,10 @@ def _parse_rule(item: object, index: int) -> AlertRule:
     cooldown = _number(item.get("cooldown_s", DEFAULT_COOLDOWN_S), where, "cooldown_s")
     if cooldown < 0:
         raise AlertRuleError(f"{where}: 'cooldown_s' must not be negative")
-    return AlertRule(name, metric, op, threshold, window, min_count, cooldown)
+    coverage = _number(item.get("min_coverage", 0.0), where, "min_coverage")
+    if not 0.0 <= coverage <= 1.0:
+        raise AlertRuleError(f"{where}: 'min_coverage' must be in [0, 1], got {coverage}")
+    return AlertRule(name, metric, op, threshold, window, min_count, cooldown, coverage)
 
 
 def _number(value: object, where: str, key: str) -> float:
@@ -171,6 +183,9 @@ def evaluate(
     """One evaluation of ``rule`` on the figures of ``window`` at ``now_ms``."""
     value, basis = figures.get(rule.metric), figures.get(rule.basis)
     if value is None or not isinstance(basis, int) or basis < rule.min_count:
+        return state, None
+    coverage = figures.get("coverage")
+    if rule.min_coverage > 0 and (coverage is None or coverage < rule.min_coverage):
         return state, None
     breached = rule.breached(float(value))
     if state.status == "firing":

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from worker.model.manifest import ReferenceHistogram
+from worker.monitor import estimate as est
 from worker.monitor.aggregate import WindowAgg
 from worker.monitor.figures import Figure, mean, psi, ratio, roc_auc
 
@@ -59,6 +60,40 @@ def _c(agg: WindowAgg, name: str) -> int:
     return agg.counts.get(name, 0)
 
 
+def _precision(a: WindowAgg, _r: object) -> Figure:
+    return ratio(_c(a, "tp"), _c(a, "tp") + _c(a, "fp"))
+
+
+def _recall(a: WindowAgg, _r: object) -> Figure:
+    return ratio(_c(a, "tp"), _c(a, "tp") + _c(a, "fn"))
+
+
+def _f1(a: WindowAgg, _r: object) -> Figure:
+    return ratio(2 * _c(a, "tp"), 2 * _c(a, "tp") + _c(a, "fp") + _c(a, "fn"))
+
+
+def _accuracy(a: WindowAgg, _r: object) -> Figure:
+    return ratio(_c(a, "correct"), _c(a, "count"))
+
+
+def _roc_auc(a: WindowAgg, _r: object) -> Figure:
+    return roc_auc(a.hists.get("pos", {}), a.hists.get("neg", {}))
+
+
+_EST: Final = ("est_count", "est_pos", "est_tp", "est_alerts")
+_REALIZED_TERMS: Final = {"precision": ("tp", "fp"), "recall": ("tp", "fn"),
+                          "f1": ("tp", "fp", "fn"), "accuracy": ("correct", "count"),
+                          "roc_auc": ("pos", "neg")}  # fmt: skip
+
+
+def _gap(name: str, realized: Compute, estimated: Compute) -> MetricDef:
+    return MetricDef(f"est_gap_{name}", BINARY, est.gap(realized, estimated),
+                     (*_REALIZED_TERMS[name], *(("est_roc",) if name == "roc_auc" else _EST)),
+                     f"scoring_model_est_gap_{name}_ratio",
+                     f"Realized minus estimated {name} (negative: worse than the scores "
+                     "promised).")  # fmt: skip
+
+
 CATALOG: Final[tuple[MetricDef, ...]] = (
     MetricDef("count", None, _count("count"), ("count",), "scoring_model_labeled_events",
               "Labeled predictions in the window.", count=True),
@@ -74,18 +109,15 @@ CATALOG: Final[tuple[MetricDef, ...]] = (
     MetricDef("coverage", None, lambda a, _r: ratio(_c(a, "count"), _c(a, "predicted")),
               ("count", "predicted"), "scoring_model_label_coverage_ratio",
               "Labeled predictions / predictions.", unlabeled=True),
-    MetricDef("accuracy", CLASSIFIERS, lambda a, _r: ratio(_c(a, "correct"), _c(a, "count")),
+    MetricDef("accuracy", CLASSIFIERS, _accuracy,
               ("correct", "count"), "scoring_model_accuracy_ratio", "Accuracy of the decisions."),
-    MetricDef("precision", BINARY, lambda a, _r: ratio(_c(a, "tp"), _c(a, "tp") + _c(a, "fp")),
-              ("tp", "fp"), "scoring_model_precision_ratio",
+    MetricDef("precision", BINARY, _precision, ("tp", "fp"), "scoring_model_precision_ratio",
               "Precision of the positive decisions."),
-    MetricDef("recall", BINARY, lambda a, _r: ratio(_c(a, "tp"), _c(a, "tp") + _c(a, "fn")),
+    MetricDef("recall", BINARY, _recall,
               ("tp", "fn"), "scoring_model_recall_ratio", "Recall of the positive class."),
-    MetricDef("f1", BINARY,
-              lambda a, _r: ratio(2 * _c(a, "tp"), 2 * _c(a, "tp") + _c(a, "fp") + _c(a, "fn")),
+    MetricDef("f1", BINARY, _f1,
               ("tp", "fp", "fn"), "scoring_model_f1_ratio", "F1 score of the positive class."),
-    MetricDef("roc_auc", BINARY,
-              lambda a, _r: roc_auc(a.hists.get("pos", {}), a.hists.get("neg", {})),
+    MetricDef("roc_auc", BINARY, _roc_auc,
               ("pos", "neg"), "scoring_model_roc_auc_ratio", "ROC AUC of the scores."),
     MetricDef("log_loss", CLASSIFIERS, lambda a, _r: mean(a, "log_loss"), ("log_loss", "count"),
               "scoring_model_log_loss", "Mean log loss of the scores."),
@@ -106,6 +138,34 @@ CATALOG: Final[tuple[MetricDef, ...]] = (
     MetricDef("mape", REGRESSION, lambda a, _r: mean(a, "ape", "mape_count"),
               ("ape", "mape_count"), "scoring_model_mape_ratio",
               "Mean absolute percentage error (regression)."),
+    # Estimated from every prediction's calibrated score (worker/monitor/estimate.py);
+    # null for a bundle without a calibration map.
+    MetricDef("est_positives", BINARY, est.est_positives, ("est_count", "est_pos"),
+              "scoring_model_est_positive_events",
+              "Expected positives among the window's predictions.", unlabeled=True),
+    MetricDef("est_alert_rate", BINARY, est.est_alert_rate, ("est_count", "est_alerts"),
+              "scoring_model_est_alert_rate_ratio", "Share of predictions decided positive.",
+              unlabeled=True),
+    MetricDef("est_precision", BINARY, est.est_precision, _EST,
+              "scoring_model_est_precision_ratio", "Estimated precision (before labels).",
+              unlabeled=True),
+    MetricDef("est_recall", BINARY, est.est_recall, _EST, "scoring_model_est_recall_ratio",
+              "Estimated recall (before labels).", unlabeled=True),
+    MetricDef("est_f1", BINARY, est.est_f1, _EST, "scoring_model_est_f1_ratio",
+              "Estimated F1 (before labels).", unlabeled=True),
+    MetricDef("est_accuracy", BINARY, est.est_accuracy, _EST,
+              "scoring_model_est_accuracy_ratio", "Estimated accuracy (before labels).",
+              unlabeled=True),
+    MetricDef("est_roc_auc", BINARY, est.est_roc_auc, ("est_roc",),
+              "scoring_model_est_roc_auc_ratio", "Estimated ROC AUC (before labels).",
+              unlabeled=True),
+    _gap("precision", _precision, est.est_precision),
+    _gap("recall", _recall, est.est_recall),
+    _gap("f1", _f1, est.est_f1),
+    _gap("accuracy", _accuracy, est.est_accuracy),
+    _gap("roc_auc", _roc_auc, est.est_roc_auc),
+    MetricDef("ece", BINARY, est.ece, ("rel_n", "rel_pos"), "scoring_model_ece_ratio",
+              "Expected calibration error of the labeled scores (10 bins)."),
 )  # fmt: skip
 
 BY_NAME: Final[Mapping[str, MetricDef]] = {m.name: m for m in CATALOG}

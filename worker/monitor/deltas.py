@@ -20,6 +20,7 @@ from worker.monitor import exactsum
 from worker.monitor.aggregate import WindowAgg
 from worker.monitor.bulk import Joined
 from worker.monitor.codec import ModelKey, Pred
+from worker.monitor.estimate import Columns, est_columns, reliability_columns
 from worker.monitor.terms import (
     EXPIRED,
     INVALID,
@@ -148,18 +149,33 @@ _SIGS: Final = (
 
 
 def add_predicted(rows: _Rows, code: int, spec: ModelSpec, preds: list[Pred]) -> None:
-    """``terms.score_terms`` for many first sightings at once: counted, and float scores
+    """``terms.prediction_terms`` for many first sightings at once: counted, float scores
     binned against the reference histogram (``psi_bin``: numpy's searchsorted makes the
-    same comparisons as bisect)."""
+    same comparisons as bisect), and a binary model's estimate terms."""
     idx = rows.extend(code, [p[4] for p in preds])
     rows.sig(PREDICTED.counts, idx)
-    if spec.reference is None:
-        return
     is_float = np.array([type(p[2]) is float for p in preds], dtype=bool)
-    scores = np.array([p[2] if type(p[2]) is float else 0.0 for p in preds])[is_float]
-    edges = np.asarray(spec.reference.edges, dtype=np.float64)
-    bins = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, len(edges) - 2)
-    rows.bin("psi", idx[is_float], bins)
+    if spec.reference is not None:
+        scores = np.array([p[2] if type(p[2]) is float else 0.0 for p in preds])[is_float]
+        edges = np.asarray(spec.reference.edges, dtype=np.float64)
+        bins = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, len(edges) - 2)
+        rows.bin("psi", idx[is_float], bins)
+    if spec.task == "binary" and spec.calibration is not None:
+        positive = _Cache(lambda v: same_label(v, spec.positive))
+        scores = np.array([p[2] if type(p[2]) is float else math.nan for p in preds])
+        decided = np.array([positive(p[3]) for p in preds], dtype=bool)
+        _push(rows, idx, est_columns(scores, decided, spec.calibration))
+
+
+def _push(rows: _Rows, idx: IntArray, columns: Columns) -> None:
+    """Vectorised terms whose row numbers are positions in ``idx``."""
+    for c in columns.counts:
+        rows.sig((c.name,), idx[c.rows])
+    for c in columns.sums:
+        if len(c.rows):
+            rows.sum(c.name, idx[c.rows], c.values)
+    for c in columns.bins:
+        rows.bin(c.name, idx[c.rows], c.values)
 
 
 def add_binary(rows: _Rows, code: int, spec: ModelSpec, items: list[Joined]) -> None:
@@ -189,6 +205,7 @@ def add_binary(rows: _Rows, code: int, spec: ModelSpec, items: list[Joined]) -> 
                       dtype=np.int64)  # fmt: skip
     rows.bin("pos", iv[yv], logits[yv])
     rows.bin("neg", iv[~yv], logits[~yv])
+    _push(rows, iv, reliability_columns(pv, yv))
 
 
 class _Cache:

@@ -64,6 +64,7 @@ def alert_record(alert: AlertRecord) -> dict[str, Any]:
         "basis": rule.basis,
         "basis_count": alert.basis_count,
         "min_count": rule.min_count,
+        "min_coverage": rule.min_coverage,
         "window": window.window,
         "window_start": window.start_ms,
         "window_end": window.end_ms,

@@ -205,4 +205,4 @@ def _by_model(ident: tuple[str, str, str]) -> tuple[str, str, str]:
 def _threshold(rule: AlertRule) -> dict[str, Any]:
     return {"alert": rule.name, "metric": rule.metric, "op": rule.op,
             "threshold": rule.threshold, "window": rule.window,
-            "min_count": rule.min_count}  # fmt: skip
+            "min_count": rule.min_count, "min_coverage": rule.min_coverage}  # fmt: skip

@@ -14,6 +14,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Final, NamedTuple
 
+from worker.model.calibration import RATE_UNITS, Calibration
 from worker.monitor.views import LabelValue, ModelSpec, Outcome, PredictionView, Score, same_label
 
 # sklearn's log_loss clips probabilities to [eps, 1 - eps] with eps of float64.
@@ -23,6 +24,9 @@ LOG_LOSS_EPS: Final = sys.float_info.epsilon
 LOGIT_SCALE: Final = 200
 LOGIT_CLIP: Final = 1e-12
 MAX_TERM: Final = 1e290
+#: est_roc keys: logit bin * EST_KEY_RADIX + the calibrated rate in RATE_UNITs (0 .. 2**20).
+EST_KEY_RADIX: Final = 2 * RATE_UNITS
+RELIABILITY_BINS: Final = 10
 
 
 class Terms(NamedTuple):
@@ -39,7 +43,11 @@ PREDICTED: Final = Terms(("predicted",))
 
 
 def prediction_terms(pred: PredictionView, spec: ModelSpec) -> Terms:
-    return score_terms(pred.score, spec)
+    base = score_terms(pred.score, spec)
+    if spec.task != "binary" or spec.calibration is None:
+        return base
+    est = est_terms(pred.score, same_label(pred.label, spec.positive), spec.calibration)
+    return Terms(base.counts + est.counts, base.sums + est.sums, base.bins + est.bins)
 
 
 def score_terms(score: Score, spec: ModelSpec) -> Terms:
@@ -47,6 +55,25 @@ def score_terms(score: Score, spec: ModelSpec) -> Terms:
     if spec.reference is not None and isinstance(score, float):
         return Terms(("predicted",), bins=(("psi", psi_bin(score, spec.reference.edges)),))
     return PREDICTED
+
+
+def est_terms(score: Score, decided: bool, calibration: Calibration) -> Terms:
+    """A first-seen binary prediction's part of the estimate (worker/monitor/estimate.py):
+    its calibrated rate c (a multiple of 2**-20, so sums of it are exact) to est_pos, and to
+    est_tp when decided positive; counted; binned by raw-score logit bin and c's units."""
+    if not isinstance(score, float) or not 0.0 <= score <= 1.0:
+        return Terms(())
+    units = calibration.units(score)
+    c = units / RATE_UNITS
+    key = (("est_roc", logit_bin(score) * EST_KEY_RADIX + units),)
+    if decided:
+        return Terms(("est_count", "est_alerts"), (("est_pos", c), ("est_tp", c)), key)
+    return Terms(("est_count",), (("est_pos", c),), key)
+
+
+def reliability_bin(p: float) -> int:
+    """One of RELIABILITY_BINS equal-width bins of a score in [0, 1]."""
+    return min(int(p * RELIABILITY_BINS), RELIABILITY_BINS - 1)
 
 
 def outcome_terms(outcome: Outcome, spec: ModelSpec) -> Terms:
@@ -82,10 +109,12 @@ def _binary(p: Score, decision: LabelValue, truth: LabelValue, spec: ModelSpec) 
     # Squares as products: correctly rounded, like numpy's (x ** 2 goes through libm pow).
     a, b = (1.0 - y1) - (1.0 - p), y1 - p
     brier = 0.5 * (a * a + b * b)
+    rel = reliability_bin(p)
     return Terms(
         tuple(counts),
-        (("log_loss", log_loss), ("brier", brier), ("score", p)),
-        (("pos" if y else "neg", logit_bin(p)),),
+        (("log_loss", log_loss), ("brier", brier), ("score", p), (f"rel_score_{rel}", p)),
+        (("pos" if y else "neg", logit_bin(p)), ("rel_n", rel))
+        + ((("rel_pos", rel),) if y else ()),
     )
 
 

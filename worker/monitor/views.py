@@ -24,6 +24,7 @@ from worker.core.records import RecordError as MonitorInputError
 from worker.core.records import epoch_ms as _time
 from worker.core.records import label_value as _label
 from worker.core.records import text as _text
+from worker.model.calibration import Calibration
 from worker.model.manifest import Manifest, ReferenceHistogram, Task
 
 __all__ = [
@@ -109,13 +110,16 @@ class ModelSpec:
     positive: LabelValue = 1
     classes: tuple[LabelValue, ...] | None = None
     reference: ReferenceHistogram | None = None
+    #: Binary: the bundle's score -> outcome-rate map, for estimated figures.
+    calibration: Calibration | None = None
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> ModelSpec:
         classes = manifest.classes
         # The binary score is the probability of classes[1] (prediction.schema.json).
         positive = classes[1] if manifest.task == "binary" and classes else 1
-        return cls(manifest.task, positive, classes, manifest.reference_histogram)
+        return cls(manifest.task, positive, classes, manifest.reference_histogram,
+                   manifest.calibration)
 
     @classmethod
     def guess(cls, pred: PredictionView) -> ModelSpec:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from worker.model.calibration import Calibration, fit_calibration
 from worker.model.manifest import ReferenceHistogram
 from worker.monitor.views import ModelSpec, Outcome, PredictionView
 
@@ -53,7 +54,14 @@ def binary_outcomes(
     ]  # fmt: skip
 
 
-BINARY = ModelSpec("binary", 1, (0, 1), REFERENCE)
+def _calibration() -> Calibration:
+    rng = np.random.default_rng(98)
+    scores = binary_scores(rng, 20_000)
+    return fit_calibration(scores, binary_truth(rng, scores), threshold=0.3)
+
+
+CALIBRATION = _calibration()
+BINARY = ModelSpec("binary", 1, (0, 1), REFERENCE, CALIBRATION)
 BINARY_NO_REF = ModelSpec("binary", 1, (0, 1))
 MULTICLASS = ModelSpec("multiclass", classes=("low", "mid", "high"))
 REGRESSION = ModelSpec(

@@ -30,7 +30,8 @@ MIN = 60_000
 
 def figures(recall: float | None, count: int = 1000, **more: Figure) -> dict[str, Figure]:
     out: dict[str, Figure] = dict.fromkeys(METRIC_NAMES)
-    out.update(recall=recall, count=count, predicted=count * 10, **more)
+    out.update({"recall": recall, "count": count, "predicted": count * 10, "coverage": 1.0,
+                **more})
     return out
 
 
@@ -110,6 +111,28 @@ def test_evaluate_all_applies_the_rules_of_that_window_only() -> None:
     assert [r.rule.name for r in records] == ["auc_hourly"]
 
 
+def test_min_coverage_keeps_a_rule_quiet_until_the_window_is_labeled_enough() -> None:
+    rule = AlertRule("recall_low", "recall", "<", 0.6, "rolling", min_count=10,
+                     min_coverage=0.8)  # fmt: skip
+    for coverage in (None, 0.5, 0.79):
+        state, record = evaluate(AlertState(), rule, figures(0.1, coverage=coverage), WINDOW, T0)
+        assert record is None and state == AlertState(), coverage
+    _, record = evaluate(AlertState(), rule, figures(0.1, coverage=0.8), WINDOW, T0)
+    assert record is not None and record.status == "firing"
+    # The default rules on realized figures wait for 80 % coverage; PSI needs no label.
+    by_metric = {r.metric: r.min_coverage for r in DEFAULT_RULES}
+    assert by_metric == {"recall": 0.8, "roc_auc": 0.8, "psi": 0.0}
+
+
+def test_rules_on_estimates_count_predictions_and_gaps_count_labels() -> None:
+    est = AlertRule("est_recall_low", "est_recall", "<", 0.5, "rolling", min_count=100)
+    gap = AlertRule("recall_gap", "est_gap_recall", "<", -0.1, "rolling", min_count=100)
+    assert (est.basis, gap.basis) == ("predicted", "count")
+    quiet = figures(None, count=10, est_recall=0.3, est_gap_recall=-0.3)  # 100 predicted
+    assert evaluate(AlertState(), est, quiet, WINDOW, T0)[1] is not None
+    assert evaluate(AlertState(), gap, quiet, WINDOW, T0)[1] is None
+
+
 def test_parse_rules_with_defaults() -> None:
     rules = parse_rules([
         {"name": "recall_low", "metric": "recall", "op": "<", "threshold": 0.6},
@@ -137,6 +160,10 @@ def test_parse_rules_with_defaults() -> None:
      "'min_count' must be"),
     ([{"name": "a", "metric": "recall", "op": "<", "threshold": 1, "cooldown_s": -1}],
      "'cooldown_s' must not"),
+    ([{"name": "a", "metric": "recall", "op": "<", "threshold": 1, "min_coverage": 1.5}],
+     "'min_coverage' must be in"),
+    ([{"name": "a", "metric": "recall", "op": "<", "threshold": 1, "min_coverage": "x"}],
+     "'min_coverage' must be a finite"),
     ([{"name": "a", "metric": "recall", "op": "<", "threshold": 1, "treshold": 2}],
      "unknown keys treshold"),
     ([{"name": "a", "metric": "recall", "op": "<", "threshold": 1}] * 2, "duplicate"),

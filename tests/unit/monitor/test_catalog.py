@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from tests.unit.helpers import ROOT, SCHEMAS
-from tests.unit.monitor.gen import REFERENCE, prediction
+from tests.unit.monitor.gen import CALIBRATION, REFERENCE, prediction
 from worker.monitor.aggregate import WindowAgg, add_outcomes, add_predictions
 from worker.monitor.catalog import CATALOG, METRIC_NAMES, metrics
 from worker.monitor.views import ModelSpec, Outcome
@@ -34,7 +34,7 @@ def test_every_gauge_is_in_the_metrics_reference() -> None:
 
 def sample_agg(task: str) -> WindowAgg:
     if task == "binary":
-        spec = ModelSpec("binary", reference=REFERENCE)
+        spec = ModelSpec("binary", reference=REFERENCE, calibration=CALIBRATION)
         preds = [prediction(i, s, int(s >= 0.5)) for i, s in enumerate([0.1, 0.7, 0.4, 0.9])]
         truths = [0, 1, 1, 0]
     elif task == "multiclass":

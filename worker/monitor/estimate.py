@@ -1,0 +1,218 @@
+"""Estimated figures before labels come (confidence-based, as NannyML's CBPE) and the
+calibration of the labeled part, as exact mergeable terms.
+
+Every prediction of a binary model with a calibration map (worker/model/calibration.py)
+adds, on first sighting, its calibrated rate ``c`` (the expected outcome of that one
+prediction; a multiple of 2**-20, so its sums are exact): to ``est_pos`` always and to
+``est_tp`` when the decision was positive, counts ``est_count`` and ``est_alerts``, and
+one bin of ``est_roc`` keyed by the raw score's logit bin and ``c``'s units. The
+expected confusion at the model's threshold follows: TP = est_tp, FP = alerts - TP,
+FN = est_pos - TP, TN = n - alerts - FN. The estimated ROC AUC is the Mann-Whitney
+statistic of the expected positive mass (c) against the expected negative mass (1 - c),
+ordered by the raw score's logit bin, ties counting one half: the area under CBPE's
+expected ROC curve over thresholds at the bins' edges.
+
+Every labeled prediction of a binary model adds, for the reliability table, one of
+``RELIABILITY_BINS`` equal-width score bins: its count (``rel_n``), its positives
+(``rel_pos``) and its score (exact sum ``rel_score_<bin>``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from worker.model.calibration import RATE_UNITS, Calibration
+from worker.monitor import exactsum
+from worker.monitor.exactsum import ExactSum
+from worker.monitor.terms import EST_KEY_RADIX, RELIABILITY_BINS, logit_bin
+
+Figure = int | float | None
+
+
+class Agg(Protocol):
+    """What the figures read of a ``Agg``."""
+
+    @property
+    def counts(self) -> Mapping[str, int]: ...
+    @property
+    def sums(self) -> Mapping[str, ExactSum]: ...
+    @property
+    def hists(self) -> Mapping[str, Mapping[int, int]]: ...
+
+
+Compute = Callable[[Any, Any], Figure]
+
+
+class Column(NamedTuple):
+    """Vectorised terms: ``rows`` (positions in the caller's batch) and their values."""
+
+    name: str
+    rows: Any
+    values: Any
+
+
+class Columns(NamedTuple):
+    counts: tuple[Column, ...]  # values: unused (each row counts one)
+    sums: tuple[Column, ...]
+    bins: tuple[Column, ...]
+
+
+def est_columns(scores: Any, decided: Any, calibration: Calibration | None) -> Columns:
+    """``terms.est_terms`` for many first sightings at once (``scores`` NaN where not a valid
+    float score), to the bit: same units, same logit bins (by ``math``)."""
+    if calibration is None:
+        return Columns((), (), ())
+    with np.errstate(invalid="ignore"):
+        valid = (scores >= 0.0) & (scores <= 1.0)
+    rows = np.flatnonzero(valid)
+    s, d = scores[valid], decided[valid]
+    units = calibration.units_of(s)
+    c = units / RATE_UNITS
+    logits = np.array([logit_bin(x) for x in s.tolist()], dtype=np.int64)
+    keys = logits * EST_KEY_RADIX + units
+    return Columns(
+        (Column("est_count", rows, None), Column("est_alerts", rows[d], None)),
+        (Column("est_pos", rows, c), Column("est_tp", rows[d], c[d])),
+        (Column("est_roc", rows, keys),),
+    )
+
+
+def reliability_columns(scores: Any, positive: Any) -> Columns:
+    """The reliability terms of ``terms._binary`` for many valid labeled scores at once
+    (the same truncation as ``terms.reliability_bin``)."""
+    bins = np.minimum((scores * RELIABILITY_BINS).astype(np.int64), RELIABILITY_BINS - 1)
+    rows = np.arange(len(scores))
+    sums = tuple(Column(f"rel_score_{b}", rows[bins == b], scores[bins == b])
+                 for b in range(RELIABILITY_BINS))  # fmt: skip
+    return Columns((), sums, (Column("rel_n", rows, bins),
+                              Column("rel_pos", rows[positive], bins[positive])))  # fmt: skip
+
+
+# --- figures -------------------------------------------------------------------------
+
+
+class Expected(NamedTuple):
+    """The expected confusion at the model's threshold over ``n`` predictions."""
+
+    n: int
+    alerts: int
+    positives: float
+    tp: float
+
+    @property
+    def fp(self) -> float:
+        return self.alerts - self.tp
+
+    @property
+    def fn(self) -> float:
+        return self.positives - self.tp
+
+    @property
+    def tn(self) -> float:
+        return self.n - self.alerts - self.fn
+
+
+def expected(agg: Agg) -> Expected | None:
+    n = agg.counts.get("est_count", 0)
+    if not n:
+        return None
+    total = exactsum.value(agg.sums.get("est_pos", ()))
+    tp = exactsum.value(agg.sums.get("est_tp", ()))
+    return Expected(n, agg.counts.get("est_alerts", 0), total, tp)
+
+
+def _div(num: float, den: float) -> float | None:
+    return num / den if den > 0 else None
+
+
+def _est(fn: Callable[[Expected], Figure]) -> Callable[[Agg, object], Figure]:
+    def compute(agg: Agg, _ref: object) -> Figure:
+        e = expected(agg)
+        return None if e is None else fn(e)
+
+    return compute
+
+
+est_positives = _est(lambda e: e.positives)
+est_alert_rate = _est(lambda e: e.alerts / e.n)
+est_precision = _est(lambda e: _div(e.tp, e.alerts))
+est_recall = _est(lambda e: _div(e.tp, e.positives))
+est_f1 = _est(lambda e: _div(2 * e.tp, e.alerts + e.positives))
+est_accuracy = _est(lambda e: (e.tp + e.tn) / e.n)
+
+
+def est_roc_auc(agg: Agg, _ref: object = None) -> Figure:
+    """Weighted Mann-Whitney over the raw score's logit bins: expected positives ``c``
+    against expected negatives ``1 - c``; a pair in one bin counts one half."""
+    by_bin: dict[int, list[int]] = {}
+    for key, n in agg.hists.get("est_roc", {}).items():
+        b, units = divmod(key, EST_KEY_RADIX)
+        acc = by_bin.setdefault(b, [0, 0])
+        acc[0] += n * units  # positive mass, in RATE_UNITs: exact integers
+        acc[1] += n * (RATE_UNITS - units)
+    pos = sum(p for p, _ in by_bin.values())
+    neg = sum(q for _, q in by_bin.values())
+    if not pos or not neg:
+        return None
+    below = twice = 0
+    for b in sorted(by_bin):
+        p, q = by_bin[b]
+        twice += p * (2 * below + q)
+        below += q
+    return twice / (2 * pos * neg)
+
+
+def gap(realized: Callable[[Any, Any], Figure],
+        estimated: Callable[[Any, Any], Figure]) -> Callable[[Any, Any], Figure]:  # fmt: skip
+    """Realized minus estimated, where both are defined: negative when the model does
+    worse than its scores promised (concept drift, or a calibration gone stale)."""
+    def compute(agg: Any, ref: Any) -> Figure:
+        r, e = realized(agg, ref), estimated(agg, ref)
+        return None if r is None or e is None else float(r) - float(e)
+
+    return compute
+
+
+@dataclass(frozen=True, slots=True)
+class ReliabilityRow:
+    """One score bin ``[low, high)`` of the labeled part: rows, mean score, positive rate."""
+
+    low: float
+    high: float
+    count: int
+    mean_score: float
+    positive_rate: float
+
+
+def reliability(agg: Agg) -> list[ReliabilityRow]:
+    """The reliability table of the labeled part: per non-empty score bin, its count,
+    mean score and observed positive rate."""
+    counts: Mapping[int, int] = agg.hists.get("rel_n", {})
+    positives: Mapping[int, int] = agg.hists.get("rel_pos", {})
+    rows = []
+    for b in sorted(counts):
+        n = counts[b]
+        total = exactsum.value(agg.sums.get(f"rel_score_{b}", ()))
+        rows.append(ReliabilityRow(b / RELIABILITY_BINS, (b + 1) / RELIABILITY_BINS, n,
+                                   total / n, positives.get(b, 0) / n))  # fmt: skip
+    return rows
+
+
+def ece(agg: Agg, _ref: object = None) -> Figure:
+    """Expected calibration error: sum over bins of count * |mean score - positive rate|,
+    over the labeled count (the sum over bins of |score sum - positives|, over n)."""
+    counts: Mapping[int, int] = agg.hists.get("rel_n", {})
+    n = sum(counts.values())
+    if not n:
+        return None
+    positives: Mapping[int, int] = agg.hists.get("rel_pos", {})
+    gaps = [abs(exactsum.value(agg.sums.get(f"rel_score_{b}", ())) - positives.get(b, 0))
+            for b in counts]  # fmt: skip
+    return math.fsum(gaps) / n
+
+
