@@ -20,7 +20,12 @@ from worker.monitor import exactsum
 from worker.monitor.aggregate import WindowAgg
 from worker.monitor.bulk import Joined
 from worker.monitor.codec import ModelKey, Pred
-from worker.monitor.estimate import Columns, est_columns, reliability_columns
+from worker.monitor.estimate import (
+    Columns,
+    est_columns,
+    maturity_columns,
+    reliability_columns,
+)
 from worker.monitor.terms import (
     EXPIRED,
     INVALID,
@@ -30,6 +35,7 @@ from worker.monitor.terms import (
     PREDICTED,
     Terms,
     joined_terms,
+    with_maturity,
 )
 from worker.monitor.views import ModelSpec, same_label
 from worker.monitor.windows import WindowKey, parse_window
@@ -116,7 +122,8 @@ def batch_deltas(
         if specs[code].task == "binary":
             binary.setdefault(code, []).append(o)
         else:
-            rows.add(code, o[0][4], joined_terms(o[0][2], o[0][3], o[1], specs[code]))
+            terms = joined_terms(o[0][2], o[0][3], o[1], specs[code])
+            rows.add(code, o[0][4], with_maturity(terms, None if o[4] else o[2] - o[0][4]))
     for code, items in binary.items():
         add_binary(rows, code, specs[code], items)
     by_code = {}
@@ -206,6 +213,8 @@ def add_binary(rows: _Rows, code: int, spec: ModelSpec, items: list[Joined]) -> 
     rows.bin("pos", iv[yv], logits[yv])
     rows.bin("neg", iv[~yv], logits[~yv])
     _push(rows, iv, reliability_columns(pv, yv))
+    delays = np.array([0 if o[4] else o[2] - o[0][4] for o in items], dtype=np.int64)
+    rows.bin("mature", iv, maturity_columns(delays[valid]))
 
 
 class _Cache:

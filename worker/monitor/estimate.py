@@ -29,7 +29,13 @@ import numpy as np
 from worker.model.calibration import RATE_UNITS, Calibration
 from worker.monitor import exactsum
 from worker.monitor.exactsum import ExactSum
-from worker.monitor.terms import EST_KEY_RADIX, RELIABILITY_BINS, logit_bin
+from worker.monitor.terms import (
+    EST_KEY_RADIX,
+    MATURITY_BOUNDS_MS,
+    MATURITY_BOUNDS_S,
+    RELIABILITY_BINS,
+    logit_bin,
+)
 
 Figure = int | float | None
 
@@ -91,6 +97,13 @@ def reliability_columns(scores: Any, positive: Any) -> Columns:
                  for b in range(RELIABILITY_BINS))  # fmt: skip
     return Columns((), sums, (Column("rel_n", rows, bins),
                               Column("rel_pos", rows[positive], bins[positive])))  # fmt: skip
+
+
+def maturity_columns(delays_ms: Any) -> Any:
+    """``terms.maturity_bin`` of many delays (an inline label given as 0): numpy's
+    searchsorted 'left' is bisect_left."""
+    return np.searchsorted(np.asarray(MATURITY_BOUNDS_MS, dtype=np.int64), delays_ms,
+                           side="left")  # fmt: skip
 
 
 # --- figures -------------------------------------------------------------------------
@@ -216,3 +229,28 @@ def ece(agg: Agg, _ref: object = None) -> Figure:
     return math.fsum(gaps) / n
 
 
+def maturity(agg: Agg) -> list[tuple[float | None, float]]:
+    """The window's label maturity: for each delay bound (seconds; None: any delay), the
+    share of its predictions labeled within that delay of their event. The last point is
+    the window's coverage now; the curve says how it got there and how final it is."""
+    predicted = agg.counts.get("predicted", 0)
+    if not predicted:
+        return []
+    buckets: Mapping[int, int] = agg.hists.get("mature", {})
+    out: list[tuple[float | None, float]] = []
+    total = 0
+    for i, bound in enumerate((*MATURITY_BOUNDS_S, None)):
+        total += buckets.get(i, 0)
+        out.append((bound, total / predicted))
+    return out
+
+
+def window_details(agg: Agg) -> dict[str, list[dict[str, Any]]]:
+    """The model-metrics record's tables: the reliability table of the labeled part and
+    the label maturity curve."""
+    return {
+        "reliability": [{"low": r.low, "high": r.high, "count": r.count,
+                         "mean_score": r.mean_score, "positive_rate": r.positive_rate}
+                        for r in reliability(agg)],
+        "maturity": [{"within_s": bound, "coverage": share} for bound, share in maturity(agg)],
+    }  # fmt: skip

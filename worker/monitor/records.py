@@ -31,8 +31,10 @@ def metrics_record(
     *,
     unmatched_labels: int | None = None,
     sources: int | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The model-metrics record of one window; ``figures`` as returned by ``metrics``."""
+    """The model-metrics record of one window; ``figures`` as returned by ``metrics``,
+    ``details`` by ``estimate.window_details`` (its reliability and maturity tables)."""
     record: dict[str, Any] = {
         "model": window.model,
         "model_version": window.model_version,
@@ -47,6 +49,8 @@ def metrics_record(
         record[m.name] = int(value or 0) if m.count else _json_number(value)
     record["unmatched_labels"] = unmatched_labels
     record["sources"] = sources
+    record["reliability"] = list((details or {}).get("reliability", ()))
+    record["maturity"] = list((details or {}).get("maturity", ()))
     return record
 
 

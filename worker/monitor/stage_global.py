@@ -16,6 +16,7 @@ import orjson
 from worker.monitor.aggregate import WindowAgg
 from worker.monitor.alerts import AlertRecord, AlertRule, AlertState, evaluate_all
 from worker.monitor.catalog import metrics
+from worker.monitor.estimate import window_details
 from worker.monitor.figures import Figure
 from worker.monitor.global_window import GlobalWindow, rolling_view
 from worker.monitor.join import DELAY_BUCKETS_S, JoinStats
@@ -94,7 +95,8 @@ class GlobalPartition:
     def _record(self, window: WindowKey, agg: WindowAgg, now_ms: int, sources: int) -> Record:
         spec = self.spec_of(window.model, window.model_version)
         figures = metrics(agg, spec.reference if spec else None)
-        value = metrics_record(window, agg.task, figures, now_ms, sources=sources)
+        value = metrics_record(window, agg.task, figures, now_ms, sources=sources,
+                               details=window_details(agg))
         return window.kafka_key(), dumps(value)
 
     def join_stats(self) -> JoinStats:
@@ -127,7 +129,8 @@ class GlobalPartition:
                     window.kafka_key(),
                     dumps(
                         metrics_record(
-                            window, agg.task, snap.figures[(model, version, "rolling")], now_ms
+                            window, agg.task, snap.figures[(model, version, "rolling")], now_ms,
+                            details=window_details(agg),
                         )
                     ),
                 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from typing import Final, NamedTuple
 
@@ -27,6 +27,11 @@ MAX_TERM: Final = 1e290
 #: est_roc keys: logit bin * EST_KEY_RADIX + the calibrated rate in RATE_UNITs (0 .. 2**20).
 EST_KEY_RADIX: Final = 2 * RATE_UNITS
 RELIABILITY_BINS: Final = 10
+#: Label maturity: a labeled outcome's delay (label time - event time) falls in the first
+#: bucket whose bound it does not exceed; the last bucket is unbounded.
+MATURITY_BOUNDS_S: Final = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400,
+                            2 * 86400, 3 * 86400, 5 * 86400, 7 * 86400, 14 * 86400)  # fmt: skip
+MATURITY_BOUNDS_MS: Final = tuple(b * 1000 for b in MATURITY_BOUNDS_S)
 
 
 class Terms(NamedTuple):
@@ -78,7 +83,20 @@ def reliability_bin(p: float) -> int:
 
 def outcome_terms(outcome: Outcome, spec: ModelSpec) -> Terms:
     pred = outcome.prediction
-    return joined_terms(pred.score, pred.label, outcome.true_label, spec)
+    return with_maturity(joined_terms(pred.score, pred.label, outcome.true_label, spec),
+                         outcome.delay_ms)  # fmt: skip
+
+
+def with_maturity(terms: Terms, delay_ms: int | None) -> Terms:
+    """A counted outcome's label delay, binned for the window's maturity curve (an inline
+    label, which has no delay, counts as immediate)."""
+    if "count" not in terms.counts:
+        return terms
+    return terms._replace(bins=(*terms.bins, ("mature", maturity_bin(delay_ms))))
+
+
+def maturity_bin(delay_ms: int | None) -> int:
+    return 0 if delay_ms is None else bisect_left(MATURITY_BOUNDS_MS, delay_ms)
 
 
 def joined_terms(score: Score, decision: LabelValue, truth: LabelValue, spec: ModelSpec) -> Terms:

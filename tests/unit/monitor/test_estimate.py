@@ -29,8 +29,8 @@ from worker.monitor.aggregate import (
 )
 from worker.monitor.catalog import metrics
 from worker.monitor.deltas import batch_deltas
-from worker.monitor.estimate import reliability
-from worker.monitor.terms import logit_bin
+from worker.monitor.estimate import maturity, reliability
+from worker.monitor.terms import MATURITY_BOUNDS_S, logit_bin
 from worker.monitor.views import ModelSpec, Outcome, PredictionView
 
 THRESHOLD = 0.3
@@ -171,3 +171,22 @@ def test_with_calibrated_scores_the_estimate_finds_the_realized_figures() -> Non
     f = metrics(aggregate(preds, outcomes, spec))
     for name in ("recall", "precision", "f1", "accuracy", "roc_auc"):
         assert abs(f[f"est_gap_{name}"]) < 0.01, (name, f[name], f[f"est_{name}"])  # type: ignore[arg-type]
+
+
+def test_maturity_is_the_share_labeled_within_each_delay() -> None:
+    preds, _, _, y, _ = stream(8, 2000)
+    rng = np.random.default_rng(8)
+    delays = rng.exponential(2 * 86_400_000, len(preds)).astype(int)  # days, some never
+    labeled = rng.random(len(preds)) < 0.9
+    rows = zip(preds, y.tolist(), delays.tolist(), labeled.tolist(), strict=True)
+    outcomes = [Outcome(p, t, p.event_time + d, p.event_time + d)
+                for p, t, d, keep in rows if keep]  # fmt: skip
+    curve = maturity(aggregate(preds, outcomes))
+    assert [b for b, _ in curve] == [*MATURITY_BOUNDS_S, None]
+    for bound, share in curve:
+        within = labeled & (delays <= (math.inf if bound is None else bound * 1000))
+        assert share == pytest.approx(within.sum() / len(preds), abs=TOL, rel=0), bound
+    assert curve[-1][1] == metrics(aggregate(preds, outcomes))["coverage"]
+    inline = [Outcome(p, 0, p.event_time + 10**9, p.event_time + 10**9, inline=True)
+              for p in preds[:10]]  # fmt: skip
+    assert maturity(aggregate(preds[:10], inline))[0] == (60, 1.0)
