@@ -23,8 +23,13 @@ import orjson
 from worker.monitor.alerts import AlertRule
 from worker.monitor.windows import HOUR_MS, ROLLING
 
-CHART_METRICS: Final = ("accuracy", "recall", "roc_auc", "psi", "coverage")
-POINT_FIELDS: Final = (*CHART_METRICS, "count", "predicted")
+CHART_METRICS: Final = ("accuracy", "precision", "recall", "roc_auc", "psi", "coverage")
+#: Charted figures drawn with their estimate (``est_<name>``) on the same chart.
+ESTIMATED: Final = ("precision", "recall", "roc_auc")
+POINT_FIELDS: Final = (*CHART_METRICS, *(f"est_{m}" for m in ESTIMATED), "count", "predicted")
+#: Label maturity is drawn for the windows that ended within the last week.
+MATURITY_SPAN_MS: Final = 7 * 24 * HOUR_MS
+MAX_MATURITY_WINDOWS: Final = 400
 DEFAULT_SPAN_MS: Final = 6 * HOUR_MS
 DEFAULT_MAX_POINTS: Final = 720
 MAX_ALERT_EVENTS: Final = 200
@@ -45,6 +50,8 @@ class History:
     points: list[dict[str, Any]] = field(default_factory=list)
     step_ms: int = 0
     windows: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    #: Per window size and start: the latest maturity curve of each window of the last week.
+    maturity: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,6 +85,7 @@ class StatusBoard:
                 sized[int(rec["window_start"])] = rec
                 for start in sorted(sized)[: max(0, len(sized) - self.max_points)]:
                     del sized[start]
+                _add_maturity(hist, rec)
 
     def on_alerts(self, partition: int, records: Iterable[Record]) -> None:
         """Alert records: a rule started firing or resolved for a model version."""
@@ -113,6 +121,10 @@ class StatusBoard:
             for sized in hist.windows.values():
                 for start in [s for s, r in sized.items() if r["window_end"] < oldest]:
                     del sized[start]
+            for sized in hist.maturity.values():
+                week = now_ms - MATURITY_SPAN_MS
+                for start in [s for s, r in sized.items() if r["window_end"] < week]:
+                    del sized[start]
 
     # -- rendering ----------------------------------------------------------------------
     def status(self, now_ms: int) -> dict[str, Any]:
@@ -128,6 +140,7 @@ class StatusBoard:
             "history": {"span_s": self.span_ms / 1000, "max_points": self.max_points},
             "windows": list(self.windows),
             "chart_metrics": list(CHART_METRICS),
+            "estimated": list(ESTIMATED),
             "thresholds": [_threshold(r) for r in self.rules if r.metric in CHART_METRICS],
             "models": [self._model(k, h, now_ms) for k, h in sorted(self.models.items())],
             "firing": [self.firing[k] for k in sorted(self.firing, key=_by_model)],
@@ -145,6 +158,8 @@ class StatusBoard:
             "rolling": hist.rolling,
             "rolling_history": hist.points,
             "windows": closed,
+            "maturity": {size: [r for _, r in sorted(sized.items()) if r["window_end"] <= now_ms]
+                         for size, sized in sorted(hist.maturity.items())},
             "alert_events": [
                 a for a in self.alert_events if (a["model"], a["model_version"]) == key
             ],
@@ -172,6 +187,16 @@ class StatusBoard:
         while len(pts) > self.max_points:
             hist.step_ms *= 2
             hist.points = pts = thin(pts, hist.step_ms)
+
+
+def _add_maturity(hist: History, rec: dict[str, Any]) -> None:
+    """The window's maturity curve, kept a week (longer than the figures' span)."""
+    sized = hist.maturity.setdefault(rec["window"], {})
+    sized[int(rec["window_start"])] = {
+        k: rec.get(k) for k in ("window_start", "window_end", "computed_at", "predicted",
+                                "coverage")} | {"maturity": rec.get("maturity") or []}  # fmt: skip
+    for start in sorted(sized)[: max(0, len(sized) - MAX_MATURITY_WINDOWS)]:
+        del sized[start]
 
 
 def _readable(records: Iterable[Record], *required: str) -> Iterator[dict[str, Any]]:

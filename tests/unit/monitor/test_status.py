@@ -164,3 +164,30 @@ def test_seeded_history_is_adopted_by_its_owner_and_dropped_otherwise() -> None:
     (fraud,) = doc["models"]  # churn belongs to another instance
     assert [p["recall"] for p in fraud["rolling_history"]] == [0.5, 0.4]
     assert doc["firing"] == [] and doc["join"] is None
+
+
+def test_maturity_curves_are_kept_a_week_beyond_the_figures_span() -> None:
+    board = StatusBoard(DEFAULT_RULES, ["1d"], "solo")
+    day = 24 * 60 * MINUTE_MS
+    start = T0 - T0 % day
+    curve = [{"within_s": 3600, "coverage": 0.2}, {"within_s": None, "coverage": 0.5}]
+    for d in range(10):
+        window = WindowKey("fraud", "1", "1d", start + d * day)
+        value = metrics_record(window, "binary", figures(0.7), start + (d + 1) * day,
+                               details={"maturity": curve, "reliability": []})  # fmt: skip
+        board.on_metrics(0, [(window.kafka_key(), orjson.dumps(value))])
+    # A late label moves the newest window's curve: the board keeps the latest of each.
+    newest = WindowKey("fraud", "1", "1d", start + 9 * day)
+    later = [{"within_s": 3600, "coverage": 0.2}, {"within_s": None, "coverage": 0.9}]
+    value = metrics_record(newest, "binary", figures(0.7), start + 11 * day,
+                           details={"maturity": later, "reliability": []})  # fmt: skip
+    board.on_metrics(0, [(newest.kafka_key(), orjson.dumps(value))])
+    now = start + 11 * day
+    board.tick(now, [0])
+    doc = board.status(now)
+    validator().validate(doc)
+    (model,) = doc["models"]
+    assert model["windows"] == {"1d": []}  # older than the 6 h span of the figures
+    kept = model["maturity"]["1d"]
+    assert [w["window_end"] for w in kept] == [start + (d + 1) * day for d in range(3, 10)]
+    assert kept[-1]["maturity"] == later and kept[0]["maturity"] == curve
