@@ -41,7 +41,7 @@ PROMETHEUS_OWN = frozenset({"ALERTS", "up"})
 ALERTS = frozenset({"WorkerDown", "ScoringTargetsMissing", "DeadLetterRateHigh",
                     "ConsumerLagGrowing", "ScoringLatencyHigh", "ModelRecallLow",
                     "ModelAucLow", "ScoreDriftHigh", "LabelsStalled",
-                    "MonitorFallingBehind"})  # fmt: skip
+                    "MonitorFallingBehind", "EstimatedRecallLow", "EstimateGapLarge"})  # fmt: skip
 SETTINGS_OF_COMMAND: dict[str, type[Any]] = {"run": config.Settings, "monitor": MonitorSettings}
 
 
