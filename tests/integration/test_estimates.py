@@ -212,7 +212,95 @@ def test_estimates_before_labels_match_realized_figures_and_the_gap_sees_concept
     c = after[starts["concept"]]
     assert c["recall"] < before[starts["concept"]]["est_recall"] - 0.1, text
     assert half[starts["concept"]]["coverage"] == 0.5
+    # Half-labeled, the gap was already past the threshold: min_coverage kept the rule quiet.
+    assert half[starts["concept"]]["est_gap_recall"] < -0.1, text
     assert len(fired) == 1 and fired[0]["status"] == "firing", fired
     assert fired[0]["value"] < -0.1 and fired[0]["basis_count"] >= 0.8 * N
     report(f"estimates: concept drift gap {c['est_gap_recall']:.4f} fired at coverage "
            f"{fired[0]['basis_count'] / N:.2f}")
+
+
+COVERAGE_RULE = """
+[[alerts]]
+name = "recall_when_labeled"
+metric = "recall"
+op = "<"
+threshold = 1.01
+window = "1d"
+min_count = 100
+min_coverage = 0.9
+cooldown_s = 3600
+"""
+
+
+def test_label_maturity_rises_over_an_accelerated_week_and_min_coverage_waits(
+    kafka_bootstrap: str, topic_factory: Topics, group_factory: Callable[[], str],
+    tmp_path: Path, report: Callable[[str], None],
+) -> None:  # fmt: skip
+    """A week of traffic (event times over the last seven days) and its labels, which come
+    one to several days later, sent in the order they would arrive: each daily window's
+    coverage rises as they come, and the maturity curve says within which delay. A rule
+    with min_coverage 0.9 (always breached otherwise) stays quiet until the latest closed
+    day is 90 % labeled."""
+    path, model = bundle(tmp_path / "model")
+    config = tmp_path / "monitor.toml"
+    config.write_text(COVERAGE_RULE)
+    topics = make_topics(topic_factory)
+    rng = np.random.default_rng(5)
+    today = int(time.time() * 1000) // DAY * DAY
+    first = today - 7 * DAY
+    n = 14_000
+    x, y = sample(rng, n)
+    preds = predictions(model, x, first, 7 * DAY, 0, rng)
+    delays = rng.exponential(1.5 * DAY, n).astype(np.int64)
+    never = rng.random(n) < 0.03
+    label_ts = np.array([p["event_ts"] for p in preds]) + delays
+    mon = Monitor(kafka_bootstrap, topics, group_factory(), path, config, "1d",
+                  tmp_path / "m.log", horizon_s=9 * 86_400)  # fmt: skip
+    curves: list[dict[int, dict[str, Any]]] = []
+    try:
+        send_predictions(kafka_bootstrap, topics["pred"], preds)
+        wait_windows(kafka_bootstrap, topics["metrics"], "1d",
+                     lambda g: sum(r["predicted"] for r in g.values()) == n,
+                     "the week's predictions did not all arrive")  # fmt: skip
+        sent, known = 0, -np.inf
+        # The simulated clock: labels known by day 4, day 6, then all of them.
+        for upto in (first + 4 * DAY, first + 6 * DAY, np.inf):
+            batch = [(preds[i]["id"], int(y[i]), int(label_ts[i])) for i in range(n)
+                     if not never[i] and known < label_ts[i] <= upto]  # fmt: skip
+            known = upto
+            send_labels(kafka_bootstrap, topics["labels"], batch)
+            sent += len(batch)
+            curves.append(wait_windows(
+                kafka_bootstrap, topics["metrics"], "1d",
+                lambda g, want=sent: sum(r["count"] for r in g.values()) == want,
+                f"{sent} labels were not all joined"))  # fmt: skip
+            time.sleep(2)  # ticks: the coverage rule evaluates the latest closed day
+            fired = [a for a in alerts(kafka_bootstrap, topics["alerts"])
+                     if a.get("alert") == "recall_when_labeled"]  # fmt: skip
+            if upto < np.inf:
+                assert fired == [], (upto, fired)
+        deadline = time.monotonic() + 30
+        while not fired and time.monotonic() < deadline:
+            fired = [a for a in alerts(kafka_bootstrap, topics["alerts"])
+                     if a.get("alert") == "recall_when_labeled"]  # fmt: skip
+    finally:
+        assert mon.stop() == 0, (tmp_path / "m.log").read_text()[-3000:]
+    days = sorted(curves[-1])
+    assert len(days) == 7 and days[0] == first
+    for start in days:
+        covs = [c[start]["coverage"] if start in c else 0.0 for c in curves]
+        assert covs == sorted(covs), (start, covs)  # it only rises
+        events = np.array([0 <= p["event_ts"] - start < DAY for p in preds])
+        final = curves[-1][start]
+        assert abs(final["coverage"] - (events & ~never).sum() / events.sum()) < 1e-12
+        # The curve: the share labeled within each delay of the event, up to the coverage.
+        for point in final["maturity"]:
+            bound = point["within_s"]
+            within = events & ~never & (delays <= (np.inf if bound is None else bound * 1000))
+            assert abs(point["coverage"] - within.sum() / events.sum()) < 1e-12, (start, point)
+        report(f"maturity of day {days.index(start) + 1}: coverage by day 4, 6, all: "
+               + ", ".join(f"{c:.3f}" for c in covs))
+    # The latest closed day had no label by day 4 or 6 (its events are on day 7); the rule
+    # waited for its coverage and fired (recall < 1.01 always) once it was 97 % labeled.
+    assert len(fired) == 1 and fired[0]["window_start"] == days[-1]
