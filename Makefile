@@ -51,8 +51,10 @@ clean:
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
+# Port 8008: 8000 and 8001 are the worker's and the monitor's metrics ports.
+DOCS_PORT ?= 8008
 docs-serve: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 docs-reference: $(STAMP)
 	$(BIN)/python -m worker.devtools.reference_docs
