@@ -183,3 +183,31 @@ def api_page() -> str:
            "[Python API](python-api.md).\n\n"]  # fmt: skip
     out.extend(api_entry(name, getattr(worker, name)) for name in sorted(worker.__all__))
     return "".join(out).rstrip() + "\n"
+
+
+# -- the Prometheus alert rules -----------------------------------------------------------------
+
+
+def alert_rules_page(path: Path) -> str:
+    """Each rule of deploy/alerts.yml as Prometheus evaluates it, beside its runbook page."""
+    import yaml  # a dev dependency, as this generator is a dev tool
+
+    groups = yaml.safe_load(path.read_text())["groups"]
+    out = ["# Prometheus alert rules\n\n",
+           "Every rule of `deploy/alerts.yml` (the only copy: docker compose and the tests load "
+           "it as it is). What each alert means and what to do: its runbook page, "
+           "[Alerts and runbooks](../operations/alerts/index.md).\n"]  # fmt: skip
+    for group in groups:
+        for rule in group["rules"]:
+            if "alert" not in rule:
+                continue
+            notes = rule.get("annotations", {})
+            page = str(notes.get("runbook_url", "")).removeprefix("docs/")
+            anchor = page.rsplit("/", 1)[-1].removesuffix(".md") or rule["alert"].lower()
+            out.append(f"\n## {rule['alert']} {{ #{anchor} }}\n\n"
+                       f"Severity {rule.get('labels', {}).get('severity', '')}, pending for "
+                       f"{rule.get('for', '0s')}. [Runbook](../{page}).\n\n"
+                       f"```text\n{rule['expr'].strip()}\n```\n\n"
+                       f"Summary: `{notes.get('summary', '')}`\n\n"
+                       f"{notes.get('runbook', '')}\n")  # fmt: skip
+    return "".join(out)

@@ -2,10 +2,11 @@
 
 ``python -m worker.devtools.reference_docs`` (``make docs-reference``) writes, under
 ``docs/reference/``: a page of every setting of each command (from the settings
-declarations), the ``--help`` of every subcommand, the JSON schemas of ``schemas/`` and the
-stable Python API (``worker.__all__``). The files are committed; ``tests/unit/test_docs.py``
-fails when one differs from a fresh generation, so a new setting or flag without its page
-fails the suite until the pages are generated again.
+declarations), the ``--help`` of every subcommand, the JSON schemas of ``schemas/``, the
+stable Python API (``worker.__all__``) and the Prometheus alert rules
+(``deploy/alerts.yml``). The files are committed; ``tests/unit/test_docs.py`` fails when one
+differs from a fresh generation, so a new setting or flag without its page fails the suite
+until the pages are generated again.
 
 The one contact with the settings declaration API is ``declared_settings``: adapt that
 function alone when the declarations change shape.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from worker.devtools.reference_code import api_page, cli_page, schemas_page
+from worker.devtools.reference_code import alert_rules_page, api_page, cli_page, schemas_page
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 OUT: Final = ROOT / "docs" / "reference"
@@ -154,6 +155,8 @@ def pages() -> dict[str, str]:
     out["schemas.md"] = HEADER.format(source="`schemas/*.schema.json`") + schemas_page(
         ROOT / "schemas")
     out["api.md"] = HEADER.format(source="`worker/__init__.py`") + api_page()
+    out["alert-rules.md"] = HEADER.format(source="`deploy/alerts.yml`") + alert_rules_page(
+        ROOT / "deploy" / "alerts.yml")
     return out
 
 
