@@ -135,3 +135,12 @@ def test_the_site_builds_strict_and_loads_nothing_from_the_internet(tmp_path: Pa
         found = EXTERNAL_ASSET.search(path.read_text(errors="replace"))
         assert found is None, f"{path.relative_to(site)} loads {found.group(0) if found else ''}"
     assert "kafka-local start" in (site / "getting-started" / "index.html").read_text()
+
+
+def test_the_readmes_links_resolve() -> None:
+    readme = (ROOT / "README.md").read_text()
+    targets = {m for m in LINK.findall(readme) if not m.startswith(("http:", "https:"))}
+    assert targets, "the README links into the docs"
+    missing = sorted(t for t in targets if not (ROOT / t).exists())
+    assert not missing, f"README.md links to {missing}"
+    assert len(readme.splitlines()) <= 220, "the README stays short: move detail into docs/"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import os
@@ -169,6 +170,8 @@ def api_entry(name: str, obj: Any) -> str:
     if name == "Settings":
         out.append("Its fields are the settings of `run`: [settings of run](settings/run.md).\n\n")
         return "".join(out)
+    if dataclasses.is_dataclass(obj):
+        out.extend(f"- field `{f.name}: {f.type}`\n" for f in dataclasses.fields(obj))
     for member, func in _members(obj):
         out.append(f"- `{member}{signature(func)}`: {' '.join(_doc(func).split())}\n")
     return "".join(out) + "\n"
