@@ -8,8 +8,8 @@ stable Python API (``worker.__all__``) and the Prometheus alert rules
 differs from a fresh generation, so a new setting or flag without its page fails the suite
 until the pages are generated again.
 
-The one contact with the settings declaration API is ``declared_settings``: adapt that
-function alone when the declarations change shape.
+Settings are read through ``worker/settings_catalog.py`` (``declared_settings``), the one
+enumeration of every command's declarations.
 """
 
 from __future__ import annotations
@@ -45,24 +45,22 @@ class SettingDoc:
 @dataclass(frozen=True, slots=True)
 class Command:
     name: str  # the subcommand
-    settings: Callable[[], type[Any]]  # its settings class, imported when needed
     source: str  # where the settings are declared
     intro: str
 
 
-def declared_settings(cls: type[Any]) -> list[SettingDoc]:
-    """Every declared setting of ``cls``, in declaration order: the one place that reads the
-    declarations (worker/settings_rules.py)."""
-    from worker.settings_rules import specs
+def declared_settings(command: str) -> list[SettingDoc]:
+    """Every declared setting of ``command``, in ``--help`` order: the one place that reads the
+    declarations (``worker/settings_catalog.py``)."""
+    from worker.settings_catalog import command_settings
 
     return [
         SettingDoc(
-            name=s.name, flag=s.flag, env=s.env, kind=s.kind.__name__,
+            name=s.name, flag=s.flag, env=s.env, kind=s.value_type.__name__,
             default="computed at start" if s.computed else f"`{toml_value(s.default)}`",
-            accepts=s.rule.describe(s.kind) or _checked_by(s.rule.check),
-            doc=s.rule.doc, batch=s.rule.batch,
+            accepts=s.allowed or _checked_by(s.rule.check), doc=s.doc, batch=s.rule.batch,
         )
-        for s in specs(cls).values()
+        for s in command_settings(command)
     ]  # fmt: skip
 
 
@@ -86,32 +84,14 @@ def toml_value(value: Any) -> str:
     return repr(value)
 
 
-def _worker() -> type[Any]:
-    from worker.config import Settings
-
-    return Settings
-
-
-def _monitor() -> type[Any]:
-    from worker.monitor_app.settings import MonitorSettings
-
-    return MonitorSettings
-
-
-def _retrain() -> type[Any]:
-    from worker.retrain.settings import RetrainSettings
-
-    return RetrainSettings
-
-
 COMMANDS: Final = (
-    Command("run", _worker, "worker/config.py",
+    Command("run", "worker/config.py",
             "The worker: `scoring-worker run`. `scoring-worker score-file` has the settings "
             "said so below."),
-    Command("monitor", _monitor, "worker/monitor_app/settings.py",
+    Command("monitor", "worker/monitor_app/settings.py",
             "The monitor: `scoring-worker monitor`. Its alert rules are `[[alerts]]` tables of "
             "the `--config` file ([Alert rules](../../monitoring/alerts.md))."),
-    Command("retrain", _retrain, "worker/retrain/settings.py",
+    Command("retrain", "worker/retrain/settings.py",
             "The retrain job: `scoring-worker retrain`. Its promotion policy is the `[policy]` "
             "table of the `--config` file ([Retraining](../../lifecycle/retrain.md))."),
 )  # fmt: skip
@@ -133,7 +113,7 @@ def cell(text: str) -> str:
 def settings_page(command: Command) -> str:
     """A summary table (type, default, range), then a section per setting, whose anchor is
     its name (`settings/run.md#batch_max`)."""
-    rows = declared_settings(command.settings())
+    rows = declared_settings(command.name)
     out = [HEADER.format(source=f"`{command.source}`"), f"# Settings of `{command.name}`\n\n",
            f"{command.intro}\n\n{SOURCES}\n",
            "| setting | type | default | accepts |\n|---|---|---|---|\n"]  # fmt: skip
