@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.installed-stamp
 KAFKA_PORT ?= 9092
 BOOTSTRAP  ?= 127.0.0.1:$(KAFKA_PORT)
 
-.PHONY: test demo demo-drift broker broker-stop lint clean docs docs-serve docs-reference docs-check
+.PHONY: test test-unit demo demo-drift broker broker-stop lint clean docs docs-serve docs-reference docs-check
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
@@ -31,6 +31,11 @@ lint: $(STAMP) docs-check
 # throwaway one with empty data (tests/conftest.py).
 test: lint
 	SCORING_TEST_KAFKA_PORT=$(KAFKA_PORT) $(BIN)/pytest
+
+# The unit tests alone: no broker, no tools (the tests that need helm or promtool skip
+# without them, except in CI), about a minute on a laptop.
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
 
 demo: broker
 	$(BIN)/scoring-worker demo --bootstrap $(BOOTSTRAP) --workdir demo-out
