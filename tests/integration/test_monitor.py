@@ -16,8 +16,10 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 from sklearn import metrics as skm
+from sklearn.linear_model import LogisticRegression
 
 from tests.integration.helpers import ROOT, produce, read_topic
+from worker.model import write_bundle
 
 N = 50_000
 FIVE_MIN = 300_000
@@ -32,6 +34,20 @@ class Dataset:
     early: list[str]  # ids whose label is sent before any prediction
     late: list[str]  # the other arriving labels, shuffled
     unknown: list[str]  # labels for ids that were never predicted
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle for version 1 with a calibration map, so that its windows carry estimated
+    figures (est_*), which must be as exact across kill -9 and instances as the rest."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(0, 1, (4000, 2))
+    y = (rng.random(4000) < 1 / (1 + np.exp(-2 * x[:, 0]))).astype(int)
+    model = LogisticRegression().fit(x[:2000], y[:2000])
+    return write_bundle(tmp_path_factory.mktemp("bundle") / "fraud-test-1", model,
+                        name="fraud-test", version="1", task="binary", features=["a", "b"],
+                        sample=x[2000:], reference=x[2000:],
+                        reference_labels=y[2000:])  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +101,15 @@ def expected(ds: Dataset) -> dict[str, dict[str, Any]]:
 
 class MonitorProc:
     def __init__(self, bootstrap: str, topics: dict[str, str], group: str, instance: str,
-                 log: Path) -> None:  # fmt: skip
+                 log: Path, models: Path | None = None) -> None:  # fmt: skip
         self.log = log.open("ab")
         args = ["--bootstrap", bootstrap, "--predictions-topic", topics["pred"],
                 "--labels-topic", topics["labels"], "--metrics-topic", topics["metrics"],
                 "--alerts-topic", topics["alerts"], "--stats-topic", topics["stats"],
                 "--group", group, "--instance-id", instance, "--horizon-s", str(HORIZON_S),
                 "--metrics-port", "0", "--partitions", "4"]  # fmt: skip
+        if models is not None:
+            args += ["--models", str(models)]
         cmd = [sys.executable, "-m", "worker", "monitor", *args]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
 
@@ -167,6 +185,8 @@ def check_against_sklearn(got: dict[str, dict[str, Any]], ds: Dataset) -> None:
         for name in ("accuracy", "precision", "recall", "f1", "log_loss", "brier"):
             assert abs(g[name] - w[name]) <= 1e-9, (key, name, g[name], w[name])
         assert abs(g["roc_auc"] - w["roc_auc"]) <= 1e-3, (key, g["roc_auc"], w["roc_auc"])
+        # Version 1 has a calibration map: estimated over every prediction of the window.
+        assert (g["est_recall"] is not None) == (key.split("|")[1] == "1"), key
 
 
 def stable(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -185,10 +205,11 @@ def make_topics(topic_factory: Topics) -> dict[str, str]:
 
 def test_windows_equal_sklearn_with_late_early_missing_and_unknown_labels(
     kafka_bootstrap: str, topic_factory: Topics, group_factory: Callable[[], str],
-    dataset: Dataset, tmp_path: Path,
+    dataset: Dataset, tmp_path: Path, calibrated: Path,
 ) -> None:  # fmt: skip
     topics = make_topics(topic_factory)
-    mon = MonitorProc(kafka_bootstrap, topics, group_factory(), "solo", tmp_path / "m.log")
+    mon = MonitorProc(kafka_bootstrap, topics, group_factory(), "solo", tmp_path / "m.log",
+                      models=calibrated)
     try:
         feed(kafka_bootstrap, topics, dataset)
         wait_done(kafka_bootstrap, topics, dataset, timeout=240)
@@ -201,17 +222,17 @@ def test_windows_equal_sklearn_with_late_early_missing_and_unknown_labels(
 
 def test_kill9_mid_stream_then_restart_gives_the_same_figures(
     kafka_bootstrap: str, topic_factory: Topics, group_factory: Callable[[], str],
-    dataset: Dataset, tmp_path: Path,
+    dataset: Dataset, tmp_path: Path, calibrated: Path,
 ) -> None:  # fmt: skip
     topics, group = make_topics(topic_factory), group_factory()
-    first = MonitorProc(kafka_bootstrap, topics, group, "one", tmp_path / "first.log")
+    first = MonitorProc(kafka_bootstrap, topics, group, "one", tmp_path / "first.log", calibrated)
     feed(kafka_bootstrap, topics, dataset)
     deadline = time.monotonic() + 120
     while final_stats(kafka_bootstrap, topics["stats"]).get("joined", 0) < 10_000:
         assert time.monotonic() < deadline, "the monitor made no progress"
         time.sleep(0.5)
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
-    second = MonitorProc(kafka_bootstrap, topics, group, "one", tmp_path / "second.log")
+    second = MonitorProc(kafka_bootstrap, topics, group, "one", tmp_path / "second.log", calibrated)
     try:
         wait_done(kafka_bootstrap, topics, dataset, timeout=240)
         got = final_windows(kafka_bootstrap, topics["metrics"])
@@ -224,12 +245,12 @@ def test_kill9_mid_stream_then_restart_gives_the_same_figures(
 
 def test_two_instances_give_the_same_figures_as_one(
     kafka_bootstrap: str, topic_factory: Topics, group_factory: Callable[[], str],
-    dataset: Dataset, tmp_path: Path,
+    dataset: Dataset, tmp_path: Path, calibrated: Path,
 ) -> None:  # fmt: skip
     """The second instance joins mid-stream: the rebalance moves partitions (and their
     state) while transactions are in flight, and the figures must not notice."""
     topics, group = make_topics(topic_factory), group_factory()
-    a = MonitorProc(kafka_bootstrap, topics, group, "a", tmp_path / "a.log")
+    a = MonitorProc(kafka_bootstrap, topics, group, "a", tmp_path / "a.log", calibrated)
     b = None
     try:
         feed(kafka_bootstrap, topics, dataset)
@@ -237,7 +258,7 @@ def test_two_instances_give_the_same_figures_as_one(
         while final_stats(kafka_bootstrap, topics["stats"]).get("joined", 0) < 5_000:
             assert time.monotonic() < deadline, "the monitor made no progress"
             time.sleep(0.5)
-        b = MonitorProc(kafka_bootstrap, topics, group, "b", tmp_path / "b.log")
+        b = MonitorProc(kafka_bootstrap, topics, group, "b", tmp_path / "b.log", calibrated)
         wait_done(kafka_bootstrap, topics, dataset, timeout=240)
         got = final_windows(kafka_bootstrap, topics["metrics"])
     finally:
