@@ -13,6 +13,10 @@ two input messages (a prediction and a label).
 Reports peak RSS of both processes and the monitor's disk use. Prints one JSON
 object. Target: the monitor joins at least half as many pairs/s as the worker
 scores events/s.
+
+The monitor drains the same predictions twice, in two consumer groups: first with the
+bundle stripped of its calibration map (no estimated figures: the baseline), then with it
+(estimated figures, as ``train_demo`` writes them): the ``estimates`` entry is the second.
 """
 
 from __future__ import annotations
@@ -118,13 +122,23 @@ def run_worker(args: argparse.Namespace, model: Path, t: dict[str, str]) -> dict
             "worker_peak_rss_mib": round(peak, 1), "worker_exit": worker.wait(60)}  # fmt: skip
 
 
+def without_calibration(model: Path, out: Path) -> Path:
+    """A copy of the bundle whose manifest has no calibration map (the artifact's SHA-256
+    is in the manifest, not the other way round, so the copy still loads)."""
+    shutil.copytree(model, out)
+    manifest = orjson.loads((out / "model.json").read_bytes())
+    manifest.pop("calibration", None)
+    (out / "model.json").write_bytes(orjson.dumps(manifest))
+    return out
+
+
 def run_monitor(args: argparse.Namespace, model: Path, t: dict[str, str],
-                state: Path) -> dict[str, Any]:  # fmt: skip
+                state: Path, tag: str = "monitor") -> dict[str, Any]:  # fmt: skip
     port = free_port()
     cmd = [sys.executable, "-m", "worker", "monitor", "--bootstrap", args.bootstrap,
            "--predictions-topic", t["pred"], "--labels-topic", t["labels"],
            "--metrics-topic", t["metrics"], "--alerts-topic", t["alerts"],
-           "--stats-topic", t["stats"], "--group", f"{t['run']}-monitor",
+           "--stats-topic", t["stats"], "--group", f"{t['run']}-{tag}",
            "--instance-id", "bench", "--windows", "1h", "--models", str(model),
            "--tick-ms", "250", "--metrics-port", str(port), "--state-dir", str(state),
            "--log-level", "WARNING"]  # fmt: skip
@@ -148,7 +162,7 @@ def run_monitor(args: argparse.Namespace, model: Path, t: dict[str, str],
     code = mon.wait(120)
     times = np.array([s[0] for s in samples])
     total = int(samples[-1][1]) if samples else 0
-    joins = join_times(args.bootstrap, f"{t['run']}-monitor-join-changelog")
+    joins = join_times(args.bootstrap, f"{t['run']}-{tag}-join-changelog")
     rate = steady(joins, np.arange(1, len(joins) + 1), len(joins)) if len(joins) else 0
     return {"monitor_pairs_per_s": round(rate), "monitor_join_markers": len(joins),
             "monitor_joined": total,
@@ -175,16 +189,20 @@ def main() -> None:
     try:
         preload(args.bootstrap, t["in"], t["labels"], args.events)
         worker = run_worker(args, model, t)
-        monitor = run_monitor(args, model, t, tmp / "state")
+        plain = without_calibration(model, tmp / "model-plain")
+        baseline = run_monitor(args, plain, t, tmp / "state-plain", "plain")
+        monitor = run_monitor(args, model, t, tmp / "state", "monitor")
     finally:
-        internal = [f"{run}-monitor-{s}" for s in ("join", "partials", "join-changelog",
-                                                   "global-changelog")]  # fmt: skip
+        internal = [f"{run}-{tag}-{s}" for tag in ("plain", "monitor")
+                    for s in ("join", "partials", "join-changelog", "global-changelog")]
         kafka_io.delete_topics(args.bootstrap, [v for k, v in t.items() if k != "run"]
                                + internal)  # fmt: skip
         shutil.rmtree(tmp, ignore_errors=True)
     ratio = monitor["monitor_pairs_per_s"] / max(worker["worker_events_per_s"], 1)
     print(orjson.dumps({
         "events": args.events, **worker, **monitor,
+        "baseline_without_estimates": {k: v for k, v in baseline.items()
+                                       if k != "monitor_rss_mib_over_time"},
         "monitor_pairs_per_worker_event": round(ratio, 2),
         "machine": f"{platform.machine()} cores={len(os.sched_getaffinity(0))}",
         "python": platform.python_version(),
