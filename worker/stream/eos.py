@@ -29,7 +29,7 @@ from worker.kafka_io import Message
 from worker.stream.delivery import Delivery
 from worker.stream.ledger import Flight, TopicPartition
 from worker.stream.outputs import Kind, Output, carry, fallback
-from worker.stream.sinks import COMMITTED, PENDING, Sent, TransactionalSink
+from worker.stream.sinks import Sent, TransactionalSink, TxState
 
 log = logging.getLogger(__name__)
 MAX_TXN_S: Final = 10.0
@@ -153,15 +153,16 @@ class ExactlyOnce(Delivery):
 
     def _commit_step(self) -> None:
         self.state = "committing"
-        result = self.tx.commit(self.offsets, self.consumer.group_metadata(), TX_CALL_S)
-        if result == COMMITTED:
+        # TxState(): a sink written against the plain strings of old answers the same
+        result = TxState(self.tx.commit(self.offsets, self.consumer.group_metadata(), TX_CALL_S))
+        if result is TxState.COMMITTED:
             self.metrics.transactions.labels("committed").inc()
             self.metrics.commits.inc()
             self.metrics.last_commit.set(time.time())
             self._forget_cured(self.offsets)
             self._reset()
             self.alerts.clear()
-        elif result != PENDING:
+        elif result is not TxState.PENDING:
             self._abort("the transaction failed to commit")
         elif time.monotonic() - self.opened > self.settings.flush_timeout_s:
             self.opened = time.monotonic()  # one line per flush_timeout_s

@@ -17,8 +17,9 @@ from enum import StrEnum
 from typing import Final
 
 from worker.core.pipeline import Outcome, Prediction
+from worker.delivery_terms import Headers
 from worker.errors import ConfigError, Rejection, RejectKind, SendError, SendFailure
-from worker.kafka_io import Headers, Message
+from worker.kafka_io import Message
 from worker.model.bundle import ModelBundle
 
 #: Room for a dead letter's key and headers above ``max_event_bytes`` (start-up check).

@@ -27,9 +27,10 @@ import numpy as np
 from worker.clock import wall_ms
 from worker.config import Settings
 from worker.core.pipeline import Outcome, Prediction, ScoringContext, score_values
+from worker.delivery_terms import PRODUCER_MAX_BYTES
 from worker.errors import ConfigError, Rejection, RejectKind
 from worker.kafka_io import BatchConsumer, Message
-from worker.kafka_io.clients import EXACTLY_ONCE
+from worker.kafka_io.clients import is_exactly_once
 from worker.probes import Health
 from worker.shutdown import StopFlag
 from worker.stream.alo import AtLeastOnce
@@ -54,7 +55,8 @@ DEAD_LETTER_SUMMARY_S: Final = 60.0  # one summary line a minute, never a line p
 #: Longest the loop waits in one turn while it may not read (outputs wait for the broker).
 WAIT_S: Final = 0.1
 #: What the outputs accept when nobody checked the topics: librdkafka's message.max.bytes.
-UNCHECKED_LIMIT: Final = RecordLimit(1_000_000, "the producer's default message.max.bytes")
+UNCHECKED_LIMIT: Final = RecordLimit(PRODUCER_MAX_BYTES,
+                                     "the producer's default message.max.bytes")
 
 
 @dataclass
@@ -201,7 +203,7 @@ def make_guarantee(r: Runner) -> Guarantee:
     s = r.settings
     who = Rejecter(r.ctx.bundle, s.worker_id, r.limit, r.compacted)
     parts = (s, r.sink, r.consumer, r.metrics, who, r.clock_ms)
-    if s.guarantee == EXACTLY_ONCE:
+    if is_exactly_once(s):
         if not isinstance(r.sink, TransactionalSink):
             raise ConfigError("--guarantee exactly-once needs a transactional sink "
                               f"({type(r.sink).__name__} is not one)")  # fmt: skip
