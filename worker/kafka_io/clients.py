@@ -46,10 +46,6 @@ def next_offsets(msgs: Iterable[Message]) -> dict[PartitionId, int]:
     return {(m.topic() or "", m.partition() or 0): (m.offset() or 0) + 1 for m in msgs}
 
 
-def is_exactly_once(s: Settings) -> bool:
-    return Guarantee(s.guarantee) is Guarantee.EXACTLY_ONCE
-
-
 def consumer_config(s: Settings) -> dict[str, Any]:
     """The worker's consumer. At most ``batch_wait_ms`` of fetch wait, so a batch never
     waits on the broker longer than on the loop; a prefetch queue of a few MiB (librdkafka
@@ -61,7 +57,7 @@ def consumer_config(s: Settings) -> dict[str, Any]:
               # 1 s, which starves a worker that drains a backlog faster than that).
               "fetch.queue.backoff.ms": 10,
               "statistics.interval.ms": HEALTH_STATS_MS}  # fmt: skip
-    role = Role.TX_CONSUMER if is_exactly_once(s) else Role.CONSUMER
+    role = Role.TX_CONSUMER if Guarantee(s.guarantee) is Guarantee.EXACTLY_ONCE else Role.CONSUMER
     return client_config(role, connection(s, s.worker_id), tuning, fixed={"group.id": s.group})
 
 
@@ -77,7 +73,7 @@ def producer_config(s: Settings, record_limit: int | None = None) -> dict[str, A
                               "statistics.interval.ms": HEALTH_STATS_MS}  # fmt: skip
     if record_limit is not None:
         tuning["batch.size"] = min(PRODUCER_MAX_BYTES, record_limit)
-    if is_exactly_once(s):
+    if Guarantee(s.guarantee) is Guarantee.EXACTLY_ONCE:
         return client_config(Role.TX_PRODUCER, connection(s, s.worker_id), tuning,
                              fixed={"transactional.id": transactional_id(s)})  # fmt: skip
     return client_config(Role.PRODUCER, connection(s, s.worker_id), tuning)

@@ -56,8 +56,6 @@ class BatchProducer:
         self._watch = watch
         self._conf = {**conf, "error_cb": self._error}
         self._p = self._new()
-        # The loop passes one callback for a batch's records: wrap it once, not per record.
-        self._last: tuple[OnDelivery | None, Any] = (None, None)
 
     def _new(self) -> Producer:
         return Producer(self._conf)
@@ -72,10 +70,7 @@ class BatchProducer:
              headers: Headers | None, on_delivery: OnDelivery) -> None:  # fmt: skip
         """Queue one output; ``on_delivery`` gets the broker's verdict (from ``poll``), or
         at once when the client refuses it (larger than ``message.max.bytes``)."""
-        cb, report = self._last
-        if cb is not on_delivery:
-            report = partial(_report, on_delivery)
-            self._last = (on_delivery, report)
+        report = partial(_report, on_delivery)
         while True:
             try:
                 self._p.produce(topic, value, key, headers=headers, on_delivery=report)

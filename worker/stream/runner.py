@@ -27,18 +27,16 @@ import numpy as np
 from worker.clock import wall_ms
 from worker.config import Settings
 from worker.core.pipeline import Outcome, Prediction, ScoringContext, score_values
-from worker.delivery_terms import PRODUCER_MAX_BYTES
+from worker.delivery_terms import PRODUCER_MAX_BYTES, Guarantee
 from worker.errors import ConfigError, Rejection, RejectKind
 from worker.kafka_io import BatchConsumer, Message
-from worker.kafka_io.clients import is_exactly_once
 from worker.probes import Health
 from worker.shutdown import StopFlag
 from worker.stream.alo import AtLeastOnce
-from worker.stream.delivery import Guarantee
+from worker.stream.delivery import Delivery, DeliveryGuarantee
 from worker.stream.eos import ExactlyOnce
 from worker.stream.metrics import WorkerMetrics
 from worker.stream.outputs import (
-    KIND,
     Kind,
     Output,
     RecordLimit,
@@ -96,7 +94,7 @@ class Runner:
     limit: RecordLimit = UNCHECKED_LIMIT
     #: Output topics that are compacted (they refuse records without a key).
     compacted: frozenset[str] = frozenset()
-    guarantee: Guarantee = field(init=False)
+    guarantee: DeliveryGuarantee = field(init=False)
 
     def __post_init__(self) -> None:
         self.guarantee = make_guarantee(self)
@@ -129,7 +127,7 @@ class Runner:
             # Between two batches: a batch is scored by one version, start to end.
             self.ctx = apply_events(self.ctx, events, self.metrics, g.alert, s.worker_id)
             self.shadow = apply_shadow(self.shadow, self.ctx, events)
-            g.who = Rejecter(self.ctx.bundle, s.worker_id, self.limit, self.compacted)
+            g.new_model(self.ctx.bundle)
         msgs = g.admit(self.consumer.poll_batch(s.batch_max, s.batch_wait_ms / 1000))
         self.health.turned()
         if msgs:
@@ -143,7 +141,7 @@ class Runner:
         values = [m.value() for m in msgs]
         outcomes = score_values(values, self.ctx, now)
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
-        main = batch_outputs(msgs, outcomes, s.output_topic, s.dlq_topic, g.who, now)
+        main = batch_outputs(msgs, outcomes, s.output_topic, s.dlq_topic, g.rejecter, now)
         outputs = main
         second = self.shadow
         # A shadow that became the served version has nothing left to compare.
@@ -161,7 +159,7 @@ class Runner:
         decisions: Counter[str] = Counter()
         stamps: list[int] = []
         for msg, o, out in zip(msgs, outcomes, outputs, strict=True):
-            kind = out[KIND]
+            kind = out.kind
             if kind is Kind.PREDICTION:
                 assert type(o) is Prediction
                 stamps.append(msg.timestamp()[1])
@@ -198,14 +196,16 @@ class Runner:
             self.last_summary = time.monotonic()
 
 
-def make_guarantee(r: Runner) -> Guarantee:
+def make_guarantee(r: Runner) -> DeliveryGuarantee:
     """The settings' delivery guarantee over the runner's clients."""
     s = r.settings
-    who = Rejecter(r.ctx.bundle, s.worker_id, r.limit, r.compacted)
-    parts = (s, r.sink, r.consumer, r.metrics, who, r.clock_ms)
-    if is_exactly_once(s):
+    rejecter = Rejecter(r.ctx.bundle, s.worker_id, r.limit, r.compacted)
+    delivery = Delivery(settings=s, sink=r.sink, metrics=r.metrics, rejecter=rejecter,
+                        clock_ms=r.clock_ms)  # fmt: skip
+    if Guarantee(s.guarantee) is Guarantee.EXACTLY_ONCE:
         if not isinstance(r.sink, TransactionalSink):
             raise ConfigError("--guarantee exactly-once needs a transactional sink "
                               f"({type(r.sink).__name__} is not one)")  # fmt: skip
-        return ExactlyOnce(*parts, turned=r.health.turned)
-    return AtLeastOnce(*parts, turned=r.health.turned)
+        return ExactlyOnce(delivery=delivery, sink=r.sink, consumer=r.consumer,
+                           heartbeat=r.health.turned)  # fmt: skip
+    return AtLeastOnce(delivery=delivery, consumer=r.consumer, heartbeat=r.health.turned)

@@ -8,8 +8,8 @@ says whether a retry may help). These terms are defined once, in worker/delivery
 Verdicts come from ``poll`` (or from ``send`` itself, for a record refused on the
 spot); the loop commits an input's offset only after every output of it was
 acknowledged, so a sink must never report a record delivered before its destination
-has it. The loop passes one ``on_delivery`` for all the records of a batch, which lets
-a sink keep per-record overhead low. A toy sink fits in four lines::
+has it. The loop passes each record its own ``on_delivery``: whose callback hears a
+refusal tells the loop which record it was. A toy sink fits in four lines::
 
     class ListSink:
         def __init__(self): self.records = []
