@@ -17,9 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from worker.kafka_io import BatchConsumer, Message, PartitionId
-from worker.model.bundle import ModelBundle
 from worker.stream.delivery import Delivery
-from worker.stream.outputs import Output, Rejecter
+from worker.stream.outputs import Output
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +35,6 @@ class AtLeastOnce:
 
     def __post_init__(self) -> None:
         self.consumer.on_commit = self._committed
-
-    @property
-    def rejecter(self) -> Rejecter:
-        return self.delivery.rejecter
-
-    def new_model(self, bundle: ModelBundle) -> None:
-        self.delivery.new_model(bundle)
 
     def blocked(self) -> bool:
         return self.delivery.over_bound()

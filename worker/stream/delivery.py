@@ -46,13 +46,6 @@ ALONE_ATTEMPTS = 5
 class DeliveryGuarantee(Protocol):
     """What the loop asks of a delivery guarantee (at-least-once or exactly-once)."""
 
-    @property
-    def rejecter(self) -> Rejecter:
-        """Who rejects, and what the outputs accept (for the batch's outputs)."""
-
-    def new_model(self, bundle: ModelBundle) -> None:
-        """The served model changed: dead letters from now on name it."""
-
     def blocked(self) -> bool:
         """True while the loop must not read more (in-flight bound, a commit in progress)."""
 
@@ -102,6 +95,7 @@ class Delivery:
     _retry_logged: float = 0.0
 
     def new_model(self, bundle: ModelBundle) -> None:
+        """The served model changed: dead letters from now on name it."""
         self.rejecter = replace(self.rejecter, bundle=bundle)
 
     def over_bound(self) -> bool:

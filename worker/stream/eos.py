@@ -28,10 +28,9 @@ from typing import Final
 from worker.errors import SendError
 from worker.kafka_io import BatchConsumer, Message, PartitionId, partition_id
 from worker.kafka_io.clients import next_offsets
-from worker.model.bundle import ModelBundle
 from worker.stream.delivery import Delivery
 from worker.stream.ledger import Flight
-from worker.stream.outputs import Kind, Output, Rejecter
+from worker.stream.outputs import Kind, Output
 from worker.stream.sinks import TransactionalSink, TxState
 
 log = logging.getLogger(__name__)
@@ -97,13 +96,6 @@ class ExactlyOnce:
     def _move(self, to: Phase) -> None:
         assert to in MOVES[self.phase], f"transaction phase {self.phase} -> {to}"
         self.phase = to
-
-    @property
-    def rejecter(self) -> Rejecter:
-        return self.delivery.rejecter
-
-    def new_model(self, bundle: ModelBundle) -> None:
-        self.delivery.new_model(bundle)
 
     def blocked(self) -> bool:
         return (self.phase in (Phase.COMMITTING, Phase.ABORTING) or self.rewind_needed

@@ -94,10 +94,16 @@ class Runner:
     limit: RecordLimit = UNCHECKED_LIMIT
     #: Output topics that are compacted (they refuse records without a key).
     compacted: frozenset[str] = frozenset()
+    #: Sends the outputs and handles refusals; the guarantee commits over it.
+    delivery: Delivery = field(init=False)
     guarantee: DeliveryGuarantee = field(init=False)
 
     def __post_init__(self) -> None:
-        self.guarantee = make_guarantee(self)
+        s = self.settings
+        rejecter = Rejecter(self.ctx.bundle, s.worker_id, self.limit, self.compacted)
+        self.delivery = Delivery(settings=s, sink=self.sink, metrics=self.metrics,
+                                 rejecter=rejecter, clock_ms=self.clock_ms)  # fmt: skip
+        self.guarantee = make_guarantee(s, self.delivery, self.consumer, self.health.turned)
 
     def request_stop(self) -> None:
         self.stop.requested = True
@@ -127,7 +133,7 @@ class Runner:
             # Between two batches: a batch is scored by one version, start to end.
             self.ctx = apply_events(self.ctx, events, self.metrics, g.alert, s.worker_id)
             self.shadow = apply_shadow(self.shadow, self.ctx, events)
-            g.new_model(self.ctx.bundle)
+            self.delivery.new_model(self.ctx.bundle)
         msgs = g.admit(self.consumer.poll_batch(s.batch_max, s.batch_wait_ms / 1000))
         self.health.turned()
         if msgs:
@@ -141,7 +147,8 @@ class Runner:
         values = [m.value() for m in msgs]
         outcomes = score_values(values, self.ctx, now)
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
-        main = batch_outputs(msgs, outcomes, s.output_topic, s.dlq_topic, g.rejecter, now)
+        main = batch_outputs(msgs, outcomes, s.output_topic, s.dlq_topic,
+                             self.delivery.rejecter, now)  # fmt: skip
         outputs = main
         second = self.shadow
         # A shadow that became the served version has nothing left to compare.
@@ -196,16 +203,15 @@ class Runner:
             self.last_summary = time.monotonic()
 
 
-def make_guarantee(r: Runner) -> DeliveryGuarantee:
-    """The settings' delivery guarantee over the runner's clients."""
-    s = r.settings
-    rejecter = Rejecter(r.ctx.bundle, s.worker_id, r.limit, r.compacted)
-    delivery = Delivery(settings=s, sink=r.sink, metrics=r.metrics, rejecter=rejecter,
-                        clock_ms=r.clock_ms)  # fmt: skip
+def make_guarantee(s: Settings, delivery: Delivery, consumer: BatchConsumer,
+                   heartbeat: Callable[[], None]) -> DeliveryGuarantee:  # fmt: skip
+    """The settings' delivery guarantee over ``delivery`` and ``consumer``; ``heartbeat``
+    is called while it waits for the broker."""
     if Guarantee(s.guarantee) is Guarantee.EXACTLY_ONCE:
-        if not isinstance(r.sink, TransactionalSink):
+        sink = delivery.sink
+        if not isinstance(sink, TransactionalSink):
             raise ConfigError("--guarantee exactly-once needs a transactional sink "
-                              f"({type(r.sink).__name__} is not one)")  # fmt: skip
-        return ExactlyOnce(delivery=delivery, sink=r.sink, consumer=r.consumer,
-                           heartbeat=r.health.turned)  # fmt: skip
-    return AtLeastOnce(delivery=delivery, consumer=r.consumer, heartbeat=r.health.turned)
+                              f"({type(sink).__name__} is not one)")  # fmt: skip
+        return ExactlyOnce(delivery=delivery, sink=sink, consumer=consumer,
+                           heartbeat=heartbeat)  # fmt: skip
+    return AtLeastOnce(delivery=delivery, consumer=consumer, heartbeat=heartbeat)
