@@ -13,6 +13,7 @@ from confluent_kafka import KafkaError
 from tests.unit.helpers import SCHEMAS, binary_bundle
 from tests.unit.stream_fakes import Msg, good
 from worker.core.schema import load_schema_json, schema_errors
+from worker.delivery_terms import MAX_EVENT_BYTES_DEFAULT, PRODUCER_MAX_BYTES
 from worker.errors import ConfigError, SendError, SendFailure
 from worker.kafka_io.producer import classify
 from worker.kafka_io.watch import BrokerWatch, TransportNoise
@@ -79,7 +80,7 @@ def test_the_record_limit_is_the_smallest_and_must_hold_the_largest_dead_letter(
     assert limit.bytes == 1_048_588 and "out" in limit.source
     with pytest.raises(ConfigError, match="max_event_bytes 1048576 does not fit"):
         record_limit(1_000_000, {"out": 1_048_588}, 1_048_576)
-    assert 983_040 + DEAD_LETTER_HEADROOM <= 1_000_000  # the defaults agree
+    assert MAX_EVENT_BYTES_DEFAULT + DEAD_LETTER_HEADROOM <= PRODUCER_MAX_BYTES  # they agree
 
 
 def test_the_ledger_advances_only_over_finished_flights() -> None:
