@@ -216,6 +216,12 @@ def check_charts_show_the_drift(dom: Dom, status: dict[str, Any]) -> None:
         (svg,) = dom.find("svg", data_chart=f"{ident}|{metric}")
         assert int(svg["data-window-points"]) == sum(w[metric] is not None for w in windows)
         assert int(svg["data-rolling-points"]) >= 2
+        if metric in status["estimated"]:  # the demo bundle has a calibration map
+            est = sum(w[f"est_{metric}"] is not None for w in windows)
+            assert int(svg["data-est-window-points"]) == est > 0, metric
+    assert dom.find("div", data_reliability=ident)  # the calibration table
+    (maturity,) = dom.find("svg", data_chart=f"{ident}|maturity")
+    assert int(maturity["data-windows"]) == len(m["maturity"]["5s"]) > 0
     full = [w["recall"] for w in windows if w["count"] >= 3000]
     assert max(full) > 0.2 and full[-1] < 0.12, f"recall did not drop: {full}"
     assert dom.find("line", data_rule="score_drift", data_threshold="0.25")

@@ -19,14 +19,9 @@ from tests.unit.monitor.gen import (
     binary_scores,
     binary_truth,
 )
+from tests.unit.monitor.reference_join import window_deltas
 from worker.model.calibration import fit_calibration
-from worker.monitor.aggregate import (
-    WindowAgg,
-    add_outcomes,
-    add_predictions,
-    merge_all,
-    window_deltas,
-)
+from worker.monitor.aggregate import WindowAgg, add_outcomes, add_predictions, merge_all
 from worker.monitor.catalog import metrics
 from worker.monitor.deltas import batch_deltas
 from worker.monitor.estimate import maturity, reliability
