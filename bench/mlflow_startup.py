@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -84,6 +85,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--baseline-ref", default="main")
     a = parser.parse_args()
+    # A SIGTERM (a timeout) still runs the finally below, which stops the MLflow server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     from tests.integration.mlflow_server import MlflowServer
     from worker.devtools.demo import train_demo
 

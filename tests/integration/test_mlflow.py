@@ -177,6 +177,31 @@ def test_parity_with_the_pipelines_own_predict_proba(
     assert read_topic(kafka_bootstrap, t["dlq"], 0, settle=0.5) == []
 
 
+def test_a_version_without_input_example_takes_its_runs_logged_sample(
+    versions: dict[str, Any], mlflow_server: MlflowServer, tmp_path: Path,
+) -> None:  # fmt: skip
+    from mlflow.models import infer_signature
+
+    from worker.config import Settings
+    from worker.context import build_context
+
+    pipe, (x, _) = pipeline(7), frame(98, 200)
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            pipe, name="model", signature=infer_signature(x, pipe.predict_proba(x)),
+            registered_model_name=NAME, skops_trusted_types=["numpy.dtype"])  # fmt: skip
+        mlflow.log_table(x.iloc[:50], "scoring-sample.json")
+    version = str(info.registered_model_version)
+    ctx = build_context(Settings(model=f"models:/{NAME}/{version}", mlflow_cache=str(tmp_path),
+                                 mlflow_tracking_uri=mlflow_server.uri))  # fmt: skip
+    man = ctx.bundle.manifest
+    assert (man.name, man.version) == (NAME, version)
+    assert man.self_test is not None and len(man.self_test.events) == 50
+    assert [f.type for f in man.feature_specs] == ["number", "string"]
+    assert man.lineage is not None and man.lineage["mlflow"]["model_uri"].endswith(version)
+
+
 def readyz(port: int) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
