@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.installed-stamp
 KAFKA_PORT ?= 9092
 BOOTSTRAP  ?= 127.0.0.1:$(KAFKA_PORT)
 
-.PHONY: test demo demo-drift broker broker-stop lint clean docs docs-serve docs-reference docs-check
+.PHONY: test test-unit demo demo-drift broker broker-stop lint clean docs docs-serve docs-reference docs-check
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
@@ -31,6 +31,11 @@ lint: $(STAMP) docs-check
 # throwaway one with empty data (tests/conftest.py).
 test: lint
 	SCORING_TEST_KAFKA_PORT=$(KAFKA_PORT) $(BIN)/pytest
+
+# The unit tests alone: no broker, no tools (the tests that need helm or promtool skip
+# without them, except in CI), about a minute on a laptop.
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
 
 demo: broker
 	$(BIN)/scoring-worker demo --bootstrap $(BOOTSTRAP) --workdir demo-out
@@ -64,7 +69,7 @@ docs-check: $(STAMP)
 	  NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir "$$tmp/site"
 
 # -- Operations surface (deploy/) ---------------------------------------------------------
-# promtool and the prometheus server that tests/unit/test_deploy.py and
+# promtool and the prometheus server that tests/unit/deploy/test_deploy.py and
 # tests/integration/test_prometheus.py run come from Debian's prometheus package, the headless
 # Chromium of tests/integration/test_status_page.py (and of the demo's report.png) from
 # Debian's chromium package (never a browser download: the network may be closed). Only the
@@ -75,7 +80,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 test: tools
 lint: deploy-lint
 
-# helm (tests/unit/test_helm.py lints and renders deploy/helm/) is built from the Go module
+# helm (tests/unit/deploy/test_helm.py lints and renders deploy/helm/) is built from the Go module
 # proxy once per version and cached outside the clone, so fresh clones reuse it:
 # $(HELM_BIN)/helm. The first build takes a few minutes.
 HELM_VERSION ?= v3.22.0

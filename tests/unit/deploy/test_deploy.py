@@ -26,13 +26,14 @@ from packaging.utils import canonicalize_name
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.unit.helpers import tool_missing
 from worker import config
 from worker.monitor.stage_global import Snapshot
 from worker.monitor_app.gauges import FIGURES, MonitorCollector, loop_counters
 from worker.monitor_app.settings import MonitorSettings
 from worker.stream.metrics import WorkerMetrics
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 METRICS_REFERENCE = ROOT / "docs" / "monitoring" / "metrics.md"
 DASHBOARDS = DEPLOY / "grafana" / "dashboards"
@@ -621,7 +622,7 @@ def test_dashboard_layout_is_valid() -> None:
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        pytest.fail("promtool is not installed: run `make tools` (Debian's prometheus package)")
+        tool_missing("promtool is not installed: run `make tools` (Debian's prometheus package)")
     return path
 
 
