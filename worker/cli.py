@@ -31,6 +31,7 @@ from worker.cli_parser import (
 )
 from worker.cli_tools import add_kafka_local, add_models
 from worker.errors import BatchInputError, ConfigError, ScoringError
+from worker.mlflow_ref import check_mlflow_installed, is_mlflow_model, mlflow_secrets
 from worker.monitor_app.settings import MonitorSettings
 from worker.retrain.command import add_retrain
 from worker.settings_common import LogFormat
@@ -52,7 +53,8 @@ def load_settings(args: argparse.Namespace) -> config.Settings:
 
 def setup_logging(s: config.Settings | MonitorSettings) -> None:
     """JSON lines (or text) on stderr; every secret-bearing librdkafka value is redacted."""
-    logs.setup(s.log_level, _secrets(s.kafka), s.log_format)
+    mlflow = mlflow_secrets(getattr(s, "mlflow_tracking_uri", ""), os.environ)
+    logs.setup(s.log_level, [*_secrets(s.kafka), *mlflow], s.log_format)
 
 
 def _secrets(kafka: Mapping[str, str]) -> list[str]:
@@ -74,6 +76,8 @@ def _run(args: argparse.Namespace) -> int:
     s = load_settings(args)
     if not s.model:
         raise ConfigError(NO_MODEL)
+    if is_mlflow_model(s.model):
+        check_mlflow_installed(s.model)
     _check_kafka([kafka_io.consumer_config(s), kafka_io.producer_config(s)], s.kafka)
     setup_logging(s)
     logging.getLogger("worker").info("starting", extra={"settings": s.masked()})

@@ -27,6 +27,7 @@ from typing import Any, Final, TypeVar
 
 from worker.delivery_terms import Guarantee
 from worker.errors import ConfigError
+from worker.mlflow_ref import masked_uri
 from worker.settings_common import (
     LogFormat,
     allow_pickle_setting,
@@ -85,8 +86,28 @@ class Settings:
     model: str = setting(
         "",
         "Model bundle: its folder or its model.json; or a model store folder STORE/<name> "
-        "(it has a ``current`` file), whose pointer the worker then follows (hot reload).",
+        "(it has a ``current`` file), whose pointer the worker then follows (hot reload); "
+        "or an MLflow registered model, models:/NAME@ALIAS (followed when the alias "
+        "moves) or models:/NAME/VERSION (needs the mlflow extra).",
         batch=True,
+    )
+    mlflow_tracking_uri: str = setting(
+        "",
+        "MLflow tracking server of a models:/ --model, for example http://mlflow:5000 "
+        "(user:password@ in it is masked in logs); empty: the MLFLOW_TRACKING_URI "
+        "variable, else MLflow's own default.",
+    )
+    mlflow_cache: str = setting(
+        "~/.cache/scoring-worker/mlflow",
+        "Folder where MLflow model versions become bundles (<name>/<version>), kept for "
+        "the next start.",
+        check=not_empty,
+    )
+    mlflow_poll_ms: int = setting(
+        10_000,
+        "How often a worker serving models:/NAME@ALIAS asks MLflow where the alias points, "
+        "in milliseconds.",
+        ge=100, le=3_600_000,
     )
     allow_pickle: bool = allow_pickle_setting("Load .joblib (pickle) model bundles.", batch=True)
     model_poll_ms: int = setting(
@@ -216,6 +237,8 @@ def masked(settings: Any) -> dict[str, Any]:
     secret-bearing librdkafka values hidden."""
     out = dataclasses.asdict(settings)
     out["kafka"] = {k: ("***" if is_secret(k) else v) for k, v in settings.kafka.items()}
+    if out.get("mlflow_tracking_uri"):
+        out["mlflow_tracking_uri"] = masked_uri(out["mlflow_tracking_uri"])
     return out
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from worker.config import Settings
 from worker.core.pipeline import ScoringContext
 from worker.core.schema import EventValidator
+from worker.mlflow_ref import is_mlflow_model
+from worker.model.bundle import ModelBundle
 from worker.model.checked import load_checked
 from worker.model.store import is_model_folder, read_pointer
 
@@ -15,10 +17,18 @@ from worker.model.store import is_model_folder, read_pointer
 def build_context(s: Settings) -> ScoringContext:
     """Load the model (with its self-test) and the schema; either failing is fatal
     (raises ScoringError)."""
-    path = Path(s.model)
-    if is_model_folder(path):  # a store folder: serve what its pointer names
-        path = path / read_pointer(path)
-    bundle = load_checked(path, allow_pickle=s.allow_pickle)
+    bundle = _bundle(s)
     validator = EventValidator.from_file(Path(s.schema)) if s.schema else None
     return ScoringContext(bundle, validator, s.max_event_bytes, s.event_ts_field or None,
                           s.label_field or None)  # fmt: skip
+
+
+def _bundle(s: Settings) -> ModelBundle:
+    if is_mlflow_model(s.model):  # the only path that imports MLflow (the extra)
+        from worker.model.mlflow_source import MlflowSource, load_start
+
+        return load_start(MlflowSource(s.mlflow_tracking_uri, Path(s.mlflow_cache)), s.model)
+    path = Path(s.model)
+    if is_model_folder(path):  # a store folder: serve what its pointer names
+        path = path / read_pointer(path)
+    return load_checked(path, allow_pickle=s.allow_pickle)

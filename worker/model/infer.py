@@ -174,3 +174,10 @@ def probe_missing(estimator: Any, task: str, rows: Any, feature: Feature,
     except Exception as exc:  # the estimator refuses a missing value here
         return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
     return None if np.isfinite(out).all() else "non-finite outputs"
+
+
+def with_strict_categories(estimator: Any, specs: Sequence[Feature]) -> tuple[Feature, ...]:
+    """``specs`` (typed elsewhere: an MLflow signature) with the categories that the
+    estimator's encoders insist on (``strict_categories``)."""
+    strict = strict_categories(estimator, [f.name for f in specs])
+    return tuple(_with_categories(f, strict.get(f.name)) for f in specs)

@@ -34,7 +34,7 @@ from worker.stream import sinks
 from worker.stream.alloc import keep_freed_memory
 from worker.stream.metrics import WorkerMetrics
 from worker.stream.outputs import RecordLimit, record_limit
-from worker.stream.reloader import Reloader, make_reloader
+from worker.stream.reloader import Watcher, make_reloader
 from worker.stream.runner import UNCHECKED_LIMIT, Runner, Totals
 from worker.stream.sinks import Sink, SinkHooks
 
@@ -162,7 +162,7 @@ def _consumer(s: Settings, metrics: WorkerMetrics, health: Health,
     return BatchConsumer(conf, [s.input_topic], on_change, watch)
 
 
-def _run(runner: Runner, reloader: Reloader | None) -> Totals:
+def _run(runner: Runner, reloader: Watcher | None) -> Totals:
     try:
         if reloader is not None:
             reloader.start()

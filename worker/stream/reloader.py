@@ -20,6 +20,7 @@ from worker.config import Settings
 from worker.errors import ConfigError, ScoringError
 from worker.kafka_io import ControlRecord
 from worker.kafka_io.config import Role, client_config, connection
+from worker.mlflow_ref import is_mlflow_model
 from worker.model.store import CURRENT, Pointer, is_model_folder, read_pointer_state
 from worker.stream.reload import (
     Refusal,
@@ -198,8 +199,26 @@ class Reloader:
         return out
 
 
-def make_reloader(s: Settings, serving: str) -> Reloader | None:
-    """A started-to-be reloader when ``s.model`` is a store folder; None otherwise."""
+class Watcher(Protocol):
+    """What the loop's hot reload runs: a store's (Reloader) or an MLflow alias's."""
+
+    def take(self) -> list[ReloadEvent]: ...
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def make_reloader(s: Settings, serving: str) -> Watcher | None:
+    """A started-to-be reloader when ``s.model`` is a store folder or an MLflow alias;
+    None otherwise."""
+    if is_mlflow_model(s.model):
+        if s.control_topic:
+            raise ConfigError("--control-topic works with a store folder STORE/<name>, not "
+                              "yet with models:/ (each worker follows the alias itself)")
+        from worker.model.mlflow_source import MlflowSource
+        from worker.stream.mlflow_reloader import make_mlflow_reloader
+
+        source = MlflowSource(s.mlflow_tracking_uri, Path(s.mlflow_cache))
+        return make_mlflow_reloader(source, s.model, serving, s.mlflow_poll_ms / 1000)
     folder = Path(s.model)
     if not is_model_folder(folder):
         if s.control_topic:

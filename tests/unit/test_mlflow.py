@@ -1,0 +1,134 @@
+"""MLflow as a model source, without a server: references, masked credentials, the extra
+kept optional, and the alias watcher's decisions (tests/integration/test_mlflow.py runs
+the same against a real ``mlflow server`` and broker)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.unit.helpers import FEATURES, ROOT, logistic, training_data
+from worker.config import Settings
+from worker.errors import ConfigError, ModelLoadError
+from worker.mlflow_ref import ModelRef, masked_uri, mlflow_secrets, parse_ref
+from worker.model.mlflow_source import TrackingUnavailable
+from worker.model.writer import write_bundle
+from worker.stream.mlflow_reloader import MlflowReloader
+from worker.stream.reload import Refusal, Swap
+
+BLOCK_MLFLOW = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "mlflow":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, Block())
+from worker.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_references() -> None:
+    assert parse_ref("models:/fraud@champion") == ModelRef("fraud", alias="champion")
+    assert parse_ref("models:/fraud/12") == ModelRef("fraud", version="12")
+    assert parse_ref("models:/fraud/12").uri == "models:/fraud/12"
+    for bad in ("models:/fraud", "models:/fraud/0", "models:/fraud/x", "models:/@a", "models:/a@"):
+        with pytest.raises(ConfigError, match="models:/NAME@ALIAS or models:/NAME/VERSION"):
+            parse_ref(bad)
+
+
+def test_tracking_credentials_are_masked_and_redacted() -> None:
+    uri = "https://alice:s3cr3t-pw@mlflow.example:8443/path"
+    assert masked_uri(uri) == "https://alice:***@mlflow.example:8443/path"
+    assert masked_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    s = Settings(model="models:/fraud@champion", mlflow_tracking_uri=uri)
+    assert "s3cr3t-pw" not in str(s.masked())
+    env = {"MLFLOW_TRACKING_URI": "http://bob:pw-from-env@h", "MLFLOW_TRACKING_TOKEN": "tok-123"}
+    assert sorted(mlflow_secrets(uri, env)) == ["pw-from-env", "s3cr3t-pw", "tok-123"]
+
+
+def test_without_the_extra_one_line_naming_it_and_exit_2() -> None:
+    result = subprocess.run([sys.executable, "-c", BLOCK_MLFLOW, "run", "--model",
+                             "models:/fraud@champion"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "pip install 'scoring-worker[mlflow]'" in lines[0]
+
+
+def test_a_worker_without_models_uri_imports_nothing_of_mlflow(tmp_path: Path) -> None:
+    folder = write_bundle(tmp_path / "b", logistic(), name="unit", version="1", task="binary",
+                          sample=training_data(n=64, seed=5)[0], features=FEATURES)  # fmt: skip
+    code = ("import sys\nfrom worker.cli import main\nfrom worker.stream.app import run_worker\n"
+            "from worker.context import build_context\nfrom worker.config import Settings\n"
+            f"build_context(Settings(model={str(folder)!r}))\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+class FakeRegistry:
+    """Where the alias points, and bundles written beforehand; ``down``: no answer."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.alias, self.down = root, "1", False
+        self.made: list[str] = []
+
+    def add(self, version: str) -> None:
+        write_bundle(self.root / version, logistic(seed=int(version)), name="fraud",
+                     version=version, task="binary", sample=training_data(n=64, seed=5)[0],
+                     features=FEATURES)  # fmt: skip
+
+    def resolve(self, ref: ModelRef) -> str:
+        if self.down:
+            raise TrackingUnavailable("models:/fraud@champion: connection refused")
+        return self.alias
+
+    def bundle(self, name: str, version: str) -> Path:
+        self.made.append(version)
+        if not (self.root / version).is_dir():
+            raise ModelLoadError(f"models:/{name}/{version} has no input_example")
+        return self.root / version
+
+
+def test_alias_moves_swap_refuse_once_and_survive_an_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = FakeRegistry(tmp_path)
+    for v in ("1", "2"):
+        registry.add(v)
+    now = [0.0]
+    r = MlflowReloader(registry, ModelRef("fraud", alias="champion"), "1", 0.1,  # type: ignore[arg-type]
+                       clock_ms=lambda: 5, monotonic=lambda: now[0])  # fmt: skip
+    r.step()
+    assert r.take() == [] and registry.made == []
+    registry.alias = "2"
+    r.step()
+    events = r.take()
+    assert [type(e) for e in events] == [Swap] and r.serving == "2"
+    assert isinstance(events[0], Swap) and events[0].bundle.version == "2"
+    registry.alias = "3"  # no sample: refused once, not tried again until the alias moves
+    r.step()
+    r.step()
+    refused = r.take()
+    assert len(refused) == 1 and isinstance(refused[0], Refusal)
+    assert refused[0].version == "3" and "input_example" in refused[0].reason
+    assert r.serving == "2" and registry.made == ["2", "3"]
+    caplog.set_level(logging.INFO, "worker.stream.mlflow_reloader")
+    registry.down = True
+    for t in range(0, 150, 1):  # 150 s of polls: a warning at 0, 60 and 120 s
+        now[0] = float(t)
+        r.step()
+    warnings = [x for x in caplog.records if x.levelno == logging.WARNING]
+    assert len(warnings) == 3 and "still serving fraud 2" in warnings[0].getMessage()
+    registry.down, registry.alias = False, "1"
+    r.step()
+    assert [e.bundle.version for e in r.take() if isinstance(e, Swap)] == ["1"]
+    assert any("answers again" in x.getMessage() for x in caplog.records)
