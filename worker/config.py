@@ -109,7 +109,9 @@ class Settings:
         "in milliseconds.",
         ge=100, le=3_600_000,
     )
-    allow_pickle: bool = allow_pickle_setting("Load .joblib (pickle) model bundles.", batch=True)
+    allow_pickle: bool = allow_pickle_setting(
+        "Load .joblib (pickle) model bundles, and MLflow versions serialized with pickle.",
+        batch=True)
     model_poll_ms: int = setting(
         1000,
         "How often a worker serving a store folder checks its ``current`` pointer (and "

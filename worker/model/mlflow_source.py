@@ -40,8 +40,11 @@ _TYPES: Final[dict[str, FeatureType]] = {
 _NOT_FOUND: Final = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
 #: The poll is the retry: MLflow's own retries (minutes of back-off by default) would
 #: only delay the warning that the tracking server is down. A team's own values win.
+# The next poll is the retry; a worker sends no usage telemetry of MLflow's own (clusters are
+# often closed to the internet). A team's own values of these variables win.
 _CLIENT_DEFAULTS: Final = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-                           "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}  # fmt: skip
+                           "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+                           "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
 
 
 class TrackingUnavailable(ScoringError):
@@ -69,6 +72,9 @@ class MlflowSource:
 
     tracking_uri: str
     cache: Path
+    #: Load versions that MLflow serialized with (cloud)pickle, which runs any code the file
+    #: holds (the worker's allow_pickle); skops-serialized versions load either way.
+    allow_pickle: bool = False
     _client: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -105,6 +111,7 @@ class MlflowSource:
         try:
             local = self._download(uri, work / "mlflow")
             made = convert(local, work / "bundle", name=name, version=version,
+                           allow_pickle=self.allow_pickle,
                            sample=lambda: self._run_sample(mv.run_id, work / "sample"),
                            lineage={"mlflow": {"model_uri": uri, "run_id": mv.run_id,
                                                "source": mv.source}})  # fmt: skip
@@ -165,8 +172,8 @@ def load_start(source: MlflowSource, model: str) -> ModelBundle:
     return load_version(source, ref.name, source.resolve(ref))
 
 
-def convert(local: Path, out: Path, *, name: str, version: str,
-            sample: Any, lineage: dict[str, Any]) -> Path:  # fmt: skip
+def convert(local: Path, out: Path, *, name: str, version: str, sample: Any,
+            lineage: dict[str, Any], allow_pickle: bool = False) -> Path:  # fmt: skip
     """A downloaded MLflow model folder -> a checked bundle in ``out``. ``sample``: a
     callable giving the logged sample table (or None), asked only without an
     input_example. Raises ModelLoadError with one line."""
@@ -178,6 +185,12 @@ def convert(local: Path, out: Path, *, name: str, version: str,
     if "sklearn" not in meta.flavors:
         raise ModelLoadError(f"{what} has no sklearn flavour (log it with "
                              "mlflow.sklearn.log_model)")  # fmt: skip
+    fmt = meta.flavors["sklearn"].get("serialization_format", "cloudpickle")
+    if fmt != "skops" and not allow_pickle:
+        raise ModelLoadError(
+            f"{what} is serialized with {fmt}, and unpickling runs any code the file holds: "
+            "log it with mlflow.sklearn.log_model(..., serialization_format='skops'), or set "
+            "allow_pickle if you trust the registry")
     specs = signature_features(meta.signature, what)
     rows = meta.load_input_example(str(local))
     rows = _table(rows) if rows is not None else sample()

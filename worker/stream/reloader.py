@@ -217,7 +217,7 @@ def make_reloader(s: Settings, serving: str) -> Watcher | None:
         from worker.model.mlflow_source import MlflowSource
         from worker.stream.mlflow_reloader import make_mlflow_reloader
 
-        source = MlflowSource(s.mlflow_tracking_uri, Path(s.mlflow_cache))
+        source = MlflowSource(s.mlflow_tracking_uri, Path(s.mlflow_cache), s.allow_pickle)
         return make_mlflow_reloader(source, s.model, serving, s.mlflow_poll_ms / 1000)
     folder = Path(s.model)
     if not is_model_folder(folder):

@@ -132,3 +132,19 @@ def test_alias_moves_swap_refuse_once_and_survive_an_outage(
     r.step()
     assert [e.bundle.version for e in r.take() if isinstance(e, Swap)] == ["1"]
     assert any("answers again" in x.getMessage() for x in caplog.records)
+
+
+@pytest.mark.parametrize("fmt", ["cloudpickle", "pickle"])
+def test_a_pickled_version_is_refused_unless_allow_pickle(tmp_path: Path, fmt: str) -> None:
+    from worker.model.mlflow_source import convert
+
+    (tmp_path / "MLmodel").write_text(
+        "artifact_path: model\nflavors:\n  sklearn:\n    pickled_model: model.pkl\n"
+        f"    serialization_format: {fmt}\n    sklearn_version: 1.5.0\n")
+    with pytest.raises(ModelLoadError, match=f"serialized with {fmt}.*allow_pickle"):
+        convert(tmp_path, tmp_path / "out", name="fraud", version="3", sample=lambda: None,
+                lineage={})
+    # allowed: it goes on to the next check (this folder has no signature)
+    with pytest.raises(ModelLoadError, match="no signature"):
+        convert(tmp_path, tmp_path / "out", name="fraud", version="3", sample=lambda: None,
+                lineage={}, allow_pickle=True)
