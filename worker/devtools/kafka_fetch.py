@@ -93,12 +93,13 @@ def resolve(pom_text: str, lib_dir: Path, coordinate: str, say: Progress) -> Non
     say(f"resolved {len(jars)} jars ({_mb(total)}) in {time.monotonic() - t0:.0f}s")
 
 
-def run_maven(cmd: list[str], coordinate: str, say: Progress) -> None:
-    """Run Maven, turning its output into progress lines; its errors into one line."""
+def run_maven(cmd: list[str], coordinate: str, say: Progress, cwd: Path | None = None) -> None:
+    """Run Maven (in ``cwd``: without a pom it writes plugin markers there), turning its
+    output into progress lines and its errors into one line."""
     progress = MavenProgress(say)
     tail: list[str] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace") as proc:  # fmt: skip
+                          errors="replace", cwd=cwd) as proc:  # fmt: skip
         assert proc.stdout is not None
         for line in proc.stdout:
             progress.feed(line)

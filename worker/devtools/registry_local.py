@@ -79,14 +79,18 @@ def fetch(r: LocalRegistry, say: kafka_fetch.Progress = lambda _: None) -> Path:
     kafka_fetch.check_tools(NO_JAVA)
     coordinate = f"io.apicurio:apicurio-registry-app:{r.version}:tar.gz:all"
     staging = r.dist_dir.with_name(r.dist_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    work = r.dist_dir.with_name(r.dist_dir.name + ".mvn")  # Maven's plugin markers
+    for folder in (staging, work):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
     say(f"first start: fetching {coordinate} from Maven Central into {r.dist_dir} "
         "(about 142 MB; a few minutes on a fresh machine, later starts take about 5 s)")
     t0 = time.monotonic()
     kafka_fetch.run_maven(
         ["mvn", "-B", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:unpack",
-         f"-Dartifact={coordinate}", f"-DoutputDirectory={staging}"], coordinate, say)  # fmt: skip
+         f"-Dartifact={coordinate}", f"-DoutputDirectory={staging}"], coordinate, say,
+        cwd=work)  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
     jars = list(staging.rglob(r.runner_jar.name))
     if not jars:
         raise KafkaLocalError(f"{coordinate} unpacked without {r.runner_jar.name}")
