@@ -54,7 +54,7 @@ class WireFormatSettings:
         "answering.", gt=0, le=300,
     )
     schema_registry_backoff_max_s: float = setting(
-        30.0,
+        5.0,
         "Longest wait between two lookups while the registry does not answer (the wait "
         "doubles from 0.2 s); the batch in hand waits, nothing is dead-lettered.",
         ge=0.2, le=3600,

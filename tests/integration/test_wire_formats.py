@@ -3,15 +3,24 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
+from tests.conftest import start_registry
 from tests.integration import wire
-from tests.integration.helpers import WorkerProc, produce, read_topic, same_scores
+from tests.integration.helpers import (
+    WorkerProc,
+    free_ports,
+    produce,
+    read_topic,
+    same_scores,
+    wait_for,
+)
 from worker.devtools import registry_local
 from worker.devtools.demo import train_demo
 
@@ -160,3 +169,59 @@ def test_scores_match_json_through_the_stream_with_batches(
             assert w.stop() == 0, w.output()
     assert len(results[0]) == len(base)
     assert same_scores(results[0], results[1])
+
+
+def test_a_registry_outage_holds_the_stream_and_loses_nothing(
+    kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
+    bundle_dir: Path, tmp_path: Path, report: Callable[[str], None],
+) -> None:  # fmt: skip
+    """kill -9 the registry mid-stream, for 20 s: the events naming a schema the worker has
+    not fetched yet wait (/readyz 503), none is dead-lettered or lost."""
+    t_in, t_out, t_dlq = topic_factory("in"), topic_factory("out"), topic_factory("dlq")
+    r = start_registry(report, "outage test's own registry")  # its own: it gets killed
+    v1 = orjson.loads(wire.AVRO_SCHEMA)
+    v2 = {**v1, "fields": [*v1["fields"], {"name": "channel", "type": "string",
+                                           "default": "pos"}]}  # fmt: skip
+    texts = [wire.AVRO_SCHEMA, orjson.dumps(v2).decode()]
+    first = wire.keyed(wire.events(300, seed=1), wire.avro(r.url, t_in, texts[0]))
+    # Serialized while the registry is up; produced while it is down.
+    second = wire.keyed(wire.events(300, seed=2), wire.avro(r.url, t_in, texts[1]))
+    ids = [int.from_bytes(v[1:5], "big") for v in (first[0][1], second[0][1])]
+    metrics_port = free_ports(1)
+    w = WorkerProc(wire.args(kafka_bootstrap, t_in, t_out, t_dlq, group_factory(), bundle_dir,
+                             r.url, "--input-format", "avro", "--metrics-port",
+                             str(metrics_port)), tmp_path / "w.log")  # fmt: skip
+    try:
+        produce(kafka_bootstrap, t_in, first)
+        assert len(read_topic(kafka_bootstrap, t_out, len(first), settle=0)) >= len(first)
+        wait_for(lambda: wire.readyz(metrics_port) == 200, 30, "/readyz 200")
+        registry_local.stop(r, kill=True)
+        produce(kafka_bootstrap, t_in, second)
+        t0 = time.monotonic()
+        wait_for(lambda: wire.readyz(metrics_port) == 503, 30, "/readyz 503 in the outage")
+        statuses = set()
+        while time.monotonic() - t0 < 20:
+            statuses.add(wire.readyz(metrics_port))
+            time.sleep(0.5)
+        assert statuses == {503}
+        assert len(read_topic(kafka_bootstrap, t_out, len(first) + 1, timeout=3, settle=0)) \
+            == len(first)  # fmt: skip
+        # Apicurio keeps schemas in memory: the restarted one learns them again, in order.
+        registry_local.start(r, timeout=240)
+        client = SchemaRegistryClient({"url": r.url})
+        again = [client.register_schema(f"{t_in}-value", Schema(t, "AVRO")) for t in texts]
+        assert again == ids
+        t1 = time.monotonic()
+        wait_for(lambda: wire.readyz(metrics_port) == 200, 60, "/readyz 200 again")
+        back = time.monotonic() - t1
+        preds = read_topic(kafka_bootstrap, t_out, len(first) + len(second))
+    finally:
+        assert w.stop() == 0, w.output()
+        registry_local.stop(r)
+    assert sorted({p.key for p in preds}) == sorted(k for k, _ in first + second)
+    assert read_topic(kafka_bootstrap, t_dlq, 0, timeout=3, settle=1) == []
+    assert "schema registry does not answer" in w.output()
+    assert "Traceback" not in w.output()
+    report(f"registry outage (kill -9, 20 s, {len(second)} events waiting): /readyz 503 "
+           f"throughout, 200 again {back:.1f}s after the restart; 0 lost, 0 dead letters, "
+           f"{len(preds) - len(first) - len(second)} duplicate predictions")

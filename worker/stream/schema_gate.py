@@ -51,7 +51,7 @@ class SchemaGate:
     book: SchemaBook
     source: SchemaFetcher
     health: Health
-    backoff_max_s: float = 30.0
+    backoff_max_s: float = 5.0
     #: What an outage raises (kafka_io.registry.RegistryUnavailable); a parameter, so that
     #: this module does not import the registry's client library.
     outage: type[Exception] = ScoringError
