@@ -42,7 +42,7 @@ class AvroReader:
         tree = orjson.loads(schema.text)
         self._nested = _has_nested(tree)
         self._decimals = _has_decimal(tree)
-        self._parsed = fastavro.parse_schema(_plain(tree), _write_hint=False)
+        self._parsed = fastavro.parse_schema(_plain(tree))
         if not isinstance(self._parsed, dict) or self._parsed.get("type") != "record":
             raise ValueError("the top-level type must be a record")
         self._id = schema.id
