@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import numpy as np
 import orjson
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -201,3 +202,48 @@ def test_without_the_registry_extra_the_json_worker_imports_none_of_it() -> None
 def test_rejection_type_is_the_pipelines() -> None:
     out = decoder("avro").decode([b"x"], 1 << 20)
     assert isinstance(out.rejected[0][1], Rejection)
+
+
+FLAT: dict[str, Any] = {"type": "record", "name": "Flat", "fields": [
+    {"name": "s", "type": "string"}, {"name": "i", "type": "int"}, {"name": "l", "type": "long"},
+    {"name": "f", "type": "float"}, {"name": "d", "type": "double"},
+    {"name": "t", "type": "boolean"},
+    {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B", "C"]}},
+    {"name": "n1", "type": ["null", "double"]},
+    {"name": "n2", "type": ["string", "null"]}]}  # fmt: skip
+
+
+def test_the_compiled_flat_reader_reads_what_fastavro_reads() -> None:
+    from worker.core.decoders.avro_flat import compile_flat
+
+    rng = np.random.default_rng(7)
+    read = compile_flat(FLAT)
+    assert read is not None and compile_flat(RICH) is None  # decimal, nested: fastavro's
+    parsed = fastavro.parse_schema(orjson.loads(orjson.dumps(FLAT)))
+    for k in range(500):
+        record = {"s": "é€😀"[: k % 4] + str(k), "i": int(rng.integers(-2**31, 2**31)),
+                  "l": int(rng.integers(-2**63, 2**63 - 1)), "f": float(rng.normal()),
+                  "d": float(rng.normal() * 1e6), "t": bool(k % 2), "at": 1_700_000_000_000 + k,
+                  "e": "ABC"[k % 3], "n1": None if k % 3 else float(k),
+                  "n2": None if k % 2 else "x"}  # fmt: skip
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, record)
+        payload = out.getvalue()
+        expected = fastavro.schemaless_reader(io.BytesIO(payload), fastavro.parse_schema(
+            orjson.loads(orjson.dumps(FLAT).replace(b'"logicalType"', b'"x"'))), None)
+        assert read(payload) == (expected, len(payload))
+        dec = decoder("avro", avro_schema(FLAT))
+        for cut in range(len(payload)):  # every truncation is a rejection, never a record
+            got = dec.decode([wire(1, payload[:cut])], 1 << 20)
+            assert got.events == [] and len(got.rejected) == 1
+        if k > 20:
+            break
+
+
+def test_malformed_flat_values_are_rejections() -> None:
+    dec = decoder("avro", avro_schema(FLAT))
+    bad_enum = b"\x02a\x00\x00" + b"\x00" * 12 + b"\x00\x00" + b"\x0a"
+    out = dec.decode([wire(1, bad_enum), wire(1, b"\x04\xff\xfe")], 1 << 20)
+    assert out.events == [] and len(out.rejected) == 2
+    assert all("does not match schema id 1" in r.message for _, r in out.rejected)

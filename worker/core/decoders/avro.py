@@ -12,6 +12,7 @@ worker reads a wire format.
 from __future__ import annotations
 
 import io
+import struct
 from decimal import Decimal
 from typing import Any, Final
 
@@ -19,6 +20,7 @@ import fastavro
 import orjson
 
 from worker.core.decoders import register
+from worker.core.decoders.avro_flat import compile_flat
 from worker.core.decoders.wire import (
     Reader,
     SchemaType,
@@ -46,23 +48,35 @@ class AvroReader:
         if not isinstance(self._parsed, dict) or self._parsed.get("type") != "record":
             raise ValueError("the top-level type must be a record")
         self._id = schema.id
+        self._flat = compile_flat(tree)  # None: fastavro reads it
 
     def read(self, payload: bytes) -> dict[str, Any] | Rejection:
+        if self._flat is not None:
+            try:
+                flat, end = self._flat(payload)
+            except (IndexError, ValueError, struct.error) as exc:  # UnicodeDecodeError too
+                return self._mismatch(f"{type(exc).__name__} {exc}")
+            if end != len(payload):
+                return self._mismatch(f"{len(payload) - end} bytes after the record")
+            return flat
         fo = io.BytesIO(payload)
         try:
-            record = fastavro.schemaless_reader(fo, self._parsed, None)
+            read = fastavro.schemaless_reader(fo, self._parsed, None)
         except Exception as exc:  # whatever the bytes make the reader trip over
-            return Rejection(RejectKind.DECODE, f"Avro payload does not match schema id "
-                             f"{self._id}: {type(exc).__name__} {exc}"[:300])  # fmt: skip
+            return self._mismatch(f"{type(exc).__name__} {exc}")
         if fo.tell() != len(payload):
-            return Rejection(RejectKind.DECODE, f"Avro payload does not match schema id "
-                             f"{self._id}: {len(payload) - fo.tell()} bytes after the record")
-        assert type(record) is dict
+            return self._mismatch(f"{len(payload) - fo.tell()} bytes after the record")
+        assert type(read) is dict
+        record: dict[str, Any] = read
         if self._decimals:
             record = _floats(record)
         if self._nested:
             record = flatten(record)
         return record
+
+    def _mismatch(self, what: str) -> Rejection:
+        return Rejection(RejectKind.DECODE,
+                         f"Avro payload does not match schema id {self._id}: {what}"[:300])
 
 
 def _plain(node: Any) -> Any:
