@@ -225,3 +225,24 @@ def test_a_registry_outage_holds_the_stream_and_loses_nothing(
     report(f"registry outage (kill -9, 20 s, {len(second)} events waiting): /readyz 503 "
            f"throughout, 200 again {back:.1f}s after the restart; 0 lost, 0 dead letters, "
            f"{len(preds) - len(first) - len(second)} duplicate predictions")
+
+
+def test_exactly_once_with_avro_inputs(
+    kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
+    bundle_dir: Path, schema_registry: registry_local.LocalRegistry, tmp_path: Path,
+) -> None:  # fmt: skip
+    t_in, t_out, t_dlq = topic_factory("in"), topic_factory("out"), topic_factory("dlq")
+    good = wire.keyed(wire.events(200, seed=4), wire.avro(schema_registry.url, t_in))
+    unknown = (b"unknown", b"\x00\x00\x0f\x42\x3e" + good[0][1][5:])
+    produce(kafka_bootstrap, t_in, [*good[:100], unknown, *good[100:]])
+    w = WorkerProc(wire.args(kafka_bootstrap, t_in, t_out, t_dlq, group_factory(), bundle_dir,
+                             schema_registry.url, "--input-format", "avro", "--guarantee",
+                             "exactly-once", "--instance-id", f"eos-{t_in}",
+                             "--metrics-port", "0"), tmp_path / "w.log")  # fmt: skip
+    try:
+        preds = read_topic(kafka_bootstrap, t_out, len(good), committed_only=True)
+        dead = read_topic(kafka_bootstrap, t_dlq, 1, committed_only=True)
+    finally:
+        assert w.stop() == 0, w.output()
+    assert sorted(p.key for p in preds) == sorted(k for k, _ in good)
+    assert [(d.key, d.value) for d in dead] == [unknown]
