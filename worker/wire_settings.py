@@ -8,27 +8,36 @@ authentication, a CA file, a client certificate and key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final
 
 from worker.settings_rules import optional_http_urls, setting
 
 #: Settings that hold a secret: masked in logs like librdkafka's secret properties.
 SECRET_SETTINGS: Final = frozenset({"schema_registry_password"})
-#: The --input-format values that need a schema registry.
-WIRE_FORMATS: Final = frozenset({"avro", "protobuf", "json-schema", "auto"})
+
+
+class InputFormat(StrEnum):
+    """What the input topic's values are (``--input-format``): a decoder's name
+    (worker/core/decoders/)."""
+
+    JSON = "json"
+    AVRO = "avro"
+    PROTOBUF = "protobuf"
+    JSON_SCHEMA = "json-schema"
+    AUTO = "auto"
 
 
 @dataclass(frozen=True)
 class WireFormatSettings:
     """What the input topic carries and where its schemas are."""
 
-    input_format: str = setting(
-        "json",
+    input_format: InputFormat = setting(
+        InputFormat.JSON,
         "What the input topic's values are: json (JSON objects), avro, protobuf or "
         "json-schema (the Confluent wire format: a magic byte, the schema id, the payload; "
         "schemas from --schema-registry), or auto (the first byte tells the wire format "
         "from JSON). The wire formats need scoring-worker[registry].",
-        choices=("json", "avro", "protobuf", "json-schema", "auto"),
     )
     schema_registry: str = setting(
         "",

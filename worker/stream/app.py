@@ -23,6 +23,7 @@ from worker.context import build_context
 from worker.core import decoders
 from worker.core.decoders import Decoder
 from worker.core.pipeline import ScoringContext
+from worker.delivery_terms import PRODUCER_MAX_BYTES
 from worker.errors import ConfigError
 from worker.kafka_io import BatchConsumer
 from worker.kafka_io.config import connection
@@ -38,11 +39,9 @@ from worker.stream.outputs import RecordLimit, record_limit
 from worker.stream.reloader import Reloader, make_reloader
 from worker.stream.runner import UNCHECKED_LIMIT, Runner, Totals
 from worker.stream.sinks import Sink, SinkHooks
+from worker.wire_settings import InputFormat
 
 log = logging.getLogger(__name__)
-
-
-PRODUCER_MAX_DEFAULT = 1_000_000  # librdkafka's message.max.bytes
 
 
 def run_worker(
@@ -96,7 +95,7 @@ def run_worker(
 def _output_rules(s: Settings) -> tuple[RecordLimit, frozenset[str]]:
     """What the producer and every output topic accept (refusing inconsistent limits),
     and which output topics are compacted."""
-    producer_max = int(s.kafka.get("message.max.bytes", PRODUCER_MAX_DEFAULT))
+    producer_max = int(s.kafka.get("message.max.bytes", PRODUCER_MAX_BYTES))
     topics = [s.output_topic, s.dlq_topic, *([s.shadow_topic] if s.shadow_model else [])]
     rules = topic_rules(connection(s), topics)
     limit = record_limit(producer_max, {t: r.max_bytes for t, r in rules.items()},
@@ -147,9 +146,9 @@ def _stats_sink(s: Settings, client: str, to_metrics: Callable[[str], None],
 def _context(s: Settings, metrics: WorkerMetrics, decoder: Decoder | None) -> ScoringContext:
     ctx = replace(build_context(s), clock=time.perf_counter,
                   observe_model_seconds=metrics.model_seconds.observe)  # fmt: skip
-    if decoder is None and s.input_format != "json":
+    if decoder is None and s.input_format != InputFormat.JSON:
         try:
-            decoder = decoders.get(s.input_format)
+            decoder = decoders.get(str(s.input_format))
         except ValueError as exc:
             raise ConfigError(f"--input-format {s.input_format}: {exc}") from None
     if decoder is not None:
