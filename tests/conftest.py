@@ -8,6 +8,7 @@ never see each other's messages or offsets.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.helpers import free_ports
 from worker import kafka_io
-from worker.devtools import kafka_local
+from worker.devtools import kafka_local, registry_local
 
 TEST_PORT = int(os.environ.get("SCORING_TEST_KAFKA_PORT", "9092"))
 FIGURES = pytest.StashKey[list[str]]()
@@ -88,6 +90,40 @@ def kafka_bootstrap(report: Callable[[str], None]) -> Iterator[str]:
         kafka_local.stop(broker)
         env.undo()
         shutil.rmtree(THROWAWAY, ignore_errors=True)
+
+
+# The throwaway registries' folder: fixed, so that a session killed before its teardown leaves
+# registries (their pid files) that the next session finds and stops. One per clone: sessions
+# of other clones on the same machine keep theirs.
+_CLONE = hashlib.sha1(str(Path(__file__).resolve().parent).encode()).hexdigest()[:8]
+REGISTRIES = Path(tempfile.gettempdir()) / f"scoring-worker-test-registry-{os.getuid()}-{_CLONE}"
+
+
+def stop_leftover_registries() -> None:
+    for state in REGISTRIES.glob("registry-*"):
+        registry_local.stop(registry_local.LocalRegistry(
+            port=int(state.name.split("-")[1]), state_root=REGISTRIES))
+    shutil.rmtree(REGISTRIES, ignore_errors=True)
+
+
+def start_registry(report: Callable[[str], None], what: str) -> registry_local.LocalRegistry:
+    """A registry of the tests' own on a free port (the caller stops it)."""
+    r = registry_local.LocalRegistry(port=free_ports(1), state_root=REGISTRIES)
+    result = registry_local.start(r, timeout=240)
+    report(f"{what} (registry-local, Apicurio, port {r.port}) ready in "
+           f"{result.ready_seconds:.1f}s")
+    return r
+
+
+@pytest.fixture(scope="session")
+def schema_registry(report: Callable[[str], None]) -> Iterator[registry_local.LocalRegistry]:
+    """A real schema registry (Apicurio, in memory) started for the session, then stopped."""
+    stop_leftover_registries()
+    r = start_registry(report, "session schema registry")
+    try:
+        yield r
+    finally:
+        stop_leftover_registries()
 
 
 TopicFactory = Callable[..., str]

@@ -29,7 +29,7 @@ from worker.cli_parser import (
     float_min,
     int_range,
 )
-from worker.cli_tools import add_kafka_local, add_models
+from worker.cli_tools import add_kafka_local, add_models, add_registry_local
 from worker.errors import BatchInputError, ConfigError, ScoringError
 from worker.mlflow_ref import check_mlflow_installed, is_mlflow_model, mlflow_secrets
 from worker.monitor_app.settings import MonitorSettings
@@ -276,7 +276,8 @@ def build_parser() -> Parser:
                     formatter_class=HelpFormatter)  # fmt: skip
     parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_kafka_local, _add_run, _add_train_demo, _add_produce_demo,
+    for add in (add_kafka_local, add_registry_local, _add_run, _add_train_demo,
+                _add_produce_demo,
                 _add_score_file, _add_monitor, add_models, add_retrain, _add_demo):  # fmt: skip
         add(sub)
     return parser

@@ -1,4 +1,4 @@
-"""The tool commands of the command line: the local broker and the model store.
+"""The tool commands of the command line: the local broker and registry, the model store.
 
 Handlers return an exit status; cli.main turns errors into one line and exits.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from worker.cli_parser import HelpFormatter, Parser, add_parser, float_min, int_range
-from worker.devtools import kafka_local
+from worker.devtools import kafka_local, registry_local
 from worker.errors import ConfigError, ModelStoreError
 
 Sub: TypeAlias = "argparse._SubParsersAction[Parser]"
@@ -70,6 +70,50 @@ def add_kafka_local(sub: Sub) -> None:
     p.add_argument("--tls", action="store_true",
                    help="also listen with TLS on port+2 (a throwaway CA and certificate)")
     p.set_defaults(handler=kafka_local_cmd)
+
+
+def registry_local_cmd(args: argparse.Namespace) -> int:
+    r = registry_local.LocalRegistry(port=args.port)
+    if args.state_dir:
+        r = dataclasses.replace(r, state_root=Path(args.state_dir))
+    say = lambda line: print(f"registry-local: {line}", file=sys.stderr, flush=True)  # noqa: E731
+    if args.action == "start":
+        res = registry_local.start(r, timeout=args.timeout, progress=say)
+        if res.already_running:
+            print(f"registry-local: already running at {r.url} (pid {res.pid})")
+        else:
+            print(f"registry-local: Apicurio Registry {r.version} ready at {r.url} in "
+                  f"{res.ready_seconds:.1f}s (pid {res.pid}, state {r.state_dir})")  # fmt: skip
+    elif args.action == "stop":
+        print("registry-local: stopped" if registry_local.stop(r) else
+              "registry-local: not running")  # fmt: skip
+    elif args.action == "status":
+        pid = registry_local.running_pid(r)
+        if pid is None:
+            print(f"registry-local: not running ({r.url})")
+            return 1
+        print(f"registry-local: running at {r.url} (pid {pid}, state {r.state_dir})")
+    elif args.action == "reset":
+        registry_local.reset(r)
+        print(f"registry-local: removed {r.state_dir}")
+    return 0
+
+
+def add_registry_local(sub: Sub) -> None:
+    p = add_parser(sub, "registry-local", "a local schema registry: Apicurio (no Docker)",
+                   "  scoring-worker registry-local start          # 127.0.0.1:8081\n"
+                   "  scoring-worker run --input-format avro "
+                   "--schema-registry http://127.0.0.1:8081/apis/ccompat/v7 ...",
+                   "The first start downloads Apicurio Registry (about 142 MB) through Maven; "
+                   "later\nstarts take about 5 s. Schemas live in memory: a restart forgets "
+                   "them. Needs\nJava 17+ and Maven.")  # fmt: skip
+    p.add_argument("action", choices=["start", "stop", "status", "reset"])
+    p.add_argument("--port", type=int_range(1, 65535), default=8081, help="HTTP port")
+    p.add_argument("--state-dir", default=None, help="where logs and the pid file live "
+                   "(default: ~/.local/state/scoring-worker)")  # fmt: skip
+    p.add_argument("--timeout", type=float_min(0, strict=True), default=120.0,
+                   help="seconds to wait for readiness")
+    p.set_defaults(handler=registry_local_cmd)
 
 
 def models_cmd(args: argparse.Namespace) -> int:

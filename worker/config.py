@@ -43,6 +43,7 @@ from worker.settings_common import (
     start_timeout_setting,
 )
 from worker.settings_rules import not_empty, optional_topic, parse, setting, specs, topic, validate
+from worker.wire_settings import SECRET_SETTINGS, WireFormatSettings
 
 T = TypeVar("T")
 #: Property names of librdkafka that carry a secret (or may: a JAAS or OAuth config).
@@ -66,7 +67,7 @@ def _default_worker_id() -> str:
 
 @register
 @dataclass(frozen=True)
-class Settings:
+class Settings(WireFormatSettings):
     """Worker settings; every field is also ``SCORING_<FIELD>`` and ``--<field>``."""
 
     bootstrap: str = bootstrap_setting()
@@ -235,9 +236,10 @@ class Settings:
 
 
 def masked(settings: Any) -> dict[str, Any]:
-    """Settings (a dataclass with a ``kafka`` mapping) as a dict for logs, with
-    secret-bearing librdkafka values hidden."""
-    out = dataclasses.asdict(settings)
+    """Settings (a dataclass with a ``kafka`` mapping) as a dict for logs, with secret
+    settings and secret-bearing librdkafka values hidden."""
+    out = {k: "***" if v and k in SECRET_SETTINGS else v
+           for k, v in dataclasses.asdict(settings).items()}  # fmt: skip
     out["kafka"] = {k: ("***" if is_secret(k) else v) for k, v in settings.kafka.items()}
     if out.get("mlflow_tracking_uri"):
         out["mlflow_tracking_uri"] = masked_uri(out["mlflow_tracking_uri"])

@@ -32,6 +32,8 @@ class Health:
     model_loaded: bool = False
     assigned: bool = False
     broker_ok: bool = False
+    #: False while the schema registry does not answer (the wire formats' lookups).
+    registry_ok: bool = True
 
     def turned(self) -> None:
         self.last_turn = self.clock()
@@ -40,7 +42,7 @@ class Health:
         return self.clock() - self.last_turn <= self.stall_s
 
     def ready(self) -> bool:
-        return self.model_loaded and self.assigned and self.broker_ok
+        return self.model_loaded and self.assigned and self.broker_ok and self.registry_ok
 
 
 def serve(port: int, registry: CollectorRegistry, health: Health,

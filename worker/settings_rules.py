@@ -276,3 +276,12 @@ def not_empty(value: str) -> str:
 def iter_specs(*classes: type[Any]) -> Iterator[Spec]:
     for cls in classes:
         yield from specs(cls).values()
+
+
+def optional_http_urls(value: str) -> str:
+    """Empty, or ``http(s)://host[:port][/path]`` URLs separated by commas."""
+    for url in (u.strip() for u in value.split(",") if value.strip()):
+        scheme, sep, rest = url.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest.strip("/"):
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    return value.strip()

@@ -21,6 +21,7 @@ from typing import Final
 from worker.errors import KafkaLocalError
 
 Progress = Callable[[str], None]
+Alive = Callable[[], bool]
 _DOWNLOADED: Final = re.compile(r"Downloaded from \S+: \S+/([^/\s]+) \(([\d.,]+) (B|kB|KB|MB|GB)")
 _COPYING: Final = re.compile(r"Copying (\S+\.jar) to")
 _UNITS: Final = {"B": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9}
@@ -84,10 +85,21 @@ def resolve(pom_text: str, lib_dir: Path, coordinate: str, say: Progress) -> Non
     t0 = time.monotonic()
     cmd = ["mvn", "-B", "-f", str(pom), "dependency:copy-dependencies",
            f"-DoutputDirectory={staging}", "-DincludeScope=runtime"]  # fmt: skip
+    run_maven(cmd, coordinate, say)
+    shutil.rmtree(lib_dir, ignore_errors=True)
+    staging.rename(lib_dir)
+    jars = list(lib_dir.glob("*.jar"))
+    total = sum(j.stat().st_size for j in jars)
+    say(f"resolved {len(jars)} jars ({_mb(total)}) in {time.monotonic() - t0:.0f}s")
+
+
+def run_maven(cmd: list[str], coordinate: str, say: Progress, cwd: Path | None = None) -> None:
+    """Run Maven (in ``cwd``: without a pom it writes plugin markers there), turning its
+    output into progress lines and its errors into one line."""
     progress = MavenProgress(say)
     tail: list[str] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace") as proc:  # fmt: skip
+                          errors="replace", cwd=cwd) as proc:  # fmt: skip
         assert proc.stdout is not None
         for line in proc.stdout:
             progress.feed(line)
@@ -96,8 +108,3 @@ def resolve(pom_text: str, lib_dir: Path, coordinate: str, say: Progress) -> Non
         errors = [t for t in tail if "ERROR" in t][:3] or tail[-3:]
         raise KafkaLocalError(f"could not resolve {coordinate} from Maven Central: "
                               + " | ".join(errors))  # fmt: skip
-    shutil.rmtree(lib_dir, ignore_errors=True)
-    staging.rename(lib_dir)
-    jars = list(lib_dir.glob("*.jar"))
-    total = sum(j.stat().st_size for j in jars)
-    say(f"resolved {len(jars)} jars ({_mb(total)}) in {time.monotonic() - t0:.0f}s")

@@ -20,9 +20,11 @@ from prometheus_client import CollectorRegistry
 from worker import kafka_io
 from worker.config import Settings
 from worker.context import build_context
+from worker.core import decoders
 from worker.core.decoders import Decoder
 from worker.core.pipeline import ScoringContext
 from worker.delivery_terms import PRODUCER_MAX_BYTES
+from worker.errors import ConfigError
 from worker.kafka_io import BatchConsumer
 from worker.kafka_io.config import connection
 from worker.kafka_io.limits import topic_rules
@@ -30,13 +32,14 @@ from worker.kafka_io.watch import BrokerWatch, quiet_transport_lines
 from worker.model.checked import library_mismatch, load_checked
 from worker.probes import Health, serve
 from worker.shutdown import STOP, StopFlag
-from worker.stream import sinks
+from worker.stream import schema_gate, sinks
 from worker.stream.alloc import keep_freed_memory
 from worker.stream.metrics import WorkerMetrics
 from worker.stream.outputs import RecordLimit, record_limit
 from worker.stream.reloader import Watcher, make_reloader
 from worker.stream.runner import UNCHECKED_LIMIT, Runner, Totals
 from worker.stream.sinks import Sink, SinkHooks
+from worker.wire_settings import InputFormat
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ def run_worker(
         second = load_checked(Path(s.shadow_model), allow_pickle=s.allow_pickle)
         shadow = replace(ctx, bundle=second)
     health.model_loaded = True
+    gate = schema_gate.build(s, ctx.decoder, health)
     server = serve(s.metrics_port, registry, health, s.metrics_host) if s.metrics_port else None
     try:
         kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka,
@@ -74,7 +78,8 @@ def run_worker(
         sink = sink or sinks.build("kafka", s, hooks)
         reloader = make_reloader(s, ctx.bundle.version)
         runner = Runner(s, ctx, consumer, sink, metrics, health, reloader=reloader,
-                        shadow=shadow, stop=stop, limit=limit, compacted=compacted)  # fmt: skip
+                        shadow=shadow, stop=stop, limit=limit, compacted=compacted,
+                        gate=gate)  # fmt: skip
         # Modules and the model live as long as the process: keep them out of the cyclic
         # collector's full passes, which would otherwise rescan them again and again.
         gc.freeze()
@@ -141,6 +146,11 @@ def _stats_sink(s: Settings, client: str, to_metrics: Callable[[str], None],
 def _context(s: Settings, metrics: WorkerMetrics, decoder: Decoder | None) -> ScoringContext:
     ctx = replace(build_context(s), clock=time.perf_counter,
                   observe_model_seconds=metrics.model_seconds.observe)  # fmt: skip
+    if decoder is None and s.input_format != InputFormat.JSON:
+        try:
+            decoder = decoders.get(str(s.input_format))
+        except ValueError as exc:
+            raise ConfigError(f"--input-format {s.input_format}: {exc}") from None
     if decoder is not None:
         ctx = replace(ctx, decoder=decoder)
     man = ctx.bundle.manifest

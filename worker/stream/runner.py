@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final, Protocol
 
 import numpy as np
@@ -45,6 +46,7 @@ from worker.stream.outputs import (
     shadow_outputs,
 )
 from worker.stream.reload import ReloadEvent
+from worker.stream.schema_gate import SchemaGate
 from worker.stream.sinks import Sink, TransactionalSink
 from worker.stream.swap import apply_events, apply_shadow
 
@@ -94,6 +96,8 @@ class Runner:
     limit: RecordLimit = UNCHECKED_LIMIT
     #: Output topics that are compacted (they refuse records without a key).
     compacted: frozenset[str] = frozenset()
+    #: Schema lookups of the wire formats (worker/stream/schema_gate.py), or None.
+    gate: SchemaGate | None = None
     #: Sends the outputs and handles refusals; the guarantee commits over it.
     delivery: Delivery = field(init=False)
     guarantee: DeliveryGuarantee = field(init=False)
@@ -134,7 +138,9 @@ class Runner:
             self.ctx = apply_events(self.ctx, events, self.metrics, g.alert, s.worker_id)
             self.shadow = apply_shadow(self.shadow, self.ctx, events)
             self.delivery.new_model(self.ctx.bundle)
-        msgs = g.admit(self.consumer.poll_batch(s.batch_max, s.batch_wait_ms / 1000))
+        wait_s = s.batch_wait_ms / 1000
+        poll = partial(self.consumer.poll_batch, s.batch_max, wait_s)
+        msgs = g.admit(poll() if self.gate is None else self.gate.take(poll, wait_s))
         self.health.turned()
         if msgs:
             self._process(msgs)

@@ -140,6 +140,17 @@ def test_kafka_is_a_single_kraft_node_with_replication_factor_1() -> None:
     assert "healthcheck" in kafka
 
 
+def test_the_schema_registry_is_apicurio_wired_to_the_broker() -> None:
+    svc = services()
+    registry = svc["registry"]
+    assert registry["image"].startswith("apicurio/apicurio-registry-kafkasql:")
+    advertised = env_of(svc["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
+    assert f"PLAINTEXT://{env_of(registry)['KAFKA_BOOTSTRAP_SERVERS']}" in advertised
+    assert registry["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert "/apis/ccompat/v7" in " ".join(registry["healthcheck"]["test"])
+    assert host_ports(registry) == {8080: 8081}  # container port -> host port
+
+
 def test_workers_are_two_replicas_of_one_group_and_one_shots_run_first() -> None:
     svc = services()
     worker = svc["worker"]

@@ -722,3 +722,24 @@ def test_keda_scales_the_worker_group_on_its_input_topic(tmp_path: Path) -> None
     plain = rendered("--set", "keda.enabled=true")
     assert "sasl" not in one(plain, "ScaledObject")["spec"]["triggers"][0]["metadata"]
     assert "replicas" not in one(plain, "Deployment")["spec"]
+
+
+def test_the_schema_registry_url_is_a_setting_and_its_credentials_a_secret(
+    tmp_path: Path,
+) -> None:
+    url = "https://registry.example:8443/apis/ccompat/v7"
+    args = ("--set", "schemaRegistry.existingSecret=team-registry",
+            "--set-string", "worker.config.input_format=avro",
+            "--set-string", f"worker.config.schema_registry={url}")  # fmt: skip
+    docs = rendered(*args)
+    worker = start(docs, "worker", tmp_path)
+    assert worker.settings.input_format == "avro" and worker.settings.schema_registry == url
+    assert worker.settings.schema_registry_user == "<secret username>"
+    assert worker.settings.schema_registry_password == "<secret password>"
+    c = container(workloads(docs)["worker"], "worker")
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})}  # fmt: skip
+    assert refs == {"team-registry"}
+    assert "SCORING_SCHEMA_REGISTRY" not in str(container(workloads(docs)["monitor"], "monitor"))
+    err = render_fails("--set-string", "worker.config.schema_registry_password=hunter2")
+    assert "rendered in clear" in err

@@ -12,6 +12,7 @@ built by batch mode).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -60,11 +61,22 @@ def register(name: str, factory: Callable[[], Decoder]) -> None:
     _FACTORIES[name] = factory
 
 
+#: Where each built-in format lives, imported on first use: a worker that reads JSON never
+#: imports fastavro or protobuf (the wire formats need ``scoring-worker[registry]``).
+_MODULES: Final = {"json": "json", "csv": "csv", "avro": "avro", "protobuf": "protobuf",
+                   "json-schema": "json_schema", "auto": "wire"}  # fmt: skip
+FORMATS: Final = ("json", "avro", "protobuf", "json-schema", "auto")  # what the stream reads
+
+
 def get(name: str) -> Decoder:
-    if "json" not in _FACTORIES:
-        from worker.core.decoders import json  # noqa: F401  (registers itself)
+    if name not in _FACTORIES and name in _MODULES:
+        try:
+            importlib.import_module(f"worker.core.decoders.{_MODULES[name]}")
+        except ImportError as exc:
+            raise ValueError(f"input format {name!r} needs the registry extra: pip install "
+                             f"'scoring-worker[registry]' ({exc})") from None
     try:
         return _FACTORIES[name]()
     except KeyError:
-        known = ", ".join(sorted(_FACTORIES))
+        known = ", ".join(sorted(set(_FACTORIES) | set(_MODULES)))
         raise ValueError(f"unknown input format {name!r}, expected one of {known}") from None

@@ -152,6 +152,22 @@ files. Secret values are never here (they come as environment variables).
 {{- end }}
 {{- end }}
 
+{{/* The schema registry's credentials (the worker's), from secretKeyRef. */}}
+{{- define "scoring-worker.registryEnv" -}}
+{{- with .Values.schemaRegistry.existingSecret }}
+- name: SCORING_SCHEMA_REGISTRY_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.schemaRegistry.userKey }}
+- name: SCORING_SCHEMA_REGISTRY_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.schemaRegistry.passwordKey }}
+{{- end }}
+{{- end }}
+
 {{- define "scoring-worker.kafkaSecretVolume" -}}
 {{- if .Values.kafka.secret.files }}
 - name: kafka-secret
@@ -255,6 +271,9 @@ at models.mountPath could hide the image's own folder of that name).
 {{- if gt (int $mon.replicas) (int $mon.partitions) }}
 {{- fail (printf "monitor.replicas (%d) exceeds monitor.partitions (%d): instances share the monitor's internal topics' partitions, extra instances would sit idle" (int $mon.replicas) (int $mon.partitions)) }}
 {{- end }}
+{{- end }}
+{{- if or $w.config.schema_registry_password $w.config.schema_registry_user }}
+{{- fail "worker.config.schema_registry_user/password would be rendered in clear into the ConfigMap: put them in a Secret and name it in schemaRegistry.existingSecret" }}
 {{- end }}
 {{- range $key := list "bootstrap" "kafka" "model" }}
 {{- if hasKey $w.config $key }}

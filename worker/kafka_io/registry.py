@@ -1,0 +1,90 @@
+"""The schema registry's client: a schema by its id, through ``confluent_kafka.schema_registry``.
+
+Two answers only: the schema, or None when the registry says it has no such id (the
+events naming it are dead letters). Anything else (no connection, a timeout, a 5xx, a
+refused credential) is ``RegistryUnavailable``: an outage, never a bad record. The
+client makes one attempt per call; the caller (worker/stream/schema_gate.py) owns the
+retries and their backoff. Imported only by workers that read a wire format: it needs
+``scoring-worker[registry]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from worker.core.decoders.wire import SchemaType, WriterSchema
+from worker.errors import ScoringError
+
+
+class RegistryUnavailable(ScoringError):
+    """The registry did not give an answer (it may later)."""
+
+
+@dataclass(frozen=True)
+class RegistryConnection:
+    url: str
+    user: str = ""
+    password: str = ""
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    timeout_s: float = 5.0
+
+    def client_config(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {"url": self.url, "timeout": self.timeout_s, "max.retries": 0}
+        if self.user:
+            conf["basic.auth.user.info"] = f"{self.user}:{self.password}"
+        for key, value in (("ssl.ca.location", self.ca), ("ssl.certificate.location", self.cert),
+                           ("ssl.key.location", self.key)):  # fmt: skip
+            if value:
+                conf[key] = value
+        return conf
+
+
+#: Registry error codes that mean "no such schema": the id, its subject or its version.
+_NOT_FOUND = frozenset({40401, 40402, 40403})
+
+
+class SchemaSource:
+    """Fetches writer schemas by id (each id asked once: the caller keeps what it learns)."""
+
+    def __init__(self, conn: RegistryConnection) -> None:
+        self._client = SchemaRegistryClient(conn.client_config())
+        self.url = conn.url
+
+    def fetch(self, schema_id: int) -> WriterSchema | None:
+        schema = self._get(schema_id, None)
+        if schema is None:
+            return None
+        kind = SchemaType(schema.schema_type or "AVRO")
+        text = schema.schema_str or ""
+        if kind is SchemaType.PROTOBUF and not _is_base64(text):
+            # Confluent's registry answers .proto text unless asked for the descriptor.
+            schema = self._get(schema_id, "serialized") or schema
+            text = schema.schema_str or ""
+        return WriterSchema(schema_id, kind, text)
+
+    def _get(self, schema_id: int, fmt: str | None) -> Schema | None:
+        try:
+            return self._client.get_schema(schema_id, fmt=fmt)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404 or exc.error_code in _NOT_FOUND:
+                return None
+            raise RegistryUnavailable(f"schema registry {self.url}: {exc}") from None
+        except Exception as exc:  # httpx's connection errors, timeouts, TLS failures
+            raise RegistryUnavailable(f"schema registry {self.url}: "
+                                      f"{type(exc).__name__}: {exc}") from None  # fmt: skip
+
+
+def _is_base64(text: str) -> bool:
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True

@@ -1,0 +1,70 @@
+"""Settings of the wire formats (Avro, Protobuf, JSON Schema) and their schema registry:
+declared once, part of the worker's settings (worker/config.py ``Settings``).
+
+The registry's credentials and TLS files follow Confluent's client: HTTP basic
+authentication, a CA file, a client certificate and key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from worker.settings_rules import optional_http_urls, setting
+
+#: Settings that hold a secret: masked in logs like librdkafka's secret properties.
+SECRET_SETTINGS: Final = frozenset({"schema_registry_password"})
+
+
+class InputFormat(StrEnum):
+    """What the input topic's values are (``--input-format``): a decoder's name
+    (worker/core/decoders/)."""
+
+    JSON = "json"
+    AVRO = "avro"
+    PROTOBUF = "protobuf"
+    JSON_SCHEMA = "json-schema"
+    AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class WireFormatSettings:
+    """What the input topic carries and where its schemas are."""
+
+    input_format: InputFormat = setting(
+        InputFormat.JSON,
+        "What the input topic's values are: json (JSON objects), avro, protobuf or "
+        "json-schema (the Confluent wire format: a magic byte, the schema id, the payload; "
+        "schemas from --schema-registry), or auto (the first byte tells the wire format "
+        "from JSON). The wire formats need scoring-worker[registry].",
+    )
+    schema_registry: str = setting(
+        "",
+        "URL of the schema registry's Confluent-compatible API (Apicurio: "
+        "http://host:8080/apis/ccompat/v7), several separated by commas; needed by the "
+        "wire formats of --input-format. Empty: none.",
+        check=optional_http_urls, allowed="empty, or http:// or https:// URLs",
+    )
+    schema_registry_user: str = setting(
+        "", "User name for the schema registry's HTTP basic authentication; empty: none.")
+    schema_registry_password: str = setting(
+        "", "Password of schema_registry_user (masked in logs; prefer "
+        "SCORING_SCHEMA_REGISTRY_PASSWORD from a secret to a flag).")
+    schema_registry_ca: str = setting(
+        "", "CA certificate file (PEM) the registry's TLS certificate is checked against; "
+        "empty: the system's CAs.")
+    schema_registry_cert: str = setting(
+        "", "Client certificate file (PEM) for a registry that asks for one (mutual TLS).")
+    schema_registry_key: str = setting(
+        "", "Private key file (PEM) of schema_registry_cert.")
+    schema_registry_timeout_s: float = setting(
+        5.0, "Seconds one schema lookup may take before the registry counts as not "
+        "answering.", gt=0, le=300,
+    )
+    schema_registry_backoff_max_s: float = setting(
+        5.0,
+        "Longest wait between two lookups while the registry does not answer (the wait "
+        "doubles from 0.2 s); the batch in hand waits, nothing is dead-lettered.",
+        ge=0.2, le=3600,
+    )
