@@ -12,7 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from worker.config import Settings
 from worker.errors import KafkaFatalError
-from worker.kafka_io.config import Role, client_config, connection
+from worker.kafka_io.config import Role, client_config, connection, membership
 from worker.kafka_io.watch import BrokerWatch
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def consumer_config(s: Settings) -> dict[str, Any]:
               "fetch.queue.backoff.ms": 10,
               "statistics.interval.ms": HEALTH_STATS_MS}  # fmt: skip
     role = Role.TX_CONSUMER if s.guarantee == EXACTLY_ONCE else Role.CONSUMER
-    return client_config(role, connection(s, s.worker_id), tuning, fixed={"group.id": s.group})
+    return client_config(role, connection(s, s.worker_id), tuning, member=membership(s))
 
 
 def producer_config(s: Settings, record_limit: int | None = None) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def producer_config(s: Settings, record_limit: int | None = None) -> dict[str, A
     are in flight; 0 cost a third of the draining rate in bench/worker_bench.py), a queue
     sized above the in-flight bound (so ``send`` never waits on it), and record batches no
     larger than the output topics accept. Exactly-once: the transactional id
-    ``<group>-<instance_id>``, stable across restarts."""
+    ``<group>-<instance_id>``, stable across restarts, and ``transaction_timeout_s``."""
     queue = max(100_000, 4 * (s.max_in_flight + s.batch_max))
     tuning: dict[str, Any] = {"linger.ms": 1, "queue.buffering.max.messages": queue,
                               "compression.type": "lz4",
@@ -65,6 +65,9 @@ def producer_config(s: Settings, record_limit: int | None = None) -> dict[str, A
     if record_limit is not None:
         tuning["batch.size"] = min(1_000_000, record_limit)
     if s.guarantee == EXACTLY_ONCE:
+        # librdkafka bounds its socket and delivery timeouts by the transaction's, so a
+        # request to a broker that went away fails within it instead of after 60 s.
+        tuning["transaction.timeout.ms"] = round(s.transaction_timeout_s * 1000)
         return client_config(Role.TX_PRODUCER, connection(s, s.worker_id), tuning,
                              fixed={"transactional.id": transactional_id(s)})  # fmt: skip
     return client_config(Role.PRODUCER, connection(s, s.worker_id), tuning)
@@ -75,13 +78,28 @@ def transactional_id(s: Settings) -> str:
 
 
 def is_fatal(err: KafkaError) -> bool:
-    """Errors no retry can fix: librdkafka's fatal ones and authentication failures."""
+    """Errors no retry can fix: librdkafka's fatal ones and authentication failures. A
+    consumer's fatal error (fenced static member) reaches ``consume`` as a message whose
+    error is ``_FATAL`` but whose ``fatal()`` is False."""
     return bool(err.fatal()) or err.code() in (
+        KafkaError._FATAL,
+        KafkaError.FENCED_INSTANCE_ID,
         KafkaError._AUTHENTICATION,
         KafkaError.SASL_AUTHENTICATION_FAILED,
         KafkaError.TOPIC_AUTHORIZATION_FAILED,
         KafkaError.GROUP_AUTHORIZATION_FAILED,
     )
+
+
+def fatal_line(what: str, err: KafkaError, conf: Mapping[str, Any]) -> str:
+    """The one line a fatal error ends the process with; a fenced static member says
+    which id another process took and what to do."""
+    member = conf.get("group.instance.id")
+    if member and (err.code() == KafkaError.FENCED_INSTANCE_ID or "group.instance.id" in err.str()):
+        return (f"{what}: another process joined group {conf.get('group.id')!r} with this "
+                f"one's instance id {member!r} (its group.instance.id) and took over its "
+                "partitions; give each running process its own --instance-id")  # fmt: skip
+    return f"{what}: {err.str()}"
 
 
 class BatchConsumer:
@@ -100,6 +118,7 @@ class BatchConsumer:
         self.after_lost: Callable[[TopicPartitions], None] | None = None
         #: The outcome of each asynchronous commit: None, or why it failed.
         self.on_commit: Callable[[str | None], None] | None = None
+        self._conf = dict(conf)
         self._c = Consumer({**conf, "error_cb": self._error, "on_commit": self._committed})
         self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
                           on_lost=self._lost)  # fmt: skip
@@ -148,14 +167,14 @@ class BatchConsumer:
             if msgs and max_messages > 1:
                 msgs += self._c.consume(max_messages - 1, 0)
         if self.fatal is not None:
-            raise KafkaFatalError(f"kafka consumer: {self.fatal.str()}")
+            raise KafkaFatalError(fatal_line("kafka consumer", self.fatal, self._conf))
         good: list[Message] = []
         for m in msgs:
             err = m.error()
             if err is None:
                 good.append(m)
             elif is_fatal(err):
-                raise KafkaFatalError(f"kafka consumer: {err.str()}")
+                raise KafkaFatalError(fatal_line("kafka consumer", err, self._conf))
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("kafka consumer: %s", err.str())
         return good

@@ -24,8 +24,8 @@ from confluent_kafka import (
 )
 
 from worker.errors import KafkaFatalError
-from worker.kafka_io.clients import Message
-from worker.kafka_io.config import Connection, Role, client_config
+from worker.kafka_io.clients import Message, fatal_line, is_fatal
+from worker.kafka_io.config import Connection, Membership, Role, client_config
 
 log = logging.getLogger(__name__)
 Partitions = list[tuple[str, int]]
@@ -35,7 +35,7 @@ class TxLoop:
     """One group member and one transactional producer (KIP-447 fencing by group)."""
 
     def __init__(
-        self, conn: Connection, group: str, transactional_id: str,
+        self, conn: Connection, member: Membership, transactional_id: str,
         on_assign: Callable[[Partitions], None], on_revoke: Callable[[Partitions], None],
     ) -> None:  # fmt: skip
         self._on_assign, self._on_revoke = on_assign, on_revoke
@@ -43,7 +43,8 @@ class TxLoop:
                                          fixed={"transactional.id": transactional_id}))
         # A restart with the same transactional.id aborts what the dead process left open.
         self._p.init_transactions(60)
-        self._c = Consumer(client_config(Role.TX_CONSUMER, conn, fixed={"group.id": group}))
+        self._conf = client_config(Role.TX_CONSUMER, conn, member=member)
+        self._c = Consumer(self._conf)
         self._topics: list[str] = []
         self._open = False
         self.opened_at = 0.0
@@ -95,8 +96,8 @@ class TxLoop:
             err = m.error()
             if err is None:
                 good.append(m)
-            elif err.fatal():
-                raise KafkaFatalError(f"kafka consumer: {err.str()}")
+            elif is_fatal(err):
+                raise KafkaFatalError(fatal_line("kafka consumer", err, self._conf))
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("kafka consumer: %s", err.str())
         offsets = self._offsets

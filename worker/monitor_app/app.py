@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from worker import kafka_io
 from worker.clock import wall_ms
 from worker.kafka_io import Message
-from worker.kafka_io.config import Connection, connection
+from worker.kafka_io.config import Connection, connection, membership
 from worker.kafka_io.tx import Partitions, TxLoop, read_changelog
 from worker.model.bundle import load_bundle
 from worker.monitor.alerts import AlertRule
@@ -146,7 +146,7 @@ class Monitor:
         memory.limit_arenas()
         inputs = self._inputs()
         # Not subscribed yet: _await_inputs subscribes once, with the inputs that exist.
-        self.loop = TxLoop(self._conf(), s.group, f"{s.group}-{s.instance_id}",
+        self.loop = TxLoop(self._conf(), membership(s), f"{s.group}-{s.instance_id}",
                            self.on_assign, self.on_revoke)  # fmt: skip
         self.join_partitions = self.loop.partition_count(s.internal.join)
         self.missing = inputs

@@ -26,7 +26,9 @@ from worker.settings_common import (
     log_level_setting,
     metrics_host_setting,
     metrics_port_setting,
+    session_timeout_setting,
     start_timeout_setting,
+    static_membership_setting,
 )
 from worker.settings_rules import not_empty, optional_topic, setting, topic, validate
 
@@ -82,8 +84,11 @@ class MonitorSettings:
     )
     instance_id: str = instance_id_setting(
         "Stable name of this instance: its transactional id, so that a restart aborts what "
-        "a killed predecessor left open."
+        "a killed predecessor left open; also its static group member id, see "
+        "static_membership."
     )
+    static_membership: bool = static_membership_setting()
+    session_timeout_s: float = session_timeout_setting()
     windows: str = setting(
         "5m,1h", "Tumbling window sizes, comma-separated (ms, s, m, h, d).", check=_windows,
         allowed="sizes such as 30s, 5m, 1h, 1d (a whole number, then ms, s, m, h or d), "
