@@ -9,9 +9,11 @@ that command) is an argument. The typed values settings parse into (``Guarantee`
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from worker.settings_rules import HOST_PORTS, host_port_list, log_level, not_empty, setting
@@ -29,6 +31,12 @@ class LogFormat(StrEnum):
 
     JSON = "json"
     TEXT = "text"
+
+
+def state_home() -> Path:
+    """Where a user's programs keep state that outlives a run: ``$XDG_STATE_HOME``, by
+    default ~/.local/state (the XDG base directory rules)."""
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
 
 
 def bootstrap_setting() -> Any:

@@ -721,3 +721,14 @@ def test_keda_scales_the_worker_group_on_its_input_topic(tmp_path: Path) -> None
     plain = rendered("--set", "keda.enabled=true")
     assert "sasl" not in one(plain, "ScaledObject")["spec"]["triggers"][0]["metadata"]
     assert "replicas" not in one(plain, "Deployment")["spec"]
+
+
+def test_the_monitor_keeps_its_join_state_on_a_mounted_volume(variant: str,
+                                                               tmp_path: Path) -> None:
+    """The monitor's own default (under XDG_STATE_HOME) would be on the read-only root
+    filesystem: the chart names a folder on a volume of the pod."""
+    docs = rendered(*VARIANTS[variant])
+    state = Path(start(docs, "monitor", tmp_path).settings.state_dir)
+    mounts = [Path(m["mountPath"]) for m in
+              container(workloads(docs)["monitor"], "monitor")["volumeMounts"]]  # fmt: skip
+    assert any(state.is_relative_to(m) for m in mounts), (state, mounts)

@@ -6,11 +6,9 @@ without any, the default rules apply.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from worker.config import masked, register
@@ -28,6 +26,7 @@ from worker.settings_common import (
     metrics_port_setting,
     session_timeout_setting,
     start_timeout_setting,
+    state_home,
     static_membership_setting,
 )
 from worker.settings_rules import not_empty, optional_topic, setting, topic, validate
@@ -108,10 +107,13 @@ class MonitorSettings:
         ge=0,
     )
     state_dir: str = setting(
-        str(Path(tempfile.gettempdir()) / "scoring-monitor"),
+        None,
         "Folder of the on-disk join state (RocksDB, one per join partition, under "
-        "<group>/<instance_id>/). A copy: lost, it is rebuilt from the changelog topic.",
-        check=not_empty,
+        "<group>/<instance_id>/). A copy: lost, it is rebuilt from the changelog topic, "
+        "which takes time for a large state; kept, a restart replays only the changelog's "
+        "tail. Default: $XDG_STATE_HOME/scoring-monitor (~/.local/state/scoring-monitor), "
+        "not /tmp, which a reboot or a tmp cleaner empties.",
+        factory=lambda: str(state_home() / "scoring-monitor"), check=not_empty,
     )
     state_cache_mib: int = setting(
         64,
