@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -197,28 +197,54 @@ def watermarks(conn: Connection, topic: str, partition: int) -> tuple[int, int]:
         c.close()
 
 
+class RestoreWatch(Protocol):
+    """Who hears how far a restore got (probes.RestoreProgress: gauges and liveness)."""
+
+    def started(self, offsets: int) -> None: ...
+    def advanced(self, records: int, offsets: int) -> None: ...
+    def finished(self) -> None: ...
+
+
 def read_changelog(
     conn: Connection, topic: str, partition: int, timeout_s: float = 120.0,
-    start: int | None = None,
+    start: int | None = None, watch: RestoreWatch | None = None,
 ) -> Iterator[tuple[bytes, bytes | None, int]]:  # fmt: skip
     """Every committed (key, value, offset) of one changelog partition from ``start``
-    (None: its beginning), oldest first."""
+    (None: its beginning), oldest first. ``timeout_s`` bounds a restore that stops moving
+    (no record for that long), not a long one that moves: a large changelog takes what
+    it takes. ``watch`` hears its progress, a poll at a time."""
     c = Consumer(client_config(Role.RESTORE, conn,
                                fixed={"group.id": f"restore-{uuid.uuid4().hex}"}))
+    started = False
     try:
         low, high = c.get_watermark_offsets(TopicPartition(topic, partition), 30)
         if high <= max(low, start or 0):
             return
-        first = OFFSET_BEGINNING if start is None else max(start, low)
-        c.assign([TopicPartition(topic, partition, first)])
+        first = low if start is None else max(start, low)
+        if watch is not None:
+            watch.started(high - first)
+            started = True
+        c.assign([TopicPartition(topic, partition, OFFSET_BEGINNING if start is None
+                                 else first)])  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for m in c.consume(5000, 1.0):
-                err = m.error()
-                if err is not None and err.code() == KafkaError._PARTITION_EOF:
-                    return
-                if err is None and m.key() is not None:
+            msgs = c.consume(5000, 1.0)
+            good = [m for m in msgs if m.error() is None]
+            if good:
+                deadline = time.monotonic() + timeout_s
+                position = min(high, (good[-1].offset() or 0) + 1)
+                if watch is not None:
+                    watch.advanced(len(good), position - first)
+                first = position
+            for m in good:
+                if m.key() is not None:
                     yield m.key() or b"", m.value(), m.offset() or 0
-        raise KafkaFatalError(f"restoring {topic}[{partition}] took over {timeout_s:.0f}s")
+            if any(e is not None and e.code() == KafkaError._PARTITION_EOF
+                   for e in (m.error() for m in msgs)):  # fmt: skip
+                return
+        raise KafkaFatalError(f"restoring {topic}[{partition}]: nothing read for "
+                              f"{timeout_s:.0f}s")  # fmt: skip
     finally:
+        if started and watch is not None:
+            watch.finished()
         c.close()
