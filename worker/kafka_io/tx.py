@@ -26,6 +26,7 @@ from confluent_kafka import (
 from worker.errors import KafkaFatalError
 from worker.kafka_io.clients import Message, fatal_line, is_fatal
 from worker.kafka_io.config import Connection, Membership, Role, client_config
+from worker.kafka_io.producer import fatal_line as producer_fatal_line
 
 log = logging.getLogger(__name__)
 Partitions = list[tuple[str, int]]
@@ -39,8 +40,9 @@ class TxLoop:
         on_assign: Callable[[Partitions], None], on_revoke: Callable[[Partitions], None],
     ) -> None:  # fmt: skip
         self._on_assign, self._on_revoke = on_assign, on_revoke
-        self._p = Producer(client_config(Role.TX_PRODUCER, conn,
-                                         fixed={"transactional.id": transactional_id}))
+        self._tx_conf = client_config(Role.TX_PRODUCER, conn,
+                                      fixed={"transactional.id": transactional_id})
+        self._p = Producer(self._tx_conf)
         # A restart with the same transactional.id aborts what the dead process left open.
         self._p.init_transactions(60)
         self._conf = client_config(Role.TX_CONSUMER, conn, member=member)
@@ -155,8 +157,10 @@ class TxLoop:
             self._p.poll(0)  # delivery callbacks of the committed records
         except KafkaException as exc:
             err = exc.args[0]
-            if not isinstance(err, KafkaError) or err.fatal():
+            if not isinstance(err, KafkaError):
                 raise KafkaFatalError(f"kafka transaction: {exc}") from exc
+            if err.fatal():
+                raise KafkaFatalError(producer_fatal_line(err, self._tx_conf)) from exc
             log.warning("transaction aborted, replaying from committed offsets: %s", err.str())
             try:
                 self._recover()
