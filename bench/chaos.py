@@ -218,7 +218,7 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         traffic.join(900)
         sent = set(traffic.sent)
         deadline = time.monotonic() + args.drain
-        while time.monotonic() < deadline and not sent <= set(outputs.keys):
+        while time.monotonic() < deadline and not sent <= set(outputs.seen()):
             time.sleep(1)
         time.sleep(5)  # late duplicates still show
         for f in run.faults:
@@ -227,7 +227,7 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         procs = run.stop()
         outputs.stopped.set()
         outputs.join(30)
-    seen = outputs.keys
+    seen = outputs.seen()
     lost = len(sent - set(seen))
     dup = sum(n - 1 for k, n in seen.items() if k in sent and n > 1)
     return {"guarantee": args.guarantee, "seed": args.seed, "seconds": args.seconds,

@@ -239,6 +239,7 @@ class Outputs(threading.Thread):
         self.keys: Counter[bytes] = Counter()
         self.stamps: dict[int, list[int]] = {}
         self.stopped = threading.Event()
+        self._lock = threading.Lock()  # the run reads what this thread writes
         self._c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"chaos-{now_ms()}",
                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
                             "isolation.level": "read_committed" if committed_only
@@ -248,18 +249,23 @@ class Outputs(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            for m in self._c.consume(5000, 0.5):
-                if m.error() is not None:
-                    continue
-                self.keys[m.key() or b""] += 1
-                if m.topic() == self.outputs:
-                    self.stamps.setdefault(m.partition() or 0, []).append(m.timestamp()[1])
+            msgs = [m for m in self._c.consume(5000, 0.5) if m.error() is None]
+            with self._lock:
+                for m in msgs:
+                    self.keys[m.key() or b""] += 1
+                    if m.topic() == self.outputs:
+                        self.stamps.setdefault(m.partition() or 0, []).append(m.timestamp()[1])
         self._c.close()
+
+    def seen(self) -> Counter[bytes]:
+        with self._lock:
+            return Counter(self.keys)
 
     def resumed_after(self, since_ms: int) -> float | None:
         """Seconds until every output partition had an output produced after ``since_ms``."""
-        firsts = [min((t for t in ts if t > since_ms), default=None)
-                  for ts in list(self.stamps.values())]  # fmt: skip
+        with self._lock:
+            firsts = [min((t for t in ts if t > since_ms), default=None)
+                      for ts in self.stamps.values()]  # fmt: skip
         if not firsts or None in firsts:
             return None
         return (max(t for t in firsts if t is not None) - since_ms) / 1000
