@@ -99,6 +99,7 @@ def test_a_fenced_static_member_names_its_id_and_the_fix() -> None:
     assert is_fatal(err)
     line = fatal_line("kafka consumer", err, {"group.id": "g", "group.instance.id": "host-a"})
     assert "'host-a'" in line and "'g'" in line
-    assert line.endswith("give each running process its own --instance-id")
+    assert line.endswith("give each running process its own --instance-id (the default is "
+                         "the host name)")  # ends in ")": the CLI adds no unrelated hint
     other = KafkaError(KafkaError._FATAL, "something else")
     assert fatal_line("kafka consumer", other, {}) == "kafka consumer: something else"

@@ -98,7 +98,8 @@ def fatal_line(what: str, err: KafkaError, conf: Mapping[str, Any]) -> str:
     if member and (err.code() == KafkaError.FENCED_INSTANCE_ID or "group.instance.id" in err.str()):
         return (f"{what}: another process joined group {conf.get('group.id')!r} with this "
                 f"one's instance id {member!r} (its group.instance.id) and took over its "
-                "partitions; give each running process its own --instance-id")  # fmt: skip
+                "partitions; give each running process its own --instance-id (the default "
+                "is the host name)")  # fmt: skip
     return f"{what}: {err.str()}"
 
 

@@ -52,7 +52,8 @@ def fatal_line(err: KafkaError, conf: Mapping[str, Any]) -> str:
     tid = conf.get("transactional.id")
     if tid and err.code() in _FENCED:
         return (f"kafka transaction: fenced by another process with this one's transactional "
-                f"id {tid!r} ({err.str()}); give each running process its own --instance-id")
+                f"id {tid!r} ({err.str()}); give each running process its own --instance-id "
+                "(the default is the host name)")
     return f"kafka producer: {err.str()}"
 
 
