@@ -50,6 +50,9 @@ from chaos_parts import Broker, Outputs, Proc, Traffic, now_ms
 from worker import kafka_io
 from worker.devtools.demo import train_demo
 
+#: Traffic without faults after the last one (a worker removed holds its partitions
+#: for a session timeout, 10 s, after its 20 s in the group).
+CALM_S = 45.0
 FAULTS = ("worker-kill", "worker-add-remove", "monitor-kill", "broker-stop", "broker-kill",
           "broker-pause", "poison")  # fmt: skip
 
@@ -174,16 +177,20 @@ class Run:
         """SIGTERM every process, then the broker; exit statuses, peaks, leftovers."""
         self._probing.set()
         procs = {p.name: p for p in self.processes()}
+        crashed = {}
         for p in procs.values():
             if p.running():
                 p.stop()
+            elif p.popen is not None and len(p.exit_codes) < p.starts:  # ended by itself
+                p.exit_codes.append(p.popen.returncode)
+                crashed[p.name] = p.log_tail()
         left = [p.name for p in procs.values() if p.running()]
         self.broker.stop()
         if self.broker.alive():
             left.append("broker")
         return {"exit_codes": {n: p.exit_codes for n, p in procs.items()},
                 "peak_rss_mib": {n: round(p.peak_mib) for n, p in procs.items()},
-                "left_behind": left}  # fmt: skip
+                "left_behind": left, "ended_by_themselves": crashed}  # fmt: skip
 
 
 def pauses(args: argparse.Namespace) -> tuple[float, float]:
@@ -206,7 +213,8 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     try:
         while True:
             wait = run.rng.uniform(lo, hi)
-            if time.monotonic() - t0 + wait > args.seconds:
+            # The last fault leaves traffic enough to show when scoring resumed.
+            if time.monotonic() - t0 + wait + CALM_S > args.seconds:
                 break
             time.sleep(wait)
             fault = run.do(kinds[len(run.faults) % len(kinds)], traffic, t0)

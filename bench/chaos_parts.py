@@ -128,6 +128,11 @@ class Proc:
         log.close()
         self.starts += 1
 
+    def log_tail(self, lines: int = 8) -> list[str]:
+        """The last lines of its latest run's log."""
+        path = self.logs / f"{self.name}.{self.starts - 1}.log"
+        return path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
