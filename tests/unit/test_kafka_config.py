@@ -7,8 +7,9 @@ from confluent_kafka import KafkaError
 
 from worker.config import Settings
 from worker.errors import ConfigError
-from worker.kafka_io.clients import consumer_config, fatal_line, is_fatal, producer_config
+from worker.kafka_io.clients import consumer_config, is_fatal, producer_config
 from worker.kafka_io.config import Connection, Role, client_config, connection, membership
+from worker.kafka_io.fencing import fatal_line
 from worker.kafka_io.producer import TxTimeouts
 from worker.monitor_app.settings import MonitorSettings
 

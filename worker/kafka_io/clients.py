@@ -13,6 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from worker.config import Settings
 from worker.errors import KafkaFatalError
 from worker.kafka_io.config import Role, client_config, connection, membership
+from worker.kafka_io.fencing import Fences, fatal_line, is_fenced
 from worker.kafka_io.watch import BrokerWatch
 
 log = logging.getLogger(__name__)
@@ -91,18 +92,6 @@ def is_fatal(err: KafkaError) -> bool:
     )
 
 
-def fatal_line(what: str, err: KafkaError, conf: Mapping[str, Any]) -> str:
-    """The one line a fatal error ends the process with; a fenced static member says
-    which id another process took and what to do."""
-    member = conf.get("group.instance.id")
-    if member and (err.code() == KafkaError.FENCED_INSTANCE_ID or "group.instance.id" in err.str()):
-        return (f"{what}: another process joined group {conf.get('group.id')!r} with this "
-                f"one's instance id {member!r} (its group.instance.id) and took over its "
-                "partitions; give each running process its own --instance-id (the default "
-                "is the host name)")  # fmt: skip
-    return f"{what}: {err.str()}"
-
-
 class BatchConsumer:
     """A consumer group member that hands out batches and commits explicit offsets."""
 
@@ -119,13 +108,37 @@ class BatchConsumer:
         self.after_lost: Callable[[TopicPartitions], None] | None = None
         #: The outcome of each asynchronous commit: None, or why it failed.
         self.on_commit: Callable[[str | None], None] | None = None
-        self._conf = dict(conf)
-        self._c = Consumer({**conf, "error_cb": self._error, "on_commit": self._committed})
-        self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
-                          on_lost=self._lost)  # fmt: skip
+        self._conf, self._topics = dict(conf), topics
+        self._fences = Fences(self._conf)
+        self._fenced: KafkaError | None = None
+        self._c = self._join()
+
+    def _join(self) -> Consumer:
+        c = Consumer({**self._conf, "error_cb": self._error, "on_commit": self._committed})
+        c.subscribe(self._topics, on_assign=self._assigned, on_revoke=self._revoked,
+                    on_lost=self._lost)  # fmt: skip
+        return c
+
+    def _rejoin(self, err: KafkaError) -> None:
+        """Fenced: what this member owned is lost; a new consumer with the same instance id
+        takes the membership back (or the process ends, see fencing.py)."""
+        self._fenced = None
+        self._fences.record("kafka consumer", err)
+        lost = sorted(self._owned)
+        self._owned.clear()
+        if self.after_lost is not None and lost:
+            self.after_lost(lost)
+        self._on_change("lost", 0)
+        old, self._c = self._c, self._join()
+        try:
+            old.close()  # its callbacks are ignored from now on (not self._c)
+        except (KafkaException, RuntimeError) as exc:
+            log.debug("closing the fenced consumer: %s", exc)
 
     def _error(self, err: KafkaError) -> None:
-        if is_fatal(err):
+        if is_fenced(err, self._conf):
+            self._fenced = err
+        elif is_fatal(err):
             self.fatal = err
         elif self._watch is None or not self._watch.error("consumer", err):
             log.warning("kafka consumer: %s", err)
@@ -139,10 +152,14 @@ class BatchConsumer:
     # With cooperative rebalancing the callbacks carry only the partitions that
     # change, so the full assignment is tracked here.
     def _assigned(self, c: Consumer, parts: list[TopicPartition]) -> None:
+        if c is not self._c:
+            return  # a fenced consumer being closed
         self._owned |= {(p.topic, p.partition) for p in parts}
         self._on_change("assign", len(self._owned))
 
     def _revoked(self, c: Consumer, parts: list[TopicPartition]) -> None:
+        if c is not self._c:
+            return  # a fenced consumer being closed
         # Still the owner here: settle what was scored so the next owner starts after it.
         gone = [(p.topic, p.partition) for p in parts]
         if self.before_revoke is not None and gone:
@@ -151,6 +168,8 @@ class BatchConsumer:
         self._on_change("revoke", len(self._owned))
 
     def _lost(self, c: Consumer, parts: list[TopicPartition]) -> None:
+        if c is not self._c:
+            return  # a fenced consumer being closed
         lost = [(p.topic, p.partition) for p in parts]
         self._owned -= set(lost)
         if self.after_lost is not None and lost:
@@ -174,10 +193,15 @@ class BatchConsumer:
             err = m.error()
             if err is None:
                 good.append(m)
+            elif is_fenced(err, self._conf):
+                self._fenced = err
             elif is_fatal(err):
                 raise KafkaFatalError(fatal_line("kafka consumer", err, self._conf))
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("kafka consumer: %s", err.str())
+        if self._fenced is not None:
+            self._rejoin(self._fenced)
+            return []  # read again from the committed offsets by the new member
         return good
 
     def commit(self, offsets: Mapping[tuple[str, int], int],
@@ -197,7 +221,9 @@ class BatchConsumer:
                 self._c.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
             err = exc.args[0]
-            if isinstance(err, KafkaError) and is_fatal(err):
+            if isinstance(err, KafkaError) and is_fenced(err, self._conf):
+                self._fenced = err  # the next poll rejoins
+            elif isinstance(err, KafkaError) and is_fatal(err):
                 raise KafkaFatalError(f"kafka commit: {err.str()}") from exc
             return str(exc)
         return None

@@ -24,8 +24,9 @@ from confluent_kafka import (
 )
 
 from worker.errors import KafkaFatalError
-from worker.kafka_io.clients import Message, fatal_line, is_fatal
+from worker.kafka_io.clients import Message, is_fatal
 from worker.kafka_io.config import Connection, Membership, Role, client_config
+from worker.kafka_io.fencing import Fences, fatal_line, is_fenced
 from worker.kafka_io.producer import fatal_line as producer_fatal_line
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class TxLoop:
         self._p.init_transactions(60)
         self._conf = client_config(Role.TX_CONSUMER, conn, member=member)
         self._c = Consumer(self._conf)
+        self._fences = Fences(self._conf)
         self._topics: list[str] = []
         self._open = False
         self.opened_at = 0.0
@@ -87,10 +89,31 @@ class TxLoop:
         return out
 
     def _assigned(self, c: Consumer, parts: list[TopicPartition]) -> None:
-        self._on_assign([(p.topic, p.partition) for p in parts])
+        if c is self._c:  # not a fenced consumer being closed
+            self._on_assign([(p.topic, p.partition) for p in parts])
 
     def _revoked(self, c: Consumer, parts: list[TopicPartition]) -> None:
-        self._on_revoke([(p.topic, p.partition) for p in parts])
+        if c is self._c:
+            self._on_revoke([(p.topic, p.partition) for p in parts])
+
+    def _rejoin(self, err: KafkaError) -> None:
+        """Fenced (see fencing.py): drop what this member owned and its open transaction;
+        a new consumer with the same instance id takes the membership back."""
+        self._fences.record("kafka consumer", err)
+        self._on_revoke([(tp.topic, tp.partition) for tp in self._c.assignment()])
+        if self._open:
+            try:
+                self._p.abort_transaction(30)
+            except KafkaException as exc:
+                raise KafkaFatalError(f"kafka transaction: {exc}") from exc
+        self._open, self._offsets, self.polled_messages = False, {}, 0
+        old, self._c = self._c, Consumer(self._conf)
+        self._c.subscribe(self._topics, on_assign=self._assigned, on_revoke=self._revoked,
+                          on_lost=self._revoked)  # fmt: skip
+        try:
+            old.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.debug("closing the fenced consumer: %s", exc)
 
     def poll(self, max_messages: int, timeout_s: float) -> list[Message]:
         good: list[Message] = []
@@ -98,6 +121,9 @@ class TxLoop:
             err = m.error()
             if err is None:
                 good.append(m)
+            elif is_fenced(err, self._conf):
+                self._rejoin(err)
+                return []
             elif is_fatal(err):
                 raise KafkaFatalError(fatal_line("kafka consumer", err, self._conf))
             elif err.code() != KafkaError._PARTITION_EOF:
