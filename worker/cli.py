@@ -234,7 +234,7 @@ def _add_monitor(sub: Sub) -> None:
                    "labels \\\n      --windows 5m,1h --models models/fraud-demo/1 "
                    "--metrics-host 127.0.0.1",
                    SETTINGS_ORDER + "\nAlert rules: [[alerts]] tables of the --config file "
-                   "(README, Monitoring the model).")  # fmt: skip
+                   "(docs: Monitoring, Alert rules).")  # fmt: skip
     add_settings_flags(p, MonitorSettings)
     p.set_defaults(handler=_monitor)
 

@@ -8,7 +8,7 @@ matches its offsets exactly; state is rebuilt from the compacted changelogs when
 partitions are assigned. Any transaction failure ends the process (crash-only):
 the restart resumes from the last committed transaction.
 
-Why not faust-streaming: see README.md ("Monitor: why not faust").
+Why not faust-streaming: see docs/architecture/why-not-faust.md.
 """
 
 from __future__ import annotations
