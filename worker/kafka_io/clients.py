@@ -109,7 +109,7 @@ class BatchConsumer:
         #: The outcome of each asynchronous commit: None, or why it failed.
         self.on_commit: Callable[[str | None], None] | None = None
         self._conf, self._topics = dict(conf), topics
-        self._fences = Fences(self._conf)
+        self._fences = Fences.of_member("kafka consumer", self._conf)
         self._fenced: KafkaError | None = None
         self._c = self._join()
 
@@ -123,7 +123,7 @@ class BatchConsumer:
         """Fenced: what this member owned is lost; a new consumer with the same instance id
         takes the membership back (or the process ends, see fencing.py)."""
         self._fenced = None
-        self._fences.record("kafka consumer", err)
+        self._fences.record(err)
         lost = sorted(self._owned)
         self._owned.clear()
         if self.after_lost is not None and lost:

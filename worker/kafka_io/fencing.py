@@ -45,22 +45,35 @@ def fatal_line(what: str, err: KafkaError, conf: Mapping[str, Any], fences: int 
     return f"{what}: {err.str()}"
 
 
-class Fences:
-    """When this process's instance id was fenced."""
+#: The line that ends the process: (the error, how many fences) -> text.
+Describe = Callable[[KafkaError, int], str]
 
-    def __init__(self, conf: Mapping[str, Any],
+
+class Fences:
+    """When this process's id (its group.instance.id, or its transactional.id: a broker
+    that aborted a transaction after its timeout during an outage fences the producer's
+    epoch too) was fenced."""
+
+    def __init__(self, ident: str, describe: Describe,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
-        self._conf, self._clock = conf, clock
+        self._ident, self._describe, self._clock = ident, describe, clock
         self._at: list[float] = []
 
-    def record(self, what: str, err: KafkaError) -> None:
-        """Note a fence: a warning (the caller rejoins), or KafkaFatalError when it has
-        happened FENCES_BEFORE_EXIT times within FENCE_WINDOW_S."""
+    @classmethod
+    def of_member(cls, what: str, conf: Mapping[str, Any],
+                  clock: Callable[[], float] = time.monotonic) -> Fences:  # fmt: skip
+        return cls(str(conf.get("group.instance.id")),
+                   lambda err, n: fatal_line(what, err, conf, n), clock)
+
+    def record(self, err: KafkaError) -> None:
+        """Note a fence: a warning (the caller rejoins or starts afresh), or
+        KafkaFatalError when it has happened FENCES_BEFORE_EXIT times within
+        FENCE_WINDOW_S."""
         now = self._clock()
         self._at = [t for t in self._at if now - t < FENCE_WINDOW_S] + [now]
         if len(self._at) >= FENCES_BEFORE_EXIT:
-            raise KafkaFatalError(fatal_line(what, err, self._conf, len(self._at)))
-        log.warning("%s: instance id %r fenced (%s); rejoining the group under it. A broker "
-                    "outage longer than the session timeout does this once; if it keeps "
-                    "happening, another process runs with this id", what,
-                    self._conf.get("group.instance.id"), err.str())  # fmt: skip
+            raise KafkaFatalError(self._describe(err, len(self._at)))
+        log.warning("id %r fenced (%s); starting afresh under it. A broker outage longer "
+                    "than the session or transaction timeout does this once; if it keeps "
+                    "happening, another process runs with this id", self._ident,
+                    err.str())  # fmt: skip

@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from worker.errors import KafkaFatalError, SendError, SendFailure
 from worker.kafka_io.clients import Headers, is_fatal
+from worker.kafka_io.fencing import FENCE_WINDOW_S, Fences
 from worker.kafka_io.watch import BrokerWatch
 
 log = logging.getLogger(__name__)
@@ -46,14 +47,15 @@ def classify(err: KafkaError) -> SendError:
     return SendError(SendFailure.TRANSIENT, err.str())
 
 
-def fatal_line(err: KafkaError, conf: Mapping[str, Any]) -> str:
+def fatal_line(err: KafkaError, conf: Mapping[str, Any], fences: int = 1) -> str:
     """The one line a producer's fatal error ends the process with; fenced by another
     process with the same transactional id, it names the id and the fix."""
     tid = conf.get("transactional.id")
     if tid and err.code() in _FENCED:
+        again = f", {fences} times within {FENCE_WINDOW_S:.0f}s" if fences > 1 else ""
         return (f"kafka transaction: fenced by another process with this one's transactional "
-                f"id {tid!r} ({err.str()}); give each running process its own --instance-id "
-                "(the default is the host name)")
+                f"id {tid!r} ({err.str()}{again}); give each running process its own "
+                "--instance-id (the default is the host name)")
     return f"kafka producer: {err.str()}"
 
 
@@ -195,9 +197,12 @@ class TxProducer(BatchProducer):
                  init_timeout_s: float = 60.0) -> None:  # fmt: skip
         super().__init__(conf, watch)
         self._timeouts = TxTimeouts.of(conf)
+        tid = str(conf.get("transactional.id"))
+        self._fences = Fences(tid, lambda err, n: fatal_line(err, self._conf, n))
         self._offsets_sent = False
         #: Why the current producer cannot go on (a fatal error), or None.
         self._broken: str | None = None
+        self._fenced: KafkaError | None = None
         self._call: _Call | None = None
         self._p.init_transactions(init_timeout_s)
 
@@ -212,10 +217,18 @@ class TxProducer(BatchProducer):
             self._error(err)
 
     def _error(self, err: KafkaError) -> None:
-        if err.fatal() and err.code() not in _FENCED:
-            self._broken = err.str()
+        if err.fatal():
+            self._broke(err)
         else:
             super()._error(err)
+
+    def _broke(self, err: KafkaError) -> None:
+        """This producer cannot go on: the next commit aborts and replaces it."""
+        self._broken = err.str()
+        if err.code() in _FENCED:
+            # Another live process with this id, or the broker bumped the epoch when it
+            # aborted a transaction past its timeout (an outage): counted when replaced.
+            self._fenced = err
 
     def send(self, topic: str, value: bytes | None, key: bytes | None,
              headers: Headers | None, on_delivery: OnDelivery) -> None:  # fmt: skip
@@ -226,9 +239,9 @@ class TxProducer(BatchProducer):
 
     def _refused(self, exc: KafkaException, sent: Sent, on_delivery: OnDelivery) -> None:
         err = exc.args[0]
-        if isinstance(err, KafkaError) and err.fatal() and err.code() not in _FENCED:
-            self._broken = err.str()
-            on_delivery(SendError(SendFailure.TRANSIENT, self._broken), sent)
+        if isinstance(err, KafkaError) and err.fatal():
+            self._broke(err)
+            on_delivery(SendError(SendFailure.TRANSIENT, err.str()), sent)
             return
         super()._refused(exc, sent, on_delivery)
 
@@ -282,6 +295,9 @@ class TxProducer(BatchProducer):
                 if self._verdict(exc) is TxState.PENDING:
                     return False
                 self._broken = self._broken or str(exc)  # abort refused: start afresh
+        if self._fenced is not None:
+            fenced, self._fenced = self._fenced, None
+            self._fences.record(fenced)  # raises when it keeps happening
         log.warning("transactional producer failed (%s); replacing it", self._broken)
         fresh = self._new()
         try:
@@ -314,7 +330,8 @@ class TxProducer(BatchProducer):
         if not isinstance(err, KafkaError):
             raise KafkaFatalError(f"kafka transaction: {exc}") from exc
         if err.code() in _FENCED:
-            raise KafkaFatalError(fatal_line(err, self._conf)) from exc
+            self._broke(err)
+            return TxState.ABORT
         if err.txn_requires_abort():
             return TxState.ABORT
         if not err.fatal() and (err.retriable() or err.code() == KafkaError._TIMED_OUT):

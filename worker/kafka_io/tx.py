@@ -44,11 +44,13 @@ class TxLoop:
         self._tx_conf = client_config(Role.TX_PRODUCER, conn,
                                       fixed={"transactional.id": transactional_id})
         self._p = Producer(self._tx_conf)
+        self._tx_fences = Fences(transactional_id,
+                                 lambda err, n: producer_fatal_line(err, self._tx_conf, n))
         # A restart with the same transactional.id aborts what the dead process left open.
         self._p.init_transactions(60)
         self._conf = client_config(Role.TX_CONSUMER, conn, member=member)
         self._c = Consumer(self._conf)
-        self._fences = Fences(self._conf)
+        self._fences = Fences.of_member("kafka consumer", self._conf)
         self._topics: list[str] = []
         self._open = False
         self.opened_at = 0.0
@@ -99,7 +101,7 @@ class TxLoop:
     def _rejoin(self, err: KafkaError) -> None:
         """Fenced (see fencing.py): drop what this member owned and its open transaction;
         a new consumer with the same instance id takes the membership back."""
-        self._fences.record("kafka consumer", err)
+        self._fences.record(err)
         self._on_revoke([(tp.topic, tp.partition) for tp in self._c.assignment()])
         if self._open:
             try:
@@ -185,11 +187,14 @@ class TxLoop:
             err = exc.args[0]
             if not isinstance(err, KafkaError):
                 raise KafkaFatalError(f"kafka transaction: {exc}") from exc
-            if err.fatal():
+            fenced = err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED)
+            if err.fatal() and not fenced:
                 raise KafkaFatalError(producer_fatal_line(err, self._tx_conf)) from exc
+            if fenced:  # another process with this id, or the broker's timeout abort
+                self._tx_fences.record(err)  # raises when it keeps happening
             log.warning("transaction aborted, replaying from committed offsets: %s", err.str())
             try:
-                self._recover()
+                self._recover(fresh_producer=fenced)
             except KafkaException as again:  # cannot even rewind: crash-only from here
                 raise KafkaFatalError(f"kafka transaction recovery: {again}") from again
             return False
@@ -197,9 +202,14 @@ class TxLoop:
             self._open = False
         return True
 
-    def _recover(self) -> None:
-        """Abort, drop the in-memory state, rewind to the committed offsets, restore."""
-        self._p.abort_transaction(60)
+    def _recover(self, fresh_producer: bool = False) -> None:
+        """Abort (a fenced producer: replace it, the new one's init aborts), drop the
+        in-memory state, rewind to the committed offsets, restore."""
+        if fresh_producer:
+            self._p = Producer(self._tx_conf)
+            self._p.init_transactions(60)
+        else:
+            self._p.abort_transaction(60)
         self._offsets = {}
         self.polled_messages = 0
         owned = self._c.assignment()
