@@ -62,5 +62,5 @@ def test_a_fenced_transactional_id_is_counted_the_same_way() -> None:
     now[0] += FENCE_WINDOW_S + 1
     fences.record(err)
     fences.record(err)
-    with pytest.raises(KafkaFatalError, match="'g-host-a'.*3 times within 120s.*--instance-id"):
+    with pytest.raises(KafkaFatalError, match=r"'g-host-a'.*3 times within 120s.*--instance-id"):
         fences.record(err)
