@@ -46,3 +46,19 @@ def test_two_restores_at_once_share_one_progress() -> None:
     p.advanced(300, 300)
     p.finished()
     assert (p.running, p.share(), p.records) == (0, 1.0, 350)
+
+
+def test_restore_progress_is_on_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from worker.monitor_app.restore_gauges import RestoreCollector
+
+    registry = CollectorRegistry()
+    health = Health(stall_s=10)
+    RestoreCollector(registry, health.restore)
+    health.restore.started(400)
+    health.restore.advanced(90, 100)
+    text = generate_latest(registry).decode()
+    assert "scoring_monitor_restored_records_total 90.0" in text
+    assert "scoring_monitor_restore_done_ratio 0.25" in text
+    assert "scoring_monitor_restores_running 1.0" in text
