@@ -239,8 +239,11 @@ class TxProducer(BatchProducer):
 
     def _refused(self, exc: KafkaException, sent: Sent, on_delivery: OnDelivery) -> None:
         err = exc.args[0]
-        if isinstance(err, KafkaError) and err.fatal():
-            self._broke(err)
+        # A produce() refused after a fatal error says only _FATAL ("Local: Fatal error");
+        # its cause (a fence) came through error_cb.
+        if isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL):
+            if self._broken is None:
+                self._broke(err)
             on_delivery(SendError(SendFailure.TRANSIENT, err.str()), sent)
             return
         super()._refused(exc, sent, on_delivery)
