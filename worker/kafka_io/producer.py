@@ -237,7 +237,13 @@ class TxProducer(BatchProducer):
         if self._call is not None and not self._call.done():
             self._call.result(timeout_s)  # its thread serves the callbacks meanwhile
             return
-        super().poll(timeout_s)
+        try:
+            super().poll(timeout_s)
+        except KafkaException as exc:  # a fenced producer's poll raises its fatal error
+            err = exc.args[0]
+            if not isinstance(err, KafkaError) or not err.fatal():
+                raise
+            self._broke(err)  # the next commit aborts and replaces it
 
     def begin(self) -> None:
         self._offsets_sent = False
