@@ -209,7 +209,7 @@ def _add_score_file(sub: Sub) -> None:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    from worker.kafka_io.config import Role, client_config, connection
+    from worker.kafka_io.config import Role, client_config, connection, membership
     from worker.monitor.alerts import DEFAULT_RULES, AlertRule, AlertRuleError, parse_rules
     from worker.monitor_app.app import run_monitor
 
@@ -224,7 +224,7 @@ def _monitor(args: argparse.Namespace) -> int:
             except AlertRuleError as exc:
                 raise ConfigError(f"{args.config}: {exc}") from exc
     conn = connection(s, s.instance_id)
-    _check_kafka([client_config(Role.TX_CONSUMER, conn, fixed={"group.id": s.group}),
+    _check_kafka([client_config(Role.TX_CONSUMER, conn, member=membership(s)),
                   client_config(Role.TX_PRODUCER, conn)], s.kafka)  # fmt: skip
     setup_logging(s)
     logging.getLogger("worker").info("monitor starting", extra={"settings": s.masked()})

@@ -40,7 +40,9 @@ from worker.settings_common import (
     max_event_bytes_setting,
     metrics_host_setting,
     metrics_port_setting,
+    session_timeout_setting,
     start_timeout_setting,
+    static_membership_setting,
 )
 from worker.settings_rules import not_empty, optional_topic, parse, setting, specs, topic, validate
 from worker.wire_settings import SECRET_SETTINGS, WireFormatSettings
@@ -168,7 +170,19 @@ class Settings(WireFormatSettings):
     instance_id: str = instance_id_setting(
         "Stable name of this worker instance, unique among the running workers of the "
         "group (exactly-once: the transactional id is <group>-<instance_id>, so a "
-        "restarted worker fences its killed predecessor)."
+        "restarted worker fences its killed predecessor; also its static group member id, "
+        "see static_membership)."
+    )
+    static_membership: bool = static_membership_setting()
+    session_timeout_s: float = session_timeout_setting()
+    transaction_timeout_s: float = setting(
+        10.0,
+        "Exactly-once: the broker aborts a transaction open longer than this "
+        "(transaction.timeout.ms; librdkafka's socket and delivery timeouts follow it), and "
+        "a transactional call that hangs longer (seen after a broker restart) replaces the "
+        "producer, whose new session aborts the transaction and rereads its events. Lower: "
+        "a broker restart costs readiness for less time; must exceed commit_interval_ms.",
+        ge=1, le=900,
     )
     max_in_flight: int = setting(
         5_000,
@@ -230,6 +244,12 @@ class Settings(WireFormatSettings):
 
     def __post_init__(self) -> None:
         validate(self)
+        if (self.guarantee == Guarantee.EXACTLY_ONCE
+                and self.commit_interval_ms >= self.transaction_timeout_s * 1000):
+            raise ConfigError(
+                f"commit_interval_ms {self.commit_interval_ms} must be below "
+                f"transaction_timeout_s ({self.transaction_timeout_s:g} s) in exactly-once "
+                "mode: the broker would abort every transaction")  # fmt: skip
 
     def masked(self) -> dict[str, Any]:
         return masked(self)

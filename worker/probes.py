@@ -23,6 +23,39 @@ Route = Callable[[], tuple[int, bytes, str]]
 
 
 @dataclass
+class RestoreProgress:
+    """What the changelog restores have read (the monitor's): records replayed since the
+    start, and the offsets done and to do of the restores under way."""
+
+    records: int = 0
+    done: int = 0
+    total: int = 0
+    running: int = 0
+    #: Called whenever a restore reads more: the loop is not stuck, it is restoring.
+    on_advance: Callable[[], None] | None = None
+
+    def started(self, offsets: int) -> None:
+        """A restore of ``offsets`` offsets (a partition's log from where it starts) begins."""
+        self.running += 1
+        self.total += offsets
+
+    def advanced(self, records: int, offsets: int) -> None:
+        self.records += records
+        self.done += offsets
+        if self.on_advance is not None:
+            self.on_advance()
+
+    def finished(self) -> None:
+        self.running -= 1
+        if self.running == 0:
+            self.done = self.total = 0
+
+    def share(self) -> float:
+        """The share of the restores under way that is done; 1.0 when none runs."""
+        return 1.0 if self.total <= 0 else min(1.0, self.done / self.total)
+
+
+@dataclass
 class Health:
     """What the probes report; the loop updates it, the HTTP thread reads it."""
 
@@ -34,6 +67,12 @@ class Health:
     broker_ok: bool = False
     #: False while the schema registry does not answer (the wire formats' lookups).
     registry_ok: bool = True
+    #: A restore that moves forward counts as a loop turn (liveness), and a process that
+    #: is restoring is not ready.
+    restore: RestoreProgress = field(default_factory=RestoreProgress)
+
+    def __post_init__(self) -> None:
+        self.restore.on_advance = self.turned
 
     def turned(self) -> None:
         self.last_turn = self.clock()
@@ -42,7 +81,8 @@ class Health:
         return self.clock() - self.last_turn <= self.stall_s
 
     def ready(self) -> bool:
-        return self.model_loaded and self.assigned and self.broker_ok and self.registry_ok
+        return (self.model_loaded and self.assigned and self.broker_ok and self.registry_ok
+                and self.restore.running == 0)
 
 
 def serve(port: int, registry: CollectorRegistry, health: Health,

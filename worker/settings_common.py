@@ -9,9 +9,11 @@ layer that reads it, in worker/delivery_terms.py.
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from worker.delivery_terms import MAX_EVENT_BYTES_DEFAULT
@@ -23,6 +25,12 @@ class LogFormat(StrEnum):
 
     JSON = "json"
     TEXT = "text"
+
+
+def state_home() -> Path:
+    """Where a user's programs keep state that outlives a run: ``$XDG_STATE_HOME``, by
+    default ~/.local/state (the XDG base directory rules)."""
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
 
 
 def bootstrap_setting() -> Any:
@@ -85,3 +93,24 @@ def health_stall_setting(default: float) -> Any:
 def max_event_bytes_setting(doc: str, *, batch: bool = False) -> Any:
     """The worker dead-letters larger events; retrain skips them, by the same bound."""
     return setting(MAX_EVENT_BYTES_DEFAULT, doc, ge=1, le=1_000_000_000, batch=batch)
+
+
+def static_membership_setting() -> Any:
+    return setting(True, "Join the consumer group as a static member named by instance_id "
+                   "(group.instance.id, KIP-345): a process restarted under the same id takes "
+                   "its partitions back at once, without a rebalance, and a second live "
+                   "process with that id is refused (exit 1). A static member does not leave "
+                   "the group when it stops: its partitions wait session_timeout_s unless it "
+                   "comes back under the same id. false: a dynamic member, which hands its "
+                   "partitions over at once on SIGTERM but whose crash costs "
+                   "session_timeout_s.")  # fmt: skip
+
+
+def session_timeout_setting(default: float = 10.0) -> Any:
+    return setting(default, "Seconds the group waits for a member that went silent (killed, "
+                   "cut off) before its partitions go to the others; a static member that "
+                   "stopped and did not come back under its id waits this long too. Lower: "
+                   "faster failover; too low: a network or broker pause longer than this "
+                   "drops a healthy member and costs two rebalances. 6 to 1800, the broker's "
+                   "default bounds (group.min/max.session.timeout.ms). The heartbeat is a "
+                   "third of it, at most 3 s.", ge=6, le=1800)  # fmt: skip

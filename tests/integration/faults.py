@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer
 
-from tests.integration.helpers import ROOT, free_ports
+from tests.integration.helpers import ROOT, Out, free_ports
 from worker.devtools.demo import make_events
 
 
@@ -157,3 +158,12 @@ class ProbeLog(threading.Thread):
 def lost_and_duplicated(sent: list[bytes], seen: Counter[bytes]) -> tuple[int, int]:
     want = set(sent)
     return len(want - set(seen)), sum(n - 1 for k, n in seen.items() if k in want and n > 1)
+
+
+def resumed_after(outputs: Iterable[Out], since_ms: int) -> float | None:
+    """Seconds from ``since_ms`` (wall clock, a kill) to the first output produced after it.
+
+    An output's timestamp is the time its worker produced it (CreateTime), so outputs of
+    the killed process, however late a reader sees them, never count."""
+    later = [o.timestamp_ms for o in outputs if o.timestamp_ms > since_ms]
+    return (min(later) - since_ms) / 1000 if later else None

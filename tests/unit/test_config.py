@@ -8,6 +8,7 @@ import pytest
 
 from worker import config
 from worker.errors import ConfigError
+from worker.monitor_app.settings import MonitorSettings
 
 
 def test_precedence_defaults_toml_env_flags(tmp_path: Path) -> None:
@@ -199,3 +200,13 @@ def test_settings_catalog_lists_exactly_each_commands_setting_flags() -> None:
     shared = [{s.name: s for s in command_settings(c)}["allow_pickle"].rule.doc
               for c in ("run", "monitor", "retrain")]  # fmt: skip
     assert all("prefer .skops bundles" in doc for doc in shared)
+
+
+def test_the_monitor_state_defaults_under_xdg_state_home(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert MonitorSettings().state_dir == str(tmp_path / "state" / "scoring-monitor")
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    want = tmp_path / "home" / ".local" / "state" / "scoring-monitor"
+    assert MonitorSettings().state_dir == str(want)

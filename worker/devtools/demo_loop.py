@@ -100,7 +100,9 @@ class Loop:
                 ["run", "--bootstrap", self.bootstrap, "--input-topic", t["tx"],
                  "--output-topic", t["pred"], "--dlq-topic", t["dlq"], "--group",
                  f"loop-{self.run_id}", "--model", str(model), "--control-topic", t["ctl"],
-                 "--alerts-topic", t["alerts"], "--model-poll-ms", "200"],
+                 "--alerts-topic", t["alerts"], "--model-poll-ms", "200",
+                 # Workers on one host: each its own id (static group member).
+                 "--instance-id", f"worker-{i}"],
                 self.workdir / f"worker-{i}.log")  # fmt: skip
             wait_ready(port, procs[f"worker-{i}"], 60.0)
         procs["monitor"], port = _spawn(

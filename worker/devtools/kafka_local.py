@@ -33,6 +33,7 @@ from worker.devtools.kafka_secure import (
     secure_port,
 )
 from worker.errors import KafkaFatalError, KafkaLocalError
+from worker.settings_common import state_home
 
 __all__ = ["Security", "client_hints", "client_properties", "secure_port"]
 
@@ -57,8 +58,7 @@ def _default_cache() -> Path:
 
 
 def _default_state() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "scoring-worker"
+    return state_home() / "scoring-worker"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from worker.config import Settings
 from worker.delivery_terms import PRODUCER_MAX_BYTES, Guarantee
 from worker.errors import KafkaFatalError
-from worker.kafka_io.config import Role, client_config, connection
+from worker.kafka_io.config import Role, client_config, connection, membership
+from worker.kafka_io.fencing import Fences, fatal_line, is_fenced
 from worker.kafka_io.watch import BrokerWatch
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def consumer_config(s: Settings) -> dict[str, Any]:
               "fetch.queue.backoff.ms": 10,
               "statistics.interval.ms": HEALTH_STATS_MS}  # fmt: skip
     role = Role.TX_CONSUMER if s.guarantee is Guarantee.EXACTLY_ONCE else Role.CONSUMER
-    return client_config(role, connection(s, s.worker_id), tuning, fixed={"group.id": s.group})
+    return client_config(role, connection(s, s.worker_id), tuning, member=membership(s))
 
 
 def producer_config(s: Settings, record_limit: int | None = None) -> dict[str, Any]:
@@ -66,7 +67,7 @@ def producer_config(s: Settings, record_limit: int | None = None) -> dict[str, A
     are in flight; 0 cost a third of the draining rate in bench/worker_bench.py), a queue
     sized above the in-flight bound (so ``send`` never waits on it), and record batches no
     larger than the output topics accept. Exactly-once: the transactional id
-    ``<group>-<instance_id>``, stable across restarts."""
+    ``<group>-<instance_id>``, stable across restarts, and ``transaction_timeout_s``."""
     queue = max(100_000, 4 * (s.max_in_flight + s.batch_max))
     tuning: dict[str, Any] = {"linger.ms": 1, "queue.buffering.max.messages": queue,
                               "compression.type": "lz4",
@@ -74,6 +75,9 @@ def producer_config(s: Settings, record_limit: int | None = None) -> dict[str, A
     if record_limit is not None:
         tuning["batch.size"] = min(PRODUCER_MAX_BYTES, record_limit)
     if s.guarantee is Guarantee.EXACTLY_ONCE:
+        # librdkafka bounds its socket and delivery timeouts by the transaction's, so a
+        # request to a broker that went away fails within it instead of after 60 s.
+        tuning["transaction.timeout.ms"] = round(s.transaction_timeout_s * 1000)
         return client_config(Role.TX_PRODUCER, connection(s, s.worker_id), tuning,
                              fixed={"transactional.id": transactional_id(s)})  # fmt: skip
     return client_config(Role.PRODUCER, connection(s, s.worker_id), tuning)
@@ -84,8 +88,12 @@ def transactional_id(s: Settings) -> str:
 
 
 def is_fatal(err: KafkaError) -> bool:
-    """Errors no retry can fix: librdkafka's fatal ones and authentication failures."""
+    """Errors no retry can fix: librdkafka's fatal ones and authentication failures. A
+    consumer's fatal error (fenced static member) reaches ``consume`` as a message whose
+    error is ``_FATAL`` but whose ``fatal()`` is False."""
     return bool(err.fatal()) or err.code() in (
+        KafkaError._FATAL,
+        KafkaError.FENCED_INSTANCE_ID,
         KafkaError._AUTHENTICATION,
         KafkaError.SASL_AUTHENTICATION_FAILED,
         KafkaError.TOPIC_AUTHORIZATION_FAILED,
@@ -109,12 +117,37 @@ class BatchConsumer:
         self.after_lost: Callable[[list[PartitionId]], None] | None = None
         #: The outcome of each asynchronous commit: None, or why it failed.
         self.on_commit: Callable[[str | None], None] | None = None
-        self._c = Consumer({**conf, "error_cb": self._error, "on_commit": self._committed})
-        self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
-                          on_lost=self._lost)  # fmt: skip
+        self._conf, self._topics = dict(conf), topics
+        self._fences = Fences.of_member("kafka consumer", self._conf)
+        self._fenced: KafkaError | None = None
+        self._c = self._join()
+
+    def _join(self) -> Consumer:
+        c = Consumer({**self._conf, "error_cb": self._error, "on_commit": self._committed})
+        c.subscribe(self._topics, on_assign=self._assigned, on_revoke=self._revoked,
+                    on_lost=self._lost)  # fmt: skip
+        return c
+
+    def _rejoin(self, err: KafkaError) -> None:
+        """Fenced: what this member owned is lost; a new consumer with the same instance id
+        takes the membership back (or the process ends, see fencing.py)."""
+        self._fenced = None
+        self._fences.record(err)
+        lost = sorted(self._owned)
+        self._owned.clear()
+        if self.after_lost is not None and lost:
+            self.after_lost(lost)
+        self._on_change("lost", 0)
+        old, self._c = self._c, self._join()
+        try:
+            old.close()  # its callbacks are ignored from now on (not self._c)
+        except (KafkaException, RuntimeError) as exc:
+            log.debug("closing the fenced consumer: %s", exc)
 
     def _error(self, err: KafkaError) -> None:
-        if is_fatal(err):
+        if is_fenced(err, self._conf):
+            self._fenced = err
+        elif is_fatal(err):
             self.fatal = err
         elif self._watch is None or not self._watch.error("consumer", err):
             log.warning("kafka consumer: %s", err)
@@ -128,10 +161,14 @@ class BatchConsumer:
     # With cooperative rebalancing the callbacks carry only the partitions that
     # change, so the full assignment is tracked here.
     def _assigned(self, c: Consumer, parts: list[TopicPartition]) -> None:
+        if c is not self._c:
+            return  # a fenced consumer being closed
         self._owned |= {(p.topic, p.partition) for p in parts}
         self._on_change("assign", len(self._owned))
 
     def _revoked(self, c: Consumer, parts: list[TopicPartition]) -> None:
+        if c is not self._c:
+            return  # a fenced consumer being closed
         # Still the owner here: settle what was scored so the next owner starts after it.
         gone = [(p.topic, p.partition) for p in parts]
         if self.before_revoke is not None and gone:
@@ -140,6 +177,8 @@ class BatchConsumer:
         self._on_change("revoke", len(self._owned))
 
     def _lost(self, c: Consumer, parts: list[TopicPartition]) -> None:
+        if c is not self._c:
+            return  # a fenced consumer being closed
         lost = [(p.topic, p.partition) for p in parts]
         self._owned -= set(lost)
         if self.after_lost is not None and lost:
@@ -157,16 +196,21 @@ class BatchConsumer:
             if msgs and max_messages > 1:
                 msgs += self._c.consume(max_messages - 1, 0)
         if self.fatal is not None:
-            raise KafkaFatalError(f"kafka consumer: {self.fatal.str()}")
+            raise KafkaFatalError(fatal_line("kafka consumer", self.fatal, self._conf))
         good: list[Message] = []
         for m in msgs:
             err = m.error()
             if err is None:
                 good.append(m)
+            elif is_fenced(err, self._conf):
+                self._fenced = err
             elif is_fatal(err):
-                raise KafkaFatalError(f"kafka consumer: {err.str()}")
+                raise KafkaFatalError(fatal_line("kafka consumer", err, self._conf))
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("kafka consumer: %s", err.str())
+        if self._fenced is not None:
+            self._rejoin(self._fenced)
+            return []  # read again from the committed offsets by the new member
         return good
 
     def commit(self, offsets: Mapping[PartitionId, int],
@@ -186,7 +230,9 @@ class BatchConsumer:
                 self._c.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
             err = exc.args[0]
-            if isinstance(err, KafkaError) and is_fatal(err):
+            if isinstance(err, KafkaError) and is_fenced(err, self._conf):
+                self._fenced = err  # the next poll rejoins
+            elif isinstance(err, KafkaError) and is_fatal(err):
                 raise KafkaFatalError(f"kafka commit: {err.str()}") from exc
             return str(exc)
         return None

@@ -97,18 +97,63 @@ def connection(settings: HasConnection, client_id: str | None = None) -> Connect
     return Connection(settings.bootstrap, dict(settings.kafka), client_id)
 
 
+class HasMembership(Protocol):
+    """Any settings object with the group fields (worker and monitor settings)."""
+
+    @property
+    def group(self) -> str: ...
+    @property
+    def instance_id(self) -> str: ...
+    @property
+    def static_membership(self) -> bool: ...
+    @property
+    def session_timeout_s(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """How a process belongs to its consumer group."""
+
+    group: str
+    #: The static member id (group.instance.id, KIP-345); None: a dynamic member.
+    instance_id: str | None
+    session_timeout_s: float = 45.0
+
+    def tuning(self) -> dict[str, Any]:
+        session_ms = round(self.session_timeout_s * 1000)
+        # Three heartbeats per session (Kafka's advice), never sparser than its default 3 s.
+        return {"session.timeout.ms": session_ms,
+                "heartbeat.interval.ms": max(100, min(3000, session_ms // 3))}  # fmt: skip
+
+    def fixed(self) -> dict[str, Any]:
+        fixed: dict[str, Any] = {"group.id": self.group}
+        if self.instance_id is not None:
+            fixed["group.instance.id"] = self.instance_id
+        return fixed
+
+
+def membership(settings: HasMembership) -> Membership:
+    static = settings.instance_id if settings.static_membership else None
+    return Membership(settings.group, static, settings.session_timeout_s)
+
+
 def client_config(
     role: Role,
     conn: Connection,
     tuning: Mapping[str, Any] | None = None,
     fixed: Mapping[str, Any] | None = None,
+    member: Membership | None = None,
 ) -> dict[str, Any]:
     """librdkafka properties for one client.
 
     ``tuning``: the caller's defaults for this client (the user's properties win);
-    ``fixed``: properties the caller's correctness needs (group.id, transactional.id),
-    applied last.
+    ``fixed``: properties the caller's correctness needs (transactional.id), applied last;
+    ``member``: a group member's group and static id (fixed) and session timeout (tuning:
+    a ``session.timeout.ms`` of the user's still wins).
     """
+    if member is not None:
+        tuning = {**member.tuning(), **(tuning or {})}
+        fixed = {**member.fixed(), **(fixed or {})}
     conf: dict[str, Any] = {"bootstrap.servers": conn.bootstrap}
     if conn.client_id:
         conf["client.id"] = conn.client_id

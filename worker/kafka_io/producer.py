@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -20,6 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from worker.delivery_terms import Headers, OnDelivery, Sent, TxState
 from worker.errors import KafkaFatalError, SendError, SendFailure
 from worker.kafka_io.clients import PartitionId, is_fatal
+from worker.kafka_io.fencing import FENCE_WINDOW_S, Fences
 from worker.kafka_io.watch import BrokerWatch
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TO
 _REJECTED = frozenset({KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG,
                        KafkaError.INVALID_TIMESTAMP, KafkaError.POLICY_VIOLATION,
                        KafkaError._INVALID_ARG})  # fmt: skip
+#: Another process took over this one's transactional id.
+_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
 
 
 def classify(err: KafkaError) -> SendError:
@@ -39,6 +43,18 @@ def classify(err: KafkaError) -> SendError:
     if code in _REJECTED:
         return SendError(SendFailure.REJECTED, err.str())
     return SendError(SendFailure.TRANSIENT, err.str())
+
+
+def fatal_line(err: KafkaError, conf: Mapping[str, Any], fences: int = 1) -> str:
+    """The one line a producer's fatal error ends the process with; fenced by another
+    process with the same transactional id, it names the id and the fix."""
+    tid = conf.get("transactional.id")
+    if tid and err.code() in _FENCED:
+        again = f", {fences} times within {FENCE_WINDOW_S:.0f}s" if fences > 1 else ""
+        return (f"kafka transaction: fenced by another process with this one's transactional "
+                f"id {tid!r} ({err.str()}{again}); give each running process its own "
+                "--instance-id (the default is the host name)")
+    return f"kafka producer: {err.str()}"
 
 
 def _report(on_delivery: OnDelivery, err: KafkaError | None, msg: Any) -> None:
@@ -83,24 +99,40 @@ class BatchProducer:
 
     def _refused(self, exc: KafkaException, sent: Sent, on_delivery: OnDelivery) -> None:
         err = exc.args[0]
-        if not isinstance(err, KafkaError) or is_fatal(err):
+        if not isinstance(err, KafkaError):
             raise KafkaFatalError(f"kafka producer: {exc}") from exc
+        if is_fatal(err):
+            raise KafkaFatalError(fatal_line(err, self._conf)) from exc
         on_delivery(classify(err), sent)
 
     def poll(self, timeout_s: float) -> None:
         """Serve delivery reports, waiting at most ``timeout_s`` for the first one."""
         self._p.poll(timeout_s)
         if self.fatal is not None:
-            raise KafkaFatalError(f"kafka producer: {self.fatal.str()}")
+            raise KafkaFatalError(fatal_line(self.fatal, self._conf))
 
 
-_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
-#: The longest a transactional call runs in the background before it reports a timeout.
-TX_CALL_TIMEOUT_S = 30.0
-#: A call still running this long after it started hangs (librdkafka has been seen to
-#: wait forever in send_offsets_to_transaction after its broker restarted): the producer
-#: is replaced, and the new one's init_transactions aborts the transaction.
-TX_STUCK_S = 45.0
+#: The transaction timeout when the configuration has none (librdkafka's default 60 s).
+_DEFAULT_TX_TIMEOUT_MS = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class TxTimeouts:
+    """How long transactional calls may take, from the producer's ``transaction.timeout.ms``
+    (the worker's ``transaction_timeout_s``)."""
+
+    #: The longest a transactional call runs in the background before it reports a timeout.
+    call_s: float
+    #: A call still running this long after it started hangs (librdkafka has been seen to
+    #: wait forever in send_offsets_to_transaction after its broker restarted): the
+    #: producer is replaced, and the new one's init_transactions aborts the transaction.
+    stuck_s: float
+
+    @classmethod
+    def of(cls, conf: Mapping[str, Any]) -> TxTimeouts:
+        call_s = int(conf.get("transaction.timeout.ms", _DEFAULT_TX_TIMEOUT_MS)) / 1000
+        # Past the transaction timeout the broker has aborted the transaction anyway.
+        return cls(call_s, call_s * 1.5)
 
 
 class _Call:
@@ -149,9 +181,13 @@ class TxProducer(BatchProducer):
     def __init__(self, conf: Mapping[str, Any], watch: BrokerWatch | None = None,
                  init_timeout_s: float = 60.0) -> None:  # fmt: skip
         super().__init__(conf, watch)
+        self._timeouts = TxTimeouts.of(conf)
+        tid = str(conf.get("transactional.id"))
+        self._fences = Fences(tid, lambda err, n: fatal_line(err, self._conf, n))
         self._offsets_sent = False
         #: Why the current producer cannot go on (a fatal error), or None.
         self._broken: str | None = None
+        self._fenced: KafkaError | None = None
         self._call: _Call | None = None
         self._p.init_transactions(init_timeout_s)
 
@@ -166,10 +202,18 @@ class TxProducer(BatchProducer):
             self._error(err)
 
     def _error(self, err: KafkaError) -> None:
-        if err.fatal() and err.code() not in _FENCED:
-            self._broken = err.str()
+        if err.fatal():
+            self._broke(err)
         else:
             super()._error(err)
+
+    def _broke(self, err: KafkaError) -> None:
+        """This producer cannot go on: the next commit aborts and replaces it."""
+        self._broken = err.str()
+        if err.code() in _FENCED:
+            # Another live process with this id, or the broker bumped the epoch when it
+            # aborted a transaction past its timeout (an outage): counted when replaced.
+            self._fenced = err
 
     def send(self, topic: str, value: bytes | None, key: bytes | None,
              headers: Headers | None, on_delivery: OnDelivery) -> None:  # fmt: skip
@@ -180,9 +224,12 @@ class TxProducer(BatchProducer):
 
     def _refused(self, exc: KafkaException, sent: Sent, on_delivery: OnDelivery) -> None:
         err = exc.args[0]
-        if isinstance(err, KafkaError) and err.fatal() and err.code() not in _FENCED:
-            self._broken = err.str()
-            on_delivery(SendError(SendFailure.TRANSIENT, self._broken), sent)
+        # A produce() refused after a fatal error says only _FATAL ("Local: Fatal error");
+        # its cause (a fence) came through error_cb.
+        if isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL):
+            if self._broken is None:
+                self._broke(err)
+            on_delivery(SendError(SendFailure.TRANSIENT, err.str()), sent)
             return
         super()._refused(exc, sent, on_delivery)
 
@@ -190,7 +237,13 @@ class TxProducer(BatchProducer):
         if self._call is not None and not self._call.done():
             self._call.result(timeout_s)  # its thread serves the callbacks meanwhile
             return
-        super().poll(timeout_s)
+        try:
+            super().poll(timeout_s)
+        except KafkaException as exc:  # a fenced producer's poll raises its fatal error
+            err = exc.args[0]
+            if not isinstance(err, KafkaError) or not err.fatal():
+                raise
+            self._broke(err)  # the next commit aborts and replaces it
 
     def begin(self) -> None:
         self._offsets_sent = False
@@ -214,9 +267,9 @@ class TxProducer(BatchProducer):
     def _commit_now(self, tps: list[TopicPartition], group: object) -> TxState:
         try:
             if not self._offsets_sent and tps:
-                self._p.send_offsets_to_transaction(tps, group, TX_CALL_TIMEOUT_S)
+                self._p.send_offsets_to_transaction(tps, group, self._timeouts.call_s)
             self._offsets_sent = True
-            self._p.commit_transaction(TX_CALL_TIMEOUT_S)
+            self._p.commit_transaction(self._timeouts.call_s)
         except KafkaException as exc:
             return self._verdict(exc)
         return TxState.COMMITTED
@@ -230,16 +283,19 @@ class TxProducer(BatchProducer):
     def _abort_now(self) -> bool:
         if self._broken is None:
             try:
-                self._p.abort_transaction(TX_CALL_TIMEOUT_S)
+                self._p.abort_transaction(self._timeouts.call_s)
                 return True
             except KafkaException as exc:
                 if self._verdict(exc) is TxState.PENDING:
                     return False
                 self._broken = self._broken or str(exc)  # abort refused: start afresh
+        if self._fenced is not None:
+            fenced, self._fenced = self._fenced, None
+            self._fences.record(fenced)  # raises when it keeps happening
         log.warning("transactional producer failed (%s); replacing it", self._broken)
         fresh = self._new()
         try:
-            fresh.init_transactions(TX_CALL_TIMEOUT_S)
+            fresh.init_transactions(self._timeouts.call_s)
         except KafkaException as exc:
             if self._verdict(exc) is TxState.PENDING:
                 return False
@@ -256,7 +312,7 @@ class TxProducer(BatchProducer):
         done, result = self._call.result(timeout_s)
         if done:
             self._call = None
-        elif time.monotonic() - self._call.started > TX_STUCK_S:
+        elif time.monotonic() - self._call.started > self._timeouts.stuck_s:
             log.warning("a transactional call has hung for %.0fs; replacing the producer",
                         time.monotonic() - self._call.started)  # fmt: skip
             self._call, self._broken = None, "a transactional call hung"
@@ -268,9 +324,8 @@ class TxProducer(BatchProducer):
         if not isinstance(err, KafkaError):
             raise KafkaFatalError(f"kafka transaction: {exc}") from exc
         if err.code() in _FENCED:
-            raise KafkaFatalError(
-                f"kafka transaction: fenced by another worker with the same transactional "
-                f"id ({err.str()}); give every running worker its own --instance-id") from exc
+            self._broke(err)
+            return TxState.ABORT
         if err.txn_requires_abort():
             return TxState.ABORT
         if not err.fatal() and (err.retriable() or err.code() == KafkaError._TIMED_OUT):

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -24,8 +24,10 @@ from confluent_kafka import (
 )
 
 from worker.errors import KafkaFatalError
-from worker.kafka_io.clients import Message, PartitionId, next_offsets
-from worker.kafka_io.config import Connection, Role, client_config
+from worker.kafka_io.clients import Message, PartitionId, is_fatal, next_offsets
+from worker.kafka_io.config import Connection, Membership, Role, client_config
+from worker.kafka_io.fencing import Fences, fatal_line, is_fenced
+from worker.kafka_io.producer import fatal_line as producer_fatal_line
 
 log = logging.getLogger(__name__)
 Partitions = list[PartitionId]
@@ -35,15 +37,20 @@ class TxLoop:
     """One group member and one transactional producer (KIP-447 fencing by group)."""
 
     def __init__(
-        self, conn: Connection, group: str, transactional_id: str,
+        self, conn: Connection, member: Membership, transactional_id: str,
         on_assign: Callable[[Partitions], None], on_revoke: Callable[[Partitions], None],
     ) -> None:  # fmt: skip
         self._on_assign, self._on_revoke = on_assign, on_revoke
-        self._p = Producer(client_config(Role.TX_PRODUCER, conn,
-                                         fixed={"transactional.id": transactional_id}))
+        self._tx_conf = client_config(Role.TX_PRODUCER, conn,
+                                      fixed={"transactional.id": transactional_id})
+        self._p = Producer(self._tx_conf)
+        self._tx_fences = Fences(transactional_id,
+                                 lambda err, n: producer_fatal_line(err, self._tx_conf, n))
         # A restart with the same transactional.id aborts what the dead process left open.
         self._p.init_transactions(60)
-        self._c = Consumer(client_config(Role.TX_CONSUMER, conn, fixed={"group.id": group}))
+        self._conf = client_config(Role.TX_CONSUMER, conn, member=member)
+        self._c = Consumer(self._conf)
+        self._fences = Fences.of_member("kafka consumer", self._conf)
         self._topics: list[str] = []
         self._open = False
         self.opened_at = 0.0
@@ -84,10 +91,31 @@ class TxLoop:
         return out
 
     def _assigned(self, c: Consumer, parts: list[TopicPartition]) -> None:
-        self._on_assign([(p.topic, p.partition) for p in parts])
+        if c is self._c:  # not a fenced consumer being closed
+            self._on_assign([(p.topic, p.partition) for p in parts])
 
     def _revoked(self, c: Consumer, parts: list[TopicPartition]) -> None:
-        self._on_revoke([(p.topic, p.partition) for p in parts])
+        if c is self._c:
+            self._on_revoke([(p.topic, p.partition) for p in parts])
+
+    def _rejoin(self, err: KafkaError) -> None:
+        """Fenced (see fencing.py): drop what this member owned and its open transaction;
+        a new consumer with the same instance id takes the membership back."""
+        self._fences.record(err)
+        self._on_revoke([(tp.topic, tp.partition) for tp in self._c.assignment()])
+        if self._open:
+            try:
+                self._p.abort_transaction(30)
+            except KafkaException as exc:
+                raise KafkaFatalError(f"kafka transaction: {exc}") from exc
+        self._open, self._offsets, self.polled_messages = False, {}, 0
+        old, self._c = self._c, Consumer(self._conf)
+        self._c.subscribe(self._topics, on_assign=self._assigned, on_revoke=self._revoked,
+                          on_lost=self._revoked)  # fmt: skip
+        try:
+            old.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.debug("closing the fenced consumer: %s", exc)
 
     def poll(self, max_messages: int, timeout_s: float) -> list[Message]:
         good: list[Message] = []
@@ -95,8 +123,11 @@ class TxLoop:
             err = m.error()
             if err is None:
                 good.append(m)
-            elif err.fatal():
-                raise KafkaFatalError(f"kafka consumer: {err.str()}")
+            elif is_fenced(err, self._conf):
+                self._rejoin(err)
+                return []
+            elif is_fatal(err):
+                raise KafkaFatalError(fatal_line("kafka consumer", err, self._conf))
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("kafka consumer: %s", err.str())
         if good and not self._offsets and not self._open:
@@ -152,11 +183,16 @@ class TxLoop:
             self._p.poll(0)  # delivery callbacks of the committed records
         except KafkaException as exc:
             err = exc.args[0]
-            if not isinstance(err, KafkaError) or err.fatal():
+            if not isinstance(err, KafkaError):
                 raise KafkaFatalError(f"kafka transaction: {exc}") from exc
+            fenced = err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED)
+            if err.fatal() and not fenced:
+                raise KafkaFatalError(producer_fatal_line(err, self._tx_conf)) from exc
+            if fenced:  # another process with this id, or the broker's timeout abort
+                self._tx_fences.record(err)  # raises when it keeps happening
             log.warning("transaction aborted, replaying from committed offsets: %s", err.str())
             try:
-                self._recover()
+                self._recover(fresh_producer=fenced)
             except KafkaException as again:  # cannot even rewind: crash-only from here
                 raise KafkaFatalError(f"kafka transaction recovery: {again}") from again
             return False
@@ -164,9 +200,14 @@ class TxLoop:
             self._open = False
         return True
 
-    def _recover(self) -> None:
-        """Abort, drop the in-memory state, rewind to the committed offsets, restore."""
-        self._p.abort_transaction(60)
+    def _recover(self, fresh_producer: bool = False) -> None:
+        """Abort (a fenced producer: replace it, the new one's init aborts), drop the
+        in-memory state, rewind to the committed offsets, restore."""
+        if fresh_producer:
+            self._p = Producer(self._tx_conf)
+            self._p.init_transactions(60)
+        else:
+            self._p.abort_transaction(60)
         self._offsets = {}
         self.polled_messages = 0
         owned = self._c.assignment()
@@ -194,28 +235,54 @@ def watermarks(conn: Connection, topic: str, partition: int) -> tuple[int, int]:
         c.close()
 
 
+class RestoreWatch(Protocol):
+    """Who hears how far a restore got (probes.RestoreProgress: gauges and liveness)."""
+
+    def started(self, offsets: int) -> None: ...
+    def advanced(self, records: int, offsets: int) -> None: ...
+    def finished(self) -> None: ...
+
+
 def read_changelog(
     conn: Connection, topic: str, partition: int, timeout_s: float = 120.0,
-    start: int | None = None,
+    start: int | None = None, watch: RestoreWatch | None = None,
 ) -> Iterator[tuple[bytes, bytes | None, int]]:  # fmt: skip
     """Every committed (key, value, offset) of one changelog partition from ``start``
-    (None: its beginning), oldest first."""
+    (None: its beginning), oldest first. ``timeout_s`` bounds a restore that stops moving
+    (no record for that long), not a long one that moves: a large changelog takes what
+    it takes. ``watch`` hears its progress, a poll at a time."""
     c = Consumer(client_config(Role.RESTORE, conn,
                                fixed={"group.id": f"restore-{uuid.uuid4().hex}"}))
+    started = False
     try:
         low, high = c.get_watermark_offsets(TopicPartition(topic, partition), 30)
         if high <= max(low, start or 0):
             return
-        first = OFFSET_BEGINNING if start is None else max(start, low)
-        c.assign([TopicPartition(topic, partition, first)])
+        first = low if start is None else max(start, low)
+        if watch is not None:
+            watch.started(high - first)
+            started = True
+        c.assign([TopicPartition(topic, partition, OFFSET_BEGINNING if start is None
+                                 else first)])  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for m in c.consume(5000, 1.0):
-                err = m.error()
-                if err is not None and err.code() == KafkaError._PARTITION_EOF:
-                    return
-                if err is None and m.key() is not None:
+            msgs = c.consume(5000, 1.0)
+            good = [m for m in msgs if m.error() is None]
+            if good:
+                deadline = time.monotonic() + timeout_s
+                position = min(high, (good[-1].offset() or 0) + 1)
+                if watch is not None:
+                    watch.advanced(len(good), position - first)
+                first = position
+            for m in good:
+                if m.key() is not None:
                     yield m.key() or b"", m.value(), m.offset() or 0
-        raise KafkaFatalError(f"restoring {topic}[{partition}] took over {timeout_s:.0f}s")
+            if any(e is not None and e.code() == KafkaError._PARTITION_EOF
+                   for e in (m.error() for m in msgs)):  # fmt: skip
+                return
+        raise KafkaFatalError(f"restoring {topic}[{partition}]: nothing read for "
+                              f"{timeout_s:.0f}s")  # fmt: skip
     finally:
+        if started and watch is not None:
+            watch.finished()
         c.close()

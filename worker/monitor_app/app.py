@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from worker import kafka_io
 from worker.clock import wall_ms
 from worker.kafka_io import Message
-from worker.kafka_io.config import Connection, connection
+from worker.kafka_io.config import Connection, connection, membership
 from worker.kafka_io.tx import Partitions, TxLoop, read_changelog
 from worker.model.bundle import load_bundle
 from worker.monitor.alerts import AlertRule
@@ -39,6 +39,7 @@ from worker.monitor.views import ModelSpec, PredictionView
 from worker.monitor_app import memory
 from worker.monitor_app.gauges import LoopCounters, MonitorCollector, loop_counters
 from worker.monitor_app.join_stage import JoinStage
+from worker.monitor_app.restore_gauges import RestoreCollector
 from worker.monitor_app.settings import MonitorSettings
 from worker.monitor_app.status_page import StatusFeed, seed
 from worker.probes import Health, serve
@@ -82,7 +83,8 @@ class OwnedPartitions:
             partials_topic=s.internal.partials,
             state_dir=Path(s.state_dir) / s.group / s.instance_id,
             windows=window_sizes(s.window_list), spec_for=self.spec_for, config=config,
-            retain_ms=self._retain_ms(), cache_mib=s.state_cache_mib, wall_ms=self.clock_ms)
+            retain_ms=self._retain_ms(), cache_mib=s.state_cache_mib, wall_ms=self.clock_ms,
+            restore=self.health.restore)
 
     def spec_for(self, pred: PredictionView) -> ModelSpec:
         key = pred.model_key
@@ -106,7 +108,8 @@ class OwnedPartitions:
                 self.stage.assign(p)
             elif topic == topics.partials:
                 gp = self._new_global(p)
-                for k, v, _offset in read_changelog(conf, topics.global_state, p):
+                for k, v, _offset in read_changelog(conf, topics.global_state, p,
+                                                    watch=self.health.restore):  # fmt: skip
                     gp.restore(k.decode(), v)
                 self.global_partitions[p] = gp
         self.update_readiness()
@@ -339,6 +342,7 @@ def run_monitor(
     health = Health(stall_s=s.health_stall_s)
     health.model_loaded = True  # the monitor needs no model to run
     collector = MonitorCollector(registry)
+    RestoreCollector(registry, health.restore)
     status = StatusFeed(rules, s.window_list, s.instance_id, s.partitions)
     server = (serve(s.metrics_port, registry, health, s.metrics_host, routes=status.routes())
               if s.metrics_port else None)  # fmt: skip
@@ -352,7 +356,7 @@ def run_monitor(
         counters = loop_counters(registry)
         memory.limit_arenas()
         owned = OwnedPartitions(s, rules, specs, health)
-        loop = TxLoop(connection(s, s.instance_id), s.group, f"{s.group}-{s.instance_id}",
+        loop = TxLoop(connection(s, s.instance_id), membership(s), f"{s.group}-{s.instance_id}",
                       owned.on_assign, owned.on_revoke)  # fmt: skip
         mon = Monitor(s, owned, loop, counters, collector, health, status, stop=stop)
         mon.run()

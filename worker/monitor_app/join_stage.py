@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from worker.kafka_io import Message
 from worker.kafka_io.config import Connection
-from worker.kafka_io.tx import TxLoop, read_changelog, watermarks
+from worker.kafka_io.tx import RestoreWatch, TxLoop, read_changelog, watermarks
 from worker.monitor.codec import Block, decode_block
 from worker.monitor.join import JoinConfig
 from worker.monitor.stages import JoinPartition, Records, SpecFor
@@ -45,6 +45,8 @@ class JoinStage:
     retain_ms: int
     cache_mib: int
     wall_ms: Callable[[], int]
+    #: Hears how far a changelog restore got (liveness, readiness, gauges).
+    restore: RestoreWatch | None = None
     joins: dict[int, JoinPartition] = field(default_factory=dict)
     stores: dict[int, RocksStore] = field(default_factory=dict)
     records: dict[int, Records] = field(default_factory=dict)
@@ -68,7 +70,8 @@ class JoinStage:
             store.wipe()
         jp = JoinPartition(p, self.windows, self.spec_for, store, self.config, self.retain_ms)
         n, last = 0, (start or 0) - 1
-        for key, value, offset in read_changelog(self.conf, self.changelog, p, start=start):
+        for key, value, offset in read_changelog(self.conf, self.changelog, p, start=start,
+                                                 watch=self.restore):  # fmt: skip
             jp.restore(key, value)
             n, last = n + 1, offset
             if n % RESTORE_CHUNK == 0:

@@ -6,11 +6,9 @@ without any, the default rules apply.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from worker.config import masked, register
@@ -26,7 +24,10 @@ from worker.settings_common import (
     log_level_setting,
     metrics_host_setting,
     metrics_port_setting,
+    session_timeout_setting,
     start_timeout_setting,
+    state_home,
+    static_membership_setting,
 )
 from worker.settings_rules import not_empty, optional_topic, setting, topic, validate
 
@@ -82,8 +83,11 @@ class MonitorSettings:
     )
     instance_id: str = instance_id_setting(
         "Stable name of this instance: its transactional id, so that a restart aborts what "
-        "a killed predecessor left open."
+        "a killed predecessor left open; also its static group member id, see "
+        "static_membership."
     )
+    static_membership: bool = static_membership_setting()
+    session_timeout_s: float = session_timeout_setting()
     windows: str = setting(
         "5m,1h", "Tumbling window sizes, comma-separated (ms, s, m, h, d).", check=_windows,
         allowed="sizes such as 30s, 5m, 1h, 1d (a whole number, then ms, s, m, h or d), "
@@ -103,10 +107,13 @@ class MonitorSettings:
         ge=0,
     )
     state_dir: str = setting(
-        str(Path(tempfile.gettempdir()) / "scoring-monitor"),
+        None,
         "Folder of the on-disk join state (RocksDB, one per join partition, under "
-        "<group>/<instance_id>/). A copy: lost, it is rebuilt from the changelog topic.",
-        check=not_empty,
+        "<group>/<instance_id>/). A copy: lost, it is rebuilt from the changelog topic, "
+        "which takes time for a large state; kept, a restart replays only the changelog's "
+        "tail. Default: $XDG_STATE_HOME/scoring-monitor (~/.local/state/scoring-monitor), "
+        "not /tmp, which a reboot or a tmp cleaner empties.",
+        factory=lambda: str(state_home() / "scoring-monitor"), check=not_empty,
     )
     state_cache_mib: int = setting(
         64,

@@ -30,7 +30,9 @@ from tests.unit.helpers import tool_missing
 from worker import config
 from worker.monitor.stage_global import Snapshot
 from worker.monitor_app.gauges import FIGURES, MonitorCollector, loop_counters
+from worker.monitor_app.restore_gauges import RestoreCollector
 from worker.monitor_app.settings import MonitorSettings
+from worker.probes import RestoreProgress
 from worker.stream.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -483,6 +485,7 @@ def exported_metric_names() -> frozenset[str]:
     monitor = CollectorRegistry()
     collector = MonitorCollector(monitor)
     loop_counters(monitor)
+    RestoreCollector(monitor, RestoreProgress())
     figures: dict[str, int | float | None] = {fig: 0.5 for fig in FIGURES}
     collector.update(Snapshot(figures={("fraud-demo", "1", "rolling"): figures}))
     names: set[str] = set()

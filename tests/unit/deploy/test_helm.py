@@ -743,3 +743,14 @@ def test_the_schema_registry_url_is_a_setting_and_its_credentials_a_secret(
     assert "SCORING_SCHEMA_REGISTRY" not in str(container(workloads(docs)["monitor"], "monitor"))
     err = render_fails("--set-string", "worker.config.schema_registry_password=hunter2")
     assert "rendered in clear" in err
+
+
+def test_the_monitor_keeps_its_join_state_on_a_mounted_volume(variant: str,
+                                                               tmp_path: Path) -> None:
+    """The monitor's own default (under XDG_STATE_HOME) would be on the read-only root
+    filesystem: the chart names a folder on a volume of the pod."""
+    docs = rendered(*VARIANTS[variant])
+    state = Path(start(docs, "monitor", tmp_path).settings.state_dir)
+    mounts = [Path(m["mountPath"]) for m in
+              container(workloads(docs)["monitor"], "monitor")["volumeMounts"]]  # fmt: skip
+    assert any(state.is_relative_to(m) for m in mounts), (state, mounts)

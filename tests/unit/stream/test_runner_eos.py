@@ -13,7 +13,7 @@ from tests.unit.stream_fakes import Journal, LogConsumer, TxSink, good, make, se
 from worker.errors import SendError, SendFailure
 from worker.stream.sinks import TxState
 
-EOS = settings(guarantee="exactly-once", commit_interval_ms=60_000)
+EOS = settings(guarantee="exactly-once", commit_interval_ms=60_000, transaction_timeout_s=120)
 
 
 def ids(records: list[tuple[str, bytes | None, object]], topic: str = "out") -> Counter[str]:

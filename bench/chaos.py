@@ -1,0 +1,282 @@
+"""A chaos run (issue 26): faults at random moments under steady labeled traffic, then an
+exact account.
+
+    flock /tmp/heavy.lock .venv/bin/python bench/chaos.py --guarantee exactly-once
+    flock /tmp/heavy.lock .venv/bin/python bench/chaos.py --short --seed 7
+
+Everything runs on a broker of the run's own (a free port, a fresh state folder): the
+run stops, kills and pauses it. Traffic: two workers in one group (``--guarantee``), a
+monitor, demo events at ``--rate`` per second, each with its label ``--label-delay`` s
+later. Faults, one at a time, each after a pause drawn from the seed (30-120 s; short
+mode 8-20 s), cycling through the kinds in an order drawn from the seed:
+
+- ``worker-kill``: kill -9 of a worker, restarted at once under the same instance id;
+- ``worker-add-remove``: a third worker joins, and leaves (SIGTERM) 20 s later;
+- ``monitor-kill``: kill -9 of the monitor, restarted under the same id;
+- ``broker-stop``: a clean broker stop, then a start;
+- ``broker-kill``: kill -9 of the broker, then a start;
+- ``broker-pause``: SIGSTOP of the broker for ``--pause`` s (a network partition), SIGCONT;
+- ``poison``: a 2 MB record on the input (a dead letter).
+
+At the end (traffic stopped, outputs caught up, every process stopped with SIGTERM) the
+account, as one JSON object on stdout: every input id against the outputs and dead letters
+(lost; duplicated, through a read_committed reader in exactly-once mode), each process's
+exit statuses and peak RSS, processes left behind, and for each fault the seconds until
+every output partition had an output produced after the fault ended (``resumed_s``) and
+until every worker's /readyz said 200 (``ready_s``).
+
+Not in this run yet (issue 26): retrain and model promote/rollback midway, a stopped
+registry, and the monitor's windows recomputed with scikit-learn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from chaos_parts import Broker, Outputs, Proc, Traffic, now_ms
+
+from worker import kafka_io
+from worker.devtools.demo import train_demo
+
+#: Traffic without faults after the last one (a worker removed holds its partitions
+#: for a session timeout, 10 s, after its 20 s in the group).
+CALM_S = 45.0
+FAULTS = ("worker-kill", "worker-add-remove", "monitor-kill", "broker-stop", "broker-kill",
+          "broker-pause", "poison")  # fmt: skip
+
+
+@dataclass
+class Fault:
+    kind: str
+    at_s: float  # since the traffic started
+    start_ms: int
+    end_ms: int  # when the fault was over (a restart launched, the broker answering again)
+    resumed_s: float | None = None
+    ready_s: float | None = None
+
+
+class Run:
+    """The processes of one chaos run and the faults done to them."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args, self.tmp = args, tmp
+        self.rng = random.Random(args.seed)
+        self.broker = Broker(tmp / "broker")
+        self.name = f"chaos-{uuid.uuid4().hex[:6]}"
+        self.t = {k: f"{self.name}-{k}" for k in ("in", "out", "dlq", "labels", "metrics",
+                                                  "alerts", "stats")}  # fmt: skip
+        self.workers: list[Proc] = []
+        self.extra: list[Proc] = []  # added workers, kept for the account
+        self.monitor: Proc | None = None
+        self.ready_log: list[tuple[int, bool]] = []  # (wall ms, every worker ready)
+        self.faults: list[Fault] = []
+        self._probing = threading.Event()
+
+    def worker(self, n: int, model: Path) -> Proc:
+        t = self.t
+        return Proc(f"worker-{n}", [
+            "run", "--bootstrap", self.broker.bootstrap, "--input-topic", t["in"],
+            "--output-topic", t["out"], "--dlq-topic", t["dlq"], "--group", self.name,
+            "--model", str(model), "--guarantee", self.args.guarantee, "--instance-id",
+            f"w{n}", "--batch-max", "500", "--log-level", "WARNING"], self.tmp)  # fmt: skip
+
+    def start(self) -> None:
+        self.broker.start()
+        b = self.broker.bootstrap
+        kafka_io.create_topics(b, {self.t["in"]: 4}, config={"max.message.bytes": "8388608"})
+        kafka_io.create_topics(b, {self.t["out"]: 4, self.t["dlq"]: 1, self.t["labels"]: 4,
+                                   self.t["metrics"]: 1, self.t["alerts"]: 1,
+                                   self.t["stats"]: 1})  # fmt: skip
+        model = train_demo(self.tmp / "model" / "fraud", seed=3, n=20_000)
+        self.model = model
+        self.workers = [self.worker(n, model) for n in range(2)]
+        t = self.t
+        self.monitor = Proc("monitor", [
+            "monitor", "--bootstrap", b, "--predictions-topic", t["out"], "--labels-topic",
+            t["labels"], "--metrics-topic", t["metrics"], "--alerts-topic", t["alerts"],
+            "--stats-topic", t["stats"], "--group", f"{self.name}-monitor", "--instance-id",
+            "m0", "--models", str(model), "--partitions", "2", "--state-dir",
+            str(self.tmp / "state"), "--log-level", "WARNING"], self.tmp)  # fmt: skip
+        for p in [*self.workers, self.monitor]:
+            p.start()
+        threading.Thread(target=self._probe, daemon=True).start()
+
+    def _probe(self) -> None:
+        while not self._probing.is_set():
+            live = [w for w in self.workers if w.running()]
+            ok = bool(live) and all(w.ready() == 200 for w in live)
+            self.ready_log.append((now_ms(), ok))
+            for p in self.processes():
+                p.sample()
+            time.sleep(0.5)
+
+    def processes(self) -> list[Proc]:
+        return [*self.workers, *self.extra, *([self.monitor] if self.monitor else [])]
+
+    def ready_after(self, since_ms: int) -> float | None:
+        at = next((t for t, ok in list(self.ready_log) if t >= since_ms and ok), None)
+        return None if at is None else (at - since_ms) / 1000
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def do(self, kind: str, traffic: Traffic, t0: float) -> Fault:
+        start = now_ms()
+        at = round(time.monotonic() - t0, 1)
+        self._actions()[kind](traffic)
+        return Fault(kind, at, start, now_ms())
+
+    def _actions(self) -> dict[str, Callable[[Traffic], None]]:
+        return {"worker-kill": self._worker_kill, "worker-add-remove": self._add_remove,
+                "monitor-kill": self._monitor_kill, "broker-stop": self._broker_stop,
+                "broker-kill": self._broker_kill, "broker-pause": self._broker_pause,
+                "poison": lambda tr: tr.poison(len(self.faults))}  # fmt: skip
+
+    def _worker_kill(self, _: Traffic) -> None:
+        w = self.rng.choice(self.workers)
+        w.kill9()
+        w.start()  # at once, under the same instance id: a container restart
+
+    def _add_remove(self, _: Traffic) -> None:
+        added = self.worker(len(self.workers) + len(self.extra), self.model)
+        self.extra.append(added)
+        added.start()
+        time.sleep(20)
+        added.stop()
+
+    def _monitor_kill(self, _: Traffic) -> None:
+        assert self.monitor is not None
+        self.monitor.kill9()
+        self.monitor.start()
+
+    def _broker_stop(self, _: Traffic) -> None:
+        self.broker.stop()
+        time.sleep(self.args.down)
+        self.broker.start()
+
+    def _broker_kill(self, _: Traffic) -> None:
+        self.broker.kill()
+        time.sleep(self.args.down)
+        self.broker.start()
+
+    def _broker_pause(self, _: Traffic) -> None:
+        self.broker.pause(self.args.pause)
+
+    def stop(self) -> dict[str, Any]:
+        """SIGTERM every process, then the broker; exit statuses, peaks, leftovers."""
+        self._probing.set()
+        procs = {p.name: p for p in self.processes()}
+        crashed = {}
+        for p in procs.values():
+            if p.running():
+                p.stop()
+            elif p.popen is not None and len(p.exit_codes) < p.starts:  # ended by itself
+                p.exit_codes.append(p.popen.returncode)
+                crashed[p.name] = p.log_tail()
+        left = [p.name for p in procs.values() if p.running()]
+        self.broker.stop()
+        if self.broker.alive():
+            left.append("broker")
+        return {"exit_codes": {n: p.exit_codes for n, p in procs.items()},
+                "peak_rss_mib": {n: round(p.peak_mib) for n, p in procs.items()},
+                "left_behind": left, "ended_by_themselves": crashed}  # fmt: skip
+
+
+def pauses(args: argparse.Namespace) -> tuple[float, float]:
+    return (8.0, 20.0) if args.short else (30.0, 120.0)
+
+
+def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    run = Run(args, tmp)
+    run.start()
+    b = run.broker.bootstrap
+    eos = args.guarantee == "exactly-once"
+    outputs = Outputs(b, run.t["out"], run.t["dlq"], committed_only=eos)
+    outputs.start()
+    traffic = Traffic(b, run.t["in"], run.t["labels"], args.rate, args.label_delay, args.seed)
+    traffic.start()
+    t0 = time.monotonic()
+    kinds = list(FAULTS)
+    run.rng.shuffle(kinds)
+    lo, hi = pauses(args)
+    try:
+        while True:
+            wait = run.rng.uniform(lo, hi)
+            # The last fault leaves traffic enough to show when scoring resumed.
+            if time.monotonic() - t0 + wait + CALM_S > args.seconds:
+                break
+            time.sleep(wait)
+            fault = run.do(kinds[len(run.faults) % len(kinds)], traffic, t0)
+            run.faults.append(fault)
+            print(orjson.dumps(asdict(fault)).decode(), file=sys.stderr, flush=True)
+        time.sleep(max(0.0, args.seconds - (time.monotonic() - t0)))
+    finally:
+        traffic.finish.set()
+        traffic.join(900)
+        sent = set(traffic.sent)
+        deadline = time.monotonic() + args.drain
+        while time.monotonic() < deadline and not sent <= set(outputs.seen()):
+            time.sleep(1)
+        time.sleep(5)  # late duplicates still show
+        for f in run.faults:
+            f.resumed_s = outputs.resumed_after(f.end_ms)
+            f.ready_s = run.ready_after(f.end_ms)
+        procs = run.stop()
+        outputs.stopped.set()
+        outputs.join(30)
+    seen = outputs.seen()
+    lost = len(sent - set(seen))
+    dup = sum(n - 1 for k, n in seen.items() if k in sent and n > 1)
+    return {"guarantee": args.guarantee, "seed": args.seed, "seconds": args.seconds,
+            "rate": args.rate, "sent": len(traffic.sent), "lost": lost, "duplicated": dup,
+            "unknown_outputs": sum(n for k, n in seen.items() if k not in sent),
+            "traffic_failures": traffic.failed[:5], "faults": [asdict(f) for f in run.faults],
+            **procs}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--guarantee", choices=["at-least-once", "exactly-once"],
+                    default="at-least-once")
+    ap.add_argument("--short", action="store_true",
+                    help="a short run: 150 s (unless --seconds), faults every 8-20 s")
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="length of the traffic (default 3600, short 150)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rate", type=float, default=500.0, help="events per second")
+    ap.add_argument("--label-delay", type=float, default=5.0)
+    ap.add_argument("--down", type=float, default=10.0,
+                    help="seconds a stopped or killed broker stays down")
+    ap.add_argument("--pause", type=float, default=20.0,
+                    help="seconds the broker stays stopped with SIGSTOP")
+    ap.add_argument("--drain", type=float, default=300.0,
+                    help="longest wait for the outputs to catch up at the end")
+    ap.add_argument("--keep", action="store_true", help="keep the logs folder")
+    args = ap.parse_args()
+    if args.seconds is None:
+        args.seconds = 150.0 if args.short else 3600.0
+    tmp = Path(tempfile.mkdtemp(prefix="chaos-"))
+    try:
+        result = chaos(args, tmp)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"logs in {tmp}", file=sys.stderr)
+    print(orjson.dumps(result).decode())
+
+
+if __name__ == "__main__":
+    main()

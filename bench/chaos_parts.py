@@ -1,0 +1,276 @@
+"""What a chaos run (bench/chaos.py) drives and watches: a broker of its own, the scoring
+processes, labeled traffic, and a reader of every output.
+
+Everything here talks to the run's own broker on a port of its own: the run stops, kills
+and pauses it, so it is never the shared one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, Producer
+from procstat import PEAK, rss_mib  # bench/procstat.py: this folder is on sys.path
+
+from worker.devtools.demo import make_events
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The poison record's size: twice what a worker reads (it is dead-lettered unread).
+POISON_BYTES = 2 * 1024 * 1024
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def free_ports(n: int) -> int:
+    """``n`` consecutive free ports below the ephemeral range (a stopped broker comes back
+    on its port; an outgoing connection must not take it meanwhile)."""
+    rng = random.Random()
+    for _ in range(200):
+        p = rng.randrange(20_000, 32_000)
+        if all(_bindable(p + i) for i in range(n)):
+            return p
+    raise RuntimeError(f"no {n} free consecutive ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Broker:
+    """``scoring-worker kafka-local`` on a port and state folder of the run's own."""
+
+    state: Path
+    port: int = field(default_factory=lambda: free_ports(2))
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _cli(self, action: str) -> None:
+        cmd = [sys.executable, "-m", "worker", "kafka-local", action, "--port", str(self.port),
+               "--state-dir", str(self.state)]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"kafka-local {action}: {done.stdout}{done.stderr}")
+
+    def pid(self) -> int:
+        return int((self.state / f"kafka-{self.port}" / "broker.pid").read_text().strip())
+
+    def start(self) -> None:
+        self._cli("start")
+
+    def stop(self) -> None:
+        self._cli("stop")
+
+    def kill(self) -> None:
+        os.kill(self.pid(), signal.SIGKILL)
+        time.sleep(0.5)
+
+    def pause(self, seconds: float) -> None:
+        """SIGSTOP for ``seconds``: a stand-in for a network partition."""
+        pid = self.pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid(), 0)
+        except (OSError, ValueError):
+            return False
+        return True
+
+
+@dataclass
+class Proc:
+    """One ``scoring-worker`` child (``run`` or ``monitor``) and what is known of it."""
+
+    name: str
+    args: list[str]
+    logs: Path
+    port: int = field(default_factory=lambda: free_ports(1))
+    popen: subprocess.Popen[bytes] | None = None
+    peak_mib: float = 0.0
+    starts: int = 0
+    exit_codes: list[int] = field(default_factory=list)
+
+    def start(self) -> None:
+        log = (self.logs / f"{self.name}.{self.starts}.log").open("wb")
+        cmd = [sys.executable, "-m", "worker", *self.args, "--metrics-port", str(self.port),
+               "--metrics-host", "127.0.0.1"]  # fmt: skip
+        self.popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        log.close()
+        self.starts += 1
+
+    def log_tail(self, lines: int = 8) -> list[str]:
+        """The last lines of its latest run's log."""
+        path = self.logs / f"{self.name}.{self.starts - 1}.log"
+        return path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def sample(self) -> None:
+        if self.running() and self.popen is not None:
+            with contextlib.suppress(OSError):  # it ended meanwhile
+                self.peak_mib = max(self.peak_mib, rss_mib(self.popen.pid, PEAK))
+
+    def kill9(self) -> None:
+        self.sample()
+        assert self.popen is not None
+        self.popen.kill()
+        self.exit_codes.append(self.popen.wait(30))
+
+    def stop(self, timeout: float = 90.0) -> int:
+        """SIGTERM and wait: its exit status."""
+        self.sample()
+        assert self.popen is not None
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            code = self.popen.wait(30)
+        self.exit_codes.append(code)
+        return code
+
+    def ready(self) -> int:
+        """/readyz's status; 0 when nothing answers."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+        except OSError:
+            return 0
+
+
+class Traffic(threading.Thread):
+    """Demo events keyed by id at ``rate``/s, each one's label ``label_delay`` s later."""
+
+    def __init__(self, bootstrap: str, topic: str, labels_topic: str, rate: float,
+                 label_delay: float, seed: int) -> None:  # fmt: skip
+        super().__init__(daemon=True)
+        self.topic, self.labels_topic, self.rate = topic, labels_topic, rate
+        self.label_delay, self.seed = label_delay, seed
+        self.sent: list[bytes] = []
+        self.failed: list[str] = []
+        self.finish = threading.Event()
+        self._extra: deque[tuple[bytes, bytes]] = deque()
+        self._p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                            "enable.idempotence": True, "message.timeout.ms": 900_000,
+                            "message.max.bytes": 2 * POISON_BYTES,
+                            "logger": logging.getLogger("chaos-traffic")})  # fmt: skip
+
+    def poison(self, n: int) -> None:
+        """A record of ``POISON_BYTES`` on the input: a dead letter, never a crash."""
+        self._extra.append((f"poison-{n}".encode(), b"{" + b" " * POISON_BYTES + b"}"))
+
+    def _send(self, topic: str, value: bytes, key: bytes) -> None:
+        while True:
+            try:
+                self._p.produce(topic, value, key, on_delivery=self._delivered)
+                return
+            except BufferError:
+                self._p.poll(0.05)
+
+    def _delivered(self, err: object, msg: object) -> None:
+        if err is not None:
+            self.failed.append(str(err))
+
+    def run(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        labels: deque[tuple[float, bytes, bytes]] = deque()
+        t0, i = time.monotonic(), 0
+        while not self.finish.is_set():
+            events, ys = make_events(rng, 100, i, now_ms())
+            for e, y in zip(events, ys, strict=True):
+                key = e["id"].encode()
+                self._send(self.topic, orjson.dumps(e), key)
+                self.sent.append(key)
+                labels.append((time.monotonic() + self.label_delay, key,
+                               orjson.dumps({"id": e["id"], "label": y})))  # fmt: skip
+            i += len(events)
+            while self._extra:
+                key, value = self._extra.popleft()
+                self._send(self.topic, value, key)
+                self.sent.append(key)
+            while labels and labels[0][0] <= time.monotonic():
+                _, key, value = labels.popleft()
+                self._send(self.labels_topic, value, key)
+            self._p.poll(0)
+            time.sleep(max(0.0, t0 + i / self.rate - time.monotonic()))
+        for _, key, value in labels:
+            self._send(self.labels_topic, value, key)
+        left = self._p.flush(900)
+        if left:
+            self.failed.append(f"{left} records not delivered at the end")
+
+
+class Outputs(threading.Thread):
+    """Reads the outputs and dead letters from their start: each key's count, and when each
+    output partition got its outputs (their CreateTime: when a worker produced them)."""
+
+    def __init__(self, bootstrap: str, outputs: str, dlq: str, committed_only: bool) -> None:
+        super().__init__(daemon=True)
+        self.outputs = outputs
+        self.keys: Counter[bytes] = Counter()
+        self.stamps: dict[int, list[int]] = {}
+        self.stopped = threading.Event()
+        self._lock = threading.Lock()  # the run reads what this thread writes
+        self._c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"chaos-{now_ms()}",
+                            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                            "isolation.level": "read_committed" if committed_only
+                            else "read_uncommitted",
+                            "logger": logging.getLogger("chaos-outputs")})  # fmt: skip
+        self._c.subscribe([outputs, dlq])
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            msgs = [m for m in self._c.consume(5000, 0.5) if m.error() is None]
+            with self._lock:
+                for m in msgs:
+                    self.keys[m.key() or b""] += 1
+                    if m.topic() == self.outputs:
+                        self.stamps.setdefault(m.partition() or 0, []).append(m.timestamp()[1])
+        self._c.close()
+
+    def seen(self) -> Counter[bytes]:
+        with self._lock:
+            return Counter(self.keys)
+
+    def resumed_after(self, since_ms: int) -> float | None:
+        """Seconds until every output partition had an output produced after ``since_ms``."""
+        with self._lock:
+            firsts = [min((t for t in ts if t > since_ms), default=None)
+                      for ts in self.stamps.values()]  # fmt: skip
+        if not firsts or None in firsts:
+            return None
+        return (max(t for t in firsts if t is not None) - since_ms) / 1000
