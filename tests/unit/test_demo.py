@@ -60,6 +60,8 @@ def test_demo_model_is_good_not_perfect_and_bundle_is_complete(demo: ModelBundle
     histogram = m.reference_histogram
     assert histogram is not None and len(histogram.counts) == 20
     assert sum(histogram.counts) == m.metrics["n"]
+    assert m.profile is not None and m.profile.names == DEMO_FEATURES  # the training rows
+    assert all(f.rows == 28_000 and f.missing == 0 for f in m.profile.features)
 
 
 def test_drift_hurts_recall_and_shifts_scores(demo: ModelBundle) -> None:

@@ -205,6 +205,7 @@ def train_demo(out_dir: Path, seed: int = 7, n: int = 200_000, version: str = "1
         threshold=threshold,
         metrics=binary_metrics(labels[hold], scores, threshold),
         reference_histogram=ReferenceHistogram.from_scores(scores, bins=20),
+        reference=matrix[train],
     )
 
 
@@ -264,4 +265,5 @@ def make_lr30_bundle(out_dir: Path, seed: int = 11, n: int = 20_000) -> Path:
         fmt="skops",
         metrics=binary_metrics(labels, scores, 0.5),
         reference_histogram=ReferenceHistogram.from_scores(scores, bins=20),
+        reference=matrix,
     )

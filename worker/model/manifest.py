@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from worker.model.feature_types import Feature, FeatureSpecError, parse_features
+from worker.model.profile import Profile, ProfileError, parse_optional
 from worker.model.sample import SampleError, SelfTest, parse_libraries
 
 Task: TypeAlias = Literal["binary", "multiclass", "regression"]
@@ -97,12 +98,20 @@ class Manifest:
     #: Where the model came from (written by ``scoring-worker retrain``: data range, row
     #: counts, the champion it was compared with, both sets of figures); free-form JSON.
     lineage: Mapping[str, Any] | None = None
+    #: Each input's reference profile (worker/model/profile.py), for drift and data
+    #: quality; None: the bundle serves, feature drift is off for it.
+    profile: Profile | None = None
 
     def __post_init__(self) -> None:
         if not self.feature_specs:
             object.__setattr__(self, "feature_specs", tuple(Feature(n) for n in self.features))
         if tuple(f.name for f in self.feature_specs) != tuple(self.features):
             raise ManifestError("feature_specs must name the features in order")
+        if self.profile is not None:
+            try:
+                self.profile.check(self.feature_specs)
+            except ProfileError as exc:
+                raise ManifestError(str(exc)) from None
 
     @classmethod
     def parse(cls, data: object) -> Manifest:
@@ -110,7 +119,7 @@ class Manifest:
             raise ManifestError("model.json must contain a JSON object")
         try:
             return cls._parse(data)
-        except (FeatureSpecError, SampleError) as exc:
+        except (FeatureSpecError, SampleError, ProfileError) as exc:
             raise ManifestError(str(exc)) from None
 
     @classmethod
@@ -137,6 +146,7 @@ class Manifest:
             libraries=parse_libraries(data.get("libraries")),
             reference=None if reference is None else Reference.parse(reference),
             lineage=_lineage(data.get("lineage")),
+            profile=parse_optional(data.get("profile")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +177,8 @@ class Manifest:
             out["self_test"] = self.self_test.to_dict()
         if self.lineage is not None:
             out["lineage"] = dict(self.lineage)
+        if self.profile is not None:
+            out["profile"] = self.profile.to_dict()
         return out
 
 

@@ -24,6 +24,7 @@ from worker.model.bundle import MANIFEST_NAME, sha256_file, write_manifest
 from worker.model.feature_types import Feature, is_missing
 from worker.model.infer import infer_features, is_frame, probe_missing
 from worker.model.manifest import Manifest, Reference, ReferenceHistogram, Task, check_classes
+from worker.model.profile import Profile, profile_of
 from worker.model.runtimes import DEFAULT_RUNTIME
 from worker.model.sample import SelfTest, current_versions
 
@@ -48,6 +49,7 @@ def write_bundle(
     created_at: str | None = None,
     sample_rows: int = SAMPLE_ROWS,
     lineage: Mapping[str, Any] | None = None,
+    reference: Any = None,
 ) -> Path:
     """Write ``estimator`` and its manifest into ``out_dir``; return the folder.
 
@@ -57,6 +59,9 @@ def write_bundle(
     with ``name``, ``type``, ``missing``, ``categories``). Raises ValueError when the
     bundle would not pass the checks the worker makes at load. ``lineage`` (JSON-
     serialisable) says where the model came from; ``scoring-worker retrain`` writes it.
+    ``reference``: rows to profile each input on (the training frame or a holdout, as
+    ``sample``), or a ready ``Profile``; the monitor's feature drift and data-quality
+    figures compare live inputs with it (worker/model/profile.py). None: no profile.
     """
     out_dir = Path(out_dir)
     kind = runtimes.get(runtime)
@@ -79,6 +84,7 @@ def write_bundle(
         reference=None if written.reference is None else Reference(
             written.reference.name, sha256_file(written.reference)),
         lineage=None if lineage is None else dict(lineage),
+        profile=_profile(reference, specs),
     )  # fmt: skip
     outputs = _outputs(estimator, task, rows, lambda: kind.wrap(manifest, estimator))
     manifest = replace(manifest, self_test=SelfTest(_events(rows, specs), outputs))
@@ -86,6 +92,12 @@ def write_bundle(
     write_manifest(out_dir, manifest)
     _verify(out_dir, fmt)
     return out_dir
+
+
+def _profile(reference: Any, specs: Sequence[Feature]) -> Profile | None:
+    if reference is None or isinstance(reference, Profile):
+        return reference
+    return profile_of(reference, specs)
 
 
 def _verify(out_dir: Path, fmt: str) -> None:

@@ -1,6 +1,7 @@
 """The candidate: a fresh clone of the champion's estimator, fit on the training rows, and
 written as a full bundle through ``write_bundle``: the champion's typed features, a
-self-test sample of holdout rows, the reference histogram, holdout metrics and lineage.
+self-test sample of holdout rows, the reference histogram, the training rows' input
+profile, holdout metrics and lineage.
 
 Only scikit-learn estimators are retrained: ``sklearn.base.clone`` keeps the pipeline
 and every hyperparameter and drops the fitted state.
@@ -69,10 +70,12 @@ def write_candidate(
     reference: ReferenceHistogram,
     lineage: Mapping[str, Any],
     created_at: str,
+    profile_rows: Any = None,
 ) -> Path:
     """The candidate's bundle in ``out_dir``: the champion's name, task, typed features,
     format and runtime; its own threshold, holdout metrics, reference histogram, lineage,
-    and ``sample`` (holdout rows as the worker builds them) for its self-test. A bundle
+    and ``sample`` (holdout rows as the worker builds them) for its self-test;
+    ``profile_rows`` (the training rows) become its inputs' reference profile. A bundle
     that would fail its own load checks is a RetrainError."""
     fmt = "joblib" if champion.manifest.artifact.endswith(".joblib") else "skops"
     try:
@@ -81,6 +84,7 @@ def write_candidate(
             sample=sample, features=refit_features(model, champion.manifest.feature_specs),
             fmt=fmt, threshold=threshold, metrics=metrics, reference_histogram=reference,
             created_at=created_at, runtime=champion.manifest.runtime, lineage=lineage,
+            reference=profile_rows,
         )  # fmt: skip
     except ValueError as exc:
         why = " ".join(str(exc).split())
