@@ -22,6 +22,7 @@ Counts, not rates, are stored: figures come out of them exactly, and the live co
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from worker.model.feature_types import Feature, is_missing
 
@@ -118,6 +120,12 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         return {"features": [f.to_dict() for f in self.features]}
+
+    def digest(self) -> str:
+        """16 hex digits of the SHA-256 of the canonical JSON: names the bins that live
+        counts (worker/core/feature_stats.py) are made with."""
+        canonical = orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(canonical).hexdigest()[:16]
 
     @classmethod
     def parse(cls, data: object) -> Profile:
