@@ -7,8 +7,9 @@ feature_counts.py) against the bundle's reference profile (worker/model/profile.
 - ``js_distance``: Jensen-Shannon distance, the square root of the Jensen-Shannon
   divergence in bits (base 2), so it lies in [0, 1]: 0 for equal distributions, 1 for
   disjoint ones. Empty bins need no epsilon.
-- ``missing_rate``: missing / count; ``out_of_range_rate`` (numeric): present values
-  below the reference minimum or above its maximum, over count; ``unseen_rate``
+- ``missing_rate``: missing / count; ``missing_rate_delta``: that minus the reference's
+  missing rate (what the default data-quality rule watches); ``out_of_range_rate``
+  (numeric): present values below the reference minimum or above its maximum, over count; ``unseen_rate``
   (categorical, complete reference only): present values the reference never had, over
   count. ``count``: every value looked at, missing included.
 
@@ -61,10 +62,13 @@ class FeatureFigures:
     missing_rate: float | None
     out_of_range_rate: float | None
     unseen_rate: float | None
+    missing_rate_delta: float | None = None
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, float | int | str | None]:
         return {"feature": self.name, "count": self.count, "psi": self.psi, "js": self.js,
-                "missing_rate": self.missing_rate, "out_of_range_rate": self.out_of_range_rate,
+                "missing_rate": self.missing_rate,
+                "missing_rate_delta": self.missing_rate_delta,
+                "out_of_range_rate": self.out_of_range_rate,
                 "unseen_rate": self.unseen_rate}  # fmt: skip
 
 
@@ -79,10 +83,13 @@ def feature_figures(profile: FeatureProfile, counts: Counts) -> FeatureFigures:
         missing, outside = tail[0], None
         unseen = int(bins[-1]) if profile.complete else None
     count = int(bins.sum()) + missing
+    missing_rate, reference_rate = _rate(missing, count), profile.missing_rate
+    delta = None if missing_rate is None or reference_rate is None else (
+        missing_rate - reference_rate)  # fmt: skip
     return FeatureFigures(
         profile.name, count, psi(bins, reference), js_distance(bins, reference),
-        _rate(missing, count), None if outside is None else _rate(outside, count),
-        None if unseen is None else _rate(unseen, count),
+        missing_rate, None if outside is None else _rate(outside, count),
+        None if unseen is None else _rate(unseen, count), delta,
     )  # fmt: skip
 
 
