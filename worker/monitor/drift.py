@@ -9,9 +9,9 @@ feature_counts.py) against the bundle's reference profile (worker/model/profile.
   disjoint ones. Empty bins need no epsilon.
 - ``missing_rate``: missing / count; ``missing_rate_delta``: that minus the reference's
   missing rate (what the default data-quality rule watches); ``out_of_range_rate``
-  (numeric): present values below the reference minimum or above its maximum, over count; ``unseen_rate``
-  (categorical, complete reference only): present values the reference never had, over
-  count. ``count``: every value looked at, missing included.
+  (numeric): present values below the reference minimum or above its maximum, over
+  count; ``unseen_rate`` (categorical, complete reference only): present values the
+  reference never had, over count. ``count``: every value looked at, missing included.
 
 Bins are the reference's: numeric quantile bins (open at both ends), or the top values
 and one "other". A figure without data (no present value, an empty reference) is None.
