@@ -34,6 +34,35 @@ PSI_EPSILON: Final = 1e-4
 Counts = Sequence[int] | npt.NDArray[np.int64]
 
 
+@dataclass(frozen=True, slots=True)
+class FeatureFigureDef:
+    """One per-feature figure: its field in FeatureFigures, its gauge (labels model,
+    model_version, window, feature) and the gauge's help."""
+
+    name: str
+    gauge: str
+    help: str
+
+
+FEATURE_FIGURES: Final = (
+    FeatureFigureDef("psi", "scoring_feature_psi",
+                     "Population stability index of the feature against the reference."),
+    FeatureFigureDef("js", "scoring_feature_js_distance",
+                     "Jensen-Shannon distance (base 2, in [0, 1]) against the reference."),
+    FeatureFigureDef("missing_rate", "scoring_feature_missing_ratio",
+                     "Share of events with the feature missing."),
+    FeatureFigureDef("missing_rate_delta", "scoring_feature_missing_ratio_delta",
+                     "Missing share minus the reference's missing share."),
+    FeatureFigureDef("out_of_range_rate", "scoring_feature_out_of_range_ratio",
+                     "Share of events with the feature outside the reference's [min, max]."),
+    FeatureFigureDef("unseen_rate", "scoring_feature_unseen_ratio",
+                     "Share of events with a category the reference never had."),
+    FeatureFigureDef("count", "scoring_feature_values",
+                     "Events whose feature was counted in the window (missing included)."),
+)  # fmt: skip
+FEATURE_METRICS: Final = tuple(f.name for f in FEATURE_FIGURES if f.name != "count")
+
+
 def psi(actual: Counts, expected: Counts) -> float | None:
     a, e = _proportions(actual, expected)
     if a is None or e is None:

@@ -26,13 +26,12 @@ from worker.monitor.alerts import (
     alert_key,
     evaluate,
 )
+from worker.monitor.drift import FEATURE_METRICS
 from worker.monitor.feature_windows import FeatureWindow
 from worker.monitor.views import finite_number
 from worker.monitor.windows import ROLLING, WindowKey, check_window
 
 ANY: Final = "*"
-FEATURE_METRICS: Final = ("psi", "js", "missing_rate", "missing_rate_delta",
-                          "out_of_range_rate", "unseen_rate")  # fmt: skip
 DEFAULT_MIN_COUNT: Final = 500
 _KEYS: Final = frozenset({"name", "feature", "metric", "op", "threshold", "window",
                           "min_count", "cooldown_s"})  # fmt: skip

@@ -7,8 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
+from jsonschema import Draft202012Validator
 
+from tests.unit.helpers import SCHEMAS
 from worker.core.columns import build_columns
 from worker.core.feature_counts import CountLayout
 from worker.core.feature_stats import FeatureStats, StatsBuffer
@@ -22,7 +25,9 @@ from worker.monitor.feature_alerts import (
     evaluate_window,
     parse_feature_rules,
 )
+from worker.monitor.feature_stage import FeatureStage
 from worker.monitor.feature_windows import NO_BUNDLE, NO_PROFILE, FeatureWindows
+from worker.monitor.windows import ROLLING
 
 SPECS = (Feature("amount", missing=True), Feature("country", "string", missing=True))
 MINUTE = 60_000
@@ -142,3 +147,25 @@ def test_feature_rules_parse_strictly() -> None:
                            "threshold": 1, "colour": 1}, "unknown keys")):  # fmt: skip
         with pytest.raises(AlertRuleError, match=problem):
             parse_feature_rules([bad])
+
+
+def test_the_stage_restores_applies_ticks_and_its_alerts_follow_the_schema() -> None:
+    rng = np.random.default_rng(6)
+    profile = reference(rng)
+    windows = FeatureWindows(retain_ms=60 * MINUTE, profiles={("fraud", "1"): profile})
+    stage = FeatureStage(windows, DEFAULT_FEATURE_RULES, (ROLLING, "5m"))
+    records = publish(profile, [(T0, "w", rows(rng, 1_000, shift=10.0))])
+    stage.apply([(0, r.encode()) for r in records] + [(0, b"junk")])
+    alerts = stage.tick(T0 + MINUTE)
+    schema = orjson.loads((SCHEMAS / "model_alert.schema.json").read_bytes())
+    assert [orjson.loads(v)["alert"] for _, v in alerts] == ["feature_drift:amount"]
+    for key, value in alerts:
+        record = orjson.loads(value)
+        Draft202012Validator(schema).validate(record)
+        assert record["feature"] == "amount" and key == b"feature_drift:amount|fraud|1"
+    status = stage.status()
+    assert stage.invalid == 1 and [w["window"] for w in status["windows"]] == [ROLLING, "5m"]
+    top = status["windows"][0]["features"][0]
+    assert top["feature"] == "amount" and len(top["psi_history"]) == 1
+    stage.revoke(0)
+    assert stage.tick(T0 + 2 * MINUTE) == [] and stage.status()["windows"] == []
