@@ -169,3 +169,29 @@ def test_the_stage_restores_applies_ticks_and_its_alerts_follow_the_schema() -> 
     assert top["feature"] == "amount" and len(top["psi_history"]) == 1
     stage.revoke(0)
     assert stage.tick(T0 + 2 * MINUTE) == [] and stage.status()["windows"] == []
+
+
+def test_the_gauges_have_bounded_labels_and_say_why_drift_is_off() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from worker.monitor_app.features import FeatureCollector
+
+    rng = np.random.default_rng(7)
+    profile = reference(rng)
+    windows = FeatureWindows(retain_ms=60 * MINUTE, profiles={("fraud", "1"): profile,
+                                                              ("fraud", "2"): None})  # fmt: skip
+    stage = FeatureStage(windows, DEFAULT_FEATURE_RULES, (ROLLING, "5m"))
+    records = publish(profile, [(T0, "w", rows(rng, 100))])
+    stage.apply([(0, r.encode()) for r in records])
+    stage.apply([(0, r.encode()) for r in publish(profile, [(T0, "w", rows(rng, 5))], "2")])
+    stage.tick(T0)
+    registry = CollectorRegistry()
+    FeatureCollector(registry).update(stage)
+    text = generate_latest(registry).decode()
+    assert 'scoring_feature_psi{feature="amount",model="fraud",model_version="1",' \
+           'window="rolling"}' in text  # fmt: skip
+    assert 'scoring_feature_values{feature="country",model="fraud",model_version="1",' \
+           'window="5m"} 100.0' in text  # fmt: skip
+    assert 'scoring_feature_drift_off{model="fraud",model_version="2",reason="no_profile"} 1.0' \
+        in text
+    assert 'scoring_feature_stats_refused_total{reason="drift_off"} 1.0' in text
