@@ -20,6 +20,7 @@ again, to tell a missing value from another category). Pure: no I/O, no clock.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, Final, TypeAlias
@@ -68,11 +69,64 @@ class FeatureSlots:
 
 
 @dataclass(frozen=True, slots=True)
+class NumericBlock:
+    """Every numeric feature of a batch at once, as a (features x rows) matrix: one
+    ``searchsorted`` per feature on its contiguous row, then one bincount and a few row
+    sums for all of them."""
+
+    positions: tuple[int, ...]
+    edges: tuple[npt.NDArray[np.float64], ...]
+    low: npt.NDArray[np.float64]  # (features, 1): reference minimum (-inf: none)
+    high: npt.NDArray[np.float64]  # (features, 1): reference maximum (+inf: none)
+    last: npt.NDArray[np.intp]  # each feature's last bin, where NaN lands
+    real: npt.NDArray[np.bool_]  # (features, most bins): which bins exist
+    bin_slots: npt.NDArray[np.intp]  # the vector's slot of each real bin, row-major
+    tails: npt.NDArray[np.intp]  # (3, features): the missing, below and above slots
+
+    @classmethod
+    def of(cls, slots: Sequence[FeatureSlots], positions: Sequence[int]) -> NumericBlock:
+        chosen = [slots[k] for k in positions]
+        width = max((s.bins for s in chosen), default=1)
+        real = np.zeros((len(chosen), width), dtype=np.bool_)
+        for j, s in enumerate(chosen):
+            real[j, : s.bins] = True
+        low = [[-np.inf if s.profile.min is None else s.profile.min] for s in chosen]
+        high = [[np.inf if s.profile.max is None else s.profile.max] for s in chosen]
+        bins = [s.start + b for s in chosen for b in range(s.bins)]
+        tails = [[s.start + s.bins + t for s in chosen] for t in range(3)]
+        return cls(tuple(positions), tuple(s.edges for s in chosen),
+                   np.array(low, dtype=np.float64).reshape(-1, 1),
+                   np.array(high, dtype=np.float64).reshape(-1, 1),
+                   np.array([s.bins - 1 for s in chosen], dtype=np.intp), real,
+                   np.array(bins, dtype=np.intp),
+                   np.array(tails, dtype=np.intp).reshape(3, len(chosen)))  # fmt: skip
+
+    def count(self, xt: npt.NDArray[np.float64], out: IntArray) -> None:
+        """``xt``: one contiguous row per numeric feature, in ``positions`` order."""
+        features, rows = xt.shape
+        if rows == 0 or features == 0:
+            return
+        width = self.real.shape[1]
+        index = np.empty((features, rows), dtype=np.intp)
+        for j, edges in enumerate(self.edges):
+            # NaN sorts after every edge: it lands in the last bin, taken out below.
+            np.add(np.searchsorted(edges, xt[j], side="right"), j * width, out=index[j])
+        bins = np.bincount(index.ravel(), minlength=features * width).reshape(features, width)
+        missing = np.isnan(xt).sum(axis=1)
+        bins[np.arange(features), self.last] -= missing
+        out[self.bin_slots] += bins[self.real]
+        out[self.tails[0]] += missing
+        out[self.tails[1]] += (xt < self.low).sum(axis=1)
+        out[self.tails[2]] += (xt > self.high).sum(axis=1)
+
+
+@dataclass(frozen=True, slots=True)
 class CountLayout:
     """The slots of every feature of a profile; ``count`` fills a fresh vector."""
 
     features: tuple[FeatureSlots, ...]
     size: int
+    numeric: NumericBlock
 
     @classmethod
     def of(cls, profile: Profile) -> CountLayout:
@@ -83,7 +137,8 @@ class CountLayout:
             s = FeatureSlots(p, start, bins, np.array(p.edges, dtype=np.float64), lookup)
             slots.append(s)
             start = s.stop
-        return cls(tuple(slots), start)
+        numeric = [k for k, s in enumerate(slots) if s.numeric]
+        return cls(tuple(slots), start, NumericBlock.of(slots, numeric))
 
     def zeros(self) -> IntArray:
         return np.zeros(self.size, dtype=np.int64)
@@ -94,13 +149,24 @@ class CountLayout:
         out = self.zeros()
         if isinstance(data, Columns):
             columns: list[AnyArray] = list(data.arrays)
+            rows = data.rows
         else:
             matrix = np.asarray(data)
             columns = [matrix[:, k] for k in range(matrix.shape[1])] if matrix.ndim == 2 else []
+            rows = matrix.shape[0]
         if len(columns) != len(self.features):
             raise ValueError(f"{len(columns)} columns for {len(self.features)} features")
+        positions = self.numeric.positions
+        if not isinstance(data, Columns) and len(positions) == len(self.features):
+            xt = np.ascontiguousarray(np.asarray(data, dtype=np.float64).T)  # the fast path
+        else:
+            xt = np.empty((len(positions), rows), dtype=np.float64)
+            for j, k in enumerate(positions):
+                xt[j] = columns[k]
+        self.numeric.count(xt, out)
         for slots, column in zip(self.features, columns, strict=True):
-            slots.count(column, out)
+            if not slots.numeric:
+                slots.count(column, out)
         return out
 
 
