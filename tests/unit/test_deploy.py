@@ -26,6 +26,7 @@ from packaging.utils import canonicalize_name
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.unit.helpers import tool_missing
 from worker import config
 from worker.monitor.stage_global import Snapshot
 from worker.monitor_app.gauges import FIGURES, MonitorCollector, loop_counters
@@ -34,6 +35,7 @@ from worker.stream.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
+METRICS_REFERENCE = ROOT / "docs" / "monitoring" / "metrics.md"
 DASHBOARDS = DEPLOY / "grafana" / "dashboards"
 PROVISIONING = DEPLOY / "grafana" / "provisioning"
 #: Series Prometheus makes itself rather than scraping them.
@@ -407,6 +409,10 @@ def test_every_alert_has_for_severity_summary_and_runbook() -> None:
         notes = rule["annotations"]
         assert notes["summary"].strip() and "\n" not in notes["summary"], name
         assert len(notes["runbook"]) > 60 and "\n" not in notes["runbook"], name
+        # The runbook page of the docs site: what it means, what to check, what to do.
+        page = ROOT / notes["runbook_url"]
+        assert page.is_file() and page.parent == ROOT / "docs/operations/alerts", name
+        assert page.read_text().startswith(f"# {name}\n"), name
 
 
 def test_alerts_say_what_the_issue_asked_for() -> None:
@@ -555,14 +561,15 @@ def test_every_metric_used_is_exported_by_the_worker_or_the_monitor(source: str)
 
 
 def test_every_exported_metric_is_in_the_metrics_reference() -> None:
-    """deploy/README.md documents every series family the worker and the monitor export."""
-    readme = (DEPLOY / "README.md").read_text()
+    """The docs' metrics reference documents every series family the worker and the monitor
+    export."""
+    readme = METRICS_REFERENCE.read_text()
     documented = set(re.findall(r"^\| `(scoring_[a-z0-9_:]+)` \|", readme, re.M))
     exported = exported_metric_names()
     families = {n for n in exported if not n.endswith(("_bucket", "_sum", "_count"))}
     families |= {n[: -len("_bucket")] for n in exported if n.endswith("_bucket")}
     missing = sorted(families - documented)
-    assert not missing, f"document {missing} in deploy/README.md (Metrics reference)"
+    assert not missing, f"document {missing} in {METRICS_REFERENCE}"
     assert not documented - families, sorted(documented - families)
 
 
@@ -615,7 +622,7 @@ def test_dashboard_layout_is_valid() -> None:
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        pytest.fail("promtool is not installed: run `make tools` (Debian's prometheus package)")
+        tool_missing("promtool is not installed: run `make tools` (Debian's prometheus package)")
     return path
 
 

@@ -30,6 +30,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from tests.unit.helpers import tool_missing
 from worker import cli, config
 from worker.monitor.alerts import parse_rules
 from worker.monitor_app.settings import MonitorSettings
@@ -60,7 +61,7 @@ def helm() -> str:
         return str(cached)
     on_path = shutil.which("helm")
     if on_path is None:
-        pytest.fail(f"helm is not installed ({cached} is missing, none on PATH): "
+        tool_missing(f"helm is not installed ({cached} is missing, none on PATH): "
                     "run `make tools` (it builds helm once from the Go module proxy)")  # fmt: skip
     return on_path
 

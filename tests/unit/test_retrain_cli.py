@@ -59,14 +59,14 @@ def test_a_bad_policy_names_the_file_and_the_key(
     assert code == 2 and "unknown setting 'batch_max'" in err
 
 
-def test_the_readme_retrain_configuration_loads(tmp_path: Path) -> None:
+def test_the_documented_retrain_configuration_loads(tmp_path: Path) -> None:
     from worker import config
     from worker.retrain.policy import Requirement, parse_policy
     from worker.retrain.settings import RetrainSettings
     from worker.retrain.threshold import ThresholdTarget
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    after = readme.split("The policy is the TOML file's `[policy]` table:", 1)[1]
+    page = Path(__file__).resolve().parents[2] / "docs" / "lifecycle" / "retrain.md"
+    after = page.read_text().split("The policy is the TOML file's `[policy]` table:", 1)[1]
     block = after.split("```toml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "retrain.toml"
     path.write_text(block)

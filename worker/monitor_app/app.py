@@ -8,7 +8,7 @@ matches its offsets exactly; state is rebuilt from the compacted changelogs when
 partitions are assigned. Any transaction failure ends the process (crash-only):
 the restart resumes from the last committed transaction.
 
-Why not faust-streaming: see README.md ("Monitor: why not faust").
+Why not faust-streaming: see docs/architecture/why-not-faust.md.
 """
 
 from __future__ import annotations
@@ -95,11 +95,11 @@ class Monitor:
         topics, conf = self.s.internal, self._conf()
         t0 = time.monotonic()
         for topic, p in parts:
-            if topic == topics["join"]:
+            if topic == topics.join:
                 self._stage().assign(p)
-            elif topic == topics["partials"]:
+            elif topic == topics.partials:
                 gp = self._new_global(p)
-                for k, v, _offset in read_changelog(conf, topics["global_state"], p):
+                for k, v, _offset in read_changelog(conf, topics.global_state, p):
                     gp.restore(k.decode(), v)
                 self.globals[p] = gp
         self._ready()
@@ -108,9 +108,9 @@ class Monitor:
     def on_revoke(self, parts: Partitions) -> None:
         topics = self.s.internal
         for topic, p in parts:
-            if topic == topics["join"]:
+            if topic == topics.join:
                 self._stage().revoke(p)
-            elif topic == topics["partials"]:
+            elif topic == topics.partials:
                 self.globals.pop(p, None)
         self._ready()
         log.info("revoked %s", parts)
@@ -125,7 +125,7 @@ class Monitor:
             config = JoinConfig(horizon_ms=int(s.horizon_s * 1000), keep_joined=dedup != 0,
                                 dedup_ms=dedup)  # fmt: skip
             self.stage = JoinStage(
-                self._conf(), s.internal["join_state"], s.internal["partials"],
+                self._conf(), s.internal.join_state, s.internal.partials,
                 Path(s.state_dir) / s.group / s.instance_id, window_sizes(s.window_list),
                 self.spec_for, config, self._retain_ms(), s.state_cache_mib, self.clock_ms)
         return self.stage
@@ -148,7 +148,7 @@ class Monitor:
         # Not subscribed yet: _await_inputs subscribes once, with the inputs that exist.
         self.loop = TxLoop(self._conf(), s.group, f"{s.group}-{s.instance_id}",
                            self.on_assign, self.on_revoke)  # fmt: skip
-        self.join_partitions = self.loop.partition_count(s.internal["join"])
+        self.join_partitions = self.loop.partition_count(s.internal.join)
         self.missing = inputs
         self._await_inputs(force=True)
         self.health.broker_ok = True
@@ -173,7 +173,7 @@ class Monitor:
         present = self.loop.existing(self._inputs())
         missing = [t for t in self._inputs() if t not in present]
         if force or missing != self.missing:
-            internal = [self.s.internal["join"], self.s.internal["partials"]]
+            internal = [self.s.internal.join, self.s.internal.partials]
             self.loop.subscribe([*internal, *(t for t in self._inputs() if t in present)])
             if missing and force:
                 log.warning("waiting for input topics %s to be created; not ready meanwhile",
@@ -220,8 +220,8 @@ class Monitor:
 
     def _role(self, topic: str) -> str:
         names = self.s.internal
-        return "join" if topic == names["join"] else (
-            "partials" if topic == names["partials"] else "source")  # fmt: skip
+        return "join" if topic == names.join else (
+            "partials" if topic == names.partials else "source")  # fmt: skip
 
     def _rekey(self, msgs: list[Message], now: int) -> None:
         """Predictions and labels, checked once, as one block per join partition."""
@@ -233,7 +233,7 @@ class Monitor:
                  for m in msgs)  # fmt: skip
         blocks = rekey(items, self.join_partitions, self.s.true_label_field)
         for p, block in blocks.items():
-            self.loop.send(self.s.internal["join"], None, block.encode(), partition=p)
+            self.loop.send(self.s.internal.join, None, block.encode(), partition=p)
 
     def _stage_two(self, msgs: list[Message], now: int) -> None:
         assert self.loop is not None
@@ -247,7 +247,7 @@ class Monitor:
                 continue
             changes, records, _ = gp.apply(items, now)
             for key, value in changes.items():
-                self.loop.send(self.s.internal["global_state"], key.encode(), value, partition=p)
+                self.loop.send(self.s.internal.global_state, key.encode(), value, partition=p)
             for key, value in records:
                 self.loop.send(self.s.metrics_topic, key.encode(), value)
             self.status.metrics(p, records)
@@ -260,7 +260,7 @@ class Monitor:
         for p, gp in self.globals.items():
             changes, metric_records, alerts, snap = gp.tick(now)
             for key, value in changes.items():
-                self.loop.send(self.s.internal["global_state"], key.encode(), value, partition=p)
+                self.loop.send(self.s.internal.global_state, key.encode(), value, partition=p)
             for key, value in metric_records:
                 self.loop.send(self.s.metrics_topic, key.encode(), value)
             for key, value in alerts:
@@ -316,10 +316,10 @@ def create_topics(s: MonitorSettings) -> None:
     if s.create_input_topics:
         inputs = [t for t in (s.predictions_topic, s.labels_topic) if t]
         kafka_io.create_topics(s.bootstrap, dict.fromkeys(inputs, s.partitions), extra=s.kafka)
-    work = {names["join"]: s.partitions, names["partials"]: s.partitions}
+    work = {names.join: s.partitions, names.partials: s.partitions}
     kafka_io.create_topics(s.bootstrap, work, extra=s.kafka)
-    kafka_io.create_topics(s.bootstrap, {names["join_state"]: s.partitions,
-                                         names["global_state"]: s.partitions,
+    kafka_io.create_topics(s.bootstrap, {names.join_state: s.partitions,
+                                         names.global_state: s.partitions,
                                          s.metrics_topic: 1, s.stats_topic: 1},
                            config=compact, extra=s.kafka)  # fmt: skip
     kafka_io.create_topics(s.bootstrap, {s.alerts_topic: 1}, extra=s.kafka)

@@ -1,5 +1,6 @@
-"""Every example of the README's "Bundling your own model" runs: its Python blocks in
-order, in one namespace, in a fresh folder; its ``scoring-worker`` lines through the CLI."""
+"""Every example of the docs' "Bundling your own model" page (docs/bundling/index.md) runs: its
+Python blocks in order, in one namespace, in a fresh folder; its ``scoring-worker`` lines
+through the CLI."""
 
 from __future__ import annotations
 
@@ -15,17 +16,15 @@ import pytest
 from tests.unit.helpers import ROOT
 from worker.cli import main
 
-SECTION = re.compile(r"^## Bundling your own model\n(.*?)^## ", re.S | re.M)
+PAGE = ROOT / "docs" / "bundling" / "index.md"
 BLOCK = re.compile(r"^```(python|sh)\n(.*?)^```", re.S | re.M)
 
 
 def blocks() -> list[tuple[str, str]]:
-    found = SECTION.search((ROOT / "README.md").read_text())
-    assert found is not None, "README has no 'Bundling your own model' section"
-    return BLOCK.findall(found.group(1))
+    return BLOCK.findall(PAGE.read_text())
 
 
-def test_the_readme_bundling_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_bundling_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {}
     examples = blocks()
@@ -34,7 +33,7 @@ def test_the_readme_bundling_examples_run(tmp_path: Path, monkeypatch: pytest.Mo
         warnings.simplefilter("ignore")
         for kind, code in examples:
             if kind == "python":
-                exec(compile(code, "README.md", "exec"), namespace)  # the README's own code
+                exec(compile(code, str(PAGE), "exec"), namespace)  # the page's own code
                 continue
             for line in code.strip().splitlines():
                 argv = shlex.split(line)
