@@ -107,6 +107,20 @@ class Settings:
         "Topic where a refused model reload is announced (schemas/model_refusal.schema.json).",
         check=topic,
     )
+    feature_stats_topic: str = setting(
+        "",
+        "Topic of the feature statistics (schemas/feature_stats.schema.json): the scored "
+        "events' features counted into the bins of the bundle's reference profile, per "
+        "model version and interval; exactly-once, in the transaction of the predictions "
+        "they describe. Empty: off (and for a bundle without a profile).",
+        check=optional_topic,
+    )
+    feature_stats_interval_ms: int = setting(
+        60_000,
+        "Interval of scoring time that feature statistics are keyed by, in milliseconds; "
+        "the monitor's window sizes should be multiples of it.",
+        ge=1000, le=3_600_000,
+    )
     shadow_model: str = setting(
         "",
         "Optional second model bundle that scores every batch too, for comparison: its "

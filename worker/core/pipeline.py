@@ -54,12 +54,15 @@ class ScoringContext:
     extract: Extractor = field(init=False, repr=False, compare=False)
     #: The bins of the bundle's reference profile (None: the bundle has none).
     layout: CountLayout | None = field(init=False, repr=False, compare=False)
+    #: The profile's digest, stamped on feature statistics ("": no profile).
+    profile_digest: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         chosen = extractor(self.bundle.manifest.feature_specs, self.bundle.runtime.input)
         object.__setattr__(self, "extract", chosen)
         profile = self.bundle.manifest.profile
         object.__setattr__(self, "layout", None if profile is None else CountLayout.of(profile))
+        object.__setattr__(self, "profile_digest", "" if profile is None else profile.digest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,8 @@ class Scored:
 
     outcomes: list[Outcome]
     feature_counts: IntArray | None = None
+    #: Events the counts are of (the scored ones).
+    counted: int = 0
 
 
 def score_values(
@@ -149,7 +154,7 @@ def score_batch(
     counts = None
     if count and ctx.layout is not None:
         counts = _count(ctx.layout, batch, ok_rows)
-    return Scored(_complete(outcomes), counts)
+    return Scored(_complete(outcomes), counts, len(ok_rows))
 
 
 def _count(layout: CountLayout, batch: FeatureBatch, ok_rows: Sequence[int]) -> IntArray:

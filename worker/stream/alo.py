@@ -56,6 +56,8 @@ class AtLeastOnce(Delivery):
         self.ledger.advance()
         self.metrics.inflight.set(self.ledger.events)
         due = time.monotonic() - self.last_commit >= self.settings.commit_interval_ms / 1000
+        if due or quiet:
+            self._flush_stats()
         if self.ledger.ready and (due or quiet):
             self._commit(asynchronous=True)
         if not self.blocked():
@@ -72,6 +74,7 @@ class AtLeastOnce(Delivery):
         self.ledger.forget(parts)
 
     def close(self, timeout_s: float) -> None:
+        self._flush_stats()
         self.drain(timeout_s)
         self._commit(asynchronous=False)
 

@@ -17,6 +17,8 @@ from functools import partial
 from typing import Protocol
 
 from worker.config import Settings
+from worker.core.feature_stats import StatsBuffer
+from worker.core.pipeline import Scored, ScoringContext
 from worker.errors import SendError
 from worker.kafka_io import BatchConsumer, Message
 from worker.stream.ledger import Flight, Ledger, TopicPartition
@@ -58,6 +60,12 @@ class Guarantee(Protocol):
 
     def publish(self, msgs: Sequence[Message], outputs: list[Output]) -> None: ...
 
+    #: Feature counts waiting for their delivery unit (None: statistics are off).
+    stats: StatsBuffer | None
+
+    def count_features(self, ctx: ScoringContext, scored: Scored, now_ms: int) -> None:
+        """Buffer the feature counts of a published batch until its delivery unit."""
+
     def alert(self, key: bytes, value: bytes) -> None: ...
 
     def tick(self, quiet: bool) -> None:
@@ -95,6 +103,8 @@ class Delivery:
     _refusals: int = 0
     _retried: int = 0
     _retry_logged: float = 0.0
+    #: Feature counts waiting for their delivery unit (None: statistics are off).
+    stats: StatsBuffer | None = None
 
     def blocked(self) -> bool:
         return self.ledger.events >= self.settings.max_in_flight
@@ -117,6 +127,20 @@ class Delivery:
                 flight.pending -= 1
                 continue
             send(topic, value, key, headers, report)
+
+    def count_features(self, ctx: ScoringContext, scored: Scored, now_ms: int) -> None:
+        if self.stats is not None and scored.feature_counts is not None:
+            bundle = ctx.bundle
+            self.stats.add(bundle.name, bundle.version, ctx.profile_digest,
+                           scored.feature_counts, scored.counted, now_ms)  # fmt: skip
+
+    def _flush_stats(self) -> None:
+        """The buffered statistics as records (exactly-once: into the open transaction)."""
+        if not self.stats:
+            return
+        topic = self.settings.feature_stats_topic
+        self._send(self.ledger.open(()), [(Kind.STATS, topic, r.encode(), r.key, None, -1)
+                                          for r in self.stats.take()])  # fmt: skip
 
     def alert(self, key: bytes, value: bytes) -> None:
         self._send(self.ledger.open(()), [(Kind.ALERT, self.settings.alerts_topic, value, key,

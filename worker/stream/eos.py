@@ -152,6 +152,8 @@ class ExactlyOnce(Delivery):
             self.state, self.opened = "open", time.monotonic()
 
     def _commit_step(self) -> None:
+        if self.state == "open":  # the statistics of this transaction's events, in it
+            self._flush_stats()
         self.state = "committing"
         result = self.tx.commit(self.offsets, self.consumer.group_metadata(), TX_CALL_S)
         if result == COMMITTED:
@@ -196,6 +198,8 @@ class ExactlyOnce(Delivery):
             self.turned()
 
     def _reset(self) -> None:
+        if self.stats is not None:  # aborted: the events are read, and counted, again
+            self.stats.clear()
         self.state, self.isolated = "idle", False
         self.offsets = {}
         self.events = 0

@@ -26,7 +26,8 @@ import numpy as np
 
 from worker.clock import wall_ms
 from worker.config import Settings
-from worker.core.pipeline import Outcome, Prediction, ScoringContext, score_values
+from worker.core.feature_stats import StatsBuffer
+from worker.core.pipeline import Outcome, Prediction, ScoringContext, score_batch, score_values
 from worker.errors import ConfigError, Rejection, RejectKind
 from worker.kafka_io import BatchConsumer, Message
 from worker.kafka_io.clients import EXACTLY_ONCE
@@ -139,7 +140,8 @@ class Runner:
         t0 = time.perf_counter()
         now = self.clock_ms()
         values = [m.value() for m in msgs]
-        outcomes = score_values(values, self.ctx, now)
+        scored = score_batch(values, self.ctx, now, count=g.stats is not None)
+        outcomes = scored.outcomes
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         main = batch_outputs(msgs, outcomes, s.output_topic, s.dlq_topic, g.who, now)
         outputs = main
@@ -149,6 +151,7 @@ class Runner:
             shadow = score_values(values, second, now)
             outputs = main + shadow_outputs(msgs, shadow, s.shadow_topic)
         g.publish(msgs, outputs)
+        g.count_features(self.ctx, scored, now)
         self._account(msgs, outcomes, main)
 
     def _account(self, msgs: Sequence[Message], outcomes: Sequence[Outcome],
@@ -205,5 +208,9 @@ def make_guarantee(r: Runner) -> Guarantee:
         if not isinstance(r.sink, TransactionalSink):
             raise ConfigError("--guarantee exactly-once needs a transactional sink "
                               f"({type(r.sink).__name__} is not one)")  # fmt: skip
-        return ExactlyOnce(*parts, turned=r.health.turned)
-    return AtLeastOnce(*parts, turned=r.health.turned)
+        g: Guarantee = ExactlyOnce(*parts, turned=r.health.turned)
+    else:
+        g = AtLeastOnce(*parts, turned=r.health.turned)
+    if s.feature_stats_topic:
+        g.stats = StatsBuffer(s.worker_id, s.feature_stats_interval_ms)
+    return g
