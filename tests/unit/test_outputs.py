@@ -13,6 +13,7 @@ from confluent_kafka import KafkaError
 from tests.unit.helpers import SCHEMAS, binary_bundle
 from tests.unit.stream_fakes import Msg, good
 from worker.core.schema import load_schema_json, schema_errors
+from worker.delivery_terms import MAX_EVENT_BYTES_DEFAULT, PRODUCER_MAX_BYTES
 from worker.errors import ConfigError, SendError, SendFailure
 from worker.kafka_io.producer import classify
 from worker.kafka_io.watch import BrokerWatch, TransportNoise
@@ -29,17 +30,17 @@ from worker.stream.outputs import (
 
 
 @pytest.fixture(scope="module")
-def who(tmp_path_factory: pytest.TempPathFactory) -> Rejecter:
+def rejecter(tmp_path_factory: pytest.TempPathFactory) -> Rejecter:
     bundle = binary_bundle(tmp_path_factory.mktemp("m") / "m")
     return Rejecter(bundle, "w1", RecordLimit(1_000_000, "the producer"))
 
 
 @pytest.mark.parametrize("size", [1_040_000, 5_000_000])
-def test_a_fallback_dead_letter_fits_and_says_what_was_cut(who: Rejecter, size: int) -> None:
+def test_a_fallback_dead_letter_fits_and_says_what_was_cut(rejecter: Rejecter, size: int) -> None:
     value = b"x" * size
     err = SendError(SendFailure.TOO_LARGE, "Broker: Message size too large")
     kind, topic, cut, key, hdrs, source = fallback(Msg(value, 9, 2, _key=b"card-1"), 4,
-                                                   "predictions", err, "dlq", who, 5)
+                                                   "predictions", err, "dlq", rejecter, 5)
     assert (kind, topic, key, source) == (Kind.FALLBACK, "dlq", b"card-1", 4)
     headers = dict(hdrs or [])
     assert headers["dlq.error.kind"] == "too_large"
@@ -48,28 +49,28 @@ def test_a_fallback_dead_letter_fits_and_says_what_was_cut(who: Rejecter, size: 
     assert headers["dlq.original.sha256"] == hashlib.sha256(value).hexdigest()
     assert headers["dlq.original.truncated"] == "true"
     assert value.startswith(cut or b"")
-    assert who.limit.fits(len(cut or b"") + len(key or b"") + headers_size(hdrs))
+    assert rejecter.limit.fits(len(cut or b"") + len(key or b"") + headers_size(hdrs))
     schema = load_schema_json(SCHEMAS / "dead_letter.schema.json")
     assert schema_errors(headers, schema) == []
 
 
-def test_a_fallback_keeps_whole_bytes_that_fit(who: Rejecter) -> None:
+def test_a_fallback_keeps_whole_bytes_that_fit(rejecter: Rejecter) -> None:
     err = SendError(SendFailure.REJECTED, "Broker: Invalid record")
     _, _, value, key, hdrs, _ = fallback(Msg(b'{"id": "a"}', 1, _key=None), 0, "out", err,
-                                         "dlq", who, 5)  # fmt: skip
+                                         "dlq", rejecter, 5)  # fmt: skip
     headers = dict(hdrs or [])
     assert value == b'{"id": "a"}' and key is None
     assert headers["dlq.error.kind"] == "undeliverable"
     assert headers["dlq.original.truncated"] == "false"
 
 
-def test_a_huge_key_is_cut_too(who: Rejecter) -> None:
+def test_a_huge_key_is_cut_too(rejecter: Rejecter) -> None:
     err = SendError(SendFailure.TOO_LARGE, "too large")
     _, _, value, key, hdrs, _ = fallback(Msg(b"v", 1, _key=b"k" * 2_000_000), 0, "out", err,
-                                         "dlq", who, 5)  # fmt: skip
+                                         "dlq", rejecter, 5)  # fmt: skip
     headers = dict(hdrs or [])
     assert headers["dlq.original.key.length"] == "2000000"
-    assert who.limit.fits(len(key or b"") + len(value or b"") + headers_size(hdrs))
+    assert rejecter.limit.fits(len(key or b"") + len(value or b"") + headers_size(hdrs))
 
 
 def test_the_record_limit_is_the_smallest_and_must_hold_the_largest_dead_letter() -> None:
@@ -79,7 +80,7 @@ def test_the_record_limit_is_the_smallest_and_must_hold_the_largest_dead_letter(
     assert limit.bytes == 1_048_588 and "out" in limit.source
     with pytest.raises(ConfigError, match="max_event_bytes 1048576 does not fit"):
         record_limit(1_000_000, {"out": 1_048_588}, 1_048_576)
-    assert 983_040 + DEAD_LETTER_HEADROOM <= 1_000_000  # the defaults agree
+    assert MAX_EVENT_BYTES_DEFAULT + DEAD_LETTER_HEADROOM <= PRODUCER_MAX_BYTES  # they agree
 
 
 def test_the_ledger_advances_only_over_finished_flights() -> None:

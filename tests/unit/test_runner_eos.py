@@ -11,7 +11,7 @@ import orjson
 
 from tests.unit.stream_fakes import Journal, LogConsumer, TxSink, good, make, settings
 from worker.errors import SendError, SendFailure
-from worker.stream.sinks import PENDING
+from worker.stream.sinks import TxState
 
 EOS = settings(guarantee="exactly-once", commit_interval_ms=60_000)
 
@@ -91,7 +91,7 @@ def test_a_revocation_aborts_and_rewinds(tmp_path: Path) -> None:
 def test_a_slow_commit_keeps_the_loop_turning_without_reading(tmp_path: Path) -> None:
     journal = Journal()
     sink = TxSink(journal)
-    answers = [PENDING, PENDING]
+    answers = [TxState.PENDING, TxState.PENDING]
     commit = sink.commit
     sink.commit = lambda o, g, t: answers.pop() if answers else commit(o, g, t)  # type: ignore[method-assign]
     consumer = LogConsumer({0: [good(i) for i in range(3)]}, journal)
