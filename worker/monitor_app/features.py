@@ -16,19 +16,26 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from worker.kafka_io.config import Connection
+from worker.clock import wall_ms
+from worker.kafka_io.config import Connection, connection
 from worker.kafka_io.tx import read_since
+from worker.model.bundle import load_bundle
 from worker.model.profile import Profile
 from worker.monitor.drift import FEATURE_FIGURES
 from worker.monitor.feature_alerts import FeatureRule
 from worker.monitor.feature_stage import FeatureStage
 from worker.monitor.feature_windows import NO_BUNDLE, FeatureWindow, FeatureWindows, ModelKey
+from worker.monitor.windows import ROLLING, ROLLING_SPAN_MS, ROLLING_STEP_MS, parse_window
+from worker.monitor_app.settings import MonitorSettings
+from worker.probes import Route
 
 log = logging.getLogger(__name__)
 LABELS = ["model", "model_version", "window", "feature"]
@@ -86,6 +93,8 @@ class FeatureSide:
     stage: FeatureStage
     collector: FeatureCollector
     clock_ms: Callable[[], int]
+    #: The group's committed offset of a partition (the monitor's TxLoop.committed).
+    committed: Callable[[str, int], int] = lambda topic, partition: -1
 
     @classmethod
     def build(cls, conn: Connection, topic: str, profiles: dict[ModelKey, Profile | None],
@@ -95,16 +104,16 @@ class FeatureSide:
         return cls(conn, topic, FeatureStage(windows, rules, specs), FeatureCollector(registry),
                    clock_ms)  # fmt: skip
 
-    def assign(self, partition: int, committed: int) -> None:
-        """Read back what the group already consumed of ``partition`` (within retention)."""
+    def assign(self, partition: int) -> None:
+        """Read back what the group already consumed of ``partition`` (within retention):
+        the loop resumes at the committed offset, so every record counts once."""
         t0 = time.monotonic()
+        end = self.committed(self.topic, partition)
         since = self.clock_ms() - self.stage.windows.retain_ms
-        values = read_since(self.conn, self.topic, partition, since, committed)
-        before = sum(len(v.intervals) for v in self.stage.windows.versions.values())
-        self.stage.apply((partition, v) for v in values)
-        after = sum(len(v.intervals) for v in self.stage.windows.versions.values())
-        log.info("feature statistics %s[%d] restored up to offset %d in %.2fs (%d intervals)",
-                 self.topic, partition, committed, time.monotonic() - t0, after - before)
+        self.stage.apply((partition, v) for v in read_since(self.conn, self.topic, partition,
+                                                             since, end))  # fmt: skip
+        log.info("feature statistics %s[%d] restored up to offset %d in %.2fs",
+                 self.topic, partition, end, time.monotonic() - t0)  # fmt: skip
 
     def revoke(self, partition: int) -> None:
         self.stage.revoke(partition)
@@ -115,4 +124,35 @@ class FeatureSide:
     def tick(self, now_ms: int) -> list[tuple[bytes, bytes]]:
         alerts = self.stage.tick(now_ms)
         self.collector.update(self.stage)
+        with self._lock:
+            self._status = orjson.dumps(self.stage.status())
         return alerts
+
+    def routes(self) -> dict[str, Route]:
+        """``/api/features``: the status page's features panel (FeatureStage.status)."""
+        return {"/api/features": lambda: (200, self._status, "application/json")}
+
+    _status: bytes = b'{"windows": [], "drift_off": []}'
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def load_profiles(paths: str, allow_pickle: bool = False) -> dict[ModelKey, Profile | None]:
+    """Each given bundle's reference profile (None: it has none), by (name, version)."""
+    out: dict[ModelKey, Profile | None] = {}
+    for path in (p.strip() for p in paths.split(",") if p.strip()):
+        man = load_bundle(Path(path), allow_pickle=allow_pickle).manifest
+        out[(man.name, man.version)] = man.profile
+    return out
+
+
+def feature_side(s: MonitorSettings, rules: tuple[FeatureRule, ...],
+                 registry: CollectorRegistry) -> FeatureSide | None:  # fmt: skip
+    """The feature side when --feature-stats-topic is set: windows kept for the longest
+    of the rolling view and the window sizes, plus one interval's slack."""
+    if not s.feature_stats_topic:
+        return None
+    sizes = [parse_window(w) for w in s.window_list]
+    retain = max([ROLLING_SPAN_MS, *sizes]) + ROLLING_STEP_MS
+    return FeatureSide.build(connection(s, s.instance_id), s.feature_stats_topic,
+                             load_profiles(s.models, s.allow_pickle), rules,
+                             (ROLLING, *s.window_list), retain, registry, wall_ms)  # fmt: skip

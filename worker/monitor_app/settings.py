@@ -74,6 +74,13 @@ class MonitorSettings:
     stats_topic: str = setting(
         "model-join-stats", "Compacted topic of the label-join counters.", check=topic
     )
+    feature_stats_topic: str = setting(
+        "",
+        "Topic of the workers' feature statistics (their --feature-stats-topic): per-feature "
+        "drift and data-quality windows, gauges and alerts against each bundle's reference "
+        "profile (bundles from --models); empty: off.",
+        check=optional_topic,
+    )
     group: str = setting(
         "scoring-monitor",
         "Consumer group; also the prefix of the monitor's internal topics (join, partials, "
