@@ -69,7 +69,7 @@ docs-check: $(STAMP)
 	  NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir "$$tmp/site"
 
 # -- Operations surface (deploy/) ---------------------------------------------------------
-# promtool and the prometheus server that tests/unit/test_deploy.py and
+# promtool and the prometheus server that tests/unit/deploy/test_deploy.py and
 # tests/integration/test_prometheus.py run come from Debian's prometheus package, the headless
 # Chromium of tests/integration/test_status_page.py (and of the demo's report.png) from
 # Debian's chromium package (never a browser download: the network may be closed). Only the
@@ -80,7 +80,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 test: tools
 lint: deploy-lint
 
-# helm (tests/unit/test_helm.py lints and renders deploy/helm/) is built from the Go module
+# helm (tests/unit/deploy/test_helm.py lints and renders deploy/helm/) is built from the Go module
 # proxy once per version and cached outside the clone, so fresh clones reuse it:
 # $(HELM_BIN)/helm. The first build takes a few minutes.
 HELM_VERSION ?= v3.22.0

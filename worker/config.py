@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from worker.delivery_terms import Guarantee
 from worker.errors import ConfigError
 from worker.settings_common import (
-    Guarantee,
     LogFormat,
     allow_pickle_setting,
     bootstrap_setting,

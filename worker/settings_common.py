@@ -3,8 +3,8 @@
 A command's settings class composes these (``log_level: str = log_level_setting()``), so the
 worker, the monitor and retrain cannot drift apart on a shared setting's rule or wording;
 what differs by command (a default, the sentence that says what the setting is *for* in
-that command) is an argument. The typed values settings parse into (``Guarantee``,
-``LogFormat``) live here too, below every layer that reads them.
+that command) is an argument. ``LogFormat`` lives here too; ``Guarantee`` lives below every
+layer that reads it, in worker/delivery_terms.py.
 """
 
 from __future__ import annotations
@@ -14,14 +14,8 @@ from dataclasses import field
 from enum import StrEnum
 from typing import Any
 
+from worker.delivery_terms import MAX_EVENT_BYTES_DEFAULT
 from worker.settings_rules import HOST_PORTS, host_port_list, log_level, not_empty, setting
-
-
-class Guarantee(StrEnum):
-    """What a worker promises about its outputs when it crashes (``--guarantee``)."""
-
-    AT_LEAST_ONCE = "at-least-once"
-    EXACTLY_ONCE = "exactly-once"
 
 
 class LogFormat(StrEnum):
@@ -90,4 +84,4 @@ def health_stall_setting(default: float) -> Any:
 
 def max_event_bytes_setting(doc: str, *, batch: bool = False) -> Any:
     """The worker dead-letters larger events; retrain skips them, by the same bound."""
-    return setting(983_040, doc, ge=1, le=1_000_000_000, batch=batch)
+    return setting(MAX_EVENT_BYTES_DEFAULT, doc, ge=1, le=1_000_000_000, batch=batch)

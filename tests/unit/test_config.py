@@ -164,8 +164,9 @@ def test_paths_and_plain_properties_are_not_secrets() -> None:
 
 
 def test_typed_values_enums_windows_and_internal_topics() -> None:
+    from worker.delivery_terms import Guarantee
     from worker.monitor_app.settings import MonitorSettings
-    from worker.settings_common import Guarantee, LogFormat
+    from worker.settings_common import LogFormat
 
     s = config.load(None, {"SCORING_GUARANTEE": "exactly-once"}, {"log_format": "text"})
     assert s.guarantee is Guarantee.EXACTLY_ONCE and s.log_format is LogFormat.TEXT

@@ -4,7 +4,7 @@
 ``docs/reference/``: a page of every setting of each command (from the settings
 declarations), the ``--help`` of every subcommand, the JSON schemas of ``schemas/``, the
 stable Python API (``worker.__all__``) and the Prometheus alert rules
-(``deploy/alerts.yml``). The files are committed; ``tests/unit/test_docs.py`` fails when one
+(``deploy/alerts.yml``). The files are committed; ``tests/unit/docs/test_docs.py`` fails when one
 differs from a fresh generation, so a new setting or flag without its page fails the suite
 until the pages are generated again.
 

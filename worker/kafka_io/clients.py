@@ -57,7 +57,7 @@ def consumer_config(s: Settings) -> dict[str, Any]:
               # 1 s, which starves a worker that drains a backlog faster than that).
               "fetch.queue.backoff.ms": 10,
               "statistics.interval.ms": HEALTH_STATS_MS}  # fmt: skip
-    role = Role.TX_CONSUMER if Guarantee(s.guarantee) is Guarantee.EXACTLY_ONCE else Role.CONSUMER
+    role = Role.TX_CONSUMER if s.guarantee is Guarantee.EXACTLY_ONCE else Role.CONSUMER
     return client_config(role, connection(s, s.worker_id), tuning, fixed={"group.id": s.group})
 
 
@@ -73,7 +73,7 @@ def producer_config(s: Settings, record_limit: int | None = None) -> dict[str, A
                               "statistics.interval.ms": HEALTH_STATS_MS}  # fmt: skip
     if record_limit is not None:
         tuning["batch.size"] = min(PRODUCER_MAX_BYTES, record_limit)
-    if Guarantee(s.guarantee) is Guarantee.EXACTLY_ONCE:
+    if s.guarantee is Guarantee.EXACTLY_ONCE:
         return client_config(Role.TX_PRODUCER, connection(s, s.worker_id), tuning,
                              fixed={"transactional.id": transactional_id(s)})  # fmt: skip
     return client_config(Role.PRODUCER, connection(s, s.worker_id), tuning)

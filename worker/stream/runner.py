@@ -212,7 +212,7 @@ def make_guarantee(s: Settings, delivery: Delivery, consumer: BatchConsumer,
                    heartbeat: Callable[[], None]) -> DeliveryGuarantee:  # fmt: skip
     """The settings' delivery guarantee over ``delivery`` and ``consumer``; ``heartbeat``
     is called while it waits for the broker."""
-    if Guarantee(s.guarantee) is Guarantee.EXACTLY_ONCE:
+    if s.guarantee is Guarantee.EXACTLY_ONCE:
         sink = delivery.sink
         if not isinstance(sink, TransactionalSink):
             raise ConfigError("--guarantee exactly-once needs a transactional sink "

@@ -15,7 +15,7 @@ def kafka_sink(settings: Settings, hooks: SinkHooks) -> Sink:
     conf: dict[str, Any] = producer_config(settings, hooks.record_limit)
     if hooks.stats is not None:
         conf["stats_cb"] = hooks.stats
-    if Guarantee(settings.guarantee) is Guarantee.EXACTLY_ONCE:
+    if settings.guarantee is Guarantee.EXACTLY_ONCE:
         return TxProducer(conf, hooks.watch)
     return BatchProducer(conf, hooks.watch)
 

@@ -65,7 +65,7 @@ def test_the_documented_retrain_configuration_loads(tmp_path: Path) -> None:
     from worker.retrain.settings import RetrainSettings
     from worker.retrain.threshold import ThresholdTarget
 
-    page = Path(__file__).resolve().parents[2] / "docs" / "lifecycle" / "retrain.md"
+    page = Path(__file__).resolve().parents[3] / "docs" / "lifecycle" / "retrain.md"
     after = page.read_text().split("The policy is the TOML file's `[policy]` table:", 1)[1]
     block = after.split("```toml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "retrain.toml"

@@ -40,7 +40,7 @@ from worker.monitor_app.gauges import FIGURES, MonitorCollector, loop_counters
 from worker.monitor_app.settings import MonitorSettings
 from worker.stream.metrics import WorkerMetrics
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 METRICS_REFERENCE = ROOT / "docs" / "monitoring" / "metrics.md"
 DASHBOARDS = DEPLOY / "grafana" / "dashboards"

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from tests.unit.helpers import event
-from tests.unit.test_reload import FakeControl, ScriptedReloader, put
-from tests.unit.test_runner import Msg, make_runner
+from tests.unit.stream.test_reload import FakeControl, ScriptedReloader, put
+from tests.unit.stream.test_runner import Msg, make_runner
 from worker.kafka_io import ControlRecord
 from worker.model.store import ModelStore
 from worker.stream.reload import (

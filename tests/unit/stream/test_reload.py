@@ -10,7 +10,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from tests.unit.helpers import SCHEMAS, event, logistic, training_data
-from tests.unit.test_runner import Msg, make_runner
+from tests.unit.stream.test_runner import Msg, make_runner
 from worker.config import Settings
 from worker.context import build_context
 from worker.core.pipeline import ScoringContext

@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from tests.unit.helpers import FEATURES, binary_bundle, event, logistic, save, training_data
-from tests.unit.test_reload import put
+from tests.unit.stream.test_reload import put
 from worker.core.pipeline import ScoringContext, prepare
 from worker.errors import ModelLoadError, RetrainError
 from worker.model.checked import load_checked

@@ -36,7 +36,7 @@ from worker.monitor.alerts import parse_rules
 from worker.monitor_app.settings import MonitorSettings
 from worker.probes import Health, serve
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "deploy" / "helm" / "scoring-worker"
 ALL_FEATURES = CHART / "ci" / "all-features-values.yaml"
 CONFIG_DIR = "/etc/scoring-worker"
