@@ -62,10 +62,12 @@ def test_statistics_equal_a_recount_across_a_kill9(
     group = group_factory()
     args = [*worker_args(kafka_bootstrap, topics, group, bundle_dir, guarantee, f"fs-{group}"),
             "--feature-stats-topic", topics["stats"], "--feature-stats-interval-ms", "1000"]
-    feeder = Feeder(kafka_bootstrap, topics["in"], EVENTS, rate=2000, bad_every=BAD_EVERY)
+    feeder = Feeder(kafka_bootstrap, topics["in"], EVENTS, rate=1500, bad_every=BAD_EVERY)
     w = WorkerProc(args, tmp_path / "w0.log")
     feeder.start()
-    time.sleep(3.0)
+    # Killed mid-stream: after a few thousand outputs are visible, while more arrive.
+    read_keys(kafka_bootstrap, [topics["out"], topics["dlq"]], 3000,
+              committed_only=guarantee == "exactly-once", timeout=120, settle=0)
     assert w.stop(signal.SIGKILL) == -signal.SIGKILL
     w = WorkerProc(args, tmp_path / "w1.log")
     feeder.join()
