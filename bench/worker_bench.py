@@ -5,6 +5,7 @@ loads, each beside a no-model forwarder (bench/forwarder.py) measured in the sam
     python bench/worker_bench.py --model demo --rates 1000,5000,20000 --seconds 10
     python bench/worker_bench.py --model ct            # DataFrame pipeline with 2 string columns
     python bench/worker_bench.py --model rf200 --runtime onnx   # or hgb; sklearn or onnx
+    python bench/worker_bench.py --model demo --feature-stats --skip latency  # stats on/off
 
 Drain: ``--events`` are pre-loaded on a 4-partition topic; each system (forwarder,
 the baseline worker when ``--baseline`` names a checkout of another commit, the
@@ -265,6 +266,8 @@ def main() -> None:
                     help="checkout of another commit: its worker drains too (at-least-once)")
     ap.add_argument("--skip", default="", help="drain and/or latency")
     ap.add_argument("--worker-args", default="", help="more flags for the workers (one string)")
+    ap.add_argument("--feature-stats", action="store_true",
+                    help="each mode also with --feature-stats-topic (statistics on)")
     ap.add_argument("--shadow", action="store_true",
                     help="workers also score every batch with a second model (shadow)")
     a = ap.parse_args()
@@ -279,6 +282,13 @@ def main() -> None:
                   "--shadow-topic", shadow_topic)
     workers = {m: System(f"worker {m}", "worker", m, extra=extra)
                for m in a.modes.split(",") if m}  # fmt: skip
+    if a.feature_stats:  # each mode again, publishing feature statistics, in the same run
+        stats_topic = f"bench-stats-{uuid.uuid4().hex[:8]}"
+        kafka_io.create_topics(a.bootstrap, {stats_topic: 1})
+        with_stats = (*extra, "--feature-stats-topic", stats_topic)
+        workers |= {f"{m} stats": System(f"worker {m} + feature stats", "worker", m,
+                                         extra=with_stats)
+                    for m in a.modes.split(",") if m}  # fmt: skip
     report: dict[str, Any] = {"model": a.model, "runtime": a.runtime, "events": a.events,
                               "batch_max": a.batch_max,
                               "machine": machine(), "drain": [], "latency": []}

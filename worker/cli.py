@@ -211,24 +211,32 @@ def _add_score_file(sub: Sub) -> None:
 def _monitor(args: argparse.Namespace) -> int:
     from worker.kafka_io.config import Role, client_config, connection, membership
     from worker.monitor.alerts import DEFAULT_RULES, AlertRule, AlertRuleError, parse_rules
+    from worker.monitor.feature_alerts import (
+        DEFAULT_FEATURE_RULES,
+        FeatureRule,
+        parse_feature_rules,
+    )
     from worker.monitor_app.app import run_monitor
 
     s = config.load_into(MonitorSettings, args.config, os.environ, vars(args), args.kafka,
-                         tables=("alerts",))  # fmt: skip
+                         tables=("alerts", "feature_alerts"))  # fmt: skip
     rules: tuple[AlertRule, ...] = DEFAULT_RULES
+    feature_rules: tuple[FeatureRule, ...] = DEFAULT_FEATURE_RULES
     if args.config is not None:
-        table = config.read_toml(args.config).get("alerts")
-        if table is not None:
-            try:
-                rules = parse_rules(table)
-            except AlertRuleError as exc:
-                raise ConfigError(f"{args.config}: {exc}") from exc
+        tables = config.read_toml(args.config)
+        try:
+            if tables.get("alerts") is not None:
+                rules = parse_rules(tables["alerts"])
+            if tables.get("feature_alerts") is not None:
+                feature_rules = parse_feature_rules(tables["feature_alerts"])
+        except AlertRuleError as exc:
+            raise ConfigError(f"{args.config}: {exc}") from exc
     conn = connection(s, s.instance_id)
     _check_kafka([client_config(Role.TX_CONSUMER, conn, member=membership(s)),
                   client_config(Role.TX_PRODUCER, conn)], s.kafka)  # fmt: skip
     setup_logging(s)
     logging.getLogger("worker").info("monitor starting", extra={"settings": s.masked()})
-    run_monitor(s, rules)
+    run_monitor(s, rules, feature_rules=feature_rules)
     return 0
 
 

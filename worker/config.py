@@ -1,4 +1,5 @@
-"""One typed settings object for the worker, and the loader every command shares.
+"""One typed settings object for the worker (the loader every command shares is
+worker/settings_sources.py).
 
 Precedence, lowest first: the defaults below < a TOML file (``--config``) <
 ``SCORING_<NAME>`` environment variables < command-line flags. librdkafka
@@ -15,19 +16,15 @@ share one environment. ``SCORING_TEST_*`` belongs to the test suite.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import os
 import socket
-import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any
 
 from worker.delivery_terms import Guarantee
 from worker.errors import ConfigError
-from worker.mlflow_ref import masked_uri
 from worker.settings_common import (
     LogFormat,
     allow_pickle_setting,
@@ -44,23 +41,19 @@ from worker.settings_common import (
     start_timeout_setting,
     static_membership_setting,
 )
-from worker.settings_rules import not_empty, optional_topic, parse, setting, specs, topic, validate
-from worker.wire_settings import SECRET_SETTINGS, WireFormatSettings
+from worker.settings_rules import not_empty, optional_topic, setting, topic, validate
+from worker.settings_sources import (
+    is_secret,
+    load_into,
+    masked,
+    parse_kafka_pairs,
+    read_toml,
+    register,
+)
+from worker.wire_settings import WireFormatSettings
 
-T = TypeVar("T")
-#: Property names of librdkafka that carry a secret (or may: a JAAS or OAuth config).
-SECRET_MARKERS: Final = ("password", "secret", "token", "key", "credential", "passphrase",
-                         "jaas", "oauthbearer.config")  # fmt: skip
-#: Settings classes whose ``SCORING_*`` variables are known (``register``).
-_REGISTERED: list[type[Any]] = []
-
-__all__ = ["masked", "setting", "validate"]
-
-
-def register(cls: type[T]) -> type[T]:
-    """Class decorator of a settings class: its variables become known to every command."""
-    _REGISTERED.append(cls)
-    return cls
+__all__ = ["is_secret", "load_into", "masked", "parse_kafka_pairs", "read_toml", "register",
+           "setting", "validate"]  # re-exported: callers say config.load_into
 
 
 def _default_worker_id() -> str:
@@ -132,6 +125,20 @@ class Settings(WireFormatSettings):
         "model-alerts",
         "Topic where a refused model reload is announced (schemas/model_refusal.schema.json).",
         check=topic,
+    )
+    feature_stats_topic: str = setting(
+        "",
+        "Topic of the feature statistics (schemas/feature_stats.schema.json): the scored "
+        "events' features counted into the bins of the bundle's reference profile, per "
+        "model version and interval; exactly-once, in the transaction of the predictions "
+        "they describe. Empty: off (and for a bundle without a profile).",
+        check=optional_topic,
+    )
+    feature_stats_interval_ms: int = setting(
+        60_000,
+        "Interval of scoring time that feature statistics are keyed by, in milliseconds; "
+        "the monitor's window sizes should be multiples of it.",
+        ge=1000, le=3_600_000,
     )
     shadow_model: str = setting(
         "",
@@ -255,113 +262,6 @@ class Settings(WireFormatSettings):
         return masked(self)
 
 
-def masked(settings: Any) -> dict[str, Any]:
-    """Settings (a dataclass with a ``kafka`` mapping) as a dict for logs, with secret
-    settings and secret-bearing librdkafka values hidden."""
-    out = {k: "***" if v and k in SECRET_SETTINGS else v
-           for k, v in dataclasses.asdict(settings).items()}  # fmt: skip
-    out["kafka"] = {k: ("***" if is_secret(k) else v) for k, v in settings.kafka.items()}
-    if out.get("mlflow_tracking_uri"):
-        out["mlflow_tracking_uri"] = masked_uri(out["mlflow_tracking_uri"])
-    return out
-
-
-def is_secret(key: str) -> bool:
-    """Whether a librdkafka property carries a secret, by its name: ``sasl.password``,
-    ``ssl.key.password``, ``ssl.keystore.password``, ``ssl.key.pem``, ``ssl_key``,
-    ``sasl.oauthbearer.config``, ``sasl.oauthbearer.client.secret``,
-    ``sasl.oauthbearer.assertion.private.key.pem`` and ``.passphrase``, any
-    ``*.jaas.config``. Paths (``*.location``) are not secrets."""
-    k = key.lower()
-    return any(m in k for m in SECRET_MARKERS) and not k.endswith(".location")
-
-
-def parse_kafka_pairs(pairs: list[str] | str, source: str) -> dict[str, str]:
-    """``key=value`` items (a list, or a ``;``-separated string) -> dict."""
-    items = pairs.split(";") if isinstance(pairs, str) else pairs
-    out: dict[str, str] = {}
-    for item in (i.strip() for i in items):
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            shown = key.strip() if sep else item
-            raise ConfigError(f"{source} {shown!r}: expected KEY=VALUE "
-                              "(a librdkafka property, for example security.protocol=SSL)")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
-
-
-def _kafka_table(table: Any, path: Path) -> dict[str, str]:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: kafka must be a table ([kafka] with \"key\" = value lines)")
-    out = {}
-    for k, v in table.items():
-        if isinstance(v, dict | list):
-            raise ConfigError(f"{path}: [kafka] {k}: expected a single value (quote the key: "
-                              f'"{k}.…" = value)')
-        out[str(k)] = ("true" if v else "false") if isinstance(v, bool) else str(v)
-    return out
-
-
-def _suggest(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f"did you mean {close[0]}?" if close else "see --help for the settings"
-
-
-def from_toml(path: Path, cls: type[Any] = Settings,
-              tables: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
-    """Settings (typed and checked) and the [kafka] table of a TOML file; ``tables`` are
-    other tables the caller reads itself (the monitor's [[alerts]])."""
-    data = read_toml(path)
-    kafka = _kafka_table(data.pop("kafka", {}), path)
-    for name in tables:
-        data.pop(name, None)
-    known = specs(cls)
-    values = {}
-    for key, raw in data.items():
-        if key not in known:
-            raise ConfigError(f"{path}: unknown setting {key!r} ({_suggest(key, known)})")
-        values[key] = parse(known[key], raw, f"{key} = {raw!r} in {path}")
-    return values, kafka
-
-
-def _known_env(cls: type[Any]) -> set[str]:
-    return {spec.env for c in {cls, *_REGISTERED} for spec in specs(c).values()}
-
-
-def from_env(env: Mapping[str, str], cls: type[Any] = Settings
-             ) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
-    """Settings of ``cls`` from ``SCORING_*`` variables; an unknown variable is an error."""
-    mine = {spec.env: spec for spec in specs(cls).values()}
-    known = _known_env(cls) | {"SCORING_KAFKA"}
-    values = {}
-    for var, raw in sorted(env.items()):
-        if not var.startswith("SCORING_") or var.startswith("SCORING_TEST_"):
-            continue
-        if var in mine:
-            values[mine[var].name] = parse(mine[var], raw, f"{var}={raw!r}")
-        elif var not in known:
-            raise ConfigError(f"{var}: unknown setting ({_suggest(var, known)})")
-    kafka = parse_kafka_pairs(env.get("SCORING_KAFKA", ""), "SCORING_KAFKA")
-    return values, kafka
-
-
-def from_flags(flags: Mapping[str, Any], cls: type[Any] = Settings) -> dict[str, Any]:
-    """Settings of ``cls`` given as flags (a value of None: not given)."""
-    return {name: parse(spec, flags[name], f"{spec.flag} {flags[name]}")
-            for name, spec in specs(cls).items() if flags.get(name) is not None}  # fmt: skip
-
-
 def load(
     config_file: Path | None,
     env: Mapping[str, str],
@@ -372,25 +272,3 @@ def load(
     return load_into(Settings, config_file, env, flags, kafka_flags)
 
 
-def load_into(
-    cls: type[T],
-    config_file: Path | None,
-    env: Mapping[str, str],
-    flags: Mapping[str, Any],
-    kafka_flags: list[str] | None = None,
-    tables: tuple[str, ...] = (),
-) -> T:
-    """Merge every source by precedence into ``cls``, a settings dataclass with a
-    ``kafka`` mapping field; every value is checked, naming its source on failure."""
-    merged: dict[str, Any] = {}
-    kafka: dict[str, str] = {}
-    layers = [from_toml(config_file, cls, tables)] if config_file else []
-    layers.append(from_env(env, cls))
-    layers.append((from_flags(flags, cls), parse_kafka_pairs(kafka_flags or [], "--kafka")))
-    for values, kafka_values in layers:
-        merged.update(values)
-        kafka.update(kafka_values)
-    for key, value in kafka.items():
-        if any(ord(c) < 32 for c in key + value):
-            raise ConfigError(f"librdkafka property {key!r}: contains a control character")
-    return cls(**merged, kafka=kafka)  # type: ignore[call-arg]

@@ -49,6 +49,9 @@ class FeatureBatch:
     matrix: Any
     valid: list[int]
     rejected: list[tuple[int, Rejection]] = field(default_factory=list)
+    #: The typed columns ``matrix`` was made from (None on the float64 fast path, where
+    #: ``matrix`` is them): what the feature counts (feature_counts.py) read.
+    columns: Columns | None = None
 
 
 #: records, assume_numeric (a schema guaranteed every feature an int or float) -> batch.
@@ -82,7 +85,7 @@ def extract_typed(
         candidates = [c for c, k in zip(candidates, keep.tolist(), strict=True) if k]
         columns = columns.take(keep)
         rejected.sort(key=lambda item: item[0])
-    return FeatureBatch(_convert(columns, runtime_input), candidates, rejected)
+    return FeatureBatch(_convert(columns, runtime_input), candidates, rejected, columns)
 
 
 def _convert(columns: Columns, runtime_input: str) -> Any:

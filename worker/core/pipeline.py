@@ -12,8 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias, cast
 
+import numpy as np
+
 from worker.core.decoders import Decoder
 from worker.core.decoders.json import JsonDecoder
+from worker.core.feature_counts import CountLayout, IntArray
 from worker.core.features import Extractor, FeatureBatch, extractor
 from worker.core.records import PredictionRecord, encode
 from worker.core.schema import EventValidator
@@ -49,10 +52,17 @@ class ScoringContext:
     decoder: Decoder = field(default_factory=JsonDecoder)
     #: How records become the model's input: chosen from the bundle once, here.
     extract: Extractor = field(init=False, repr=False, compare=False)
+    #: The bins of the bundle's reference profile (None: the bundle has none).
+    layout: CountLayout | None = field(init=False, repr=False, compare=False)
+    #: The profile's digest, stamped on feature statistics ("": no profile).
+    profile_digest: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         chosen = extractor(self.bundle.manifest.feature_specs, self.bundle.runtime.input)
         object.__setattr__(self, "extract", chosen)
+        profile = self.bundle.manifest.profile
+        object.__setattr__(self, "layout", None if profile is None else CountLayout.of(profile))
+        object.__setattr__(self, "profile_digest", "" if profile is None else profile.digest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +112,29 @@ def prepare(values: Sequence[bytes | None], ctx: ScoringContext) -> Prepared:
     return Prepared(events, positions, batch, outcomes)
 
 
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A batch's outcomes, and the feature counts of the events it scored (None when not
+    asked for, or when the bundle has no reference profile)."""
+
+    outcomes: list[Outcome]
+    feature_counts: IntArray | None = None
+    #: Events the counts are of (the scored ones).
+    counted: int = 0
+
+
 def score_values(
     values: Sequence[bytes | None], ctx: ScoringContext, now_ms: int
 ) -> list[Outcome]:
     """Score a batch of raw values; exactly one outcome per value, in order."""
+    return score_batch(values, ctx, now_ms).outcomes
+
+
+def score_batch(
+    values: Sequence[bytes | None], ctx: ScoringContext, now_ms: int, count: bool = False
+) -> Scored:
+    """``score_values``, and with ``count`` the feature counts of the scored events (into
+    the reference profile's bins, worker/core/feature_counts.py)."""
     prepared = prepare(values, ctx)
     events, positions, batch = prepared.events, prepared.positions, prepared.batch
     outcomes = prepared.outcomes
@@ -122,7 +151,20 @@ def score_values(
         _copy_true_labels(records, predictions, ctx.label_field)
     for j, prediction in zip(scored, predictions, strict=True):
         outcomes[positions[j]] = Prediction(prediction, encode(prediction))
-    return _complete(outcomes)
+    counts = None
+    if count and ctx.layout is not None:
+        counts = _count(ctx.layout, batch, ok_rows)
+    return Scored(_complete(outcomes), counts, len(ok_rows))
+
+
+def _count(layout: CountLayout, batch: FeatureBatch, ok_rows: Sequence[int]) -> IntArray:
+    """The counts of the rows the model scored (a model error's rows are dead letters)."""
+    data = batch.columns if batch.columns is not None else batch.matrix
+    if len(ok_rows) != len(batch.valid):
+        keep = np.zeros(len(batch.valid), dtype=np.bool_)
+        keep[np.asarray(ok_rows, dtype=np.intp)] = True
+        data = data.take(keep) if batch.columns is not None else np.asarray(data)[keep]
+    return layout.count(data)
 
 
 def _copy_true_labels(

@@ -205,7 +205,8 @@ def train_demo(out_dir: Path, seed: int = 7, n: int = 200_000, version: str = "1
         threshold=threshold,
         metrics=binary_metrics(labels[hold], scores, threshold),
         reference_histogram=ReferenceHistogram.from_scores(scores, bins=20),
-        # The holdout, never the training rows: the monitor's estimates rest on this map.
+        # The holdout, never the training rows: the monitor's estimates rest on this map (the
+        # inputs' reference profile is taken from the same rows).
         reference=matrix[hold],
         reference_labels=labels[hold],
     )
@@ -267,4 +268,5 @@ def make_lr30_bundle(out_dir: Path, seed: int = 11, n: int = 20_000) -> Path:
         fmt="skops",
         metrics=binary_metrics(labels, scores, 0.5),
         reference_histogram=ReferenceHistogram.from_scores(scores, bins=20),
+        reference=matrix,
     )

@@ -90,6 +90,12 @@ class TxLoop:
                 out[tp.topic] += max(0, high - tp.offset)
         return out
 
+    def committed(self, topic: str, partition: int) -> int:
+        """The group's committed offset of one partition (where the loop resumes); -1
+        when the group has none (the loop then starts at the partition's beginning)."""
+        tp = self._c.committed([TopicPartition(topic, partition)], timeout=30)[0]
+        return int(tp.offset) if tp.offset >= 0 else -1
+
     def _assigned(self, c: Consumer, parts: list[TopicPartition]) -> None:
         if c is self._c:  # not a fenced consumer being closed
             self._on_assign([(p.topic, p.partition) for p in parts])
@@ -222,6 +228,37 @@ class TxLoop:
         if self._open:
             self._p.abort_transaction(30)
         self._c.close()
+
+
+def read_since(
+    conn: Connection, topic: str, partition: int, since_ms: int, end: int,
+    timeout_s: float = 120.0,
+) -> Iterator[bytes | None]:  # fmt: skip
+    """Committed values of one partition from the first record at or after ``since_ms``
+    (broker time) up to offset ``end`` (exclusive), oldest first: the records a restarted
+    reader had already read, so that it resumes at ``end`` without losing them."""
+    if end <= 0:
+        return
+    c = Consumer(client_config(Role.RESTORE, conn,
+                               fixed={"group.id": f"restore-{uuid.uuid4().hex}"}))
+    try:
+        start = c.offsets_for_times([TopicPartition(topic, partition, since_ms)], 30)[0]
+        if start.offset < 0 or start.offset >= end:
+            return
+        c.assign([TopicPartition(topic, partition, start.offset)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for m in c.consume(5000, 1.0):
+                err = m.error()
+                if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                    return
+                if err is None:
+                    if (m.offset() or 0) >= end:
+                        return
+                    yield m.value()
+        raise KafkaFatalError(f"restoring {topic}[{partition}] took over {timeout_s:.0f}s")
+    finally:
+        c.close()
 
 
 def watermarks(conn: Connection, topic: str, partition: int) -> tuple[int, int]:

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from worker.model.calibration import Calibration, CalibrationError
 from worker.model.feature_types import Feature, FeatureSpecError, parse_features
+from worker.model.profile import Profile, ProfileError, parse_optional
 from worker.model.sample import SampleError, SelfTest, parse_libraries
 
 Task: TypeAlias = Literal["binary", "multiclass", "regression"]
@@ -101,12 +102,20 @@ class Manifest:
     #: Binary models: the score -> outcome-rate map fitted on a labeled holdout, for the
     #: monitor's estimated figures (worker/model/calibration.py).
     calibration: Calibration | None = None
+    #: Each input's reference profile (worker/model/profile.py), for drift and data
+    #: quality; None: the bundle serves, feature drift is off for it.
+    profile: Profile | None = None
 
     def __post_init__(self) -> None:
         if not self.feature_specs:
             object.__setattr__(self, "feature_specs", tuple(Feature(n) for n in self.features))
         if tuple(f.name for f in self.feature_specs) != tuple(self.features):
             raise ManifestError("feature_specs must name the features in order")
+        if self.profile is not None:
+            try:
+                self.profile.check(self.feature_specs)
+            except ProfileError as exc:
+                raise ManifestError(str(exc)) from None
 
     @classmethod
     def parse(cls, data: object) -> Manifest:
@@ -114,7 +123,7 @@ class Manifest:
             raise ManifestError("model.json must contain a JSON object")
         try:
             return cls._parse(data)
-        except (FeatureSpecError, SampleError, CalibrationError) as exc:
+        except (FeatureSpecError, SampleError, CalibrationError, ProfileError) as exc:
             raise ManifestError(str(exc)) from None
 
     @classmethod
@@ -143,6 +152,7 @@ class Manifest:
             lineage=_lineage(data.get("lineage")),
             calibration=None if data.get("calibration") is None
             else Calibration.parse(data["calibration"]),
+            profile=parse_optional(data.get("profile")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,6 +185,8 @@ class Manifest:
             out["lineage"] = dict(self.lineage)
         if self.calibration is not None:
             out["calibration"] = self.calibration.to_dict()
+        if self.profile is not None:
+            out["profile"] = self.profile.to_dict()
         return out
 
 

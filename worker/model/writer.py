@@ -25,6 +25,7 @@ from worker.model.calibration import Calibration, calibrate_reference
 from worker.model.feature_types import Feature, is_missing
 from worker.model.infer import infer_features, is_frame, probe_missing
 from worker.model.manifest import Manifest, Reference, ReferenceHistogram, Task, check_classes
+from worker.model.profile import Profile, profile_of
 from worker.model.runtimes import DEFAULT_RUNTIME
 from worker.model.sample import SelfTest, current_versions
 
@@ -60,8 +61,12 @@ def write_bundle(
     with ``name``, ``type``, ``missing``, ``categories``). Raises ValueError when the
     bundle would not pass the checks the worker makes at load. ``lineage`` (JSON-
     serialisable) says where the model came from; ``scoring-worker retrain`` writes it.
-    ``reference``: labeled holdout input rows (never training rows), with their true
-    classes in ``reference_labels``: a binary model's calibration map is fitted on them.
+    ``reference``: input rows to profile each input on (a holdout, or the training frame
+    when there are no labels), or a ready ``Profile``; the monitor's feature drift and
+    data-quality figures compare live inputs with it (worker/model/profile.py). None: no
+    profile. With their true classes in ``reference_labels``, the rows (a labeled holdout,
+    never training rows) also fit a binary model's calibration map (the monitor's estimated
+    figures, worker/model/calibration.py).
     """
     out_dir = Path(out_dir)
     kind = runtimes.get(runtime)
@@ -84,6 +89,7 @@ def write_bundle(
         reference=None if written.reference is None else Reference(
             written.reference.name, sha256_file(written.reference)),
         lineage=None if lineage is None else dict(lineage),
+        profile=_profile(reference, specs),
     )  # fmt: skip
     if reference_labels is not None:
         manifest = replace(manifest, calibration=_calibration(
@@ -100,11 +106,17 @@ def _calibration(estimator: Any, manifest: Manifest, reference: Any, labels: Any
                  as_frame: bool) -> Calibration:  # fmt: skip
     if manifest.task != "binary" or manifest.classes is None:
         raise ValueError("reference_labels: a calibration map is fitted for binary models only")
-    if reference is None:
-        raise ValueError("reference_labels needs reference= (the labeled holdout rows)")
+    if reference is None or isinstance(reference, Profile):
+        raise ValueError("reference_labels needs reference= as the labeled holdout rows")
     return calibrate_reference(
         estimator, reference, labels, features=manifest.features, classes=manifest.classes,
         threshold=manifest.threshold, holdout=dict(manifest.metrics), as_frame=as_frame)
+
+
+def _profile(reference: Any, specs: Sequence[Feature]) -> Profile | None:
+    if reference is None or isinstance(reference, Profile):
+        return reference
+    return profile_of(reference, specs)
 
 
 def _verify(out_dir: Path, fmt: str) -> None:

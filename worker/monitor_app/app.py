@@ -31,12 +31,14 @@ from worker.kafka_io.config import Connection, connection, membership
 from worker.kafka_io.tx import Partitions, TxLoop, read_changelog
 from worker.model.bundle import load_bundle
 from worker.monitor.alerts import AlertRule
+from worker.monitor.feature_alerts import DEFAULT_FEATURE_RULES, FeatureRule
 from worker.monitor.join import JoinConfig
 from worker.monitor.rekey import rekey
 from worker.monitor.stage_global import GlobalPartition, Snapshot, stats_record, window_sizes
 from worker.monitor.stages import JoinPartition
 from worker.monitor.views import ModelSpec, PredictionView
 from worker.monitor_app import memory
+from worker.monitor_app.features import FeatureSide, feature_side
 from worker.monitor_app.gauges import LoopCounters, MonitorCollector, loop_counters
 from worker.monitor_app.join_stage import JoinStage
 from worker.monitor_app.restore_gauges import RestoreCollector
@@ -71,6 +73,8 @@ class OwnedPartitions:
     global_partitions: dict[int, GlobalPartition] = field(default_factory=dict)
     #: Input topics that do not exist yet (not ready until they do).
     missing: list[str] = field(default_factory=list)
+    #: Per-feature drift from the workers' statistics (None: --feature-stats-topic unset).
+    features: FeatureSide | None = None
     stage: JoinStage = field(init=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +116,8 @@ class OwnedPartitions:
                                                     watch=self.health.restore):  # fmt: skip
                     gp.restore(k.decode(), v)
                 self.global_partitions[p] = gp
+            elif self.features is not None and topic == self.features.topic:
+                self.features.assign(p)
         self.update_readiness()
         log.info("assigned %s; state restored in %.2fs", parts, time.monotonic() - t0)
 
@@ -122,6 +128,8 @@ class OwnedPartitions:
                 self.stage.revoke(p)
             elif topic == topics.partials:
                 self.global_partitions.pop(p, None)
+            elif self.features is not None and topic == self.features.topic:
+                self.features.revoke(p)
         self.update_readiness()
         log.info("revoked %s", parts)
 
@@ -188,7 +196,8 @@ class Monitor:
         present = self.loop.existing(self._inputs())
         missing = [t for t in self._inputs() if t not in present]
         if force or missing != self.owned.missing:
-            internal = [self.s.internal.join, self.s.internal.partials]
+            internal = [self.s.internal.join, self.s.internal.partials,
+                        *([self.s.feature_stats_topic] if self.s.feature_stats_topic else [])]
             self.loop.subscribe([*internal, *(t for t in self._inputs() if t in present)])
             if missing and force:
                 log.warning("waiting for input topics %s to be created; not ready meanwhile",
@@ -211,6 +220,8 @@ class Monitor:
         self._rekey(by_role["source"], now)
         self.stage.apply(by_role["join"])
         self._stage_two(by_role["partials"], now)
+        if self.owned.features is not None:
+            self.owned.features.apply((m.partition() or 0, m.value()) for m in by_role["features"])
         if time.monotonic() - self.last_tick >= s.tick_ms / 1000:
             self.last_tick = time.monotonic()
             self._tick(now)
@@ -230,6 +241,8 @@ class Monitor:
 
     def _role(self, topic: str) -> str:
         names = self.s.internal
+        if topic == self.s.feature_stats_topic:
+            return "features"
         return "join" if topic == names.join else (
             "partials" if topic == names.partials else "source")  # fmt: skip
 
@@ -279,6 +292,10 @@ class Monitor:
                 self.loop.send(self.s.stats_topic, b"all", stats)
                 self.status.join_stats(p, stats)
             snapshots.append(snap)
+        if self.owned.features is not None:
+            for alert_key, alert in self.owned.features.tick(now):
+                self.loop.send(self.s.alerts_topic, alert_key, alert)
+                log.warning("alert %s", alert.decode())
         self.collector.update(merge_snapshots(snapshots))
         self.status.tick(now, self.owned.global_partitions)
         self._progress()
@@ -328,6 +345,8 @@ def create_topics(s: MonitorSettings) -> None:
                                          s.metrics_topic: 1, s.stats_topic: 1},
                            config=compact, extra=s.kafka)  # fmt: skip
     kafka_io.create_topics(s.bootstrap, {s.alerts_topic: 1}, extra=s.kafka)
+    if s.feature_stats_topic:
+        kafka_io.create_topics(s.bootstrap, {s.feature_stats_topic: s.partitions}, extra=s.kafka)
 
 
 def run_monitor(
@@ -335,6 +354,7 @@ def run_monitor(
     rules: Sequence[AlertRule],
     registry: CollectorRegistry | None = None,
     stop: StopFlag = STOP,
+    feature_rules: tuple[FeatureRule, ...] = DEFAULT_FEATURE_RULES,
 ) -> None:
     # A bad bundle is the user's mistake: refused before the broker.
     specs = load_specs(s.models, s.allow_pickle)
@@ -344,7 +364,9 @@ def run_monitor(
     collector = MonitorCollector(registry)
     RestoreCollector(registry, health.restore)
     status = StatusFeed(rules, s.window_list, s.instance_id, s.partitions)
-    server = (serve(s.metrics_port, registry, health, s.metrics_host, routes=status.routes())
+    features = feature_side(s, feature_rules, registry)
+    routes = {**status.routes(), **({} if features is None else features.routes())}
+    server = (serve(s.metrics_port, registry, health, s.metrics_host, routes=routes)
               if s.metrics_port else None)  # fmt: skip
     try:  # SIGTERM during start-up: the wait polls the flag, the steps after it check it
         kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka,
@@ -355,11 +377,14 @@ def run_monitor(
             return
         counters = loop_counters(registry)
         memory.limit_arenas()
-        owned = OwnedPartitions(s, rules, specs, health)
+        owned = OwnedPartitions(s, rules, specs, health, features=features)
         loop = TxLoop(connection(s, s.instance_id), membership(s), f"{s.group}-{s.instance_id}",
                       owned.on_assign, owned.on_revoke)  # fmt: skip
+        if features is not None:
+            features.committed = loop.committed
         mon = Monitor(s, owned, loop, counters, collector, health, status, stop=stop)
         mon.run()
     finally:
         if server is not None:
             server.shutdown()
+

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from worker.config import masked, register
 from worker.monitor.windows import WindowSize, parse_windows
 from worker.settings_common import (
     LogFormat,
@@ -30,6 +29,7 @@ from worker.settings_common import (
     static_membership_setting,
 )
 from worker.settings_rules import not_empty, optional_topic, setting, topic, validate
+from worker.settings_sources import masked, register
 
 
 def _windows(value: str) -> str:
@@ -74,6 +74,13 @@ class MonitorSettings:
     )
     stats_topic: str = setting(
         "model-join-stats", "Compacted topic of the label-join counters.", check=topic
+    )
+    feature_stats_topic: str = setting(
+        "",
+        "Topic of the workers' feature statistics (their --feature-stats-topic): per-feature "
+        "drift and data-quality windows, gauges and alerts against each bundle's reference "
+        "profile (bundles from --models); empty: off.",
+        check=optional_topic,
     )
     group: str = setting(
         "scoring-monitor",

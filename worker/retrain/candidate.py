@@ -1,6 +1,7 @@
 """The candidate: a fresh clone of the champion's estimator, fit on the training rows, and
 written as a full bundle through ``write_bundle``: the champion's typed features, a
-self-test sample of holdout rows, the reference histogram, holdout metrics and lineage.
+self-test sample of holdout rows, the reference histogram, the training rows' input
+profile, holdout metrics and lineage.
 
 Only scikit-learn estimators are retrained: ``sklearn.base.clone`` keeps the pipeline
 and every hyperparameter and drops the fitted state.
@@ -74,13 +75,15 @@ def write_candidate(
     lineage: Mapping[str, Any],
     created_at: str,
     labels: Sequence[Any] | None = None,
+    profile_rows: Any = None,
 ) -> Path:
     """The candidate's bundle in ``out_dir``: the champion's name, task, typed features,
     format and runtime; its own threshold, holdout metrics, reference histogram, lineage,
-    and ``sample`` (holdout rows as the worker builds them) for its self-test; a binary
-    candidate's calibration map is fitted on the same holdout rows and their ``labels``
-    when there are enough of them. A bundle that would fail its own load checks is a
-    RetrainError."""
+    and ``sample`` (holdout rows as the worker builds them) for its self-test. A binary
+    candidate's calibration map and its inputs' reference profile are fitted on the same
+    holdout rows and their ``labels`` when there are enough of them; otherwise the profile
+    comes from ``profile_rows`` (the training rows). A bundle that would fail its own load
+    checks is a RetrainError."""
     fmt = "joblib" if champion.manifest.artifact.endswith(".joblib") else "skops"
     try:
         return write_bundle(
@@ -88,21 +91,22 @@ def write_candidate(
             sample=sample, features=refit_features(model, champion.manifest.feature_specs),
             fmt=fmt, threshold=threshold, metrics=metrics, reference_histogram=reference,
             created_at=created_at, runtime=champion.manifest.runtime, lineage=lineage,
-            **_calibration_rows(champion, sample, labels),
+            **_reference_rows(champion, sample, labels, profile_rows),
         )  # fmt: skip
     except ValueError as exc:
         why = " ".join(str(exc).split())
         raise RetrainError(f"the candidate cannot be written as a bundle: {why}") from None
 
 
-def _calibration_rows(champion: ModelBundle, sample: Any,
-                      labels: Sequence[Any] | None) -> dict[str, Any]:  # fmt: skip
-    """write_bundle's reference arguments: the holdout, when it can hold a calibration map."""
+def _reference_rows(champion: ModelBundle, sample: Any, labels: Sequence[Any] | None,
+                    profile_rows: Any) -> dict[str, Any]:  # fmt: skip
+    """write_bundle's reference arguments: the labeled holdout when it can hold a
+    calibration map (it is profiled too), else the training rows for the profile alone."""
     if champion.task != "binary" or labels is None:
-        return {}
+        return {"reference": profile_rows}
     if len(labels) < MIN_REFERENCE_ROWS:
         log.warning("the candidate gets no calibration map: its holdout has %d labeled rows, "
                     "fewer than %d; the monitor will not estimate its figures",
                     len(labels), MIN_REFERENCE_ROWS)  # fmt: skip
-        return {}
+        return {"reference": profile_rows}
     return {"reference": sample, "reference_labels": list(labels)}

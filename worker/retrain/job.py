@@ -143,10 +143,11 @@ class _Run:
     def _write(self, out: Path, model: Any, threshold: float, reference: ReferenceHistogram,
                metrics: dict[str, float], lineage: dict[str, Any]) -> Path:  # fmt: skip
         holdout = self.data.model_input(self.data.split.holdout)
+        train = self.data.model_input(self.data.split.train)
         return write_candidate(out, model, self.ctx.bundle, version=self.version,
                                sample=holdout, threshold=threshold, metrics=metrics,
                                reference=reference, lineage=lineage,
-                               created_at=iso(self.now_ms),
+                               created_at=iso(self.now_ms), profile_rows=train,
                                labels=self.data.truth(self.data.split.holdout))  # fmt: skip
 
     def _evaluate(self, bundle: ModelBundle) -> Evaluation:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.config import masked, register
 from worker.errors import ConfigError
 from worker.monitor.windows import parse_window
 from worker.settings_common import (
@@ -25,6 +24,7 @@ from worker.settings_common import (
     max_event_bytes_setting,
 )
 from worker.settings_rules import optional_topic, setting, topic, validate
+from worker.settings_sources import masked, register
 
 
 def _fraction(value: float) -> float:

@@ -65,6 +65,8 @@ class AtLeastOnce:
         d.ledger.advance()
         d.metrics.inflight.set(d.ledger.events)
         due = time.monotonic() - self.last_commit >= d.settings.commit_interval_ms / 1000
+        if due or quiet:
+            d.flush_stats()
         if d.ledger.ready and (due or quiet):
             self._commit(asynchronous=True)
         if not self.blocked():
@@ -81,6 +83,7 @@ class AtLeastOnce:
         self.delivery.ledger.forget(parts)
 
     def close(self, timeout_s: float) -> None:
+        self.delivery.flush_stats()
         self.drain(timeout_s)
         self._commit(asynchronous=False)
 

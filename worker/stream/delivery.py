@@ -17,6 +17,8 @@ from functools import partial
 from typing import Protocol
 
 from worker.config import Settings
+from worker.core.feature_stats import StatsBuffer
+from worker.core.pipeline import Scored, ScoringContext
 from worker.errors import SendError
 from worker.kafka_io import Message, PartitionId
 from worker.model.bundle import ModelBundle
@@ -93,6 +95,8 @@ class Delivery:
     _refusals: int = 0
     _retried: int = 0
     _retry_logged: float = 0.0
+    #: Feature counts waiting for their delivery unit (None: statistics are off).
+    stats: StatsBuffer | None = None
 
     def new_model(self, bundle: ModelBundle) -> None:
         """The served model changed: dead letters from now on name it."""
@@ -120,6 +124,21 @@ class Delivery:
                 continue
             send(out.topic, out.value, out.key, out.headers, partial(report, position))
 
+    def count_features(self, ctx: ScoringContext, scored: Scored, now_ms: int) -> None:
+        """Buffer a published batch's feature counts until its delivery unit."""
+        if self.stats is not None and scored.feature_counts is not None:
+            bundle = ctx.bundle
+            self.stats.add(bundle.name, bundle.version, ctx.profile_digest,
+                           scored.feature_counts, scored.counted, now_ms)  # fmt: skip
+
+    def flush_stats(self) -> None:
+        """The buffered statistics as records (exactly-once: into the open transaction)."""
+        if not self.stats:
+            return
+        topic = self.settings.feature_stats_topic
+        self.send(self.ledger.open(()), [Output(Kind.STATS, topic, r.encode(), r.key, None, -1)
+                                         for r in self.stats.take()])  # fmt: skip
+
     def send_alert(self, key: bytes, value: bytes) -> None:
         alert = Output(Kind.ALERT, self.settings.alerts_topic, value, key, None, -1)
         self.send(self.ledger.open(()), [alert])
@@ -142,6 +161,8 @@ class Delivery:
         """Forget every flight and pending re-send (exactly-once, after its transaction)."""
         self.ledger.clear()
         self.retry.clear()
+        if self.stats is not None:  # aborted: the events are read, and counted, again
+            self.stats.clear()
 
     def _refused(self, flight: Flight, pos: int, err: SendError) -> None:
         self._refusals += 1

@@ -192,6 +192,8 @@ class ExactlyOnce:
             self.opened = time.monotonic()
 
     def _commit_step(self) -> None:
+        if self.phase is Phase.OPEN:  # the statistics of this transaction's events, in it
+            self.delivery.flush_stats()
         self._move(Phase.COMMITTING)
         metrics = self.delivery.metrics
         # TxState(): a sink written against the plain strings of old answers the same

@@ -37,6 +37,8 @@ class Kind(StrEnum):
     DEAD_LETTER = "dead letter"
     SHADOW = "shadow prediction"
     ALERT = "alert"
+    #: Feature statistics of the events scored (worker/core/feature_stats.py).
+    STATS = "feature statistics"
     #: A too_large or undeliverable dead letter: if even that fails, it is dropped.
     FALLBACK = "fallback dead letter"
     #: A dead letter no output can carry (keyless, for a compacted dead-letter topic): not

@@ -27,7 +27,8 @@ import numpy as np
 
 from worker.clock import wall_ms
 from worker.config import Settings
-from worker.core.pipeline import Outcome, Prediction, ScoringContext, score_values
+from worker.core.feature_stats import StatsBuffer
+from worker.core.pipeline import Outcome, Prediction, ScoringContext, score_batch, score_values
 from worker.delivery_terms import PRODUCER_MAX_BYTES, Guarantee
 from worker.errors import ConfigError, Rejection, RejectKind
 from worker.kafka_io import BatchConsumer, Message
@@ -107,6 +108,8 @@ class Runner:
         rejecter = Rejecter(self.ctx.bundle, s.worker_id, self.limit, self.compacted)
         self.delivery = Delivery(settings=s, sink=self.sink, metrics=self.metrics,
                                  rejecter=rejecter, clock_ms=self.clock_ms)  # fmt: skip
+        if s.feature_stats_topic:
+            self.delivery.stats = StatsBuffer(s.worker_id, s.feature_stats_interval_ms)
         self.guarantee = make_guarantee(s, self.delivery, self.consumer, self.health.turned)
 
     def request_stop(self) -> None:
@@ -151,7 +154,8 @@ class Runner:
         t0 = time.perf_counter()
         now = self.clock_ms()
         values = [m.value() for m in msgs]
-        outcomes = score_values(values, self.ctx, now)
+        scored = score_batch(values, self.ctx, now, count=self.delivery.stats is not None)
+        outcomes = scored.outcomes
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         main = batch_outputs(msgs, outcomes, s.output_topic, s.dlq_topic,
                              self.delivery.rejecter, now)  # fmt: skip
@@ -162,6 +166,7 @@ class Runner:
             shadow = score_values(values, second, now)
             outputs = main + shadow_outputs(msgs, shadow, s.shadow_topic)
         g.publish(msgs, outputs)
+        self.delivery.count_features(self.ctx, scored, now)
         self._account(msgs, outcomes, main)
 
     def _account(self, msgs: Sequence[Message], outcomes: Sequence[Outcome],

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,7 +29,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.unit.helpers import tool_missing
 from worker import config
+from worker.core.feature_stats import FeatureStats
+from worker.model.profile import FeatureProfile, Profile
+from worker.monitor.feature_stage import FeatureStage
+from worker.monitor.feature_windows import FeatureWindows
 from worker.monitor.stage_global import Snapshot
+from worker.monitor.windows import HOUR_MS
+from worker.monitor_app.features import FeatureCollector
 from worker.monitor_app.gauges import FIGURES, MonitorCollector, loop_counters
 from worker.monitor_app.restore_gauges import RestoreCollector
 from worker.monitor_app.settings import MonitorSettings
@@ -488,6 +495,7 @@ def exported_metric_names() -> frozenset[str]:
     RestoreCollector(monitor, RestoreProgress())
     figures: dict[str, int | float | None] = {fig: 0.5 for fig in FIGURES}
     collector.update(Snapshot(figures={("fraud-demo", "1", "rolling"): figures}))
+    feature_series(monitor)
     names: set[str] = set()
     for registry in (worker, monitor):
         for family in text_string_to_metric_families(generate_latest(registry).decode()):
@@ -496,6 +504,17 @@ def exported_metric_names() -> frozenset[str]:
             names |= {s.name for s in family.samples if not s.name.endswith("_created")}
             names |= {family.name + suffix for suffix in _SUFFIXES[family.type]}
     return frozenset(names)
+
+
+def feature_series(registry: CollectorRegistry) -> None:
+    """The feature collector with one window, one version off and one refused record."""
+    profile = Profile((FeatureProfile("amount", "numeric", 4, 0, (1.0,), (2, 2), 0.0, 2.0),))
+    windows = FeatureWindows(HOUR_MS, {("fraud-demo", "1"): profile, ("fraud-demo", "2"): None})
+    stage = FeatureStage(windows, ())
+    stats = FeatureStats("fraud-demo", "1", "w", 0, 1000, profile.digest(), 1, (1, 0, 0, 0, 0))
+    stage.apply([(0, stats.encode()), (0, replace(stats, model_version="2").encode())])
+    stage.tick(0)
+    FeatureCollector(registry).update(stage)
 
 
 def metric_names(expr: str) -> set[str]:

@@ -31,7 +31,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from tests.unit.helpers import tool_missing
-from worker import cli, config
+from worker import cli, config, settings_sources
 from worker.monitor.alerts import parse_rules
 from worker.monitor_app.settings import MonitorSettings
 from worker.probes import Health, serve
@@ -573,7 +573,7 @@ def test_an_existing_secret_is_referenced_and_nothing_secret_is_rendered() -> No
     assert {r["name"] for r in auth["spec"]["secretTargetRef"]} == {"team-kafka"}
 
 
-@pytest.mark.parametrize("marker", config.SECRET_MARKERS)
+@pytest.mark.parametrize("marker", settings_sources.SECRET_MARKERS)
 def test_secret_looking_kafka_properties_are_refused(marker: str) -> None:
     """The chart refuses what the processes would mask in their logs (config.is_secret)."""
     prop = f"sasl.oauthbearer.client.{marker}"

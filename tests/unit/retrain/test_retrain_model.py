@@ -23,6 +23,7 @@ from worker.core.pipeline import ScoringContext, prepare
 from worker.errors import ModelLoadError, RetrainError
 from worker.model.checked import load_checked
 from worker.model.manifest import ReferenceHistogram
+from worker.model.profile import profile_of
 from worker.model.store import ModelStore
 from worker.model.writer import write_bundle
 from worker.retrain.act import apply
@@ -88,9 +89,11 @@ def test_versions_and_the_written_bundle(tmp_path: Path) -> None:
     path = write_candidate(tmp_path / "c", model, champion, version="8", sample=x[200:],
                            threshold=0.25, metrics={"recall": 0.5},
                            reference=ReferenceHistogram.from_scores([0.1]), lineage=lineage,
-                           created_at="2026-01-01T00:00:00+00:00")  # fmt: skip
+                           created_at="2026-01-01T00:00:00+00:00",
+                           profile_rows=x[:200])  # fmt: skip
     bundle = load_checked(path)  # the self-test passes
     man = bundle.manifest
+    assert man.profile == profile_of(x[:200], man.feature_specs)  # the training rows'
     assert (man.name, man.version, man.threshold, man.features) == (
         champion.name, "8", 0.25, champion.features)
     assert man.feature_specs == champion.manifest.feature_specs

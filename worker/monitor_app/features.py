@@ -1,0 +1,158 @@
+"""The monitor's feature side in its shell: the statistics topic's partitions restored on
+assignment, the pure stage (worker/monitor/feature_stage.py) fed and ticked, its gauges.
+
+Gauges (labels model, model_version, window, feature; feature names come from the
+bundles, windows from the settings, so the label sets are bounded): one per figure of
+``drift.FEATURE_FIGURES``, for the rolling view and each window size as of the latest
+tick. ``scoring_feature_drift_off`` is 1 per model version seen in statistics whose drift
+is off, with the reason (``no_bundle`` or ``no_profile``);
+``scoring_feature_stats_refused_total`` counts records not used, by reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from worker.clock import wall_ms
+from worker.kafka_io.config import Connection, connection
+from worker.kafka_io.tx import read_since
+from worker.model.bundle import load_bundle
+from worker.model.profile import Profile
+from worker.monitor.drift import FEATURE_FIGURES
+from worker.monitor.feature_alerts import FeatureRule
+from worker.monitor.feature_stage import FeatureStage
+from worker.monitor.feature_windows import NO_BUNDLE, FeatureWindow, FeatureWindows, ModelKey
+from worker.monitor.windows import ROLLING, ROLLING_SPAN_MS, ROLLING_STEP_MS, parse_window
+from worker.monitor_app.settings import MonitorSettings
+from worker.probes import Route
+
+log = logging.getLogger(__name__)
+LABELS = ["model", "model_version", "window", "feature"]
+
+
+class FeatureCollector(Collector):
+    """Exports the stage's latest windows; the loop replaces them, the HTTP thread reads."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._lock = threading.Lock()
+        self._windows: list[FeatureWindow] = []
+        self._off: dict[ModelKey, str] = {}
+        self._refused: dict[str, int] = {}
+        registry.register(self)
+
+    def update(self, stage: FeatureStage) -> None:
+        with self._lock:
+            self._windows = list(stage.latest)
+            self._off = dict(stage.windows.off)
+            self._refused = {**stage.windows.refused, "invalid": stage.invalid}
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            windows, off, refused = self._windows, self._off, self._refused
+        for fig in FEATURE_FIGURES:
+            fam = GaugeMetricFamily(fig.gauge, fig.help, labels=LABELS)
+            for w in windows:
+                for f in w.features:
+                    value = getattr(f, fig.name)
+                    if isinstance(value, int | float) and math.isfinite(value):
+                        fam.add_metric([w.model, w.model_version, w.window, f.name],
+                                       float(value))  # fmt: skip
+            yield fam
+        fam = GaugeMetricFamily("scoring_feature_drift_off",
+                                "1 per model version whose feature drift is off, by reason.",
+                                labels=["model", "model_version", "reason"])  # fmt: skip
+        for (model, version), why in sorted(off.items()):
+            fam.add_metric([model, version, "no_bundle" if why == NO_BUNDLE else "no_profile"], 1)
+        yield fam
+        counter = CounterMetricFamily("scoring_feature_stats_refused",
+                                      "Feature statistics records not used, by reason.",
+                                      labels=["reason"])  # fmt: skip
+        for reason, n in sorted(refused.items()):
+            counter.add_metric([reason.replace(" ", "_")], float(n))
+        yield counter
+
+
+@dataclass
+class FeatureSide:
+    """What the monitor's loop calls: assign/revoke a statistics partition, apply the
+    polled records, tick (alert records to send)."""
+
+    conn: Connection
+    topic: str
+    stage: FeatureStage
+    collector: FeatureCollector
+    clock_ms: Callable[[], int]
+    #: The group's committed offset of a partition (the monitor's TxLoop.committed).
+    committed: Callable[[str, int], int] = lambda topic, partition: -1
+
+    @classmethod
+    def build(cls, conn: Connection, topic: str, profiles: dict[ModelKey, Profile | None],
+              rules: tuple[FeatureRule, ...], specs: tuple[str, ...], retain_ms: int,
+              registry: CollectorRegistry, clock_ms: Callable[[], int]) -> FeatureSide:  # fmt: skip
+        windows = FeatureWindows(retain_ms, profiles)
+        return cls(conn, topic, FeatureStage(windows, rules, specs), FeatureCollector(registry),
+                   clock_ms)  # fmt: skip
+
+    def assign(self, partition: int) -> None:
+        """Read back what the group already consumed of ``partition`` (within retention):
+        the loop resumes at the committed offset, so every record counts once."""
+        t0 = time.monotonic()
+        end = self.committed(self.topic, partition)
+        since = self.clock_ms() - self.stage.windows.retain_ms
+        self.stage.apply((partition, v) for v in read_since(self.conn, self.topic, partition,
+                                                             since, end))  # fmt: skip
+        log.info("feature statistics %s[%d] restored up to offset %d in %.2fs",
+                 self.topic, partition, end, time.monotonic() - t0)  # fmt: skip
+
+    def revoke(self, partition: int) -> None:
+        self.stage.revoke(partition)
+
+    def apply(self, records: Iterable[tuple[int, bytes | None]]) -> None:
+        self.stage.apply(records)
+
+    def tick(self, now_ms: int) -> list[tuple[bytes, bytes]]:
+        alerts = self.stage.tick(now_ms)
+        self.collector.update(self.stage)
+        with self._lock:
+            self._status = orjson.dumps(self.stage.status())
+        return alerts
+
+    def routes(self) -> dict[str, Route]:
+        """``/api/features``: the status page's features panel (FeatureStage.status)."""
+        return {"/api/features": lambda: (200, self._status, "application/json")}
+
+    _status: bytes = b'{"windows": [], "drift_off": []}'
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def load_profiles(paths: str, allow_pickle: bool = False) -> dict[ModelKey, Profile | None]:
+    """Each given bundle's reference profile (None: it has none), by (name, version)."""
+    out: dict[ModelKey, Profile | None] = {}
+    for path in (p.strip() for p in paths.split(",") if p.strip()):
+        man = load_bundle(Path(path), allow_pickle=allow_pickle).manifest
+        out[(man.name, man.version)] = man.profile
+    return out
+
+
+def feature_side(s: MonitorSettings, rules: tuple[FeatureRule, ...],
+                 registry: CollectorRegistry) -> FeatureSide | None:  # fmt: skip
+    """The feature side when --feature-stats-topic is set: windows kept for the longest
+    of the rolling view and the window sizes, plus one interval's slack."""
+    if not s.feature_stats_topic:
+        return None
+    sizes = [parse_window(w) for w in s.window_list]
+    retain = max([ROLLING_SPAN_MS, *sizes]) + ROLLING_STEP_MS
+    return FeatureSide.build(connection(s, s.instance_id), s.feature_stats_topic,
+                             load_profiles(s.models, s.allow_pickle), rules,
+                             (ROLLING, *s.window_list), retain, registry, wall_ms)  # fmt: skip
