@@ -128,6 +128,8 @@ class Settings:
         "prefer .skops bundles, which load without running code.",
         batch=True,
     )
+    model_threads: int = setting(1, "Threads of the model's pools per process (OpenMP, BLAS, "
+                                 "n_jobs, onnx): 1 suits small batches.", ge=1, le=256, batch=True)
     model_poll_ms: int = setting(
         1000,
         "How often a worker serving a store folder checks its ``current`` pointer (and "

@@ -18,7 +18,7 @@ def build_context(s: Settings) -> ScoringContext:
     path = Path(s.model)
     if is_model_folder(path):  # a store folder: serve what its pointer names
         path = path / read_pointer(path)
-    bundle = load_checked(path, allow_pickle=s.allow_pickle)
+    bundle = load_checked(path, allow_pickle=s.allow_pickle, threads=s.model_threads)
     validator = EventValidator.from_file(Path(s.schema)) if s.schema else None
     return ScoringContext(bundle, validator, s.max_event_bytes, s.event_ts_field or None,
                           s.label_field or None)  # fmt: skip

@@ -61,7 +61,8 @@ def run_worker(
     ctx = _context(s, metrics, decoder)
     shadow = None
     if s.shadow_model:
-        second = load_checked(Path(s.shadow_model), allow_pickle=s.allow_pickle)
+        second = load_checked(Path(s.shadow_model), allow_pickle=s.allow_pickle,
+                              threads=s.model_threads)  # fmt: skip
         shadow = replace(ctx, bundle=second)
     health.model_loaded = True
     server = serve(s.metrics_port, registry, health, s.metrics_host) if s.metrics_port else None

@@ -50,8 +50,8 @@ class Reloader:
     def __init__(self, model_folder: Path, serving: str, poll_s: float,
                  control: ControlSource | None = None,
                  clock_ms: Callable[[], int] = wall_ms,
-                 allow_pickle: bool = False) -> None:  # fmt: skip
-        self.store, self.name = store_of(model_folder, allow_pickle)
+                 allow_pickle: bool = False, threads: int = 1) -> None:  # fmt: skip
+        self.store, self.name = store_of(model_folder, allow_pickle, threads)
         self.folder = model_folder
         self.serving = serving
         self.poll_s = poll_s
@@ -210,4 +210,4 @@ def make_reloader(s: Settings, serving: str) -> Reloader | None:
         conf = client_config(Role.CONTROL, connection(s, s.worker_id))
         control = kafka_io.ControlReader(conf, s.control_topic)
     return Reloader(folder, serving, s.model_poll_ms / 1000, control,
-                    allow_pickle=s.allow_pickle)  # fmt: skip
+                    allow_pickle=s.allow_pickle, threads=s.model_threads)  # fmt: skip

@@ -42,6 +42,9 @@ class LoadOptions:
     #: Whether pickle-based artifacts (.joblib) may be loaded: unpickling runs any code
     #: the file contains, and the sha256 beside it only detects corruption.
     allow_pickle: bool = False
+    #: Threads the model's own pools may use (OpenMP, BLAS, ``n_jobs``, onnxruntime's
+    #: intra-op pool): the worker's ``model_threads`` (worker/model/runtimes/threads.py).
+    threads: int = 1
 
 
 @dataclass(frozen=True, slots=True)
