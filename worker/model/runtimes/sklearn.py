@@ -31,6 +31,7 @@ from worker.errors import describe
 from worker.model.feature_types import Feature
 from worker.model.manifest import ClassLabel, Manifest, ManifestError, Task, check_classes
 from worker.model.runtimes import FloatArray, LoadOptions, ModelRuntime, Written, register
+from worker.model.runtimes.lazy import load_pandas
 from worker.model.runtimes.threads import ThreadLimit, limit_estimator
 
 TOLERANCE: Final = 1e-9
@@ -89,6 +90,7 @@ class SklearnKind:
 
     def wrap(self, manifest: Manifest, model: Any) -> SklearnRuntime:
         if getattr(model, "feature_names_in_", None) is not None:
+            load_pandas()  # now, not on the first batch
             return SklearnRuntime(model, manifest.task, "frame")
         strings = any(f.type == "string" for f in manifest.feature_specs)
         return SklearnRuntime(model, manifest.task, "object" if strings else "float64")
