@@ -5,6 +5,7 @@ loads, each beside a no-model forwarder (bench/forwarder.py) measured in the sam
     python bench/worker_bench.py --model demo --rates 1000,5000,20000 --seconds 10
     python bench/worker_bench.py --model ct            # DataFrame pipeline with 2 string columns
     python bench/worker_bench.py --model rf200 --runtime onnx   # or hgb; sklearn or onnx
+    python bench/worker_bench.py --model lr30 --shadow-compare  # shadow off and on, one run
 
 Drain: ``--events`` are pre-loaded on a 4-partition topic; each system (forwarder,
 the baseline worker when ``--baseline`` names a checkout of another commit, the
@@ -267,18 +268,24 @@ def main() -> None:
     ap.add_argument("--worker-args", default="", help="more flags for the workers (one string)")
     ap.add_argument("--shadow", action="store_true",
                     help="workers also score every batch with a second model (shadow)")
+    ap.add_argument("--shadow-compare", action="store_true",
+                    help="each worker runs twice in the same run: without and with --shadow")
     a = ap.parse_args()
+    if (a.shadow or a.shadow_compare) and a.model in bench_models.KINDS:
+        ap.error("--shadow: the demo and lr30 models have a shadow version")
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     model, schema = bundle_and_schema(a.model, tmp, a.runtime)
     fwd = System("forwarder", "forwarder")
     extra = tuple(a.worker_args.split())
-    if a.shadow:
+    variants: list[tuple[str, tuple[str, ...]]] = [("", extra)]
+    if a.shadow or a.shadow_compare:
         shadow_topic = f"bench-shadow-{uuid.uuid4().hex[:8]}"
         kafka_io.create_topics(a.bootstrap, {shadow_topic: 4})
-        extra += ("--shadow-model", str(shadow_bundle(a.model, tmp)),
-                  "--shadow-topic", shadow_topic)
-    workers = {m: System(f"worker {m}", "worker", m, extra=extra)
-               for m in a.modes.split(",") if m}  # fmt: skip
+        shadowed = (*extra, "--shadow-model", str(shadow_bundle(a.model, tmp)),
+                    "--shadow-topic", shadow_topic)  # fmt: skip
+        variants = [*(variants if a.shadow_compare else []), (" + shadow", shadowed)]
+    workers = {m + name: System(f"worker {m}{name}", "worker", m, extra=more)
+               for m in a.modes.split(",") if m for name, more in variants}  # fmt: skip
     report: dict[str, Any] = {"model": a.model, "runtime": a.runtime, "events": a.events,
                               "batch_max": a.batch_max,
                               "machine": machine(), "drain": [], "latency": []}
@@ -287,8 +294,9 @@ def main() -> None:
                           if a.baseline else []), *workers.values()]  # fmt: skip
         report["drain"] = [drain(a, s, model, schema) for s in systems]
     if "latency" not in a.skip:
-        lat_workers = [System(f"worker {m}", "worker", m, extra=extra)
-                       for m in a.latency_modes.split(",") if m]  # fmt: skip
+        lat_workers = [System(f"worker {m}{name}", "worker", m, extra=more)
+                       for m in a.latency_modes.split(",") if m
+                       for name, more in variants]  # fmt: skip
         for rate in (float(r) for r in a.rates.split(",")):
             for s in (fwd, *lat_workers):
                 report["latency"].append(latency(a, s, rate, model, schema))
