@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.installed-stamp
 KAFKA_PORT ?= 9092
 BOOTSTRAP  ?= 127.0.0.1:$(KAFKA_PORT)
 
-.PHONY: test demo demo-drift broker broker-stop lint clean
+.PHONY: test test-unit demo demo-drift broker broker-stop lint clean docs docs-serve docs-reference docs-check
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
@@ -23,7 +23,7 @@ broker: $(STAMP)
 broker-stop: $(STAMP)
 	$(BIN)/scoring-worker kafka-local stop --port $(KAFKA_PORT)
 
-lint: $(STAMP)
+lint: $(STAMP) docs-check
 	$(BIN)/ruff check worker tests bench
 	$(BIN)/mypy worker
 
@@ -32,18 +32,44 @@ lint: $(STAMP)
 test: lint
 	SCORING_TEST_KAFKA_PORT=$(KAFKA_PORT) $(BIN)/pytest
 
+# The unit tests alone: no broker, no tools (the tests that need helm or promtool skip
+# without them, except in CI), about a minute on a laptop.
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
+
 demo: broker
 	$(BIN)/scoring-worker demo --bootstrap $(BOOTSTRAP) --workdir demo-out
 
-# The model loop: drift, the monitor's alert, retrain, promotion, recovery (README).
+# The model loop: drift, the monitor's alert, retrain, promotion, recovery (docs/getting-started/drift-demo.md).
 demo-drift: broker
 	$(BIN)/scoring-worker demo --drift --bootstrap $(BOOTSTRAP) --workdir demo-out
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache site
+
+# -- The docs site (mkdocs.yml, docs/) ----------------------------------------------------
+# `docs` builds it into site/ (git-ignored; open site/index.html, it works offline),
+# `docs-serve` serves it while you edit, `docs-reference` writes the generated reference pages
+# (docs/reference/: settings, CLI help, schemas, Python API) from the code. `docs-check`, part
+# of `lint` and so of `make test`, builds it with --strict into a throwaway folder: a broken
+# link, a missing page or a missing include fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# Port 8008: 8000 and 8001 are the worker's and the monitor's metrics ports.
+DOCS_PORT ?= 8008
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+docs-reference: $(STAMP)
+	$(BIN)/python -m worker.devtools.reference_docs
+
+docs-check: $(STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir "$$tmp/site"
 
 # -- Operations surface (deploy/) ---------------------------------------------------------
-# promtool and the prometheus server that tests/unit/test_deploy.py and
+# promtool and the prometheus server that tests/unit/deploy/test_deploy.py and
 # tests/integration/test_prometheus.py run come from Debian's prometheus package, the headless
 # Chromium of tests/integration/test_status_page.py (and of the demo's report.png) from
 # Debian's chromium package (never a browser download: the network may be closed). Only the
@@ -54,7 +80,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 test: tools
 lint: deploy-lint
 
-# helm (tests/unit/test_helm.py lints and renders deploy/helm/) is built from the Go module
+# helm (tests/unit/deploy/test_helm.py lints and renders deploy/helm/) is built from the Go module
 # proxy once per version and cached outside the clone, so fresh clones reuse it:
 # $(HELM_BIN)/helm. The first build takes a few minutes.
 HELM_VERSION ?= v3.22.0

@@ -1,4 +1,5 @@
-"""Benchmark models beyond lr30 and demo: the kinds of model teams train (see README).
+"""Benchmark models beyond lr30 and demo: the kinds of model teams train (see
+docs/benchmarks/model-kinds.md).
 
 - ``ct``: Pipeline(ColumnTransformer(OneHotEncoder on 2 string columns, StandardScaler
   on 10 numbers), LogisticRegression) fitted on a DataFrame (the DataFrame path).

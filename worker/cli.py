@@ -33,6 +33,7 @@ from worker.cli_tools import add_kafka_local, add_models
 from worker.errors import BatchInputError, ConfigError, ScoringError
 from worker.monitor_app.settings import MonitorSettings
 from worker.retrain.command import add_retrain
+from worker.settings_common import LogFormat
 from worker.shutdown import StopRequested
 
 Handler = Callable[[argparse.Namespace], int]
@@ -124,7 +125,7 @@ def _produce_demo(args: argparse.Namespace) -> int:
     kafka = config.parse_kafka_pairs(args.kafka, "--kafka")
     conf = client_config(Role.PRODUCER, Connection(args.bootstrap, kafka))
     _check_kafka([conf], kafka)
-    logs.setup("WARNING", _secrets(kafka), "text")
+    logs.setup("WARNING", _secrets(kafka), LogFormat.TEXT)
     r = produce_demo(traffic, conf)
     rate = r.events / r.seconds if r.seconds else 0.0
     print(f"produce-demo: {r.events} events ({r.drifted} drifted, {r.malformed} malformed), "
@@ -233,7 +234,7 @@ def _add_monitor(sub: Sub) -> None:
                    "labels \\\n      --windows 5m,1h --models models/fraud-demo/1 "
                    "--metrics-host 127.0.0.1",
                    SETTINGS_ORDER + "\nAlert rules: [[alerts]] tables of the --config file "
-                   "(README, Monitoring the model).")  # fmt: skip
+                   "(docs: Monitoring, Alert rules).")  # fmt: skip
     add_settings_flags(p, MonitorSettings)
     p.set_defaults(handler=_monitor)
 
@@ -241,7 +242,7 @@ def _add_monitor(sub: Sub) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from worker.devtools import demo_run
 
-    logs.setup("WARNING", fmt="text")
+    logs.setup("WARNING", fmt=LogFormat.TEXT)
     if args.drift:
         from worker.devtools import demo_loop
 

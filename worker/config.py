@@ -21,23 +21,27 @@ import os
 import socket
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from worker.delivery_terms import Guarantee
 from worker.errors import ConfigError
-from worker.settings_rules import (
-    HOST_PORTS,
-    host_port_list,
-    log_level,
-    not_empty,
-    optional_topic,
-    parse,
-    setting,
-    specs,
-    topic,
-    validate,
+from worker.settings_common import (
+    LogFormat,
+    allow_pickle_setting,
+    bootstrap_setting,
+    health_stall_setting,
+    instance_id_setting,
+    kafka_setting,
+    log_format_setting,
+    log_level_setting,
+    max_event_bytes_setting,
+    metrics_host_setting,
+    metrics_port_setting,
+    start_timeout_setting,
 )
+from worker.settings_rules import not_empty, optional_topic, parse, setting, specs, topic, validate
 
 T = TypeVar("T")
 #: Property names of librdkafka that carry a secret (or may: a JAAS or OAuth config).
@@ -53,43 +57,6 @@ def register(cls: type[T]) -> type[T]:
     """Class decorator of a settings class: its variables become known to every command."""
     _REGISTERED.append(cls)
     return cls
-
-
-# -- settings every command with Kafka has; one declaration each -----------------------------
-
-
-def bootstrap_setting() -> Any:
-    return setting("127.0.0.1:9092", "Kafka bootstrap servers; any one answering is enough.",
-                   check=host_port_list, allowed=HOST_PORTS)  # fmt: skip
-
-
-def log_level_setting() -> Any:
-    return setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL; DEBUG also "
-                   "prints the traceback of an unexpected error.", check=log_level,
-                   allowed="DEBUG, INFO, WARNING, ERROR or CRITICAL", batch=True)  # fmt: skip
-
-
-def log_format_setting() -> Any:
-    return setting("json", "Log lines on stderr: json (one object per line, for log "
-                   "collectors) or text (for a terminal).", choices=("json", "text"),
-                   batch=True)  # fmt: skip
-
-
-def metrics_host_setting() -> Any:
-    return setting("0.0.0.0", "Address the /metrics, /healthz and /readyz server binds: "
-                   "0.0.0.0 (every interface) for containers, whose probes and scrapers "
-                   "come from outside; 127.0.0.1 on a laptop or a shared host.",
-                   check=not_empty)  # fmt: skip
-
-
-def metrics_port_setting(default: int) -> Any:
-    return setting(default, "Port of /metrics, /healthz and /readyz; 0 turns the HTTP "
-                   "server off.", ge=0, le=65535)  # fmt: skip
-
-
-def kafka_setting() -> Any:
-    return field(default_factory=dict, metadata={
-        "doc": "librdkafka properties for every client (TLS, SASL, tuning)."})  # fmt: skip
 
 
 def _default_worker_id() -> str:
@@ -121,15 +88,17 @@ class Settings:
         "(it has a ``current`` file), whose pointer the worker then follows (hot reload).",
         batch=True,
     )
-    allow_pickle: bool = setting(
-        False,
-        "Load .joblib (pickle) model bundles. Unpickling runs any code the file holds, and "
-        "a bundle's sha256 sits beside it, so it only detects corruption, not tampering; "
-        "prefer .skops bundles, which load without running code.",
-        batch=True,
+    allow_pickle: bool = allow_pickle_setting("Load .joblib (pickle) model bundles.", batch=True)
+    model_threads: int = setting(
+        1,
+        "Threads the model's own pools may use, per worker process: OpenMP and BLAS "
+        "(HistGradientBoosting, LightGBM, XGBoost, linear models), n_jobs of forests, "
+        "LightGBM and XGBoost, onnxruntime's intra-op pool. 1 suits a stream of small "
+        "batches: a pool costs more to wake than it saves and takes the cores librdkafka "
+        "needs; use more processes for more cores. Raise it for large batches of a heavy "
+        "model on cores nothing else uses (score-file, a backlog on a dedicated node).",
+        ge=1, le=256, batch=True,
     )
-    model_threads: int = setting(1, "Threads of the model's pools per process (OpenMP, BLAS, "
-                                 "n_jobs, onnx): 1 suits small batches.", ge=1, le=256, batch=True)
     model_poll_ms: int = setting(
         1000,
         "How often a worker serving a store folder checks its ``current`` pointer (and "
@@ -176,19 +145,16 @@ class Settings:
         "events in hand are never held back to fill a batch.",
         ge=1, le=60_000,
     )
-    guarantee: str = setting(
-        "at-least-once",
+    guarantee: Guarantee = setting(
+        Guarantee.AT_LEAST_ONCE,
         "at-least-once (a crash can repeat outputs, never lose them) or exactly-once (each "
         "batch's outputs and input offsets commit in one Kafka transaction; downstream "
         "consumers must read with isolation.level=read_committed).",
-        choices=("at-least-once", "exactly-once"),
     )
-    instance_id: str = setting(
-        None,
+    instance_id: str = instance_id_setting(
         "Stable name of this worker instance, unique among the running workers of the "
         "group (exactly-once: the transactional id is <group>-<instance_id>, so a "
-        "restarted worker fences its killed predecessor). Default: the host name.",
-        factory=socket.gethostname, check=not_empty,
+        "restarted worker fences its killed predecessor)."
     )
     max_in_flight: int = setting(
         5_000,
@@ -214,13 +180,12 @@ class Settings:
         "(Readiness follows the broker connection every second regardless.)",
         ge=0, le=86_400_000,
     )
-    max_event_bytes: int = setting(
-        983_040,
+    max_event_bytes: int = max_event_bytes_setting(
         "Events larger than this many bytes are dead-lettered unread. The default "
         "(960 KiB) leaves 16 KiB below the producer's message.max.bytes (1,000,000) for "
         "the dead letter's key and headers; the worker refuses to start when the output "
         "topics or the producer accept less than this plus 16 KiB.",
-        ge=1, le=1_000_000_000, batch=True,
+        batch=True,
     )
     event_ts_field: str = setting(
         "ts", "Event field holding the event time (epoch ms), copied to ``event_ts``.",
@@ -236,10 +201,7 @@ class Settings:
         None, "Identifies this process in dead letters and logs (default: host-pid).",
         factory=_default_worker_id, check=not_empty,
     )
-    start_timeout_s: float = setting(
-        30.0, "Seconds to wait for the broker at start before giving up (exit 1).",
-        gt=0, le=86_400,
-    )
+    start_timeout_s: float = start_timeout_setting()
     flush_timeout_s: float = setting(
         30.0,
         "Seconds between warnings while outputs wait for the broker; also the longest a "
@@ -247,12 +209,9 @@ class Settings:
         "again (at-least-once) or aborting (exactly-once).",
         gt=0, le=86_400,
     )
-    health_stall_s: float = setting(
-        30.0, "Seconds without a loop turn after which /healthz reports unhealthy.",
-        gt=0, le=86_400,
-    )
+    health_stall_s: float = health_stall_setting(30.0)
     log_level: str = log_level_setting()
-    log_format: str = log_format_setting()
+    log_format: LogFormat = log_format_setting()
     kafka: Mapping[str, str] = kafka_setting()
 
     def __post_init__(self) -> None:

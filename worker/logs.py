@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from worker.settings_common import LogFormat
+
 _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
@@ -72,11 +74,11 @@ class RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         return self._redact.redact(super().format(record))
 
 
-def setup(level: str, secrets: Iterable[str] = (), fmt: str = "json") -> None:
+def setup(level: str, secrets: Iterable[str] = (), fmt: LogFormat = LogFormat.JSON) -> None:
     """Route every logger (ours, librdkafka's through confluent-kafka, Python warnings) to
-    one handler on stderr: JSON lines (``fmt="json"``) or text for a terminal."""
+    one handler on stderr: JSON lines or text for a terminal."""
     handler = RedactingHandler(Redact(secrets))
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if fmt == LogFormat.JSON else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -5,6 +5,11 @@ A setting is a dataclass field made by ``setting(default, doc, ...)``; the rule 
 whatever its source: a TOML key, a ``SCORING_*`` variable, a flag or a keyword argument.
 Errors name the source as the user wrote it (``--batch-max -3``, ``SCORING_BATCH_MAX=-3``,
 ``batch_max = -3 in w.toml``) and say what is allowed, in one line.
+
+A setting's type is int, float, str, bool or a ``StrEnum`` (its values are the choices; the
+text is parsed into the member). ``specs(cls)`` enumerates a settings class's declarations
+(name, type, default, range or choices, doc): the CLI's flags, the loader and the references
+are all made from it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import Enum, StrEnum
 from typing import Any, Final, get_type_hints
 
 from worker.errors import ConfigError
@@ -68,8 +74,12 @@ def setting(
     """A settings field: its default, its documentation (the flag's help too) and its rule.
 
     ``batch=True``: score-file has this setting too. ``factory``: a default computed at
-    construction (a host name) instead of ``default``.
+    construction (a host name) instead of ``default``. A ``StrEnum`` member as the default
+    makes its enum's values the choices; the field keeps the plain value (what a TOML file,
+    the help and the Helm schema show), which ``validate`` turns into the member.
     """
+    if isinstance(default, StrEnum):
+        choices, default = tuple(m.value for m in type(default)), default.value
     rule = Rule(doc, ge, gt, le, choices, check, allowed, batch)
     meta = {"doc": doc, "rule": rule}
     if factory is not None:
@@ -82,10 +92,24 @@ class Spec:
     """One declared setting of a settings class."""
 
     name: str
-    kind: type
+    kind: type  # int, float, str, bool or a StrEnum
     rule: Rule
-    default: Any  # None when computed at construction (``computed``)
+    default: Any  # the plain value (an enum's text); None when computed at construction
     computed: bool = False
+
+    @property
+    def doc(self) -> str:
+        return self.rule.doc
+
+    @property
+    def value_type(self) -> type:
+        """The type of the value as written in TOML or an environment (str for an enum)."""
+        return str if issubclass(self.kind, Enum) else self.kind
+
+    @property
+    def allowed(self) -> str:
+        """What the setting accepts, in words: its range or its choices."""
+        return self.rule.describe(self.value_type)
 
     @property
     def flag(self) -> str:
@@ -112,7 +136,7 @@ def specs(cls: type[Any]) -> dict[str, Spec]:
         if f.name == "kafka":
             continue
         kind = hints[f.name]
-        if kind not in _KINDS.values():
+        if kind not in _KINDS.values() and not _is_enum(kind):
             raise TypeError(f"setting {cls.__name__}.{f.name}: type {kind} is not supported")
         rule = f.metadata.get("rule") or Rule(f.metadata.get("doc", ""))
         computed = f.default is dataclasses.MISSING
@@ -122,6 +146,10 @@ def specs(cls: type[Any]) -> dict[str, Spec]:
     return out
 
 
+def _is_enum(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, StrEnum)
+
+
 def parse(spec: Spec, raw: Any, where: str) -> Any:
     """``raw`` (a TOML value, or the text of a variable or a flag) as the setting's type,
     checked against its rule; ConfigError naming ``where`` otherwise."""
@@ -129,7 +157,7 @@ def parse(spec: Spec, raw: Any, where: str) -> Any:
         value = _convert(spec.kind, raw)
         return _apply(spec.rule, value)
     except ValueError as exc:
-        allowed = spec.rule.describe(spec.kind)
+        allowed = spec.allowed
         hint = f" ({spec.name}: {allowed})" if allowed else ""
         raise ConfigError(f"{where}: {exc}{hint}") from None
 
@@ -139,7 +167,8 @@ def validate(obj: Any) -> None:
     for spec in specs(type(obj)).values():
         value = getattr(obj, spec.name)
         checked = parse(spec, value, f"{spec.name}={value!r}")
-        if checked != value:  # normalised (a log level's case): keep the canonical form
+        # Normalised (a log level's case) or typed (an enum's text): keep the canonical form.
+        if checked != value or (isinstance(checked, Enum) and not isinstance(value, Enum)):
             object.__setattr__(obj, spec.name, checked)
 
 
@@ -151,6 +180,15 @@ def _convert(kind: type, raw: Any) -> Any:
         if text in TRUE or text in FALSE:
             return text in TRUE
         raise ValueError("not a boolean: use true or false (or 1/0, yes/no)")
+    if _is_enum(kind):
+        if isinstance(raw, kind):
+            return raw
+        if not isinstance(raw, str):
+            raise ValueError("not text: quote it")
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ValueError("not one of the choices") from None
     if kind is str:
         if not isinstance(raw, str):
             raise ValueError("not text: quote it")

@@ -1,4 +1,5 @@
 """The README's quick start, run step by step exactly as written, against the real broker.
+(The docs site's Getting started page includes this very block: tests/unit/docs/test_docs.py.)
 
 The lines between ``<!-- quickstart -->`` and ``<!-- /quickstart -->`` run in a fresh folder
 with the project's ``scoring-worker`` on PATH: each must exit 0, except the one the README

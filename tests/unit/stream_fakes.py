@@ -19,7 +19,7 @@ from worker.probes import Health
 from worker.stream.metrics import WorkerMetrics
 from worker.stream.outputs import RecordLimit
 from worker.stream.runner import Runner
-from worker.stream.sinks import ABORT, COMMITTED, OnDelivery
+from worker.stream.sinks import OnDelivery, TxState
 
 
 @dataclass
@@ -140,17 +140,17 @@ class TxSink(HeldSink):
         super().send(topic, value, key, headers, done)
 
     def commit(self, offsets: Mapping[tuple[str, int], int], group: object,
-               timeout_s: float) -> str:  # fmt: skip
+               timeout_s: float) -> TxState:  # fmt: skip
         self.release()
         if self.failed:
-            return ABORT
+            return TxState.ABORT
         self.journal.calls.append(("commit", dict(offsets)))
         self.visible += self.open
         self.committed.update(offsets)
         if self.group is not None:
             self.group.committed.update(offsets)
         self.open = []
-        return COMMITTED
+        return TxState.COMMITTED
 
     def abort(self, timeout_s: float) -> bool:
         self.journal.calls.append(("abort", None))

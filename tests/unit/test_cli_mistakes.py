@@ -207,7 +207,7 @@ def test_score_file_shows_only_its_own_options() -> None:
 def test_models_add_makes_the_first_version_current_and_promote_on_request(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.unit.test_model_store import bundle
+    from tests.unit.model.test_model_store import bundle
 
     store = str(tmp_path / "store")
     assert cli.main(["models", "add", "--store", store, str(bundle(tmp_path, "1"))]) == 0

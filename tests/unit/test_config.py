@@ -161,3 +161,41 @@ def test_paths_and_plain_properties_are_not_secrets() -> None:
     for name in ("ssl.key.location", "ssl.ca.location", "sasl.username", "linger.ms",
                  "security.protocol", "sasl.mechanism"):  # fmt: skip
         assert not config.is_secret(name), name
+
+
+def test_typed_values_enums_windows_and_internal_topics() -> None:
+    from worker.delivery_terms import Guarantee
+    from worker.monitor_app.settings import MonitorSettings
+    from worker.settings_common import LogFormat
+
+    s = config.load(None, {"SCORING_GUARANTEE": "exactly-once"}, {"log_format": "text"})
+    assert s.guarantee is Guarantee.EXACTLY_ONCE and s.log_format is LogFormat.TEXT
+    assert config.Settings().guarantee is Guarantee.AT_LEAST_ONCE  # the default is typed too
+    with pytest.raises(ConfigError, match=r"--guarantee once: not one of the choices \("
+                       "guarantee: one of at-least-once, exactly-once"):  # fmt: skip
+        config.load(None, {}, {"guarantee": "once"})
+    m = MonitorSettings(windows=" 30s,1h ", group="g")
+    assert [(w.name, w.ms) for w in m.window_sizes] == [("30s", 30_000), ("1h", 3_600_000)]
+    assert m.window_list == ["30s", "1h"] and m.windows == " 30s,1h "  # the text as given
+    assert (m.internal.join, m.internal.partials, m.internal.join_state,
+            m.internal.global_state) == ("g-join", "g-partials", "g-join-changelog",
+                                         "g-global-changelog")  # fmt: skip
+
+
+def test_settings_catalog_lists_exactly_each_commands_setting_flags() -> None:
+    import argparse
+
+    from worker.cli import build_parser
+    from worker.settings_catalog import COMMANDS, command_settings
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in COMMANDS:
+        group = next(g for g in sub.choices[command]._action_groups if g.title == "settings")
+        flags = [a.option_strings[0] for a in group._group_actions]
+        specs = command_settings(command)
+        assert flags == [s.flag for s in specs], command
+        assert all(s.doc and s.value_type in (int, float, str, bool) for s in specs), command
+    # A shared setting is one declaration: the same rule wherever a command has it.
+    shared = [{s.name: s for s in command_settings(c)}["allow_pickle"].rule.doc
+              for c in ("run", "monitor", "retrain")]  # fmt: skip
+    assert all("prefer .skops bundles" in doc for doc in shared)

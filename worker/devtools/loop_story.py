@@ -104,7 +104,7 @@ def _f(value: float | None) -> str:
 
 
 def story(r: LoopReport) -> str:
-    """The run as the README tells it."""
+    """The run as the docs tell it (docs/getting-started/drift-demo.md)."""
     out = ["", "== scoring-worker demo --drift: detect, retrain, compare, promote, verify =="]
     out += [f"[{t:6.1f}s] {what}" for t, what in r.timeline]
     out += ["", "retrain output:", *("  " + ln for ln in r.retrain_output.splitlines())]

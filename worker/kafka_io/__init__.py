@@ -19,13 +19,14 @@ from worker.kafka_io.admin import (
 )
 from worker.kafka_io.clients import (
     BatchConsumer,
-    Headers,
     Message,
+    PartitionId,
     consumer_config,
+    partition_id,
     producer_config,
 )
 from worker.kafka_io.control import ControlReader, ControlRecord, publish_control, read_control
-from worker.kafka_io.producer import BatchProducer, TxProducer, TxState
+from worker.kafka_io.producer import BatchProducer, TxProducer
 from worker.kafka_io.startup import check_config, describe_fatal, versions, wait_for_broker
 
 __all__ = [
@@ -33,11 +34,10 @@ __all__ = [
     "BatchProducer",
     "ControlReader",
     "ControlRecord",
-    "Headers",
     "Message",
+    "PartitionId",
     "Received",
     "TxProducer",
-    "TxState",
     "admin",
     "check_config",
     "consumer_config",
@@ -45,6 +45,7 @@ __all__ = [
     "delete_topics",
     "describe_fatal",
     "drain",
+    "partition_id",
     "port_open",
     "producer_config",
     "publish_control",

@@ -5,12 +5,13 @@ committed offsets for exactly-once mode. The producers are in producer.py."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from worker.config import Settings
+from worker.delivery_terms import PRODUCER_MAX_BYTES, Guarantee
 from worker.errors import KafkaFatalError
 from worker.kafka_io.config import Role, client_config, connection
 from worker.kafka_io.watch import BrokerWatch
@@ -30,11 +31,19 @@ class Message(Protocol):
     def error(self) -> KafkaError | None: ...
 
 
-Headers = list[tuple[str, str | bytes | None]]
-TopicPartitions = list[tuple[str, int]]
+#: An input partition: (topic, partition).
+PartitionId = tuple[str, int]
 #: How often both clients report statistics: /readyz follows the broker within ~2 s.
 HEALTH_STATS_MS = 1000
-EXACTLY_ONCE = "exactly-once"
+
+
+def partition_id(m: Message) -> PartitionId:
+    return (m.topic() or "", m.partition() or 0)
+
+
+def next_offsets(msgs: Iterable[Message]) -> dict[PartitionId, int]:
+    """The next offset to read per partition after ``msgs`` (a partition's come in order)."""
+    return {(m.topic() or "", m.partition() or 0): (m.offset() or 0) + 1 for m in msgs}
 
 
 def consumer_config(s: Settings) -> dict[str, Any]:
@@ -48,7 +57,7 @@ def consumer_config(s: Settings) -> dict[str, Any]:
               # 1 s, which starves a worker that drains a backlog faster than that).
               "fetch.queue.backoff.ms": 10,
               "statistics.interval.ms": HEALTH_STATS_MS}  # fmt: skip
-    role = Role.TX_CONSUMER if s.guarantee == EXACTLY_ONCE else Role.CONSUMER
+    role = Role.TX_CONSUMER if s.guarantee is Guarantee.EXACTLY_ONCE else Role.CONSUMER
     return client_config(role, connection(s, s.worker_id), tuning, fixed={"group.id": s.group})
 
 
@@ -63,8 +72,8 @@ def producer_config(s: Settings, record_limit: int | None = None) -> dict[str, A
                               "compression.type": "lz4",
                               "statistics.interval.ms": HEALTH_STATS_MS}  # fmt: skip
     if record_limit is not None:
-        tuning["batch.size"] = min(1_000_000, record_limit)
-    if s.guarantee == EXACTLY_ONCE:
+        tuning["batch.size"] = min(PRODUCER_MAX_BYTES, record_limit)
+    if s.guarantee is Guarantee.EXACTLY_ONCE:
         return client_config(Role.TX_PRODUCER, connection(s, s.worker_id), tuning,
                              fixed={"transactional.id": transactional_id(s)})  # fmt: skip
     return client_config(Role.PRODUCER, connection(s, s.worker_id), tuning)
@@ -93,11 +102,11 @@ class BatchConsumer:
         self.fatal: KafkaError | None = None
         self._on_change = on_change
         self._watch = watch
-        self._owned: set[tuple[str, int]] = set()
+        self._owned: set[PartitionId] = set()
         #: Called from inside consume() before partitions are taken away (still ours)...
-        self.before_revoke: Callable[[TopicPartitions], None] | None = None
+        self.before_revoke: Callable[[list[PartitionId]], None] | None = None
         #: ...or after they were lost (another member may own them already).
-        self.after_lost: Callable[[TopicPartitions], None] | None = None
+        self.after_lost: Callable[[list[PartitionId]], None] | None = None
         #: The outcome of each asynchronous commit: None, or why it failed.
         self.on_commit: Callable[[str | None], None] | None = None
         self._c = Consumer({**conf, "error_cb": self._error, "on_commit": self._committed})
@@ -160,7 +169,7 @@ class BatchConsumer:
                 log.warning("kafka consumer: %s", err.str())
         return good
 
-    def commit(self, offsets: Mapping[tuple[str, int], int],
+    def commit(self, offsets: Mapping[PartitionId, int],
                asynchronous: bool = False) -> str | None:  # fmt: skip
         """Commit the next offset to read per owned (topic, partition).
 
@@ -200,7 +209,7 @@ class BatchConsumer:
             return False
         return True
 
-    def seek(self, positions: Mapping[tuple[str, int], int]) -> None:
+    def seek(self, positions: Mapping[PartitionId, int]) -> None:
         """Read these partitions again from these offsets (a batch split in two)."""
         for (t, p), o in positions.items():
             self._c.seek(TopicPartition(t, p, o))

@@ -12,19 +12,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from enum import StrEnum
 from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from worker.delivery_terms import Headers, OnDelivery, Sent, TxState
 from worker.errors import KafkaFatalError, SendError, SendFailure
-from worker.kafka_io.clients import Headers, is_fatal
+from worker.kafka_io.clients import PartitionId, is_fatal
 from worker.kafka_io.watch import BrokerWatch
 
 log = logging.getLogger(__name__)
-Sent = tuple[str, bytes | None, bytes | None]
-OnDelivery = Callable[[SendError | None, Sent | None], None]
 
 _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE,
                         KafkaError.INVALID_MSG_SIZE})  # fmt: skip
@@ -58,8 +56,6 @@ class BatchProducer:
         self._watch = watch
         self._conf = {**conf, "error_cb": self._error}
         self._p = self._new()
-        # The loop passes one callback for a batch's records: wrap it once, not per record.
-        self._last: tuple[OnDelivery | None, Any] = (None, None)
 
     def _new(self) -> Producer:
         return Producer(self._conf)
@@ -74,10 +70,7 @@ class BatchProducer:
              headers: Headers | None, on_delivery: OnDelivery) -> None:  # fmt: skip
         """Queue one output; ``on_delivery`` gets the broker's verdict (from ``poll``), or
         at once when the client refuses it (larger than ``message.max.bytes``)."""
-        cb, report = self._last
-        if cb is not on_delivery:
-            report = partial(_report, on_delivery)
-            self._last = (on_delivery, report)
+        report = partial(_report, on_delivery)
         while True:
             try:
                 self._p.produce(topic, value, key, headers=headers, on_delivery=report)
@@ -99,14 +92,6 @@ class BatchProducer:
         self._p.poll(timeout_s)
         if self.fatal is not None:
             raise KafkaFatalError(f"kafka producer: {self.fatal.str()}")
-
-
-class TxState(StrEnum):
-    COMMITTED = "committed"
-    #: Not finished within the timeout (the broker is slow or away): call commit again.
-    PENDING = "pending"
-    #: The transaction failed: call ``abort`` until it returns True (then read again).
-    ABORT = "abort"
 
 
 _FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
@@ -216,7 +201,7 @@ class TxProducer(BatchProducer):
         except KafkaException as exc:
             self._broken = str(exc)
 
-    def commit(self, offsets: Mapping[tuple[str, int], int], group: object,
+    def commit(self, offsets: Mapping[PartitionId, int], group: object,
                timeout_s: float) -> TxState:  # fmt: skip
         """Add the input offsets (once) and commit, waiting at most ``timeout_s``."""
         if self._broken is not None and self._call is None:

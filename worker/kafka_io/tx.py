@@ -24,11 +24,11 @@ from confluent_kafka import (
 )
 
 from worker.errors import KafkaFatalError
-from worker.kafka_io.clients import Message
+from worker.kafka_io.clients import Message, PartitionId, next_offsets
 from worker.kafka_io.config import Connection, Role, client_config
 
 log = logging.getLogger(__name__)
-Partitions = list[tuple[str, int]]
+Partitions = list[PartitionId]
 
 
 class TxLoop:
@@ -48,7 +48,7 @@ class TxLoop:
         self._open = False
         self.opened_at = 0.0
         #: Next offset per (topic, partition) of what was polled in the open transaction.
-        self._offsets: dict[tuple[str, int], int] = {}
+        self._offsets: dict[PartitionId, int] = {}
         self.polled_messages = 0
 
     def subscribe(self, topics: list[str]) -> None:
@@ -99,12 +99,10 @@ class TxLoop:
                 raise KafkaFatalError(f"kafka consumer: {err.str()}")
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("kafka consumer: %s", err.str())
-        offsets = self._offsets
         if good and not self._offsets and not self._open:
             self.opened_at = time.monotonic()
         self.polled_messages += len(good)
-        for g in good:
-            offsets[(g.topic() or "", g.partition() or 0)] = (g.offset() or 0) + 1
+        self._offsets.update(next_offsets(good))
         return good
 
 

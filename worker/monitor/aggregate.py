@@ -6,27 +6,22 @@ sparse integer histograms, so ``merge`` is commutative and associative with
 were split or ordered. Figures are computed from it by ``catalog.metrics``.
 
 Building values event by event would copy the histograms each time, so the
-builders take batches: ``window_deltas`` turns a batch of join results into one
-small delta per window, which the caller merges into its table.
+builders take batches (``fold_terms``, ``add_outcomes``, ``add_predictions``). The
+monitor's per-window deltas of a batch are ``deltas.batch_deltas``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from worker.monitor import exactsum
 from worker.monitor.exactsum import ExactSum
-from worker.monitor.join import JoinStep
-from worker.monitor.terms import EXPIRED, Terms, outcome_terms, prediction_terms
+from worker.monitor.terms import Terms, outcome_terms, prediction_terms
 from worker.monitor.views import ModelSpec, Outcome, PredictionView
-from worker.monitor.windows import WindowKey, parse_window
 
-__all__ = [
-    "ModelSpec", "WindowAgg", "add_outcomes", "add_predictions", "merge_all", "step_deltas",
-    "window_deltas",
-]  # fmt: skip
+__all__ = ["ModelSpec", "WindowAgg", "add_outcomes", "add_predictions", "fold_terms", "merge_all"]
 
 TASKS: Final = ("binary", "multiclass", "regression")
 
@@ -145,69 +140,20 @@ class _Acc:
         )
 
 
-def window_deltas(
-    windows: Sequence[str],
-    spec_for: Callable[[PredictionView], ModelSpec],
-    predictions: Iterable[PredictionView] = (),
-    outcomes: Iterable[Outcome] = (),
-    expired: Iterable[PredictionView] = (),
-) -> dict[WindowKey, WindowAgg]:
-    """One delta aggregate per window touched by a batch: first sightings of
-    predictions, joined outcomes and expired predictions, each placed by event time."""
-    sizes = [(w, parse_window(w)) for w in windows]
-    # Plain tuples as keys while folding: hashing them is cheaper than WindowKeys.
-    accs: dict[tuple[str, str, str, int], _Acc] = {}
-
-    def apply(pred: PredictionView, task: str, terms: Terms) -> None:
-        t = pred.event_time
-        for window, size in sizes:
-            key = (pred.model, pred.model_version, window, t - t % size)
-            acc = accs.get(key)
-            if acc is None:
-                acc = accs[key] = _Acc(WindowAgg())
-            acc.apply(task, terms)
-
-    for pred in predictions:
-        spec = spec_for(pred)
-        apply(pred, spec.task, prediction_terms(pred, spec))
-    for outcome in outcomes:
-        spec = spec_for(outcome.prediction)
-        apply(outcome.prediction, spec.task, outcome_terms(outcome, spec))
-    for pred in expired:
-        apply(pred, spec_for(pred).task, EXPIRED)
-    return {WindowKey(*k): acc.freeze() for k, acc in accs.items()}
-
-
-def step_deltas(
-    steps: Iterable[JoinStep],
-    windows: Sequence[str],
-    spec_for: Callable[[PredictionView], ModelSpec],
-) -> dict[WindowKey, WindowAgg]:
-    """``window_deltas`` of a batch of join steps (including expiries they carried)."""
-    predictions: list[PredictionView] = []
-    outcomes: list[Outcome] = []
-    expired: list[PredictionView] = []
-    for step in steps:
-        if step.new_prediction is not None:
-            predictions.append(step.new_prediction)
-        outcomes.extend(step.outcomes)
-        if step.expired is not None:
-            expired.extend(step.expired.expired_predictions)
-    return window_deltas(windows, spec_for, predictions, outcomes, expired)
+def fold_terms(agg: WindowAgg, task: str, terms: Iterable[Terms]) -> WindowAgg:
+    """``agg`` with each event's terms folded in (events of one model version)."""
+    acc = _Acc(agg)
+    for t in terms:
+        acc.apply(task, t)
+    return acc.freeze()
 
 
 def add_outcomes(agg: WindowAgg, outcomes: Iterable[Outcome], spec: ModelSpec) -> WindowAgg:
     """``agg`` with ``outcomes`` folded in, whatever windows they belong to."""
-    acc = _Acc(agg)
-    for outcome in outcomes:
-        acc.apply(spec.task, outcome_terms(outcome, spec))
-    return acc.freeze()
+    return fold_terms(agg, spec.task, (outcome_terms(o, spec) for o in outcomes))
 
 
 def add_predictions(
     agg: WindowAgg, predictions: Iterable[PredictionView], spec: ModelSpec
 ) -> WindowAgg:
-    acc = _Acc(agg)
-    for pred in predictions:
-        acc.apply(spec.task, prediction_terms(pred, spec))
-    return acc.freeze()
+    return fold_terms(agg, spec.task, (prediction_terms(p, spec) for p in predictions))

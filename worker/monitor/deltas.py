@@ -1,11 +1,12 @@
-"""Per-window deltas of a batch with numpy: what ``aggregate.window_deltas`` computes, fast.
+"""Per-window deltas of a batch, grouped with numpy: one delta per window touched.
 
 Each row (a first sighting, a joined outcome, an expired prediction) gets its terms
 from ``terms.py`` once, the same arithmetic as the per-event path. The rows are then
 grouped by (window start, model version) for every window size with numpy, and each
 group's counters, exact sums and histogram bins are added up at once. Exact sums are
 ``exactsum.canonical`` of the group's values, which does not depend on their order,
-so the deltas equal ``window_deltas`` of the same events to the bit.
+so the deltas equal, to the bit, the per-event reference's ``window_deltas`` of the
+same events (tests/unit/monitor/reference_join.py).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import numpy as np
 
 from worker.monitor import exactsum
 from worker.monitor.aggregate import WindowAgg
-from worker.monitor.bulk import Joined
 from worker.monitor.codec import ModelKey, Pred
+from worker.monitor.join import Joined
 from worker.monitor.terms import (
     EXPIRED,
     INVALID,

@@ -45,7 +45,7 @@ class GlobalPartition:
     #: Windows this far behind ``now`` can no longer change (labels older than the
     #: horizon are not joined): dropped from memory and from the changelog.
     retain_ms: int
-    globals: dict[WindowKey, GlobalWindow] = field(default_factory=dict)
+    global_windows: dict[WindowKey, GlobalWindow] = field(default_factory=dict)
     stats: dict[str, JoinStats] = field(default_factory=dict)
     invalid: dict[str, int] = field(default_factory=dict)
     alerts: dict[str, AlertState] = field(default_factory=dict)
@@ -56,7 +56,7 @@ class GlobalPartition:
             return
         data = orjson.loads(value)
         if kind == "g":
-            self.globals[WindowKey.parse_key(rest)] = GlobalWindow.from_dict(data)
+            self.global_windows[WindowKey.parse_key(rest)] = GlobalWindow.from_dict(data)
         elif kind == "t":
             self.stats[rest] = JoinStats.from_dict(data["stats"])
             self.invalid[rest] = int(data.get("invalid", 0))
@@ -78,14 +78,14 @@ class GlobalPartition:
                 stats_changed = True
                 continue
             window = WindowKey.parse_key(msg["window"])
-            held = self.globals.get(window, GlobalWindow())
-            self.globals[window] = held.update(source, WindowAgg.from_dict(msg["agg"]))
+            held = self.global_windows.get(window, GlobalWindow())
+            self.global_windows[window] = held.update(source, WindowAgg.from_dict(msg["agg"]))
             changed.add(window)
         records = []
         for window in sorted(
             changed, key=lambda k: (k.model, k.model_version, k.window, k.start_ms)
         ):
-            gw = self.globals[window]
+            gw = self.global_windows[window]
             changes[f"g|{window.kafka_key()}"] = dumps(gw.to_dict())
             if window.window in self.windows:
                 records.append(self._record(window, gw.merged(), now_ms, gw.sources))
@@ -109,7 +109,7 @@ class GlobalPartition:
         metric_records: list[Record] = []
         alert_records: list[AlertRecord] = []
         snap = Snapshot(join=self.join_stats(), invalid=sum(self.invalid.values()))
-        for model, version in sorted({(k.model, k.model_version) for k in self.globals}):
+        for model, version in sorted({(k.model, k.model_version) for k in self.global_windows}):
             views = [self._rolling(model, version, now_ms), *self._closed(model, version, now_ms)]
             for window, agg in views:
                 spec = self.spec_of(model, version)
@@ -138,7 +138,7 @@ class GlobalPartition:
     def _rolling(self, model: str, version: str, now_ms: int) -> tuple[WindowKey, WindowAgg]:
         buckets = {
             k.start_ms: gw.merged()
-            for k, gw in self.globals.items()
+            for k, gw in self.global_windows.items()
             if k.window == ROLLING_STEP and (k.model, k.model_version) == (model, version)
         }
         return rolling_key(model, version, now_ms), rolling_view(buckets, now_ms)
@@ -146,19 +146,19 @@ class GlobalPartition:
     def _closed(self, model: str, version: str, now_ms: int) -> list[tuple[WindowKey, WindowAgg]]:
         """The latest window of each configured size that has ended."""
         latest: dict[str, WindowKey] = {}
-        for k in self.globals:
+        for k in self.global_windows:
             if (k.model, k.model_version) != (model, version) or k.window not in self.windows:
                 continue
             if k.end_ms <= now_ms and (
                 k.window not in latest or k.start_ms > latest[k.window].start_ms
             ):
                 latest[k.window] = k
-        return [(k, self.globals[k].merged()) for k in latest.values()]
+        return [(k, self.global_windows[k].merged()) for k in latest.values()]
 
     def _evict(self, now_ms: int) -> Changelog:
-        old = [k for k in self.globals if k.end_ms + self.retain_ms < now_ms]
+        old = [k for k in self.global_windows if k.end_ms + self.retain_ms < now_ms]
         for k in old:
-            del self.globals[k]
+            del self.global_windows[k]
         return {f"g|{k.kafka_key()}": None for k in old}
 
 

@@ -2,7 +2,7 @@
 
 Stage one owns partitions of the join topic, whose messages are blocks of
 predictions and labels (``codec.Block``) for ids that hash to the partition. Per
-block it joins against the pending table (``bulk``), turns what happened into
+block it joins against the pending table (``join``), turns what happened into
 per-window deltas (``deltas``) and merges them into the partition's partial
 ``WindowAgg`` of every window. All state lives in a ``StateStore``; every change is
 also returned as changelog records (key -> value, None for a delete), one per key,
@@ -20,10 +20,17 @@ from typing import Any, Final
 import orjson
 
 from worker.monitor.aggregate import WindowAgg
-from worker.monitor.bulk import JoinOut, join_block, lifetime, stage_entries, sweep_due
 from worker.monitor.codec import Block, ModelKey, Pred, decode_entry
 from worker.monitor.deltas import batch_deltas
-from worker.monitor.join import JoinConfig, JoinStats
+from worker.monitor.join import (
+    JoinConfig,
+    JoinOut,
+    JoinStats,
+    join_block,
+    lifetime,
+    stage_entries,
+    sweep_due,
+)
 from worker.monitor.store import ENTRY, STATS, WINDOW, StateStore, due_key
 from worker.monitor.views import ModelSpec, PredictionView
 from worker.monitor.windows import WindowKey

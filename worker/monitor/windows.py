@@ -161,3 +161,25 @@ def keys_for(
 
 def rolling_key(model: str, model_version: str, now_ms: int) -> WindowKey:
     return WindowKey(model, model_version, ROLLING, rolling_bounds(now_ms)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSize:
+    """One configured tumbling window: its name as written ("5m") and its length."""
+
+    name: str
+    ms: int
+
+
+def parse_windows(text: str) -> tuple[WindowSize, ...]:
+    """Comma-separated window sizes ("5m,1h") in order; ValueError naming the bad one."""
+    names = [w.strip() for w in text.split(",") if w.strip()]
+    if not names:
+        raise ValueError("no window size given")
+    sizes = []
+    for name in names:
+        try:
+            sizes.append(WindowSize(name, parse_window(name)))
+        except ValueError:
+            raise ValueError(f"{name!r} is not a window size") from None
+    return tuple(sizes)

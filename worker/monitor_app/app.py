@@ -8,7 +8,7 @@ matches its offsets exactly; state is rebuilt from the compacted changelogs when
 partitions are assigned. Any transaction failure ends the process (crash-only):
 the restart resumes from the last committed transaction.
 
-Why not faust-streaming: see README.md ("Monitor: why not faust").
+Why not faust-streaming: see docs/architecture/why-not-faust.md.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from worker.monitor.stage_global import GlobalPartition, Snapshot, stats_record,
 from worker.monitor.stages import JoinPartition
 from worker.monitor.views import ModelSpec, PredictionView
 from worker.monitor_app import memory
-from worker.monitor_app.gauges import MonitorCollector, loop_counters
+from worker.monitor_app.gauges import LoopCounters, MonitorCollector, loop_counters
 from worker.monitor_app.join_stage import JoinStage
 from worker.monitor_app.settings import MonitorSettings
 from worker.monitor_app.status_page import StatusFeed, seed
@@ -58,24 +58,31 @@ def load_specs(paths: str, allow_pickle: bool = False) -> dict[tuple[str, str], 
 
 
 @dataclass
-class Monitor:
+class OwnedPartitions:
+    """What this instance owns: stage one's join partitions (``stage``) and stage two's
+    global partitions, assigned and revoked by the consumer group."""
+
     s: MonitorSettings
     rules: Sequence[AlertRule]
     specs: dict[tuple[str, str], ModelSpec]
-    collector: MonitorCollector
     health: Health
     clock_ms: Callable[[], int] = wall_ms
-    globals: dict[int, GlobalPartition] = field(default_factory=dict)
-    stop: StopFlag = field(default_factory=StopFlag)
-    last_tick: float = 0.0
-    loop: TxLoop | None = None
-    counters: Any = None
-    status: StatusFeed = field(default_factory=lambda: StatusFeed((), ()))
-    stage: JoinStage | None = None
-    join_partitions: int = 0
+    global_partitions: dict[int, GlobalPartition] = field(default_factory=dict)
+    #: Input topics that do not exist yet (not ready until they do).
     missing: list[str] = field(default_factory=list)
-    _checked: float = 0.0
-    _trimmed: float = 0.0
+    stage: JoinStage = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.s
+        dedup = None if s.dedup_window_s >= s.horizon_s else int(s.dedup_window_s * 1000)
+        config = JoinConfig(horizon_ms=int(s.horizon_s * 1000), keep_joined=dedup != 0,
+                            dedup_ms=dedup)  # fmt: skip
+        self.stage = JoinStage(
+            conf=self._conf(), changelog=s.internal.join_state,
+            partials_topic=s.internal.partials,
+            state_dir=Path(s.state_dir) / s.group / s.instance_id,
+            windows=window_sizes(s.window_list), spec_for=self.spec_for, config=config,
+            retain_ms=self._retain_ms(), cache_mib=s.state_cache_mib, wall_ms=self.clock_ms)
 
     def spec_for(self, pred: PredictionView) -> ModelSpec:
         key = pred.model_key
@@ -88,47 +95,36 @@ class Monitor:
 
     @property
     def joins(self) -> dict[int, JoinPartition]:
-        return {} if self.stage is None else self.stage.joins
+        return self.stage.joins
 
     # -- partitions come and go ------------------------------------------------------
     def on_assign(self, parts: Partitions) -> None:
         topics, conf = self.s.internal, self._conf()
         t0 = time.monotonic()
         for topic, p in parts:
-            if topic == topics["join"]:
-                self._stage().assign(p)
-            elif topic == topics["partials"]:
+            if topic == topics.join:
+                self.stage.assign(p)
+            elif topic == topics.partials:
                 gp = self._new_global(p)
-                for k, v, _offset in read_changelog(conf, topics["global_state"], p):
+                for k, v, _offset in read_changelog(conf, topics.global_state, p):
                     gp.restore(k.decode(), v)
-                self.globals[p] = gp
-        self._ready()
+                self.global_partitions[p] = gp
+        self.update_readiness()
         log.info("assigned %s; state restored in %.2fs", parts, time.monotonic() - t0)
 
     def on_revoke(self, parts: Partitions) -> None:
         topics = self.s.internal
         for topic, p in parts:
-            if topic == topics["join"]:
-                self._stage().revoke(p)
-            elif topic == topics["partials"]:
-                self.globals.pop(p, None)
-        self._ready()
+            if topic == topics.join:
+                self.stage.revoke(p)
+            elif topic == topics.partials:
+                self.global_partitions.pop(p, None)
+        self.update_readiness()
         log.info("revoked %s", parts)
 
-    def _ready(self) -> None:
-        self.health.assigned = bool(self.joins or self.globals) and not self.missing
-
-    def _stage(self) -> JoinStage:
-        if self.stage is None:
-            s = self.s
-            dedup = None if s.dedup_window_s >= s.horizon_s else int(s.dedup_window_s * 1000)
-            config = JoinConfig(horizon_ms=int(s.horizon_s * 1000), keep_joined=dedup != 0,
-                                dedup_ms=dedup)  # fmt: skip
-            self.stage = JoinStage(
-                self._conf(), s.internal["join_state"], s.internal["partials"],
-                Path(s.state_dir) / s.group / s.instance_id, window_sizes(s.window_list),
-                self.spec_for, config, self._retain_ms(), s.state_cache_mib, self.clock_ms)
-        return self.stage
+    def update_readiness(self) -> None:
+        """/readyz: ready once this instance owns a partition and every input exists."""
+        self.health.assigned = bool(self.joins or self.global_partitions) and not self.missing
 
     def _retain_ms(self) -> int:
         return int(self.s.horizon_s * 1000) + 3_600_000
@@ -140,16 +136,34 @@ class Monitor:
     def _conf(self) -> Connection:
         return connection(self.s, self.s.instance_id)
 
+
+@dataclass
+class Monitor:
+    """The loop: poll, re-key, the two stages, tick, one transaction per batch."""
+
+    s: MonitorSettings
+    owned: OwnedPartitions
+    loop: TxLoop  # subscribed by the first _await_inputs, with the inputs that exist
+    counters: LoopCounters
+    collector: MonitorCollector
+    health: Health
+    status: StatusFeed
+    stop: StopFlag = field(default_factory=StopFlag)
+    clock_ms: Callable[[], int] = wall_ms
+    last_tick: float = 0.0
+    join_partitions: int = 0
+    _checked: float = 0.0
+    _trimmed: float = 0.0
+
+    @property
+    def stage(self) -> JoinStage:
+        return self.owned.stage
+
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> None:
         s = self.s
-        memory.limit_arenas()
-        inputs = self._inputs()
-        # Not subscribed yet: _await_inputs subscribes once, with the inputs that exist.
-        self.loop = TxLoop(self._conf(), s.group, f"{s.group}-{s.instance_id}",
-                           self.on_assign, self.on_revoke)  # fmt: skip
-        self.join_partitions = self.loop.partition_count(s.internal["join"])
-        self.missing = inputs
+        self.join_partitions = self.loop.partition_count(s.internal.join)
+        self.owned.missing = self._inputs()
         self._await_inputs(force=True)
         self.health.broker_ok = True
         try:
@@ -157,8 +171,7 @@ class Monitor:
                 self.turn()
         finally:
             self.loop.close()
-            if self.stage is not None:
-                self.stage.close()
+            self.stage.close()
 
     def _inputs(self) -> list[str]:
         return [t for t in (self.s.predictions_topic, self.s.labels_topic) if t]
@@ -166,25 +179,23 @@ class Monitor:
     def _await_inputs(self, force: bool = False) -> None:
         """Subscribe to the input topics once they exist; until then, one log line and
         /readyz 503 (deployments start everything at once on a fresh cluster)."""
-        assert self.loop is not None
-        if not self.missing or (not force and time.monotonic() - self._checked < 1.0):
+        if not self.owned.missing or (not force and time.monotonic() - self._checked < 1.0):
             return
         self._checked = time.monotonic()
         present = self.loop.existing(self._inputs())
         missing = [t for t in self._inputs() if t not in present]
-        if force or missing != self.missing:
-            internal = [self.s.internal["join"], self.s.internal["partials"]]
+        if force or missing != self.owned.missing:
+            internal = [self.s.internal.join, self.s.internal.partials]
             self.loop.subscribe([*internal, *(t for t in self._inputs() if t in present)])
             if missing and force:
                 log.warning("waiting for input topics %s to be created; not ready meanwhile",
                             ", ".join(missing))  # fmt: skip
             elif not missing and not force:
                 log.info("input topics %s now exist; subscribed", ", ".join(self._inputs()))
-        self.missing = missing
-        self._ready()
+        self.owned.missing = missing
+        self.owned.update_readiness()
 
     def turn(self) -> None:
-        assert self.loop is not None
         s = self.s
         msgs = self.loop.poll(s.batch_max, s.batch_wait_ms / 1000)
         self.health.turned()
@@ -193,10 +204,9 @@ class Monitor:
         for m in msgs:
             by_role[self._role(m.topic() or "")].append(m)
         for role, batch in by_role.items():
-            self.counters[0].labels(role).inc(len(batch))
+            self.counters.consumed.labels(role).inc(len(batch))
         self._rekey(by_role["source"], now)
-        if self.stage is not None:
-            self.stage.apply(by_role["join"])
+        self.stage.apply(by_role["join"])
         self._stage_two(by_role["partials"], now)
         if time.monotonic() - self.last_tick >= s.tick_ms / 1000:
             self.last_tick = time.monotonic()
@@ -205,27 +215,23 @@ class Monitor:
         self._maybe_commit()
 
     def _maybe_commit(self) -> None:
-        assert self.loop is not None
         if self.loop.open_for() * 1000 < self.s.commit_interval_ms and \
                 self.loop.polled_messages < self.s.transaction_max and \
                 not self.stop.requested:  # fmt: skip
             return
-        if self.stage is not None:
-            self.stage.emit(self.loop)
+        self.stage.emit(self.loop)
         ok = self.loop.commit()
         if ok:
-            self.counters[1].inc()
-            if self.stage is not None:
-                self.stage.committed()
+            self.counters.transactions.inc()
+            self.stage.committed()
 
     def _role(self, topic: str) -> str:
         names = self.s.internal
-        return "join" if topic == names["join"] else (
-            "partials" if topic == names["partials"] else "source")  # fmt: skip
+        return "join" if topic == names.join else (
+            "partials" if topic == names.partials else "source")  # fmt: skip
 
     def _rekey(self, msgs: list[Message], now: int) -> None:
         """Predictions and labels, checked once, as one block per join partition."""
-        assert self.loop is not None
         if not msgs:
             return
         preds = self.s.predictions_topic
@@ -233,34 +239,31 @@ class Monitor:
                  for m in msgs)  # fmt: skip
         blocks = rekey(items, self.join_partitions, self.s.true_label_field)
         for p, block in blocks.items():
-            self.loop.send(self.s.internal["join"], None, block.encode(), partition=p)
+            self.loop.send(self.s.internal.join, None, block.encode(), partition=p)
 
     def _stage_two(self, msgs: list[Message], now: int) -> None:
-        assert self.loop is not None
         by_part: dict[int, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
         for m in msgs:
             by_part[m.partition() or 0].append(((m.key() or b"").decode(),
                                                 orjson.loads(m.value() or b"{}")))  # fmt: skip
         for p, items in by_part.items():
-            gp = self.globals.get(p)
+            gp = self.owned.global_partitions.get(p)
             if gp is None:
                 continue
             changes, records, _ = gp.apply(items, now)
             for key, value in changes.items():
-                self.loop.send(self.s.internal["global_state"], key.encode(), value, partition=p)
+                self.loop.send(self.s.internal.global_state, key.encode(), value, partition=p)
             for key, value in records:
                 self.loop.send(self.s.metrics_topic, key.encode(), value)
             self.status.metrics(p, records)
 
     def _tick(self, now: int) -> None:
-        assert self.loop is not None
-        if self.stage is not None:
-            self.stage.sweep(now, idle_s=max(5.0, 4 * self.s.commit_interval_ms / 1000))
+        self.stage.sweep(now, idle_s=max(5.0, 4 * self.s.commit_interval_ms / 1000))
         snapshots = []
-        for p, gp in self.globals.items():
+        for p, gp in self.owned.global_partitions.items():
             changes, metric_records, alerts, snap = gp.tick(now)
             for key, value in changes.items():
-                self.loop.send(self.s.internal["global_state"], key.encode(), value, partition=p)
+                self.loop.send(self.s.internal.global_state, key.encode(), value, partition=p)
             for key, value in metric_records:
                 self.loop.send(self.s.metrics_topic, key.encode(), value)
             for key, value in alerts:
@@ -274,7 +277,7 @@ class Monitor:
                 self.status.join_stats(p, stats)
             snapshots.append(snap)
         self.collector.update(merge_snapshots(snapshots))
-        self.status.tick(now, self.globals)
+        self.status.tick(now, self.owned.global_partitions)
         self._progress()
         if time.monotonic() - self._trimmed >= 30.0:
             self._trimmed = time.monotonic()
@@ -282,15 +285,14 @@ class Monitor:
 
     def _progress(self) -> None:
         """Lag gauges: messages behind on the inputs, age of the newest join, disk."""
-        assert self.loop is not None
         inputs = {t: role for t, role in ((self.s.predictions_topic, "predictions"),
                                           (self.s.labels_topic, "labels")) if t}  # fmt: skip
         lag = self.loop.lag(set(inputs))
         stage = self.stage
         self.collector.progress(
             {inputs[t]: n for t, n in lag.items()},
-            None if stage is None else stage.newest_join_ms(),
-            (0, 0) if stage is None else (stage.disk_bytes(), stage.memory_bytes()),
+            stage.newest_join_ms(),
+            (stage.disk_bytes(), stage.memory_bytes()),
         )
 
 
@@ -316,10 +318,10 @@ def create_topics(s: MonitorSettings) -> None:
     if s.create_input_topics:
         inputs = [t for t in (s.predictions_topic, s.labels_topic) if t]
         kafka_io.create_topics(s.bootstrap, dict.fromkeys(inputs, s.partitions), extra=s.kafka)
-    work = {names["join"]: s.partitions, names["partials"]: s.partitions}
+    work = {names.join: s.partitions, names.partials: s.partitions}
     kafka_io.create_topics(s.bootstrap, work, extra=s.kafka)
-    kafka_io.create_topics(s.bootstrap, {names["join_state"]: s.partitions,
-                                         names["global_state"]: s.partitions,
+    kafka_io.create_topics(s.bootstrap, {names.join_state: s.partitions,
+                                         names.global_state: s.partitions,
                                          s.metrics_topic: 1, s.stats_topic: 1},
                            config=compact, extra=s.kafka)  # fmt: skip
     kafka_io.create_topics(s.bootstrap, {s.alerts_topic: 1}, extra=s.kafka)
@@ -347,8 +349,12 @@ def run_monitor(
         seed(status, s, wall_ms())
         if stop.requested:
             return
-        mon = Monitor(s, rules, specs, collector, health,
-                      counters=loop_counters(registry), stop=stop, status=status)  # fmt: skip
+        counters = loop_counters(registry)
+        memory.limit_arenas()
+        owned = OwnedPartitions(s, rules, specs, health)
+        loop = TxLoop(connection(s, s.instance_id), s.group, f"{s.group}-{s.instance_id}",
+                      owned.on_assign, owned.on_revoke)  # fmt: skip
+        mon = Monitor(s, owned, loop, counters, collector, health, status, stop=stop)
         mon.run()
     finally:
         if server is not None:

@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.metrics_core import (
@@ -116,7 +117,15 @@ class MonitorCollector(Collector):
                                      buckets=buckets, sum_value=math.nan)  # fmt: skip
 
 
-def loop_counters(registry: CollectorRegistry) -> tuple[Counter, Counter]:
+@dataclass(frozen=True, slots=True)
+class LoopCounters:
+    """The monitor loop's own counters (the join's are in the snapshot)."""
+
+    consumed: Counter  # labelled by topic role: source, join, partials
+    transactions: Counter
+
+
+def loop_counters(registry: CollectorRegistry) -> LoopCounters:
     consumed = Counter("scoring_monitor_messages_total", "Messages read, by topic role.",
                        ["role"], registry=registry)  # fmt: skip
     transactions = Counter(
@@ -124,4 +133,4 @@ def loop_counters(registry: CollectorRegistry) -> tuple[Counter, Counter]:
         "Batches committed as one Kafka transaction.",
         registry=registry,
     )
-    return consumed, transactions
+    return LoopCounters(consumed, transactions)

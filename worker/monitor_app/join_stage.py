@@ -33,7 +33,7 @@ RESTORE_CHUNK: Final = 50_000
 MERGED_ROWS: Final = 20_000
 
 
-@dataclass
+@dataclass(kw_only=True)
 class JoinStage:
     conf: Connection
     changelog: str  # the join changelog topic

@@ -6,38 +6,49 @@ without any, the default rules apply.
 
 from __future__ import annotations
 
-import socket
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from worker.config import (
+from worker.config import masked, register
+from worker.monitor.windows import WindowSize, parse_windows
+from worker.settings_common import (
+    LogFormat,
+    allow_pickle_setting,
     bootstrap_setting,
+    health_stall_setting,
+    instance_id_setting,
     kafka_setting,
     log_format_setting,
     log_level_setting,
-    masked,
     metrics_host_setting,
     metrics_port_setting,
-    register,
-    setting,
+    start_timeout_setting,
 )
-from worker.monitor.windows import parse_window
-from worker.settings_rules import not_empty, optional_topic, topic, validate
+from worker.settings_rules import not_empty, optional_topic, setting, topic, validate
 
 
 def _windows(value: str) -> str:
-    sizes = [w.strip() for w in value.split(",") if w.strip()]
-    if not sizes:
-        raise ValueError("no window size given")
-    for size in sizes:
-        try:
-            parse_window(size)
-        except ValueError:
-            raise ValueError(f"{size!r} is not a window size") from None
+    parse_windows(value)
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class InternalTopics:
+    """The monitor's own topics, named after its group."""
+
+    join: str  # predictions and labels re-keyed by id, to the join partition that owns it
+    partials: str  # per-partition window deltas, to the merge of the global view
+    join_state: str  # changelog of the join partitions' state (RocksDB)
+    global_state: str  # changelog of the merged windows
+
+    @classmethod
+    def of_group(cls, group: str) -> InternalTopics:
+        return cls(f"{group}-join", f"{group}-partials", f"{group}-join-changelog",
+                   f"{group}-global-changelog")  # fmt: skip
 
 
 @register
@@ -69,11 +80,9 @@ class MonitorSettings:
         "changelogs). Instances in one group share the work.",
         check=topic,
     )
-    instance_id: str = setting(
-        None,
+    instance_id: str = instance_id_setting(
         "Stable name of this instance: its transactional id, so that a restart aborts what "
-        "a killed predecessor left open (default: the host name).",
-        factory=socket.gethostname, check=not_empty,
+        "a killed predecessor left open."
     )
     windows: str = setting(
         "5m,1h", "Tumbling window sizes, comma-separated (ms, s, m, h, d).", check=_windows,
@@ -111,11 +120,7 @@ class MonitorSettings:
     models: str = setting(
         "", "Model bundles (comma-separated): their reference histograms give PSI drift."
     )
-    allow_pickle: bool = setting(
-        False,
-        "Load .joblib (pickle) bundles given in ``models``. Unpickling runs any code the "
-        "file holds, and a bundle's sha256 only detects corruption, not tampering.",
-    )
+    allow_pickle: bool = allow_pickle_setting("Load .joblib (pickle) bundles given in ``models``.")
     partitions: int = setting(
         4, "Partitions of the internal topics: the most instances that can share the work.",
         ge=1, le=10_000,
@@ -145,35 +150,27 @@ class MonitorSettings:
     )
     metrics_host: str = metrics_host_setting()
     metrics_port: int = metrics_port_setting(8001)
-    health_stall_s: float = setting(
-        60.0, "Seconds without a loop turn after which /healthz reports unhealthy.",
-        gt=0, le=86_400,
-    )
-    start_timeout_s: float = setting(
-        30.0, "Seconds to wait for the broker at start before giving up (exit 1).",
-        gt=0, le=86_400,
-    )
+    health_stall_s: float = health_stall_setting(60.0)
+    start_timeout_s: float = start_timeout_setting()
     log_level: str = log_level_setting()
-    log_format: str = log_format_setting()
+    log_format: LogFormat = log_format_setting()
     kafka: Mapping[str, str] = kafka_setting()
 
     def __post_init__(self) -> None:
         validate(self)
 
-    @property
-    def window_list(self) -> list[str]:
-        return [w.strip() for w in self.windows.split(",") if w.strip()]
+    @cached_property
+    def window_sizes(self) -> tuple[WindowSize, ...]:
+        """``windows`` parsed: each size's name and length, in the order given."""
+        return parse_windows(self.windows)
 
     @property
-    def internal(self) -> dict[str, str]:
-        """Names of the internal topics, derived from the group."""
-        g = self.group
-        return {
-            "join": f"{g}-join",
-            "partials": f"{g}-partials",
-            "join_state": f"{g}-join-changelog",
-            "global_state": f"{g}-global-changelog",
-        }
+    def window_list(self) -> list[str]:
+        return [w.name for w in self.window_sizes]
+
+    @property
+    def internal(self) -> InternalTopics:
+        return InternalTopics.of_group(self.group)
 
     def masked(self) -> dict[str, Any]:
         return masked(self)

@@ -15,7 +15,7 @@ EXAMPLE = """\
   scoring-worker retrain --config retrain.toml --from 2026-11-27T10:00Z \\
       --to 2026-11-27T12:00Z --promote-if-better"""
 MORE = SETTINGS_ORDER + """
-The promotion policy is the [policy] table of the --config file (README, Closing the loop).
+The promotion policy is the [policy] table of the --config file (docs/lifecycle/retrain.md).
 Bad input (no events in the range, no labeled rows, one class only) is one line, exit 2."""
 
 

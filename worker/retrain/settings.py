@@ -12,17 +12,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.config import (
+from worker.config import masked, register
+from worker.errors import ConfigError
+from worker.monitor.windows import parse_window
+from worker.settings_common import (
+    LogFormat,
+    allow_pickle_setting,
     bootstrap_setting,
     kafka_setting,
     log_format_setting,
-    masked,
-    register,
-    setting,
+    log_level_setting,
+    max_event_bytes_setting,
 )
-from worker.errors import ConfigError
-from worker.monitor.windows import parse_window
-from worker.settings_rules import log_level, optional_topic, topic, validate
+from worker.settings_rules import optional_topic, setting, topic, validate
 
 
 def _fraction(value: float) -> float:
@@ -46,20 +48,15 @@ class RetrainSettings:
         "The model's store folder STORE/<name> (it has a ``current`` file): its current "
         "version is the champion, and the candidate is added there as a new version.",
     )
-    allow_pickle: bool = setting(
-        False,
-        "Load a .joblib (pickle) champion, and write its candidate as .joblib too. "
-        "Unpickling runs any code the file holds, and a bundle's sha256 sits beside it, so "
-        "it only detects corruption, not tampering; prefer .skops bundles.",
+    allow_pickle: bool = allow_pickle_setting(
+        "Load a .joblib (pickle) champion, and write its candidate as .joblib too."
     )
     schema: str = setting(
         "", "JSON Schema the events must satisfy (the workers' --schema); empty: none."
     )
-    max_event_bytes: int = setting(
-        983_040,
+    max_event_bytes: int = max_event_bytes_setting(
         "Events larger than this are skipped, as the worker dead-letters them (the same "
-        "default as the worker's).",
-        ge=1, le=1_000_000_000,
+        "default as the worker's)."
     )
     control_topic: str = setting(
         "",
@@ -96,9 +93,8 @@ class RetrainSettings:
     )
     # WARNING by default: a batch job's stdout is its report, and its stderr stays quiet
     # unless something is wrong (INFO logs the counts and the decision as JSON lines).
-    log_level: str = setting("WARNING", "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
-                             check=log_level, allowed="DEBUG, INFO, WARNING, ERROR or CRITICAL")
-    log_format: str = log_format_setting()
+    log_level: str = log_level_setting("WARNING")
+    log_format: LogFormat = log_format_setting()
     kafka: Mapping[str, str] = kafka_setting()
 
     def __post_init__(self) -> None:

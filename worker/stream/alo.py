@@ -16,18 +16,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from worker.kafka_io import Message
+from worker.kafka_io import BatchConsumer, Message, PartitionId
 from worker.stream.delivery import Delivery
-from worker.stream.ledger import TopicPartition
 from worker.stream.outputs import Output
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class AtLeastOnce(Delivery):
+class AtLeastOnce:
+    delivery: Delivery
+    consumer: BatchConsumer
     #: Called while waiting for the broker, so the probes see the loop alive.
-    turned: Callable[[], None] = lambda: None
+    heartbeat: Callable[[], None] = lambda: None
     last_commit: float = field(default_factory=time.monotonic)
     _commit_failures: int = 0
     _blocked_warned: float = field(default_factory=time.monotonic)
@@ -35,41 +36,49 @@ class AtLeastOnce(Delivery):
     def __post_init__(self) -> None:
         self.consumer.on_commit = self._committed
 
+    def blocked(self) -> bool:
+        return self.delivery.over_bound()
+
     def admit(self, msgs: list[Message]) -> list[Message]:
         return msgs
 
     def publish(self, msgs: Sequence[Message], outputs: list[Output]) -> None:
-        self._open(msgs, outputs)
+        self.delivery.open_flight(msgs, outputs)
+
+    def alert(self, key: bytes, value: bytes) -> None:
+        self.delivery.send_alert(key, value)
 
     def wait(self, timeout_s: float) -> None:
-        self.sink.poll(timeout_s)
+        d = self.delivery
+        d.sink.poll(timeout_s)
         self.tick(quiet=False)
         now = time.monotonic()
-        if self.blocked() and now - self._blocked_warned >= self.settings.flush_timeout_s:
+        if self.blocked() and now - self._blocked_warned >= d.settings.flush_timeout_s:
             self._blocked_warned = now
             log.warning("reading paused: %d events wait for the broker to acknowledge their "
-                        "outputs", self.ledger.events)  # fmt: skip
+                        "outputs", d.ledger.events)  # fmt: skip
 
     def tick(self, quiet: bool) -> None:
-        self.sink.poll(0)
-        self._settle_refusals()
-        self.ledger.advance()
-        self.metrics.inflight.set(self.ledger.events)
-        due = time.monotonic() - self.last_commit >= self.settings.commit_interval_ms / 1000
-        if self.ledger.ready and (due or quiet):
+        d = self.delivery
+        d.sink.poll(0)
+        d.settle_refusals()
+        d.ledger.advance()
+        d.metrics.inflight.set(d.ledger.events)
+        due = time.monotonic() - self.last_commit >= d.settings.commit_interval_ms / 1000
+        if d.ledger.ready and (due or quiet):
             self._commit(asynchronous=True)
         if not self.blocked():
             self._blocked_warned = time.monotonic()
 
-    def revoke(self, parts: list[TopicPartition]) -> None:
+    def revoke(self, parts: list[PartitionId]) -> None:
         # Still the owner: settle what was scored, so the next owner starts after it.
-        self.drain(self.settings.flush_timeout_s)
+        self.drain(self.delivery.settings.flush_timeout_s)
         self._commit(asynchronous=False)
-        self.ledger.forget(parts)
+        self.delivery.ledger.forget(parts)
 
-    def lost(self, parts: list[TopicPartition]) -> None:
+    def lost(self, parts: list[PartitionId]) -> None:
         # Another member may own them already: none of their offsets may be committed.
-        self.ledger.forget(parts)
+        self.delivery.ledger.forget(parts)
 
     def close(self, timeout_s: float) -> None:
         self.drain(timeout_s)
@@ -78,29 +87,24 @@ class AtLeastOnce(Delivery):
     def drain(self, timeout_s: float) -> bool:
         """Wait until every output is acknowledged (re-sending, replacing or dropping
         refused ones); False when ``timeout_s`` ran out first."""
+        d = self.delivery
         deadline = time.monotonic() + timeout_s
         while True:
-            self._settle_refusals()
-            self.ledger.advance()
-            if self.ledger.idle:
+            d.settle_refusals()
+            d.ledger.advance()
+            if d.ledger.idle:
                 return True
             if time.monotonic() >= deadline:
                 log.warning("%d events still wait for the broker after %.0fs; their offsets "
-                            "stay uncommitted (they will be read again)", self.ledger.events,
+                            "stay uncommitted (they will be read again)", d.ledger.events,
                             timeout_s)  # fmt: skip
                 return False
-            self.sink.poll(0.1)
-            self.turned()
-
-    def _settle_refusals(self) -> None:
-        for flight, sent, err in self.ledger.failures():
-            self._refused(flight, sent, err)
-        self._resend_due()
-        self._send_alone()
+            d.sink.poll(0.1)
+            self.heartbeat()
 
     def _commit(self, asynchronous: bool) -> None:
         self.last_commit = time.monotonic()
-        offsets = self.ledger.take()
+        offsets = self.delivery.ledger.take()
         if not offsets:
             return
         err = self.consumer.commit(offsets, asynchronous)
@@ -109,16 +113,17 @@ class AtLeastOnce(Delivery):
 
     def _committed(self, err: str | None) -> None:
         """An offset commit's outcome; failures are logged when they start and stop."""
+        metrics = self.delivery.metrics
         if err is None:
-            self.metrics.commits.inc()
-            self.metrics.last_commit.set(time.time())
+            metrics.commits.inc()
+            metrics.last_commit.set(time.time())
             if self._commit_failures:
                 log.info("offset commits succeed again (%d failed)", self._commit_failures)
                 self._commit_failures = 0
             return
         # Typically a rebalance took the partitions, or the broker is away: the events
         # are read again (duplicates, never a loss).
-        self.metrics.commit_failures.inc()
+        metrics.commit_failures.inc()
         if not self._commit_failures:
             log.warning("offset commit failed: %s (logged again once commits succeed)", err)
         self._commit_failures += 1

@@ -22,6 +22,7 @@ from worker.config import Settings
 from worker.context import build_context
 from worker.core.decoders import Decoder
 from worker.core.pipeline import ScoringContext
+from worker.delivery_terms import PRODUCER_MAX_BYTES
 from worker.kafka_io import BatchConsumer
 from worker.kafka_io.config import connection
 from worker.kafka_io.limits import topic_rules
@@ -38,9 +39,6 @@ from worker.stream.runner import UNCHECKED_LIMIT, Runner, Totals
 from worker.stream.sinks import Sink, SinkHooks
 
 log = logging.getLogger(__name__)
-
-
-PRODUCER_MAX_DEFAULT = 1_000_000  # librdkafka's message.max.bytes
 
 
 def run_worker(
@@ -93,7 +91,7 @@ def run_worker(
 def _output_rules(s: Settings) -> tuple[RecordLimit, frozenset[str]]:
     """What the producer and every output topic accept (refusing inconsistent limits),
     and which output topics are compacted."""
-    producer_max = int(s.kafka.get("message.max.bytes", PRODUCER_MAX_DEFAULT))
+    producer_max = int(s.kafka.get("message.max.bytes", PRODUCER_MAX_BYTES))
     topics = [s.output_topic, s.dlq_topic, *([s.shadow_topic] if s.shadow_model else [])]
     rules = topic_rules(connection(s), topics)
     limit = record_limit(producer_max, {t: r.max_bytes for t, r in rules.items()},

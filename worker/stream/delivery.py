@@ -1,5 +1,5 @@
 """Sending a batch's outputs and handling what the broker refused: the part both
-guarantees share (worker/stream/alo.py, worker/stream/eos.py build on it).
+guarantees share (worker/stream/alo.py and worker/stream/eos.py each hold a Delivery).
 
 Nothing here waits: outputs are queued with a delivery report each, reports are
 served by ``poll``, and the ledger (worker/stream/ledger.py) turns acknowledged
@@ -12,21 +12,22 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Protocol
 
 from worker.config import Settings
 from worker.errors import SendError
-from worker.kafka_io import BatchConsumer, Message
-from worker.stream.ledger import Flight, Ledger, TopicPartition
+from worker.kafka_io import Message, PartitionId
+from worker.model.bundle import ModelBundle
+from worker.stream.ledger import Flight, Ledger
 from worker.stream.metrics import WorkerMetrics
 from worker.stream.outputs import (
     KEYLESS,
     Kind,
     Output,
     Rejecter,
-    carry,
+    dropped_if_keyless,
     fallback,
     fallback_kind,
     where,
@@ -42,10 +43,8 @@ RETRY_LOG_S = 60.0
 ALONE_ATTEMPTS = 5
 
 
-class Guarantee(Protocol):
+class DeliveryGuarantee(Protocol):
     """What the loop asks of a delivery guarantee (at-least-once or exactly-once)."""
-
-    who: Rejecter
 
     def blocked(self) -> bool:
         """True while the loop must not read more (in-flight bound, a commit in progress)."""
@@ -63,9 +62,9 @@ class Guarantee(Protocol):
     def tick(self, quiet: bool) -> None:
         """Serve delivery reports, handle refusals, commit when due (or the input is quiet)."""
 
-    def revoke(self, parts: list[TopicPartition]) -> None: ...
+    def revoke(self, parts: list[PartitionId]) -> None: ...
 
-    def lost(self, parts: list[TopicPartition]) -> None: ...
+    def lost(self, parts: list[PartitionId]) -> None: ...
 
     def close(self, timeout_s: float) -> None:
         """Shutdown: settle what is in flight within ``timeout_s``, commit what may be."""
@@ -77,9 +76,8 @@ class Delivery:
 
     settings: Settings
     sink: Sink
-    consumer: BatchConsumer
     metrics: WorkerMetrics
-    who: Rejecter
+    rejecter: Rejecter
     clock_ms: Callable[[], int]
     ledger: Ledger = field(default_factory=Ledger)
     #: Transient refusals waiting to be sent again: (not before, flight, position).
@@ -96,40 +94,58 @@ class Delivery:
     _retried: int = 0
     _retry_logged: float = 0.0
 
-    def blocked(self) -> bool:
+    def new_model(self, bundle: ModelBundle) -> None:
+        """The served model changed: dead letters from now on name it."""
+        self.rejecter = replace(self.rejecter, bundle=bundle)
+
+    def over_bound(self) -> bool:
         return self.ledger.events >= self.settings.max_in_flight
 
-    def _open(self, msgs: Sequence[Message], outputs: list[Output]) -> Flight:
+    def open_flight(self, msgs: Sequence[Message], outputs: list[Output]) -> Flight:
         flight = self.ledger.open(msgs)
-        self._send(flight, outputs)
+        self.send(flight, outputs)
         self.metrics.inflight.set(self.ledger.events)
         return flight
 
-    def _send(self, flight: Flight, outputs: list[Output]) -> None:
+    def send(self, flight: Flight, outputs: list[Output]) -> None:
+        """Queue ``outputs`` in ``flight``; each one's verdict names its position."""
+        first = len(flight.outputs)
         flight.outputs += outputs
         flight.pending += len(outputs)
         send, report, dropped = self.sink.send, flight.report, Kind.DROPPED
-        for out in outputs:
-            kind, topic, value, key, headers, _ = out
-            if kind is dropped:  # what no output accepts is a dead letter nobody gets
-                self._drop((Kind.DEAD_LETTER, topic, value, key, headers, out[5]),
-                           flight.msgs[out[5]], KEYLESS)  # fmt: skip
+        for position, out in enumerate(outputs, first):
+            if out.kind is dropped:  # what no output accepts is a dead letter nobody gets
+                self.drop(out._replace(kind=Kind.DEAD_LETTER), flight.msgs[out.source], KEYLESS)
                 flight.pending -= 1
                 continue
-            send(topic, value, key, headers, report)
+            send(out.topic, out.value, out.key, out.headers, partial(report, position))
 
-    def alert(self, key: bytes, value: bytes) -> None:
-        self._send(self.ledger.open(()), [(Kind.ALERT, self.settings.alerts_topic, value, key,
-                                           None, -1)])  # fmt: skip
+    def send_alert(self, key: bytes, value: bytes) -> None:
+        alert = Output(Kind.ALERT, self.settings.alerts_topic, value, key, None, -1)
+        self.send(self.ledger.open(()), [alert])
 
-    def _refused(self, flight: Flight, sent: Sent, err: SendError) -> None:
-        """At-least-once handling of one refusal: again later, again alone, or given up."""
+    def fallback_for(self, m: Message, source: int, refused_topic: str,
+                     err: SendError) -> Output:  # fmt: skip
+        """The fitted dead letter of input ``m`` whose output the broker refused for good."""
+        out = fallback(m, source, refused_topic, err, self.settings.dlq_topic, self.rejecter,
+                       self.clock_ms(), refused_by_broker=True)  # fmt: skip
+        return dropped_if_keyless(out, self.rejecter)
+
+    def settle_refusals(self) -> None:
+        """At-least-once handling of the refusals: again later, again alone, or given up."""
+        for flight, position, err in self.ledger.failures():
+            self._refused(flight, position, err)
+        self._resend_due()
+        self._send_alone()
+
+    def clear(self) -> None:
+        """Forget every flight and pending re-send (exactly-once, after its transaction)."""
+        self.ledger.clear()
+        self.retry.clear()
+
+    def _refused(self, flight: Flight, pos: int, err: SendError) -> None:
         self._refusals += 1
-        pos = flight.find(sent)
-        if pos < 0:  # a sink that reports records it was never given: nothing to redo
-            log.error("a refused record matches no output: %s", sent[0])
-            flight.pending -= 1
-        elif not err.permanent:
+        if not err.permanent:
             self.retry.append((time.monotonic() + RETRY_DELAY_S, flight, pos))
         else:
             self.suspects.append((flight, pos, 1))
@@ -147,8 +163,9 @@ class Delivery:
             return
         self._alone = flight, pos, _ = self.suspects.popleft()
         self._refusals = 0
-        _, topic, value, key, headers, _ = flight.outputs[pos]
-        self.sink.send(topic, value, key, headers, partial(self._alone_done, flight, pos))
+        out = flight.outputs[pos]
+        self.sink.send(out.topic, out.value, out.key, out.headers,
+                       partial(self._alone_done, flight, pos))  # fmt: skip
 
     def _alone_done(self, flight: Flight, pos: int, err: SendError | None,
                     sent: Sent | None) -> None:  # fmt: skip
@@ -164,34 +181,31 @@ class Delivery:
     def _give_up(self, flight: Flight, pos: int, err: SendError) -> None:
         """Refused for good even alone: a fitted dead letter instead, or dropped."""
         out = flight.outputs[pos]
-        kind, topic, _, _, _, source = out
-        src = flight.msgs[source] if source >= 0 else None
+        src = flight.msgs[out.source] if out.source >= 0 else None
         flight.pending -= 1
-        if kind in (Kind.PREDICTION, Kind.DEAD_LETTER) and src is not None:
-            replacement = fallback(src, source, topic, err, self.settings.dlq_topic, self.who,
-                                   self.clock_ms(), refused_by_broker=True)  # fmt: skip
+        if out.kind in (Kind.PREDICTION, Kind.DEAD_LETTER) and src is not None:
+            replacement = self.fallback_for(src, out.source, out.topic, err)
             self.metrics.dead_letters.labels(fallback_kind(err).value).inc()
-            self._send(flight, [carry(replacement, self.who)])
+            self.send(flight, [replacement])
         else:
-            self._drop(out, src, err)
+            self.drop(out, src, err)
 
-    def _drop(self, out: Output, src: Message | None, err: SendError) -> None:
+    def drop(self, out: Output, src: Message | None, err: SendError) -> None:
         """The one outcome left for a record nothing can carry: counted, logged once, and
         its offset committed like any other (a loop that never advances is worse)."""
-        kind, topic, value, key, _, _ = out
-        self.metrics.outputs_dropped.labels(kind.value).inc()
-        log.error("%s dropped: no output accepts it", kind.value,
-                  extra={"source": where(src), "topic": topic, "reason": err.reason,
-                         "bytes": len(value or b"") + len(key or b"")})  # fmt: skip
+        self.metrics.outputs_dropped.labels(out.kind.value).inc()
+        log.error("%s dropped: no output accepts it", out.kind.value,
+                  extra={"source": where(src), "topic": out.topic, "reason": err.reason,
+                         "bytes": len(out.value or b"") + len(out.key or b"")})  # fmt: skip
 
     def _resend_due(self) -> None:
         now = time.monotonic()
         retry = self.retry
         while retry and retry[0][0] <= now:
             _, flight, pos = retry.popleft()
-            flight.release(pos)
-            _, topic, value, key, headers, _ = flight.outputs[pos]
-            self.sink.send(topic, value, key, headers, flight.report)
+            out = flight.outputs[pos]
+            self.sink.send(out.topic, out.value, out.key, out.headers,
+                           partial(flight.report, pos))  # fmt: skip
             self.metrics.delivery_retries.inc()
             self._retried += 1
         if self._retried and now - self._retry_logged >= RETRY_LOG_S:

@@ -15,11 +15,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from worker.errors import SendError
-from worker.kafka_io import Message
-from worker.stream.outputs import KEY, TOPIC, VALUE, Output
+from worker.kafka_io import Message, PartitionId
+from worker.kafka_io.clients import next_offsets
+from worker.stream.outputs import Output
 from worker.stream.sinks import Sent
-
-TopicPartition = tuple[str, int]
 
 
 @dataclass(slots=True, eq=False)
@@ -28,37 +27,22 @@ class Flight:
     it is done, and how many of its outputs are still unacknowledged."""
 
     msgs: Sequence[Message]
-    ends: dict[TopicPartition, int]
+    ends: dict[PartitionId, int]
     events: int
     outputs: list[Output] = field(default_factory=list)
     #: Outputs queued and neither acknowledged nor given up on.
     pending: int = 0
-    #: Refusals reported for this flight's records, handled by the loop.
-    failures: list[tuple[Sent, SendError]] = field(default_factory=list)
-    _used: set[int] = field(default_factory=set)
+    #: Refusals reported for this flight's records, by position in ``outputs``, handled
+    #: by the loop.
+    failures: list[tuple[int, SendError]] = field(default_factory=list)
 
-    def report(self, error: SendError | None, sent: Sent | None) -> None:
-        """The delivery callback of the flight's records (take ``flight.report`` once
-        and hand that one object to every ``send``: see worker/stream/sinks)."""
+    def report(self, position: int, error: SendError | None, sent: Sent | None) -> None:
+        """The delivery callback of the output at ``position`` (``send`` gets
+        ``partial(flight.report, position)``: a refusal names its record)."""
         if error is None:
             self.pending -= 1
         else:
-            self.failures.append((sent or ("", None, None), error))
-
-    def find(self, sent: Sent) -> int:
-        """The position in ``outputs`` of a refused record, by its content (-1: unknown).
-        Records with equal content are told apart by handing each position out once;
-        equal content gets an equal fallback, whichever input it names."""
-        topic, value, key = sent
-        for i, o in enumerate(self.outputs):
-            if i not in self._used and o[TOPIC] == topic and o[KEY] == key and o[VALUE] == value:
-                self._used.add(i)
-                return i
-        return -1
-
-    def release(self, position: int) -> None:
-        """The output at ``position`` goes out again (re-sent): it may be refused again."""
-        self._used.discard(position)
+            self.failures.append((position, error))
 
 
 @dataclass
@@ -67,15 +51,12 @@ class Ledger:
 
     flights: deque[Flight] = field(default_factory=deque)
     #: Next offset to read per partition, acknowledged and not yet handed to a commit.
-    ready: dict[TopicPartition, int] = field(default_factory=dict)
+    ready: dict[PartitionId, int] = field(default_factory=dict)
     #: Events consumed whose flight is not finished (the in-flight bound counts these).
     events: int = 0
 
     def open(self, msgs: Sequence[Message]) -> Flight:
-        ends: dict[TopicPartition, int] = {}
-        for m in msgs:  # a partition's messages come in order: the last one wins
-            ends[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
-        flight = Flight(msgs, ends, len(msgs))
+        flight = Flight(msgs, next_offsets(msgs), len(msgs))
         self.flights.append(flight)
         self.events += len(msgs)
         return flight
@@ -97,21 +78,21 @@ class Ledger:
                 f.msgs, f.outputs = (), []
         return moved
 
-    def failures(self) -> list[tuple[Flight, Sent, SendError]]:
-        """Every refusal reported since the last call, with its flight."""
-        out: list[tuple[Flight, Sent, SendError]] = []
+    def failures(self) -> list[tuple[Flight, int, SendError]]:
+        """Every refusal reported since the last call: its flight, position and error."""
+        out: list[tuple[Flight, int, SendError]] = []
         for f in self.flights:
             if f.failures:
-                out += [(f, sent, err) for sent, err in f.failures]
+                out += [(f, position, err) for position, err in f.failures]
                 f.failures = []
         return out
 
-    def take(self) -> dict[TopicPartition, int]:
+    def take(self) -> dict[PartitionId, int]:
         """The offsets to commit now (each handed out once)."""
         ready, self.ready = self.ready, {}
         return ready
 
-    def forget(self, parts: Iterable[TopicPartition]) -> None:
+    def forget(self, parts: Iterable[PartitionId]) -> None:
         """Partitions that are no longer ours: none of their offsets may be committed."""
         gone = set(parts)
         for tp in gone:

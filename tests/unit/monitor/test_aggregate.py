@@ -18,6 +18,7 @@ from tests.unit.monitor.gen import (
     binary_outcomes,
     prediction,
 )
+from tests.unit.monitor.reference_join import window_deltas
 from tests.unit.monitor.sk import (
     binary_reference,
     multiclass_reference,
@@ -29,7 +30,6 @@ from worker.monitor.aggregate import (
     add_outcomes,
     add_predictions,
     merge_all,
-    window_deltas,
 )
 from worker.monitor.catalog import metrics
 from worker.monitor.terms import logit_bin

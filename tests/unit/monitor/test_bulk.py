@@ -1,8 +1,8 @@
-"""The block-at-a-time stage one equals the per-event rules of join.py and aggregate.py.
+"""The block-at-a-time stage one equals the per-event rules of reference_join.py.
 
 Property: a random stream (retries, repeated labels, labels early, late or never,
 shadow versions, inline labels, several tasks) fed one event at a time through
-join.py's reducers and ``window_deltas`` gives the same window aggregates and join
+reference_join.py's reducers and ``window_deltas`` gives the same window aggregates and join
 counters, to the bit, as the same stream split at random into blocks, over join
 partitions, and over two instances that hand partitions to each other through the
 changelog (a restore into an empty store, as after a lost disk).
@@ -19,10 +19,21 @@ import numpy as np
 import pytest
 
 from tests.unit.monitor.gen import BINARY, REGRESSION, T0
-from worker.monitor.aggregate import WindowAgg, merge_all, step_deltas, window_deltas
+from tests.unit.monitor.reference_join import (
+    JoinConfig,
+    JoinStats,
+    Pending,
+    add_expiry,
+    add_step,
+    expire,
+    on_label,
+    on_prediction,
+    step_deltas,
+    window_deltas,
+)
+from worker.monitor.aggregate import WindowAgg, merge_all
 from worker.monitor.catalog import metrics
 from worker.monitor.codec import Block, decode_block, decode_entry, encode_entry
-from worker.monitor.join import JoinConfig, JoinStats, Pending, expire, on_label, on_prediction
 from worker.monitor.stages import JoinPartition
 from worker.monitor.store import MemoryStore
 from worker.monitor.views import LabelView, ModelSpec, PredictionView
@@ -73,7 +84,7 @@ def random_stream(seed: int, n: int = 1200) -> list[tuple[int, Message]]:
 
 @dataclass
 class Oracle:
-    """One event at a time through join.py and window_deltas (the reference)."""
+    """One event at a time through reference_join.py and window_deltas (the reference)."""
 
     pending: dict[str, Pending] = field(default_factory=dict)
     table: dict[WindowKey, WindowAgg] = field(default_factory=dict)
@@ -89,7 +100,7 @@ class Oracle:
             self.pending.pop(message.id, None)
         else:
             self.pending[message.id] = step.pending
-        self.stats = self.stats.add_step(step)
+        self.stats = add_step(self.stats, step)
         self._merge(step_deltas([step], WINDOWS, spec_for))
 
     def sweep(self, now: int) -> None:
@@ -98,7 +109,7 @@ class Oracle:
             expiry = expire(self.pending[ident], now, CONFIG.horizon_ms, CONFIG.dedup_ms)
             if expiry is not None:
                 del self.pending[ident]
-                self.stats = self.stats.add_expiry(expiry)
+                self.stats = add_expiry(self.stats, expiry)
                 expired.extend(expiry.expired_predictions)
         self._merge(window_deltas(WINDOWS, spec_for, expired=expired))
 

@@ -1,4 +1,4 @@
-"""Cost per event of the pure core (join + window aggregation), reported in the test log."""
+"""Cost per event of the per-event reference (join + window aggregation), in the test log."""
 
 from __future__ import annotations
 
@@ -9,8 +9,16 @@ from typing import Any
 import numpy as np
 
 from tests.unit.monitor.gen import BINARY, T0, binary_scores, binary_truth, prediction
-from worker.monitor.aggregate import WindowAgg, step_deltas
-from worker.monitor.join import JoinStats, JoinStep, Pending, on_label, on_prediction
+from tests.unit.monitor.reference_join import (
+    JoinStats,
+    JoinStep,
+    Pending,
+    add_step,
+    on_label,
+    on_prediction,
+    step_deltas,
+)
+from worker.monitor.aggregate import WindowAgg
 from worker.monitor.views import LabelView, PredictionView
 from worker.monitor.windows import WindowKey
 
@@ -55,7 +63,7 @@ def aggregate(steps: list[JoinStep]) -> dict[WindowKey, WindowAgg]:
         for key, delta in step_deltas(batch, ("5m", "1h"), lambda p: BINARY).items():
             tables[key] = tables.get(key, WindowAgg()).merge(delta)
         for step in batch:
-            stats = stats.add_step(step)
+            stats = add_step(stats, step)
     assert stats.counts["joined"] == N
     return tables
 

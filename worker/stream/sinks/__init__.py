@@ -4,12 +4,12 @@ predictions, model alerts), each addressed by its topic name from the settings.
 The loop's delivery contract rests on it. ``send`` queues one record and names who
 hears the verdict: ``on_delivery(None, None)`` once the destination has it for good,
 or ``on_delivery(SendError, (topic, value, key))`` when it refused it (worker/errors.py
-says whether a retry may help; the record's content tells the loop which one it was).
+says whether a retry may help). These terms are defined once, in worker/delivery_terms.py.
 Verdicts come from ``poll`` (or from ``send`` itself, for a record refused on the
 spot); the loop commits an input's offset only after every output of it was
 acknowledged, so a sink must never report a record delivered before its destination
-has it. The loop passes one ``on_delivery`` for all the records of a batch, which lets
-a sink keep per-record overhead low. A toy sink fits in four lines::
+has it. The loop passes each record its own ``on_delivery``: whose callback hears a
+refusal tells the loop which record it was. A toy sink fits in four lines::
 
     class ListSink:
         def __init__(self): self.records = []
@@ -18,8 +18,8 @@ a sink keep per-record overhead low. A toy sink fits in four lines::
         def poll(self, timeout_s): pass
 
 Exactly-once mode needs a ``TransactionalSink``: records sent between ``begin`` and a
-``commit`` that returns ``COMMITTED`` become visible together with the input offsets
-handed to that commit, or not at all.
+``commit`` that returns ``TxState.COMMITTED`` become visible together with the input offsets
+handed to that commit (``TxState.COMMITTED``), or not at all.
 
 Kafka (worker/stream/sinks/kafka.py) is the built-in sink. Adding one is adding a
 module with a factory and calling ``register``; ``run_worker(sink=...)`` also takes
@@ -30,22 +30,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from worker.config import Settings
-from worker.errors import SendError
+from worker.delivery_terms import Headers, OnDelivery, Sent, TxState
 
-Headers = list[tuple[str, str | bytes | None]]
-#: A refused record: (topic, value, key).
-Sent = tuple[str, bytes | None, bytes | None]
-OnDelivery = Callable[[SendError | None, Sent | None], None]
-
-#: ``TransactionalSink.commit`` outcomes.
-COMMITTED: Final = "committed"
-#: Not finished within the timeout (the destination is slow or away): call commit again.
-PENDING: Final = "pending"
-#: The transaction failed: call ``abort`` until it returns True; the inputs are read again.
-ABORT: Final = "abort"
+__all__ = ["Headers", "OnDelivery", "Sent", "Sink", "SinkFactory", "SinkHooks",
+           "TransactionalSink", "TxState", "build", "register"]  # fmt: skip
 
 
 class Sink(Protocol):
@@ -63,10 +54,10 @@ class TransactionalSink(Sink, Protocol):
         """Open a transaction; every ``send`` until the next commit or abort belongs to it."""
 
     def commit(self, offsets: Mapping[tuple[str, int], int], group: object,
-               timeout_s: float) -> str:  # fmt: skip
+               timeout_s: float) -> TxState:  # fmt: skip
         """Commit the transaction's records with the input ``offsets`` (next offset to
         read per partition) of consumer group generation ``group``; waits at most about
-        ``timeout_s``. Returns COMMITTED, PENDING or ABORT."""
+        ``timeout_s``. Returns a TxState: COMMITTED, PENDING or ABORT."""
 
     def abort(self, timeout_s: float) -> bool:
         """Drop the open transaction; False when that did not finish within the timeout."""

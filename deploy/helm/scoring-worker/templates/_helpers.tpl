@@ -59,7 +59,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/*
 Settings the chart computes itself. Defaults of the code (worker/config.py,
 worker/monitor_app/settings.py) are repeated here only where the chart needs the value;
-tests/unit/test_helm.py checks them against the dataclasses.
+tests/unit/deploy/test_helm.py checks them against the dataclasses.
 */}}
 {{- define "scoring-worker.workerPort" -}}
 {{- if hasKey .Values.worker.config "metrics_port" }}{{ .Values.worker.config.metrics_port | int }}{{ else }}8000{{ end }}
