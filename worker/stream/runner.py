@@ -26,18 +26,23 @@ import numpy as np
 
 from worker.clock import wall_ms
 from worker.config import Settings
-from worker.core.pipeline import Outcome, Prediction, ScoringContext, score_values
+from worker.core.pipeline import (
+    Outcome,
+    Prediction,
+    ScoringContext,
+    score_values,
+    score_with_shadow,
+)
+from worker.delivery_terms import PRODUCER_MAX_BYTES, Guarantee
 from worker.errors import ConfigError, Rejection, RejectKind
 from worker.kafka_io import BatchConsumer, Message
-from worker.kafka_io.clients import EXACTLY_ONCE
 from worker.probes import Health
 from worker.shutdown import StopFlag
 from worker.stream.alo import AtLeastOnce
-from worker.stream.delivery import Guarantee
+from worker.stream.delivery import Delivery, DeliveryGuarantee
 from worker.stream.eos import ExactlyOnce
 from worker.stream.metrics import WorkerMetrics
 from worker.stream.outputs import (
-    KIND,
     Kind,
     Output,
     RecordLimit,
@@ -54,7 +59,8 @@ DEAD_LETTER_SUMMARY_S: Final = 60.0  # one summary line a minute, never a line p
 #: Longest the loop waits in one turn while it may not read (outputs wait for the broker).
 WAIT_S: Final = 0.1
 #: What the outputs accept when nobody checked the topics: librdkafka's message.max.bytes.
-UNCHECKED_LIMIT: Final = RecordLimit(1_000_000, "the producer's default message.max.bytes")
+UNCHECKED_LIMIT: Final = RecordLimit(PRODUCER_MAX_BYTES,
+                                     "the producer's default message.max.bytes")
 
 
 @dataclass
@@ -94,10 +100,16 @@ class Runner:
     limit: RecordLimit = UNCHECKED_LIMIT
     #: Output topics that are compacted (they refuse records without a key).
     compacted: frozenset[str] = frozenset()
-    guarantee: Guarantee = field(init=False)
+    #: Sends the outputs and handles refusals; the guarantee commits over it.
+    delivery: Delivery = field(init=False)
+    guarantee: DeliveryGuarantee = field(init=False)
 
     def __post_init__(self) -> None:
-        self.guarantee = make_guarantee(self)
+        s = self.settings
+        rejecter = Rejecter(self.ctx.bundle, s.worker_id, self.limit, self.compacted)
+        self.delivery = Delivery(settings=s, sink=self.sink, metrics=self.metrics,
+                                 rejecter=rejecter, clock_ms=self.clock_ms)  # fmt: skip
+        self.guarantee = make_guarantee(s, self.delivery, self.consumer, self.health.turned)
 
     def request_stop(self) -> None:
         self.stop.requested = True
@@ -127,7 +139,7 @@ class Runner:
             # Between two batches: a batch is scored by one version, start to end.
             self.ctx = apply_events(self.ctx, events, self.metrics, g.alert, s.worker_id)
             self.shadow = apply_shadow(self.shadow, self.ctx, events)
-            g.who = Rejecter(self.ctx.bundle, s.worker_id, self.limit, self.compacted)
+            self.delivery.new_model(self.ctx.bundle)
         msgs = g.admit(self.consumer.poll_batch(s.batch_max, s.batch_wait_ms / 1000))
         self.health.turned()
         if msgs:
@@ -139,14 +151,19 @@ class Runner:
         t0 = time.perf_counter()
         now = self.clock_ms()
         values = [m.value() for m in msgs]
-        outcomes = score_values(values, self.ctx, now)
-        self.metrics.batch_seconds.observe(time.perf_counter() - t0)
-        main = batch_outputs(msgs, outcomes, s.output_topic, s.dlq_topic, g.who, now)
-        outputs = main
         second = self.shadow
         # A shadow that became the served version has nothing left to compare.
-        if second is not None and second.bundle.version != self.ctx.bundle.version:
-            shadow = score_values(values, second, now)
+        if second is not None and second.bundle.version == self.ctx.bundle.version:
+            second = None
+        if second is None:
+            outcomes, shadow = score_values(values, self.ctx, now), None
+        else:  # one decode for both models (worker/core/pipeline.py)
+            outcomes, shadow = score_with_shadow(values, self.ctx, second, now)
+        self.metrics.batch_seconds.observe(time.perf_counter() - t0)
+        main = batch_outputs(msgs, outcomes, s.output_topic, s.dlq_topic,
+                             self.delivery.rejecter, now)  # fmt: skip
+        outputs = main
+        if shadow is not None:
             outputs = main + shadow_outputs(msgs, shadow, s.shadow_topic)
         g.publish(msgs, outputs)
         self._account(msgs, outcomes, main)
@@ -159,7 +176,7 @@ class Runner:
         decisions: Counter[str] = Counter()
         stamps: list[int] = []
         for msg, o, out in zip(msgs, outcomes, outputs, strict=True):
-            kind = out[KIND]
+            kind = out.kind
             if kind is Kind.PREDICTION:
                 assert type(o) is Prediction
                 stamps.append(msg.timestamp()[1])
@@ -196,14 +213,15 @@ class Runner:
             self.last_summary = time.monotonic()
 
 
-def make_guarantee(r: Runner) -> Guarantee:
-    """The settings' delivery guarantee over the runner's clients."""
-    s = r.settings
-    who = Rejecter(r.ctx.bundle, s.worker_id, r.limit, r.compacted)
-    parts = (s, r.sink, r.consumer, r.metrics, who, r.clock_ms)
-    if s.guarantee == EXACTLY_ONCE:
-        if not isinstance(r.sink, TransactionalSink):
+def make_guarantee(s: Settings, delivery: Delivery, consumer: BatchConsumer,
+                   heartbeat: Callable[[], None]) -> DeliveryGuarantee:  # fmt: skip
+    """The settings' delivery guarantee over ``delivery`` and ``consumer``; ``heartbeat``
+    is called while it waits for the broker."""
+    if s.guarantee is Guarantee.EXACTLY_ONCE:
+        sink = delivery.sink
+        if not isinstance(sink, TransactionalSink):
             raise ConfigError("--guarantee exactly-once needs a transactional sink "
-                              f"({type(r.sink).__name__} is not one)")  # fmt: skip
-        return ExactlyOnce(*parts, turned=r.health.turned)
-    return AtLeastOnce(*parts, turned=r.health.turned)
+                              f"({type(sink).__name__} is not one)")  # fmt: skip
+        return ExactlyOnce(delivery=delivery, sink=sink, consumer=consumer,
+                           heartbeat=heartbeat)  # fmt: skip
+    return AtLeastOnce(delivery=delivery, consumer=consumer, heartbeat=heartbeat)
