@@ -75,10 +75,11 @@ def bundle_and_schema(kind: str, tmp: Path, runtime: str = "sklearn") -> tuple[P
 
 
 def shadow_bundle(kind: str, tmp: Path) -> Path:
-    """A second version of the same kind of model, as a shadow candidate."""
+    """A second version of the same kind of model, as a shadow candidate (another version:
+    the worker does not shadow the version it serves)."""
     if kind == "demo":
         return train_demo(tmp / "shadow", seed=8, n=50_000, version="2")
-    return make_lr30_bundle(tmp / "shadow", seed=12)
+    return make_lr30_bundle(tmp / "shadow", seed=12, version="2")
 
 
 def events(kind: str, rng: np.random.Generator, n: int, start: int) -> list[dict[str, Any]]:
