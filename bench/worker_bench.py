@@ -6,6 +6,7 @@ loads, each beside a no-model forwarder (bench/forwarder.py) measured in the sam
     python bench/worker_bench.py --model ct            # DataFrame pipeline with 2 string columns
     python bench/worker_bench.py --model rf200 --runtime onnx   # or hgb; sklearn or onnx
     python bench/worker_bench.py --model demo --feature-stats --skip latency  # stats on/off
+    python bench/worker_bench.py --model lr30 --shadow-compare  # shadow off and on, one run
 
 Drain: ``--events`` are pre-loaded on a 4-partition topic; each system (forwarder,
 the baseline worker when ``--baseline`` names a checkout of another commit, the
@@ -75,10 +76,11 @@ def bundle_and_schema(kind: str, tmp: Path, runtime: str = "sklearn") -> tuple[P
 
 
 def shadow_bundle(kind: str, tmp: Path) -> Path:
-    """A second version of the same kind of model, as a shadow candidate."""
+    """A second version of the same kind of model, as a shadow candidate (another version:
+    the worker does not shadow the version it serves)."""
     if kind == "demo":
         return train_demo(tmp / "shadow", seed=8, n=50_000, version="2")
-    return make_lr30_bundle(tmp / "shadow", seed=12)
+    return make_lr30_bundle(tmp / "shadow", seed=12, version="2")
 
 
 def events(kind: str, rng: np.random.Generator, n: int, start: int) -> list[dict[str, Any]]:
@@ -270,25 +272,29 @@ def main() -> None:
                     help="each mode also with --feature-stats-topic (statistics on)")
     ap.add_argument("--shadow", action="store_true",
                     help="workers also score every batch with a second model (shadow)")
+    ap.add_argument("--shadow-compare", action="store_true",
+                    help="each worker runs twice in the same run: without and with --shadow")
     a = ap.parse_args()
+    if (a.shadow or a.shadow_compare) and a.model in bench_models.KINDS:
+        ap.error("--shadow: the demo and lr30 models have a shadow version")
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     model, schema = bundle_and_schema(a.model, tmp, a.runtime)
     fwd = System("forwarder", "forwarder")
     extra = tuple(a.worker_args.split())
-    if a.shadow:
+    variants: list[tuple[str, tuple[str, ...]]] = [("", extra)]
+    if a.shadow or a.shadow_compare:
         shadow_topic = f"bench-shadow-{uuid.uuid4().hex[:8]}"
         kafka_io.create_topics(a.bootstrap, {shadow_topic: 4})
-        extra += ("--shadow-model", str(shadow_bundle(a.model, tmp)),
-                  "--shadow-topic", shadow_topic)
-    workers = {m: System(f"worker {m}", "worker", m, extra=extra)
-               for m in a.modes.split(",") if m}  # fmt: skip
-    if a.feature_stats:  # each mode again, publishing feature statistics, in the same run
+        shadowed = (*extra, "--shadow-model", str(shadow_bundle(a.model, tmp)),
+                    "--shadow-topic", shadow_topic)  # fmt: skip
+        variants = [*(variants if a.shadow_compare else []), (" + shadow", shadowed)]
+    if a.feature_stats:  # each variant again, publishing feature statistics, in the same run
         stats_topic = f"bench-stats-{uuid.uuid4().hex[:8]}"
         kafka_io.create_topics(a.bootstrap, {stats_topic: 1})
-        with_stats = (*extra, "--feature-stats-topic", stats_topic)
-        workers |= {f"{m} stats": System(f"worker {m} + feature stats", "worker", m,
-                                         extra=with_stats)
-                    for m in a.modes.split(",") if m}  # fmt: skip
+        variants += [(f"{name} + feature stats", (*more, "--feature-stats-topic", stats_topic))
+                     for name, more in variants]  # fmt: skip
+    workers = {m + name: System(f"worker {m}{name}", "worker", m, extra=more)
+               for m in a.modes.split(",") if m for name, more in variants}  # fmt: skip
     report: dict[str, Any] = {"model": a.model, "runtime": a.runtime, "events": a.events,
                               "batch_max": a.batch_max,
                               "machine": machine(), "drain": [], "latency": []}
@@ -297,8 +303,9 @@ def main() -> None:
                           if a.baseline else []), *workers.values()]  # fmt: skip
         report["drain"] = [drain(a, s, model, schema) for s in systems]
     if "latency" not in a.skip:
-        lat_workers = [System(f"worker {m}", "worker", m, extra=extra)
-                       for m in a.latency_modes.split(",") if m]  # fmt: skip
+        lat_workers = [System(f"worker {m}{name}", "worker", m, extra=more)
+                       for m in a.latency_modes.split(",") if m
+                       for name, more in variants]  # fmt: skip
         for rate in (float(r) for r in a.rates.split(",")):
             for s in (fwd, *lat_workers):
                 report["latency"].append(latency(a, s, rate, model, schema))

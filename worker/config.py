@@ -108,6 +108,16 @@ class Settings(WireFormatSettings):
     allow_pickle: bool = allow_pickle_setting(
         "Load .joblib (pickle) model bundles, and MLflow versions serialized with pickle.",
         batch=True)
+    model_threads: int = setting(
+        1,
+        "Threads the model's own pools may use, per worker process: OpenMP and BLAS "
+        "(HistGradientBoosting, LightGBM, XGBoost, linear models), n_jobs of forests, "
+        "LightGBM and XGBoost, onnxruntime's intra-op pool. 1 suits a stream of small "
+        "batches: a pool costs more to wake than it saves and takes the cores librdkafka "
+        "needs; use more processes for more cores. Raise it for large batches of a heavy "
+        "model on cores nothing else uses (score-file, a backlog on a dedicated node).",
+        ge=1, le=256, batch=True,
+    )
     model_poll_ms: int = setting(
         1000,
         "How often a worker serving a store folder checks its ``current`` pointer (and "

@@ -27,9 +27,10 @@ def _bundle(s: Settings) -> ModelBundle:
     if is_mlflow_model(s.model):  # the only path that imports MLflow (the extra)
         from worker.model.mlflow_source import MlflowSource, load_start
 
-        source = MlflowSource(s.mlflow_tracking_uri, Path(s.mlflow_cache), s.allow_pickle)
+        source = MlflowSource(s.mlflow_tracking_uri, Path(s.mlflow_cache), s.allow_pickle,
+                              s.model_threads)
         return load_start(source, s.model)
     path = Path(s.model)
     if is_model_folder(path):  # a store folder: serve what its pointer names
         path = path / read_pointer(path)
-    return load_checked(path, allow_pickle=s.allow_pickle)
+    return load_checked(path, allow_pickle=s.allow_pickle, threads=s.model_threads)

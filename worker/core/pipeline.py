@@ -4,6 +4,10 @@ Both the Kafka runner and batch mode call ``score_values``, so a record is
 judged the same way wherever it comes from. Stages: decode (orjson), optional
 schema validation, feature extraction, one model call for the whole batch,
 prediction serialisation. Outcomes come back in input order.
+
+A shadow model (``score_with_shadow``) scores the same batch without a second decode:
+it takes the main model's input as it is when its features are the same, and builds
+its own from the decoded events when they differ.
 """
 
 from __future__ import annotations
@@ -92,11 +96,26 @@ class Prepared:
     outcomes: list[Outcome | None]
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A batch decoded and validated: ``events[j]`` came from input ``positions[j]``; every
+    input that failed has its rejection in ``outcomes`` (the other entries are None)."""
+
+    events: list[Any]
+    positions: list[int]
+    outcomes: list[Outcome | None]
+
+
 def prepare(values: Sequence[bytes | None], ctx: ScoringContext) -> Prepared:
     """Decode, validate and extract features: what the model would be given for ``values``.
 
     Retraining reads its events through this too, so a model is fit on exactly what
     the stream would score."""
+    return with_features(decode_valid(values, ctx), ctx)
+
+
+def decode_valid(values: Sequence[bytes | None], ctx: ScoringContext) -> Decoded:
+    """Decode and validate ``values``."""
     outcomes: list[Outcome | None] = [None] * len(values)
     decoded = ctx.decoder.decode(values, ctx.max_event_bytes)
     for i, rejection in decoded.rejected:
@@ -105,8 +124,15 @@ def prepare(values: Sequence[bytes | None], ctx: ScoringContext) -> Prepared:
     positions = decoded.positions
     if ctx.validator is not None:
         events, positions = _validate_all(events, positions, ctx.validator, outcomes)
+    return Decoded(events, positions, outcomes)
+
+
+def with_features(decoded: Decoded, ctx: ScoringContext) -> Prepared:
+    """The input of ``ctx``'s model for the decoded events (rejecting what it cannot take)."""
+    events, positions = decoded.events, decoded.positions
     typed = ctx.validator is not None and ctx.validator.numeric.issuperset(ctx.bundle.features)
     batch = ctx.extract(events, typed)
+    outcomes = list(decoded.outcomes)
     for j, rejection in batch.rejected:
         outcomes[positions[j]] = rejection
     return Prepared(events, positions, batch, outcomes)
@@ -127,7 +153,7 @@ def score_values(
     values: Sequence[bytes | None], ctx: ScoringContext, now_ms: int
 ) -> list[Outcome]:
     """Score a batch of raw values; exactly one outcome per value, in order."""
-    return score_batch(values, ctx, now_ms).outcomes
+    return score_prepared(prepare(values, ctx), ctx, now_ms).outcomes
 
 
 def score_batch(
@@ -135,9 +161,46 @@ def score_batch(
 ) -> Scored:
     """``score_values``, and with ``count`` the feature counts of the scored events (into
     the reference profile's bins, worker/core/feature_counts.py)."""
-    prepared = prepare(values, ctx)
+    return score_prepared(prepare(values, ctx), ctx, now_ms, count)
+
+
+def score_with_shadow(
+    values: Sequence[bytes | None], ctx: ScoringContext, shadow: ScoringContext, now_ms: int,
+    count: bool = False,
+) -> tuple[Scored, list[Outcome]]:
+    """The outcomes of ``values`` with ``ctx`` and with ``shadow``, decoded once (each list
+    as ``score_values`` would give it). The shadow scores the very input the main model
+    got when the two take the same; else its own, built from the same decoded events."""
+    decoded = decode_valid(values, ctx)
+    prepared = with_features(decoded, ctx)
+    if not same_decoding(ctx, shadow):
+        second = prepare(values, shadow)
+    elif same_input(ctx, shadow):
+        second = prepared
+    else:
+        second = with_features(decoded, shadow)
+    return (score_prepared(prepared, ctx, now_ms, count),
+            score_prepared(second, shadow, now_ms).outcomes)
+
+
+def same_decoding(a: ScoringContext, b: ScoringContext) -> bool:
+    """Whether ``a`` and ``b`` decode and validate a value alike."""
+    return (a.decoder == b.decoder and a.validator == b.validator
+            and a.max_event_bytes == b.max_event_bytes)  # fmt: skip
+
+
+def same_input(a: ScoringContext, b: ScoringContext) -> bool:
+    """Whether ``a``'s and ``b``'s models take the same input from the same events."""
+    return (same_decoding(a, b) and a.bundle.runtime.input == b.bundle.runtime.input
+            and a.bundle.manifest.feature_specs == b.bundle.manifest.feature_specs)  # fmt: skip
+
+
+def score_prepared(prepared: Prepared, ctx: ScoringContext, now_ms: int,
+                   count: bool = False) -> Scored:  # fmt: skip
+    """Score a prepared batch with ``ctx``'s model (``prepared`` itself is not changed), and
+    with ``count`` the feature counts of the events it scored."""
     events, positions, batch = prepared.events, prepared.positions, prepared.batch
-    outcomes = prepared.outcomes
+    outcomes = list(prepared.outcomes)
     t0 = ctx.clock() if ctx.clock is not None else 0.0
     result, ok_rows, model_rejections = score_batch_safely(ctx.bundle, batch.matrix)
     if ctx.clock is not None and ctx.observe_model_seconds is not None:

@@ -248,7 +248,8 @@ def make_lr30_events(rng: np.random.Generator, n: int, start_id: int) -> list[di
     ]
 
 
-def make_lr30_bundle(out_dir: Path, seed: int = 11, n: int = 20_000) -> Path:
+def make_lr30_bundle(out_dir: Path, seed: int = 11, n: int = 20_000,
+                     version: str = "1") -> Path:  # fmt: skip
     """A LogisticRegression on 30 numeric features, for the throughput benchmark."""
     rng = np.random.default_rng(seed)
     matrix = rng.standard_normal((n, len(LR30_FEATURES)))
@@ -261,7 +262,7 @@ def make_lr30_bundle(out_dir: Path, seed: int = 11, n: int = 20_000) -> Path:
         out_dir,
         model,
         name=LR30_MODEL_NAME,
-        version="1",
+        version=version,
         task="binary",
         features=LR30_FEATURES,
         sample=matrix[-1000:],

@@ -86,13 +86,15 @@ def sha256_file(path: Path) -> str:
 
 
 def load_bundle(
-    path: Path, *, trusted_types: Sequence[str] = (), allow_pickle: bool = False
+    path: Path, *, trusted_types: Sequence[str] = (), allow_pickle: bool = False,
+    threads: int = 1,
 ) -> ModelBundle:
     """Load and check the bundle at ``path`` (its folder or its model.json).
 
     A ``.skops`` artifact may contain the types its manifest recorded when it was
     written (``trusted_types`` adds more, by full name); a ``.joblib`` one loads only
-    with ``allow_pickle``. This does not run the bundle's self-test: that takes the
+    with ``allow_pickle``. The model's thread pools are limited to ``threads``
+    (worker/model/runtimes/threads.py). This does not run the bundle's self-test: that takes the
     scoring core (worker/model/checked.py, ``load_checked``).
     """
     folder, manifest_path = _locate(Path(path))
@@ -105,7 +107,7 @@ def load_bundle(
         data = _checked_bytes(folder, manifest.artifact, manifest.sha256)
         if manifest.reference is not None:
             _checked_bytes(folder, manifest.reference.artifact, manifest.reference.sha256)
-        options = LoadOptions(tuple(trusted_types), allow_pickle)
+        options = LoadOptions(tuple(trusted_types), allow_pickle, threads)
         runtime, classes = kind.load(manifest, data, options)
     except ManifestError as exc:
         problem = " ".join(str(exc).split())

@@ -21,11 +21,11 @@ log = logging.getLogger(__name__)
 NO_MISMATCH: Final = "none"
 
 
-def load_checked(path: Path, *, allow_pickle: bool = False) -> ModelBundle:
+def load_checked(path: Path, *, allow_pickle: bool = False, threads: int = 1) -> ModelBundle:
     """``load_bundle`` plus the self-test (a smoke batch for bundles without a sample);
     raises ModelLoadError with one line. Library versions that differ from the bundle's
-    are logged as a warning."""
-    bundle = load_bundle(path, allow_pickle=allow_pickle)
+    are logged as a warning. ``threads``: the model's thread pools (``model_threads``)."""
+    bundle = load_bundle(path, allow_pickle=allow_pickle, threads=threads)
     check_loaded(bundle)
     return bundle
 

@@ -75,6 +75,8 @@ class MlflowSource:
     #: Load versions that MLflow serialized with (cloud)pickle, which runs any code the file
     #: holds (the worker's allow_pickle); skops-serialized versions load either way.
     allow_pickle: bool = False
+    #: The worker's model_threads, applied to each version as it is loaded.
+    threads: int = 1
     _client: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -160,7 +162,7 @@ class MlflowSource:
 
 def load_version(source: MlflowSource, name: str, version: str) -> ModelBundle:
     """``name`` ``version`` from MLflow as a bundle, with every check (the self-test)."""
-    bundle = load_checked(source.bundle(name, version))
+    bundle = load_checked(source.bundle(name, version), threads=source.threads)
     if (bundle.name, bundle.version) != (name, version):
         raise ModelLoadError(f"{bundle.path} holds {bundle.name} {bundle.version}")
     return bundle

@@ -131,6 +131,8 @@ class ModelStore:
     root: Path
     #: Whether .joblib (pickle) bundles may be loaded (see Settings.allow_pickle).
     allow_pickle: bool = False
+    #: Threads a loaded model's pools may use (see Settings.model_threads).
+    threads: int = 1
 
     def folder(self, name: str) -> Path:
         return self.root / _safe_part(name, "model name")
@@ -234,7 +236,7 @@ class ModelStore:
         return path
 
     def _load(self, path: Path) -> ModelBundle:
-        return load_checked(path, allow_pickle=self.allow_pickle)
+        return load_checked(path, allow_pickle=self.allow_pickle, threads=self.threads)
 
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[None]:

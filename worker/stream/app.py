@@ -62,7 +62,8 @@ def run_worker(
     ctx = _context(s, metrics, decoder)
     shadow = None
     if s.shadow_model:
-        second = load_checked(Path(s.shadow_model), allow_pickle=s.allow_pickle)
+        second = load_checked(Path(s.shadow_model), allow_pickle=s.allow_pickle,
+                              threads=s.model_threads)  # fmt: skip
         shadow = replace(ctx, bundle=second)
     health.model_loaded = True
     gate = schema_gate.build(s, ctx.decoder, health)

@@ -111,7 +111,8 @@ class WorkerMetrics:
                                        "after a model error included).", LATENCY_BUCKETS)
         self.batch_seconds = histogram("scoring_batch_score_seconds",
                                        "Decode, validation, features and the model call "
-                                       "for one batch.", LATENCY_BUCKETS)  # fmt: skip
+                                       "for one batch (the shadow model's too, when one is "
+                                       "set).", LATENCY_BUCKETS)  # fmt: skip
         self.latency = BulkHistogram("scoring_end_to_end_latency_seconds",
                                      "Input event's Kafka timestamp to its prediction "
                                      "produced.", LATENCY_BUCKETS, r)  # fmt: skip

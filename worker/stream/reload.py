@@ -174,7 +174,7 @@ def check_candidate(store: ModelStore, name: str, version: str) -> ModelBundle:
     path = store.version_path(name, version)
     if not path.is_dir():
         raise ModelLoadError(f"{name} {version} is not in the store {store.root}")
-    bundle = load_checked(path, allow_pickle=store.allow_pickle)
+    bundle = load_checked(path, allow_pickle=store.allow_pickle, threads=store.threads)
     if (bundle.name, bundle.version) != (name, version):
         raise ModelLoadError(f"{path} holds {bundle.name} {bundle.version}")
     return bundle
@@ -196,6 +196,7 @@ def refusal_record(r: Refusal, worker_id: str) -> tuple[bytes, bytes]:
     return key.encode(), orjson.dumps(value)
 
 
-def store_of(model_folder: Path, allow_pickle: bool = False) -> tuple[ModelStore, str]:
+def store_of(model_folder: Path, allow_pickle: bool = False,
+             threads: int = 1) -> tuple[ModelStore, str]:  # fmt: skip
     """``STORE/<name>`` -> (the store, the model name)."""
-    return ModelStore(model_folder.parent, allow_pickle), model_folder.name
+    return ModelStore(model_folder.parent, allow_pickle, threads), model_folder.name

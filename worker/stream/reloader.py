@@ -51,8 +51,8 @@ class Reloader:
     def __init__(self, model_folder: Path, serving: str, poll_s: float,
                  control: ControlSource | None = None,
                  clock_ms: Callable[[], int] = wall_ms,
-                 allow_pickle: bool = False) -> None:  # fmt: skip
-        self.store, self.name = store_of(model_folder, allow_pickle)
+                 allow_pickle: bool = False, threads: int = 1) -> None:  # fmt: skip
+        self.store, self.name = store_of(model_folder, allow_pickle, threads)
         self.folder = model_folder
         self.serving = serving
         self.poll_s = poll_s
@@ -217,7 +217,8 @@ def make_reloader(s: Settings, serving: str) -> Watcher | None:
         from worker.model.mlflow_source import MlflowSource
         from worker.stream.mlflow_reloader import make_mlflow_reloader
 
-        source = MlflowSource(s.mlflow_tracking_uri, Path(s.mlflow_cache), s.allow_pickle)
+        source = MlflowSource(s.mlflow_tracking_uri, Path(s.mlflow_cache), s.allow_pickle,
+                              s.model_threads)
         return make_mlflow_reloader(source, s.model, serving, s.mlflow_poll_ms / 1000)
     folder = Path(s.model)
     if not is_model_folder(folder):
@@ -229,4 +230,4 @@ def make_reloader(s: Settings, serving: str) -> Watcher | None:
         conf = client_config(Role.CONTROL, connection(s, s.worker_id))
         control = kafka_io.ControlReader(conf, s.control_topic)
     return Reloader(folder, serving, s.model_poll_ms / 1000, control,
-                    allow_pickle=s.allow_pickle)  # fmt: skip
+                    allow_pickle=s.allow_pickle, threads=s.model_threads)  # fmt: skip

@@ -28,7 +28,13 @@ import numpy as np
 from worker.clock import wall_ms
 from worker.config import Settings
 from worker.core.feature_stats import StatsBuffer
-from worker.core.pipeline import Outcome, Prediction, ScoringContext, score_batch, score_values
+from worker.core.pipeline import (
+    Outcome,
+    Prediction,
+    ScoringContext,
+    score_batch,
+    score_with_shadow,
+)
 from worker.delivery_terms import PRODUCER_MAX_BYTES, Guarantee
 from worker.errors import ConfigError, Rejection, RejectKind
 from worker.kafka_io import BatchConsumer, Message
@@ -154,16 +160,21 @@ class Runner:
         t0 = time.perf_counter()
         now = self.clock_ms()
         values = [m.value() for m in msgs]
-        scored = score_batch(values, self.ctx, now, count=self.delivery.stats is not None)
+        second = self.shadow
+        # A shadow that became the served version has nothing left to compare.
+        if second is not None and second.bundle.version == self.ctx.bundle.version:
+            second = None
+        count = self.delivery.stats is not None
+        if second is None:
+            scored, shadow = score_batch(values, self.ctx, now, count=count), None
+        else:  # one decode for both models (worker/core/pipeline.py)
+            scored, shadow = score_with_shadow(values, self.ctx, second, now, count=count)
         outcomes = scored.outcomes
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         main = batch_outputs(msgs, outcomes, s.output_topic, s.dlq_topic,
                              self.delivery.rejecter, now)  # fmt: skip
         outputs = main
-        second = self.shadow
-        # A shadow that became the served version has nothing left to compare.
-        if second is not None and second.bundle.version != self.ctx.bundle.version:
-            shadow = score_values(values, second, now)
+        if shadow is not None:
             outputs = main + shadow_outputs(msgs, shadow, s.shadow_topic)
         g.publish(msgs, outputs)
         self.delivery.count_features(self.ctx, scored, now)

@@ -77,6 +77,8 @@ def test_a_worker_without_models_uri_imports_nothing_of_mlflow(tmp_path: Path) -
 class FakeRegistry:
     """Where the alias points, and bundles written beforehand; ``down``: no answer."""
 
+    threads = 1  # MlflowSource.threads: the worker's model_threads
+
     def __init__(self, root: Path) -> None:
         self.root, self.alias, self.down = root, "1", False
         self.made: list[str] = []

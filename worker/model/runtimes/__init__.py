@@ -42,6 +42,9 @@ class LoadOptions:
     #: Whether pickle-based artifacts (.joblib) may be loaded: unpickling runs any code
     #: the file contains, and the sha256 beside it only detects corruption.
     allow_pickle: bool = False
+    #: Threads the model's own pools may use (OpenMP, BLAS, ``n_jobs``, onnxruntime's
+    #: intra-op pool): the worker's ``model_threads`` (worker/model/runtimes/threads.py).
+    threads: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,5 +132,9 @@ def _load_builtin() -> None:
     # Imported on first use: the built-in kinds register themselves, and importing
     # scikit-learn only when a bundle is loaded keeps ``import worker`` light.
     if DEFAULT_RUNTIME not in _KINDS:
+        # scikit-learn imports pandas; imported without it: pandas is for frame models (lazy.py).
+        from worker.model.runtimes.lazy import import_sklearn
+
+        import_sklearn()
         # onnx.py imports onnxruntime and skl2onnx only when a bundle uses it.
         from worker.model.runtimes import onnx, sklearn  # noqa: F401

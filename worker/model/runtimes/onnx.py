@@ -81,7 +81,7 @@ class OnnxKind:
     def load(
         self, manifest: Manifest, data: bytes, options: LoadOptions
     ) -> tuple[ModelRuntime, tuple[ClassLabel, ...]]:
-        session = _session(data)
+        session = _session(data, options.threads)
         runtime = _runtime(session, manifest)
         classes = () if manifest.task == "regression" else (manifest.classes or ())
         if manifest.task != "regression" and len(classes) < 2:
@@ -184,12 +184,13 @@ def _bindings(session: Any, features: Sequence[Feature]) -> list[tuple[Any, tupl
     return [(node, (k,)) for k, node in enumerate(nodes)]
 
 
-def _session(data: bytes) -> Any:
+def _session(data: bytes, threads: int = 1) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    # One thread, like the rest of the loop: the machine's cores also run librdkafka.
-    opts.intra_op_num_threads = 1
+    # The worker's model_threads (worker/model/runtimes/threads.py): the machine's cores
+    # also run librdkafka. One graph runs at a time, so inter-op needs no pool.
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     try:
         return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])

@@ -16,6 +16,7 @@ needs, ``n_features_in_``, ``feature_names_in_`` and ``classes_``.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from worker.errors import describe
 from worker.model.feature_types import Feature
 from worker.model.manifest import ClassLabel, Manifest, ManifestError, Task, check_classes
 from worker.model.runtimes import FloatArray, LoadOptions, ModelRuntime, Written, register
+from worker.model.runtimes.lazy import load_pandas
+from worker.model.runtimes.threads import ThreadLimit, limit_estimator
 
 TOLERANCE: Final = 1e-9
 PICKLE_REFUSED: Final = (
@@ -49,12 +52,17 @@ class SklearnRuntime:
     #: "frame" for an estimator fitted on a pandas DataFrame.
     input: str = "float64"
     tolerance: float = TOLERANCE
+    #: The thread pools' limit, applied in each thread that scores (None: left as they
+    #: are, for a model wrapped in a caller's process rather than loaded to serve).
+    pools: ThreadLimit | None = None
 
     @property
     def model(self) -> Any:
         return self.estimator
 
     def predict(self, matrix: Any) -> FloatArray:
+        if self.pools is not None:
+            self.pools.ensure()
         if self.task == "regression":
             return np.asarray(self.estimator.predict(matrix), dtype=np.float64)
         return np.asarray(self.estimator.predict_proba(matrix), dtype=np.float64)
@@ -72,14 +80,17 @@ class SklearnKind:
         _check_feature_count(manifest, estimator)
         _check_feature_names(manifest, estimator)
         classes = _check_estimator_classes(manifest, estimator)
-        return self.wrap(manifest, estimator), classes
+        runtime = self.wrap(manifest, estimator)
+        pools = limit_estimator(estimator, options.threads)
+        return dataclasses.replace(runtime, pools=pools), classes
 
     def classes_of(self, model: Any) -> list[Any] | None:
         raw = getattr(model, "classes_", None)
         return None if raw is None else plain(raw)
 
-    def wrap(self, manifest: Manifest, model: Any) -> ModelRuntime:
+    def wrap(self, manifest: Manifest, model: Any) -> SklearnRuntime:
         if getattr(model, "feature_names_in_", None) is not None:
+            load_pandas()  # now, not on the first batch
             return SklearnRuntime(model, manifest.task, "frame")
         strings = any(f.type == "string" for f in manifest.feature_specs)
         return SklearnRuntime(model, manifest.task, "object" if strings else "float64")
