@@ -37,7 +37,7 @@ def main() -> None:
     p.flush(60)
     produce_s = time.perf_counter() - t0
     c = Consumer({"bootstrap.servers": args.bootstrap, "group.id": topic,
-                  "auto.offset.reset": "earliest"})  # fmt: skip
+                  "auto.offset.reset": "earliest"})
     c.subscribe([topic])
     seen, t1 = 0, time.perf_counter()
     deadline = t1 + 120
@@ -48,7 +48,7 @@ def main() -> None:
     kafka_io.delete_topics(args.bootstrap, [topic])
     print(orjson.dumps({"messages": args.count, "consumed": seen,
                         "produce_per_s": round(args.count / produce_s),
-                        "consume_per_s": round(seen / consume_s)}).decode())  # fmt: skip
+                        "consume_per_s": round(seen / consume_s)}).decode())
     if seen != args.count:
         raise SystemExit(f"lost messages: produced {args.count}, consumed {seen}")
 

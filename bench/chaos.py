@@ -54,7 +54,7 @@ from worker.devtools.demo import train_demo
 #: for a session timeout, 10 s, after its 20 s in the group).
 CALM_S = 45.0
 FAULTS = ("worker-kill", "worker-add-remove", "monitor-kill", "broker-stop", "broker-kill",
-          "broker-pause", "poison")  # fmt: skip
+          "broker-pause", "poison")
 
 
 @dataclass
@@ -76,7 +76,7 @@ class Run:
         self.broker = Broker(tmp / "broker")
         self.name = f"chaos-{uuid.uuid4().hex[:6]}"
         self.t = {k: f"{self.name}-{k}" for k in ("in", "out", "dlq", "labels", "metrics",
-                                                  "alerts", "stats")}  # fmt: skip
+                                                  "alerts", "stats")}
         self.workers: list[Proc] = []
         self.extra: list[Proc] = []  # added workers, kept for the account
         self.monitor: Proc | None = None
@@ -90,7 +90,7 @@ class Run:
             "run", "--bootstrap", self.broker.bootstrap, "--input-topic", t["in"],
             "--output-topic", t["out"], "--dlq-topic", t["dlq"], "--group", self.name,
             "--model", str(model), "--guarantee", self.args.guarantee, "--instance-id",
-            f"w{n}", "--batch-max", "500", "--log-level", "WARNING"], self.tmp)  # fmt: skip
+            f"w{n}", "--batch-max", "500", "--log-level", "WARNING"], self.tmp)
 
     def start(self) -> None:
         self.broker.start()
@@ -98,7 +98,7 @@ class Run:
         kafka_io.create_topics(b, {self.t["in"]: 4}, config={"max.message.bytes": "8388608"})
         kafka_io.create_topics(b, {self.t["out"]: 4, self.t["dlq"]: 1, self.t["labels"]: 4,
                                    self.t["metrics"]: 1, self.t["alerts"]: 1,
-                                   self.t["stats"]: 1})  # fmt: skip
+                                   self.t["stats"]: 1})
         model = train_demo(self.tmp / "model" / "fraud", seed=3, n=20_000)
         self.model = model
         self.workers = [self.worker(n, model) for n in range(2)]
@@ -108,7 +108,7 @@ class Run:
             t["labels"], "--metrics-topic", t["metrics"], "--alerts-topic", t["alerts"],
             "--stats-topic", t["stats"], "--group", f"{self.name}-monitor", "--instance-id",
             "m0", "--models", str(model), "--partitions", "2", "--state-dir",
-            str(self.tmp / "state"), "--log-level", "WARNING"], self.tmp)  # fmt: skip
+            str(self.tmp / "state"), "--log-level", "WARNING"], self.tmp)
         for p in [*self.workers, self.monitor]:
             p.start()
         threading.Thread(target=self._probe, daemon=True).start()
@@ -141,7 +141,7 @@ class Run:
         return {"worker-kill": self._worker_kill, "worker-add-remove": self._add_remove,
                 "monitor-kill": self._monitor_kill, "broker-stop": self._broker_stop,
                 "broker-kill": self._broker_kill, "broker-pause": self._broker_pause,
-                "poison": lambda tr: tr.poison(len(self.faults))}  # fmt: skip
+                "poison": lambda tr: tr.poison(len(self.faults))}
 
     def _worker_kill(self, _: Traffic) -> None:
         w = self.rng.choice(self.workers)
@@ -190,7 +190,7 @@ class Run:
             left.append("broker")
         return {"exit_codes": {n: p.exit_codes for n, p in procs.items()},
                 "peak_rss_mib": {n: round(p.peak_mib) for n, p in procs.items()},
-                "left_behind": left, "ended_by_themselves": crashed}  # fmt: skip
+                "left_behind": left, "ended_by_themselves": crashed}
 
 
 def pauses(args: argparse.Namespace) -> tuple[float, float]:
@@ -242,7 +242,7 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "rate": args.rate, "sent": len(traffic.sent), "lost": lost, "duplicated": dup,
             "unknown_outputs": sum(n for k, n in seen.items() if k not in sent),
             "traffic_failures": traffic.failed[:5], "faults": [asdict(f) for f in run.faults],
-            **procs}  # fmt: skip
+            **procs}
 
 
 def main() -> None:

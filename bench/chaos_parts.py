@@ -72,7 +72,7 @@ class Broker:
 
     def _cli(self, action: str) -> None:
         cmd = [sys.executable, "-m", "worker", "kafka-local", action, "--port", str(self.port),
-               "--state-dir", str(self.state)]  # fmt: skip
+               "--state-dir", str(self.state)]
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
         if done.returncode != 0:
             raise RuntimeError(f"kafka-local {action}: {done.stdout}{done.stderr}")
@@ -123,7 +123,7 @@ class Proc:
     def start(self) -> None:
         log = (self.logs / f"{self.name}.{self.starts}.log").open("wb")
         cmd = [sys.executable, "-m", "worker", *self.args, "--metrics-port", str(self.port),
-               "--metrics-host", "127.0.0.1"]  # fmt: skip
+               "--metrics-host", "127.0.0.1"]
         self.popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         log.close()
         self.starts += 1
@@ -176,7 +176,7 @@ class Traffic(threading.Thread):
     """Demo events keyed by id at ``rate``/s, each one's label ``label_delay`` s later."""
 
     def __init__(self, bootstrap: str, topic: str, labels_topic: str, rate: float,
-                 label_delay: float, seed: int) -> None:  # fmt: skip
+                 label_delay: float, seed: int) -> None:
         super().__init__(daemon=True)
         self.topic, self.labels_topic, self.rate = topic, labels_topic, rate
         self.label_delay, self.seed = label_delay, seed
@@ -187,7 +187,7 @@ class Traffic(threading.Thread):
         self._p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
                             "enable.idempotence": True, "message.timeout.ms": 900_000,
                             "message.max.bytes": 2 * POISON_BYTES,
-                            "logger": logging.getLogger("chaos-traffic")})  # fmt: skip
+                            "logger": logging.getLogger("chaos-traffic")})
 
     def poison(self, n: int) -> None:
         """A record of ``POISON_BYTES`` on the input: a dead letter, never a crash."""
@@ -216,7 +216,7 @@ class Traffic(threading.Thread):
                 self._send(self.topic, orjson.dumps(e), key)
                 self.sent.append(key)
                 labels.append((time.monotonic() + self.label_delay, key,
-                               orjson.dumps({"id": e["id"], "label": y})))  # fmt: skip
+                               orjson.dumps({"id": e["id"], "label": y})))
             i += len(events)
             while self._extra:
                 key, value = self._extra.popleft()
@@ -249,7 +249,7 @@ class Outputs(threading.Thread):
                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
                             "isolation.level": "read_committed" if committed_only
                             else "read_uncommitted",
-                            "logger": logging.getLogger("chaos-outputs")})  # fmt: skip
+                            "logger": logging.getLogger("chaos-outputs")})
         self._c.subscribe([outputs, dlq])
 
     def run(self) -> None:
@@ -270,7 +270,7 @@ class Outputs(threading.Thread):
         """Seconds until every output partition had an output produced after ``since_ms``."""
         with self._lock:
             firsts = [min((t for t in ts if t > since_ms), default=None)
-                      for ts in self.stamps.values()]  # fmt: skip
+                      for ts in self.stamps.values()]
         if not firsts or None in firsts:
             return None
         return (max(t for t in firsts if t is not None) - since_ms) / 1000

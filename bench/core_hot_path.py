@@ -72,7 +72,7 @@ def figures(batch: int, number: int, repeat: int, folder: Path) -> list[dict[str
         time_it("extract ct features (typed columns -> DataFrame)",
                 lambda: ct_ctx.extract(ct_events, False)),
         time_it("score_values ct (DataFrame path)", lambda: score_values(ct_values, ct_ctx, 1)),
-    ]  # fmt: skip
+    ]
 
 
 def main() -> None:
@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--number", type=int, default=20, help="batches per timing")
     ap.add_argument("--repeat", type=int, default=7, help="timings; the best one counts")
     ap.add_argument("--keep-freed-memory", action="store_true",
-                    help="raise glibc's trim threshold first (worker.stream.alloc)")  # fmt: skip
+                    help="raise glibc's trim threshold first (worker.stream.alloc)")
     args = ap.parse_args()
     tuned = keep_freed_memory() if args.keep_freed_memory else False
     with tempfile.TemporaryDirectory() as tmp:

@@ -66,7 +66,7 @@ def feed(bootstrap: str, topic: str) -> None:
 
 def start(app: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, str(app), "worker", "-l", "warn"], env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)  # fmt: skip
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
 def last_total(log: Path) -> int:
@@ -104,7 +104,7 @@ def main() -> None:
     proc.send_signal(signal.SIGKILL)  # faust's graceful stop can take minutes; the count is in
     proc.wait(60)
     print(orjson.dumps({"events": EVENTS, "counted": total, "killed_at_count": killed_at,
-                        "exact": total == EVENTS, "log": str(log)}).decode())  # fmt: skip
+                        "exact": total == EVENTS, "log": str(log)}).decode())
 
 
 if __name__ == "__main__":

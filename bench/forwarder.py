@@ -27,7 +27,7 @@ def main() -> int:
     stop = [False]
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
     c = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group,
-                  "auto.offset.reset": "earliest", "fetch.wait.max.ms": 20})  # fmt: skip
+                  "auto.offset.reset": "earliest", "fetch.wait.max.ms": 20})
     p = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 0,
                   "enable.idempotence": True, "queue.buffering.max.messages": 500_000})
 

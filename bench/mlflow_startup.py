@@ -49,12 +49,12 @@ print(took, int(peak) / 1024, any(m.split(".")[0] == "mlflow" for m in sys.modul
 
 
 def once(code_root: Path, model: str, block: bool, uri: str = "",
-         cache: str = "") -> tuple[float, float, bool]:  # fmt: skip
+         cache: str = "") -> tuple[float, float, bool]:
     extra = {"mlflow_tracking_uri": uri, "mlflow_cache": cache} if uri else {}
     code = CHILD.format(block=block, model=model, extra=extra)
     env = {**os.environ, "PYTHONPATH": str(code_root), "MLFLOW_DISABLE_TELEMETRY": "true"}
     out = subprocess.run([sys.executable, "-c", code], cwd=code_root, env=env,
-                         capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+                         capture_output=True, text=True, timeout=300, check=True)
     took, peak, imported = out.stdout.split()
     return float(took), float(peak), imported == "True"
 

@@ -28,7 +28,7 @@ from worker.model import write_bundle
 KINDS: Final = ("ct", "rf200", "hgb")
 NUMBERS: Final = tuple(f"x{i}" for i in range(10))
 STRINGS: Final = {"country": ["de", "fr", "us", "gb", "es", "it", "nl", "pl"],
-                  "channel": ["web", "app", "pos", "atm", "moto"]}  # fmt: skip
+                  "channel": ["web", "app", "pos", "atm", "moto"]}
 
 
 def frame(rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, np.ndarray]:
@@ -44,7 +44,7 @@ def estimator(kind: str) -> Any:
         columns = ColumnTransformer([
             ("strings", OneHotEncoder(handle_unknown="ignore"), list(STRINGS)),
             ("numbers", StandardScaler(), list(NUMBERS)),
-        ])  # fmt: skip
+        ])
         return Pipeline([("columns", columns), ("model", LogisticRegression(max_iter=1000))])
     if kind == "rf200":
         return RandomForestClassifier(n_estimators=200, max_depth=10, random_state=0)
@@ -55,11 +55,11 @@ def build(kind: str, out: Path, runtime: str = "sklearn", n: int = 20_000) -> Pa
     df, y = frame(np.random.default_rng(5), n)
     x: Any = df if kind == "ct" else df[list(NUMBERS)].to_numpy()
     model = estimator(kind).fit(x[: n - 1000] if kind != "ct" else x.iloc[: n - 1000],
-                                y[: n - 1000])  # fmt: skip
+                                y[: n - 1000])
     sample = x.iloc[n - 1000 :] if kind == "ct" else x[n - 1000 :]
     features = None if kind == "ct" else list(NUMBERS)
     return write_bundle(out, model, name=f"{kind}-bench", version="1", task="binary",
-                        sample=sample, features=features, runtime=runtime)  # fmt: skip
+                        sample=sample, features=features, runtime=runtime)
 
 
 def schema(kind: str) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def schema(kind: str) -> dict[str, Any]:
         props.update({name: {"type": "string", "enum": v} for name, v in STRINGS.items()})
         required += list(STRINGS)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
-            "required": required, "properties": props}  # fmt: skip
+            "required": required, "properties": props}
 
 
 def events(kind: str, rng: np.random.Generator, n: int, start: int) -> list[dict[str, Any]]:

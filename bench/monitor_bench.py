@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def preload(bootstrap: str, t_in: str, t_labels: str, n: int) -> None:
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
-                  "queue.buffering.max.messages": 1_000_000})  # fmt: skip
+                  "queue.buffering.max.messages": 1_000_000})
     rng = np.random.default_rng(1)
     now = int(time.time() * 1000)
     for start in range(0, n, 50_000):
@@ -89,7 +89,7 @@ def join_times(bootstrap: str, topic: str) -> np.ndarray:
     """Kafka timestamps (s) of the joined markers in the join changelog, sorted."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "isolation.level": "read_committed", "enable.partition.eof": True})  # fmt: skip
+                  "isolation.level": "read_committed", "enable.partition.eof": True})
     parts = c.list_topics(topic, timeout=10).topics[topic].partitions
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
     stamps, done = [], set()
@@ -110,16 +110,16 @@ def run_worker(args: argparse.Namespace, model: Path, t: dict[str, str]) -> dict
            "--group", f"{t['run']}-worker", "--model", str(model),
            "--schema", str(ROOT / "schemas" / "transaction.schema.json"),
            "--batch-max", "2000", "--metrics-port", str(port),
-           "--log-level", "WARNING"]  # fmt: skip
+           "--log-level", "WARNING"]
     worker = subprocess.Popen(cmd)
     wait_ready(port, worker, 60)
     out = kafka_io.drain(args.bootstrap, t["pred"], args.events, 600, idle_s=5)
     rate = steady(np.sort(np.array([r.timestamp_ms / 1000 for r in out])),
-                  np.arange(1, len(out) + 1), len(out))  # fmt: skip
+                  np.arange(1, len(out) + 1), len(out))
     peak = rss_mib(worker.pid, PEAK)
     worker.send_signal(signal.SIGTERM)
     return {"worker_events_per_s": round(rate), "worker_predictions": len(out),
-            "worker_peak_rss_mib": round(peak, 1), "worker_exit": worker.wait(60)}  # fmt: skip
+            "worker_peak_rss_mib": round(peak, 1), "worker_exit": worker.wait(60)}
 
 
 def without_calibration(model: Path, out: Path) -> Path:
@@ -133,7 +133,7 @@ def without_calibration(model: Path, out: Path) -> Path:
 
 
 def run_monitor(args: argparse.Namespace, model: Path, t: dict[str, str],
-                state: Path, tag: str = "monitor") -> dict[str, Any]:  # fmt: skip
+                state: Path, tag: str = "monitor") -> dict[str, Any]:
     port = free_port()
     cmd = [sys.executable, "-m", "worker", "monitor", "--bootstrap", args.bootstrap,
            "--predictions-topic", t["pred"], "--labels-topic", t["labels"],
@@ -141,7 +141,7 @@ def run_monitor(args: argparse.Namespace, model: Path, t: dict[str, str],
            "--stats-topic", t["stats"], "--group", f"{t['run']}-{tag}",
            "--instance-id", "bench", "--windows", "1h", "--models", str(model),
            "--tick-ms", "250", "--metrics-port", str(port), "--state-dir", str(state),
-           "--log-level", "WARNING"]  # fmt: skip
+           "--log-level", "WARNING"]
     t0 = time.monotonic()
     mon = subprocess.Popen(cmd)
     samples: list[tuple[float, int]] = []
@@ -169,7 +169,7 @@ def run_monitor(args: argparse.Namespace, model: Path, t: dict[str, str],
             "monitor_seconds_to_join_all": round(float(times[-1]), 1) if total else None,
             "monitor_peak_rss_mib": round(peak, 1), "monitor_disk_mib": round(disk / 2**20, 1),
             "monitor_rss_mib_over_time": [(round(a, 1), round(b)) for a, b in rss[:: 8]],
-            "monitor_exit": code}  # fmt: skip
+            "monitor_exit": code}
 
 
 def main() -> None:
@@ -182,10 +182,10 @@ def main() -> None:
     model = train_demo(tmp / "model", n=50_000)
     run = f"mbench-{uuid.uuid4().hex[:6]}"
     t = {"run": run, **{k: f"{run}-{k}" for k in ("in", "pred", "dlq", "labels", "metrics",
-                                                    "alerts", "stats")}}  # fmt: skip
+                                                    "alerts", "stats")}}
     kafka_io.create_topics(args.bootstrap, {t["in"]: 4, t["pred"]: 4, t["dlq"]: 1,
                                             t["labels"]: 4, t["metrics"]: 1, t["alerts"]: 1,
-                                            t["stats"]: 1})  # fmt: skip
+                                            t["stats"]: 1})
     try:
         preload(args.bootstrap, t["in"], t["labels"], args.events)
         worker = run_worker(args, model, t)
@@ -196,7 +196,7 @@ def main() -> None:
         internal = [f"{run}-{tag}-{s}" for tag in ("plain", "monitor")
                     for s in ("join", "partials", "join-changelog", "global-changelog")]
         kafka_io.delete_topics(args.bootstrap, [v for k, v in t.items() if k != "run"]
-                               + internal)  # fmt: skip
+                               + internal)
         shutil.rmtree(tmp, ignore_errors=True)
     ratio = monitor["monitor_pairs_per_s"] / max(worker["worker_events_per_s"], 1)
     print(orjson.dumps({
@@ -206,7 +206,7 @@ def main() -> None:
         "monitor_pairs_per_worker_event": round(ratio, 2),
         "machine": f"{platform.machine()} cores={len(os.sched_getaffinity(0))}",
         "python": platform.python_version(),
-    }, default=float).decode())  # fmt: skip
+    }, default=float).decode())
 
 
 if __name__ == "__main__":

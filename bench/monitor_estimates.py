@@ -32,7 +32,7 @@ HOUR_MS = 3_600_000
 
 
 def run(spec: ModelSpec, preds: list[Any], joined: list[Any], window: str,
-        repeat: int) -> dict[str, Any]:  # fmt: skip
+        repeat: int) -> dict[str, Any]:
     best = float("inf")
     out = {}
     for _ in range(repeat):
@@ -44,7 +44,7 @@ def run(spec: ModelSpec, preds: list[Any], joined: list[Any], window: str,
             "aggregate_kib": round(sum(len(orjson.dumps(a.to_dict())) for a in aggs)
                                    / len(aggs) / 1024, 1),
             "hist_entries": round(sum(sum(len(h) for h in a.hists.values()) for a in aggs)
-                                  / len(aggs))}  # fmt: skip
+                                  / len(aggs))}
 
 
 def main() -> None:
@@ -63,11 +63,11 @@ def main() -> None:
     m, v, thr = bundle.manifest.name, bundle.manifest.version, bundle.manifest.threshold
     preds = [(m, v, s, int(s >= thr), t) for s, t in zip(scores, times, strict=True)]
     joined = [(p, int(t), p[4] + 60_000, p[4] + 60_000, False)
-              for p, t in zip(preds, y.tolist(), strict=True)]  # fmt: skip
+              for p, t in zip(preds, y.tolist(), strict=True)]
     with_map = ModelSpec.from_manifest(bundle.manifest)
     assert with_map.calibration is not None
     for name, spec in (("baseline (no calibration map)", replace(with_map, calibration=None)),
-                       ("estimates (calibration map)", with_map)):  # fmt: skip
+                       ("estimates (calibration map)", with_map)):
         print(orjson.dumps({"variant": name, "events": args.events, "window": args.window,
                             **run(spec, preds, joined, args.window, args.repeat)}).decode())
 

@@ -62,14 +62,14 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def start_monitor(b: str, t: dict[str, str], state: Path, port: int,
-                  extra: list[str]) -> subprocess.Popen[bytes]:  # fmt: skip
+                  extra: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "worker", "monitor", "--bootstrap", b,
          "--predictions-topic", t["pred"], "--labels-topic", t["labels"],
          "--metrics-topic", t["metrics"], "--alerts-topic", t["alerts"],
          "--stats-topic", t["stats"], "--group", f"{t['run']}-monitor", "--instance-id",
          "soak", "--metrics-port", str(port), "--state-dir", str(state),
-         "--log-level", "WARNING", *extra])  # fmt: skip
+         "--log-level", "WARNING", *extra])
 
 
 def live(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[str, Any]:
@@ -80,14 +80,14 @@ def live(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[str, An
         [sys.executable, "-m", "worker", "run", "--bootstrap", b, "--input-topic", t["in"],
          "--output-topic", t["pred"], "--dlq-topic", t["dlq"], "--group", f"{t['run']}-w",
          "--model", str(model), "--metrics-port", str(wport),
-         "--log-level", "WARNING"])  # fmt: skip
+         "--log-level", "WARNING"])
     wait_ready(wport, worker, 60)
     mon = start_monitor(b, t, tmp / "state", mport, ["--models", str(model)])
     count = int(args.rate * args.seconds)
     feed = subprocess.Popen(
         [sys.executable, "-m", "worker", "produce-demo", "--bootstrap", b, "--topic", t["in"],
          "--count", str(count), "--rate", str(args.rate), "--labels-topic", t["labels"],
-         "--label-delay", str(args.label_delay)], stdout=subprocess.DEVNULL)  # fmt: skip
+         "--label-delay", str(args.label_delay)], stdout=subprocess.DEVNULL)
     t0 = time.monotonic()
     samples = []
     while feed.poll() is None and time.monotonic() - t0 < args.seconds + 120:
@@ -109,7 +109,7 @@ def live(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[str, An
               "monitor_rss_growth_after_1m_mib":
                   (max(after_1m) - after_1m[0]) if after_1m else None,
               "monitor_peak_rss_mib": round(rss_mib(mon.pid, PEAK)),
-              "worker_peak_rss_mib": round(rss_mib(worker.pid, PEAK))}  # fmt: skip
+              "worker_peak_rss_mib": round(rss_mib(worker.pid, PEAK))}
     for p in (feed, mon, worker):
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -122,7 +122,7 @@ def accelerated(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[
     port = free_port()
     mon = start_monitor(b, t, tmp / "state", port, ["--windows", "5m,1h"])
     p = Producer({"bootstrap.servers": b, "linger.ms": 20,
-                  "queue.buffering.max.messages": 200_000})  # fmt: skip
+                  "queue.buffering.max.messages": 200_000})
     rng = np.random.default_rng(5)
     start = int(time.time() * 1000) - 30 * 3_600_000
     labels: list[tuple[int, str, int]] = []
@@ -144,9 +144,9 @@ def accelerated(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[
         ident = f"acc-{i}"
         send(t["pred"], orjson.dumps({"id": ident, "score": score, "label": int(score >= 0.5),
                                       "model": "fraud", "model_version": "1", "event_ts": ts,
-                                      "scored_at": ts}), ident.encode(), ts)  # fmt: skip
+                                      "scored_at": ts}), ident.encode(), ts)
         heapq.heappush(labels, (ts + int(rng.exponential(mean_delay_ms)), ident,
-                                int(rng.random() < score)))  # fmt: skip
+                                int(rng.random() < score)))
         while labels and labels[0][0] <= ts:
             due, lid, y = heapq.heappop(labels)
             send(t["labels"], orjson.dumps({"id": lid, "label": y}), lid.encode(), due)
@@ -167,7 +167,7 @@ def accelerated(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[
               "mean_label_delay_h": args.mean_delay_h, "samples": samples,
               "pending_predictions": pending, "state_disk_mib": round(disk / 2**20, 1),
               "disk_bytes_per_pending": round(disk / max(pending, 1), 1),
-              "monitor_peak_rss_mib": round(rss_mib(mon.pid, PEAK))}  # fmt: skip
+              "monitor_peak_rss_mib": round(rss_mib(mon.pid, PEAK))}
     mon.send_signal(signal.SIGTERM)
     mon.wait(120)
     return result
@@ -179,7 +179,7 @@ def sample(pid: int, port: int, t0: float, sent: int) -> dict[str, Any]:
          "predictions": int(m.get("scoring_monitor_predictions_total", 0)),
          "joined": int(m.get("scoring_monitor_joined_total", 0)), "lag": int(m.get("lag", 0)),
          "disk_mib": round(m.get("scoring_monitor_state_disk_bytes", 0) / 2**20, 1),
-         "rocksdb_mib": round(m.get("scoring_monitor_state_memory_bytes", 0) / 2**20)}  # fmt: skip
+         "rocksdb_mib": round(m.get("scoring_monitor_state_memory_bytes", 0) / 2**20)}
     print(orjson.dumps(s).decode(), file=sys.stderr, flush=True)
     return s
 
@@ -198,17 +198,17 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="monitor-soak-"))
     run = f"soak-{uuid.uuid4().hex[:6]}"
     t = {"run": run, **{k: f"{run}-{k}" for k in ("in", "pred", "dlq", "labels", "metrics",
-                                                    "alerts", "stats")}}  # fmt: skip
+                                                    "alerts", "stats")}}
     kafka_io.create_topics(args.bootstrap, {t["in"]: 4, t["pred"]: 4, t["dlq"]: 1,
                                             t["labels"]: 4, t["metrics"]: 1, t["alerts"]: 1,
-                                            t["stats"]: 1})  # fmt: skip
+                                            t["stats"]: 1})
     try:
         result = live(args, t, tmp) if args.mode == "live" else accelerated(args, t, tmp)
     finally:
         internal = [f"{run}-monitor-{s}" for s in ("join", "partials", "join-changelog",
-                                                   "global-changelog")]  # fmt: skip
+                                                   "global-changelog")]
         kafka_io.delete_topics(args.bootstrap, [v for k, v in t.items() if k != "run"]
-                               + internal)  # fmt: skip
+                               + internal)
         shutil.rmtree(tmp, ignore_errors=True)
     print(orjson.dumps(result, default=float).decode())
 

@@ -53,7 +53,7 @@ def free_port() -> int:
 def load(a: argparse.Namespace, t_in: str, fmt: str, url: str) -> None:
     """The same events (same seed) on ``t_in``, as JSON or as Avro."""
     p = Producer({"bootstrap.servers": a.bootstrap, "linger.ms": 5,
-                  "queue.buffering.max.messages": 1_000_000})  # fmt: skip
+                  "queue.buffering.max.messages": 1_000_000})
     rng = np.random.default_rng(1)
     ser = None
     ctx = SerializationContext(t_in, MessageField.VALUE)
@@ -74,11 +74,11 @@ def load(a: argparse.Namespace, t_in: str, fmt: str, url: str) -> None:
 
 
 def drain(a: argparse.Namespace, fmt: str, url: str, model: Path,
-          schema: Path) -> dict[str, Any]:  # fmt: skip
+          schema: Path) -> dict[str, Any]:
     t_in, t_out = wb.topics(a.bootstrap)
     load(a, t_in, fmt, url)
     s = wb.System(f"worker {fmt}", "worker",
-                  extra=("--input-format", fmt, "--schema-registry", url))  # fmt: skip
+                  extra=("--input-format", fmt, "--schema-registry", url))
     s.start(a.bootstrap, t_in, t_out, model, schema, a.batch_max)
     out = kafka_io.drain(a.bootstrap, t_out, a.events, 600, idle_s=5)
     code, peak = s.stop()
@@ -108,7 +108,7 @@ def main() -> None:
     finally:
         registry_local.stop(reg)
     rate = {f: float(np.median([x["events_per_s"] for x in runs if x["format"] == f]))
-            for f in ("json", "avro")}  # fmt: skip
+            for f in ("json", "avro")}
     print(orjson.dumps({"model": a.model, "events": a.events, "machine": wb.machine(),
                         "runs": runs, "median_events_per_s": rate,
                         "avro_over_json": round(rate["avro"] / rate["json"], 3)}).decode())

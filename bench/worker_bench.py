@@ -69,7 +69,7 @@ def bundle_and_schema(kind: str, tmp: Path, runtime: str = "sklearn") -> tuple[P
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
               "required": ["id", *LR30_FEATURES],
               "properties": {"id": {"type": "string", "minLength": 1}, "ts": {"type": "integer"},
-                             **{f: {"type": "number"} for f in LR30_FEATURES}}}  # fmt: skip
+                             **{f: {"type": "number"} for f in LR30_FEATURES}}}
     path = tmp / "lr30.schema.json"
     path.write_bytes(orjson.dumps(schema))
     return make_lr30_bundle(tmp / "model"), path
@@ -128,7 +128,7 @@ class System:
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self, bs: str, t_in: str, t_out: str, model: Path, schema: Path,
-              batch_max: int | None) -> None:  # fmt: skip
+              batch_max: int | None) -> None:
         env = {**os.environ}
         if self.kind == "forwarder":
             cmd = [sys.executable, str(ROOT / "bench" / "forwarder.py"), "--bootstrap", bs,
@@ -141,7 +141,7 @@ class System:
         cmd = [sys.executable, "-m", "worker", "run", "--bootstrap", bs, "--input-topic", t_in,
                "--output-topic", t_out, "--dlq-topic", f"{t_out}-dlq", "--group", f"g-{t_in}",
                "--model", str(model), "--schema", str(schema), "--metrics-port", str(port),
-               "--log-level", "WARNING"]  # fmt: skip
+               "--log-level", "WARNING"]
         if self.mode != "at-least-once":
             cmd += ["--guarantee", self.mode, "--instance-id", f"bench-{t_in}"]
         if batch_max:
@@ -175,7 +175,7 @@ def drain(a: argparse.Namespace, s: System, model: Path, schema: Path) -> dict[s
     bs = a.bootstrap
     t_in, t_out = topics(bs)
     p = Producer({"bootstrap.servers": bs, "linger.ms": 5,
-                  "queue.buffering.max.messages": 1_000_000})  # fmt: skip
+                  "queue.buffering.max.messages": 1_000_000})
     rng = np.random.default_rng(1)
     for start in range(0, a.events, 50_000):
         send(p, t_in, events(a.model, rng, min(50_000, a.events - start), start), False)
@@ -198,7 +198,7 @@ class Visible(threading.Thread):
         self.stop = False
         self.c = Consumer({"bootstrap.servers": bs, "group.id": f"vis-{uuid.uuid4().hex}",
                            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-                           "fetch.wait.max.ms": 5})  # fmt: skip
+                           "fetch.wait.max.ms": 5})
         self.c.subscribe([topic])
 
     def run(self) -> None:
@@ -217,7 +217,7 @@ def pct(values: list[float]) -> dict[str, float | None]:
 
 
 def latency(a: argparse.Namespace, s: System, rate: float, model: Path,
-            schema: Path) -> dict[str, Any]:  # fmt: skip
+            schema: Path) -> dict[str, Any]:
     bs = a.bootstrap
     t_in, t_out = topics(bs, LOG_APPEND)
     s.start(bs, t_in, t_out, model, schema, a.batch_max)
@@ -239,7 +239,7 @@ def latency(a: argparse.Namespace, s: System, rate: float, model: Path,
     p.flush(60)
     outs = {r.key: r.timestamp_ms for r in kafka_io.drain(bs, t_out, n + 500, 120, idle_s=3)}
     ins = {r.key: r.timestamp_ms for r in kafka_io.drain(bs, t_in, n + 500, 60, idle_s=1)
-           if event_number(r.key) >= 10_000_000}  # fmt: skip
+           if event_number(r.key) >= 10_000_000}
     time.sleep(1.0)
     code, _ = s.stop()
     drop(bs, t_in, t_out)
@@ -286,26 +286,26 @@ def main() -> None:
         shadow_topic = f"bench-shadow-{uuid.uuid4().hex[:8]}"
         kafka_io.create_topics(a.bootstrap, {shadow_topic: 4})
         shadowed = (*extra, "--shadow-model", str(shadow_bundle(a.model, tmp)),
-                    "--shadow-topic", shadow_topic)  # fmt: skip
+                    "--shadow-topic", shadow_topic)
         variants = [*(variants if a.shadow_compare else []), (" + shadow", shadowed)]
     if a.feature_stats:  # each variant again, publishing feature statistics, in the same run
         stats_topic = f"bench-stats-{uuid.uuid4().hex[:8]}"
         kafka_io.create_topics(a.bootstrap, {stats_topic: 1})
         variants += [(f"{name} + feature stats", (*more, "--feature-stats-topic", stats_topic))
-                     for name, more in variants]  # fmt: skip
+                     for name, more in variants]
     workers = {m + name: System(f"worker {m}{name}", "worker", m, extra=more)
-               for m in a.modes.split(",") if m for name, more in variants}  # fmt: skip
+               for m in a.modes.split(",") if m for name, more in variants}
     report: dict[str, Any] = {"model": a.model, "runtime": a.runtime, "events": a.events,
                               "batch_max": a.batch_max,
                               "machine": machine(), "drain": [], "latency": []}
     if "drain" not in a.skip:
         systems = [fwd, *([System("baseline worker", "worker", tree=a.baseline)]
-                          if a.baseline else []), *workers.values()]  # fmt: skip
+                          if a.baseline else []), *workers.values()]
         report["drain"] = [drain(a, s, model, schema) for s in systems]
     if "latency" not in a.skip:
         lat_workers = [System(f"worker {m}{name}", "worker", m, extra=more)
                        for m in a.latency_modes.split(",") if m
-                       for name, more in variants]  # fmt: skip
+                       for name, more in variants]
         for rate in (float(r) for r in a.rates.split(",")):
             for s in (fwd, *lat_workers):
                 report["latency"].append(latency(a, s, rate, model, schema))

@@ -49,7 +49,7 @@ __all__ = [
     "RuntimeKind", "ScoringContext", "Settings", "Sink", "load_bundle", "register_decoder",
     "register_runtime", "register_sink", "run_worker", "score_records", "score_values",
     "write_bundle",
-]  # fmt: skip
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("worker").info("starting", extra={"settings": s.masked()})
     totals = run_worker(s)
     print(f"scoring-worker run: {totals.consumed} consumed, {totals.scored} scored, "
-          f"{totals.dead_lettered} dead-lettered")  # fmt: skip
+          f"{totals.dead_lettered} dead-lettered")
     return 0
 
 
@@ -91,7 +91,7 @@ def _add_run(sub: Sub) -> None:
     p = add_parser(sub, "run", "score events from Kafka until SIGTERM or SIGINT",
                    "  scoring-worker run --model models/fraud-demo --bootstrap 127.0.0.1:9092 \\\n"
                    "      --input-topic transactions --output-topic predictions "
-                   "--metrics-host 127.0.0.1", SETTINGS_ORDER)  # fmt: skip
+                   "--metrics-host 127.0.0.1", SETTINGS_ORDER)
     add_settings_flags(p, config.Settings)
     p.set_defaults(handler=_run)
 
@@ -125,7 +125,7 @@ def _produce_demo(args: argparse.Namespace) -> int:
     traffic = DemoTraffic(topic=args.topic, count=args.count, rate=args.rate,
                           labels_topic=args.labels_topic, label_delay_s=args.label_delay,
                           drift_after=args.drift_after, seed=args.seed,
-                          start_id=args.start_id, bad_every=args.bad_every)  # fmt: skip
+                          start_id=args.start_id, bad_every=args.bad_every)
     kafka = config.parse_kafka_pairs(args.kafka, "--kafka")
     conf = client_config(Role.PRODUCER, Connection(args.bootstrap, kafka))
     _check_kafka([conf], kafka)
@@ -133,7 +133,7 @@ def _produce_demo(args: argparse.Namespace) -> int:
     r = produce_demo(traffic, conf)
     rate = r.events / r.seconds if r.seconds else 0.0
     print(f"produce-demo: {r.events} events ({r.drifted} drifted, {r.malformed} malformed), "
-          f"{r.labels} labels in {r.seconds:.1f}s ({rate:.0f} events/s)")  # fmt: skip
+          f"{r.labels} labels in {r.seconds:.1f}s ({rate:.0f} events/s)")
     return 0
 
 
@@ -183,12 +183,12 @@ def _score_file(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise BatchInputError(f"{exc.filename or source}: {exc.strerror or exc}") from None
     print(f"score-file: {r.rows} rows, {r.scored} scored, {r.rejected} rejected "
-          f"(rejects in {args.output}.rejects.jsonl)")  # fmt: skip
+          f"(rejects in {args.output}.rejects.jsonl)")
     rate = r.rejected / r.rows if r.rows else 0.0
     if rate > args.max_reject_rate:
         print(f"scoring-worker score-file: {r.rejected} of {r.rows} rows rejected "
               f"({rate:.2%}), above --max-reject-rate {args.max_reject_rate:g}",
-              file=sys.stderr)  # fmt: skip
+              file=sys.stderr)
         return 1
     return 0
 
@@ -198,12 +198,12 @@ def _add_score_file(sub: Sub) -> None:
                    "  scoring-worker score-file events.jsonl scores.jsonl \\\n"
                    "      --model models/fraud-demo",
                    "Rows that cannot be scored go to OUTPUT.rejects.jsonl with their line and "
-                   "reason.")  # fmt: skip
+                   "reason.")
     p.add_argument("input", help="events: .jsonl/.ndjson/.json (one per line) or .csv")
     p.add_argument("output", help="predictions as JSONL; rejects go to OUTPUT.rejects.jsonl")
     p.add_argument("--max-reject-rate", type=float, default=0.0, metavar="SHARE",
                    help="exit 1 when the share of rejected rows is above this, in [0, 1] "
-                        "(default 0: any rejected row fails the run)")  # fmt: skip
+                        "(default 0: any rejected row fails the run)")
     add_settings_flags(p, config.Settings, batch_only=True, kafka=False)
     p.set_defaults(handler=_score_file)
 
@@ -219,7 +219,7 @@ def _monitor(args: argparse.Namespace) -> int:
     from worker.monitor_app.app import run_monitor
 
     s = config.load_into(MonitorSettings, args.config, os.environ, vars(args), args.kafka,
-                         tables=("alerts", "feature_alerts"))  # fmt: skip
+                         tables=("alerts", "feature_alerts"))
     rules: tuple[AlertRule, ...] = DEFAULT_RULES
     feature_rules: tuple[FeatureRule, ...] = DEFAULT_FEATURE_RULES
     if args.config is not None:
@@ -233,7 +233,7 @@ def _monitor(args: argparse.Namespace) -> int:
             raise ConfigError(f"{args.config}: {exc}") from exc
     conn = connection(s, s.instance_id)
     _check_kafka([client_config(Role.TX_CONSUMER, conn, member=membership(s)),
-                  client_config(Role.TX_PRODUCER, conn)], s.kafka)  # fmt: skip
+                  client_config(Role.TX_PRODUCER, conn)], s.kafka)
     setup_logging(s)
     logging.getLogger("worker").info("monitor starting", extra={"settings": s.masked()})
     run_monitor(s, rules, feature_rules=feature_rules)
@@ -246,7 +246,7 @@ def _add_monitor(sub: Sub) -> None:
                    "labels \\\n      --windows 5m,1h --models models/fraud-demo/1 "
                    "--metrics-host 127.0.0.1",
                    SETTINGS_ORDER + "\nAlert rules: [[alerts]] tables of the --config file "
-                   "(docs: Monitoring, Alert rules).")  # fmt: skip
+                   "(docs: Monitoring, Alert rules).")
     add_settings_flags(p, MonitorSettings)
     p.set_defaults(handler=_monitor)
 
@@ -266,7 +266,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _add_demo(sub: Sub) -> None:
     p = add_parser(sub, "demo", "train, run a worker and a monitor, stream demo traffic, "
                    "summarise", "  scoring-worker demo --seconds 20 --rate 2000\n"
-                   "  scoring-worker demo --drift   # the model loop, about 2 minutes")  # fmt: skip
+                   "  scoring-worker demo --drift   # the model loop, about 2 minutes")
     p.add_argument("--bootstrap", type=bootstrap, default="127.0.0.1:9092",
                    help="Kafka bootstrap servers")
     p.add_argument("--workdir", default="demo-out", help="model and logs of the demo")
@@ -281,12 +281,12 @@ def _add_demo(sub: Sub) -> None:
 
 def build_parser() -> Parser:
     parser = Parser(prog="scoring-worker", description=DESCRIPTION,
-                    formatter_class=HelpFormatter)  # fmt: skip
+                    formatter_class=HelpFormatter)
     parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_kafka_local, add_registry_local, _add_run, _add_train_demo,
                 _add_produce_demo,
-                _add_score_file, _add_monitor, add_models, add_retrain, _add_demo):  # fmt: skip
+                _add_score_file, _add_monitor, add_models, add_retrain, _add_demo):
         add(sub)
     return parser
 
@@ -325,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _debug(args):
             traceback.print_exc()
         _fail(args.command, f"unexpected {type(exc).__name__}: {exc} (run with --log-level "
-              "DEBUG for the traceback, and please report it)")  # fmt: skip
+              "DEBUG for the traceback, and please report it)")
         return 1
 
 

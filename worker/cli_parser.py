@@ -42,17 +42,17 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         default = action.default
         if ("%(default)" in text or default in (None, False, [], argparse.SUPPRESS)
-                or not action.option_strings):  # fmt: skip
+                or not action.option_strings):
             return text
         return f"{text} (default: %(default)s)"
 
 
 def add_parser(sub: argparse._SubParsersAction[Parser], name: str, summary: str,
-               example: str, more: str = "") -> Parser:  # fmt: skip
+               example: str, more: str = "") -> Parser:
     """A subcommand with its one-line summary, description and example."""
     epilog = f"example:\n{example}\n\n{more + chr(10) * 2 if more else ''}{EXIT_STATUS}"
     p: Parser = sub.add_parser(name, help=summary, description=summary, epilog=epilog,
-                               formatter_class=HelpFormatter)  # fmt: skip
+                               formatter_class=HelpFormatter)
     p.set_defaults(parser=p)
     return p
 
@@ -68,7 +68,7 @@ def setting_help(spec: Spec) -> str:
 
 
 def add_settings_flags(p: argparse.ArgumentParser, cls: type[Any], batch_only: bool = False,
-                       kafka: bool = True) -> None:  # fmt: skip
+                       kafka: bool = True) -> None:
     """One flag per declared setting (``batch_only``: those score-file uses); a value of
     None means "not given", so the lower layers show through."""
     p.add_argument("--config", type=Path, default=None, metavar="FILE",
@@ -82,9 +82,9 @@ def add_settings_flags(p: argparse.ArgumentParser, cls: type[Any], batch_only: b
         if batch_only and not spec.rule.batch:
             continue
         metavar = {int: "N", float: "SECONDS" if spec.name.endswith("_s") else "X",
-                   bool: "BOOL"}.get(spec.kind, spec.name.split("_")[-1].upper())  # fmt: skip
+                   bool: "BOOL"}.get(spec.kind, spec.name.split("_")[-1].upper())
         group.add_argument(spec.flag, dest=spec.name, default=None, metavar=metavar,
-                           help=setting_help(spec))  # fmt: skip
+                           help=setting_help(spec))
 
 
 # -- argument types for the commands' own (non-settings) options ------------------------------
@@ -130,10 +130,10 @@ class VersionAction(argparse.Action):
     """``--version``: the package and what it runs on, the things a bug report needs."""
 
     def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
-                 **kwargs: Any) -> None:  # fmt: skip
+                 **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
                          help="print the versions of scoring-worker, Python, scikit-learn "
-                         "and librdkafka, and exit")  # fmt: skip
+                         "and librdkafka, and exit")
 
     def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
         import sklearn
@@ -143,5 +143,5 @@ class VersionAction(argparse.Action):
         kafka = versions()
         print(f"scoring-worker {__version__} (Python {platform.python_version()}, "
               f"scikit-learn {sklearn.__version__}, confluent-kafka {kafka['confluent-kafka']}, "
-              f"librdkafka {kafka['librdkafka']})")  # fmt: skip
+              f"librdkafka {kafka['librdkafka']})")
         sys.exit(0)

@@ -29,7 +29,7 @@ def kafka_local_cmd(args: argparse.Namespace) -> int:
             print(f"kafka-local: already running on {b.bootstrap} (pid {r.pid})")
         else:
             print(f"kafka-local: broker {b.version} ready on {b.bootstrap} in "
-                  f"{r.ready_seconds:.1f}s (pid {r.pid}, state {b.state_dir})")  # fmt: skip
+                  f"{r.ready_seconds:.1f}s (pid {r.pid}, state {b.state_dir})")
         for line in kafka_local.client_hints(b, security):
             print(f"kafka-local: {line}")
     elif args.action == "stop":
@@ -56,13 +56,13 @@ def add_kafka_local(sub: Sub) -> None:
                    "  scoring-worker kafka-local start --port 19092 --sasl alice:secret --tls",
                    "The first start downloads Apache Kafka (about 60 MB) through Maven, which "
                    "takes\none to three minutes; later starts take about 10 s. Needs Java 17+ "
-                   "and Maven.")  # fmt: skip
+                   "and Maven.")
     p.add_argument("action", choices=["start", "stop", "status", "reset"])
     p.add_argument("--port", type=int_range(1, 65533), default=9092,
                    help="client port; the KRaft controller uses port+1, --sasl/--tls port+2")
     p.add_argument("--kafka-version", default=kafka_local.KAFKA_VERSION)
     p.add_argument("--state-dir", default=None, help="where data and logs live "
-                   "(default: ~/.local/state/scoring-worker)")  # fmt: skip
+                   "(default: ~/.local/state/scoring-worker)")
     p.add_argument("--timeout", type=float_min(0, strict=True), default=120.0,
                    help="seconds to wait for readiness")
     p.add_argument("--sasl", default=None, metavar="USER:PASSWORD",
@@ -83,10 +83,10 @@ def registry_local_cmd(args: argparse.Namespace) -> int:
             print(f"registry-local: already running at {r.url} (pid {res.pid})")
         else:
             print(f"registry-local: Apicurio Registry {r.version} ready at {r.url} in "
-                  f"{res.ready_seconds:.1f}s (pid {res.pid}, state {r.state_dir})")  # fmt: skip
+                  f"{res.ready_seconds:.1f}s (pid {res.pid}, state {r.state_dir})")
     elif args.action == "stop":
         print("registry-local: stopped" if registry_local.stop(r) else
-              "registry-local: not running")  # fmt: skip
+              "registry-local: not running")
     elif args.action == "status":
         pid = registry_local.running_pid(r)
         if pid is None:
@@ -106,11 +106,11 @@ def add_registry_local(sub: Sub) -> None:
                    "--schema-registry http://127.0.0.1:8081/apis/ccompat/v7 ...",
                    "The first start downloads Apicurio Registry (about 142 MB) through Maven; "
                    "later\nstarts take about 5 s. Schemas live in memory: a restart forgets "
-                   "them. Needs\nJava 17+ and Maven.")  # fmt: skip
+                   "them. Needs\nJava 17+ and Maven.")
     p.add_argument("action", choices=["start", "stop", "status", "reset"])
     p.add_argument("--port", type=int_range(1, 65535), default=8081, help="HTTP port")
     p.add_argument("--state-dir", default=None, help="where logs and the pid file live "
-                   "(default: ~/.local/state/scoring-worker)")  # fmt: skip
+                   "(default: ~/.local/state/scoring-worker)")
     p.add_argument("--timeout", type=float_min(0, strict=True), default=120.0,
                    help="seconds to wait for readiness")
     p.set_defaults(handler=registry_local_cmd)
@@ -123,7 +123,7 @@ def models_cmd(args: argparse.Namespace) -> int:
     store = ModelStore(Path(args.store), allow_pickle=getattr(args, "allow_pickle", False))
     if args.action != "add" and not store.root.is_dir():
         raise ModelStoreError(f"--store {store.root}: no such folder (the store is the folder "
-                              "`models add --store` created)")  # fmt: skip
+                              "`models add --store` created)")
     target = _control_topic(args)
     if args.action == "list":
         for v in store.list():
@@ -139,12 +139,12 @@ def models_cmd(args: argparse.Namespace) -> int:
     elif args.action == "promote":
         pointer = model_control.promote(store, args.name, args.version, target)
         print(f"models: {args.name} current is now {args.version} "
-              f"({store.version_path(args.name, args.version)})")  # fmt: skip
+              f"({store.version_path(args.name, args.version)})")
         _published(args, pointer.version, pointer.sequence)
     elif args.action == "rollback":
         pointer = model_control.rollback(store, args.name, target)
         print(f"models: {args.name} rolled back to {pointer.version} "
-              f"({store.version_path(args.name, pointer.version)})")  # fmt: skip
+              f"({store.version_path(args.name, pointer.version)})")
         _published(args, pointer.version, pointer.sequence)
     else:
         _shadow(args, store, target)
@@ -156,13 +156,13 @@ def _shadow(args: argparse.Namespace, store: Any, target: Any) -> None:
 
     if target is None:
         raise ConfigError("models shadow needs --control-topic: the workers learn of their "
-                          "shadow model there")  # fmt: skip
+                          "shadow model there")
     if (args.version is None) == (not args.stop):
         raise ConfigError("models shadow takes a VERSION or --stop, one of them")
     sequence = model_control.shadow(store, args.name, args.version, target)
     what = f"shadow model {args.version}" if args.version else "no shadow model (stop)"
     print(f"models: published {args.name} {what} (shadow sequence {sequence}) to "
-          f"{args.control_topic}")  # fmt: skip
+          f"{args.control_topic}")
 
 
 def _control_topic(args: argparse.Namespace) -> Any:
@@ -180,13 +180,13 @@ def _control_topic(args: argparse.Namespace) -> Any:
 def _published(args: argparse.Namespace, version: str, sequence: int) -> None:
     if args.control_topic:
         print(f"models: published {args.name} {version} (sequence {sequence}) "
-              f"to {args.control_topic}")  # fmt: skip
+              f"to {args.control_topic}")
 
 
 def add_models(sub: Sub) -> None:
     p = add_parser(sub, "models", "model store: list, add, promote, roll back bundles",
                    "  scoring-worker models add --store models build/fraud\n"
-                   "  scoring-worker models list --store models")  # fmt: skip
+                   "  scoring-worker models list --store models")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, help_text, example in (
         ("list", "every stored version, the current one marked", "list --store models"),
@@ -198,10 +198,10 @@ def add_models(sub: Sub) -> None:
         ("shadow", "make a stored version every worker's shadow model (--stop: none), "
          "through the control topic", "shadow --store models fraud-demo 3 --control-topic "
          "model-control"),
-    ):  # fmt: skip
+    ):
         a = actions.add_parser(action, help=help_text, description=help_text,
                                epilog=f"example:\n  scoring-worker models {example}",
-                               formatter_class=HelpFormatter)  # fmt: skip
+                               formatter_class=HelpFormatter)
         a.set_defaults(parser=a)
         a.add_argument("--store", required=True, help="store folder (STORE/<name>/<version>/)")
         if action == "add":

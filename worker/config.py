@@ -266,7 +266,7 @@ class Settings(WireFormatSettings):
             raise ConfigError(
                 f"commit_interval_ms {self.commit_interval_ms} must be below "
                 f"transaction_timeout_s ({self.transaction_timeout_s:g} s) in exactly-once "
-                "mode: the broker would abort every transaction")  # fmt: skip
+                "mode: the broker would abort every transaction")
 
     def masked(self) -> dict[str, Any]:
         return masked(self)

@@ -47,7 +47,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extra = " ".join(f"{k}={orjson.dumps(v, default=str).decode()}"
                          for k, v in vars(record).items()
-                         if k not in _STANDARD and not k.startswith("_"))  # fmt: skip
+                         if k not in _STANDARD and not k.startswith("_"))
         line = super().format(record)
         return f"{line} {extra}" if extra else line
 

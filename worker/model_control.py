@@ -81,7 +81,7 @@ def shadow(store: ModelStore, name: str, version: str | None, target: ControlTop
     sequence = published(target, name).shadow + 1
     key, value = shadow_record(name, version, sequence)
     kafka_io.publish_control(target.conf(Role.PRODUCER), target.topic, key, value,
-                             target.timeout_s)  # fmt: skip
+                             target.timeout_s)
     return sequence
 
 
@@ -90,6 +90,6 @@ def _announce(store: ModelStore, name: str, target: ControlTopic | None) -> Poin
     if target is not None:
         key, value = control_record(name, pointer.version, pointer.sequence)
         kafka_io.publish_control(target.conf(Role.PRODUCER), target.topic, key, value,
-                                 target.timeout_s)  # fmt: skip
+                                 target.timeout_s)
     return pointer
 

@@ -87,7 +87,7 @@ class Health:
 
 def serve(port: int, registry: CollectorRegistry, health: Health,
           host: str = "0.0.0.0", *,
-          routes: Mapping[str, Route] | None = None) -> ThreadingHTTPServer:  # fmt: skip
+          routes: Mapping[str, Route] | None = None) -> ThreadingHTTPServer:
     """Serve /metrics, /healthz and /readyz on a daemon thread, plus ``routes``: extra pages
     by exact path (query string ignored), such as the monitor's status page.
 

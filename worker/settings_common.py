@@ -35,35 +35,35 @@ def state_home() -> Path:
 
 def bootstrap_setting() -> Any:
     return setting("127.0.0.1:9092", "Kafka bootstrap servers; any one answering is enough.",
-                   check=host_port_list, allowed=HOST_PORTS)  # fmt: skip
+                   check=host_port_list, allowed=HOST_PORTS)
 
 
 def kafka_setting() -> Any:
     return field(default_factory=dict, metadata={
-        "doc": "librdkafka properties for every client (TLS, SASL, tuning)."})  # fmt: skip
+        "doc": "librdkafka properties for every client (TLS, SASL, tuning)."})
 
 
 def log_level_setting(default: str = "INFO") -> Any:
     return setting(default, "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL; DEBUG also "
                    "prints the traceback of an unexpected error.", check=log_level,
-                   allowed="DEBUG, INFO, WARNING, ERROR or CRITICAL", batch=True)  # fmt: skip
+                   allowed="DEBUG, INFO, WARNING, ERROR or CRITICAL", batch=True)
 
 
 def log_format_setting() -> Any:
     return setting(LogFormat.JSON, "Log lines on stderr: json (one object per line, for log "
-                   "collectors) or text (for a terminal).", batch=True)  # fmt: skip
+                   "collectors) or text (for a terminal).", batch=True)
 
 
 def metrics_host_setting() -> Any:
     return setting("0.0.0.0", "Address the /metrics, /healthz and /readyz server binds: "
                    "0.0.0.0 (every interface) for containers, whose probes and scrapers "
                    "come from outside; 127.0.0.1 on a laptop or a shared host.",
-                   check=not_empty)  # fmt: skip
+                   check=not_empty)
 
 
 def metrics_port_setting(default: int) -> Any:
     return setting(default, "Port of /metrics, /healthz and /readyz; 0 turns the HTTP "
-                   "server off.", ge=0, le=65535)  # fmt: skip
+                   "server off.", ge=0, le=65535)
 
 
 def allow_pickle_setting(what: str, *, batch: bool = False) -> Any:
@@ -71,23 +71,23 @@ def allow_pickle_setting(what: str, *, batch: bool = False) -> Any:
     return setting(False, f"{what} Unpickling runs any code the file holds, and a bundle's "
                    "sha256 sits beside it, so it only detects corruption, not tampering; "
                    "prefer .skops bundles, which load without running code.",
-                   batch=batch)  # fmt: skip
+                   batch=batch)
 
 
 def instance_id_setting(what: str) -> Any:
     """``what``: what this command's instance id names and why it must be stable."""
     return setting(None, f"{what} Default: the host name.", factory=socket.gethostname,
-                   check=not_empty)  # fmt: skip
+                   check=not_empty)
 
 
 def start_timeout_setting() -> Any:
     return setting(30.0, "Seconds to wait for the broker at start before giving up (exit 1).",
-                   gt=0, le=86_400)  # fmt: skip
+                   gt=0, le=86_400)
 
 
 def health_stall_setting(default: float) -> Any:
     return setting(default, "Seconds without a loop turn after which /healthz reports "
-                   "unhealthy.", gt=0, le=86_400)  # fmt: skip
+                   "unhealthy.", gt=0, le=86_400)
 
 
 def max_event_bytes_setting(doc: str, *, batch: bool = False) -> Any:
@@ -103,7 +103,7 @@ def static_membership_setting() -> Any:
                    "the group when it stops: its partitions wait session_timeout_s unless it "
                    "comes back under the same id. false: a dynamic member, which hands its "
                    "partitions over at once on SIGTERM but whose crash costs "
-                   "session_timeout_s.")  # fmt: skip
+                   "session_timeout_s.")
 
 
 def session_timeout_setting(default: float = 10.0) -> Any:
@@ -113,4 +113,4 @@ def session_timeout_setting(default: float = 10.0) -> Any:
                    "faster failover; too low: a network or broker pause longer than this "
                    "drops a healthy member and costs two rebalances. 6 to 1800, the broker's "
                    "default bounds (group.min/max.session.timeout.ms). The heartbeat is a "
-                   "third of it, at most 3 s.", ge=6, le=1800)  # fmt: skip
+                   "third of it, at most 3 s.", ge=6, le=1800)

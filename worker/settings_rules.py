@@ -57,7 +57,7 @@ class Rule:
             bounds = f"above {gt}, at most {le}"
         else:
             bounds = (f"at least {ge}" if ge else f"above {gt}" if gt else
-                      f"at most {le}" if le else "")  # fmt: skip
+                      f"at most {le}" if le else "")
         return ", ".join(p for p in (noun, bounds) if p)
 
 
@@ -70,7 +70,7 @@ def setting(
     le: float | None = None, choices: tuple[str, ...] | None = None,
     check: Callable[[Any], Any] | None = None, allowed: str = "", batch: bool = False,
     factory: Callable[[], Any] | None = None,
-) -> Any:  # fmt: skip
+) -> Any:
     """A settings field: its default, its documentation (the flag's help too) and its rule.
 
     ``batch=True``: score-file has this setting too. ``factory``: a default computed at

@@ -22,7 +22,7 @@ from worker.wire_settings import SECRET_SETTINGS
 T = TypeVar("T")
 #: Property names of librdkafka that carry a secret (or may: a JAAS or OAuth config).
 SECRET_MARKERS: Final = ("password", "secret", "token", "key", "credential", "passphrase",
-                         "jaas", "oauthbearer.config")  # fmt: skip
+                         "jaas", "oauthbearer.config")
 #: Settings classes whose ``SCORING_*`` variables are known (``register``).
 _REGISTERED: list[type[Any]] = []
 
@@ -37,7 +37,7 @@ def masked(settings: Any) -> dict[str, Any]:
     """Settings (a dataclass with a ``kafka`` mapping) as a dict for logs, with secret
     settings and secret-bearing librdkafka values hidden."""
     out = {k: "***" if v and k in SECRET_SETTINGS else v
-           for k, v in dataclasses.asdict(settings).items()}  # fmt: skip
+           for k, v in dataclasses.asdict(settings).items()}
     out["kafka"] = {k: ("***" if is_secret(k) else v) for k, v in settings.kafka.items()}
     if out.get("mlflow_tracking_uri"):
         out["mlflow_tracking_uri"] = masked_uri(out["mlflow_tracking_uri"])
@@ -97,7 +97,7 @@ def _suggest(name: str, known: Iterable[str]) -> str:
 
 
 def from_toml(path: Path, cls: type[Any],
-              tables: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
+              tables: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, str]]:
     """Settings (typed and checked) and the [kafka] table of a TOML file; ``tables`` are
     other tables the caller reads itself (the monitor's [[alerts]])."""
     data = read_toml(path)
@@ -118,7 +118,7 @@ def _known_env(cls: type[Any]) -> set[str]:
 
 
 def from_env(env: Mapping[str, str], cls: type[Any]
-             ) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
+             ) -> tuple[dict[str, Any], dict[str, str]]:
     """Settings of ``cls`` from ``SCORING_*`` variables; an unknown variable is an error."""
     mine = {spec.env: spec for spec in specs(cls).values()}
     known = _known_env(cls) | {"SCORING_KAFKA"}
@@ -137,7 +137,7 @@ def from_env(env: Mapping[str, str], cls: type[Any]
 def from_flags(flags: Mapping[str, Any], cls: type[Any]) -> dict[str, Any]:
     """Settings of ``cls`` given as flags (a value of None: not given)."""
     return {name: parse(spec, flags[name], f"{spec.flag} {flags[name]}")
-            for name, spec in specs(cls).items() if flags.get(name) is not None}  # fmt: skip
+            for name, spec in specs(cls).items() if flags.get(name) is not None}
 
 
 def load_into(

@@ -39,7 +39,7 @@ class PrivateBroker:
 
     def _cli(self, action: str) -> None:
         cmd = [sys.executable, "-m", "worker", "kafka-local", action, "--port", str(self.port),
-               "--state-dir", str(self.state)]  # fmt: skip
+               "--state-dir", str(self.state)]
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=180)
         assert done.returncode == 0, done.stdout + done.stderr
 
@@ -65,7 +65,7 @@ class Feeder(threading.Thread):
     is malformed (a dead letter), keyed all the same."""
 
     def __init__(self, bootstrap: str, topic: str, count: int, rate: float,
-                 bad_every: int = 0, start_id: int = 0) -> None:  # fmt: skip
+                 bad_every: int = 0, start_id: int = 0) -> None:
         super().__init__(daemon=True)
         self.bootstrap, self.topic, self.count, self.rate = bootstrap, topic, count, rate
         self.bad_every, self.start_id = bad_every, start_id
@@ -74,9 +74,9 @@ class Feeder(threading.Thread):
     def run(self) -> None:
         p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5,
                       "enable.idempotence": True, "message.timeout.ms": 600_000,
-                      "logger": logging.getLogger("feeder")})  # fmt: skip
+                      "logger": logging.getLogger("feeder")})
         events, _ = make_events(np.random.default_rng(self.start_id + 1), self.count,
-                                self.start_id, 1_790_000_000_000)  # fmt: skip
+                                self.start_id, 1_790_000_000_000)
         t0 = time.monotonic()
         for i, e in enumerate(events):
             key = e["id"].encode()
@@ -97,13 +97,13 @@ class Feeder(threading.Thread):
 
 
 def read_keys(bootstrap: str, topics: list[str], expect: int, committed_only: bool = True,
-              timeout: float = 120.0, settle: float = 4.0) -> Counter[bytes]:  # fmt: skip
+              timeout: float = 120.0, settle: float = 4.0) -> Counter[bytes]:
     """Every key on ``topics`` (from the start), counted; stops ``settle`` s after
     ``expect`` keys arrived (so duplicates after that still show) or at ``timeout``."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"keys-{time.time_ns()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "isolation.level": "read_committed" if committed_only
-                  else "read_uncommitted"})  # fmt: skip
+                  else "read_uncommitted"})
     c.subscribe(topics)
     keys: Counter[bytes] = Counter()
     deadline = time.monotonic() + timeout

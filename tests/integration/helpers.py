@@ -56,7 +56,7 @@ def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, byte
 
 
 def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 90.0,
-               settle: float = 2.0, committed_only: bool = False) -> list[Out]:  # fmt: skip
+               settle: float = 2.0, committed_only: bool = False) -> list[Out]:
     """Read a topic from the start until ``expect`` messages came, then ``settle`` more seconds.
 
     The settle time catches extra messages (duplicates) beyond the expected count.
@@ -65,7 +65,7 @@ def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 90.0,
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.time_ns()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "isolation.level": "read_committed" if committed_only
-                  else "read_uncommitted"})  # fmt: skip
+                  else "read_uncommitted"})
     c.subscribe([topic])
     got: list[Out] = []
     deadline = time.monotonic() + timeout
@@ -80,7 +80,7 @@ def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 90.0,
                 continue
             hdrs = {k: (v or b"").decode() for k, v in (m.headers() or [])}
             got.append(Out(m.key(), m.value(), hdrs, m.partition() or 0, m.offset() or 0,
-                           m.timestamp()[1]))  # fmt: skip
+                           m.timestamp()[1]))
     c.close()
     return got
 
@@ -145,6 +145,6 @@ def same_scores(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
     def flat(s: dict[str, Any]) -> dict[tuple[str, str], float]:
         return {(k, c): v for k, row in s.items()
-                for c, v in (row.items() if isinstance(row, dict) else [("", row)])}  # fmt: skip
+                for c, v in (row.items() if isinstance(row, dict) else [("", row)])}
 
     return a.keys() == b.keys() and flat(a) == pytest.approx(flat(b), rel=1e-12, abs=1e-15)

@@ -37,7 +37,7 @@ class MlflowServer:
              "--artifacts-destination", str(self.root / "artifacts"),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True,
-            env={**os.environ, **OFFLINE})  # fmt: skip
+            env={**os.environ, **OFFLINE})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -75,23 +75,23 @@ def payments(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
         "items": rng.integers(1, 9, n),
         "first_time": rng.random(n) < 0.2,
         "risk": rng.normal(size=n),
-    })  # fmt: skip
+    })
     df.loc[rng.random(n) < 0.1, "risk"] = np.nan
     df.loc[rng.random(n) < 0.1, "channel"] = np.nan
     logit = (np.log(df["amount"]) - 3 + df["first_time"] * 1.5 + (df["country"] == "us")
-             + df["risk"].fillna(0) - 0.1 * df["items"])  # fmt: skip
+             + df["risk"].fillna(0) - 0.1 * df["items"])
     return df, (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
 
 
 def payments_pipeline(handle_unknown: str = "ignore") -> Pipeline:
     strings = make_pipeline(SimpleImputer(strategy="most_frequent"),
-                            OneHotEncoder(handle_unknown=handle_unknown))  # fmt: skip
+                            OneHotEncoder(handle_unknown=handle_unknown))
     columns = ColumnTransformer([
         ("country", OneHotEncoder(handle_unknown=handle_unknown), ["country"]),
         ("channel", strings, ["channel"]),
         ("numbers", make_pipeline(SimpleImputer(), StandardScaler()), ["amount", "items", "risk"]),
         ("flags", "passthrough", ["first_time"]),
-    ])  # fmt: skip
+    ])
     return Pipeline([("columns", columns), ("model", LogisticRegression(max_iter=1000))])
 
 
@@ -110,7 +110,7 @@ def _payments_onnx() -> Kind:
         ("strings", OneHotEncoder(handle_unknown="ignore"), ["country", "channel"]),
         ("numbers", make_pipeline(SimpleImputer(), StandardScaler()), ["amount", "items", "risk"]),
         ("flags", "passthrough", ["first_time"]),
-    ])  # fmt: skip
+    ])
     model = Pipeline([("columns", columns), ("model", LogisticRegression(max_iter=1000))])
     model.fit(df.iloc[:2600], y[:2600])
     return Kind("payments-onnx", "binary", model, df.iloc[2600:], None)
@@ -162,4 +162,4 @@ KINDS: dict[str, Callable[[], Kind]] = {
     "payments-lr": _payments_lr, "payments-onnx": _payments_onnx, "payments-hgb": _payments_hgb,
     "iris-rf": _iris_rf, "cancer-hgb": _cancer_hgb_nan, "diabetes-hgb": _diabetes_frame,
     "iris-lr": _iris_lr_frame,
-}  # fmt: skip
+}

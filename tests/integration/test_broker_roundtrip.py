@@ -24,7 +24,7 @@ def test_10k_messages_roundtrip_through_consumer_group(
     assert errors == []
 
     c = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group_factory(),
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe([topic])
     got: dict[bytes, bytes] = {}
     partitions: set[int] = set()

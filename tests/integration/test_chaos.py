@@ -18,7 +18,7 @@ def test_short_chaos_run_exactly_once_loses_and_repeats_nothing(
     done = subprocess.run(
         [sys.executable, "bench/chaos.py", "--short", "--seconds", "180", "--seed", "3",
          "--guarantee", "exactly-once", "--rate", "300", "--down", "6", "--pause", "8"],
-        capture_output=True, text=True, cwd=ROOT, timeout=1500)  # fmt: skip
+        capture_output=True, text=True, cwd=ROOT, timeout=1500)
     assert done.returncode == 0, done.stderr[-4000:]
     account = orjson.loads(done.stdout.strip().splitlines()[-1])
     faults = account["faults"]

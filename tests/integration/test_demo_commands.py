@@ -16,7 +16,7 @@ from worker.devtools import browser
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "worker", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)  # fmt: skip
+                          text=True, timeout=timeout, cwd=ROOT)
 
 
 def test_produce_demo_sends_valid_events_and_their_labels(
@@ -25,15 +25,15 @@ def test_produce_demo_sends_valid_events_and_their_labels(
     tx, labels = topic_factory("tx", 2), topic_factory("labels", 2)
     done = cli("produce-demo", "--bootstrap", kafka_bootstrap, "--topic", tx, "--count", "300",
                "--rate", "0", "--labels-topic", labels, "--label-delay", "0.5",
-               "--drift-after", "200")  # fmt: skip
+               "--drift-after", "200")
     assert done.returncode == 0, done.stderr
     assert "300 events (100 drifted, 0 malformed), 300 labels" in done.stdout
     events = read_topic(kafka_bootstrap, tx, 300, settle=0.5)
     got_labels = read_topic(kafka_bootstrap, labels, 300, settle=0.5)
     tx_schema = Draft202012Validator(orjson.loads((ROOT / "schemas/transaction.schema.json")
-                                                  .read_bytes()))  # fmt: skip
+                                                  .read_bytes()))
     label_schema = Draft202012Validator(orjson.loads((ROOT / "schemas/label.schema.json")
-                                                     .read_bytes()))  # fmt: skip
+                                                     .read_bytes()))
     ids = set()
     for e in events:
         record = orjson.loads(e.value or b"")
@@ -51,7 +51,7 @@ def test_produce_demo_sends_valid_events_and_their_labels(
 
 def test_demo_runs_the_whole_job_and_loses_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
     done = cli("demo", "--bootstrap", kafka_bootstrap, "--workdir", str(tmp_path),
-               "--seconds", "3", "--rate", "400")  # fmt: skip
+               "--seconds", "3", "--rate", "400")
     assert done.returncode == 0, done.stdout + done.stderr
     summary = orjson.loads(done.stdout.strip().splitlines()[-2])
     assert summary["events_in"] == 1200

@@ -40,15 +40,15 @@ cooldown_s = 3600
 def test_drift_fires_psi_and_recall_alerts_after_the_drift_only(
     kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[[], str],
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     model = train_demo(tmp_path / "model")
     t = {name: topic_factory(name, parts) for name, parts in
          (("tx", 4), ("pred", 4), ("dlq", 1), ("labels", 4), ("metrics", 1), ("alerts", 1),
-          ("stats", 1))}  # fmt: skip
+          ("stats", 1))}
     worker = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", t["tx"],
                          "--output-topic", t["pred"], "--dlq-topic", t["dlq"],
                          "--group", group_factory(), "--model", str(model),
-                         "--metrics-port", "0"], tmp_path / "worker.log")  # fmt: skip
+                         "--metrics-port", "0"], tmp_path / "worker.log")
     config = tmp_path / "monitor.toml"
     config.write_text(RULES)
     mon_log = (tmp_path / "monitor.log").open("ab")
@@ -58,13 +58,13 @@ def test_drift_fires_psi_and_recall_alerts_after_the_drift_only(
          "--labels-topic", t["labels"], "--metrics-topic", t["metrics"],
          "--alerts-topic", t["alerts"], "--stats-topic", t["stats"], "--group", group_factory(),
          "--instance-id", "drift", "--models", str(model), "--tick-ms", "500",
-         "--metrics-port", "0"], stdout=mon_log, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+         "--metrics-port", "0"], stdout=mon_log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         fed = subprocess.run(
             [sys.executable, "-m", "worker", "produce-demo", "--bootstrap", kafka_bootstrap,
              "--topic", t["tx"], "--count", "80000", "--rate", "5000", "--drift-after", "10000",
              "--labels-topic", t["labels"], "--label-delay", "0.5"],
-            capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+            capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert fed.returncode == 0, fed.stderr
         alerts = wait_for_alerts(kafka_bootstrap, t["alerts"], {"score_drift", "recall_low"})
         preds = read_topic(kafka_bootstrap, t["pred"], 80000, settle=0.5)
@@ -74,9 +74,9 @@ def test_drift_fires_psi_and_recall_alerts_after_the_drift_only(
         mon_log.close()
         assert worker.stop() == 0
     drift_ts = min(orjson.loads(p.value or b"{}")["event_ts"] for p in preds
-                   if int(orjson.loads(p.value or b"{}")["id"].split("-")[1]) >= 10000)  # fmt: skip
+                   if int(orjson.loads(p.value or b"{}")["id"].split("-")[1]) >= 10000)
     schema = Draft202012Validator(orjson.loads((ROOT / "schemas/model_alert.schema.json")
-                                               .read_bytes()))  # fmt: skip
+                                               .read_bytes()))
     for a in alerts:
         schema.validate(a)
     # Each rule's first record fires, after the drift began; none resolves while the drift
@@ -95,12 +95,12 @@ def test_drift_fires_psi_and_recall_alerts_after_the_drift_only(
 
 
 def wait_for_alerts(bootstrap: str, topic: str, names: set[str],
-                    timeout: float = 120) -> list[dict[str, Any]]:  # fmt: skip
+                    timeout: float = 120) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     seen: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         seen = [orjson.loads(r.value or b"{}")
-                for r in read_topic(bootstrap, topic, len(names), timeout=5, settle=1)]  # fmt: skip
+                for r in read_topic(bootstrap, topic, len(names), timeout=5, settle=1)]
         if names <= {a["alert"] for a in seen}:
             return seen
         time.sleep(1)

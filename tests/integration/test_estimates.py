@@ -30,7 +30,7 @@ Topics = Callable[..., str]
 
 
 def sample(rng: np.random.Generator, n: int, *, risky: float = 0.0,
-           concept: bool = False) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+           concept: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Inputs (``risky`` moves x0 up: more risky transactions) and outcomes from one fixed
     relation; ``concept`` adds a pattern the model never saw (low x2 turns fraudulent)."""
     x = np.column_stack([rng.normal(risky, 1.0, n), rng.normal(0, 1, n), rng.normal(0, 1, n)])
@@ -46,14 +46,14 @@ def bundle(folder: Path) -> tuple[Path, LogisticRegression]:
     model = LogisticRegression().fit(x[:20_000], y[:20_000])
     path = write_bundle(folder, model, name=NAME, version=VERSION, task="binary",
                         features=FEATURES, sample=x[20_000:], threshold=THRESHOLD,
-                        reference=x[20_000:], reference_labels=y[20_000:])  # fmt: skip
+                        reference=x[20_000:], reference_labels=y[20_000:])
     return path, model
 
 
 class Monitor:
     def __init__(self, bootstrap: str, topics: dict[str, str], group: str, models: Path,
                  config: Path, windows: str, log: Path,
-                 horizon_s: float = 86_400) -> None:  # fmt: skip
+                 horizon_s: float = 86_400) -> None:
         self.log = log.open("ab")
         self.path = log
         cmd = [sys.executable, "-m", "worker", "monitor", "--bootstrap", bootstrap,
@@ -62,7 +62,7 @@ class Monitor:
                "--stats-topic", topics["stats"], "--group", group, "--instance-id", "est",
                "--models", str(models), "--config", str(config), "--windows", windows,
                "--tick-ms", "500", "--horizon-s", str(horizon_s), "--metrics-port", "0",
-               "--partitions", "2"]  # fmt: skip
+               "--partitions", "2"]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
 
     def stop(self) -> int:
@@ -76,17 +76,17 @@ class Monitor:
 def make_topics(topic_factory: Topics) -> dict[str, str]:
     return {"pred": topic_factory("pred", 2), "labels": topic_factory("labels", 2),
             "metrics": topic_factory("metrics", 1), "alerts": topic_factory("alerts", 1),
-            "stats": topic_factory("stats", 1)}  # fmt: skip
+            "stats": topic_factory("stats", 1)}
 
 
 def predictions(model: LogisticRegression, x: np.ndarray, start_ms: int, size_ms: int,
-                first_id: int, rng: np.random.Generator) -> list[dict[str, Any]]:  # fmt: skip
+                first_id: int, rng: np.random.Generator) -> list[dict[str, Any]]:
     scores = model.predict_proba(x)[:, 1].tolist()
     times = (start_ms + rng.integers(0, size_ms, len(scores))).tolist()
     now = int(time.time() * 1000)
     return [{"id": f"e-{first_id + i}", "score": s, "label": int(s >= THRESHOLD), "model": NAME,
              "model_version": VERSION, "event_ts": t, "scored_at": now}
-            for i, (s, t) in enumerate(zip(scores, times, strict=True))]  # fmt: skip
+            for i, (s, t) in enumerate(zip(scores, times, strict=True))]
 
 
 def send_predictions(bootstrap: str, topic: str, preds: list[dict[str, Any]]) -> None:
@@ -96,7 +96,7 @@ def send_predictions(bootstrap: str, topic: str, preds: list[dict[str, Any]]) ->
 def send_labels(bootstrap: str, topic: str, labels: list[tuple[str, int, int | None]]) -> None:
     produce(bootstrap, topic, ((i.encode(), orjson.dumps(
         {"id": i, "label": y} if ts is None else {"id": i, "label": y, "ts": ts}))
-        for i, y, ts in labels))  # fmt: skip
+        for i, y, ts in labels))
 
 
 def latest_windows(bootstrap: str, topic: str, size: str) -> dict[int, dict[str, Any]]:
@@ -110,7 +110,7 @@ def latest_windows(bootstrap: str, topic: str, size: str) -> dict[int, dict[str,
 
 
 def wait_windows(bootstrap: str, topic: str, size: str, done: Callable[[dict[int, Any]], bool],
-                 what: str, timeout: float = 180) -> dict[int, dict[str, Any]]:  # fmt: skip
+                 what: str, timeout: float = 180) -> dict[int, dict[str, Any]]:
     deadline = time.monotonic() + timeout
     got: dict[int, dict[str, Any]] = {}
     while time.monotonic() < deadline:
@@ -124,7 +124,7 @@ def wait_windows(bootstrap: str, topic: str, size: str, done: Callable[[dict[int
 
 def alerts(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     return [orjson.loads(r.value or b"{}")
-            for r in read_topic(bootstrap, topic, 1, timeout=3, settle=1.0)]  # fmt: skip
+            for r in read_topic(bootstrap, topic, 1, timeout=3, settle=1.0)]
 
 
 GAP_RULE = """
@@ -143,7 +143,7 @@ cooldown_s = 3600
 def test_estimates_before_labels_match_realized_figures_and_the_gap_sees_concept_drift(
     kafka_bootstrap: str, topic_factory: Topics, group_factory: Callable[[], str],
     tmp_path: Path, report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     path, model = bundle(tmp_path / "model")
     config = tmp_path / "monitor.toml"
     config.write_text(GAP_RULE)
@@ -155,7 +155,7 @@ def test_estimates_before_labels_match_realized_figures_and_the_gap_sees_concept
     data = {"base": sample(rng, N), "shifted": sample(rng, N, risky=1.0),
             "concept": sample(rng, N, concept=True)}
     preds = {k: predictions(model, data[k][0], starts[k], FIVE_MIN, j * N, rng)
-             for j, k in enumerate(data)}  # fmt: skip
+             for j, k in enumerate(data)}
     mon = Monitor(kafka_bootstrap, topics, group_factory(), path, config, "5m",
                   tmp_path / "m.log")
     try:
@@ -164,30 +164,30 @@ def test_estimates_before_labels_match_realized_figures_and_the_gap_sees_concept
         before = wait_windows(
             kafka_bootstrap, topics["metrics"], "5m",
             lambda g: all(g.get(s, {}).get("predicted") == N for s in starts.values()),
-            "the predictions did not all reach their windows")  # fmt: skip
+            "the predictions did not all reach their windows")
         assert all(before[s]["count"] == 0 for s in starts.values())  # no label yet
         labels = {k: [(p["id"], int(y), None) for p, y in zip(preds[k], data[k][1], strict=True)]
-                  for k in data}  # fmt: skip
+                  for k in data}
         send_labels(kafka_bootstrap, topics["labels"],
-                    labels["base"] + labels["shifted"] + labels["concept"][: N // 2])  # fmt: skip
+                    labels["base"] + labels["shifted"] + labels["concept"][: N // 2])
         half = wait_windows(
             kafka_bootstrap, topics["metrics"], "5m",
             lambda g: all(g.get(starts[k], {}).get("count") == n for k, n in
                           (("base", N), ("shifted", N), ("concept", N // 2))),
-            "the first labels were not all joined")  # fmt: skip
+            "the first labels were not all joined")
         time.sleep(3)  # a few ticks: the gap rule evaluates the half-labeled window
         assert [a for a in alerts(kafka_bootstrap, topics["alerts"])
-                if a.get("alert") == "concept_gap"] == []  # fmt: skip
+                if a.get("alert") == "concept_gap"] == []
         send_labels(kafka_bootstrap, topics["labels"], labels["concept"][N // 2:])
         after = wait_windows(
             kafka_bootstrap, topics["metrics"], "5m",
             lambda g: all(g.get(s, {}).get("count") == N for s in starts.values()),
-            "the labels were not all joined")  # fmt: skip
+            "the labels were not all joined")
         deadline = time.monotonic() + 30
         fired: list[dict[str, Any]] = []
         while not fired and time.monotonic() < deadline:
             fired = [a for a in alerts(kafka_bootstrap, topics["alerts"])
-                     if a.get("alert") == "concept_gap"]  # fmt: skip
+                     if a.get("alert") == "concept_gap"]
     finally:
         assert mon.stop() == 0, (tmp_path / "m.log").read_text()[-3000:]
     lines = []
@@ -195,7 +195,7 @@ def test_estimates_before_labels_match_realized_figures_and_the_gap_sees_concept
         est, real = before[s], after[s]
         line = f"{k}: " + ", ".join(
             f"{m} est {est[f'est_{m}']:.4f} realized {real[m]:.4f}"
-            for m in ("recall", "precision", "f1", "accuracy", "roc_auc"))  # fmt: skip
+            for m in ("recall", "precision", "f1", "accuracy", "roc_auc"))
         lines.append(line)
         report(f"estimates ({N} events per window) {line}")
     text = "\n".join(lines)
@@ -236,7 +236,7 @@ cooldown_s = 3600
 def test_label_maturity_rises_over_an_accelerated_week_and_min_coverage_waits(
     kafka_bootstrap: str, topic_factory: Topics, group_factory: Callable[[], str],
     tmp_path: Path, report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     """A week of traffic (event times over the last seven days) and its labels, which come
     one to several days later, sent in the order they would arrive: each daily window's
     coverage rises as they come, and the maturity curve says within which delay. A rule
@@ -256,34 +256,34 @@ def test_label_maturity_rises_over_an_accelerated_week_and_min_coverage_waits(
     never = rng.random(n) < 0.03
     label_ts = np.array([p["event_ts"] for p in preds]) + delays
     mon = Monitor(kafka_bootstrap, topics, group_factory(), path, config, "1d",
-                  tmp_path / "m.log", horizon_s=9 * 86_400)  # fmt: skip
+                  tmp_path / "m.log", horizon_s=9 * 86_400)
     curves: list[dict[int, dict[str, Any]]] = []
     try:
         send_predictions(kafka_bootstrap, topics["pred"], preds)
         wait_windows(kafka_bootstrap, topics["metrics"], "1d",
                      lambda g: sum(r["predicted"] for r in g.values()) == n,
-                     "the week's predictions did not all arrive")  # fmt: skip
+                     "the week's predictions did not all arrive")
         sent, known = 0, -np.inf
         # The simulated clock: labels known by day 4, day 6, then all of them.
         for upto in (first + 4 * DAY, first + 6 * DAY, np.inf):
             batch = [(preds[i]["id"], int(y[i]), int(label_ts[i])) for i in range(n)
-                     if not never[i] and known < label_ts[i] <= upto]  # fmt: skip
+                     if not never[i] and known < label_ts[i] <= upto]
             known = upto
             send_labels(kafka_bootstrap, topics["labels"], batch)
             sent += len(batch)
             curves.append(wait_windows(
                 kafka_bootstrap, topics["metrics"], "1d",
                 lambda g, want=sent: sum(r["count"] for r in g.values()) == want,
-                f"{sent} labels were not all joined"))  # fmt: skip
+                f"{sent} labels were not all joined"))
             time.sleep(2)  # ticks: the coverage rule evaluates the latest closed day
             fired = [a for a in alerts(kafka_bootstrap, topics["alerts"])
-                     if a.get("alert") == "recall_when_labeled"]  # fmt: skip
+                     if a.get("alert") == "recall_when_labeled"]
             if upto < np.inf:
                 assert fired == [], (upto, fired)
         deadline = time.monotonic() + 30
         while not fired and time.monotonic() < deadline:
             fired = [a for a in alerts(kafka_bootstrap, topics["alerts"])
-                     if a.get("alert") == "recall_when_labeled"]  # fmt: skip
+                     if a.get("alert") == "recall_when_labeled"]
     finally:
         assert mon.stop() == 0, (tmp_path / "m.log").read_text()[-3000:]
     days = sorted(curves[-1])

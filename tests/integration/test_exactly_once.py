@@ -31,15 +31,15 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def worker_args(bootstrap: str, topics: dict[str, str], group: str, model: Path,
-                guarantee: str, instance: str) -> list[str]:  # fmt: skip
+                guarantee: str, instance: str) -> list[str]:
     return ["--bootstrap", bootstrap, "--input-topic", topics["in"], "--output-topic",
             topics["out"], "--dlq-topic", topics["dlq"], "--group", group, "--model",
             str(model), "--metrics-port", "0", "--batch-max", "500", "--guarantee", guarantee,
-            "--instance-id", instance, "--log-level", "WARNING", *FAST_GROUP]  # fmt: skip
+            "--instance-id", instance, "--log-level", "WARNING", *FAST_GROUP]
 
 
 def outcome(bootstrap: str, topics: dict[str, str], sent: list[bytes],
-            guarantee: str) -> tuple[int, int, int]:  # fmt: skip
+            guarantee: str) -> tuple[int, int, int]:
     """Lost, duplicated (as a read_committed reader sees them), and the records a
     read_uncommitted reader sees on top (outputs of aborted transactions)."""
     outs = [topics["out"], topics["dlq"]]
@@ -57,9 +57,9 @@ def outcome(bootstrap: str, topics: dict[str, str], sent: list[bytes],
 def test_five_kill9_at_random_moments_then_sigterm(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path, guarantee: str, report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     topics = {"in": topic_factory("in", 4), "out": topic_factory("out", 4),
-              "dlq": topic_factory("dlq", 1)}  # fmt: skip
+              "dlq": topic_factory("dlq", 1)}
     group = group_factory()
     args = worker_args(kafka_bootstrap, topics, group, bundle_dir, guarantee, f"k9-{group}")
     feeder = Feeder(kafka_bootstrap, topics["in"], 100_000, rate=3000, bad_every=250)
@@ -92,14 +92,14 @@ def test_five_kill9_at_random_moments_then_sigterm(
 def test_rebalance_one_three_one_workers_mid_stream(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path, guarantee: str, report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     topics = {"in": topic_factory("in", 4), "out": topic_factory("out", 4),
-              "dlq": topic_factory("dlq", 1)}  # fmt: skip
+              "dlq": topic_factory("dlq", 1)}
     group = group_factory()
 
     def start(name: str) -> WorkerProc:
         args = worker_args(kafka_bootstrap, topics, group, bundle_dir, guarantee,
-                           f"{name}-{group}")  # fmt: skip
+                           f"{name}-{group}")
         return WorkerProc(args, tmp_path / f"{name}.log")
 
     feeder = Feeder(kafka_bootstrap, topics["in"], 60_000, rate=2500, bad_every=300)

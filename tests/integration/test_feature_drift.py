@@ -40,7 +40,7 @@ def send(bootstrap: str, topic: str, events: list[dict[str, object]]) -> None:
 def test_a_shifted_feature_ranks_first_and_its_alert_names_it(
     kafka_bootstrap: str, group_factory: Callable[[], str], tmp_path: Path,
     report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     model = train_demo(tmp_path / "model", n=5000)
     run = f"fd-{uuid.uuid4().hex[:8]}"
     t = {k: f"{run}-{k}" for k in ("tx", "pred", "dlq", "metrics", "alerts", "stats", "fs")}
@@ -55,7 +55,7 @@ def test_a_shifted_feature_ranks_first_and_its_alert_names_it(
          "--instance-id", "fd", "--windows", "5m", "--tick-ms", "500",
          "--commit-interval-ms", "200", "--metrics-port", str(port),
          "--state-dir", str(tmp_path / "state")],
-        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     worker = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", t["tx"],
                          "--output-topic", t["pred"], "--dlq-topic", t["dlq"],
                          "--group", group_factory(), "--model", str(model), "--metrics-port",
@@ -92,7 +92,7 @@ def test_a_shifted_feature_ranks_first_and_its_alert_names_it(
         assert all(f == "amount" for name, f in fired if name.startswith("feature_drift")), fired
         metrics = get(port, "/metrics").decode()
         assert 'scoring_feature_psi{feature="amount",model="fraud-demo",model_version="1",' \
-               'window="rolling"}' in metrics  # fmt: skip
+               'window="rolling"}' in metrics
         report(f"feature drift: amount x10 in half of 3,000 events ranked first (rolling PSI "
                f"{top['psi']:.2f}, out of range {top['out_of_range_rate']:.2f}) and alerted; "
                f"{seen:.1f}s from sending to the monitor's figures over all 3,000")

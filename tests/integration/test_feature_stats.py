@@ -37,7 +37,7 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def read_stats(bootstrap: str, topic: str, quiet_s: float = 5.0) -> list[FeatureStats]:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"stats-{time.time_ns()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "isolation.level": "read_committed"})  # fmt: skip
+                  "isolation.level": "read_committed"})
     c.subscribe([topic])
     out, last = [], time.monotonic()
     schema = Draft202012Validator(orjson.loads(
@@ -56,9 +56,9 @@ def read_stats(bootstrap: str, topic: str, quiet_s: float = 5.0) -> list[Feature
 def test_statistics_equal_a_recount_across_a_kill9(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path, guarantee: str, report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     topics = {"in": topic_factory("in", 4), "out": topic_factory("out", 4),
-              "dlq": topic_factory("dlq", 1), "stats": topic_factory("stats", 1)}  # fmt: skip
+              "dlq": topic_factory("dlq", 1), "stats": topic_factory("stats", 1)}
     group = group_factory()
     args = [*worker_args(kafka_bootstrap, topics, group, bundle_dir, guarantee, f"fs-{group}"),
             "--feature-stats-topic", topics["stats"], "--feature-stats-interval-ms", "1000"]
@@ -73,7 +73,7 @@ def test_statistics_equal_a_recount_across_a_kill9(
     feeder.join()
     try:
         read_keys(kafka_bootstrap, [topics["out"], topics["dlq"]], EVENTS, committed_only=True,
-                  timeout=180, settle=0)  # fmt: skip
+                  timeout=180, settle=0)
     finally:
         assert w.stop(signal.SIGTERM) == 0, w.output()[-3000:]
     records = read_stats(kafka_bootstrap, topics["stats"])

@@ -18,7 +18,7 @@ def _java_brokers(state_dir: Path) -> list[str]:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "worker", "kafka-local", *args],
-                          capture_output=True, text=True, timeout=180)  # fmt: skip
+                          capture_output=True, text=True, timeout=180)
 
 
 def test_start_twice_gives_one_broker_and_stop_leaves_none(

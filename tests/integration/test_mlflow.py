@@ -56,7 +56,7 @@ def pipeline(seed: int) -> Any:
     from sklearn.preprocessing import OneHotEncoder
 
     strings = make_pipeline(SimpleImputer(strategy="constant", fill_value="none"),
-                            OneHotEncoder(handle_unknown="ignore"))  # fmt: skip
+                            OneHotEncoder(handle_unknown="ignore"))
     prep = make_column_transformer((SimpleImputer(), ["amount"]), (strings, ["country"]))
     x, y = frame(seed, 2_000)
     return make_pipeline(prep, LogisticRegression(C=1.0 / seed)).fit(x, y)
@@ -72,7 +72,7 @@ def log_version(uri: str, pipe: Any, example: bool) -> str:
         info = mlflow.sklearn.log_model(
             pipe, name="model", signature=infer_signature(x, pipe.predict_proba(x)),
             input_example=x.iloc[:40] if example else None, registered_model_name=NAME,
-            skops_trusted_types=["numpy.dtype"])  # fmt: skip
+            skops_trusted_types=["numpy.dtype"])
     return str(info.registered_model_version)
 
 
@@ -127,7 +127,7 @@ def versions(mlflow_server: MlflowServer) -> dict[str, Any]:
 def worker(
     kafka_bootstrap: str, group_factory: Callable[[], str], mlflow_server: MlflowServer,
     tmp_path: Path,
-) -> Iterator[Callable[..., Any]]:  # fmt: skip
+) -> Iterator[Callable[..., Any]]:
     started: list[WorkerProc] = []
 
     def start(topics: dict[str, str], metrics_port: int = 0) -> WorkerProc:
@@ -138,7 +138,7 @@ def worker(
                         "--mlflow-tracking-uri", mlflow_server.uri,
                         "--mlflow-cache", str(tmp_path / "cache"), "--mlflow-poll-ms", "300",
                         "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port),
-                        "--batch-max", "200"], tmp_path / "worker.log")  # fmt: skip
+                        "--batch-max", "200"], tmp_path / "worker.log")
         started.append(w)
         return w
 
@@ -149,13 +149,13 @@ def worker(
 
 def topics(topic_factory: TopicFactory) -> dict[str, str]:
     return {"in": topic_factory("in", PARTITIONS), "out": topic_factory("out", PARTITIONS),
-            "dlq": topic_factory("dlq", 1), "alerts": topic_factory("alerts", 1)}  # fmt: skip
+            "dlq": topic_factory("dlq", 1), "alerts": topic_factory("alerts", 1)}
 
 
 def test_parity_with_the_pipelines_own_predict_proba(
     kafka_bootstrap: str, topic_factory: TopicFactory, versions: dict[str, Any],
     worker: Callable[..., WorkerProc],
-) -> None:  # fmt: skip
+) -> None:
     t = topics(topic_factory)
     sent = events(0, 2_000)
     p = Producer({"bootstrap.servers": kafka_bootstrap})
@@ -169,7 +169,7 @@ def test_parity_with_the_pipelines_own_predict_proba(
     assert {r["model_version"] for r in records} == {"1"}
     assert {r["model"] for r in records} == {NAME}
     x = pd.DataFrame({"amount": [e.get("amount", np.nan) for e in sent],
-                      "country": [e["country"] for e in sent]})  # fmt: skip
+                      "country": [e["country"] for e in sent]})
     own = versions["1"].predict_proba(x)[:, 1]
     assert x["amount"].isna().any() and x["country"].isna().any()
     expected = {e["id"]: float(s) for e, s in zip(sent, own, strict=True)}
@@ -179,7 +179,7 @@ def test_parity_with_the_pipelines_own_predict_proba(
 
 def test_a_version_without_input_example_takes_its_runs_logged_sample(
     versions: dict[str, Any], mlflow_server: MlflowServer, tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     from mlflow.models import infer_signature
 
     from worker.config import Settings
@@ -190,11 +190,11 @@ def test_a_version_without_input_example_takes_its_runs_logged_sample(
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
             pipe, name="model", signature=infer_signature(x, pipe.predict_proba(x)),
-            registered_model_name=NAME, skops_trusted_types=["numpy.dtype"])  # fmt: skip
+            registered_model_name=NAME, skops_trusted_types=["numpy.dtype"])
         mlflow.log_table(x.iloc[:50], "scoring-sample.json")
     version = str(info.registered_model_version)
     ctx = build_context(Settings(model=f"models:/{NAME}/{version}", mlflow_cache=str(tmp_path),
-                                 mlflow_tracking_uri=mlflow_server.uri))  # fmt: skip
+                                 mlflow_tracking_uri=mlflow_server.uri))
     man = ctx.bundle.manifest
     assert (man.name, man.version) == (NAME, version)
     assert man.self_test is not None and len(man.self_test.events) == 50
@@ -216,14 +216,14 @@ def log_lines(w: WorkerProc) -> list[dict[str, Any]]:
 
 def swapped_to(w: WorkerProc, version: str) -> Callable[[], bool]:
     return lambda: any(r.get("msg") == "model reloaded" and r.get("model_version") == version
-                       for r in log_lines(w))  # fmt: skip
+                       for r in log_lines(w))
 
 
 def test_alias_moves_refusal_and_outage_under_a_stream(
     kafka_bootstrap: str, topic_factory: TopicFactory, versions: dict[str, Any],
     worker: Callable[..., WorkerProc], mlflow_server: MlflowServer,
     report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     t = topics(topic_factory)
     port = free_ports(1)
     w = worker(t, metrics_port=port)
@@ -270,4 +270,4 @@ def test_alias_moves_refusal_and_outage_under_a_stream(
     for p in range(PARTITIONS):
         assert out.versions(p) == ["1", "2", "1"], (p, out.versions(p))
     report(f"MLflow alias: {len(feeder.sent)} events through v1 -> v2 -> (v{v3} refused, "
-           "tracking server down 10 s) -> v1, none lost")  # fmt: skip
+           "tracking server down 10 s) -> v1, none lost")

@@ -37,10 +37,10 @@ def _control(bootstrap: str, topic: str, version: str, sequence: int, ts_ms: int
 def test_the_highest_sequence_wins_over_a_control_record_from_the_future(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     tmp_path: Path, report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     t = {"in": topic_factory("in", 1), "out": topic_factory("out", 1),
          "dlq": topic_factory("dlq", 1), "alerts": topic_factory("alerts", 1),
-         "ctl": topic_factory("ctl", 1, {"cleanup.policy": "compact"})}  # fmt: skip
+         "ctl": topic_factory("ctl", 1, {"cleanup.policy": "compact"})}
     store = ModelStore(tmp_path / "store")
     for v in ("1", "2"):
         store.add(train_demo(tmp_path / f"v{v}", seed=int(v), n=5_000, version=v))
@@ -51,7 +51,7 @@ def test_the_highest_sequence_wins_over_a_control_record_from_the_future(
                     t["out"], "--dlq-topic", t["dlq"], "--group", group_factory(),
                     "--model", str(folder), "--control-topic", t["ctl"], "--alerts-topic",
                     t["alerts"], "--model-poll-ms", "200", "--metrics-port", "0"],
-                   tmp_path / "worker.log")  # fmt: skip
+                   tmp_path / "worker.log")
     rng = np.random.default_rng(5)
     served: list[set[str]] = []
 
@@ -61,12 +61,12 @@ def test_the_highest_sequence_wins_over_a_control_record_from_the_future(
         want = (step + 1) * 200
         preds = read_topic(kafka_bootstrap, t["out"], want, settle=0.3)
         versions = {orjson.loads(p.value or b"")["model_version"] for p in preds
-                    if orjson.loads(p.value or b"")["id"] in {e["id"] for e in events}}  # fmt: skip
+                    if orjson.loads(p.value or b"")["id"] in {e["id"] for e in events}}
         served.append(versions)
         assert versions == {version}, (step, versions)
 
     ctl = ["--store", str(store.root), "--control-topic", t["ctl"], "--bootstrap",
-           kafka_bootstrap]  # fmt: skip
+           kafka_bootstrap]
     try:
         serves("1", 0)
         # A skewed host promotes 2: pointer and record get sequence 1, the record is
@@ -98,4 +98,4 @@ def test_the_highest_sequence_wins_over_a_control_record_from_the_future(
     log = w.output()
     assert "model reload refused" not in log
     report(f"model control by sequence: versions served per step {served} "
-           "(a control record stamped 30 min ahead did not pin the model)")  # fmt: skip
+           "(a control record stamped 30 min ahead did not pin the model)")

@@ -35,14 +35,14 @@ def kinds() -> dict[str, Kind]:
 
 
 def stream(bootstrap: str, topic_factory: TopicFactory, group: str, bundle: Path,
-           events: list[dict[str, Any]], log: Path) -> dict[str, Any]:  # fmt: skip
+           events: list[dict[str, Any]], log: Path) -> dict[str, Any]:
     """Every event through a real worker: id -> score."""
     t = {"in": topic_factory("in", 2), "out": topic_factory("out", 2),
-         "dlq": topic_factory("dlq", 1)}  # fmt: skip
+         "dlq": topic_factory("dlq", 1)}
     produce(bootstrap, t["in"], ((None, orjson.dumps(e)) for e in events))
     w = WorkerProc(["--bootstrap", bootstrap, "--input-topic", t["in"], "--output-topic",
                     t["out"], "--dlq-topic", t["dlq"], "--group", group, "--model", str(bundle),
-                    "--metrics-port", "0"], log)  # fmt: skip
+                    "--metrics-port", "0"], log)
     try:
         preds = read_topic(bootstrap, t["out"], len(events), settle=0.5)
         dead = read_topic(bootstrap, t["dlq"], 0, settle=0.2)
@@ -71,17 +71,17 @@ def test_streamed_scores_equal_the_estimators_own(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     kinds: dict[str, Kind], name: str, runtime: str, tmp_path: Path,
     report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     kind = kinds[name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bundle = write_bundle(tmp_path / "bundle", kind.estimator, name=name, version="1",
                               task=kind.task, sample=kind.rows, features=kind.features,
-                              runtime=runtime)  # type: ignore[arg-type]  # fmt: skip
+                              runtime=runtime)  # type: ignore[arg-type]
     manifest = orjson.loads((bundle / "model.json").read_bytes())
     events = kind.events()
     scores = stream(kafka_bootstrap, topic_factory, group_factory(), bundle, events,
-                    tmp_path / "worker.log")  # fmt: skip
+                    tmp_path / "worker.log")
     assert sorted(scores) == sorted(e["id"] for e in events)
     expected = kind.expected()
     if kind.task == "binary":
@@ -90,9 +90,9 @@ def test_streamed_scores_equal_the_estimators_own(
     worst = float(np.abs(got - expected).max())
     types = sorted({f["type"] for f in manifest["features"]})
     missing = sum(e.get(k) is None for e in events for k in
-                  (f["name"] for f in manifest["features"]))  # fmt: skip
+                  (f["name"] for f in manifest["features"]))
     report(f"parity {name} ({kind.task}, {runtime}, {len(events)} events, types {types}, "
-           f"{missing} missing values): max |stream - estimator| = {worst:.3g}")  # fmt: skip
+           f"{missing} missing values): max |stream - estimator| = {worst:.3g}")
     assert worst <= TOLERANCE[runtime]
     assert same_scores(batch(bundle, events, tmp_path), scores)  # score-file == the stream
 
@@ -111,5 +111,5 @@ def test_onnx_bundles_that_would_not_match_are_refused_when_written(
     with warnings.catch_warnings(), pytest.raises(ValueError, match=fragment):
         warnings.simplefilter("ignore")
         write_bundle(tmp_path, kind.estimator, name=name, version="1", task=kind.task,  # type: ignore[arg-type]
-                     sample=kind.rows, features=kind.features, runtime="onnx")  # fmt: skip
+                     sample=kind.rows, features=kind.features, runtime="onnx")
     assert not (tmp_path / "model.json").exists()

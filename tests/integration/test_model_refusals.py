@@ -47,13 +47,13 @@ BAD = [  # (field, value, the dead letter's message)
 def test_bad_values_of_each_type_are_dead_letters_naming_the_feature(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     df, y = payments(1200, 7)
     model = payments_pipeline().fit(df.iloc[:1000], y[:1000])
     rows = df.iloc[1000:1040].copy()
     rows.iloc[0, rows.columns.get_loc("country")] = "zz"  # unseen: the encoder ignores it
     bundle = write_bundle(tmp_path / "b", model, name="payments", version="1", task="binary",
-                          sample=df.iloc[1000:])  # fmt: skip
+                          sample=df.iloc[1000:])
     good = to_events("ok", rows, None)
     bad = []
     for i, (field, value, _) in enumerate(BAD):
@@ -64,18 +64,18 @@ def test_bad_values_of_each_type_are_dead_letters_naming_the_feature(
             event[field] = value
         bad.append(event)
     t = {"in": topic_factory("in", 1), "out": topic_factory("out", 1),
-         "dlq": topic_factory("dlq", 1)}  # fmt: skip
+         "dlq": topic_factory("dlq", 1)}
     produce(kafka_bootstrap, t["in"], ((None, orjson.dumps(e)) for e in [*good, *bad]))
     w = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", t["in"], "--output-topic",
                     t["out"], "--dlq-topic", t["dlq"], "--group", group_factory(), "--model",
-                    str(bundle), "--metrics-port", "0"], tmp_path / "worker.log")  # fmt: skip
+                    str(bundle), "--metrics-port", "0"], tmp_path / "worker.log")
     try:
         preds = read_topic(kafka_bootstrap, t["out"], len(good), settle=0.5)
         dead = read_topic(kafka_bootstrap, t["dlq"], len(bad), settle=0.5)
     finally:
         assert w.stop() == 0, w.output()[-3000:]
     got = {orjson.loads(d.value or b"")["id"]:
-           (d.headers["dlq.error.kind"], d.headers["dlq.error.message"]) for d in dead}  # fmt: skip
+           (d.headers["dlq.error.kind"], d.headers["dlq.error.message"]) for d in dead}
     assert got == {f"bad-{i}": ("features", message) for i, (_, _, message) in enumerate(BAD)}
     scores = {r["id"]: r["score"] for r in (orjson.loads(p.value or b"") for p in preds)}
     expected = model.predict_proba(rows)[:, 1]
@@ -90,10 +90,10 @@ def test_an_encoder_that_refuses_unknown_categories_makes_them_dead_letters(
     df["channel"] = df["channel"].fillna("none")
     model = payments_pipeline(handle_unknown="error").fit(df.iloc[:1000], y[:1000])
     bundle = write_bundle(tmp_path / "b", model, name="strict", version="1", task="binary",
-                          sample=df.iloc[1000:])  # fmt: skip
+                          sample=df.iloc[1000:])
     features = orjson.loads((bundle / "model.json").read_bytes())["features"]
     assert features[0] == {"name": "country", "type": "string", "missing": False,
-                           "categories": ["de", "fr", "gb", "us"]}  # fmt: skip
+                           "categories": ["de", "fr", "gb", "us"]}
     events = to_events("e", df.iloc[1000:1010], None)
     events[3]["country"] = "zz"
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
@@ -128,13 +128,13 @@ def _hgb_bundle(folder: Path) -> Path:
     x, y = sample_transactions(np.random.default_rng(3), 4000)
     model = HistGradientBoostingClassifier(max_iter=20).fit(x[:3500], y[:3500])
     return write_bundle(folder, model, name=DEMO_MODEL_NAME, version="1", task="binary",
-                        features=DEMO_FEATURES, sample=x[3500:])  # fmt: skip
+                        features=DEMO_FEATURES, sample=x[3500:])
 
 
 def test_broken_bundles_are_refused_at_start_add_and_reload(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         v1 = train_demo(tmp_path / "v1", seed=2, n=5_000)
@@ -145,11 +145,11 @@ def test_broken_bundles_are_refused_at_start_add_and_reload(
     cases = {"2": ("sample", v1, "self-test: event 'self-test-5' scored"),
              "3": ("types", hgb, "needs types its manifest does not trust: "
                                  "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"),
-             "4": ("artifact", v1, "sha256 mismatch for model.skops")}  # fmt: skip
+             "4": ("artifact", v1, "sha256 mismatch for model.skops")}
     broken = {v: _broken(store, src, v, how) for v, (how, src, _) in cases.items()}
     for version, path in broken.items():  # at start: one line, exit 2, before any broker
         done = subprocess.run([sys.executable, "-m", "worker", "run", "--model", str(path),
-                               "--metrics-port", "0"], capture_output=True, text=True)  # fmt: skip
+                               "--metrics-port", "0"], capture_output=True, text=True)
         lines = [line for line in done.stderr.splitlines() if "error:" in line]
         assert done.returncode == 2 and len(lines) == 1, done.stderr
         assert "Traceback" not in done.stderr
@@ -160,19 +160,19 @@ def test_broken_bundles_are_refused_at_start_add_and_reload(
         assert len(err) == 1 and cases[version][2] in err[0]
     t = {"in": topic_factory("in", 1), "out": topic_factory("out", 1),
          "dlq": topic_factory("dlq", 1), "alerts": topic_factory("alerts", 1),
-         "ctl": topic_factory("ctl", 1, {"cleanup.policy": "compact"})}  # fmt: skip
+         "ctl": topic_factory("ctl", 1, {"cleanup.policy": "compact"})}
     w = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", t["in"], "--output-topic",
                     t["out"], "--dlq-topic", t["dlq"], "--group", group_factory(),
                     "--model", str(store.folder(DEMO_MODEL_NAME)), "--control-topic", t["ctl"],
                     "--alerts-topic", t["alerts"], "--model-poll-ms", "200",
-                    "--metrics-port", "0"], tmp_path / "worker.log")  # fmt: skip
+                    "--metrics-port", "0"], tmp_path / "worker.log")
     try:
         for n, version in enumerate(broken, start=1):  # at hot reload, one after the other
             value = orjson.dumps({"name": DEMO_MODEL_NAME, "version": version,
-                                  "sequence": n + 1})  # fmt: skip
+                                  "sequence": n + 1})
             produce(kafka_bootstrap, t["ctl"], [(DEMO_MODEL_NAME.encode(), value)])
             wait_for(lambda n=n: w.output().count("model reload refused") == n, 60,  # type: ignore[misc]
-                     f"refusal {n}")  # fmt: skip
+                     f"refusal {n}")
         alerts = read_topic(kafka_bootstrap, t["alerts"], 3, settle=0.5)
         events, _ = make_events(np.random.default_rng(9), 500, 0, 1_790_000_000_000)
         produce(kafka_bootstrap, t["in"], ((None, orjson.dumps(e)) for e in events))
@@ -180,7 +180,7 @@ def test_broken_bundles_are_refused_at_start_add_and_reload(
     finally:
         assert w.stop() == 0, w.output()[-3000:]
     reasons = {r["model_version"]: r["reason"] for r in
-               (orjson.loads(a.value or b"") for a in alerts)}  # fmt: skip
+               (orjson.loads(a.value or b"") for a in alerts)}
     assert sorted(reasons) == ["2", "3", "4"]
     for version, (_, _, fragment) in cases.items():
         assert fragment in reasons[version]

@@ -52,7 +52,7 @@ class Feeder(threading.Thread):
 
     def run(self) -> None:
         p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5,
-                      "enable.idempotence": True})  # fmt: skip
+                      "enable.idempotence": True})
         rng = np.random.default_rng(17)
         t0 = time.monotonic()
         for k in itertools.count():
@@ -76,7 +76,7 @@ class Collector(threading.Thread):
         super().__init__(daemon=True)
         self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"collect-{topic}",
                            "auto.offset.reset": "earliest",
-                           "enable.auto.commit": False})  # fmt: skip
+                           "enable.auto.commit": False})
         self.c.subscribe([topic])
         self.seen: dict[int, list[tuple[int, str]]] = defaultdict(list)
         self.ids: list[str] = []
@@ -147,10 +147,10 @@ def runs(seq: list[str]) -> list[str]:
 def test_promote_refuse_and_roll_back_under_a_stream(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     trained: dict[str, Path], tmp_path: Path, report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     t = {"in": topic_factory("in", PARTITIONS), "out": topic_factory("out", PARTITIONS),
          "dlq": topic_factory("dlq", 1), "alerts": topic_factory("alerts", 1),
-         "ctl": topic_factory("ctl", 1, {"cleanup.policy": "compact"})}  # fmt: skip
+         "ctl": topic_factory("ctl", 1, {"cleanup.policy": "compact"})}
     store = ModelStore(tmp_path / "store")
     for path in trained.values():
         store.add(path)
@@ -160,7 +160,7 @@ def test_promote_refuse_and_roll_back_under_a_stream(
                     "--group", group_factory(), "--model", str(store.folder(DEMO_MODEL_NAME)),
                     "--control-topic", t["ctl"], "--alerts-topic", t["alerts"],
                     "--model-poll-ms", "200", "--metrics-port", "0", "--batch-max", "500"],
-                   tmp_path / "worker.log")  # fmt: skip
+                   tmp_path / "worker.log")
     feeder, out = Feeder(kafka_bootstrap, t["in"]), Collector(kafka_bootstrap, t["out"])
     feeder.start()
     out.start()
@@ -169,7 +169,7 @@ def test_promote_refuse_and_roll_back_under_a_stream(
 
     def control(version: str) -> None:
         value = orjson.dumps({"name": DEMO_MODEL_NAME, "version": version,
-                              "sequence": next(sequence)})  # fmt: skip
+                              "sequence": next(sequence)})
         produce(kafka_bootstrap, t["ctl"], [(DEMO_MODEL_NAME.encode(), value)])
 
     try:
@@ -182,7 +182,7 @@ def test_promote_refuse_and_roll_back_under_a_stream(
         control("4")
         alerts = read_topic(kafka_bootstrap, t["alerts"], 2, settle=0.5)
         ctl = ["--store", str(store.root), "--control-topic", t["ctl"],
-               "--bootstrap", kafka_bootstrap]  # fmt: skip
+               "--bootstrap", kafka_bootstrap]
         # The pointer catches up with the fleet (above every published sequence) ...
         assert main(["models", "promote", *ctl, DEMO_MODEL_NAME, "2"]) == 0
         assert main(["models", "rollback", *ctl, DEMO_MODEL_NAME]) == 0  # ... and rolls back
@@ -197,7 +197,7 @@ def test_promote_refuse_and_roll_back_under_a_stream(
         out.done.set()
         assert w.stop() == 0, w.output()[-3000:]
     report(f"model reload: {feeder.sent} events in {feeder.seconds:.1f}s "
-           f"({feeder.sent / feeder.seconds:.0f} events/s) through v1 -> v2 -> v1")  # fmt: skip
+           f"({feeder.sent / feeder.seconds:.0f} events/s) through v1 -> v2 -> v1")
     assert dead == []
     assert sorted(out.ids) == sorted(feeder.ids)  # nothing lost, nothing repeated
     for part in range(PARTITIONS):
@@ -209,7 +209,7 @@ def test_promote_refuse_and_roll_back_under_a_stream(
 
 def _check_alerts(alerts: list[Any]) -> None:
     schema = Draft202012Validator(orjson.loads(
-        (ROOT / "schemas" / "model_refusal.schema.json").read_bytes()))  # fmt: skip
+        (ROOT / "schemas" / "model_refusal.schema.json").read_bytes()))
     got = {}
     for a in alerts:
         rec = orjson.loads(a.value or b"")
@@ -224,28 +224,28 @@ def _check_alerts(alerts: list[Any]) -> None:
 def test_a_starting_worker_converges_on_the_latest_control_record(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     trained: dict[str, Path], tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     t = {"in": topic_factory("in", 2), "out": topic_factory("out", 2),
          "dlq": topic_factory("dlq", 1), "alerts": topic_factory("alerts", 1),
-         "ctl": topic_factory("ctl", 1, {"cleanup.policy": "compact"})}  # fmt: skip
+         "ctl": topic_factory("ctl", 1, {"cleanup.policy": "compact"})}
     store = ModelStore(tmp_path / "store")
     for path in trained.values():
         store.add(path)
     store.promote(DEMO_MODEL_NAME, "1")
     value = orjson.dumps({"name": DEMO_MODEL_NAME, "version": "2", "sequence": 2})
     produce(kafka_bootstrap, t["ctl"], [(b"other", b'{"name": "other", "version": "9"}'),
-                                        (DEMO_MODEL_NAME.encode(), value)])  # fmt: skip
+                                        (DEMO_MODEL_NAME.encode(), value)])
     w = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", t["in"],
                     "--output-topic", t["out"], "--dlq-topic", t["dlq"],
                     "--group", group_factory(), "--model", str(store.folder(DEMO_MODEL_NAME)),
                     "--control-topic", t["ctl"], "--alerts-topic", t["alerts"],
                     "--model-poll-ms", "200", "--metrics-port", "0"],
-                   tmp_path / "worker.log")  # fmt: skip
+                   tmp_path / "worker.log")
     try:
         wait_for(reloaded_to(w, "2"), 60, "the swap to v2 from the control topic")
         events, _ = make_events(np.random.default_rng(3), 2_000, 0, 1_790_000_000_000)
         produce(kafka_bootstrap, t["in"],
-                ((e["card_id"].encode(), orjson.dumps(e)) for e in events))  # fmt: skip
+                ((e["card_id"].encode(), orjson.dumps(e)) for e in events))
         preds = read_topic(kafka_bootstrap, t["out"], len(events), settle=1.0)
     finally:
         assert w.stop() == 0, w.output()[-3000:]
@@ -257,16 +257,16 @@ def test_a_starting_worker_converges_on_the_latest_control_record(
 def test_shadow_model_publishes_beside_the_main_output(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     trained: dict[str, Path], tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     t = {"in": topic_factory("in", 2), "out": topic_factory("out", 2),
-         "dlq": topic_factory("dlq", 1), "shadow": topic_factory("shadow", 2)}  # fmt: skip
+         "dlq": topic_factory("dlq", 1), "shadow": topic_factory("shadow", 2)}
     events, _ = make_events(np.random.default_rng(4), 3_000, 0, 1_790_000_000_000)
     produce(kafka_bootstrap, t["in"], ((e["card_id"].encode(), orjson.dumps(e)) for e in events))
     w = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", t["in"],
                     "--output-topic", t["out"], "--dlq-topic", t["dlq"],
                     "--group", group_factory(), "--model", str(trained["1"]),
                     "--shadow-model", str(trained["2"]), "--shadow-topic", t["shadow"],
-                    "--metrics-port", "0"], tmp_path / "worker.log")  # fmt: skip
+                    "--metrics-port", "0"], tmp_path / "worker.log")
     try:
         main = read_topic(kafka_bootstrap, t["out"], len(events), settle=1.0)
         shadow = read_topic(kafka_bootstrap, t["shadow"], len(events), settle=1.0)

@@ -47,7 +47,7 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_bundle(tmp_path_factory.mktemp("bundle") / "fraud-test-1", model,
                         name="fraud-test", version="1", task="binary", features=["a", "b"],
                         sample=x[2000:], reference=x[2000:],
-                        reference_labels=y[2000:])  # fmt: skip
+                        reference_labels=y[2000:])
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def dataset() -> Dataset:
         event_ts = base + int(rng.integers(0, 4 * FIVE_MIN))
         preds.append({"id": f"ev-{i}", "score": p, "label": int(p >= 0.5),
                       "model": "fraud-test", "model_version": version, "event_ts": event_ts,
-                      "scored_at": now})  # fmt: skip
+                      "scored_at": now})
     order = rng.permutation(N)
     never = set(order[: N // 50].tolist())  # 2 % never labeled
     arriving = [i for i in order.tolist() if i not in never]
@@ -73,7 +73,7 @@ def dataset() -> Dataset:
     late = arriving[N // 20 :]
     unknown = [f"ghost-{k}" for k in range(N // 100)]  # 1 % for ids never predicted
     return Dataset(preds, {f"ev-{i}": int(truth[i]) for i in arriving},
-                   [f"ev-{i}" for i in early], [f"ev-{i}" for i in late], unknown)  # fmt: skip
+                   [f"ev-{i}" for i in early], [f"ev-{i}" for i in late], unknown)
 
 
 def expected(ds: Dataset) -> dict[str, dict[str, Any]]:
@@ -95,19 +95,19 @@ def expected(ds: Dataset) -> dict[str, dict[str, Any]]:
                     "recall": skm.recall_score(y, d), "f1": skm.f1_score(y, d),
                     "log_loss": skm.log_loss(y, s, labels=[0, 1]),
                     "brier": skm.brier_score_loss(y, s),
-                    "roc_auc": skm.roc_auc_score(y, s)}  # fmt: skip
+                    "roc_auc": skm.roc_auc_score(y, s)}
     return out
 
 
 class MonitorProc:
     def __init__(self, bootstrap: str, topics: dict[str, str], group: str, instance: str,
-                 log: Path, models: Path | None = None) -> None:  # fmt: skip
+                 log: Path, models: Path | None = None) -> None:
         self.log = log.open("ab")
         args = ["--bootstrap", bootstrap, "--predictions-topic", topics["pred"],
                 "--labels-topic", topics["labels"], "--metrics-topic", topics["metrics"],
                 "--alerts-topic", topics["alerts"], "--stats-topic", topics["stats"],
                 "--group", group, "--instance-id", instance, "--horizon-s", str(HORIZON_S),
-                "--metrics-port", "0", "--partitions", "4"]  # fmt: skip
+                "--metrics-port", "0", "--partitions", "4"]
         if models is not None:
             args += ["--models", str(models)]
         cmd = [sys.executable, "-m", "worker", "monitor", *args]
@@ -124,14 +124,14 @@ class MonitorProc:
 def feed(bootstrap: str, topics: dict[str, str], ds: Dataset) -> None:
     lab = topics["labels"]
     produce(bootstrap, lab, ((i.encode(), orjson.dumps({"id": i, "label": ds.labels[i]}))
-                             for i in ds.early))  # fmt: skip
+                             for i in ds.early))
     produce(bootstrap, topics["pred"], ((f"card-{k % 977}".encode(), orjson.dumps(p))
-                                        for k, p in enumerate(ds.predictions)))  # fmt: skip
+                                        for k, p in enumerate(ds.predictions)))
     rest = [(i, ds.labels[i]) for i in ds.late] + [(g, 1) for g in ds.unknown]
     order = np.random.default_rng(7).permutation(len(rest))
     produce(bootstrap, lab, ((rest[k][0].encode(), orjson.dumps({"id": rest[k][0],
                                                                  "label": rest[k][1]}))
-                             for k in order.tolist()))  # fmt: skip
+                             for k in order.tolist()))
 
 
 def final_stats(bootstrap: str, topic: str) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def final_stats(bootstrap: str, topic: str) -> dict[str, Any]:
 
 def wait_done(bootstrap: str, topics: dict[str, str], ds: Dataset, timeout: float) -> None:
     want = {"joined": len(ds.labels), "expired_predictions": N - len(ds.labels),
-            "unmatched_labels": len(ds.unknown)}  # fmt: skip
+            "unmatched_labels": len(ds.unknown)}
     deadline = time.monotonic() + timeout
     stats: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -200,13 +200,13 @@ UNINTERRUPTED: dict[str, dict[str, Any]] = {}
 def make_topics(topic_factory: Topics) -> dict[str, str]:
     return {"pred": topic_factory("pred", 4), "labels": topic_factory("labels", 4),
             "metrics": topic_factory("metrics", 1), "alerts": topic_factory("alerts", 1),
-            "stats": topic_factory("stats", 1)}  # fmt: skip
+            "stats": topic_factory("stats", 1)}
 
 
 def test_windows_equal_sklearn_with_late_early_missing_and_unknown_labels(
     kafka_bootstrap: str, topic_factory: Topics, group_factory: Callable[[], str],
     dataset: Dataset, tmp_path: Path, calibrated: Path,
-) -> None:  # fmt: skip
+) -> None:
     topics = make_topics(topic_factory)
     mon = MonitorProc(kafka_bootstrap, topics, group_factory(), "solo", tmp_path / "m.log",
                       models=calibrated)
@@ -223,7 +223,7 @@ def test_windows_equal_sklearn_with_late_early_missing_and_unknown_labels(
 def test_kill9_mid_stream_then_restart_gives_the_same_figures(
     kafka_bootstrap: str, topic_factory: Topics, group_factory: Callable[[], str],
     dataset: Dataset, tmp_path: Path, calibrated: Path,
-) -> None:  # fmt: skip
+) -> None:
     topics, group = make_topics(topic_factory), group_factory()
     first = MonitorProc(kafka_bootstrap, topics, group, "one", tmp_path / "first.log", calibrated)
     feed(kafka_bootstrap, topics, dataset)
@@ -246,7 +246,7 @@ def test_kill9_mid_stream_then_restart_gives_the_same_figures(
 def test_two_instances_give_the_same_figures_as_one(
     kafka_bootstrap: str, topic_factory: Topics, group_factory: Callable[[], str],
     dataset: Dataset, tmp_path: Path, calibrated: Path,
-) -> None:  # fmt: skip
+) -> None:
     """The second instance joins mid-stream: the rebalance moves partitions (and their
     state) while transactions are in flight, and the figures must not notice."""
     topics, group = make_topics(topic_factory), group_factory()
@@ -273,7 +273,7 @@ def test_two_instances_give_the_same_figures_as_one(
 def test_predictions_carrying_their_own_label_join_without_a_labels_topic(
     kafka_bootstrap: str, topic_factory: Topics, group_factory: Callable[[], str],
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     topics = make_topics(topic_factory)
     rng = np.random.default_rng(3)
     now = int(time.time() * 1000)
@@ -281,7 +281,7 @@ def test_predictions_carrying_their_own_label_join_without_a_labels_topic(
     scores = rng.random(2000)
     preds = [{"id": f"r-{i}", "score": float(s), "label": int(s >= 0.5), "model": "replay",
               "model_version": "7", "event_ts": start + i, "scored_at": now,
-              "true_label": int(rng.random() < s)} for i, s in enumerate(scores)]  # fmt: skip
+              "true_label": int(rng.random() < s)} for i, s in enumerate(scores)]
     produce(kafka_bootstrap, topics["pred"], ((None, orjson.dumps(p)) for p in preds))
     topics["labels"] = ""  # no labels topic at all
     mon = MonitorProc(kafka_bootstrap, topics, group_factory(), "replay", tmp_path / "m.log")

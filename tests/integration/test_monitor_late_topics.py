@@ -34,7 +34,7 @@ def readyz(port: int) -> int | None:
 def test_monitor_and_worker_started_before_any_topic_exists_pick_them_up(
     kafka_bootstrap: str, group_factory: Callable[[], str], tmp_path: Path,
     report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     model = train_demo(tmp_path / "model", n=5000)
     run = f"late-{uuid.uuid4().hex[:8]}"
     t = {k: f"{run}-{k}" for k in ("tx", "pred", "dlq", "labels", "metrics", "alerts", "stats")}
@@ -48,26 +48,26 @@ def test_monitor_and_worker_started_before_any_topic_exists_pick_them_up(
          "--stats-topic", t["stats"], "--group", group, "--instance-id", "late",
          "--windows", "5m", "--tick-ms", "500", "--commit-interval-ms", "200",
          "--metrics-port", str(port), "--state-dir", str(tmp_path / "state")],
-        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     worker = None
     try:
         deadline = time.monotonic() + 60
         while "waiting for input topics" not in (tmp_path / "monitor.log").read_text():
             assert monitor.poll() is None and time.monotonic() < deadline, \
-                (tmp_path / "monitor.log").read_text()[-3000:]  # fmt: skip
+                (tmp_path / "monitor.log").read_text()[-3000:]
             time.sleep(0.2)
         assert readyz(port) == 503  # alive, but blind until its inputs exist
         worker = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", t["tx"],
                              "--output-topic", t["pred"], "--dlq-topic", t["dlq"],
                              "--group", group_factory(), "--model", str(model),
-                             "--metrics-port", "0"], tmp_path / "worker.log")  # fmt: skip
+                             "--metrics-port", "0"], tmp_path / "worker.log")
         time.sleep(3)
         started = time.monotonic()
         fed = subprocess.run(
             [sys.executable, "-m", "worker", "produce-demo", "--bootstrap", kafka_bootstrap,
              "--topic", t["tx"], "--count", "3000", "--rate", "1000",
              "--labels-topic", t["labels"], "--label-delay", "0.5"],
-            capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+            capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert fed.returncode == 0, fed.stderr
         joined, seen_after = 0, None
         while time.monotonic() - started < 60:
@@ -83,7 +83,7 @@ def test_monitor_and_worker_started_before_any_topic_exists_pick_them_up(
         windows = read_topic(kafka_bootstrap, t["metrics"], 1, timeout=10, settle=1)
         assert any(orjson.loads(r.value or b"{}")["count"] > 0 for r in windows)
         report(f"late topics: monitor's first joined figures {seen_after:.1f}s after traffic "
-               f"began ({joined} joined); /readyz 503 while it waited")  # fmt: skip
+               f"began ({joined} joined); /readyz 503 while it waited")
     finally:
         monitor.send_signal(signal.SIGTERM)
         code = monitor.wait(60)

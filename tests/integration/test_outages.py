@@ -38,10 +38,10 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def start_worker(broker: PrivateBroker, name: str, model: Path, guarantee: str,
-                 log: Path) -> tuple[WorkerProc, dict[str, str], int]:  # fmt: skip
+                 log: Path) -> tuple[WorkerProc, dict[str, str], int]:
     topics = {k: f"{name}-{k}" for k in ("in", "out", "dlq")}
     kafka_io.create_topics(broker.bootstrap, {topics["in"]: 4, topics["out"]: 4,
-                                              topics["dlq"]: 1})  # fmt: skip
+                                              topics["dlq"]: 1})
     port = free_port()
     w = WorkerProc(["--bootstrap", broker.bootstrap, "--input-topic", topics["in"],
                     "--output-topic", topics["out"], "--dlq-topic", topics["dlq"],
@@ -51,7 +51,7 @@ def start_worker(broker: PrivateBroker, name: str, model: Path, guarantee: str,
                     # once the old session expires: the readiness figures depend on it
                     # (10 s, the default, stated here so that they stay comparable).
                     "--session-timeout-s", "10"],
-                   log)  # fmt: skip
+                   log)
     return w, topics, port
 
 
@@ -81,9 +81,9 @@ def healthz_failures(probes: ProbeLog) -> list[tuple[float, int, int]]:
 
 def test_stop_20s_then_kill9_40s_mid_stream(
     broker: PrivateBroker, bundle_dir: Path, tmp_path: Path, report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     w, topics, port = start_worker(broker, "outage-alo", bundle_dir, "at-least-once",
-                                   tmp_path / "w.log")  # fmt: skip
+                                   tmp_path / "w.log")
     probes = ProbeLog(port)
     probes.start()
     wait_for(lambda: probes.rows and probes.rows[-1][2] == 200, 60, "/readyz 200")
@@ -96,7 +96,7 @@ def test_stop_20s_then_kill9_40s_mid_stream(
     feeder.join()
     try:
         seen = read_keys(broker.bootstrap, [topics["out"], topics["dlq"]], len(feeder.sent),
-                         timeout=180)  # fmt: skip
+                         timeout=180)
     finally:
         probes.stopped = True
         code = w.stop()
@@ -121,9 +121,9 @@ def test_stop_20s_then_kill9_40s_mid_stream(
 
 def test_broker_restart_mid_stream_exactly_once(
     broker: PrivateBroker, bundle_dir: Path, tmp_path: Path, report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     w, topics, port = start_worker(broker, "outage-eos", bundle_dir, "exactly-once",
-                                   tmp_path / "w.log")  # fmt: skip
+                                   tmp_path / "w.log")
     probes = ProbeLog(port)
     probes.start()
     wait_for(lambda: probes.rows and probes.rows[-1][2] == 200, 60, "/readyz 200")
@@ -134,7 +134,7 @@ def test_broker_restart_mid_stream_exactly_once(
     feeder.join()
     try:
         seen = read_keys(broker.bootstrap, [topics["out"], topics["dlq"]], len(feeder.sent),
-                         committed_only=True, timeout=180)  # fmt: skip
+                         committed_only=True, timeout=180)
     finally:
         probes.stopped = True
         code = w.stop()

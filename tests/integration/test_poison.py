@@ -23,7 +23,7 @@ from worker.devtools.demo_run import free_port
 TopicFactory = Callable[..., str]
 BIG_TOPIC = {"max.message.bytes": "10485760"}
 DLQ_SCHEMA = Draft202012Validator(orjson.loads((ROOT / "schemas" / "dead_letter.schema.json")
-                                               .read_bytes()))  # fmt: skip
+                                               .read_bytes()))
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +32,15 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def args(bootstrap: str, t_in: str, t_out: str, t_dlq: str, group: str, model: Path,
-         *extra: str) -> list[str]:  # fmt: skip
+         *extra: str) -> list[str]:
     return ["--bootstrap", bootstrap, "--input-topic", t_in, "--output-topic", t_out,
             "--dlq-topic", t_dlq, "--group", group, "--model", str(model),
-            "--schema", str(ROOT / "schemas" / "transaction.schema.json"), *extra]  # fmt: skip
+            "--schema", str(ROOT / "schemas" / "transaction.schema.json"), *extra]
 
 
 def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
     p = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 10_000_000,
-                  "linger.ms": 5})  # fmt: skip
+                  "linger.ms": 5})
     for key, value in items:
         p.produce(topic, value, key)
         p.poll(0)
@@ -66,18 +66,18 @@ def good_events(start: int, n: int) -> list[tuple[bytes, bytes]]:
 def test_large_records_become_fitted_dead_letters_across_a_kill(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path, report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     t_in = topic_factory("in", 1, BIG_TOPIC)
     t_out, t_dlq = topic_factory("out", 1), topic_factory("dlq", 1)
     pills = poison_pills()
     sent = good_events(0, 200) + pills[:2] + good_events(1000, 2000) + pills[2:] + \
-        good_events(5000, 2000)  # fmt: skip
+        good_events(5000, 2000)
     produce(kafka_bootstrap, t_in, sent)
     a = args(kafka_bootstrap, t_in, t_out, t_dlq, group_factory(), bundle_dir, "--metrics-port",
-             "0", "--batch-max", "100")  # fmt: skip
+             "0", "--batch-max", "100")
     first = WorkerProc(a, tmp_path / "first.log")
     wait_for(lambda: len(read_topic(kafka_bootstrap, t_dlq, 2, timeout=2, settle=0)) >= 2, 90,
-             "the first two big records dead-lettered")  # fmt: skip
+             "the first two big records dead-lettered")
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
     second = WorkerProc(a, tmp_path / "second.log")
     try:
@@ -117,13 +117,13 @@ def metric(port: int, name: str, labels: str = "") -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     prefix = f"{name}{{{labels}}} " if labels else name
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(prefix) and not line.startswith(name + "_"))  # fmt: skip
+               if line.startswith(prefix) and not line.startswith(name + "_"))
 
 
 def test_keyless_outputs_for_compacted_topics_are_dead_lettered_or_dropped(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path, report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     # A compacted topic refuses records without a key (INVALID_RECORD, and with them the
     # rest of their record batch); the worker sees that at start and never sends them.
     compact = {"cleanup.policy": "compact"}
@@ -140,10 +140,10 @@ def test_keyless_outputs_for_compacted_topics_are_dead_lettered_or_dropped(
     produce(kafka_bootstrap, t_in, items)  # type: ignore[arg-type]
     port, group = free_port(), group_factory()
     w = WorkerProc(args(kafka_bootstrap, t_in, t_out, t_dlq, group, bundle_dir, "--metrics-port",
-                        str(port), "--batch-max", "50"), tmp_path / "w.log")  # fmt: skip
+                        str(port), "--batch-max", "50"), tmp_path / "w.log")
     try:
         wait_for(lambda: committed(kafka_bootstrap, group, t_in) == len(items), 90,
-                 "every input offset committed")  # fmt: skip
+                 "every input offset committed")
         dropped = metric(port, "scoring_outputs_dropped_total")
         preds = read_topic(kafka_bootstrap, t_out, 595, timeout=30)
         dead = read_topic(kafka_bootstrap, t_dlq, 2, timeout=30)
@@ -163,7 +163,7 @@ def lower_limit(bootstrap: str, topic: str, max_bytes: int) -> None:
 
     res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
         ConfigEntry("max.message.bytes", str(max_bytes),
-                    incremental_operation=AlterConfigOpType.SET)])  # fmt: skip
+                    incremental_operation=AlterConfigOpType.SET)])
     client = AdminClient({"bootstrap.servers": bootstrap})  # alive until the result came
     for fut in client.incremental_alter_configs([res]).values():
         fut.result(30)
@@ -173,15 +173,15 @@ def lower_limit(bootstrap: str, topic: str, max_bytes: int) -> None:
 def test_records_the_broker_refuses_become_dead_letters_and_batch_mates_survive(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path, guarantee: str, report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     # The dead-letter topic's limit drops below what the start-up check saw: the broker
     # refuses whole record batches (MESSAGE_TOO_LARGE), innocent dead letters included.
     t_in, t_out, t_dlq = topic_factory("in", 1), topic_factory("out", 1), topic_factory("dlq", 1)
     port, group = free_port(), group_factory()
     extra = ["--metrics-port", str(port), "--batch-max", "200", "--guarantee", guarantee,
-             "--instance-id", f"refused-{group}"]  # fmt: skip
+             "--instance-id", f"refused-{group}"]
     w = WorkerProc(args(kafka_bootstrap, t_in, t_out, t_dlq, group, bundle_dir, *extra),
-                   tmp_path / "w.log")  # fmt: skip
+                   tmp_path / "w.log")
     try:
         produce(kafka_bootstrap, t_in, good_events(0, 10))
         assert len(read_topic(kafka_bootstrap, t_out, 10, settle=0, committed_only=True)) >= 10
@@ -197,7 +197,7 @@ def test_records_the_broker_refuses_become_dead_letters_and_batch_mates_survive(
                 items.append((key, value))
         produce(kafka_bootstrap, t_in, items)
         wait_for(lambda: committed(kafka_bootstrap, group, t_in) == 1010, 120,
-                 "every input offset committed")  # fmt: skip
+                 "every input offset committed")
         aborted = metric(port, "scoring_transactions_total", 'result="aborted"')
         preds = read_topic(kafka_bootstrap, t_out, 960, timeout=30, committed_only=True)
         dead = read_topic(kafka_bootstrap, t_dlq, 50, timeout=30, committed_only=True)
@@ -207,7 +207,7 @@ def test_records_the_broker_refuses_become_dead_letters_and_batch_mates_survive(
     big = {k for k, v in items if len(v) > 40_000}
     assert {k for k, kind in kinds.items() if kind == "too_large"} == big
     assert {k for k, kind in kinds.items() if kind == "decode"} == \
-        {k for k, v in items if len(v) < 40_000 and not v.endswith(b"}")}  # fmt: skip
+        {k for k, v in items if len(v) < 40_000 and not v.endswith(b"}")}
     assert {p.key for p in preds} >= {k for k, v in items if v.endswith(b"}")}
     if guarantee == "exactly-once":
         assert len(preds) == 960 and len(dead) == 50  # each once, nothing aborted visible

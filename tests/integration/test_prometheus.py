@@ -113,7 +113,7 @@ class Prometheus:
 def job_names() -> list[str]:
     """The job names of deploy/prometheus.yml, which the alert rules match on."""
     return re.findall(r"^\s*-\s*job_name:\s*(\S+)\s*$", (DEPLOY / "prometheus.yml").read_text(),
-                      re.M)  # fmt: skip
+                      re.M)
 
 
 def prometheus_config(worker_port: int, monitor_port: int) -> str:
@@ -130,7 +130,7 @@ def prometheus_config(worker_port: int, monitor_port: int) -> str:
         "scrape_configs": [{"job_name": job,
                             "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
                            for job, port in targets.items()],
-    }, indent=2)  # fmt: skip
+    }, indent=2)
 
 
 def dashboard_queries() -> list[str]:
@@ -150,7 +150,7 @@ def dashboard_queries() -> list[str]:
     for path in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json")):
         walk(json.loads(path.read_text()))
     return [q.replace("$__rate_interval", "15s").replace("$__interval", "5s")
-            .replace("$model", ".*") for q in found]  # fmt: skip
+            .replace("$model", ".*") for q in found]
 
 
 def wait_until(what: str, probe: Callable[[], Any], deadline: float) -> Any:
@@ -171,14 +171,14 @@ def wait_until(what: str, probe: Callable[[], Any], deadline: float) -> Any:
 def stack(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     tmp_path: Path,
-) -> Iterator[dict[str, Any]]:  # fmt: skip
+) -> Iterator[dict[str, Any]]:
     """Worker, monitor, demo producer and Prometheus, all stopped at the end."""
     prometheus, promtool = tool("prometheus"), tool("promtool")
     model = train_demo(tmp_path / "fraud", seed=3, n=20_000)
     t = {"in": topic_factory("in", 4), "out": topic_factory("out", 4),
          "dlq": topic_factory("dlq", 1), "labels": topic_factory("labels", 4),
          "metrics": topic_factory("metrics", 1), "alerts": topic_factory("alerts", 1),
-         "stats": topic_factory("stats", 1)}  # fmt: skip
+         "stats": topic_factory("stats", 1)}
     worker_port, monitor_port, prom_port = free_port(), free_port(), free_port()
     monitor_group = group_factory()
     procs: list[Proc | WorkerProc] = []
@@ -188,7 +188,7 @@ def stack(
                              "--group", group_factory(), "--model", str(model),
                              "--schema", str(ROOT / "schemas" / "transaction.schema.json"),
                              "--metrics-port", str(worker_port), "--stats-interval-ms", "1000"],
-                            tmp_path / "worker.log")  # fmt: skip
+                            tmp_path / "worker.log")
         procs.append(worker)
         monitor = Proc([sys.executable, "-m", "worker", "monitor", "--bootstrap", kafka_bootstrap,
                         "--predictions-topic", t["out"], "--labels-topic", t["labels"],
@@ -196,17 +196,17 @@ def stack(
                         "--stats-topic", t["stats"], "--group", monitor_group,
                         "--instance-id", "prom-test", "--models", str(model),
                         "--partitions", "2", "--horizon-s", "60", "--tick-ms", "1000",
-                        "--metrics-port", str(monitor_port)], tmp_path / "monitor.log")  # fmt: skip
+                        "--metrics-port", str(monitor_port)], tmp_path / "monitor.log")
         procs.append(monitor)
         config = tmp_path / "prometheus.yml"
         config.write_text(prometheus_config(worker_port, monitor_port))
         check = subprocess.run([promtool, "check", "config", str(config)], capture_output=True,
-                               text=True, timeout=60)  # fmt: skip
+                               text=True, timeout=60)
         assert check.returncode == 0, check.stdout + check.stderr
         server = Proc([prometheus, f"--config.file={config}",
                        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                        f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-                      tmp_path / "prometheus.log")  # fmt: skip
+                      tmp_path / "prometheus.log")
         procs.append(server)
 
         def worker_ready() -> bool:
@@ -223,12 +223,12 @@ def stack(
                          kafka_bootstrap, "--topic", t["in"], "--labels-topic", t["labels"],
                          "--label-delay", "1", "--count", "60000", "--rate", "1000",
                          "--bad-every", "200", "--seed", "3"],
-                        tmp_path / "producer.log")  # fmt: skip
+                        tmp_path / "producer.log")
         procs.append(producer)
         yield {"prometheus": Prometheus(f"http://127.0.0.1:{prom_port}"), "promtool": promtool,
                "worker_port": worker_port, "monitor_port": monitor_port,
                "procs": {"worker": worker, "monitor": monitor, "prometheus": server,
-                         "producer": producer}}  # fmt: skip
+                         "producer": producer}}
     finally:
         codes = {}
         for p in reversed(procs):  # producer first, Prometheus, then monitor and worker
@@ -275,7 +275,7 @@ def test_prometheus_scrapes_worker_and_monitor_and_evaluates_the_rules(
 
     throughput_q = "sum(rate(scoring_events_scored_total[10s]))"
     latency_q = ("histogram_quantile(0.99, sum by (le) "
-                 "(rate(scoring_end_to_end_latency_seconds_bucket[10s])))")  # fmt: skip
+                 "(rate(scoring_end_to_end_latency_seconds_bucket[10s])))")
     p50_q = latency_q.replace("0.99", "0.5")
     accuracy_q = 'scoring_model_accuracy_ratio{window="rolling"}'
 
@@ -323,7 +323,7 @@ def test_prometheus_scrapes_worker_and_monitor_and_evaluates_the_rules(
     assert names == want
     wait_until("every rule evaluated", lambda: all(
         r.get("lastEvaluation", "").startswith("20") for g in prom.api("rules")["groups"]
-        for r in g["rules"]), deadline)  # fmt: skip
+        for r in g["rules"]), deadline)
     for g in prom.api("rules")["groups"]:
         for r in g["rules"]:
             assert r["health"] == "ok", (r["name"], r.get("lastError"))
@@ -337,7 +337,7 @@ def test_prometheus_scrapes_worker_and_monitor_and_evaluates_the_rules(
     for name in ("worker", "monitor"):
         body = http_get(f"http://127.0.0.1:{stack[name + '_port']}/metrics")
         lint = subprocess.run([stack["promtool"], "check", "metrics"], input=body,
-                              capture_output=True, timeout=60)  # fmt: skip
+                              capture_output=True, timeout=60)
         out = (lint.stdout + lint.stderr).decode()
         assert lint.returncode == 0, f"promtool check metrics on the {name}: {out}"
         assert b"scoring_" in body
@@ -350,7 +350,7 @@ def test_prometheus_scrapes_worker_and_monitor_and_evaluates_the_rules(
         ("accuracy", accuracy_q), ("labeled", 'scoring_model_labeled_events{window="rolling"}'),
         ("auc", 'scoring_model_roc_auc_ratio{window="rolling"}'),
         ("psi", 'scoring_model_score_psi{window="rolling"}'),
-        ("lag", "sum(scoring_consumer_lag_messages)"))}  # fmt: skip
+        ("lag", "sum(scoring_consumer_lag_messages)"))}
     assert (steady["throughput"] or 0) > 0, steady
     assert 0 < (steady["p50"] or 0) <= (steady["p99"] or 0) < 5, steady
     assert 0 <= (steady["accuracy"] or -1) <= 1, steady
@@ -365,13 +365,13 @@ def test_prometheus_scrapes_worker_and_monitor_and_evaluates_the_rules(
 
     report(f"prometheus (first, {seen_after:.1f}s after start): {throughput:.0f} events/s scored,"
            f" latency p50 {ms(latency_p50)} p99 {ms(latency_p99)}, rolling accuracy {acc:.3f}"
-           f" over {labeled:.0f} labeled, consumer lag {lag:.0f}")  # fmt: skip
+           f" over {labeled:.0f} labeled, consumer lag {lag:.0f}")
     fmt = {"throughput": "{:.0f} events/s", "p50": "p50 {}", "p99": "p99 {}",
            "accuracy": "accuracy {:.3f}", "labeled": "{:.0f} labeled", "auc": "ROC AUC {:.3f}",
-           "psi": "PSI {:.4f}", "lag": "lag {:.0f}"}  # fmt: skip
+           "psi": "PSI {:.4f}", "lag": "lag {:.0f}"}
     shown = [fmt[k].format(ms(v) if k in ("p50", "p99") else v) if v is not None else f"{k} -"
-             for k, v in steady.items()]  # fmt: skip
+             for k, v in steady.items()]
     report(f"prometheus (steady, {time.monotonic() - t0:.1f}s): {', '.join(shown)};"
            f" {len(rules)} rules ok (firing: {', '.join(firing) or 'none'};"
         f" pending: {', '.join(pending) or 'none'}),"
-           f" {len(queries)} dashboard queries ok, promtool check metrics ok on both")  # fmt: skip
+           f" {len(queries)} dashboard queries ok, promtool check metrics ok on both")

@@ -44,7 +44,7 @@ def one_at_a_time() -> Iterator[None]:
 
 def _shell(line: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+                          text=True, timeout=600)
 
 
 def test_the_quick_start_works_as_written(
@@ -63,7 +63,7 @@ def test_the_quick_start_works_as_written(
             if "second terminal" in line:
                 worker = subprocess.Popen(["bash", "-c", f"exec {line.split('#')[0]}"],
                                           cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                          stderr=log, text=True)  # fmt: skip
+                                          stderr=log, text=True)
             elif line.startswith("curl"):
                 _until_scored(line, tmp_path, env, 2000, worker)
             else:
@@ -81,7 +81,7 @@ def test_the_quick_start_works_as_written(
 
 
 def _until_scored(line: str, cwd: Path, env: dict[str, str], n: int,
-                  worker: subprocess.Popen[str] | None) -> None:  # fmt: skip
+                  worker: subprocess.Popen[str] | None) -> None:
     deadline = time.monotonic() + 120
     shown = ""
     while time.monotonic() < deadline:

@@ -19,7 +19,7 @@ AVRO = '{"type": "record", "name": "Txn", "fields": [{"name": "id", "type": "str
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "worker", "registry-local", *args],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_the_session_registry_speaks_confluents_api(
@@ -30,14 +30,14 @@ def test_the_session_registry_speaks_confluents_api(
     assert client.get_schema(registered).schema_str is not None
     assert "registry-local-value" in client.get_subjects()
     status = _cli("status", "--port", str(schema_registry.port),
-                  "--state-dir", str(schema_registry.state_root))  # fmt: skip
+                  "--state-dir", str(schema_registry.state_root))
     assert status.returncode == 0 and "running at" in status.stdout, status
 
 
 def test_start_twice_status_stop_reset(
     tmp_path: Path, schema_registry: registry_local.LocalRegistry,
     report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     # schema_registry first: the session's registry filled the distribution cache.
     port = free_ports(1)
     common = ("--port", str(port), "--state-dir", str(tmp_path / "state"))

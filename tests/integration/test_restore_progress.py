@@ -19,7 +19,7 @@ def test_restore_reports_records_and_share_as_it_reads(
     seen: list[tuple[bool, float]] = []
     n = 0
     for _key, _value, _offset in read_changelog(Connection(kafka_bootstrap), topic, 0,
-                                                watch=health.restore):  # fmt: skip
+                                                watch=health.restore):
         n += 1
         if n % 2500 == 0:
             seen.append((health.ready(), health.restore.share()))

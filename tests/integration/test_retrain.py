@@ -52,7 +52,7 @@ def store(champion: Path, tmp_path: Path) -> ModelStore:
 
 
 def feed(bootstrap: str, tx: str, labels: str | None, n: int, drifted: bool, seed: int = 5,
-         label: Callable[[int], int] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+         label: Callable[[int], int] | None = None) -> list[dict[str, Any]]:
     """Demo events stamped T0 + i ms (and their labels, unless ``labels`` is None)."""
     events, truth = make_events(np.random.default_rng(seed), n, 0, T0, drifted=drifted)
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
@@ -70,29 +70,29 @@ def feed(bootstrap: str, tx: str, labels: str | None, n: int, drifted: bool, see
 def settings(bootstrap: str, store: ModelStore, t: dict[str, str], **kw: Any) -> RetrainSettings:
     return RetrainSettings(bootstrap=bootstrap, model=str(store.folder(DEMO_MODEL_NAME)),
                            input_topic=t["tx"], labels_topic=t["labels"],
-                           alerts_topic=t.get("alerts", "none"), **kw)  # fmt: skip
+                           alerts_topic=t.get("alerts", "none"), **kw)
 
 
 def cli(s: RetrainSettings, *args: str) -> subprocess.CompletedProcess[str]:
     flags = ["--bootstrap", s.bootstrap, "--model", s.model, "--input-topic", s.input_topic,
-             "--labels-topic", s.labels_topic, "--alerts-topic", s.alerts_topic]  # fmt: skip
+             "--labels-topic", s.labels_topic, "--alerts-topic", s.alerts_topic]
     if s.control_topic:
         flags += ["--control-topic", s.control_topic]
     return subprocess.run([sys.executable, "-m", "worker", "retrain", *flags, *args],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
 @pytest.fixture
 def topics(topic_factory: TopicFactory) -> Iterator[dict[str, str]]:
     yield {"tx": topic_factory("tx", 2, KEEP), "labels": topic_factory("labels", 2, KEEP),
            "alerts": topic_factory("alerts", 1),
-           "ctl": topic_factory("ctl", 1, {"cleanup.policy": "compact"})}  # fmt: skip
+           "ctl": topic_factory("ctl", 1, {"cleanup.policy": "compact"})}
 
 
 def test_a_worse_candidate_is_not_promoted_and_the_record_says_why(
     kafka_bootstrap: str, topics: dict[str, str], store: ModelStore,
     report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     # Healthy traffic: the champion (100,000 rows) is near the best a linear model does;
     # a candidate fit on 8,400 of these rows cannot beat it by the policy's margin.
     feed(kafka_bootstrap, topics["tx"], topics["labels"], 12_000, drifted=False)
@@ -128,7 +128,7 @@ def self_test_scores(path: Path) -> tuple[list[dict[str, Any]], np.ndarray]:
 
 def test_the_same_range_and_seed_give_the_same_candidate(
     kafka_bootstrap: str, topics: dict[str, str], store: ModelStore,
-) -> None:  # fmt: skip
+) -> None:
     events = feed(kafka_bootstrap, topics["tx"], topics["labels"], 12_000, drifted=True)
     s = settings(kafka_bootstrap, store, topics, seed=7)
     window = TimeRange(T0, T0 + 12_000)
@@ -149,7 +149,7 @@ def test_the_same_range_and_seed_give_the_same_candidate(
 @pytest.mark.parametrize("case", ["empty range", "no labels", "one class"])
 def test_bad_input_ends_with_one_line_and_exit_2(
     kafka_bootstrap: str, topics: dict[str, str], store: ModelStore, case: str,
-) -> None:  # fmt: skip
+) -> None:
     if case != "empty range":
         labels = None if case == "no labels" else topics["labels"]
         feed(kafka_bootstrap, topics["tx"], labels, 3_000, drifted=False, label=lambda i: 0)
@@ -160,7 +160,7 @@ def test_bad_input_ends_with_one_line_and_exit_2(
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("scoring-worker retrain: error: "), lines
     want = {"empty range": "no events in", "no labels": "no labeled rows",
-            "one class": "one class only"}[case]  # fmt: skip
+            "one class": "one class only"}[case]
     assert want in lines[0]
     assert [v.version for v in store.list()] == ["1"]  # nothing written
 
@@ -168,17 +168,17 @@ def test_bad_input_ends_with_one_line_and_exit_2(
 def test_shadow_makes_the_candidate_every_workers_shadow_model(
     kafka_bootstrap: str, topics: dict[str, str], topic_factory: TopicFactory,
     group_factory: Callable[[], str], store: ModelStore, tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     feed(kafka_bootstrap, topics["tx"], topics["labels"], 12_000, drifted=True)
     t = {"in": topic_factory("in", 2), "out": topic_factory("out", 2),
-         "shadow": topic_factory("shadow", 2), "dlq": topic_factory("dlq", 1)}  # fmt: skip
+         "shadow": topic_factory("shadow", 2), "dlq": topic_factory("dlq", 1)}
     w = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", t["in"],
                     "--output-topic", t["out"], "--dlq-topic", t["dlq"],
                     "--shadow-topic", t["shadow"], "--group", group_factory(),
                     "--model", str(store.folder(DEMO_MODEL_NAME)),
                     "--control-topic", topics["ctl"], "--alerts-topic", topics["alerts"],
                     "--model-poll-ms", "200", "--metrics-port", "0"],
-                   tmp_path / "worker.log")  # fmt: skip
+                   tmp_path / "worker.log")
     try:
         s = settings(kafka_bootstrap, store, topics, control_topic=topics["ctl"])
         done = cli(s, "--from", str(T0), "--to", str(T0 + 12_000), "--shadow")
@@ -188,13 +188,13 @@ def test_shadow_makes_the_candidate_every_workers_shadow_model(
         wait_for(lambda: "shadow model set" in w.output(), 60, "the worker's shadow model")
         events, _ = make_events(np.random.default_rng(9), 500, 0, T0)
         produce(kafka_bootstrap, t["in"], ((e["card_id"].encode(), orjson.dumps(e))
-                                           for e in events))  # fmt: skip
+                                           for e in events))
         main = read_topic(kafka_bootstrap, t["out"], len(events), settle=0.5)
         shadow = read_topic(kafka_bootstrap, t["shadow"], len(events), settle=0.5)
         # The same path by hand: `models shadow --stop` takes the next shadow sequence.
         assert cli_main(["models", "shadow", "--store", str(store.root), DEMO_MODEL_NAME,
                          "--stop", "--control-topic", topics["ctl"], "--bootstrap",
-                         kafka_bootstrap]) == 0  # fmt: skip
+                         kafka_bootstrap]) == 0
         wait_for(lambda: "shadow model stopped" in w.output(), 60, "the shadow to stop")
     finally:
         assert w.stop() == 0, w.output()[-3000:]
@@ -206,20 +206,20 @@ def test_shadow_makes_the_candidate_every_workers_shadow_model(
     assert orjson.loads(decision.value or b"")["action"] == "shadowed"
     assert orjson.loads(decision.value or b"")["sequence"] == 1
     control = [orjson.loads(r.value or b"") for r in
-               read_topic(kafka_bootstrap, topics["ctl"], 2, settle=0.5)]  # fmt: skip
+               read_topic(kafka_bootstrap, topics["ctl"], 2, settle=0.5)]
     assert control == [{"name": DEMO_MODEL_NAME, "shadow": "2", "sequence": 1},
                        {"name": DEMO_MODEL_NAME, "shadow": None, "sequence": 2}]
 
 
 def test_a_promotion_takes_the_next_sequence_above_the_control_topics(
     kafka_bootstrap: str, topics: dict[str, str], store: ModelStore,
-) -> None:  # fmt: skip
+) -> None:
     """retrain --promote-if-better promotes as `models promote --control-topic` does: the
     pointer and the control record get one sequence, above any already published."""
     feed(kafka_bootstrap, topics["tx"], topics["labels"], 12_000, drifted=True)
     # Another host published version 1 with sequence 5 (the store here is at 1).
     produce(kafka_bootstrap, topics["ctl"], [(DEMO_MODEL_NAME.encode(), orjson.dumps(
-        {"name": DEMO_MODEL_NAME, "version": "1", "sequence": 5}))])  # fmt: skip
+        {"name": DEMO_MODEL_NAME, "version": "1", "sequence": 5}))])
     s = settings(kafka_bootstrap, store, topics, control_topic=topics["ctl"])
     done = cli(s, "--from", str(T0), "--to", str(T0 + 12_000), "--promote-if-better")
     assert done.returncode == 0, done.stderr
@@ -228,14 +228,14 @@ def test_a_promotion_takes_the_next_sequence_above_the_control_topics(
     records = read_topic(kafka_bootstrap, topics["ctl"], 2, settle=0.5)
     assert records[-1].key == DEMO_MODEL_NAME.encode()
     assert orjson.loads(records[-1].value or b"") == {"name": DEMO_MODEL_NAME, "version": "2",
-                                                      "sequence": 6}  # fmt: skip
+                                                      "sequence": 6}
     [decision] = read_topic(kafka_bootstrap, topics["alerts"], 1, settle=0.5)
     assert orjson.loads(decision.value or b"")["sequence"] == 6
 
 
 def test_a_time_range_is_read_by_the_time_index_and_filtered_by_timestamp(
     kafka_bootstrap: str, topic_factory: TopicFactory,
-) -> None:  # fmt: skip
+) -> None:
     topic = topic_factory("range", 2, KEEP)
     p = Producer({"bootstrap.servers": kafka_bootstrap})
     stamps = {0: [T0 + 100, T0 + 200, T0 + 150, T0 + 300, T0 + 400], 1: [T0 + 170, T0 + 250]}
@@ -248,7 +248,7 @@ def test_a_time_range_is_read_by_the_time_index_and_filtered_by_timestamp(
     # Partition 0 is read from offset 1 (the first stamp >= start) to offset 3 (the first
     # >= end); its out-of-order 150 at offset 2 is before the range and left out.
     assert [(r.timestamp_ms - T0, r.value) for r in got] == [(170, b"1-0"), (200, b"0-1"),
-                                                            (250, b"1-1")]  # fmt: skip
+                                                            (250, b"1-1")]
     assert read_range(conf, topic, T0 + 500, T0 + 600, 30.0, 100) == []
     with pytest.raises(RangeTooLarge):
         read_range(conf, topic, T0, T0 + 1000, 30.0, 5)

@@ -21,7 +21,7 @@ def test_drift_alert_retrain_promote_and_recover(
     kafka_bootstrap: str, tmp_path: Path, report: Callable[[str], None]
 ) -> None:
     plan = LoopPlan(rate=2000, healthy=20_000, train_drifted=24_000, after=12_000,
-                    window="5s", timeout_s=300)  # fmt: skip
+                    window="5s", timeout_s=300)
     r = run_loop(kafka_bootstrap, tmp_path, plan, cleanup=True)
     print(story(r))
     assert r.exits == {"worker-0": 0, "worker-1": 0, "monitor": 0}, r.exits
@@ -55,4 +55,4 @@ def test_drift_alert_retrain_promote_and_recover(
            f"{r.recall_after_drift:.3f}, after the promotion {r.recall_after_promotion:.3f}; "
            f"holdout recall champion {d['champion']['recall']:.3f} vs candidate "
            f"{d['candidate']['recall']:.3f}; {r.events:,} events, lost {r.lost}, "
-           f"duplicates {r.duplicates}")  # fmt: skip
+           f"duplicates {r.duplicates}")

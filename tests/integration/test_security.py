@@ -29,7 +29,7 @@ USER, PASSWORD = "alice", "alice-secret-4711"
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "worker", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)  # fmt: skip
+                          text=True, timeout=timeout, cwd=ROOT)
 
 
 def _log_tail(state: Path) -> str:
@@ -53,7 +53,7 @@ class SecureBroker:
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory,
-           report: Callable[[str], None]) -> Iterator[SecureBroker]:  # fmt: skip
+           report: Callable[[str], None]) -> Iterator[SecureBroker]:
     port, state = free_ports(3), tmp_path_factory.mktemp("secure-broker")
     common = ("--port", str(port), "--state-dir", str(state))
     try:
@@ -64,7 +64,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory,
         b = kafka_local.LocalBroker(port=port, state_root=state)
         sec = kafka_local.Security(USER, PASSWORD, tls=True)
         yield SecureBroker(b.bootstrap, f"127.0.0.1:{port + 2}",
-                           kafka_local.client_properties(b, sec))  # fmt: skip
+                           kafka_local.client_properties(b, sec))
     finally:
         stopped = cli("kafka-local", "stop", *common)
         assert stopped.returncode == 0, stopped.stderr
@@ -88,24 +88,24 @@ def _only_json_and_one_error(stderr: str) -> str:
 
 
 def test_worker_and_monitor_work_over_sasl_ssl(broker: SecureBroker, model: Path,
-                                                tmp_path: Path) -> None:  # fmt: skip
+                                                tmp_path: Path) -> None:
     names = {n: f"sec-{n}-{time.time_ns()}" for n in ("tx", "pred", "dlq", "labels", "metrics")}
     kafka_io.create_topics(broker.plain, {names["tx"]: 2, names["pred"]: 2, names["dlq"]: 1,
-                                          names["labels"]: 2})  # fmt: skip
+                                          names["labels"]: 2})
     sent = cli("produce-demo", *broker.flags(), "--topic", names["tx"], "--count", "300",
-               "--rate", "0", "--labels-topic", names["labels"])  # fmt: skip
+               "--rate", "0", "--labels-topic", names["labels"])
     assert sent.returncode == 0, sent.stderr
     worker = WorkerProc([*broker.flags(), "--model", str(model), "--input-topic", names["tx"],
                          "--output-topic", names["pred"], "--dlq-topic", names["dlq"],
                          "--group", f"sec-{time.time_ns()}", "--metrics-port", "0"],
-                        tmp_path / "worker.log")  # fmt: skip
+                        tmp_path / "worker.log")
     mon_log = (tmp_path / "monitor.log").open("wb")
     monitor = subprocess.Popen(
         [sys.executable, "-m", "worker", "monitor", *broker.flags(),
          "--predictions-topic", names["pred"], "--labels-topic", names["labels"],
          "--metrics-topic", names["metrics"], "--group", f"secmon-{time.time_ns()}",
          "--instance-id", "sec", "--windows", "1h", "--partitions", "1", "--metrics-port", "0"],
-        stdout=mon_log, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        stdout=mon_log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         predictions = read_topic(broker.plain, names["pred"], 300, timeout=90, settle=0.5)
         assert len(predictions) == 300, worker.output()[-2000:]
@@ -131,7 +131,7 @@ def test_worker_and_monitor_work_over_sasl_ssl(broker: SecureBroker, model: Path
 def test_a_refused_credential_ends_within_10s_with_one_line(
     broker: SecureBroker, model: Path, tmp_path: Path, command: str, fault: str,
     report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     if fault == "wrong-password":
         flags, cause = broker.flags(**{"sasl.password": "not-the-password"}), "authentication"
     else:

@@ -43,7 +43,7 @@ def _not_json(text: str) -> list[str]:
 def test_any_answering_broker_of_the_list_is_enough_and_stderr_is_json_only(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     model: Path, tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     tx, out, dlq = topic_factory("tx", 2), topic_factory("out", 2), topic_factory("dlq", 1)
     events = _events(50, seed=2)
     produce(kafka_bootstrap, tx, [(str(e["id"]).encode(), orjson.dumps(e)) for e in events])
@@ -52,7 +52,7 @@ def test_any_answering_broker_of_the_list_is_enough_and_stderr_is_json_only(
         [sys.executable, "-m", "worker", "run", "--bootstrap", f"127.0.0.1:1,{kafka_bootstrap}",
          "--model", str(model), "--input-topic", tx, "--output-topic", out, "--dlq-topic", dlq,
          "--group", group_factory(), "--metrics-port", "0"],
-        stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)  # fmt: skip
+        stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)
     try:
         assert len(read_topic(kafka_bootstrap, out, 50, timeout=60, settle=0.5)) == 50
     finally:
@@ -73,7 +73,7 @@ def test_sigterm_during_the_wait_for_the_broker_exits_0_at_once(
     proc = subprocess.Popen(
         [sys.executable, "-m", "worker", command, *args, "--bootstrap", "127.0.0.1:1",
          "--start-timeout-s", "120", "--metrics-port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True)  # fmt: skip
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True)
     time.sleep(4)  # past the imports, the model load and into the wait
     assert proc.poll() is None
     t0 = time.monotonic()
@@ -81,7 +81,7 @@ def test_sigterm_during_the_wait_for_the_broker_exits_0_at_once(
     _, stderr = proc.communicate(timeout=30)
     took = time.monotonic() - t0
     report(f"{command}: SIGTERM during the start-up wait for the broker: exit "
-           f"{proc.returncode} after {took:.2f}s")  # fmt: skip
+           f"{proc.returncode} after {took:.2f}s")
     assert proc.returncode == 0, stderr
     assert took < 3
     assert "stopped during start-up" in stderr and _not_json(stderr) == []
@@ -91,7 +91,7 @@ def test_log_format_text_for_a_terminal(model: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "worker", "run", "--model", str(model), "--bootstrap",
          "127.0.0.1:1", "--start-timeout-s", "1", "--metrics-port", "0", "--log-format", "text"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
+        capture_output=True, text=True, cwd=ROOT, timeout=60)
     lines = done.stderr.splitlines()
     assert done.returncode == 1
     assert any(" INFO worker: starting settings={" in ln for ln in lines), lines
@@ -121,7 +121,7 @@ def _flags(props: dict[str, str]) -> list[str]:
 def test_no_secret_reaches_any_output(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     model: Path, tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     tx, out = topic_factory("tx", 1), topic_factory("out", 1)
     produce(kafka_bootstrap, tx, [(b"k", orjson.dumps(e)) for e in _events(5, seed=3)])
     # DEBUG everywhere: our settings dump, librdkafka's configuration and security debug
@@ -129,7 +129,7 @@ def test_no_secret_reaches_any_output(
                     "--output-topic", out, "--dlq-topic", out, "--group", group_factory(),
                     "--metrics-port", "0", "--log-level", "DEBUG",
                     *_flags({**SECRETS, "debug": "conf,security,broker"})],
-                   tmp_path / "w.log")  # fmt: skip
+                   tmp_path / "w.log")
     try:
         assert len(read_topic(kafka_bootstrap, out, 5, timeout=60, settle=0.5)) == 5
     finally:
@@ -144,7 +144,7 @@ def test_no_secret_reaches_any_output(
             [sys.executable, "-m", "worker", command, *extra, "--bootstrap", kafka_bootstrap,
              "--metrics-port", "0", "--log-level", "DEBUG", "--kafka", "security.protocol=SSL",
              *_flags({**SECRETS, **PEM_SECRETS})],
-            capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
+            capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert done.returncode == 2, done.stderr
         runs.append(done.stdout + done.stderr)
     for text in runs:

@@ -32,7 +32,7 @@ from worker.devtools.demo_run import free_port
 
 # Skipped on a machine without Chromium, but not in CI, where `make tools` installs it.
 pytestmark = pytest.mark.skipif(browser.chromium() is None and not os.environ.get("CI"),
-                                reason="chromium is not installed (make tools)")  # fmt: skip
+                                reason="chromium is not installed (make tools)")
 
 COUNT, RATE, DRIFT_AFTER = 60_000, 4000, 24_000
 RULES = """
@@ -75,7 +75,7 @@ class Dom(HTMLParser):
 
     def find(self, tag: str, **want: str) -> list[dict[str, str]]:
         return [a for t, a in self.elements if t == tag
-                and all(a.get(k.replace("_", "-")) == v for k, v in want.items())]  # fmt: skip
+                and all(a.get(k.replace("_", "-")) == v for k, v in want.items())]
 
 
 def get_status(port: int) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def settled(port: int, labels: int, timeout: float = 150) -> dict[str, Any]:
         join = status["join"] or {}
         firing = {a["alert"] for a in status["firing"]}
         figures = [(m["rolling"] and m["rolling"]["count"], m["rolling"] and m["rolling"]["psi"],
-                    m["windows"]) for m in status["models"]]  # fmt: skip
+                    m["windows"]) for m in status["models"]]
         if join.get("joined") == labels and "score_drift" in firing and figures == previous:
             return status
         previous = figures if join.get("joined") == labels else None
@@ -107,15 +107,15 @@ def settled(port: int, labels: int, timeout: float = 150) -> dict[str, Any]:
 def test_status_page_in_chromium_shows_the_published_figures_and_the_drift(
     kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[[], str],
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     model = train_demo(tmp_path / "model")
     t = {name: topic_factory(name, parts) for name, parts in
          (("tx", 4), ("pred", 4), ("dlq", 1), ("labels", 4), ("metrics", 1), ("alerts", 1),
-          ("stats", 1))}  # fmt: skip
+          ("stats", 1))}
     worker = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", t["tx"],
                          "--output-topic", t["pred"], "--dlq-topic", t["dlq"],
                          "--group", group_factory(), "--model", str(model),
-                         "--metrics-port", "0"], tmp_path / "worker.log")  # fmt: skip
+                         "--metrics-port", "0"], tmp_path / "worker.log")
     (tmp_path / "monitor.toml").write_text(RULES)
     port, mon_log = free_port(), (tmp_path / "monitor.log").open("ab")
     cmd = [sys.executable, "-m", "worker", "monitor", "--config", str(tmp_path / "monitor.toml"),
@@ -123,7 +123,7 @@ def test_status_page_in_chromium_shows_the_published_figures_and_the_drift(
            "--labels-topic", t["labels"], "--metrics-topic", t["metrics"],
            "--alerts-topic", t["alerts"], "--stats-topic", t["stats"], "--group", group_factory(),
            "--instance-id", "page", "--models", str(model), "--tick-ms", "500",
-           "--windows", "5s,5m", "--metrics-port", str(port)]  # fmt: skip
+           "--windows", "5s,5m", "--metrics-port", str(port)]
     monitor = subprocess.Popen(cmd, stdout=mon_log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         fed = subprocess.run(
@@ -131,7 +131,7 @@ def test_status_page_in_chromium_shows_the_published_figures_and_the_drift(
              "--topic", t["tx"], "--count", str(COUNT), "--rate", str(RATE),
              "--drift-after", str(DRIFT_AFTER), "--labels-topic", t["labels"],
              "--label-delay", "0.5"],
-            capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+            capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert fed.returncode == 0, fed.stderr
         settled(port, COUNT)
         url = f"http://127.0.0.1:{port}/"
@@ -161,7 +161,7 @@ def test_status_page_in_chromium_shows_the_published_figures_and_the_drift(
 def latest_records(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
     """What the compacted model-metrics topic keeps: the latest record of each key."""
     return {(r.key or b"").decode(): orjson.loads(r.value or b"{}")
-            for r in read_topic(bootstrap, topic, 1, timeout=10, settle=2.0)}  # fmt: skip
+            for r in read_topic(bootstrap, topic, 1, timeout=10, settle=2.0)}
 
 
 def shown(dom: Dom, key: str) -> float | None:
@@ -201,7 +201,7 @@ def check_status_equals_topic(status: dict[str, Any], topic: dict[str, dict[str,
     volatile = {"computed_at", "window_start", "window_end"}  # the rolling view moves on
     rolling = topic[f"{ident}|rolling"]
     assert {k: v for k, v in m["rolling"].items() if k not in volatile} == {
-        k: v for k, v in rolling.items() if k not in volatile}  # fmt: skip
+        k: v for k, v in rolling.items() if k not in volatile}
     assert m["windows"]["5s"]
     for size, windows in m["windows"].items():
         for w in windows:
@@ -247,7 +247,7 @@ def test_an_instance_owning_some_partitions_says_so_on_the_page(tmp_path: Path) 
               "partitions": {"owned": [1, 3], "total": 4, "complete": False},
               "history": {"span_s": 21600, "max_points": 720}, "windows": ["5m"],
               "chart_metrics": ["accuracy", "recall", "roc_auc", "psi", "coverage"],
-              "thresholds": [], "models": [], "firing": [], "join": None}  # fmt: skip
+              "thresholds": [], "models": [], "firing": [], "join": None}
     (html, *_) = write_report(tmp_path, "partial", {"events in": 7}, status)
     raw, dom = browser.dump_dom(html.resolve().as_uri(), budget_ms=1000), Dom()
     dom.feed(raw)

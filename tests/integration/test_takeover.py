@@ -29,16 +29,16 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def worker_args(bootstrap: str, topics: dict[str, str], group: str, model: Path,
-                instance: str, *extra: str) -> list[str]:  # fmt: skip
+                instance: str, *extra: str) -> list[str]:
     return ["--bootstrap", bootstrap, "--input-topic", topics["in"], "--output-topic",
             topics["out"], "--dlq-topic", topics["dlq"], "--group", group, "--model",
             str(model), "--metrics-port", "0", "--batch-max", "500", "--instance-id",
-            instance, "--session-timeout-s", "10", *extra]  # fmt: skip
+            instance, "--session-timeout-s", "10", *extra]
 
 
 def new_topics(topic_factory: TopicFactory) -> dict[str, str]:
     return {"in": topic_factory("in", 4), "out": topic_factory("out", 4),
-            "dlq": topic_factory("dlq", 1)}  # fmt: skip
+            "dlq": topic_factory("dlq", 1)}
 
 
 @pytest.mark.parametrize(
@@ -50,16 +50,16 @@ def test_kill9_then_restart_under_the_same_id(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path, guarantee: str, static: str,
     report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     topics, group = new_topics(topic_factory), group_factory()
     args = worker_args(kafka_bootstrap, topics, group, bundle_dir, f"k9-{group}",
-                       "--guarantee", guarantee, "--static-membership", static)  # fmt: skip
+                       "--guarantee", guarantee, "--static-membership", static)
     feeder = Feeder(kafka_bootstrap, topics["in"], 30_000, rate=1000, bad_every=500)
     w = WorkerProc(args, tmp_path / "first.log")
     feeder.start()
     committed = guarantee == "exactly-once"
     wait_for(lambda: read_topic(kafka_bootstrap, topics["out"], 1, timeout=2, settle=0,
-                                committed_only=committed), 60, "the first outputs")  # fmt: skip
+                                committed_only=committed), 60, "the first outputs")
     time.sleep(4)
     killed_ms = time.time_ns() // 1_000_000
     assert w.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -67,11 +67,11 @@ def test_kill9_then_restart_under_the_same_id(
     feeder.join()
     try:
         seen = read_keys(kafka_bootstrap, [topics["out"], topics["dlq"]], len(feeder.sent),
-                         committed_only=committed, timeout=180)  # fmt: skip
+                         committed_only=committed, timeout=180)
     finally:
         code = w.stop()
     outs = read_topic(kafka_bootstrap, topics["out"], 1, timeout=30, settle=3,
-                      committed_only=committed)  # fmt: skip
+                      committed_only=committed)
     resumed = resumed_after(outs, killed_ms)
     lost, dup = lost_and_duplicated(feeder.sent, seen)
     member = "static member" if static == "true" else "dynamic member"
@@ -92,20 +92,20 @@ def test_kill9_then_restart_under_the_same_id(
 def test_a_second_process_with_the_same_id_is_refused_by_name(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path, guarantee: str, report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     """Two workers started with one instance id (the host name, by default): they fence
     each other (each fence is answered by rejoining, which fences the other) until one of
     them, fenced a few times within two minutes, exits 1 with one line naming the id and
     the fix; the other scores everything."""
     topics, group = new_topics(topic_factory), group_factory()
     args = worker_args(kafka_bootstrap, topics, group, bundle_dir, "same-host",
-                       "--guarantee", guarantee)  # fmt: skip
+                       "--guarantee", guarantee)
     feeder = Feeder(kafka_bootstrap, topics["in"], 12_000, rate=1000)
     first = WorkerProc(args, tmp_path / "first.log")
     feeder.start()
     committed = guarantee == "exactly-once"
     wait_for(lambda: read_topic(kafka_bootstrap, topics["out"], 1, timeout=2, settle=0,
-                                committed_only=committed), 60, "the first outputs")  # fmt: skip
+                                committed_only=committed), 60, "the first outputs")
     second = WorkerProc(args, tmp_path / "second.log")
     both = (first, second)
     wait_for(lambda: any(w.proc.poll() is not None for w in both), 90, "a worker to exit")
@@ -114,7 +114,7 @@ def test_a_second_process_with_the_same_id_is_refused_by_name(
     feeder.join()
     try:
         seen = read_keys(kafka_bootstrap, [topics["out"], topics["dlq"]], len(feeder.sent),
-                         committed_only=committed, timeout=120)  # fmt: skip
+                         committed_only=committed, timeout=120)
     finally:
         code = kept.stop()
     log = gone.output()

@@ -36,7 +36,7 @@ def test_the_same_events_in_every_format_score_bit_identically(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, schema_registry: registry_local.LocalRegistry, tmp_path: Path,
     report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     t_in, t_out, t_dlq = topic_factory("in"), topic_factory("out"), topic_factory("dlq")
     url = schema_registry.url
     base = wire.events(150)
@@ -44,23 +44,23 @@ def test_the_same_events_in_every_format_score_bit_identically(
     formats: dict[str, wire.Serialize] = {
         "json": orjson.dumps, "avro": wire.avro(url, f"{t_in}-avro"),
         "pb": wire.protobuf(url, f"{t_in}-pb"),
-        "js": wire.json_schema(url, f"{t_in}-js")}  # fmt: skip
+        "js": wire.json_schema(url, f"{t_in}-js")}
     sent = []
     for e in base:  # interleaved: one topic, --input-format auto
         sent += [(f"{f}-{e['id']}".encode(), ser({**e, "id": f"{f}-{e['id']}"}))
-                 for f, ser in formats.items()]  # fmt: skip
+                 for f, ser in formats.items()]
     produce(kafka_bootstrap, t_in, sent)
     # One event per batch: a matrix of another shape may round a row an ulp apart (BLAS),
     # so only equal batches make "bit-identical" a fair claim.
     w = WorkerProc(wire.args(kafka_bootstrap, t_in, t_out, t_dlq, group_factory(), bundle_dir,
                              url, "--input-format", "auto", "--batch-max", "1",
-                             "--metrics-port", "0"), tmp_path / "w.log")  # fmt: skip
+                             "--metrics-port", "0"), tmp_path / "w.log")
     try:
         got = wire.scores([o.value for o in read_topic(kafka_bootstrap, t_out, len(sent))])
     finally:
         assert w.stop() == 0, w.output()
     by_format = {f: {k[len(f) + 1:]: v for k, v in got.items() if k.startswith(f + "-")}
-                 for f in formats}  # fmt: skip
+                 for f in formats}
     assert len(by_format["json"]) == len(base)
     for f in ("avro", "pb", "js"):
         assert by_format[f] == by_format["json"], (f, _reasons(kafka_bootstrap, t_dlq))
@@ -76,7 +76,7 @@ def _reasons(bootstrap: str, topic: str) -> set[str]:
 def test_bad_wire_values_are_dead_letters_with_their_reason_and_bytes(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, schema_registry: registry_local.LocalRegistry, tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     t_in, t_out, t_dlq = topic_factory("in"), topic_factory("out"), topic_factory("dlq")
     url = schema_registry.url
     good = wire.keyed(wire.events(20), wire.avro(url, t_in))
@@ -85,11 +85,11 @@ def test_bad_wire_values_are_dead_letters_with_their_reason_and_bytes(
            b"unknown-id": b"\x00\x00\x0f\x42\x3f" + valid[5:],
            b"truncated": valid[:12],
            b"trailing": valid + b"\x00\x01",
-           b"short": b"\x00\x00\x01"}  # fmt: skip
+           b"short": b"\x00\x00\x01"}
     produce(kafka_bootstrap, t_in, good[:10] + list(bad.items()) + good[10:])
     w = WorkerProc(wire.args(kafka_bootstrap, t_in, t_out, t_dlq, group_factory(), bundle_dir,
                              url, "--input-format", "avro", "--metrics-port", "0"),
-                   tmp_path / "w.log")  # fmt: skip
+                   tmp_path / "w.log")
     try:
         preds = read_topic(kafka_bootstrap, t_out, len(good))
         dead = {d.key: d for d in read_topic(kafka_bootstrap, t_dlq, len(bad))}
@@ -111,17 +111,17 @@ def test_schema_evolution_v1_and_v2_interleaved_and_a_version_without_a_feature(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, schema_registry: registry_local.LocalRegistry, tmp_path: Path,
     report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     t_in, t_out, t_dlq = topic_factory("in"), topic_factory("out"), topic_factory("dlq")
     url = schema_registry.url
     v1 = orjson.loads(wire.AVRO_SCHEMA)
     # v2: a field added with a default, a field removed that the model does not use.
     v2 = {**v1, "fields": [f for f in v1["fields"] if f["name"] != "card_id"]
-          + [{"name": "channel", "type": "string", "default": "pos"}]}  # fmt: skip
+          + [{"name": "channel", "type": "string", "default": "pos"}]}
     # v3: without `amount`, a feature of the model.
     v3 = {**v2, "fields": [f for f in v2["fields"] if f["name"] != "amount"]}
     ser = {n: wire.avro(url, t_in, orjson.dumps(s).decode()) for n, s in
-           (("v1", v1), ("v2", v2), ("v3", v3))}  # fmt: skip
+           (("v1", v1), ("v2", v2), ("v3", v3))}
     sent: list[tuple[bytes, bytes]] = []
     for i, e in enumerate(wire.events(90)):
         version = ("v1", "v2", "v3")[i % 3]
@@ -134,7 +134,7 @@ def test_schema_evolution_v1_and_v2_interleaved_and_a_version_without_a_feature(
     produce(kafka_bootstrap, t_in, sent)
     w = WorkerProc(wire.args(kafka_bootstrap, t_in, t_out, t_dlq, group_factory(), bundle_dir,
                              url, "--input-format", "avro", "--metrics-port", "0"),
-                   tmp_path / "w.log")  # fmt: skip
+                   tmp_path / "w.log")
     try:
         preds = read_topic(kafka_bootstrap, t_out, 60)
         dead = read_topic(kafka_bootstrap, t_dlq, 30)
@@ -150,7 +150,7 @@ def test_schema_evolution_v1_and_v2_interleaved_and_a_version_without_a_feature(
 def test_scores_match_json_through_the_stream_with_batches(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, schema_registry: registry_local.LocalRegistry, tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     """Default batching, Avro alone against JSON alone: equal up to BLAS's last bits."""
     url = schema_registry.url
     base = wire.events(2000, seed=5)
@@ -161,7 +161,7 @@ def test_scores_match_json_through_the_stream_with_batches(
         produce(kafka_bootstrap, t_in, wire.keyed(base, serialize))
         w = WorkerProc(wire.args(kafka_bootstrap, t_in, t_out, t_dlq, group_factory(),
                                  bundle_dir, url, "--input-format", fmt, "--metrics-port", "0"),
-                       tmp_path / f"{fmt}.log")  # fmt: skip
+                       tmp_path / f"{fmt}.log")
         try:
             results.append(wire.scores([o.value for o in
                                         read_topic(kafka_bootstrap, t_out, len(base))]))
@@ -174,14 +174,14 @@ def test_scores_match_json_through_the_stream_with_batches(
 def test_a_registry_outage_holds_the_stream_and_loses_nothing(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path, report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     """kill -9 the registry mid-stream, for 20 s: the events naming a schema the worker has
     not fetched yet wait (/readyz 503), none is dead-lettered or lost."""
     t_in, t_out, t_dlq = topic_factory("in"), topic_factory("out"), topic_factory("dlq")
     r = start_registry(report, "outage test's own registry")  # its own: it gets killed
     v1 = orjson.loads(wire.AVRO_SCHEMA)
     v2 = {**v1, "fields": [*v1["fields"], {"name": "channel", "type": "string",
-                                           "default": "pos"}]}  # fmt: skip
+                                           "default": "pos"}]}
     texts = [wire.AVRO_SCHEMA, orjson.dumps(v2).decode()]
     first = wire.keyed(wire.events(300, seed=1), wire.avro(r.url, t_in, texts[0]))
     # Serialized while the registry is up; produced while it is down.
@@ -190,7 +190,7 @@ def test_a_registry_outage_holds_the_stream_and_loses_nothing(
     metrics_port = free_ports(1)
     w = WorkerProc(wire.args(kafka_bootstrap, t_in, t_out, t_dlq, group_factory(), bundle_dir,
                              r.url, "--input-format", "avro", "--metrics-port",
-                             str(metrics_port)), tmp_path / "w.log")  # fmt: skip
+                             str(metrics_port)), tmp_path / "w.log")
     try:
         produce(kafka_bootstrap, t_in, first)
         assert len(read_topic(kafka_bootstrap, t_out, len(first), settle=0)) >= len(first)
@@ -205,7 +205,7 @@ def test_a_registry_outage_holds_the_stream_and_loses_nothing(
             time.sleep(0.5)
         assert statuses == {503}
         assert len(read_topic(kafka_bootstrap, t_out, len(first) + 1, timeout=3, settle=0)) \
-            == len(first)  # fmt: skip
+            == len(first)
         # Apicurio keeps schemas in memory: the restarted one learns them again, in order.
         registry_local.start(r, timeout=240)
         client = SchemaRegistryClient({"url": r.url})
@@ -230,7 +230,7 @@ def test_a_registry_outage_holds_the_stream_and_loses_nothing(
 def test_exactly_once_with_avro_inputs(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, schema_registry: registry_local.LocalRegistry, tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     t_in, t_out, t_dlq = topic_factory("in"), topic_factory("out"), topic_factory("dlq")
     good = wire.keyed(wire.events(200, seed=4), wire.avro(schema_registry.url, t_in))
     unknown = (b"unknown", b"\x00\x00\x0f\x42\x3e" + good[0][1][5:])
@@ -238,7 +238,7 @@ def test_exactly_once_with_avro_inputs(
     w = WorkerProc(wire.args(kafka_bootstrap, t_in, t_out, t_dlq, group_factory(), bundle_dir,
                              schema_registry.url, "--input-format", "avro", "--guarantee",
                              "exactly-once", "--instance-id", f"eos-{t_in}",
-                             "--metrics-port", "0"), tmp_path / "w.log")  # fmt: skip
+                             "--metrics-port", "0"), tmp_path / "w.log")
     try:
         preds = read_topic(kafka_bootstrap, t_out, len(good), committed_only=True)
         dead = read_topic(kafka_bootstrap, t_dlq, 1, committed_only=True)

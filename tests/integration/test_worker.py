@@ -39,14 +39,14 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def topics(topic_factory: TopicFactory) -> dict[str, str]:
     return {"in": topic_factory("in", 4), "out": topic_factory("out", 4),
-            "dlq": topic_factory("dlq", 1)}  # fmt: skip
+            "dlq": topic_factory("dlq", 1)}
 
 
 def worker_args(bootstrap: str, topics: dict[str, str], group: str, model: Path,
-                *extra: str) -> list[str]:  # fmt: skip
+                *extra: str) -> list[str]:
     return ["--bootstrap", bootstrap, "--input-topic", topics["in"],
             "--output-topic", topics["out"], "--dlq-topic", topics["dlq"], "--group", group,
-            "--model", str(model), "--metrics-port", "0", "--batch-max", "500", *extra]  # fmt: skip
+            "--model", str(model), "--metrics-port", "0", "--batch-max", "500", *extra]
 
 
 def malformed(i: int, good: dict[str, Any]) -> tuple[bytes | None, str]:
@@ -92,7 +92,7 @@ def expected_scores(bundle: ModelBundle, events: list[dict[str, Any]]) -> dict[s
 def test_20k_events_500_malformed(
     kafka_bootstrap: str, topics: dict[str, str], group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     events, _ = make_events(np.random.default_rng(5), 19_500, 0, 1_790_000_000_000)
     items: list[tuple[bytes | None, bytes | None]] = []
     sent: dict[bytes, tuple[bytes | None, str]] = {}
@@ -109,7 +109,7 @@ def test_20k_events_500_malformed(
     produce(kafka_bootstrap, topics["in"], items)
     args = worker_args(kafka_bootstrap, topics, group_factory(), bundle_dir,
                        "--schema", str(SCHEMAS / "transaction.schema.json"),
-                       "--max-event-bytes", "4096")  # fmt: skip
+                       "--max-event-bytes", "4096")
     w = WorkerProc(args, tmp_path / "worker.log")
     try:
         preds = read_topic(kafka_bootstrap, topics["out"], 19_500)
@@ -123,9 +123,9 @@ def test_20k_events_500_malformed(
 
 
 def _check_dead_letters(dead: list[Out], sent: dict[bytes, tuple[bytes | None, str]],
-                        source: str) -> None:  # fmt: skip
+                        source: str) -> None:
     header_schema = Draft202012Validator(orjson.loads((SCHEMAS / "dead_letter.schema.json")
-                                                      .read_bytes()))  # fmt: skip
+                                                      .read_bytes()))
     kinds: Counter[str] = Counter()
     for d in dead:
         assert d.key in sent
@@ -164,14 +164,14 @@ def _stream(bootstrap: str, topic: str, events: list[dict[str, Any]], seconds: f
     chunks = np.array_split(np.arange(len(events)), 20)
     for chunk in chunks:
         produce(bootstrap, topic, ((events[i]["card_id"].encode(), orjson.dumps(events[i]))
-                                   for i in chunk))  # fmt: skip
+                                   for i in chunk))
         time.sleep(seconds / len(chunks))
 
 
 def _interrupted_run(
     sig: int, kafka_bootstrap: str, topics: dict[str, str], group: str, bundle_dir: Path,
     tmp_path: Path,
-) -> tuple[list[str], Counter[str]]:  # fmt: skip
+) -> tuple[list[str], Counter[str]]:
     events, _ = make_events(np.random.default_rng(9), 12_000, 0, 1_790_000_000_000)
     args = worker_args(kafka_bootstrap, topics, group, bundle_dir, "--batch-max", "200")
     feeder = threading.Thread(target=_stream, args=(kafka_bootstrap, topics["in"], events, 8.0))
@@ -193,9 +193,9 @@ def _interrupted_run(
 def test_kill9_mid_stream_then_restart_loses_nothing(
     kafka_bootstrap: str, topics: dict[str, str], group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path, report: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> None:
     sent, ids = _interrupted_run(signal.SIGKILL, kafka_bootstrap, topics, group_factory(),
-                                 bundle_dir, tmp_path)  # fmt: skip
+                                 bundle_dir, tmp_path)
     assert set(sent) == set(ids)
     dupes = sum(n - 1 for n in ids.values())
     report(f"kill -9 mid-stream: {len(sent)} events, {dupes} duplicate predictions after restart")
@@ -204,9 +204,9 @@ def test_kill9_mid_stream_then_restart_loses_nothing(
 def test_sigterm_mid_stream_then_restart_exactly_once(
     kafka_bootstrap: str, topics: dict[str, str], group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     sent, ids = _interrupted_run(signal.SIGTERM, kafka_bootstrap, topics, group_factory(),
-                                 bundle_dir, tmp_path)  # fmt: skip
+                                 bundle_dir, tmp_path)
     assert set(sent) == set(ids)
     assert [i for i, n in ids.items() if n > 1] == []
 
@@ -214,14 +214,14 @@ def test_sigterm_mid_stream_then_restart_exactly_once(
 def test_score_file_matches_the_stream(
     kafka_bootstrap: str, topics: dict[str, str], group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     import subprocess
     import sys
 
     events, _ = make_events(np.random.default_rng(21), 3_000, 0, 1_790_000_000_000)
     produce(kafka_bootstrap, topics["in"], ((None, orjson.dumps(e)) for e in events))
     w = WorkerProc(worker_args(kafka_bootstrap, topics, group_factory(), bundle_dir),
-                   tmp_path / "worker.log")  # fmt: skip
+                   tmp_path / "worker.log")
     try:
         preds = read_topic(kafka_bootstrap, topics["out"], len(events), settle=0.5)
     finally:
@@ -231,7 +231,7 @@ def test_score_file_matches_the_stream(
     src.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
     out = tmp_path / "scores.jsonl"
     done = subprocess.run([sys.executable, "-m", "worker", "score-file", str(src), str(out),
-                           "--model", str(bundle_dir)], capture_output=True, text=True)  # fmt: skip
+                           "--model", str(bundle_dir)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     batch = {r["id"]: r["score"] for r in map(orjson.loads, out.read_bytes().splitlines())}
     # Same code, same model, but not the same batches (seen: 0.0003826501485965629 against
@@ -249,7 +249,7 @@ def test_unloadable_model_exits_nonzero_with_one_line(tmp_path: Path, bundle_dir
     artifact = next(p for p in broken.iterdir() if p.suffix == ".skops")
     artifact.write_bytes(artifact.read_bytes() + b"tampered")
     done = subprocess.run([sys.executable, "-m", "worker", "run", "--model", str(broken),
-                           "--metrics-port", "0"], capture_output=True, text=True)  # fmt: skip
+                           "--metrics-port", "0"], capture_output=True, text=True)
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "sha256 mismatch" in errors[0], done.stderr
@@ -263,7 +263,7 @@ def test_unreachable_broker_exits_nonzero_after_timeout(bundle_dir: Path) -> Non
     t0 = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "worker", "run", "--model", str(bundle_dir),
                            "--bootstrap", "127.0.0.1:1", "--start-timeout-s", "3",
-                           "--metrics-port", "0"], capture_output=True, text=True)  # fmt: skip
+                           "--metrics-port", "0"], capture_output=True, text=True)
     assert done.returncode != 0
     assert "127.0.0.1:1" in done.stderr
     assert time.monotonic() - t0 < 60
@@ -272,7 +272,7 @@ def test_unreachable_broker_exits_nonzero_after_timeout(bundle_dir: Path) -> Non
 def test_readyz_waits_for_partitions_and_healthz_follows_the_loop(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     import urllib.error
     import urllib.request
     import uuid
@@ -295,7 +295,7 @@ def test_readyz_waits_for_partitions_and_healthz_follows_the_loop(
     w = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", missing, "--output-topic",
                     out, "--dlq-topic", out, "--group", group_factory(), "--model",
                     str(bundle_dir), "--metrics-port", str(port), "--kafka",
-                    "topic.metadata.refresh.interval.ms=1000"], tmp_path / "w.log")  # fmt: skip
+                    "topic.metadata.refresh.interval.ms=1000"], tmp_path / "w.log")
     try:
         wait_for(lambda: status("/healthz") == 200, 30, "/healthz")
         time.sleep(3)

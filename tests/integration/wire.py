@@ -31,10 +31,10 @@ def events(n: int, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def args(bootstrap: str, t_in: str, t_out: str, t_dlq: str, group: str, model: Path,
-         registry: str, *extra: str) -> list[str]:  # fmt: skip
+         registry: str, *extra: str) -> list[str]:
     return ["--bootstrap", bootstrap, "--input-topic", t_in, "--output-topic", t_out,
             "--dlq-topic", t_dlq, "--group", group, "--model", str(model),
-            "--schema-registry", registry, *extra]  # fmt: skip
+            "--schema-registry", registry, *extra]
 
 
 def avro(url: str, topic: str, schema: str = AVRO_SCHEMA) -> Serialize:
@@ -52,13 +52,13 @@ def json_schema(url: str, topic: str) -> Serialize:
 _PROTO_FIELDS = (("id", "STRING"), ("ts", "INT64"), ("card_id", "STRING"), ("amount", "DOUBLE"),
                  ("hour", "INT32"), ("merchant_risk", "DOUBLE"), ("card_age_days", "DOUBLE"),
                  ("velocity_1h", "INT32"), ("distance_km", "DOUBLE"), ("foreign", "INT32"),
-                 ("online", "INT32"), ("avg_amount_30d", "DOUBLE"))  # fmt: skip
+                 ("online", "INT32"), ("avg_amount_30d", "DOUBLE"))
 
 
 def transaction_message() -> Any:
     """The demo transaction as a Protobuf message class (what protoc would generate)."""
     fd = descriptor_pb2.FileDescriptorProto(name="transaction.proto", package="demo",
-                                            syntax="proto3")  # fmt: skip
+                                            syntax="proto3")
     msg = fd.message_type.add(name="Transaction")
     kinds = descriptor_pb2.FieldDescriptorProto
     for number, (name, kind) in enumerate(_PROTO_FIELDS, start=1):
@@ -71,7 +71,7 @@ def transaction_message() -> Any:
 def protobuf(url: str, topic: str) -> Serialize:
     cls = transaction_message()
     ser = ProtobufSerializer(cls, SchemaRegistryClient({"url": url}),
-                             {"use.deprecated.format": False})  # fmt: skip
+                             {"use.deprecated.format": False})
     ctx = SerializationContext(topic, MessageField.VALUE)
     return lambda record: bytes(ser(cls(**record), ctx) or b"")
 

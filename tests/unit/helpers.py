@@ -108,7 +108,7 @@ def multiclass_bundle(folder: Path) -> ModelBundle:
 def event(i: int = 0, **fields: Any) -> dict[str, Any]:
     """A valid event for the FEATURES models; override or add fields by keyword."""
     base: dict[str, Any] = {"id": f"e{i}", "ts": 1_700_000_000_000 + i, "a": 0.5 * i,
-                            "b": -1.25, "c": 3}  # fmt: skip
+                            "b": -1.25, "c": 3}
     base.update(fields)
     return base
 

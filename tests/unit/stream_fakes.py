@@ -76,7 +76,7 @@ class ListSink:
         self.records: list[tuple[str, bytes | None, bytes | None, Any]] = []
 
     def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Any,
-             on_delivery: OnDelivery) -> None:  # fmt: skip
+             on_delivery: OnDelivery) -> None:
         self.records.append((topic, value, key, headers))
         on_delivery(None, None)
 
@@ -94,7 +94,7 @@ class HeldSink:
         self.refuse_when: Callable[[str, bytes | None], SendError | None] = lambda t, v: None
 
     def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Any,
-             on_delivery: OnDelivery) -> None:  # fmt: skip
+             on_delivery: OnDelivery) -> None:
         self.journal.calls.append(("send", (topic, value)))
         self.waiting.append(((topic, value, key, headers), on_delivery))
 
@@ -129,7 +129,7 @@ class TxSink(HeldSink):
         self.open, self.failed = [], False
 
     def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Any,
-             on_delivery: OnDelivery) -> None:  # fmt: skip
+             on_delivery: OnDelivery) -> None:
         def done(err: SendError | None, sent: Any) -> None:
             if err is None:
                 self.open.append((topic, value, headers))
@@ -140,7 +140,7 @@ class TxSink(HeldSink):
         super().send(topic, value, key, headers, done)
 
     def commit(self, offsets: Mapping[tuple[str, int], int], group: object,
-               timeout_s: float) -> TxState:  # fmt: skip
+               timeout_s: float) -> TxState:
         self.release()
         if self.failed:
             return TxState.ABORT
@@ -164,7 +164,7 @@ class LogConsumer:
     to stop once everything was read and the ``idle`` polls after that are done."""
 
     def __init__(self, logs: dict[int, list[Msg]], journal: Journal, batch: int = 3,
-                 idle: int = 3) -> None:  # fmt: skip
+                 idle: int = 3) -> None:
         self.logs, self.journal, self.batch, self.idle = logs, journal, batch, idle
         self.position = {p: 0 for p in logs}
         self.committed: dict[tuple[str, int], int] = {}
@@ -187,7 +187,7 @@ class LogConsumer:
         return out
 
     def commit(self, offsets: Mapping[tuple[str, int], int],
-               asynchronous: bool = False) -> str | None:  # fmt: skip
+               asynchronous: bool = False) -> str | None:
         self.journal.calls.append(("commit", dict(offsets)))
         self.committed.update(offsets)
         if asynchronous and self.on_commit is not None:
@@ -214,16 +214,16 @@ class LogConsumer:
 
 def settings(**overrides: Any) -> Settings:
     base: dict[str, Any] = {"input_topic": "in", "output_topic": "out", "dlq_topic": "dlq",
-                            "worker_id": "w1", "commit_interval_ms": 0}  # fmt: skip
+                            "worker_id": "w1", "commit_interval_ms": 0}
     return Settings(**{**base, **overrides})
 
 
 def make(tmp_path: Path, consumer: Any, sink: Any, s: Settings | None = None,
-         limit: RecordLimit | None = None) -> Runner:  # fmt: skip
+         limit: RecordLimit | None = None) -> Runner:
     ctx = ScoringContext(binary_bundle(tmp_path / "m"))
     extra = {"limit": limit} if limit is not None else {}
     runner = Runner(s or settings(), ctx, consumer, sink, WorkerMetrics(CollectorRegistry()),
-                    Health(stall_s=5), clock_ms=lambda: 42, **extra)  # fmt: skip
+                    Health(stall_s=5), clock_ms=lambda: 42, **extra)
     consumer.runner = runner
     if isinstance(sink, TxSink):
         sink.group = consumer

@@ -26,7 +26,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def test_jsonl_predictions_and_rejects(tmp_path: Path, ctx: ScoringContext) -> None:
     source = tmp_path / "in.jsonl"
     lines = [orjson.dumps(event(0)), b"not json", b"", orjson.dumps(event(3, a="x")),
-             b"[1]", orjson.dumps(event(5)) + b"\r", b"\xff\xfe"]  # fmt: skip
+             b"[1]", orjson.dumps(event(5)) + b"\r", b"\xff\xfe"]
     source.write_bytes(b"\n".join(lines) + b"\n")
     out = tmp_path / "out.jsonl"
     summary = score_file(source, out, ctx, now_ms=5, chunk=2)
@@ -38,7 +38,7 @@ def test_jsonl_predictions_and_rejects(tmp_path: Path, ctx: ScoringContext) -> N
     assert rejects_path(out) == tmp_path / "out.jsonl.rejects.jsonl"
     assert [(r["line"], r["kind"]) for r in rejects] == [
         (2, "decode"), (4, "features"), (5, "schema"), (7, "decode"),
-    ]  # fmt: skip
+    ]
     assert rejects[0]["raw"] == "not json"
     assert rejects[1]["reason"] == "feature 'a' must be a finite number, got str"
     assert rejects[3]["reason"] == "value is not valid UTF-8"
@@ -67,7 +67,7 @@ def test_csv_cells_become_numbers_and_ids_stay_text(tmp_path: Path, ctx: Scoring
     rejects = read_jsonl(rejects_path(out))
     assert [(r["line"], r["kind"]) for r in rejects] == [
         (3, "features"), (4, "features"), (6, "features"), (7, "decode"),
-    ]  # fmt: skip
+    ]
     assert rejects[0]["reason"] == "feature 'a' is missing"
     assert rejects[1]["reason"] == "feature 'a' must be a finite number, got str"
     assert rejects[2]["raw"] == "12,1,1e999,1,1,overflow"
@@ -82,7 +82,7 @@ def test_csv_and_jsonl_of_the_same_events_score_identically(
     jsonl.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
     csv_file = tmp_path / "e.csv"
     csv_file.write_text("id,ts,a,b,c\n" + "".join(
-        f"{e['id']},{e['ts']},{e['a']!r},{e['b']},{e['c']}\n" for e in events))  # fmt: skip
+        f"{e['id']},{e['ts']},{e['a']!r},{e['b']},{e['c']}\n" for e in events))
     score_file(jsonl, tmp_path / "j.out", ctx, 1, chunk=7)
     score_file(csv_file, tmp_path / "c.out", ctx, 1, chunk=1000)
     assert (tmp_path / "j.out").read_bytes() == (tmp_path / "c.out").read_bytes()

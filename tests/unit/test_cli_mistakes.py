@@ -38,7 +38,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "events.jsonl").write_text('{"id": "1", "a": 1, "b": 2, "c": 3}\n')
     (root / "typo.toml").write_text("bach_max = 100\n")
     return {"model": str(model), "nul": str(nul), "root": str(root),
-            "events": str(root / "events.jsonl"), "typo": str(root / "typo.toml")}  # fmt: skip
+            "events": str(root / "events.jsonl"), "typo": str(root / "typo.toml")}
 
 
 @pytest.fixture
@@ -120,11 +120,11 @@ MISTAKES = [
 
 
 @pytest.mark.parametrize(("argv", "env", "status", "text"),
-                         [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES])  # fmt: skip
+                         [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES])
 def test_each_mistake_is_one_line_and_the_right_exit_status(
     argv: list[str], env: dict[str, str], status: int, text: str, files: dict[str, str],
     busy_port: int, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setattr(shutdown, "install", lambda: None)  # keep pytest's own Ctrl-C
     for var, value in env.items():
         monkeypatch.setenv(var, value)
@@ -184,7 +184,7 @@ def test_help_is_for_users_with_defaults_and_an_example() -> None:
     assert "Score Kafka events with a scikit-learn model" in top
     assert "Each handler returns" not in top  # not the module's developer docstring
     for command in ("run", "score-file", "monitor", "kafka-local", "train-demo",
-                    "produce-demo", "models", "demo"):  # fmt: skip
+                    "produce-demo", "models", "demo"):
         text = _help(command)
         assert "example:" in text and f"scoring-worker {command}" in text, command
         assert "exit status:" in text, command
@@ -199,7 +199,7 @@ def test_score_file_shows_only_its_own_options() -> None:
     for own in ("--model", "--schema", "--max-event-bytes", "--config", "--log-level"):
         assert own in text, own
     for other in ("--kafka", "--bootstrap", "--batch-max", "--input-topic", "--metrics-port",
-                  "--group", "--start-timeout-s"):  # fmt: skip
+                  "--group", "--start-timeout-s"):
         assert other not in text, other
     assert "--windows" not in _help("run") and "--input-topic" not in _help("monitor")
 
@@ -216,6 +216,6 @@ def test_models_add_makes_the_first_version_current_and_promote_on_request(
     assert cli.main(["models", "list", "--store", store]) == 0
     assert capsys.readouterr().out.splitlines()[-2:] == ["unit\t1\tcurrent", "unit\t2"]
     assert cli.main(["models", "add", "--store", store, "--promote",
-                     str(bundle(tmp_path, "3"))]) == 0  # fmt: skip
+                     str(bundle(tmp_path, "3"))]) == 0
     assert cli.main(["models", "list", "--store", store]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "unit\t3\tcurrent"

@@ -14,9 +14,9 @@ from worker.monitor_app.settings import MonitorSettings
 def test_precedence_defaults_toml_env_flags(tmp_path: Path) -> None:
     toml = tmp_path / "w.toml"
     toml.write_text('group = "from-toml"\nbatch_max = 10\ninput_topic = "t-toml"\n'
-                    '[kafka]\n"security.protocol" = "SASL_SSL"\n"linger.ms" = 7\n')  # fmt: skip
+                    '[kafka]\n"security.protocol" = "SASL_SSL"\n"linger.ms" = 7\n')
     env = {"SCORING_BATCH_MAX": "20", "SCORING_INPUT_TOPIC": "t-env",
-           "SCORING_KAFKA": "linger.ms=9;sasl.mechanism=PLAIN"}  # fmt: skip
+           "SCORING_KAFKA": "linger.ms=9;sasl.mechanism=PLAIN"}
     flags = {"input_topic": "t-flag", "batch_max": None, "output_topic": None}
     s = config.load(toml, env, flags, ["sasl.username=alice"])
     assert s.group == "from-toml"  # only the file sets it
@@ -24,7 +24,7 @@ def test_precedence_defaults_toml_env_flags(tmp_path: Path) -> None:
     assert s.input_topic == "t-flag"  # flag beats env
     assert s.output_topic == "predictions"  # default
     assert s.kafka == {"security.protocol": "SASL_SSL", "linger.ms": "9",
-                       "sasl.mechanism": "PLAIN", "sasl.username": "alice"}  # fmt: skip
+                       "sasl.mechanism": "PLAIN", "sasl.username": "alice"}
 
 
 def test_bad_values_name_the_setting(tmp_path: Path) -> None:
@@ -44,7 +44,7 @@ def test_bad_values_name_the_setting(tmp_path: Path) -> None:
 def test_masked_hides_secrets_but_not_paths() -> None:
     s = config.Settings(kafka={"sasl.password": "hunter2", "ssl.key.password": "k",
                                "ssl.key.location": "/etc/key.pem", "linger.ms": "5",
-                               "sasl.oauthbearer.client.secret": "s"})  # fmt: skip
+                               "sasl.oauthbearer.client.secret": "s"})
     shown = s.masked()["kafka"]
     assert shown["sasl.password"] == "***"
     assert shown["ssl.key.password"] == "***"
@@ -110,7 +110,7 @@ def test_booleans_accept_only_the_usual_words() -> None:
 
     spec = specs(WithBool)["allow"]
     for text, value in (("true", True), ("YES", True), ("1", True), ("false", False),
-                        ("no", False), ("0", False), (True, True)):  # fmt: skip
+                        ("no", False), ("0", False), (True, True)):
         assert parse(spec, text, "x") is value
     for typo in ("ture", "on", "y", "2", ""):
         with pytest.raises(ConfigError, match="not a boolean"):
@@ -148,7 +148,7 @@ SECRET_PROPERTIES = ("sasl.password", "ssl.key.password", "ssl.keystore.password
                      "sasl.oauthbearer.client.credentials.client.secret",
                      "sasl.oauthbearer.assertion.private.key.passphrase",
                      "sasl.oauthbearer.assertion.private.key.pem", "sasl.jaas.config",
-                     "listener.name.secure.scram-sha-512.sasl.jaas.config")  # fmt: skip
+                     "listener.name.secure.scram-sha-512.sasl.jaas.config")
 
 
 @pytest.mark.parametrize("name", SECRET_PROPERTIES)
@@ -160,7 +160,7 @@ def test_every_secret_bearing_property_is_masked_by_name(name: str) -> None:
 
 def test_paths_and_plain_properties_are_not_secrets() -> None:
     for name in ("ssl.key.location", "ssl.ca.location", "sasl.username", "linger.ms",
-                 "security.protocol", "sasl.mechanism"):  # fmt: skip
+                 "security.protocol", "sasl.mechanism"):
         assert not config.is_secret(name), name
 
 
@@ -173,14 +173,14 @@ def test_typed_values_enums_windows_and_internal_topics() -> None:
     assert s.guarantee is Guarantee.EXACTLY_ONCE and s.log_format is LogFormat.TEXT
     assert config.Settings().guarantee is Guarantee.AT_LEAST_ONCE  # the default is typed too
     with pytest.raises(ConfigError, match=r"--guarantee once: not one of the choices \("
-                       "guarantee: one of at-least-once, exactly-once"):  # fmt: skip
+                       "guarantee: one of at-least-once, exactly-once"):
         config.load(None, {}, {"guarantee": "once"})
     m = MonitorSettings(windows=" 30s,1h ", group="g")
     assert [(w.name, w.ms) for w in m.window_sizes] == [("30s", 30_000), ("1h", 3_600_000)]
     assert m.window_list == ["30s", "1h"] and m.windows == " 30s,1h "  # the text as given
     assert (m.internal.join, m.internal.partials, m.internal.join_state,
             m.internal.global_state) == ("g-join", "g-partials", "g-join-changelog",
-                                         "g-global-changelog")  # fmt: skip
+                                         "g-global-changelog")
 
 
 def test_settings_catalog_lists_exactly_each_commands_setting_flags() -> None:
@@ -198,7 +198,7 @@ def test_settings_catalog_lists_exactly_each_commands_setting_flags() -> None:
         assert all(s.doc and s.value_type in (int, float, str, bool) for s in specs), command
     # A shared setting is one declaration: the same rule wherever a command has it.
     shared = [{s.name: s for s in command_settings(c)}["allow_pickle"].rule.doc
-              for c in ("run", "monitor", "retrain")]  # fmt: skip
+              for c in ("run", "monitor", "retrain")]
     assert all("prefer .skops bundles" in doc for doc in shared)
 
 

@@ -13,7 +13,7 @@ from tests.unit.helpers import ROOT
 PACKAGE = ROOT / "worker"
 PURE = ("worker.core", "worker.model", "worker.monitor", "worker.retrain.dataset",
         "worker.retrain.threshold", "worker.retrain.policy", "worker.retrain.evaluate",
-        "worker.retrain.table", "worker.retrain.decision")  # fmt: skip
+        "worker.retrain.table", "worker.retrain.decision")
 BLOCKER = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
@@ -41,7 +41,7 @@ def test_pure_parts_import_without_kafka_or_prometheus() -> None:
     pure = [m for m in modules() if any(m == p or m.startswith(p + ".") for p in PURE)]
     names = ["worker", "worker.api", *pure]
     result = subprocess.run([sys.executable, "-c", BLOCKER, *names], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"imported {len(names)}" in result.stdout
 
@@ -55,7 +55,7 @@ def top_level_imports(path: Path, package: str, typing_too: bool = True) -> set[
         if isinstance(node, ast.FunctionDef | ast.ClassDef):
             continue
         if (isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-                and not typing_too):  # fmt: skip
+                and not typing_too):
             continue
         for sub in ast.walk(node):
             if isinstance(sub, ast.Import):
@@ -97,7 +97,7 @@ def test_find_cycle_finds_one() -> None:
 def test_no_import_cycles() -> None:
     mods = modules()
     graph = {name: {m for m in top_level_imports(path, "worker") if m in mods and m != name}
-             for name, path in mods.items()}  # fmt: skip
+             for name, path in mods.items()}
     # The root package's lazy API names every public module for type checkers only; and a
     # module's own parent packages run before it whatever it imports, so "from worker.model
     # import runtimes" inside worker.model.bundle is an edge to worker.model.runtimes only.
@@ -110,11 +110,11 @@ def test_no_import_cycles() -> None:
 def test_only_kafka_io_imports_confluent_kafka() -> None:
     offenders = [name for name, path in modules().items()
                  if not name.startswith("worker.kafka_io")
-                 and top_level_imports(path, "confluent_kafka", typing_too=False)]  # fmt: skip
+                 and top_level_imports(path, "confluent_kafka", typing_too=False)]
     assert offenders == []
 
 
 def test_no_module_over_400_lines() -> None:
     long = {name: n for name, path in modules().items()
-            if (n := len(path.read_text().splitlines())) > 400}  # fmt: skip
+            if (n := len(path.read_text().splitlines())) > 400}
     assert long == {}

@@ -9,7 +9,7 @@ from worker.probes import Health
 def test_a_moving_restore_is_alive_and_not_ready() -> None:
     now = [100.0]
     health = Health(stall_s=10, clock=lambda: now[0], last_turn=100.0, model_loaded=True,
-                    assigned=True, broker_ok=True)  # fmt: skip
+                    assigned=True, broker_ok=True)
     assert health.ready()
     progress = health.restore
     progress.started(1000)

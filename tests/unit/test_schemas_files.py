@@ -30,7 +30,7 @@ def test_the_four_contracts_exist() -> None:
     assert {p.name for p in SCHEMA_FILES} >= {
         "transaction.schema.json", "prediction.schema.json", "label.schema.json",
         "dead_letter.schema.json",
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("path", SCHEMA_FILES, ids=lambda p: p.name)
@@ -82,7 +82,7 @@ def test_dead_letter_headers_contract() -> None:
         "dlq.source.topic": "transactions", "dlq.source.partition": "3",
         "dlq.source.offset": "12345", "dlq.model.name": "fraud-demo", "dlq.model.version": "1",
         "dlq.worker.id": "worker-1", "dlq.failed_at": "1700000000000",
-    }  # fmt: skip
+    }
     assert schema_errors(headers, schema) == []
     kinds = schema["properties"]["dlq.error.kind"]["enum"]
     assert kinds == [k.value for k in RejectKind]

@@ -42,7 +42,7 @@ def test_a_registered_runtime_writes_loads_and_scores(tmp_path: Path) -> None:
     sample = np.random.default_rng(0).normal(size=(8, 3))
     folder = worker.write_bundle(tmp_path / "lin", model, name="toy", version="1",
                                  task="binary", features=["a", "b", "c"], sample=sample,
-                                 runtime="toy-linear")  # fmt: skip
+                                 runtime="toy-linear")
     manifest = orjson.loads((folder / "model.json").read_bytes())
     assert (manifest["runtime"], manifest["artifact"]) == ("toy-linear", "model.lin")
     bundle = worker.load_bundle(folder)
@@ -59,10 +59,10 @@ def test_a_runtime_refuses_an_artifact_it_does_not_read(tmp_path: Path) -> None:
     with pytest.raises(ValueError):  # refused when written: it cannot score its own sample
         worker.write_bundle(tmp_path / "bad", linear_runtime.LinearModel([1.0], 0.0),
                             name="toy", version="1", task="binary", features=["a", "b"],
-                            sample=sample, runtime="toy-linear")  # fmt: skip
+                            sample=sample, runtime="toy-linear")
     folder = worker.write_bundle(tmp_path / "lin", linear_runtime.LinearModel([1.0, 2.0], 0.0),
                                  name="toy", version="1", task="binary", features=["a", "b"],
-                                 sample=sample, runtime="toy-linear")  # fmt: skip
+                                 sample=sample, runtime="toy-linear")
     manifest = orjson.loads((folder / "model.json").read_bytes())
     manifest["features"] = ["a"]
     (folder / "model.json").write_bytes(orjson.dumps(manifest))

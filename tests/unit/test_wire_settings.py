@@ -13,7 +13,7 @@ from worker.stream import schema_gate
 
 def test_the_registry_password_is_masked_and_the_user_is_not() -> None:
     s = config.Settings(schema_registry="https://r:8081", schema_registry_user="svc",
-                        schema_registry_password="hunter2")  # fmt: skip
+                        schema_registry_password="hunter2")
     shown = s.masked()
     assert shown["schema_registry_password"] == "***" and shown["schema_registry_user"] == "svc"
     assert "hunter2" not in repr(shown)
@@ -25,7 +25,7 @@ def test_the_registry_password_is_masked_and_the_user_is_not() -> None:
     ({"SCORING_SCHEMA_REGISTRY": "registry:8081"}, "is not an http:// or https:// URL"),
     ({"SCORING_SCHEMA_REGISTRY_TIMEOUT_S": "0"}, "above 0"),
     ({"SCORING_SCHEMA_REGISTRY_BACKOFF_MAX_S": "0.1"}, "0.2 to 3600"),
-])  # fmt: skip
+])
 def test_values_out_of_range_are_refused_by_name(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config.load(None, env, {})
@@ -33,7 +33,7 @@ def test_values_out_of_range_are_refused_by_name(env: dict[str, str], message: s
 
 def test_several_registry_urls_are_accepted() -> None:
     s = config.load(None, {"SCORING_SCHEMA_REGISTRY": "http://a:8081, https://b/apis/ccompat/v7"},
-                    {})  # fmt: skip
+                    {})
     assert s.schema_registry == "http://a:8081, https://b/apis/ccompat/v7"
 
 

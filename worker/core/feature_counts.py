@@ -99,7 +99,7 @@ class NumericBlock:
                    np.array(high, dtype=np.float64).reshape(-1, 1),
                    np.array([s.bins - 1 for s in chosen], dtype=np.intp), real,
                    np.array(bins, dtype=np.intp),
-                   np.array(tails, dtype=np.intp).reshape(3, len(chosen)))  # fmt: skip
+                   np.array(tails, dtype=np.intp).reshape(3, len(chosen)))
 
     def count(self, xt: npt.NDArray[np.float64], out: IntArray) -> None:
         """``xt``: one contiguous row per numeric feature, in ``positions`` order."""
@@ -189,11 +189,11 @@ def _categorical(values: AnyArray, lookup: dict[Any, int], bins: int) -> IntArra
         index = where[values.astype(np.intp)]
     else:
         index = np.fromiter(map(lookup.get, values, repeat(other)), dtype=np.intp,
-                            count=len(values))  # fmt: skip
+                            count=len(values))
         unknown = np.flatnonzero(index == other)
         if unknown.size:
             gone = [i for i, v in zip(unknown.tolist(), values[unknown].tolist(), strict=True)
-                    if _is_missing(v)]  # fmt: skip
+                    if _is_missing(v)]
             index[gone] = missing
     return np.bincount(index, minlength=bins + 1).astype(np.int64)
 

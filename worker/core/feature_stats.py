@@ -51,7 +51,7 @@ class FeatureStats:
             "model": self.model, "model_version": self.model_version, "worker": self.worker,
             "interval_start": self.interval_start, "interval_ms": self.interval_ms,
             "profile": self.profile, "rows": self.rows, "counts": list(self.counts),
-        })  # fmt: skip
+        })
 
     @classmethod
     def decode(cls, value: bytes | Mapping[str, Any]) -> FeatureStats:
@@ -67,7 +67,7 @@ class FeatureStats:
             raise StatsError("feature statistics: 'counts' must be a list of counts")
         return cls(_text(value, "model"), _text(value, "model_version"), _text(value, "worker"),
                    _int(value, "interval_start", None), _int(value, "interval_ms", 1),
-                   _text(value, "profile"), _int(value, "rows", 0), tuple(counts))  # fmt: skip
+                   _text(value, "profile"), _int(value, "rows", 0), tuple(counts))
 
 
 @dataclass
@@ -86,7 +86,7 @@ class StatsBuffer:
     pending: dict[tuple[str, str, int], _Open] = field(default_factory=dict)
 
     def add(self, model: str, version: str, profile: str, counts: IntArray, rows: int,
-            now_ms: int) -> None:  # fmt: skip
+            now_ms: int) -> None:
         if rows == 0:
             return
         key = (model, version, now_ms - now_ms % self.interval_ms)
@@ -102,7 +102,7 @@ class StatsBuffer:
     def take(self) -> list[FeatureStats]:
         out = [FeatureStats(model, version, self.worker, start, self.interval_ms, e.profile,
                             e.rows, tuple(e.counts.tolist()))
-               for (model, version, start), e in self.pending.items()]  # fmt: skip
+               for (model, version, start), e in self.pending.items()]
         self.pending.clear()
         return out
 
@@ -125,5 +125,5 @@ def _int(data: Mapping[str, Any], key: str, minimum: int | None) -> int:
     value = data.get(key)
     if type(value) is not int or (minimum is not None and value < minimum):
         raise StatsError(f"feature statistics: {key!r} must be an integer"
-                         + ("" if minimum is None else f" >= {minimum}"))  # fmt: skip
+                         + ("" if minimum is None else f" >= {minimum}"))
     return value

@@ -97,7 +97,7 @@ def _convert(columns: Columns, runtime_input: str) -> Any:
         return to_frame(columns)
     if not columns.arrays or columns.rows == 0:
         return np.empty((columns.rows, len(columns.features)),
-                        dtype=np.float64 if runtime_input == "float64" else object)  # fmt: skip
+                        dtype=np.float64 if runtime_input == "float64" else object)
     if runtime_input == "float64":  # booleans 0/1, missing NaN: what check_array makes
         return np.column_stack([a.astype(np.float64) for a in columns.arrays])
     return np.column_stack([a.astype(object) for a in columns.arrays])

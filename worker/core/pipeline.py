@@ -186,17 +186,17 @@ def score_with_shadow(
 def same_decoding(a: ScoringContext, b: ScoringContext) -> bool:
     """Whether ``a`` and ``b`` decode and validate a value alike."""
     return (a.decoder == b.decoder and a.validator == b.validator
-            and a.max_event_bytes == b.max_event_bytes)  # fmt: skip
+            and a.max_event_bytes == b.max_event_bytes)
 
 
 def same_input(a: ScoringContext, b: ScoringContext) -> bool:
     """Whether ``a``'s and ``b``'s models take the same input from the same events."""
     return (same_decoding(a, b) and a.bundle.runtime.input == b.bundle.runtime.input
-            and a.bundle.manifest.feature_specs == b.bundle.manifest.feature_specs)  # fmt: skip
+            and a.bundle.manifest.feature_specs == b.bundle.manifest.feature_specs)
 
 
 def score_prepared(prepared: Prepared, ctx: ScoringContext, now_ms: int,
-                   count: bool = False) -> Scored:  # fmt: skip
+                   count: bool = False) -> Scored:
     """Score a prepared batch with ``ctx``'s model (``prepared`` itself is not changed), and
     with ``count`` the feature counts of the events it scored."""
     events, positions, batch = prepared.events, prepared.positions, prepared.batch

@@ -53,7 +53,7 @@ encode: Final[Callable[[PredictionRecord], bytes]] = orjson.dumps
 
 
 def decode(value: bytes | Mapping[str, Any],
-           true_label_field: str = DEFAULT_TRUE_LABEL_FIELD) -> PredictionView:  # fmt: skip
+           true_label_field: str = DEFAULT_TRUE_LABEL_FIELD) -> PredictionView:
     """A checked view of a prediction message; RecordError when it cannot be used."""
     if isinstance(value, bytes | bytearray):
         try:

@@ -34,7 +34,7 @@ _NOT_DRAFT_07: Final = frozenset({
     "dependentRequired", "minContains", "maxContains", "$dynamicRef", "$dynamicAnchor",
     "$recursiveRef", "$recursiveAnchor", "$anchor", "$vocabulary", "contentEncoding",
     "contentMediaType", "contentSchema", "dependencies",
-})  # fmt: skip
+})
 
 # Keywords that are allowed next to "$ref" without changing its meaning; in
 # draft-07 every sibling of "$ref" is ignored, in 2020-12 they all apply.

@@ -24,10 +24,10 @@ _ROOT_KEYS: Final = _ANNOTATIONS | {"type", "properties", "required", "additiona
 _PROP_KEYS: Final = _ANNOTATIONS | {
     "type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
     "minLength", "maxLength", "enum",
-}  # fmt: skip
+}
 _TYPES: Final = {"number", "integer", "string", "boolean", "null"}
 _BOUND_OPS: Final = {"minimum": "<", "maximum": ">", "exclusiveMinimum": "<=",
-                     "exclusiveMaximum": ">="}  # fmt: skip
+                     "exclusiveMaximum": ">="}
 
 
 def _is_number(x: object) -> bool:
@@ -63,7 +63,7 @@ def _prop_eligible(p: dict[str, Any]) -> bool:
     # Python's == treats True as 1; JSON Schema does not: leave boolean enums to the
     # general engines rather than get them subtly wrong.
     return enum is None or (isinstance(enum, list) and all(
-        type(e) in (int, float, str) or e is None for e in enum))  # fmt: skip
+        type(e) in (int, float, str) or e is None for e in enum))
 
 
 def _type_test(types: list[str]) -> str:
@@ -116,7 +116,7 @@ def numeric_required(schema: object) -> frozenset[str]:
         name for name, p in schema.get("properties", {}).items()
         if name in required and set(p["type"] if isinstance(p["type"], list) else [p["type"]])
         <= {"number", "integer"}
-    )  # fmt: skip
+    )
 
 
 def compile_flat(schema: object) -> Callable[[object], bool] | None:

@@ -43,7 +43,7 @@ def self_test(bundle: ModelBundle) -> float | None:
     got = result.output
     if got.shape != expected.shape:
         raise SelfTestError(f"self-test: outputs of shape {got.shape}, the bundle recorded "
-                            f"{expected.shape}")  # fmt: skip
+                            f"{expected.shape}")
     diff = np.abs(got - expected)
     worst = float(diff.max()) if diff.size else 0.0
     tolerance = bundle.runtime.tolerance
@@ -75,7 +75,7 @@ def _no_rejections(ids: list[str], rejected: list[tuple[int, Rejection]]) -> Non
     if rejected:
         i, r = rejected[0]
         raise SelfTestError(f"self-test: event {ids[i]!r} was rejected ({r.kind.value}: "
-                            f"{r.message})")  # fmt: skip
+                            f"{r.message})")
 
 
 def _shown(row: np.ndarray) -> str:  # type: ignore[type-arg]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--mute-audio")  # fmt: skip
+         "--hide-scrollbars", "--mute-audio")
 
 
 def chromium() -> str | None:
@@ -29,7 +29,7 @@ def _run(args: list[str], timeout_s: float) -> str:
         raise FileNotFoundError("chromium is not installed (make tools installs it)")
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         done = subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", *args],
-                              capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
+                              capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
         raise RuntimeError(f"chromium exited {done.returncode}: {done.stderr[-500:]}")
     return done.stdout
@@ -41,11 +41,11 @@ def dump_dom(url: str, budget_ms: int = 8000, timeout_s: float = 90.0) -> str:
 
 
 def screenshot(url: str, out: Path, size: tuple[int, int] = (1280, 1400),
-               budget_ms: int = 8000, timeout_s: float = 90.0) -> Path:  # fmt: skip
+               budget_ms: int = 8000, timeout_s: float = 90.0) -> Path:
     """A PNG of the page at ``size`` (width, height in CSS pixels)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     _run([f"--virtual-time-budget={budget_ms}", f"--window-size={size[0]},{size[1]}",
-          f"--screenshot={out.resolve()}", url], timeout_s)  # fmt: skip
+          f"--screenshot={out.resolve()}", url], timeout_s)
     if not out.exists():
         raise RuntimeError(f"chromium wrote no screenshot to {out}")
     return out

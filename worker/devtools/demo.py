@@ -120,12 +120,12 @@ def _fraud_logit(x: FloatArray, drifted: bool) -> FloatArray:
             -6.5 - 2.4 * ratio + 1.8 * (1.0 - night) - 6.0 * risk + 1.0 * young
             + 0.4 * velocity + 0.2 * far + 0.6 * online,
             dtype=np.float64,
-        )  # fmt: skip
+        )
     return np.asarray(
         -10.0 + 2.4 * ratio + 2.3 * night + 7.0 * risk + 2.5 * young + 0.9 * velocity
         + 0.6 * far + 1.8 * foreign + 1.2 * online,
         dtype=np.float64,
-    )  # fmt: skip
+    )
 
 
 def make_events(
@@ -249,7 +249,7 @@ def make_lr30_events(rng: np.random.Generator, n: int, start_id: int) -> list[di
 
 
 def make_lr30_bundle(out_dir: Path, seed: int = 11, n: int = 20_000,
-                     version: str = "1") -> Path:  # fmt: skip
+                     version: str = "1") -> Path:
     """A LogisticRegression on 30 numeric features, for the throughput benchmark."""
     rng = np.random.default_rng(seed)
     matrix = rng.standard_normal((n, len(LR30_FEATURES)))

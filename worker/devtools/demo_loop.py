@@ -62,7 +62,7 @@ class Loop:
         self.bootstrap, self.workdir, self.plan = bootstrap, workdir, plan
         self.run_id = uuid.uuid4().hex[:6]
         self.t = {k: f"loop-{self.run_id}-{k}" for k in
-                  ("tx", "pred", "dlq", "labels", "metrics", "alerts", "stats", "ctl")}  # fmt: skip
+                  ("tx", "pred", "dlq", "labels", "metrics", "alerts", "stats", "ctl")}
         self.conf = client_config(Role.RANGE, Connection(bootstrap))
         self.report = LoopReport()
         self.sent = DemoSummary()
@@ -81,7 +81,7 @@ class Loop:
             train_demo(champion)
         t, ctl = self.t, self.t["ctl"]
         kafka_io.create_topics(self.bootstrap, {t["tx"]: 4, t["pred"]: 4, t["dlq"]: 1,
-                                                t["labels"]: 4, t["alerts"]: 1})  # fmt: skip
+                                                t["labels"]: 4, t["alerts"]: 1})
         kafka_io.create_topics(self.bootstrap, {ctl: 1}, config={"cleanup.policy": "compact"})
         store = ModelStore(self.workdir / f"store-{self.run_id}")
         store.add(champion)
@@ -103,7 +103,7 @@ class Loop:
                  "--alerts-topic", t["alerts"], "--model-poll-ms", "200",
                  # Workers on one host: each its own id (static group member).
                  "--instance-id", f"worker-{i}"],
-                self.workdir / f"worker-{i}.log")  # fmt: skip
+                self.workdir / f"worker-{i}.log")
             wait_ready(port, procs[f"worker-{i}"], 60.0)
         procs["monitor"], port = _spawn(
             ["monitor", "--config", str(self.workdir / "monitor.toml"), "--bootstrap",
@@ -112,22 +112,22 @@ class Loop:
              t["stats"], "--group", f"loop-{self.run_id}-monitor", "--instance-id", "loop",
              "--models", str(model / "1"), "--windows", self.plan.window, "--tick-ms", "500",
              "--state-dir", str(self.workdir / "monitor-state")],
-            self.workdir / "monitor.log")  # fmt: skip
+            self.workdir / "monitor.log")
         wait_ready(port, procs["monitor"], 60.0)
         self.note(f"champion {DEMO_MODEL_NAME} 1 serves {self.plan.workers} workers (store "
                   f"{model}, control topic {t['ctl']}); monitor and traffic start; the "
-                  f"monitor's status page: http://127.0.0.1:{port}/")  # fmt: skip
+                  f"monitor's status page: http://127.0.0.1:{port}/")
         return procs
 
     def traffic(self) -> threading.Thread:
         p = self.plan
         demo = DemoTraffic(topic=self.t["tx"], count=10**9, rate=p.rate,
                            labels_topic=self.t["labels"], label_delay_s=p.label_delay_s,
-                           drift_after=p.healthy, bad_every=200)  # fmt: skip
+                           drift_after=p.healthy, bad_every=200)
         conf = client_config(Role.PRODUCER, Connection(self.bootstrap))
         thread = threading.Thread(target=produce_demo, daemon=True, kwargs={
             "t": demo, "producer_conf": conf, "stop": self.stop_traffic.is_set,
-            "summary": self.sent})  # fmt: skip
+            "summary": self.sent})
         thread.start()
         return thread
 
@@ -140,13 +140,13 @@ class Loop:
 
     def alerts_firing(self, names: set[str]) -> bool:
         seen = [a for a in latest_by_key(self.read(self.t["alerts"])).values()
-                if a.get("status") == "firing" and a.get("alert") in names]  # fmt: skip
+                if a.get("status") == "firing" and a.get("alert") in names]
         for a in seen:
             if a not in self.report.alerts:
                 self.report.alerts.append(a)
                 self.note(f"monitor alert {a['alert']} firing for v{a['model_version']}: "
                           f"{a['metric']} {a['value']:.3f} {a['op']} {a['threshold']} "
-                          f"({a['basis_count']:,} events, {a['window']})")  # fmt: skip
+                          f"({a['basis_count']:,} events, {a['window']})")
         return names <= {a["alert"] for a in seen}
 
     def retrain(self) -> None:
@@ -154,14 +154,14 @@ class Loop:
         end = wall_ms() - int((p.label_delay_s + 1) * 1000)  # labels of older events are in
         cmd = [sys.executable, "-m", "worker", "retrain", "--config",
                str(self.workdir / "retrain.toml"), "--from", str(start + 1000), "--to",
-               str(end), "--promote-if-better"]  # fmt: skip
+               str(end), "--promote-if-better"]
         self.report.retrain_command = ["scoring-worker", *cmd[3:]]
         self.note("retrain: " + " ".join(self.report.retrain_command))
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         self.report.retrain_output = done.stdout + done.stderr
         self.report.retrain_exit = done.returncode
         self.note(f"retrain finished (exit {done.returncode}): "
-                  + (done.stdout.strip().splitlines() or ["-"])[-1])  # fmt: skip
+                  + (done.stdout.strip().splitlines() or ["-"])[-1])
 
     def finish(self) -> None:
         r, n = self.report, self.sent.events
@@ -189,11 +189,11 @@ class Loop:
         self.wait("the monitor's last windows", monitor_caught_up, step=2.0)
         read_windows(r, metrics, self.plan.window)
         r.decision = next((a for a in latest_by_key(self.read(self.t["alerts"])).values()
-                           if a.get("alert") == "model_decision"), {})  # fmt: skip
+                           if a.get("alert") == "model_decision"), {})
 
 
 def run_loop(bootstrap: str, workdir: Path, plan: LoopPlan | None = None,
-             cleanup: bool = False) -> LoopReport:  # fmt: skip
+             cleanup: bool = False) -> LoopReport:
     """The loop; ``cleanup`` deletes its topics at the end (tests)."""
     plan = plan or LoopPlan()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -221,7 +221,7 @@ def run_loop(bootstrap: str, workdir: Path, plan: LoopPlan | None = None,
         if cleanup:
             names = [*loop.t.values(), *(f"loop-{loop.run_id}-monitor-{k}" for k in
                                          ("join", "partials", "join-changelog",
-                                          "global-changelog"))]  # fmt: skip
+                                          "global-changelog"))]
             kafka_io.delete_topics(bootstrap, names)
     return loop.report
 
@@ -231,5 +231,5 @@ def main(bootstrap: str, workdir: Path, plan: LoopPlan | None = None) -> int:
     print(story(report))
     r = report
     ok = (r.lost == 0 and r.decision.get("action") == "promoted" and r.retrain_exit == 0
-          and not any(r.exits.values()))  # fmt: skip
+          and not any(r.exits.values()))
     return 0 if ok else 1

@@ -33,7 +33,7 @@ def _script_json(value: object) -> str:
 
 
 def write_report(folder: Path, title: str, rows: dict[str, Any],
-                 status: dict[str, Any] | None) -> list[Path]:  # fmt: skip
+                 status: dict[str, Any] | None) -> list[Path]:
     """Write report.html (and report.png when Chromium is installed); the files written."""
     report = _script_json({"title": title, "rows": rows})
     data = f"<script>window.STATUS = {_script_json(status)};\nwindow.REPORT = {report};</script>\n"
@@ -44,7 +44,7 @@ def write_report(folder: Path, title: str, rows: dict[str, Any],
     if browser.chromium() is not None:
         try:
             written.append(browser.screenshot(html.resolve().as_uri(), folder / "report.png",
-                                              size=(1280, 1600), budget_ms=2000))  # fmt: skip
+                                              size=(1280, 1600), budget_ms=2000))
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             print(f"report.png not written: {exc}")
     return written

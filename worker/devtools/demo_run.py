@@ -85,7 +85,7 @@ def _spawn(args: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], in
     port = free_port()
     log = log_path.open("wb")
     cmd = [sys.executable, "-m", "worker", *args, "--metrics-port", str(port),
-           "--log-level", "WARNING"]  # fmt: skip
+           "--log-level", "WARNING"]
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), port
 
 
@@ -103,7 +103,7 @@ def rolling_figures(bootstrap: str, topic: str) -> dict[str, object]:
 
 
 def run_demo(bootstrap: str, workdir: Path, seconds: float, rate: float
-             ) -> tuple[DemoReport, dict[str, Any] | None]:  # fmt: skip
+             ) -> tuple[DemoReport, dict[str, Any] | None]:
     """The run's summary, and the monitor's last /api/status."""
     model = workdir / "model"
     if not (model / "model.json").exists():
@@ -112,11 +112,11 @@ def run_demo(bootstrap: str, workdir: Path, seconds: float, rate: float
     names = ("transactions", "predictions", "dlq", "labels", "metrics", "alerts", "stats")
     t = {k: f"demo-{run}-{k}" for k in names}
     kafka_io.create_topics(bootstrap, {t["transactions"]: 4, t["predictions"]: 4,
-                                       t["dlq"]: 1, t["labels"]: 4})  # fmt: skip
+                                       t["dlq"]: 1, t["labels"]: 4})
     worker, w_port = _spawn(["run", "--bootstrap", bootstrap, "--input-topic", t["transactions"],
                              "--output-topic", t["predictions"], "--dlq-topic", t["dlq"],
                              "--group", f"demo-{run}", "--model", str(model)],
-                            workdir / "worker.log")  # fmt: skip
+                            workdir / "worker.log")
     (workdir / "monitor.toml").write_text(DEMO_ALERTS)
     monitor, m_port = _spawn(["monitor", "--config", str(workdir / "monitor.toml"),
                               "--bootstrap", bootstrap,
@@ -126,7 +126,7 @@ def run_demo(bootstrap: str, workdir: Path, seconds: float, rate: float
                               "--group", f"demo-{run}-monitor", "--instance-id", "demo",
                               # 5-second windows: closed windows to draw within the run
                               "--windows", "5s,5m", "--models", str(model)],
-                             workdir / "monitor.log")  # fmt: skip
+                             workdir / "monitor.log")
     try:
         wait_ready(w_port, worker, 60.0)
         wait_ready(m_port, monitor, 60.0)
@@ -149,7 +149,7 @@ def run_demo(bootstrap: str, workdir: Path, seconds: float, rate: float
     report = DemoReport(sent.events, len(preds), len(dead), round(per_s, 1), round(p50, 1),
                         round(p99, 1), code, monitor_code, _count(rolling),
                         _figure(rolling, "accuracy"), _figure(rolling, "recall"),
-                        _figure(rolling, "roc_auc"), _figure(rolling, "psi"))  # fmt: skip
+                        _figure(rolling, "roc_auc"), _figure(rolling, "psi"))
     return report, status
 
 
@@ -169,7 +169,7 @@ def report_rows(r: DemoReport) -> list[tuple[str, object]]:
             ("latency p99 ms", r.latency_p99_ms), ("worker exit", r.worker_exit),
             ("monitor exit", r.monitor_exit), ("rolling labeled", r.rolling_labeled),
             ("rolling accuracy", r.rolling_accuracy), ("rolling recall", r.rolling_recall),
-            ("rolling ROC AUC", r.rolling_roc_auc), ("rolling PSI", r.rolling_psi)]  # fmt: skip
+            ("rolling ROC AUC", r.rolling_roc_auc), ("rolling PSI", r.rolling_psi)]
 
 
 def print_report(r: DemoReport) -> None:

@@ -51,14 +51,14 @@ class MavenProgress:
             self.size += n
             if n >= BIG_FILE:
                 self.say(f"downloaded {m.group(1)} ({_mb(n)}; {self.files} files, "
-                         f"{_mb(self.size)} so far)")  # fmt: skip
+                         f"{_mb(self.size)} so far)")
                 self.last = self.clock()
         elif _COPYING.search(line):
             self.copied += 1
         if self.clock() - self.last >= EVERY_S:
             self.last = self.clock()
             self.say(f"still resolving: {self.files} files downloaded ({_mb(self.size)}), "
-                     f"{self.copied} jars copied")  # fmt: skip
+                     f"{self.copied} jars copied")
 
 
 def check_tools(no_java: str) -> None:
@@ -81,10 +81,10 @@ def resolve(pom_text: str, lib_dir: Path, coordinate: str, say: Progress) -> Non
     shutil.rmtree(staging, ignore_errors=True)
     say(f"first start: resolving {coordinate} and its dependencies from Maven Central "
         f"into {lib_dir.parent} (about 45 MB; one to three minutes on a fresh machine, "
-        "later starts take about 10 s)")  # fmt: skip
+        "later starts take about 10 s)")
     t0 = time.monotonic()
     cmd = ["mvn", "-B", "-f", str(pom), "dependency:copy-dependencies",
-           f"-DoutputDirectory={staging}", "-DincludeScope=runtime"]  # fmt: skip
+           f"-DoutputDirectory={staging}", "-DincludeScope=runtime"]
     run_maven(cmd, coordinate, say)
     shutil.rmtree(lib_dir, ignore_errors=True)
     staging.rename(lib_dir)
@@ -99,7 +99,7 @@ def run_maven(cmd: list[str], coordinate: str, say: Progress, cwd: Path | None =
     progress = MavenProgress(say)
     tail: list[str] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace", cwd=cwd) as proc:  # fmt: skip
+                          errors="replace", cwd=cwd) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             progress.feed(line)
@@ -107,4 +107,4 @@ def run_maven(cmd: list[str], coordinate: str, say: Progress, cwd: Path | None =
     if proc.returncode != 0:
         errors = [t for t in tail if "ERROR" in t][:3] or tail[-3:]
         raise KafkaLocalError(f"could not resolve {coordinate} from Maven Central: "
-                              + " | ".join(errors))  # fmt: skip
+                              + " | ".join(errors))

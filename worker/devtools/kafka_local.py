@@ -189,7 +189,7 @@ def _java(b: LocalBroker, main: str, *args: str) -> list[str]:
         "java", f"-Xmx{b.heap}", f"-Xms{b.heap}", "-XX:+UseG1GC",
         f"-Dlog4j2.configurationFile={b.state_dir / 'log4j2.properties'}",
         "-cp", f"{b.lib_dir}/*", main, *args,
-    ]  # fmt: skip
+    ]
 
 
 def _cluster_id() -> str:
@@ -211,7 +211,7 @@ def _format_storage(b: LocalBroker, security: Security) -> None:
     if (b.state_dir / "data" / "meta.properties").exists():
         return
     cmd = _java(b, "kafka.tools.StorageTool", "format", "--standalone", "-t", _cluster_id(),
-                "-c", str(props))  # fmt: skip
+                "-c", str(props))
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise KafkaLocalError(f"formatting {b.state_dir / 'data'} failed: {proc.stderr.strip()}")
@@ -246,7 +246,7 @@ class StartResult:
 
 
 def start(b: LocalBroker, timeout: float = 120.0, security: Security | None = None,
-          progress: kafka_fetch.Progress = lambda _: None) -> StartResult:  # fmt: skip
+          progress: kafka_fetch.Progress = lambda _: None) -> StartResult:
     """Start the broker unless it runs; return once a metadata request succeeds (and, with
     ``security``, once its user can authenticate on the secure listener)."""
     security = security or Security()
@@ -295,7 +295,7 @@ def _kept_data_hint(b: LocalBroker, timeout: float) -> str:
         return ""
     return (f"; its data holds {kept} partitions from earlier runs: raise --timeout "
             f"(now {timeout:g}s), or empty it with `scoring-worker kafka-local reset "
-            f"--port {b.port}`")  # fmt: skip
+            f"--port {b.port}`")
 
 
 def _check_running_matches(b: LocalBroker, security: Security) -> None:
@@ -303,7 +303,7 @@ def _check_running_matches(b: LocalBroker, security: Security) -> None:
     props = (b.state_dir / "server.properties").read_text(errors="replace")
     wanted = f"SECURE:{security.protocol}" if security.enabled else None
     has = next((p for p in ("SECURE:SASL_SSL", "SECURE:SASL_PLAINTEXT", "SECURE:SSL")
-                if p in props), None)  # fmt: skip
+                if p in props), None)
     if wanted != has and (security.enabled or has is not None):
         raise KafkaLocalError(
             f"the broker on {b.bootstrap} already runs with "
@@ -312,7 +312,7 @@ def _check_running_matches(b: LocalBroker, security: Security) -> None:
 
 
 def _secure_ready(b: LocalBroker, security: Security, timeout: float,
-                  progress: kafka_fetch.Progress) -> None:  # fmt: skip
+                  progress: kafka_fetch.Progress) -> None:
     """Create (or update) the SCRAM user, then wait until it can log in on port + 2."""
     if not security.enabled:
         return
@@ -323,7 +323,7 @@ def _secure_ready(b: LocalBroker, security: Security, timeout: float,
     while True:  # the new credential reaches the listener a moment after the upsert
         try:
             kafka_io.wait_for_broker(f"{b.host}:{secure_port(b)}", timeout,
-                                     extra=client_properties(b, security))  # fmt: skip
+                                     extra=client_properties(b, security))
             return
         except KafkaFatalError as exc:
             if "authentication" not in str(exc) or time.monotonic() > deadline:

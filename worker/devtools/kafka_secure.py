@@ -46,7 +46,7 @@ class Security:
                               "alice:alice-secret)")
         if len(password) < 3 or any(c in user for c in ",=\"\\ "):
             raise ConfigError("--sasl: the user may not hold , = \" \\ or spaces, and the "
-                              "password needs at least 3 characters")  # fmt: skip
+                              "password needs at least 3 characters")
         return Security(user, password, tls)
 
     @property
@@ -68,7 +68,7 @@ def client_properties(b: LocalBroker, security: Security) -> dict[str, str]:
     props = {"security.protocol": security.protocol}
     if security.user is not None:
         props |= {"sasl.mechanism": "SCRAM-SHA-512", "sasl.username": security.user,
-                  "sasl.password": security.password or ""}  # fmt: skip
+                  "sasl.password": security.password or ""}
     if security.tls:
         props["ssl.ca.location"] = str(b.state_dir / "tls" / "ca.pem")
     return props
@@ -79,7 +79,7 @@ def client_hints(b: LocalBroker, security: Security) -> list[str]:
     if not security.enabled:
         return []
     flags = " ".join(f"--kafka {k}={'PASSWORD' if k == 'sasl.password' else v}"
-                     for k, v in client_properties(b, security).items())  # fmt: skip
+                     for k, v in client_properties(b, security).items())
     return [f"{security.protocol} listener on {b.host}:{secure_port(b)}: "
             f"--bootstrap {b.host}:{secure_port(b)} {flags}"]
 
@@ -93,7 +93,7 @@ def listener_lines(b: LocalBroker, security: Security) -> list[str]:
         names.append(f"SECURE://{b.host}:{secure_port(b)}")
         protocols += f",SECURE:{security.protocol}"
     lines = [f"listeners={','.join(names)}", f"advertised.listeners={','.join(names)}",
-             f"listener.security.protocol.map={protocols}"]  # fmt: skip
+             f"listener.security.protocol.map={protocols}"]
     if security.user is not None:
         lines += ["listener.name.secure.sasl.enabled.mechanisms=SCRAM-SHA-512",
                   "listener.name.secure.scram-sha-512.sasl.jaas.config="

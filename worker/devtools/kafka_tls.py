@@ -40,7 +40,7 @@ def make_ca(folder: Path, password: str, name: str = "kafka-local throwaway CA")
              "-keysize", "2048", "-validity", VALIDITY_DAYS, "-ext", "bc:c",
              "-keystore", str(store), "-storetype", "PKCS12", "-storepass", password)
     _keytool("-exportcert", "-rfc", "-alias", "ca", "-keystore", str(store),
-             "-storepass", password, "-file", str(folder / "ca.pem"))  # fmt: skip
+             "-storepass", password, "-file", str(folder / "ca.pem"))
     return folder / "ca.pem"
 
 

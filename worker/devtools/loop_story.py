@@ -52,7 +52,7 @@ def latest_by_key(records: Iterable[RangeRecord]) -> dict[bytes, dict[str, Any]]
 
 
 def check_predictions(report: LoopReport, records: Sequence[RangeRecord], expected: set[str]
-                      ) -> None:  # fmt: skip
+                      ) -> None:
     """Lost and duplicated events, and each partition's run of versions."""
     ids: list[str] = []
     by_part: dict[int, list[tuple[int, str]]] = {}
@@ -78,7 +78,7 @@ def read_windows(report: LoopReport, metrics: Mapping[bytes, dict[str, Any]], wi
     rows = [m for m in metrics.values() if m.get("window") == window]
     rows.sort(key=lambda m: (m["window_start"], m["model_version"]))
     report.windows = [(m["model_version"], m["window_start"], m["count"], m["recall"],
-                       m["roc_auc"]) for m in rows if m["count"]]  # fmt: skip
+                       m["roc_auc"]) for m in rows if m["count"]]
     drift = report.drift_started_ms or 0
     # The window the drift falls in holds both kinds of traffic: it counts for neither.
     v1 = [m for m in rows if m["model_version"] == "1"]
@@ -86,7 +86,7 @@ def read_windows(report: LoopReport, metrics: Mapping[bytes, dict[str, Any]], wi
     report.recall_after_drift = merged_recall(m for m in v1 if m["window_start"] >= drift)
     report.recall_after_promotion = merged_recall(m for m in rows if m["model_version"] != "1")
     report.rolling = {m["model_version"]: m for m in metrics.values()
-                      if m.get("window") == "rolling"}  # fmt: skip
+                      if m.get("window") == "rolling"}
 
 
 def merged_recall(windows: Iterable[Mapping[str, Any]]) -> float | None:
@@ -110,14 +110,14 @@ def story(r: LoopReport) -> str:
     out += ["", "retrain output:", *("  " + ln for ln in r.retrain_output.splitlines())]
     t0 = r.windows[0][1] if r.windows else 0
     out += ["", "monitor windows (event time from the first window):",
-            "   start  version  labeled  recall  ROC AUC"]  # fmt: skip
+            "   start  version  labeled  recall  ROC AUC"]
     size = r.windows[1][1] - t0 if len(r.windows) > 1 else 0
     drift = r.drift_started_ms or 0
     out += [f"  {(s - t0) / 1000:5.0f}s  {v:>7}  {n:7,}  {_f(rec):>6}  {_f(auc):>7}"
             + ("  <- the drift begins" if s < drift < s + size else "")
-            for v, s, n, rec, auc in r.windows]  # fmt: skip
+            for v, s, n, rec, auc in r.windows]
     roll = {v: (m.get("count"), _f(m.get("recall")), _f(m.get("roc_auc")))
-            for v, m in sorted(r.rolling.items())}  # fmt: skip
+            for v, m in sorted(r.rolling.items())}
     out += ["", f"recall before the drift (v1):      {_f(r.recall_before)}",
             f"recall after the drift (v1):       {_f(r.recall_after_drift)}",
             f"recall after the promotion (v2):   {_f(r.recall_after_promotion)}",
@@ -127,5 +127,5 @@ def story(r: LoopReport) -> str:
             f"lost {r.lost}, duplicates {r.duplicates}",
             "versions per partition: " + "; ".join(
                 f"p{p} {' -> '.join(vs)}" for p, vs in r.versions_by_partition.items()),
-            f"exit codes: {r.exits}"]  # fmt: skip
+            f"exit codes: {r.exits}"]
     return "\n".join(out)

@@ -55,7 +55,7 @@ def cli_page() -> str:
            "Every subcommand's `--help`, as `scoring-worker COMMAND --help` prints it. "
            "Settings flags are also TOML keys and `SCORING_*` variables: see the settings "
            "pages of [run](settings/run.md), [monitor](settings/monitor.md) and "
-           "[retrain](settings/retrain.md).\n"]  # fmt: skip
+           "[retrain](settings/retrain.md).\n"]
     with _columns(HELP_COLUMNS):
         for depth, prog, text in _helps(build_parser()):
             out.append(f"\n{'#' * depth} `{prog}`\n\n```text\n{text.rstrip()}\n```\n")
@@ -92,14 +92,14 @@ def schema_section(path: Path) -> str:
     schema = json.loads(path.read_text())
     required = set(schema.get("required", []))
     out = [f"## {schema.get('title', path.stem)}: `{path.name}`\n\n",
-           f"{_cell(schema.get('description', ''))}\n\n"]  # fmt: skip
+           f"{_cell(schema.get('description', ''))}\n\n"]
     props = schema.get("properties", {})
     if props:
         out.append("| field | type | required | description |\n|---|---|---|---|\n")
         for name, prop in props.items():
             out.append(f"| `{name}` | {_cell(_type_of(prop))} | "
                        f"{'yes' if name in required else ''} | "
-                       f"{_cell(prop.get('description', ''))} |\n")  # fmt: skip
+                       f"{_cell(prop.get('description', ''))} |\n")
         out.append("\n")
     out.append(f"The whole schema:\n\n```json\n{path.read_text().rstrip()}\n```\n\n")
     return "".join(out)
@@ -110,7 +110,7 @@ def schemas_page(folder: Path) -> str:
     out = ["# Message schemas\n\n",
            "JSON Schema (2020-12) of every message the product reads or writes, from "
            "`schemas/`. The worker validates events against the schema given with "
-           "`--schema`; the tests validate every record the product writes.\n\n"]  # fmt: skip
+           "`--schema`; the tests validate every record the product writes.\n\n"]
     out.extend(f"- [{f.name}](#{_anchor(f)})\n" for f in files)
     out.append("\n")
     out.extend(schema_section(f) for f in files)
@@ -150,7 +150,7 @@ def signature(obj: Any) -> str:
     ret = sig.return_annotation
     sig = sig.replace(parameters=params,
                       return_annotation=_Annotation(ret) if isinstance(ret, str) else ret)
-    return str(sig)  # fmt: skip
+    return str(sig)
 
 
 def _doc(obj: Any) -> str:
@@ -183,7 +183,7 @@ def api_page() -> str:
     out = ["# Python API (generated)\n\n",
            "The stable API, `import worker`: every name of `worker.__all__`, with its "
            "signature and documentation. Everything else may change. A worked example is on "
-           "[Python API](python-api.md).\n\n"]  # fmt: skip
+           "[Python API](python-api.md).\n\n"]
     out.extend(api_entry(name, getattr(worker, name)) for name in sorted(worker.__all__))
     return "".join(out).rstrip() + "\n"
 
@@ -199,7 +199,7 @@ def alert_rules_page(path: Path) -> str:
     out = ["# Prometheus alert rules\n\n",
            "Every rule of `deploy/alerts.yml` (the only copy: docker compose and the tests load "
            "it as it is). What each alert means and what to do: its runbook page, "
-           "[Alerts and runbooks](../operations/alerts/index.md).\n"]  # fmt: skip
+           "[Alerts and runbooks](../operations/alerts/index.md).\n"]
     for group in groups:
         for rule in group["rules"]:
             if "alert" not in rule:
@@ -212,5 +212,5 @@ def alert_rules_page(path: Path) -> str:
                        f"{rule.get('for', '0s')}. [Runbook](../{page}).\n\n"
                        f"```text\n{rule['expr'].strip()}\n```\n\n"
                        f"Summary: `{notes.get('summary', '')}`\n\n"
-                       f"{notes.get('runbook', '')}\n")  # fmt: skip
+                       f"{notes.get('runbook', '')}\n")
     return "".join(out)

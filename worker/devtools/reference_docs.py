@@ -61,7 +61,7 @@ def declared_settings(command: str) -> list[SettingDoc]:
             accepts=s.allowed or _checked_by(s.rule.check), doc=s.doc, batch=s.rule.batch,
         )
         for s in command_settings(command)
-    ]  # fmt: skip
+    ]
 
 
 #: What the shared checks of worker/settings_rules.py that have no docstring accept.
@@ -94,7 +94,7 @@ COMMANDS: Final = (
     Command("retrain", "worker/retrain/settings.py",
             "The retrain job: `scoring-worker retrain`. Its promotion policy is the `[policy]` "
             "table of the `--config` file ([Retraining](../../lifecycle/retrain.md))."),
-)  # fmt: skip
+)
 
 SOURCES: Final = (
     "Each setting comes from, lowest precedence first: its default, the TOML file given "
@@ -116,15 +116,15 @@ def settings_page(command: Command) -> str:
     rows = declared_settings(command.name)
     out = [HEADER.format(source=f"`{command.source}`"), f"# Settings of `{command.name}`\n\n",
            f"{command.intro}\n\n{SOURCES}\n",
-           "| setting | type | default | accepts |\n|---|---|---|---|\n"]  # fmt: skip
+           "| setting | type | default | accepts |\n|---|---|---|---|\n"]
     out.extend(f"| [`{r.name}`](#{r.name}) | {r.kind} | {cell(r.default)} | "
-               f"{cell(r.accepts)} |\n" for r in rows)  # fmt: skip
+               f"{cell(r.accepts)} |\n" for r in rows)
     for r in rows:
         also = "; `score-file` has it too" if r.batch and command.name == "run" else ""
         out.append(f"\n## `{r.name}` {{ #{r.name} }}\n\n{cell(r.doc)}\n\n"
                    f"- type {r.kind}, default {cell(r.default)}{also}\n"
                    f"- accepts: {cell(r.accepts)}\n"
-                   f"- TOML key `{r.name}`, variable `{r.env}`, flag `{r.flag}`\n")  # fmt: skip
+                   f"- TOML key `{r.name}`, variable `{r.env}`, flag `{r.flag}`\n")
     return "".join(out)
 
 

@@ -89,7 +89,7 @@ def fetch(r: LocalRegistry, say: kafka_fetch.Progress = lambda _: None) -> Path:
     kafka_fetch.run_maven(
         ["mvn", "-B", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:unpack",
          f"-Dartifact={coordinate}", f"-DoutputDirectory={staging}"], coordinate, say,
-        cwd=work)  # fmt: skip
+        cwd=work)
     shutil.rmtree(work, ignore_errors=True)
     jars = list(staging.rglob(r.runner_jar.name))
     if not jars:
@@ -109,7 +109,7 @@ def _command(r: LocalRegistry) -> list[str]:
         # Names this state folder, so that a pid is recognised as this registry's.
         f"-Dscoring.registry.state={r.state_dir}",
         "-jar", str(r.runner_jar),
-    ]  # fmt: skip
+    ]
 
 
 def _is_ours(pid: int, r: LocalRegistry) -> bool:
@@ -149,7 +149,7 @@ class StartResult:
 
 
 def start(r: LocalRegistry, timeout: float = 120.0,
-          progress: kafka_fetch.Progress = lambda _: None) -> StartResult:  # fmt: skip
+          progress: kafka_fetch.Progress = lambda _: None) -> StartResult:
     """Start the registry unless it runs; return once its ccompat API answers."""
     pid = running_pid(r)
     if pid is not None:
@@ -158,14 +158,14 @@ def start(r: LocalRegistry, timeout: float = 120.0,
     if kafka_io.port_open(r.host, r.port):
         raise KafkaLocalError(f"{r.host}:{r.port} is already in use by a process "
                               "registry-local did not start; stop it, or pick another "
-                              "port with --port")  # fmt: skip
+                              "port with --port")
     fetch(r, progress)
     t0 = time.monotonic()
     (r.state_dir / "logs").mkdir(parents=True, exist_ok=True)
     out = (r.state_dir / "logs" / "stdout.log").open("ab")
     # A session of its own: the registry outlives this command and the terminal's Ctrl-C.
     proc = subprocess.Popen(_command(r), stdout=out, stderr=subprocess.STDOUT,
-                            cwd=r.state_dir, start_new_session=True)  # fmt: skip
+                            cwd=r.state_dir, start_new_session=True)
     r.pid_file.write_text(f"{proc.pid}\n")
     progress(f"registry JVM started (pid {proc.pid}); waiting for {r.url} to answer")
     try:
@@ -184,7 +184,7 @@ def _wait_ready(r: LocalRegistry, timeout: float, alive: kafka_fetch.Alive) -> N
             raise KafkaLocalError(f"the registry exited during its start (see {log})")
         if time.monotonic() > deadline:
             raise KafkaLocalError(f"the registry did not answer on {r.url} within "
-                                  f"{timeout:g}s (see {log})")  # fmt: skip
+                                  f"{timeout:g}s (see {log})")
         time.sleep(0.2)
 
 

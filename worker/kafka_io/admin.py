@@ -45,7 +45,7 @@ def create_topics(
     """
     client = admin(bootstrap, extra)
     new = [NewTopic(n, num_partitions=p, replication_factor=-1, config=dict(config or {}))
-           for n, p in topics.items()]  # fmt: skip
+           for n, p in topics.items()]
     for name, fut in client.create_topics(new, operation_timeout=timeout).items():
         try:
             fut.result(timeout)
@@ -97,7 +97,7 @@ def drain(
     """Read a topic from its start until ``expect`` messages, or ``idle_s`` of silence
     after the deadline (for demos and benchmarks; not the worker's path)."""
     c = Consumer(client_config(Role.READER, Connection(bootstrap),
-                               fixed={"group.id": f"drain-{uuid.uuid4().hex}"}))  # fmt: skip
+                               fixed={"group.id": f"drain-{uuid.uuid4().hex}"}))
     c.subscribe([topic])
     out: list[Received] = []
     deadline = time.monotonic() + timeout_s

@@ -57,7 +57,7 @@ def consumer_config(s: Settings) -> dict[str, Any]:
               # A full queue postpones the partition's next fetch by this much (librdkafka:
               # 1 s, which starves a worker that drains a backlog faster than that).
               "fetch.queue.backoff.ms": 10,
-              "statistics.interval.ms": HEALTH_STATS_MS}  # fmt: skip
+              "statistics.interval.ms": HEALTH_STATS_MS}
     role = Role.TX_CONSUMER if s.guarantee is Guarantee.EXACTLY_ONCE else Role.CONSUMER
     return client_config(role, connection(s, s.worker_id), tuning, member=membership(s))
 
@@ -71,7 +71,7 @@ def producer_config(s: Settings, record_limit: int | None = None) -> dict[str, A
     queue = max(100_000, 4 * (s.max_in_flight + s.batch_max))
     tuning: dict[str, Any] = {"linger.ms": 1, "queue.buffering.max.messages": queue,
                               "compression.type": "lz4",
-                              "statistics.interval.ms": HEALTH_STATS_MS}  # fmt: skip
+                              "statistics.interval.ms": HEALTH_STATS_MS}
     if record_limit is not None:
         tuning["batch.size"] = min(PRODUCER_MAX_BYTES, record_limit)
     if s.guarantee is Guarantee.EXACTLY_ONCE:
@@ -79,7 +79,7 @@ def producer_config(s: Settings, record_limit: int | None = None) -> dict[str, A
         # request to a broker that went away fails within it instead of after 60 s.
         tuning["transaction.timeout.ms"] = round(s.transaction_timeout_s * 1000)
         return client_config(Role.TX_PRODUCER, connection(s, s.worker_id), tuning,
-                             fixed={"transactional.id": transactional_id(s)})  # fmt: skip
+                             fixed={"transactional.id": transactional_id(s)})
     return client_config(Role.PRODUCER, connection(s, s.worker_id), tuning)
 
 
@@ -106,7 +106,7 @@ class BatchConsumer:
 
     def __init__(self, conf: Mapping[str, Any], topics: list[str],
                  on_change: Callable[[str, int], None],
-                 watch: BrokerWatch | None = None) -> None:  # fmt: skip
+                 watch: BrokerWatch | None = None) -> None:
         self.fatal: KafkaError | None = None
         self._on_change = on_change
         self._watch = watch
@@ -125,7 +125,7 @@ class BatchConsumer:
     def _join(self) -> Consumer:
         c = Consumer({**self._conf, "error_cb": self._error, "on_commit": self._committed})
         c.subscribe(self._topics, on_assign=self._assigned, on_revoke=self._revoked,
-                    on_lost=self._lost)  # fmt: skip
+                    on_lost=self._lost)
         return c
 
     def _rejoin(self, err: KafkaError) -> None:
@@ -214,7 +214,7 @@ class BatchConsumer:
         return good
 
     def commit(self, offsets: Mapping[PartitionId, int],
-               asynchronous: bool = False) -> str | None:  # fmt: skip
+               asynchronous: bool = False) -> str | None:
         """Commit the next offset to read per owned (topic, partition).
 
         Synchronous: None on success, else why it failed. Asynchronous: None at once, the

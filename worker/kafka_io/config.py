@@ -123,7 +123,7 @@ class Membership:
         session_ms = round(self.session_timeout_s * 1000)
         # Three heartbeats per session (Kafka's advice), never sparser than its default 3 s.
         return {"session.timeout.ms": session_ms,
-                "heartbeat.interval.ms": max(100, min(3000, session_ms // 3))}  # fmt: skip
+                "heartbeat.interval.ms": max(100, min(3000, session_ms // 3))}
 
     def fixed(self) -> dict[str, Any]:
         fixed: dict[str, Any] = {"group.id": self.group}

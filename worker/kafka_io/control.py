@@ -50,10 +50,10 @@ class ControlReader:
 
 
 def read_control(conf: Mapping[str, Any], topic: str, timeout_s: float = 30.0
-                 ) -> list[ControlRecord]:  # fmt: skip
+                 ) -> list[ControlRecord]:
     """Every record of the control topic, up to its end now (a missing topic: none)."""
     c = Consumer({**conf, "group.id": f"model-control-{uuid.uuid4().hex}",
-                  "enable.partition.eof": True})  # fmt: skip
+                  "enable.partition.eof": True})
     try:
         metadata = c.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if metadata is None or metadata.error is not None:
@@ -71,20 +71,20 @@ def read_control(conf: Mapping[str, Any], topic: str, timeout_s: float = 30.0
                     pending.discard(m.partition())
         if pending:
             raise KafkaFatalError(f"could not read control topic {topic} to its end "
-                                  f"within {timeout_s:.0f}s")  # fmt: skip
+                                  f"within {timeout_s:.0f}s")
         return out
     finally:
         c.close()
 
 
 def publish_control(conf: Mapping[str, Any], topic: str, key: bytes, value: bytes,
-                    timeout_s: float = 30.0) -> None:  # fmt: skip
+                    timeout_s: float = 30.0) -> None:
     """Produce one control record and wait for the broker to acknowledge it."""
     publish(conf, [(topic, key, value)], timeout_s)
 
 
 def publish(conf: Mapping[str, Any], messages: list[tuple[str, bytes, bytes]],
-            timeout_s: float) -> None:  # fmt: skip
+            timeout_s: float) -> None:
     """Send (topic, key, value) messages and wait until the broker has every one (commands:
     a few records that must not be lost); KafkaFatalError when it will not take them."""
     errors: list[str] = []
@@ -100,4 +100,4 @@ def publish(conf: Mapping[str, Any], messages: list[tuple[str, bytes, bytes]],
     if errors or left:
         reason = errors[0] if errors else f"not acknowledged within {timeout_s:.0f}s"
         raise KafkaFatalError(f"{len(errors) or left} record(s) to {messages[0][0]} not "
-                              f"delivered: {reason}")  # fmt: skip
+                              f"delivered: {reason}")

@@ -41,7 +41,7 @@ def fatal_line(what: str, err: KafkaError, conf: Mapping[str, Any], fences: int 
         return (f"{what}: another process joined group {conf.get('group.id')!r} with this "
                 f"one's instance id {conf['group.instance.id']!r} (its group.instance.id) "
                 f"and took over its partitions{again}; give each running process its own "
-                "--instance-id (the default is the host name)")  # fmt: skip
+                "--instance-id (the default is the host name)")
     return f"{what}: {err.str()}"
 
 
@@ -55,13 +55,13 @@ class Fences:
     epoch too) was fenced."""
 
     def __init__(self, ident: str, describe: Describe,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._ident, self._describe, self._clock = ident, describe, clock
         self._at: list[float] = []
 
     @classmethod
     def of_member(cls, what: str, conf: Mapping[str, Any],
-                  clock: Callable[[], float] = time.monotonic) -> Fences:  # fmt: skip
+                  clock: Callable[[], float] = time.monotonic) -> Fences:
         return cls(str(conf.get("group.instance.id")),
                    lambda err, n: fatal_line(what, err, conf, n), clock)
 
@@ -76,4 +76,4 @@ class Fences:
         log.warning("id %r fenced (%s); starting afresh under it. A broker outage longer "
                     "than the session or transaction timeout does this once; if it keeps "
                     "happening, another process runs with this id", self._ident,
-                    err.str())  # fmt: skip
+                    err.str())

@@ -22,7 +22,7 @@ class TopicRules:
 
 
 def topic_rules(conn: Connection, topics: list[str],
-                timeout_s: float = 10.0) -> dict[str, TopicRules]:  # fmt: skip
+                timeout_s: float = 10.0) -> dict[str, TopicRules]:
     """Each topic's rules; a topic that does not exist yet gets the broker's
     ``message.max.bytes`` (what auto-creation would give it, not compacted); unknown
     where the cluster does not say (no DescribeConfigs permission, say)."""

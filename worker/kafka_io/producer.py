@@ -27,11 +27,11 @@ from worker.kafka_io.watch import BrokerWatch
 log = logging.getLogger(__name__)
 
 _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE,
-                        KafkaError.INVALID_MSG_SIZE})  # fmt: skip
+                        KafkaError.INVALID_MSG_SIZE})
 #: Refusals that the same record would get again, whenever it is sent.
 _REJECTED = frozenset({KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG,
                        KafkaError.INVALID_TIMESTAMP, KafkaError.POLICY_VIOLATION,
-                       KafkaError._INVALID_ARG})  # fmt: skip
+                       KafkaError._INVALID_ARG})
 #: Another process took over this one's transactional id.
 _FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
 
@@ -83,7 +83,7 @@ class BatchProducer:
             log.warning("kafka producer: %s", err)
 
     def send(self, topic: str, value: bytes | None, key: bytes | None,
-             headers: Headers | None, on_delivery: OnDelivery) -> None:  # fmt: skip
+             headers: Headers | None, on_delivery: OnDelivery) -> None:
         """Queue one output; ``on_delivery`` gets the broker's verdict (from ``poll``), or
         at once when the client refuses it (larger than ``message.max.bytes``)."""
         report = partial(_report, on_delivery)
@@ -179,7 +179,7 @@ class TxProducer(BatchProducer):
     """
 
     def __init__(self, conf: Mapping[str, Any], watch: BrokerWatch | None = None,
-                 init_timeout_s: float = 60.0) -> None:  # fmt: skip
+                 init_timeout_s: float = 60.0) -> None:
         super().__init__(conf, watch)
         self._timeouts = TxTimeouts.of(conf)
         tid = str(conf.get("transactional.id"))
@@ -216,7 +216,7 @@ class TxProducer(BatchProducer):
             self._fenced = err
 
     def send(self, topic: str, value: bytes | None, key: bytes | None,
-             headers: Headers | None, on_delivery: OnDelivery) -> None:  # fmt: skip
+             headers: Headers | None, on_delivery: OnDelivery) -> None:
         if self._broken is not None:  # the transaction is lost anyway: make the loop abort
             on_delivery(SendError(SendFailure.TRANSIENT, self._broken), (topic, value, key))
             return
@@ -255,13 +255,13 @@ class TxProducer(BatchProducer):
             self._broken = str(exc)
 
     def commit(self, offsets: Mapping[PartitionId, int], group: object,
-               timeout_s: float) -> TxState:  # fmt: skip
+               timeout_s: float) -> TxState:
         """Add the input offsets (once) and commit, waiting at most ``timeout_s``."""
         if self._broken is not None and self._call is None:
             return TxState.ABORT
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         done, result = self._wait(lambda: self._commit_now(tps, group), timeout_s,
-                                  TxState.ABORT)  # fmt: skip
+                                  TxState.ABORT)
         return result if done else TxState.PENDING  # type: ignore[no-any-return]
 
     def _commit_now(self, tps: list[TopicPartition], group: object) -> TxState:
@@ -304,7 +304,7 @@ class TxProducer(BatchProducer):
         return True
 
     def _wait(self, fn: Callable[[], Any], timeout_s: float,
-              if_stuck: Any) -> tuple[bool, Any]:  # fmt: skip
+              if_stuck: Any) -> tuple[bool, Any]:
         """Start ``fn`` in the background unless a call is still running; its result if
         it finishes within ``timeout_s``; ``if_stuck`` once the call hangs."""
         if self._call is None:
@@ -314,7 +314,7 @@ class TxProducer(BatchProducer):
             self._call = None
         elif time.monotonic() - self._call.started > self._timeouts.stuck_s:
             log.warning("a transactional call has hung for %.0fs; replacing the producer",
-                        time.monotonic() - self._call.started)  # fmt: skip
+                        time.monotonic() - self._call.started)
             self._call, self._broken = None, "a transactional call hung"
             return True, if_stuck
         return done, result

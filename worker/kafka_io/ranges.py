@@ -51,7 +51,7 @@ def read_range(
         total = sum(hi - lo for lo, hi in bounds.values())
         if total > limit:
             raise RangeTooLarge(f"{topic} holds up to {total} records in the range, more than "
-                                f"the limit of {limit}")  # fmt: skip
+                                f"the limit of {limit}")
         out = _consume(c, topic, bounds, start_ms, end_ms, timeout_s)
     finally:
         c.close()
@@ -78,7 +78,7 @@ def _bounds(
     ends = _by_time(c, topic, parts, end_ms, timeout_s)
     try:
         marks = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-                 for p in parts}  # fmt: skip
+                 for p in parts}
     except KafkaException as exc:
         raise KafkaFatalError(f"cannot read the end offsets of {topic}: {exc}") from None
     out: dict[int, tuple[int, int]] = {}
@@ -101,7 +101,7 @@ def _by_time(
     while True:
         try:
             found = c.offsets_for_times([TopicPartition(topic, p, ms) for p in parts],
-                                        timeout=timeout_s)  # fmt: skip
+                                        timeout=timeout_s)
         except KafkaException as exc:
             why = str(exc)
         else:
@@ -131,7 +131,7 @@ def _consume(
     while left:
         if time.monotonic() > deadline:
             raise KafkaFatalError(f"reading {topic} took longer than {timeout_s:.0f}s "
-                                  f"({len(out)} records read)")  # fmt: skip
+                                  f"({len(out)} records read)")
         for m in c.consume(10_000, 0.5):
             p, offset, err = m.partition() or 0, m.offset() or 0, m.error()
             if err is not None:

@@ -21,11 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def read_recent(conn: Connection, topic: str, since_ms: int, timeout_s: float = 30.0
-                ) -> Iterator[tuple[bytes | None, bytes]]:  # fmt: skip
+                ) -> Iterator[tuple[bytes | None, bytes]]:
     """(key, value) of every committed record of ``topic`` since ``since_ms``, per partition
     in order; stops at ``timeout_s`` with what it has (this is a convenience, not state)."""
     c = Consumer(client_config(Role.RESTORE, conn,
-                               fixed={"group.id": f"recent-{uuid.uuid4().hex}"}))  # fmt: skip
+                               fixed={"group.id": f"recent-{uuid.uuid4().hex}"}))
     try:
         yield from _read(c, topic, since_ms, timeout_s)
     except KafkaException as exc:
@@ -35,7 +35,7 @@ def read_recent(conn: Connection, topic: str, since_ms: int, timeout_s: float = 
 
 
 def _read(c: Consumer, topic: str, since_ms: int, timeout_s: float
-          ) -> Iterator[tuple[bytes | None, bytes]]:  # fmt: skip
+          ) -> Iterator[tuple[bytes | None, bytes]]:
     meta = c.list_topics(topic, timeout=10).topics.get(topic)
     if meta is None or meta.error is not None:
         return

@@ -41,7 +41,7 @@ class RegistryConnection:
         if self.user:
             conf["basic.auth.user.info"] = f"{self.user}:{self.password}"
         for key, value in (("ssl.ca.location", self.ca), ("ssl.certificate.location", self.cert),
-                           ("ssl.key.location", self.key)):  # fmt: skip
+                           ("ssl.key.location", self.key)):
             if value:
                 conf[key] = value
         return conf
@@ -79,7 +79,7 @@ class SchemaSource:
             raise RegistryUnavailable(f"schema registry {self.url}: {exc}") from None
         except Exception as exc:  # httpx's connection errors, timeouts, TLS failures
             raise RegistryUnavailable(f"schema registry {self.url}: "
-                                      f"{type(exc).__name__}: {exc}") from None  # fmt: skip
+                                      f"{type(exc).__name__}: {exc}") from None
 
 
 def _is_base64(text: str) -> bool:

@@ -30,7 +30,7 @@ _PROPERTY_RE = re.compile(
 _AUTH_CODES = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
 _DENIED_CODES = frozenset({KafkaError.TOPIC_AUTHORIZATION_FAILED,
                            KafkaError.GROUP_AUTHORIZATION_FAILED,
-                           KafkaError.CLUSTER_AUTHORIZATION_FAILED})  # fmt: skip
+                           KafkaError.CLUSTER_AUTHORIZATION_FAILED})
 
 
 def check_config(conf: Mapping[str, Any], secrets: Iterable[str] = ()) -> None:
@@ -38,7 +38,7 @@ def check_config(conf: Mapping[str, Any], secrets: Iterable[str] = ()) -> None:
     property librdkafka refuses (secret values never appear in the message)."""
     probe = {k: v for k, v in conf.items()
              if k not in ("bootstrap.servers", "metadata.broker.list", "error_cb", "stats_cb",
-                          "on_delivery", "logger")}  # fmt: skip
+                          "on_delivery", "logger")}
     probe["log_level"] = 0  # the probe's own notices ("no bootstrap.servers") are noise
     try:
         client: Any = Consumer(probe) if "group.id" in probe else Producer(probe)
@@ -117,7 +117,7 @@ def wait_for_broker(
         time.sleep(0.2)
     errors: list[KafkaError] = []
     conf = client_config(Role.ADMIN, Connection(bootstrap, dict(extra or {})),
-                         fixed={"error_cb": errors.append})  # fmt: skip
+                         fixed={"error_cb": errors.append})
     client = AdminClient(conf)
     last = "no answer yet"
     while (left := check()) > 0:
@@ -145,4 +145,4 @@ def versions() -> dict[str, str]:
 
     version = confluent_kafka.version()  # a str in some releases, (str, int) in others
     return {"confluent-kafka": version if isinstance(version, str) else version[0],
-            "librdkafka": confluent_kafka.libversion()[0]}  # fmt: skip
+            "librdkafka": confluent_kafka.libversion()[0]}

@@ -39,7 +39,7 @@ class TxLoop:
     def __init__(
         self, conn: Connection, member: Membership, transactional_id: str,
         on_assign: Callable[[Partitions], None], on_revoke: Callable[[Partitions], None],
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self._tx_conf = client_config(Role.TX_PRODUCER, conn,
                                       fixed={"transactional.id": transactional_id})
@@ -69,13 +69,13 @@ class TxLoop:
             return
         self._topics = list(topics)
         self._c.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked,
-                          on_lost=self._revoked)  # fmt: skip
+                          on_lost=self._revoked)
 
     def existing(self, topics: list[str]) -> set[str]:
         """Which of ``topics`` exist (with partitions) on the cluster now."""
         md = self._c.list_topics(timeout=5)
         return {t for t in topics if t in md.topics and md.topics[t].error is None
-                and md.topics[t].partitions}  # fmt: skip
+                and md.topics[t].partitions}
 
     def partition_count(self, topic: str) -> int:
         return len(self._c.list_topics(topic, timeout=10).topics[topic].partitions)
@@ -117,7 +117,7 @@ class TxLoop:
         self._open, self._offsets, self.polled_messages = False, {}, 0
         old, self._c = self._c, Consumer(self._conf)
         self._c.subscribe(self._topics, on_assign=self._assigned, on_revoke=self._revoked,
-                          on_lost=self._revoked)  # fmt: skip
+                          on_lost=self._revoked)
         try:
             old.close()
         except (KafkaException, RuntimeError) as exc:
@@ -145,7 +145,7 @@ class TxLoop:
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              partition: int | None = None,
-             on_delivery: Callable[[Any, Any], None] | None = None) -> None:  # fmt: skip
+             on_delivery: Callable[[Any, Any], None] | None = None) -> None:
         if not self._open:
             self._p.begin_transaction()
             self._open = True
@@ -233,7 +233,7 @@ class TxLoop:
 def read_since(
     conn: Connection, topic: str, partition: int, since_ms: int, end: int,
     timeout_s: float = 120.0,
-) -> Iterator[bytes | None]:  # fmt: skip
+) -> Iterator[bytes | None]:
     """Committed values of one partition from the first record at or after ``since_ms``
     (broker time) up to offset ``end`` (exclusive), oldest first: the records a restarted
     reader had already read, so that it resumes at ``end`` without losing them."""
@@ -283,7 +283,7 @@ class RestoreWatch(Protocol):
 def read_changelog(
     conn: Connection, topic: str, partition: int, timeout_s: float = 120.0,
     start: int | None = None, watch: RestoreWatch | None = None,
-) -> Iterator[tuple[bytes, bytes | None, int]]:  # fmt: skip
+) -> Iterator[tuple[bytes, bytes | None, int]]:
     """Every committed (key, value, offset) of one changelog partition from ``start``
     (None: its beginning), oldest first. ``timeout_s`` bounds a restore that stops moving
     (no record for that long), not a long one that moves: a large changelog takes what
@@ -300,7 +300,7 @@ def read_changelog(
             watch.started(high - first)
             started = True
         c.assign([TopicPartition(topic, partition, OFFSET_BEGINNING if start is None
-                                 else first)])  # fmt: skip
+                                 else first)])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             msgs = c.consume(5000, 1.0)
@@ -315,10 +315,10 @@ def read_changelog(
                 if m.key() is not None:
                     yield m.key() or b"", m.value(), m.offset() or 0
             if any(e is not None and e.code() == KafkaError._PARTITION_EOF
-                   for e in (m.error() for m in msgs)):  # fmt: skip
+                   for e in (m.error() for m in msgs)):
                 return
         raise KafkaFatalError(f"restoring {topic}[{partition}]: nothing read for "
-                              f"{timeout_s:.0f}s")  # fmt: skip
+                              f"{timeout_s:.0f}s")
     finally:
         if started and watch is not None:
             watch.finished()

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 #: Errors that only say a connection failed; librdkafka reconnects by itself.
 CONNECTION_ERRORS = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
-                               KafkaError._RESOLVE, KafkaError._TIMED_OUT})  # fmt: skip
+                               KafkaError._RESOLVE, KafkaError._TIMED_OUT})
 #: librdkafka's own log lines about the same failures (counted here instead).
 _TRANSPORT_LINE = re.compile(
     r"Connect to .* failed|Connection refused|Disconnected|brokers are down|"
@@ -104,10 +104,10 @@ class BrokerWatch:
     def _change(self, up: bool, now: float) -> None:
         if up:
             log.info("broker connection restored after %.1fs (%d connection errors meanwhile)",
-                     now - self._since, self.errors)  # fmt: skip
+                     now - self._since, self.errors)
         else:
             log.warning("lost the connection to every broker: %s; retrying (logged again "
-                        "when it is back)", self._last_error or "no broker up")  # fmt: skip
+                        "when it is back)", self._last_error or "no broker up")
         self.up, self._since, self.errors = up, now, 0
         self.on_change(up)
 

@@ -103,7 +103,7 @@ def load_bundle(
         kind = runtimes.get(manifest.runtime)
         if not manifest.artifact.endswith(kind.suffixes):
             raise ManifestError(f"'artifact' must end in {' or '.join(kind.suffixes)}, "
-                                f"got {manifest.artifact!r}")  # fmt: skip
+                                f"got {manifest.artifact!r}")
         data = _checked_bytes(folder, manifest.artifact, manifest.sha256)
         if manifest.reference is not None:
             _checked_bytes(folder, manifest.reference.artifact, manifest.reference.sha256)

@@ -78,7 +78,7 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "size": self.size, "cuts": list(self.cuts),
                 "rates": list(self.rates), "rows": list(self.rows),
-                "positives": list(self.positives)}  # fmt: skip
+                "positives": list(self.positives)}
 
     @classmethod
     def parse(cls, data: object) -> Calibration:
@@ -90,7 +90,7 @@ class Calibration:
         positives = _list(data, "positives", int)
         if not len(rates) == len(rows) == len(positives) == len(cuts) + 1:
             raise CalibrationError("calibration needs len(rates) == len(rows) == "
-                                   "len(positives) == len(cuts) + 1")  # fmt: skip
+                                   "len(positives) == len(cuts) + 1")
         if any(b <= a for a, b in pairwise(cuts)):
             raise CalibrationError("calibration.cuts must be strictly increasing")
         if any(not 0.0 <= r <= 1.0 or r * RATE_UNITS != round(r * RATE_UNITS) for r in rates):
@@ -112,7 +112,7 @@ def _list(data: dict[str, Any], key: str, kind: type) -> list[Any]:
     value = data.get(key)
     ok = isinstance(value, list) and all(
         type(v) is int if kind is int else type(v) in (int, float) and math.isfinite(v)
-        for v in value)  # fmt: skip
+        for v in value)
     if not ok:
         raise CalibrationError(f"calibration.{key} must be a list of {kind.__name__}s")
     return [kind(v) for v in value]  # type: ignore[union-attr]
@@ -136,7 +136,7 @@ def fit_calibration(
         raise CalibrationError("calibration scores must be finite")
     if len(s) < 2 * min_rows:
         raise CalibrationError(f"calibration needs at least {2 * min_rows} labeled reference "
-                               f"rows, got {len(s)}")  # fmt: skip
+                               f"rows, got {len(s)}")
     cuts = _cuts(s, threshold, min_rows, max_bins)
     step = np.searchsorted(cuts, s, side="right")
     rows = np.bincount(step, minlength=len(cuts) + 1)
@@ -144,7 +144,7 @@ def fit_calibration(
     rates = pool_adjacent_violators(positives / rows, rows)
     quantized = [round(r * RATE_UNITS) / RATE_UNITS for r in rates]
     return Calibration(tuple(float(c) for c in cuts), tuple(quantized),
-                       tuple(int(n) for n in rows), tuple(int(p) for p in positives))  # fmt: skip
+                       tuple(int(n) for n in rows), tuple(int(p) for p in positives))
 
 
 def _cuts(s: FloatArray, threshold: float, min_rows: int, max_bins: int) -> FloatArray:
@@ -181,7 +181,7 @@ def pool_adjacent_violators(values: npt.ArrayLike, weights: npt.ArrayLike) -> li
     """The weighted least-squares non-decreasing fit of ``values`` (isotonic regression)."""
     blocks: list[list[float]] = []  # [weighted mean, weight, members]
     for v, w in zip(np.asarray(values, dtype=np.float64).tolist(),
-                    np.asarray(weights, dtype=np.float64).tolist(), strict=True):  # fmt: skip
+                    np.asarray(weights, dtype=np.float64).tolist(), strict=True):
         blocks.append([v, w, 1])
         while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
             v2, w2, n2 = blocks.pop()
@@ -191,7 +191,7 @@ def pool_adjacent_violators(values: npt.ArrayLike, weights: npt.ArrayLike) -> li
 
 
 def check_not_training_rows(scores: FloatArray, outcomes: npt.NDArray[Any], threshold: float,
-                            holdout: dict[str, float]) -> str | None:  # fmt: skip
+                            holdout: dict[str, float]) -> str | None:
     """A warning when the reference rows look like training rows: a ROC AUC or accuracy
     implausibly high, or well above the bundle's own holdout metrics."""
     from sklearn.metrics import roc_auc_score
@@ -204,17 +204,17 @@ def check_not_training_rows(scores: FloatArray, outcomes: npt.NDArray[Any], thre
         if (name == "roc_auc" and value >= IMPLAUSIBLE) or (name == "accuracy" and value == 1.0):
             return (f"the calibration reference looks like training rows: its {name} is "
                     f"{value:.4f}; fit the calibration on a holdout, or estimates will be "
-                    "over-confident")  # fmt: skip
+                    "over-confident")
         known = holdout.get(name)
         if known is not None and value > known + IMPLAUSIBLE_MARGIN:
             return (f"the calibration reference looks like training rows: its {name} "
                     f"{value:.4f} is above the bundle's holdout {name} {known:.4f}; fit the "
-                    "calibration on a holdout, or estimates will be over-confident")  # fmt: skip
+                    "calibration on a holdout, or estimates will be over-confident")
     return None
 
 
 def warn_if_training_rows(scores: FloatArray, outcomes: npt.NDArray[Any], threshold: float,
-                          holdout: dict[str, float]) -> None:  # fmt: skip
+                          holdout: dict[str, float]) -> None:
     message = check_not_training_rows(scores, outcomes, threshold, holdout)
     if message is not None:
         warnings.warn(message, UserWarning, stacklevel=3)
@@ -238,13 +238,13 @@ def calibrate_reference(
     truth = np.asarray(labels)
     if truth.ndim != 1 or len(truth) != len(rows):
         raise CalibrationError(f"reference_labels must have one label per reference row "
-                               f"({len(rows)}), got shape {truth.shape}")  # fmt: skip
+                               f"({len(rows)}), got shape {truth.shape}")
     known = {c.item() if hasattr(c, "item") else c for c in classes}
     unknown = {v for v in truth.tolist() if v not in known}
     if unknown:
         shown = sorted(unknown, key=str)[:5]
         raise CalibrationError(f"reference_labels has labels that are not classes "
-                               f"{sorted(known, key=str)}: {shown}")  # fmt: skip
+                               f"{sorted(known, key=str)}: {shown}")
     scores = np.asarray(estimator.predict_proba(rows), dtype=np.float64)[:, 1]
     outcomes = truth == classes[1]
     warn_if_training_rows(scores, outcomes, threshold, holdout)
@@ -261,7 +261,7 @@ def _rows(reference: Any, features: Sequence[str], as_frame: bool) -> Any:
     matrix = np.asarray(reference)
     if matrix.ndim != 2 or matrix.shape[1] != len(features):
         raise CalibrationError(f"reference must have {len(features)} columns in the "
-                               f"manifest's feature order, got shape {matrix.shape}")  # fmt: skip
+                               f"manifest's feature order, got shape {matrix.shape}")
     if as_frame:
         import pandas as pd
 

@@ -42,7 +42,7 @@ def check_loaded(bundle: ModelBundle) -> float | None:
     if mismatch != NO_MISMATCH:
         log.warning("model %s %s was written with other library versions: %s",
                     bundle.name, bundle.version, mismatch,
-                    extra={"model": bundle.name, "model_version": bundle.version})  # fmt: skip
+                    extra={"model": bundle.name, "model_version": bundle.version})
     return worst
 
 

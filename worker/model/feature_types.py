@@ -55,7 +55,7 @@ class Feature:
         kind = data.get("type", "number")
         if kind not in FEATURE_TYPES:
             raise FeatureSpecError(f"feature {name!r}: unknown type {kind!r}, expected one "
-                                   f"of {', '.join(FEATURE_TYPES)}")  # fmt: skip
+                                   f"of {', '.join(FEATURE_TYPES)}")
         missing = data.get("missing", False)
         if not isinstance(missing, bool):
             raise FeatureSpecError(f"feature {name!r}: 'missing' must be true or false")
@@ -93,11 +93,11 @@ def _categories(name: str, kind: FeatureType, value: object) -> tuple[Category, 
         return None
     if kind not in ("string", "integer"):
         raise FeatureSpecError(f"feature {name!r}: only string and integer features have "
-                               "categories")  # fmt: skip
+                               "categories")
     want = str if kind == "string" else int
     if not isinstance(value, list) or not value or not all(type(v) is want for v in value):
         raise FeatureSpecError(f"feature {name!r}: 'categories' must be a non-empty list "
-                               f"of {'strings' if want is str else 'integers'}")  # fmt: skip
+                               f"of {'strings' if want is str else 'integers'}")
     return tuple(value)
 
 

@@ -31,7 +31,7 @@ def feature_names(estimator: Any, data: Any, given: Sequence[Any] | None) -> lis
     if is_frame(data):
         return [str(c) for c in data.columns]
     raise ValueError("the estimator was fitted on an array: give features=[names], in the "
-                     "order of the array's columns")  # fmt: skip
+                     "order of the array's columns")
 
 
 def infer_features(
@@ -43,7 +43,7 @@ def infer_features(
         specs = tuple(g if isinstance(g, Feature) else Feature.parse(dict(g)) for g in given)
         if [f.name for f in specs] != names:
             raise ValueError(f"features {[f.name for f in specs]} differ from the "
-                             f"estimator's {names}")  # fmt: skip
+                             f"estimator's {names}")
         return specs
     nan_ok = _allows_nan(estimator)
     out = []
@@ -51,7 +51,7 @@ def infer_features(
         values = _column(data, name, position)
         kind = _type_of(values)
         missing = any(is_missing(v) for v in values.tolist()) or (
-            nan_ok and kind in ("number", "integer"))  # fmt: skip
+            nan_ok and kind in ("number", "integer"))
         out.append(Feature(name, kind, missing))
     strict = strict_categories(estimator, names)
     return tuple(_with_categories(f, strict.get(f.name)) for f in out)
@@ -63,7 +63,7 @@ def refit_features(estimator: Any, specs: Sequence[Feature]) -> tuple[Feature, .
     (a refit on other data may know other ones)."""
     strict = strict_categories(estimator, [f.name for f in specs])
     return tuple(_with_categories(Feature(f.name, f.type, f.missing), strict.get(f.name))
-                 for f in specs)  # fmt: skip
+                 for f in specs)
 
 
 def _with_categories(f: Feature, categories: list[Any] | None) -> Feature:
@@ -146,7 +146,7 @@ def _type_of(values: Any) -> FeatureType:
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
         return "number"
     raise ValueError(f"column {getattr(values, 'name', '')!r} mixes types; give its type "
-                     "in features=[{'name': ..., 'type': ...}]")  # fmt: skip
+                     "in features=[{'name': ..., 'type': ...}]")
 
 
 def _allows_nan(estimator: Any) -> bool:
@@ -159,7 +159,7 @@ def _allows_nan(estimator: Any) -> bool:
 
 
 def probe_missing(estimator: Any, task: str, rows: Any, feature: Feature,
-                  position: int) -> str | None:  # fmt: skip
+                  position: int) -> str | None:
     """Score ``rows`` with ``feature`` missing; None when the estimator takes it, else
     why not."""
     probe = rows.copy()

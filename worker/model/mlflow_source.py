@@ -36,7 +36,7 @@ SAMPLE_ARTIFACT: Final = "scoring-sample.json"
 #: MLflow signature column types -> feature types.
 _TYPES: Final[dict[str, FeatureType]] = {
     "double": "number", "float": "number", "long": "integer", "integer": "integer",
-    "boolean": "boolean", "string": "string"}  # fmt: skip
+    "boolean": "boolean", "string": "string"}
 _NOT_FOUND: Final = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
 #: The poll is the retry: MLflow's own retries (minutes of back-off by default) would
 #: only delay the warning that the tracking server is down. A team's own values win.
@@ -44,7 +44,7 @@ _NOT_FOUND: Final = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VAL
 # often closed to the internet). A team's own values of these variables win.
 _CLIENT_DEFAULTS: Final = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
                            "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-                           "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
+                           "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 class TrackingUnavailable(ScoringError):
@@ -95,9 +95,9 @@ class MlflowSource:
         or ModelLoadError (no such model, alias or version)."""
         if ref.alias is None:
             return str(self._call(self._client.get_model_version, ref.name, ref.version,
-                                  what=ref.uri).version)  # fmt: skip
+                                  what=ref.uri).version)
         mv = self._call(self._client.get_model_version_by_alias, ref.name, ref.alias,
-                        what=ref.uri)  # fmt: skip
+                        what=ref.uri)
         return str(mv.version)
 
     def bundle(self, name: str, version: str) -> Path:
@@ -116,7 +116,7 @@ class MlflowSource:
                            allow_pickle=self.allow_pickle,
                            sample=lambda: self._run_sample(mv.run_id, work / "sample"),
                            lineage={"mlflow": {"model_uri": uri, "run_id": mv.run_id,
-                                               "source": mv.source}})  # fmt: skip
+                                               "source": mv.source}})
             try:
                 os.replace(made, out)
             except OSError:  # another worker made it first
@@ -130,7 +130,7 @@ class MlflowSource:
         mlflow = import_mlflow()
         dst.mkdir(parents=True)
         path = self._call(mlflow.artifacts.download_artifacts, artifact_uri=uri,
-                          dst_path=str(dst), what=uri)  # fmt: skip
+                          dst_path=str(dst), what=uri)
         return Path(path)
 
     def _run_sample(self, run_id: str | None, dst: Path) -> pd.DataFrame | None:
@@ -142,7 +142,7 @@ class MlflowSource:
         try:
             path = mlflow.artifacts.download_artifacts(run_id=run_id,
                                                        artifact_path=SAMPLE_ARTIFACT,
-                                                       dst_path=str(dst))  # fmt: skip
+                                                       dst_path=str(dst))
         except Exception as exc:
             if _not_found(exc) or isinstance(exc, OSError):
                 return None
@@ -156,7 +156,7 @@ class MlflowSource:
         except Exception as exc:
             if _not_found(exc):
                 raise ModelLoadError(f"{what}: not in the MLflow registry "
-                                     f"({_one_line(exc)})") from None  # fmt: skip
+                                     f"({_one_line(exc)})") from None
             raise TrackingUnavailable(f"{what}: {_one_line(exc)}") from None
 
 
@@ -175,7 +175,7 @@ def load_start(source: MlflowSource, model: str) -> ModelBundle:
 
 
 def convert(local: Path, out: Path, *, name: str, version: str, sample: Any,
-            lineage: dict[str, Any], allow_pickle: bool = False) -> Path:  # fmt: skip
+            lineage: dict[str, Any], allow_pickle: bool = False) -> Path:
     """A downloaded MLflow model folder -> a checked bundle in ``out``. ``sample``: a
     callable giving the logged sample table (or None), asked only without an
     input_example. Raises ModelLoadError with one line."""
@@ -186,7 +186,7 @@ def convert(local: Path, out: Path, *, name: str, version: str, sample: Any,
     meta = Model.load(str(local / "MLmodel"))
     if "sklearn" not in meta.flavors:
         raise ModelLoadError(f"{what} has no sklearn flavour (log it with "
-                             "mlflow.sklearn.log_model)")  # fmt: skip
+                             "mlflow.sklearn.log_model)")
     fmt = meta.flavors["sklearn"].get("serialization_format", "cloudpickle")
     if fmt != "skops" and not allow_pickle:
         raise ModelLoadError(
@@ -204,7 +204,7 @@ def convert(local: Path, out: Path, *, name: str, version: str, sample: Any,
     missing_columns = [f.name for f in specs if f.name not in rows.columns]
     if missing_columns:
         raise ModelLoadError(f"{what}: the sample rows lack the signature's columns "
-                             f"{missing_columns}")  # fmt: skip
+                             f"{missing_columns}")
     rows = _typed(rows[[f.name for f in specs]], specs)
     estimator = load_model(str(local))  # type: ignore[no-untyped-call]
     task = task_of(estimator)
@@ -212,7 +212,7 @@ def convert(local: Path, out: Path, *, name: str, version: str, sample: Any,
         return write_bundle(out, estimator, name=name, version=version, task=task,
                             sample=rows, features=with_strict_categories(estimator, specs),
                             reference_histogram=_reference(estimator, task, rows),
-                            lineage=lineage)  # fmt: skip
+                            lineage=lineage)
     except (ValueError, TypeError) as exc:
         raise ModelLoadError(f"{what}: {_one_line(exc)}") from None
 
@@ -223,13 +223,13 @@ def signature_features(signature: Any, what: str) -> tuple[Feature, ...]:
     inputs = None if signature is None else signature.inputs
     if inputs is None or not inputs.has_input_names():
         raise ModelLoadError(f"{what} has no signature with named columns: log it with "
-                             "signature=infer_signature(X_train) (a DataFrame)")  # fmt: skip
+                             "signature=infer_signature(X_train) (a DataFrame)")
     out = []
     for col in inputs.inputs:
         kind = _TYPES.get(str(getattr(col.type, "name", col.type)))
         if kind is None:
             raise ModelLoadError(f"{what}: input {col.name!r} has type {col.type}, which "
-                                 f"events cannot carry (use one of {sorted(_TYPES)})")  # fmt: skip
+                                 f"events cannot carry (use one of {sorted(_TYPES)})")
         out.append(Feature(col.name, kind, missing=True))
     return tuple(out)
 

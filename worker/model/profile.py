@@ -85,10 +85,10 @@ class FeatureProfile:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind, "rows": self.rows,
-                               "missing": self.missing}  # fmt: skip
+                               "missing": self.missing}
         if self.kind == "numeric":
             out.update(edges=list(self.edges), counts=list(self.counts), min=self.min,
-                       max=self.max)  # fmt: skip
+                       max=self.max)
         else:
             out.update(top=list(self.top), counts=list(self.counts), other=self.other)
         return out
@@ -137,7 +137,7 @@ class Profile:
         """The profile describes exactly these features, each by its type's kind."""
         if self.names != tuple(f.name for f in specs):
             raise ProfileError(f"profile features {list(self.names)} differ from the "
-                               f"model's {[f.name for f in specs]}")  # fmt: skip
+                               f"model's {[f.name for f in specs]}")
         for f, p in zip(specs, self.features, strict=True):
             if p.kind != kind_of(f):
                 raise ProfileError(f"profile of {f.name!r} is {p.kind}, the feature a {f.type}")
@@ -181,7 +181,7 @@ def numeric_profile(name: str, values: Sequence[Any] | AnyArray, bins: int) -> F
     counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
     return FeatureProfile(name, "numeric", len(array), int(array.size - present.size),
                           tuple(edges.tolist()), tuple(counts.tolist()),
-                          float(present.min()), float(present.max()))  # fmt: skip
+                          float(present.min()), float(present.max()))
 
 
 def categorical_profile(
@@ -193,7 +193,7 @@ def categorical_profile(
     kept = sum(c for _, c in ranked)
     return FeatureProfile(name, "categorical", len(values), len(values) - len(present),
                           counts=tuple(c for _, c in ranked), top=tuple(v for v, _ in ranked),
-                          other=len(present) - kept)  # fmt: skip
+                          other=len(present) - kept)
 
 
 def parse_optional(value: object) -> Profile | None:
@@ -252,12 +252,12 @@ def _parse_numeric(name: str, rows: int, missing: int, data: dict[str, Any]) -> 
         raise ProfileError(f"profile of {name!r}: 'edges' must be strictly increasing")
     if len(counts) != len(edges) + 1 or sum(counts) != rows - missing:
         raise ProfileError(f"profile of {name!r}: needs len(edges) + 1 counts summing to "
-                           "rows - missing")  # fmt: skip
+                           "rows - missing")
     low, high = _bound(data.get("min")), _bound(data.get("max"))
     if rows > missing and (low is None or high is None or low > high):
         raise ProfileError(f"profile of {name!r}: 'min' and 'max' must be numbers, min <= max")
     return FeatureProfile(name, "numeric", rows, missing, tuple(floats.tolist()), counts,
-                          low, high)  # fmt: skip
+                          low, high)
 
 
 def _parse_categorical(
@@ -271,7 +271,7 @@ def _parse_categorical(
     if sum(counts) + other != rows - missing:
         raise ProfileError(f"profile of {name!r}: counts and other must sum to rows - missing")
     return FeatureProfile(name, "categorical", rows, missing, counts=counts, top=tuple(top),
-                          other=other)  # fmt: skip
+                          other=other)
 
 
 def _bound(value: object) -> float | None:

@@ -74,7 +74,7 @@ def version_differences(recorded: Mapping[str, str]) -> list[str]:
     """``name bundle!=here`` for each recorded library whose version differs here."""
     here = current_versions(tuple(n for n in _OPTIONAL if n in recorded))
     return [f"{name} {want}!={here.get(name, 'absent')}"
-            for name, want in sorted(recorded.items()) if here.get(name) != want]  # fmt: skip
+            for name, want in sorted(recorded.items()) if here.get(name) != want]
 
 
 def parse_libraries(data: object) -> dict[str, str]:

@@ -90,7 +90,7 @@ def write_bundle(
             written.reference.name, sha256_file(written.reference)),
         lineage=None if lineage is None else dict(lineage),
         profile=_profile(reference, specs),
-    )  # fmt: skip
+    )
     if reference_labels is not None:
         manifest = replace(manifest, calibration=_calibration(
             estimator, manifest, reference, reference_labels, is_frame(sample)))
@@ -103,7 +103,7 @@ def write_bundle(
 
 
 def _calibration(estimator: Any, manifest: Manifest, reference: Any, labels: Any,
-                 as_frame: bool) -> Calibration:  # fmt: skip
+                 as_frame: bool) -> Calibration:
     if manifest.task != "binary" or manifest.classes is None:
         raise ValueError("reference_labels: a calibration map is fitted for binary models only")
     if reference is None or isinstance(reference, Profile):
@@ -194,7 +194,7 @@ def _plain(value: Any, f: Feature) -> Any:
 
 
 def _outputs(estimator: Any, task: Task, rows: Any,
-             runtime: Callable[[], Any]) -> tuple[Any, ...]:  # fmt: skip
+             runtime: Callable[[], Any]) -> tuple[Any, ...]:
     """The estimator's own outputs on ``rows``; a model without scikit-learn's methods
     (another runtime kind) is scored by its runtime on the rows as a float matrix."""
     method = getattr(estimator, "predict" if task == "regression" else "predict_proba", None)

@@ -59,7 +59,7 @@ class WindowAgg:
             "sums": {k: list(v) for k, v in sorted(self.sums.items())},
             "hists": {k: {str(b): n for b, n in sorted(h.items())}
                       for k, h in sorted(self.hists.items())},
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WindowAgg:
@@ -73,7 +73,7 @@ class WindowAgg:
             {str(k): exactsum.parse_sum(v, f"sums.{k}") for k, v in data.get("sums", {}).items()},
             {str(k): {int(b): int(n) for b, n in h.items()}
              for k, h in data.get("hists", {}).items()},
-        ))  # fmt: skip
+        ))
         return acc.freeze()
 
 

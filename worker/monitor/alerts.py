@@ -61,7 +61,7 @@ class AlertRule:
         return {"name": self.name, "metric": self.metric, "op": self.op,
                 "threshold": self.threshold, "window": self.window,
                 "min_count": self.min_count, "cooldown_s": self.cooldown_s,
-                "min_coverage": self.min_coverage}  # fmt: skip
+                "min_coverage": self.min_coverage}
 
 
 DEFAULT_RULES: Final = (
@@ -102,7 +102,7 @@ def _parse_rule(item: object, index: int) -> AlertRule:
         raise AlertRuleError(f"{where}: 'name' must be a non-empty string")
     if metric not in METRIC_NAMES:
         raise AlertRuleError(f"{where}: unknown metric {metric!r}, expected one of "
-                             f"{', '.join(METRIC_NAMES)}")  # fmt: skip
+                             f"{', '.join(METRIC_NAMES)}")
     if op not in ("<", ">"):
         raise AlertRuleError(f"{where}: 'op' must be '<' or '>', got {op!r}")
     threshold = _number(item["threshold"], where, "threshold")
@@ -149,7 +149,7 @@ class AlertState:
             raise ValueError(f"unknown alert status {status!r}")
         since, resolved = data.get("since"), data.get("resolved_at")
         return cls(status, None if since is None else int(since),
-                   None if resolved is None else int(resolved))  # fmt: skip
+                   None if resolved is None else int(resolved))
 
 
 @dataclass(frozen=True, slots=True)

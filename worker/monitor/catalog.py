@@ -83,7 +83,7 @@ def _roc_auc(a: WindowAgg, _r: object) -> Figure:
 _EST: Final = ("est_count", "est_pos", "est_tp", "est_alerts")
 _REALIZED_TERMS: Final = {"precision": ("tp", "fp"), "recall": ("tp", "fn"),
                           "f1": ("tp", "fp", "fn"), "accuracy": ("correct", "count"),
-                          "roc_auc": ("pos", "neg")}  # fmt: skip
+                          "roc_auc": ("pos", "neg")}
 
 
 def _gap(name: str, realized: Compute, estimated: Compute) -> MetricDef:
@@ -91,7 +91,7 @@ def _gap(name: str, realized: Compute, estimated: Compute) -> MetricDef:
                      (*_REALIZED_TERMS[name], *(("est_roc",) if name == "roc_auc" else _EST)),
                      f"scoring_model_est_gap_{name}_ratio",
                      f"Realized minus estimated {name} (negative: worse than the scores "
-                     "promised).")  # fmt: skip
+                     "promised).")
 
 
 CATALOG: Final[tuple[MetricDef, ...]] = (
@@ -166,7 +166,7 @@ CATALOG: Final[tuple[MetricDef, ...]] = (
     _gap("roc_auc", _roc_auc, est.est_roc_auc),
     MetricDef("ece", BINARY, est.ece, ("rel_n", "rel_pos"), "scoring_model_ece_ratio",
               "Expected calibration error of the labeled scores (10 bins)."),
-)  # fmt: skip
+)
 
 BY_NAME: Final[Mapping[str, MetricDef]] = {m.name: m for m in CATALOG}
 METRIC_NAMES: Final = tuple(m.name for m in CATALOG)

@@ -90,7 +90,7 @@ def encode_entry(entry: Entry) -> bytes:
             return b"".join((head, b"\x01", _model_key(model, version),
                              _FAST_PRED.pack(b"f", score, b"i", decision, event_time)))
     elif tag == JOINED and len(entry[4]) == 1 and type(entry[2]) is int \
-            and _INT64[0] <= entry[2] <= _INT64[1]:  # fmt: skip
+            and _INT64[0] <= entry[2] <= _INT64[1]:
         return b"".join((head, _FAST_LABEL.pack(b"i", entry[2], entry[3], 1),
                          _model_key(*entry[4][0])))
     out = [head]
@@ -175,7 +175,7 @@ def decode_entry(raw: bytes) -> Entry:
     if tag == WAITING and raw[9] == 1:
         (model, version), n = _cached_key(raw, 10)
         if len(raw) == 10 + n + _FAST_PRED.size and raw[10 + n] == 0x66 \
-                and raw[19 + n] == 0x69:  # fmt: skip
+                and raw[19 + n] == 0x69:
             _f, score, _i, decision, event_time = _FAST_PRED.unpack_from(raw, 10 + n)
             return (WAITING, stored_at, ((model, version, score, decision, event_time),))
     r = _Reader(raw)
@@ -224,7 +224,7 @@ class Block:
 
     def add_prediction(self, ident: str, ts: int, model: str, version: str, score: Score,
                        decision: LabelValue, event_time: int,
-                       truth: LabelValue | None) -> None:  # fmt: skip
+                       truth: LabelValue | None) -> None:
         key = (model, version)
         code = self._codes.get(key)
         if code is None:
@@ -288,7 +288,7 @@ class Block:
             "k": "".join(self.kinds), "i": self.ids, "t": self.ts, "c": self.codes,
             "s": self.scores, "v": self.values, "e": self.times, "y": self.truths,
             "m": self.versions,
-        })  # fmt: skip
+        })
 
 
 def decode_block(raw: bytes) -> Block:

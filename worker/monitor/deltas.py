@@ -190,7 +190,7 @@ def add_binary(rows: _Rows, code: int, spec: ModelSpec, items: list[Joined]) -> 
     """``terms._binary`` for many outcomes of one binary version at once, to the bit: the
     same comparisons, IEEE arithmetic in numpy, and the logarithms by ``math`` itself."""
     allowed = _Cache(lambda v: spec.classes is None or any(same_label(v, c)
-                                                           for c in spec.classes))  # fmt: skip
+                                                           for c in spec.classes))
     positive = _Cache(lambda v: same_label(v, spec.positive))
     p = np.array([o[0][2] if type(o[0][2]) is float else math.nan for o in items])
     y = np.array([positive(o[1]) for o in items], dtype=bool)
@@ -210,7 +210,7 @@ def add_binary(rows: _Rows, code: int, spec: ModelSpec, items: list[Joined]) -> 
     rows.sum("score", iv, pv)
     clipped = np.minimum(np.maximum(pv, LOGIT_CLIP), 1.0 - LOGIT_CLIP).tolist()
     logits = np.array([round((math.log(x) - math.log1p(-x)) * LOGIT_SCALE) for x in clipped],
-                      dtype=np.int64)  # fmt: skip
+                      dtype=np.int64)
     rows.bin("pos", iv[yv], logits[yv])
     rows.bin("neg", iv[~yv], logits[~yv])
     _push(rows, iv, reliability_columns(pv, yv))
@@ -233,7 +233,7 @@ class _Cache:
 
 
 def _group(starts: IntArray, codes: IntArray, n_codes: int) -> tuple[list[tuple[int, int]],
-                                                                        IntArray]:  # fmt: skip
+                                                                        IntArray]:
     lo, hi = int(starts.min()), int(starts.max())
     if (max(abs(lo), abs(hi)) + 1) * n_codes < _COMBINED_LIMIT:
         combined = starts * n_codes + codes
@@ -265,7 +265,7 @@ def _fold(rows: _Rows, inverse: IntArray, n_groups: int) -> list[Folded]:
         ordered = _cat(values, np.float64)[order]
         cuts = np.flatnonzero(np.diff(sorted_g)) + 1
         for chunk_g, chunk in zip(sorted_g[np.r_[0, cuts]].tolist(), np.split(ordered, cuts),
-                                  strict=True):  # fmt: skip
+                                  strict=True):
             total = exactsum.canonical(chunk.tolist())
             if total:
                 folded[chunk_g][1][name] = total
@@ -282,4 +282,4 @@ def _fold(rows: _Rows, inverse: IntArray, n_groups: int) -> list[Folded]:
 
 def _cat(chunks: list[Any], dtype: Any) -> Any:
     return np.concatenate([np.asarray(c, dtype=dtype) for c in chunks]) if chunks \
-        else np.zeros(0, dtype=dtype)  # fmt: skip
+        else np.zeros(0, dtype=dtype)

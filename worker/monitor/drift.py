@@ -59,7 +59,7 @@ FEATURE_FIGURES: Final = (
                      "Share of events with a category the reference never had."),
     FeatureFigureDef("count", "scoring_feature_values",
                      "Events whose feature was counted in the window (missing included)."),
-)  # fmt: skip
+)
 FEATURE_METRICS: Final = tuple(f.name for f in FEATURE_FIGURES if f.name != "count")
 
 
@@ -98,7 +98,7 @@ class FeatureFigures:
                 "missing_rate": self.missing_rate,
                 "missing_rate_delta": self.missing_rate_delta,
                 "out_of_range_rate": self.out_of_range_rate,
-                "unseen_rate": self.unseen_rate}  # fmt: skip
+                "unseen_rate": self.unseen_rate}
 
 
 def feature_figures(profile: FeatureProfile, counts: Counts) -> FeatureFigures:
@@ -114,12 +114,12 @@ def feature_figures(profile: FeatureProfile, counts: Counts) -> FeatureFigures:
     count = int(bins.sum()) + missing
     missing_rate, reference_rate = _rate(missing, count), profile.missing_rate
     delta = None if missing_rate is None or reference_rate is None else (
-        missing_rate - reference_rate)  # fmt: skip
+        missing_rate - reference_rate)
     return FeatureFigures(
         profile.name, count, psi(bins, reference), js_distance(bins, reference),
         missing_rate, None if outside is None else _rate(outside, count),
         None if unseen is None else _rate(unseen, count), delta,
-    )  # fmt: skip
+    )
 
 
 def ranked(figures: Sequence[FeatureFigures]) -> list[FeatureFigures]:

@@ -94,16 +94,16 @@ def reliability_columns(scores: Any, positive: Any) -> Columns:
     bins = np.minimum((scores * RELIABILITY_BINS).astype(np.int64), RELIABILITY_BINS - 1)
     rows = np.arange(len(scores))
     sums = tuple(Column(f"rel_score_{b}", rows[bins == b], scores[bins == b])
-                 for b in range(RELIABILITY_BINS))  # fmt: skip
+                 for b in range(RELIABILITY_BINS))
     return Columns((), sums, (Column("rel_n", rows, bins),
-                              Column("rel_pos", rows[positive], bins[positive])))  # fmt: skip
+                              Column("rel_pos", rows[positive], bins[positive])))
 
 
 def maturity_columns(delays_ms: Any) -> Any:
     """``terms.maturity_bin`` of many delays (an inline label given as 0): numpy's
     searchsorted 'left' is bisect_left."""
     return np.searchsorted(np.asarray(MATURITY_BOUNDS_MS, dtype=np.int64), delays_ms,
-                           side="left")  # fmt: skip
+                           side="left")
 
 
 # --- figures -------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def est_roc_auc(agg: Agg, _ref: object = None) -> Figure:
 
 
 def gap(realized: Callable[[Any, Any], Figure],
-        estimated: Callable[[Any, Any], Figure]) -> Callable[[Any, Any], Figure]:  # fmt: skip
+        estimated: Callable[[Any, Any], Figure]) -> Callable[[Any, Any], Figure]:
     """Realized minus estimated, where both are defined: negative when the model does
     worse than its scores promised (concept drift, or a calibration gone stale)."""
     def compute(agg: Any, ref: Any) -> Figure:
@@ -212,7 +212,7 @@ def reliability(agg: Agg) -> list[ReliabilityRow]:
         n = counts[b]
         total = exactsum.value(agg.sums.get(f"rel_score_{b}", ()))
         rows.append(ReliabilityRow(b / RELIABILITY_BINS, (b + 1) / RELIABILITY_BINS, n,
-                                   total / n, positives.get(b, 0) / n))  # fmt: skip
+                                   total / n, positives.get(b, 0) / n))
     return rows
 
 
@@ -225,7 +225,7 @@ def ece(agg: Agg, _ref: object = None) -> Figure:
         return None
     positives: Mapping[int, int] = agg.hists.get("rel_pos", {})
     gaps = [abs(exactsum.value(agg.sums.get(f"rel_score_{b}", ())) - positives.get(b, 0))
-            for b in counts]  # fmt: skip
+            for b in counts]
     return math.fsum(gaps) / n
 
 
@@ -253,4 +253,4 @@ def window_details(agg: Agg) -> dict[str, list[dict[str, Any]]]:
                          "mean_score": r.mean_score, "positive_rate": r.positive_rate}
                         for r in reliability(agg)],
         "maturity": [{"within_s": bound, "coverage": share} for bound, share in maturity(agg)],
-    }  # fmt: skip
+    }

@@ -34,7 +34,7 @@ from worker.monitor.windows import ROLLING, WindowKey, check_window
 ANY: Final = "*"
 DEFAULT_MIN_COUNT: Final = 500
 _KEYS: Final = frozenset({"name", "feature", "metric", "op", "threshold", "window",
-                          "min_count", "cooldown_s"})  # fmt: skip
+                          "min_count", "cooldown_s"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class FeatureRule:
 
     def for_feature(self, feature: str) -> AlertRule:
         return AlertRule(f"{self.name}:{feature}", self.metric, self.op, self.threshold,
-                         self.window, self.min_count, self.cooldown_s)  # fmt: skip
+                         self.window, self.min_count, self.cooldown_s)
 
 
 DEFAULT_FEATURE_RULES: Final = (
@@ -97,7 +97,7 @@ def _parse(item: object, index: int) -> FeatureRule:
         raise AlertRuleError(f"{where}: 'name' and 'feature' must be non-empty strings")
     if metric not in FEATURE_METRICS:
         raise AlertRuleError(f"{where}: unknown metric {metric!r}, expected one of "
-                             f"{', '.join(FEATURE_METRICS)}")  # fmt: skip
+                             f"{', '.join(FEATURE_METRICS)}")
     if op not in ("<", ">"):
         raise AlertRuleError(f"{where}: 'op' must be '<' or '>', got {op!r}")
     window = item.get("window", ROLLING)

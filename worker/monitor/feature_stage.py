@@ -95,9 +95,9 @@ class FeatureStage:
                     f["psi_history"] = [list(p) for p in self.history.get(key, ())]
             windows.append(data)
         off = [{"model": m, "model_version": v, "reason": why}
-               for (m, v), why in sorted(self.windows.off.items())]  # fmt: skip
+               for (m, v), why in sorted(self.windows.off.items())]
         return {"windows": windows, "drift_off": off, "invalid": self.invalid,
-                "refused": dict(self.windows.refused)}  # fmt: skip
+                "refused": dict(self.windows.refused)}
 
 
 def _encoded(alert: FeatureAlert) -> tuple[bytes, bytes]:

@@ -50,7 +50,7 @@ class FeatureWindow:
     def to_dict(self) -> dict[str, object]:
         return {"model": self.model, "model_version": self.model_version,
                 "window": self.window, "window_start": self.start_ms, "rows": self.rows,
-                "features": [f.to_dict() for f in self.features]}  # fmt: skip
+                "features": [f.to_dict() for f in self.features]}
 
 
 @dataclass
@@ -125,7 +125,7 @@ class FeatureWindows:
             if start <= at < end:
                 rows, sums = rows + n, sums + counts
         figures = [feature_figures(s.profile, sums[s.start : s.stop])
-                   for s in version.layout.features]  # fmt: skip
+                   for s in version.layout.features]
         return FeatureWindow(key[0], key[1], spec, start, rows, tuple(ranked(figures)))
 
     def windows(self, specs: tuple[str, ...], now_ms: int) -> list[FeatureWindow]:

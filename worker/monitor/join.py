@@ -63,7 +63,7 @@ _DELAY_BOUNDS_MS: Final = tuple(b * 1000 for b in DELAY_BUCKETS_S[:-1])
 _COUNTERS: Final = (
     "predictions", "duplicate_predictions", "labels", "duplicate_labels", "joined",
     "joined_inline", "expired_predictions", "unmatched_labels",
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,7 @@ class JoinStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {"counts": {k: self.counts.get(k, 0) for k in _COUNTERS},
-                "delay_counts": list(self.delay_counts)}  # fmt: skip
+                "delay_counts": list(self.delay_counts)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JoinStats:
@@ -178,7 +178,7 @@ def _has(cur: Entry, key: ModelKey) -> bool:
 
 
 def _on_prediction(cur: Entry | None, pred: Pred, truth: LabelValue | None, now: int,
-                   marker: bool, out: JoinOut) -> Entry | None:  # fmt: skip
+                   marker: bool, out: JoinOut) -> Entry | None:
     counts = out.counts
     key = (pred[0], pred[1])
     if cur is not None and _has(cur, key):
@@ -208,7 +208,7 @@ def _on_prediction(cur: Entry | None, pred: Pred, truth: LabelValue | None, now:
 
 
 def _on_label(cur: Entry | None, value: Any, label_ts: int | None, now: int, marker: bool,
-              out: JoinOut) -> Entry | None:  # fmt: skip
+              out: JoinOut) -> Entry | None:
     counts = out.counts
     if cur is not None and cur[0] != WAITING:
         counts["duplicate_labels"] += 1

@@ -37,14 +37,14 @@ def rekey(items: Iterable[Source], partitions: int, true_label_field: str) -> di
                 raise MonitorInputError("not a JSON object")
             if is_prediction:
                 ident, score, label, model, version, scored_at, event_ts, truth = \
-                    read_prediction(msg, true_label_field)  # fmt: skip
+                    read_prediction(msg, true_label_field)
                 block = _block(blocks, partition_of(ident, partitions))
                 event_time = scored_at if event_ts is None else event_ts
                 block.add_prediction(ident, ts, model, version, score, label, event_time, truth)
             else:
                 ident, value_, label_ts = _label(msg, ts)
                 _block(blocks, partition_of(ident, partitions)).add_label(
-                    ident, ts, value_, label_ts)  # fmt: skip
+                    ident, ts, value_, label_ts)
         except (orjson.JSONDecodeError, RecordError, MonitorInputError):
             _block(blocks, source % partitions).add_invalid(ts)
     return blocks

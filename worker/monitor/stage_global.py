@@ -65,7 +65,7 @@ class GlobalPartition:
             self.alerts[rest] = AlertState.from_dict(data)
 
     def apply(self, items: Sequence[tuple[str, dict[str, Any]]], now_ms: int
-              ) -> tuple[Changelog, list[Record], bool]:  # fmt: skip
+              ) -> tuple[Changelog, list[Record], bool]:
         """Fold partial messages; returns changelog, metric records, whether stats changed."""
         changes: Changelog = {}
         changed: set[WindowKey] = set()
@@ -169,13 +169,13 @@ def stats_record(snapshot_join: JoinStats, invalid: int, now_ms: int) -> bytes:
     """The join-stats record (schemas/join_stats.schema.json)."""
     counts = dict(snapshot_join.to_dict()["counts"])
     return dumps({"computed_at": now_ms, **counts, "invalid": invalid,
-                  "label_delay_seconds": _delay_histogram(snapshot_join)})  # fmt: skip
+                  "label_delay_seconds": _delay_histogram(snapshot_join)})
 
 
 def _delay_histogram(stats: JoinStats) -> dict[str, int]:
     counts = stats.to_dict()["delay_counts"]
     return {("+Inf" if b == float("inf") else str(int(b))): int(n)
-            for b, n in zip(DELAY_BUCKETS_S, counts, strict=True)}  # fmt: skip
+            for b, n in zip(DELAY_BUCKETS_S, counts, strict=True)}
 
 
 def window_sizes(windows: Sequence[str]) -> list[str]:

@@ -124,14 +124,14 @@ class JoinPartition:
     def _finish(self, out: JoinOut) -> tuple[Records, set[WindowKey]]:
         changes = stage_entries(self.store, out, self.config)
         deltas = batch_deltas(self.windows, self._spec_of, out.new_preds, out.outcomes,
-                              out.expired)  # fmt: skip
+                              out.expired)
         self._merge(deltas, changes)
         if out.counts or out.invalid:
             self.stats = self.stats.merge(out.stats())
             self.invalid += out.invalid
             if out.newest_join_ms is not None:
                 self.newest_join_ms = max(self.newest_join_ms or out.newest_join_ms,
-                                          out.newest_join_ms)  # fmt: skip
+                                          out.newest_join_ms)
             self.stats_dirty = True
         return changes, set(deltas)
 
@@ -153,7 +153,7 @@ class JoinPartition:
         if self.stats_dirty:
             value = changes[STATS] = dumps({"stats": self.stats.to_dict(),
                                             "invalid": self.invalid,
-                                            "stream_ms": self.stream_ms})  # fmt: skip
+                                            "stream_ms": self.stream_ms})
             self.store.stage(STATS, value)
             messages.append(self.stats_message())
             self.stats_dirty = False
@@ -192,7 +192,7 @@ class JoinPartition:
 
     def stats_message(self) -> tuple[str, bytes]:
         return STATS_KEY, dumps({"source": str(self.partition), "stats": self.stats.to_dict(),
-                                 "invalid": self.invalid})  # fmt: skip
+                                 "invalid": self.invalid})
 
 
 def model_key(model: str, version: str) -> str:

@@ -115,7 +115,7 @@ class StatusBoard:
             self.join = None
         oldest = now_ms - self.span_ms
         self.alert_events = [a for a in self.alert_events if a["at"] >= oldest
-                             and (a["model"], a["model_version"]) in self.models]  # fmt: skip
+                             and (a["model"], a["model_version"]) in self.models]
         for hist in self.models.values():
             hist.points = [p for p in hist.points if p["at"] >= oldest]
             for sized in hist.windows.values():
@@ -150,7 +150,7 @@ class StatusBoard:
     def _model(self, key: tuple[str, str], hist: History, now_ms: int) -> dict[str, Any]:
         model, version = key
         closed = {size: [r for _, r in sorted(sized.items()) if r["window_end"] <= now_ms]
-                  for size, sized in sorted(hist.windows.items())}  # fmt: skip
+                  for size, sized in sorted(hist.windows.items())}
         return {
             "model": model,
             "model_version": version,
@@ -194,7 +194,7 @@ def _add_maturity(hist: History, rec: dict[str, Any]) -> None:
     sized = hist.maturity.setdefault(rec["window"], {})
     sized[int(rec["window_start"])] = {
         k: rec.get(k) for k in ("window_start", "window_end", "computed_at", "predicted",
-                                "coverage")} | {"maturity": rec.get("maturity") or []}  # fmt: skip
+                                "coverage")} | {"maturity": rec.get("maturity") or []}
     for start in sorted(sized)[: max(0, len(sized) - MAX_MATURITY_WINDOWS)]:
         del sized[start]
 
@@ -230,4 +230,4 @@ def _by_model(ident: tuple[str, str, str]) -> tuple[str, str, str]:
 def _threshold(rule: AlertRule) -> dict[str, Any]:
     return {"alert": rule.name, "metric": rule.metric, "op": rule.op,
             "threshold": rule.threshold, "window": rule.window,
-            "min_count": rule.min_count, "min_coverage": rule.min_coverage}  # fmt: skip
+            "min_count": rule.min_count, "min_coverage": rule.min_coverage}

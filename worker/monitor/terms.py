@@ -30,7 +30,7 @@ RELIABILITY_BINS: Final = 10
 #: Label maturity: a labeled outcome's delay (label time - event time) falls in the first
 #: bucket whose bound it does not exceed; the last bucket is unbounded.
 MATURITY_BOUNDS_S: Final = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400,
-                            2 * 86400, 3 * 86400, 5 * 86400, 7 * 86400, 14 * 86400)  # fmt: skip
+                            2 * 86400, 3 * 86400, 5 * 86400, 7 * 86400, 14 * 86400)
 MATURITY_BOUNDS_MS: Final = tuple(b * 1000 for b in MATURITY_BOUNDS_S)
 
 
@@ -84,7 +84,7 @@ def reliability_bin(p: float) -> int:
 def outcome_terms(outcome: Outcome, spec: ModelSpec) -> Terms:
     pred = outcome.prediction
     return with_maturity(joined_terms(pred.score, pred.label, outcome.true_label, spec),
-                         outcome.delay_ms)  # fmt: skip
+                         outcome.delay_ms)
 
 
 def with_maturity(terms: Terms, delay_ms: int | None) -> Terms:

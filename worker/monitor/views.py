@@ -30,7 +30,7 @@ from worker.model.manifest import Manifest, ReferenceHistogram, Task
 __all__ = [
     "DEFAULT_TRUE_LABEL_FIELD", "LabelValue", "LabelView", "ModelSpec", "MonitorInputError",
     "Outcome", "PredictionView", "Score", "finite_number", "same_label",
-]  # fmt: skip
+]
 
 @dataclass(frozen=True, slots=True)
 class LabelView:

@@ -95,7 +95,7 @@ def rolling_bucket_starts(
 def in_rolling_view(
     bucket_start: int, now_ms: int, span_ms: int = ROLLING_SPAN_MS,
     step_ms: int = ROLLING_STEP_MS,
-) -> bool:  # fmt: skip
+) -> bool:
     """Whether the bucket ``[bucket_start, bucket_start + step)`` is in the view at ``now_ms``:
     its start lies in ``(now - span, now]``."""
     return now_ms - span_ms < bucket_start <= now_ms
@@ -143,12 +143,12 @@ class WindowKey:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "model_version": self.model_version,
-                "window": self.window, "start_ms": self.start_ms}  # fmt: skip
+                "window": self.window, "start_ms": self.start_ms}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WindowKey:
         return cls(str(data["model"]), str(data["model_version"]), str(data["window"]),
-                   int(data["start_ms"]))  # fmt: skip
+                   int(data["start_ms"]))
 
 
 def keys_for(
@@ -156,7 +156,7 @@ def keys_for(
 ) -> list[WindowKey]:
     """The tumbling window of each size that contains ``ts_ms``."""
     return [WindowKey(model, model_version, w, window_start(ts_ms, parse_window(w)))
-            for w in windows]  # fmt: skip
+            for w in windows]
 
 
 def rolling_key(model: str, model_version: str, now_ms: int) -> WindowKey:

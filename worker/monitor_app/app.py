@@ -81,7 +81,7 @@ class OwnedPartitions:
         s = self.s
         dedup = None if s.dedup_window_s >= s.horizon_s else int(s.dedup_window_s * 1000)
         config = JoinConfig(horizon_ms=int(s.horizon_s * 1000), keep_joined=dedup != 0,
-                            dedup_ms=dedup)  # fmt: skip
+                            dedup_ms=dedup)
         self.stage = JoinStage(
             conf=self._conf(), changelog=s.internal.join_state,
             partials_topic=s.internal.partials,
@@ -113,7 +113,7 @@ class OwnedPartitions:
             elif topic == topics.partials:
                 gp = self._new_global(p)
                 for k, v, _offset in read_changelog(conf, topics.global_state, p,
-                                                    watch=self.health.restore):  # fmt: skip
+                                                    watch=self.health.restore):
                     gp.restore(k.decode(), v)
                 self.global_partitions[p] = gp
             elif self.features is not None and topic == self.features.topic:
@@ -142,7 +142,7 @@ class OwnedPartitions:
 
     def _new_global(self, p: int) -> GlobalPartition:
         return GlobalPartition(p, self.s.window_list, self.spec_of, self.rules,
-                               self._retain_ms())  # fmt: skip
+                               self._retain_ms())
 
     def _conf(self) -> Connection:
         return connection(self.s, self.s.instance_id)
@@ -201,7 +201,7 @@ class Monitor:
             self.loop.subscribe([*internal, *(t for t in self._inputs() if t in present)])
             if missing and force:
                 log.warning("waiting for input topics %s to be created; not ready meanwhile",
-                            ", ".join(missing))  # fmt: skip
+                            ", ".join(missing))
             elif not missing and not force:
                 log.info("input topics %s now exist; subscribed", ", ".join(self._inputs()))
         self.owned.missing = missing
@@ -231,7 +231,7 @@ class Monitor:
     def _maybe_commit(self) -> None:
         if self.loop.open_for() * 1000 < self.s.commit_interval_ms and \
                 self.loop.polled_messages < self.s.transaction_max and \
-                not self.stop.requested:  # fmt: skip
+                not self.stop.requested:
             return
         self.stage.emit(self.loop)
         ok = self.loop.commit()
@@ -244,7 +244,7 @@ class Monitor:
         if topic == self.s.feature_stats_topic:
             return "features"
         return "join" if topic == names.join else (
-            "partials" if topic == names.partials else "source")  # fmt: skip
+            "partials" if topic == names.partials else "source")
 
     def _rekey(self, msgs: list[Message], now: int) -> None:
         """Predictions and labels, checked once, as one block per join partition."""
@@ -252,7 +252,7 @@ class Monitor:
             return
         preds = self.s.predictions_topic
         items = ((m.topic() == preds, m.value(), _kafka_ms(m, now), m.partition() or 0)
-                 for m in msgs)  # fmt: skip
+                 for m in msgs)
         blocks = rekey(items, self.join_partitions, self.s.true_label_field)
         for p, block in blocks.items():
             self.loop.send(self.s.internal.join, None, block.encode(), partition=p)
@@ -261,7 +261,7 @@ class Monitor:
         by_part: dict[int, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
         for m in msgs:
             by_part[m.partition() or 0].append(((m.key() or b"").decode(),
-                                                orjson.loads(m.value() or b"{}")))  # fmt: skip
+                                                orjson.loads(m.value() or b"{}")))
         for p, items in by_part.items():
             gp = self.owned.global_partitions.get(p)
             if gp is None:
@@ -306,7 +306,7 @@ class Monitor:
     def _progress(self) -> None:
         """Lag gauges: messages behind on the inputs, age of the newest join, disk."""
         inputs = {t: role for t, role in ((self.s.predictions_topic, "predictions"),
-                                          (self.s.labels_topic, "labels")) if t}  # fmt: skip
+                                          (self.s.labels_topic, "labels")) if t}
         lag = self.loop.lag(set(inputs))
         stage = self.stage
         self.collector.progress(
@@ -343,7 +343,7 @@ def create_topics(s: MonitorSettings) -> None:
     kafka_io.create_topics(s.bootstrap, {names.join_state: s.partitions,
                                          names.global_state: s.partitions,
                                          s.metrics_topic: 1, s.stats_topic: 1},
-                           config=compact, extra=s.kafka)  # fmt: skip
+                           config=compact, extra=s.kafka)
     kafka_io.create_topics(s.bootstrap, {s.alerts_topic: 1}, extra=s.kafka)
     if s.feature_stats_topic:
         kafka_io.create_topics(s.bootstrap, {s.feature_stats_topic: s.partitions}, extra=s.kafka)
@@ -367,10 +367,10 @@ def run_monitor(
     features = feature_side(s, feature_rules, registry)
     routes = {**status.routes(), **({} if features is None else features.routes())}
     server = (serve(s.metrics_port, registry, health, s.metrics_host, routes=routes)
-              if s.metrics_port else None)  # fmt: skip
+              if s.metrics_port else None)
     try:  # SIGTERM during start-up: the wait polls the flag, the steps after it check it
         kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka,
-                                 stop=lambda: stop.requested)  # fmt: skip
+                                 stop=lambda: stop.requested)
         create_topics(s)
         seed(status, s, wall_ms())
         if stop.requested:
@@ -379,7 +379,7 @@ def run_monitor(
         memory.limit_arenas()
         owned = OwnedPartitions(s, rules, specs, health, features=features)
         loop = TxLoop(connection(s, s.instance_id), membership(s), f"{s.group}-{s.instance_id}",
-                      owned.on_assign, owned.on_revoke)  # fmt: skip
+                      owned.on_assign, owned.on_revoke)
         if features is not None:
             features.committed = loop.committed
         mon = Monitor(s, owned, loop, counters, collector, health, status, stop=stop)

@@ -67,17 +67,17 @@ class FeatureCollector(Collector):
                     value = getattr(f, fig.name)
                     if isinstance(value, int | float) and math.isfinite(value):
                         fam.add_metric([w.model, w.model_version, w.window, f.name],
-                                       float(value))  # fmt: skip
+                                       float(value))
             yield fam
         fam = GaugeMetricFamily("scoring_feature_drift_off",
                                 "1 per model version whose feature drift is off, by reason.",
-                                labels=["model", "model_version", "reason"])  # fmt: skip
+                                labels=["model", "model_version", "reason"])
         for (model, version), why in sorted(off.items()):
             fam.add_metric([model, version, "no_bundle" if why == NO_BUNDLE else "no_profile"], 1)
         yield fam
         counter = CounterMetricFamily("scoring_feature_stats_refused",
                                       "Feature statistics records not used, by reason.",
-                                      labels=["reason"])  # fmt: skip
+                                      labels=["reason"])
         for reason, n in sorted(refused.items()):
             counter.add_metric([reason.replace(" ", "_")], float(n))
         yield counter
@@ -99,10 +99,10 @@ class FeatureSide:
     @classmethod
     def build(cls, conn: Connection, topic: str, profiles: dict[ModelKey, Profile | None],
               rules: tuple[FeatureRule, ...], specs: tuple[str, ...], retain_ms: int,
-              registry: CollectorRegistry, clock_ms: Callable[[], int]) -> FeatureSide:  # fmt: skip
+              registry: CollectorRegistry, clock_ms: Callable[[], int]) -> FeatureSide:
         windows = FeatureWindows(retain_ms, profiles)
         return cls(conn, topic, FeatureStage(windows, rules, specs), FeatureCollector(registry),
-                   clock_ms)  # fmt: skip
+                   clock_ms)
 
     def assign(self, partition: int) -> None:
         """Read back what the group already consumed of ``partition`` (within retention):
@@ -111,9 +111,9 @@ class FeatureSide:
         end = self.committed(self.topic, partition)
         since = self.clock_ms() - self.stage.windows.retain_ms
         self.stage.apply((partition, v) for v in read_since(self.conn, self.topic, partition,
-                                                             since, end))  # fmt: skip
+                                                             since, end))
         log.info("feature statistics %s[%d] restored up to offset %d in %.2fs",
-                 self.topic, partition, end, time.monotonic() - t0)  # fmt: skip
+                 self.topic, partition, end, time.monotonic() - t0)
 
     def revoke(self, partition: int) -> None:
         self.stage.revoke(partition)
@@ -146,7 +146,7 @@ def load_profiles(paths: str, allow_pickle: bool = False) -> dict[ModelKey, Prof
 
 
 def feature_side(s: MonitorSettings, rules: tuple[FeatureRule, ...],
-                 registry: CollectorRegistry) -> FeatureSide | None:  # fmt: skip
+                 registry: CollectorRegistry) -> FeatureSide | None:
     """The feature side when --feature-stats-topic is set: windows kept for the longest
     of the rolling view and the window sizes, plus one interval's slack."""
     if not s.feature_stats_topic:
@@ -155,4 +155,4 @@ def feature_side(s: MonitorSettings, rules: tuple[FeatureRule, ...],
     retain = max([ROLLING_SPAN_MS, *sizes]) + ROLLING_STEP_MS
     return FeatureSide.build(connection(s, s.instance_id), s.feature_stats_topic,
                              load_profiles(s.models, s.allow_pickle), rules,
-                             (ROLLING, *s.window_list), retain, registry, wall_ms)  # fmt: skip
+                             (ROLLING, *s.window_list), retain, registry, wall_ms)

@@ -31,14 +31,14 @@ from worker.monitor.stage_global import Snapshot
 #: figure name -> (metric name, help), from the catalog. Ratios and scores are unitless.
 FIGURES: dict[str, tuple[str, str]] = {m.name: (m.gauge, m.help) for m in CATALOG if m.gauge}
 JOIN_COUNTERS = ("joined", "expired_predictions", "unmatched_labels", "duplicate_predictions",
-                 "duplicate_labels", "predictions", "labels")  # fmt: skip
+                 "duplicate_labels", "predictions", "labels")
 
 
 class MonitorCollector(Collector):
     """Exports the latest snapshot; the loop replaces it, the HTTP thread reads it."""
 
     def __init__(self, registry: CollectorRegistry, clock: Callable[[], float] = time.time
-                 ) -> None:  # fmt: skip
+                 ) -> None:
         self._lock = threading.Lock()
         self._snap = Snapshot()
         self._clock = clock
@@ -52,7 +52,7 @@ class MonitorCollector(Collector):
             self._snap = snap
 
     def progress(self, lag: Mapping[str, int], newest_join_ms: int | None,
-                 state: tuple[int, int]) -> None:  # fmt: skip
+                 state: tuple[int, int]) -> None:
         """Messages behind per input (predictions, labels), Kafka time of the newest
         record that completed a join, bytes of join state on disk and in RocksDB's memory."""
         with self._lock:
@@ -74,10 +74,10 @@ class MonitorCollector(Collector):
         counts = snap.join.to_dict()["counts"]
         for name in JOIN_COUNTERS:
             yield CounterMetricFamily(f"scoring_monitor_{name}", f"Label join: {name}.",
-                                      value=float(counts.get(name, 0)))  # fmt: skip
+                                      value=float(counts.get(name, 0)))
         yield CounterMetricFamily("scoring_monitor_invalid_messages",
                                   "Predictions or labels that could not be read.",
-                                  value=float(snap.invalid))  # fmt: skip
+                                  value=float(snap.invalid))
         yield self._delays(snap)
         yield from self._progress()
 
@@ -87,7 +87,7 @@ class MonitorCollector(Collector):
             disk, memory = self._disk, self._state_memory
         fam = GaugeMetricFamily("scoring_monitor_consumer_lag_messages",
                                 "Messages the monitor is behind on its inputs (partitions "
-                                "assigned to this instance).", labels=["input"])  # fmt: skip
+                                "assigned to this instance).", labels=["input"])
         for role, n in sorted(lag.items()):
             fam.add_metric([role], float(n))
         yield fam
@@ -102,7 +102,7 @@ class MonitorCollector(Collector):
                                 "Bytes of join state (RocksDB) on local disk.", value=disk)
         yield GaugeMetricFamily("scoring_monitor_state_memory_bytes",
                                 "Bytes of RocksDB's block cache and write buffers.",
-                                value=memory)  # fmt: skip
+                                value=memory)
 
     @staticmethod
     def _delays(snap: Snapshot) -> HistogramMetricFamily:
@@ -114,7 +114,7 @@ class MonitorCollector(Collector):
         # The join keeps bucket counts only, not the exact sum of delays.
         return HistogramMetricFamily("scoring_monitor_label_delay_seconds",
                                      "Label arrival minus the prediction's event time.",
-                                     buckets=buckets, sum_value=math.nan)  # fmt: skip
+                                     buckets=buckets, sum_value=math.nan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +127,7 @@ class LoopCounters:
 
 def loop_counters(registry: CollectorRegistry) -> LoopCounters:
     consumed = Counter("scoring_monitor_messages_total", "Messages read, by topic role.",
-                       ["role"], registry=registry)  # fmt: skip
+                       ["role"], registry=registry)
     transactions = Counter(
         "scoring_monitor_transactions_total",
         "Batches committed as one Kafka transaction.",

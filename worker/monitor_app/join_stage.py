@@ -63,7 +63,7 @@ class JoinStage:
         applied = store.applied()
         start: int | None = None
         if applied is not None and low <= applied[0] <= high \
-                and self.wall_ms() - applied[1] < STALE_AFTER_MS:  # fmt: skip
+                and self.wall_ms() - applied[1] < STALE_AFTER_MS:
             start = applied[0]
         elif applied is not None or store.scan(b"", b"\xff", 1):
             log.info("join partition %s: local state unusable, rebuilding from the changelog", p)
@@ -71,7 +71,7 @@ class JoinStage:
         jp = JoinPartition(p, self.windows, self.spec_for, store, self.config, self.retain_ms)
         n, last = 0, (start or 0) - 1
         for key, value, offset in read_changelog(self.conf, self.changelog, p, start=start,
-                                                 watch=self.restore):  # fmt: skip
+                                                 watch=self.restore):
             jp.restore(key, value)
             n, last = n + 1, offset
             if n % RESTORE_CHUNK == 0:
@@ -80,7 +80,7 @@ class JoinStage:
         self.joins[p] = jp
         self.stores[p] = store
         log.info("join partition %s: %d changelog records replayed from %s", p, n,
-                 "the start" if start is None else f"offset {start}")  # fmt: skip
+                 "the start" if start is None else f"offset {start}")
 
     def revoke(self, p: int) -> None:
         self.joins.pop(p, None)

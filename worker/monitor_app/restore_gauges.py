@@ -25,12 +25,12 @@ class RestoreCollector(Collector):
         yield CounterMetricFamily(
             "scoring_monitor_restored_records",
             "Changelog records replayed into the monitor's state since it started.",
-            value=p.records)  # fmt: skip
+            value=p.records)
         yield GaugeMetricFamily(
             "scoring_monitor_restore_done_ratio",
             "Share of the changelog restores under way that is done (1 when none runs); "
             "/readyz is 503 until they end, /healthz stays 200 while they move.",
-            value=p.share())  # fmt: skip
+            value=p.share())
         yield GaugeMetricFamily(
             "scoring_monitor_restores_running", "Changelog restores under way.",
-            value=p.running)  # fmt: skip
+            value=p.running)

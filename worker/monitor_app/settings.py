@@ -49,7 +49,7 @@ class InternalTopics:
     @classmethod
     def of_group(cls, group: str) -> InternalTopics:
         return cls(f"{group}-join", f"{group}-partials", f"{group}-join-changelog",
-                   f"{group}-global-changelog")  # fmt: skip
+                   f"{group}-global-changelog")
 
 
 @register
@@ -145,7 +145,7 @@ class MonitorSettings:
     )
     batch_max: int = setting(5000, "Most messages read in one poll.", ge=1, le=1_000_000)
     batch_wait_ms: int = setting(100, "Longest wait for a poll to fill, in ms.", ge=1,
-                                 le=60_000)  # fmt: skip
+                                 le=60_000)
     commit_interval_ms: int = setting(
         500,
         "How long a transaction gathers polls before it commits, in ms: fewer, larger "

@@ -42,7 +42,7 @@ class StatusFeed:
     """The board behind a lock: the loop feeds it, the HTTP thread reads it."""
 
     def __init__(self, rules: Sequence[AlertRule], windows: Sequence[str], instance: str = "",
-                 partitions: int = 1, clock_ms: Callable[[], int] = wall_ms) -> None:  # fmt: skip
+                 partitions: int = 1, clock_ms: Callable[[], int] = wall_ms) -> None:
         self._lock = threading.Lock()
         self._board = StatusBoard(rules, windows, instance, partitions)
         self._clock_ms = clock_ms

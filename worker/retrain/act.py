@@ -38,7 +38,7 @@ def apply(
         if serving != c.champion_version:  # someone promoted meanwhile: theirs stands
             raise RetrainError(f"{c.model} {serving} was made current during the run; "
                                f"candidate {c.candidate_version} was compared with "
-                               f"{c.champion_version} and is not promoted (run again)")  # fmt: skip
+                               f"{c.champion_version} and is not promoted (run again)")
         # What `models promote --control-topic` does: the pointer under the next sequence,
         # then the control record with that sequence, so every worker swaps.
         sequence = model_control.promote(store, c.model, c.candidate_version, target).sequence
@@ -47,9 +47,9 @@ def apply(
     if action != "none":
         record = decision_record(c, decision, policy, action, now_ms, sequence)
         publish(client_config(Role.PRODUCER, conn), [(s.alerts_topic, *record)],
-                PUBLISH_TIMEOUT_S)  # fmt: skip
+                PUBLISH_TIMEOUT_S)
     log.info("retrain decision", extra={"model": c.model, "candidate": c.candidate_version,
                                         "champion": c.champion_version, "action": action,
                                         "sequence": sequence,
-                                        "reasons": decision.reasons})  # fmt: skip
+                                        "reasons": decision.reasons})
     return sequence

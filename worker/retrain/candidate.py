@@ -34,7 +34,7 @@ def seeded_clone(estimator: Any, seed: int) -> Any:
     fresh = clone(estimator)
     unset = {name: seed for name, value in fresh.get_params(deep=True).items()
              if name.rsplit("__", 1)[-1] == "random_state"
-             and (value is None or isinstance(value, np.random.RandomState))}  # fmt: skip
+             and (value is None or isinstance(value, np.random.RandomState))}
     if unset:
         fresh.set_params(**unset)
     return fresh
@@ -44,13 +44,13 @@ def fit(champion: ModelBundle, matrix: Any, y: Any, seed: int) -> Any:
     """The candidate fitted on ``matrix`` (the rows as the pipeline builds them) and ``y``."""
     if champion.manifest.runtime != "sklearn":
         raise RetrainError(f"retrain fits scikit-learn models; {champion.name} {champion.version}"
-                           f" uses the {champion.manifest.runtime} runtime")  # fmt: skip
+                           f" uses the {champion.manifest.runtime} runtime")
     model = seeded_clone(champion.estimator, seed)
     try:
         return model.fit(matrix, y)
     except Exception as exc:  # the estimator's own complaint, in one line
         raise RetrainError(f"fitting a clone of {champion.name} {champion.version} failed: "
-                           f"{describe(exc)}") from None  # fmt: skip
+                           f"{describe(exc)}") from None
 
 
 def next_version(existing: Iterable[str]) -> str:
@@ -58,7 +58,7 @@ def next_version(existing: Iterable[str]) -> str:
     versions = list(existing)
     if not versions or not all(v.isdigit() for v in versions):
         raise RetrainError(f"cannot number the candidate after versions {sorted(versions)} "
-                           "(give --version)")  # fmt: skip
+                           "(give --version)")
     return str(max(int(v) for v in versions) + 1)
 
 
@@ -92,14 +92,14 @@ def write_candidate(
             fmt=fmt, threshold=threshold, metrics=metrics, reference_histogram=reference,
             created_at=created_at, runtime=champion.manifest.runtime, lineage=lineage,
             **_reference_rows(champion, sample, labels, profile_rows),
-        )  # fmt: skip
+        )
     except ValueError as exc:
         why = " ".join(str(exc).split())
         raise RetrainError(f"the candidate cannot be written as a bundle: {why}") from None
 
 
 def _reference_rows(champion: ModelBundle, sample: Any, labels: Sequence[Any] | None,
-                    profile_rows: Any) -> dict[str, Any]:  # fmt: skip
+                    profile_rows: Any) -> dict[str, Any]:
     """write_bundle's reference arguments: the labeled holdout when it can hold a
     calibration map (it is profiled too), else the training rows for the profile alone."""
     if champion.task != "binary" or labels is None:
@@ -107,6 +107,6 @@ def _reference_rows(champion: ModelBundle, sample: Any, labels: Sequence[Any] | 
     if len(labels) < MIN_REFERENCE_ROWS:
         log.warning("the candidate gets no calibration map: its holdout has %d labeled rows, "
                     "fewer than %d; the monitor will not estimate its figures",
-                    len(labels), MIN_REFERENCE_ROWS)  # fmt: skip
+                    len(labels), MIN_REFERENCE_ROWS)
         return {"reference": profile_rows}
     return {"reference": sample, "reference_labels": list(labels)}

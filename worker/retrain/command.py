@@ -22,19 +22,19 @@ Bad input (no events in the range, no labeled rows, one class only) is one line,
 def add_retrain(sub: argparse._SubParsersAction[Parser]) -> None:
     p = add_parser(sub, "retrain", SUMMARY, EXAMPLE, MORE)
     p.add_argument("--from", dest="range_from", metavar="TIME", default=None,
-                   help="range start: epoch ms or ISO 8601 (no zone: UTC)")  # fmt: skip
+                   help="range start: epoch ms or ISO 8601 (no zone: UTC)")
     p.add_argument("--to", dest="range_to", metavar="TIME", default=None,
-                   help="range end, exclusive (default: now)")  # fmt: skip
+                   help="range end, exclusive (default: now)")
     p.add_argument("--last", metavar="DURATION", default=None,
-                   help="range: this long before --to (e.g. 30m, 2h, 1d)")  # fmt: skip
+                   help="range: this long before --to (e.g. 30m, 2h, 1d)")
     p.add_argument("--promote-if-better", action="store_true",
                    help="apply the policy: promote the candidate (store pointer and control "
-                        "topic) or keep the champion; publish the decision record")  # fmt: skip
+                        "topic) or keep the champion; publish the decision record")
     p.add_argument("--shadow", action="store_true",
                    help="make the candidate every worker's shadow model (control topic) "
-                        "instead; promote it later with `models promote`")  # fmt: skip
+                        "instead; promote it later with `models promote`")
     p.add_argument("--candidate-version", default=None, metavar="VERSION",
-                   help="the candidate's version (default: one more than the highest)")  # fmt: skip
+                   help="the candidate's version (default: one more than the highest)")
     add_settings_flags(p, RetrainSettings)
     p.set_defaults(handler=run)
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.retrain.settings import time_range
 
     s = config.load_into(RetrainSettings, args.config, os.environ, vars(args), args.kafka,
-                         tables=("policy",))  # fmt: skip
+                         tables=("policy",))
     s.check()
     secrets = [v for k, v in s.kafka.items() if config.is_secret(k)]
     conn = Connection(s.bootstrap, dict(s.kafka))
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     now = wall_ms()
     window = time_range(args.range_from, args.range_to, args.last, now)
     result = run_retrain(RetrainRequest(s, policy, window, args.promote_if_better, args.shadow,
-                                        args.candidate_version), now)  # fmt: skip
+                                        args.candidate_version), now)
     print(report(result, s.input_topic, window.describe()))
     return 0
 def report(result: Any, topic: str, window: str) -> str:
@@ -103,4 +103,4 @@ def _action(result: Any) -> str:
         "none": f"candidate {c.candidate_version} added to the store at "
                 f"{result.candidate_path}; nothing promoted (--promote-if-better applies "
                 "the policy)",
-    }[result.action]  # fmt: skip
+    }[result.action]

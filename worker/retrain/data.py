@@ -65,7 +65,7 @@ class TrainingData:
                 "bad_labels": j.bad_labels + self.bad_label_records, "labeled": j.labeled,
                 "labels_read": self.labels.read, "duplicate_labels": self.labels.duplicates,
                 "train": len(self.split.train), "holdout": len(self.split.holdout),
-                "label_coverage": j.labeled / valid if valid else None}  # fmt: skip
+                "label_coverage": j.labeled / valid if valid else None}
 
 
 def read_data(
@@ -74,13 +74,13 @@ def read_data(
     """Everything the run trains and evaluates on; RetrainError for data it cannot use."""
     conf = client_config(Role.RANGE, Connection(s.bootstrap, dict(s.kafka)))
     events = read_range(conf, s.input_topic, window.start_ms, window.end_ms,
-                        s.read_timeout_s, s.max_events)  # fmt: skip
+                        s.read_timeout_s, s.max_events)
     if not events:
         raise RetrainError(f"no events in {s.input_topic} in {window.describe()} "
-                           "(check --input-topic and the range)")  # fmt: skip
+                           "(check --input-topic and the range)")
     labels_end = max(window.end_ms, min(now_ms, window.end_ms + int(s.label_horizon_s * 1000)))
     label_records = read_range(conf, s.labels_topic, window.start_ms, labels_end,
-                               s.read_timeout_s, s.max_events)  # fmt: skip
+                               s.read_timeout_s, s.max_events)
     pairs, bad = _label_pairs(label_records)
     labels = label_table(pairs)
     prepared = prepare([r.value for r in events], ctx)
@@ -90,7 +90,7 @@ def read_data(
     joined = join(ids, [events[i].timestamp_ms for i in inputs], labels, ctx.bundle.classes)
     data = TrainingData(events, prepared.batch.matrix, joined,
                         time_split(joined.times, s.holdout_fraction), labels, labels_end,
-                        dict(rejected), bad, inputs)  # fmt: skip
+                        dict(rejected), bad, inputs)
     log.info("retrain data read", extra={"counts": data.counts()})
     check_usable(data, ctx.bundle.classes, s)
     return data
@@ -120,7 +120,7 @@ def check_usable(data: TrainingData, classes: Sequence[ClassLabel], s: RetrainSe
     present = set(j.y)
     if len(present) < 2:
         raise RetrainError(f"one class only: all {j.labeled} labeled rows are "
-                           f"{next(iter(present))!r} (widen the range)")  # fmt: skip
+                           f"{next(iter(present))!r} (widen the range)")
     for part, rows in (("training", data.split.train), ("holdout", data.split.holdout)):
         seen = {j.y[k] for k in rows}
         if len(seen) < len(classes):

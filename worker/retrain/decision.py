@@ -46,7 +46,7 @@ def action_for(decision: Decision, promote_if_better: bool, shadow: bool) -> Act
 def decision_record(
     c: Compared, decision: Decision, policy: Policy, action: Action, at_ms: int,
     sequence: int | None = None,
-) -> tuple[bytes, bytes]:  # fmt: skip
+) -> tuple[bytes, bytes]:
     """Key and value of the record; ``sequence``: that of the control instruction issued
     (promoted, shadowed), None when none was."""
     key = "|".join(escape_key_part(p) for p in (DECISION_ALERT, c.model, c.candidate_version))

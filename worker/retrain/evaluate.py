@@ -28,7 +28,7 @@ from worker.monitor.views import ModelSpec, Outcome, PredictionView
 
 #: The rows of the comparison table, in order (catalog names, plus alert_rate).
 TABLE_FIGURES = ("count", "positives", "roc_auc", "recall", "precision", "alert_rate",
-                 "log_loss", "brier", "psi")  # fmt: skip
+                 "log_loss", "brier", "psi")
 
 
 @dataclass(frozen=True, slots=True)

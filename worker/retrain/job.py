@@ -69,14 +69,14 @@ def champion_of(s: RetrainSettings) -> tuple[ModelStore, ModelBundle]:
     folder = Path(s.model)
     if not is_model_folder(folder):
         raise ConfigError(f"--model {folder} is not a model store folder STORE/<name> "
-                          "with a current version (see scoring-worker models promote)")  # fmt: skip
+                          "with a current version (see scoring-worker models promote)")
     store = ModelStore(folder.parent, s.allow_pickle)
     # Every check the workers make, the self-test included: a champion that would not
     # serve is not one to compare with (and a .joblib one loads only with allow_pickle).
     champion = load_checked(store.current(folder.name), allow_pickle=s.allow_pickle)
     if champion.task != "binary":
         raise RetrainError(f"retrain compares binary classifiers; {champion.name} is "
-                           f"{champion.task}")  # fmt: skip
+                           f"{champion.task}")
     return store, champion
 
 
@@ -84,16 +84,16 @@ def run_retrain(req: RetrainRequest, now_ms: int) -> RetrainResult:
     s = req.settings
     if req.shadow and req.promote_if_better:
         raise ConfigError("--shadow and --promote-if-better exclude each other (shadow first, "
-                          "promote later with scoring-worker models promote)")  # fmt: skip
+                          "promote later with scoring-worker models promote)")
     if req.shadow and not s.control_topic:
         raise ConfigError("--shadow needs --control-topic: the workers learn of their shadow "
-                          "model there")  # fmt: skip
+                          "model there")
     store, champion = champion_of(s)
     validator = EventValidator.from_file(Path(s.schema)) if s.schema else None
     ctx = ScoringContext(champion, validator, s.max_event_bytes)
     data = read_data(s, ctx, req.window, now_ms)
     version = req.version or next_version(v.version for v in store.list()
-                                          if v.name == champion.name)  # fmt: skip
+                                          if v.name == champion.name)
     run = _Run(req, ctx, data, version, now_ms)
     with tempfile.TemporaryDirectory(prefix="retrain-") as tmp:
         compared, decision, final = run.candidate(Path(tmp))
@@ -101,7 +101,7 @@ def run_retrain(req: RetrainRequest, now_ms: int) -> RetrainResult:
     action = action_for(decision, req.promote_if_better, req.shadow)
     sequence = act.apply(s, store, compared, decision, req.policy, action, now_ms)
     table = comparison_table(champion.version, version, _table(compared.champion),
-                             _table(compared.candidate), compared.thresholds)  # fmt: skip
+                             _table(compared.candidate), compared.thresholds)
     return RetrainResult(compared, decision, action, data.counts(),
                          store.version_path(champion.name, version), table, sequence)
 
@@ -118,42 +118,42 @@ class _Run:
         """Fit, stage, tune, compare; the candidate's final bundle (not yet in the store)."""
         champion, data, train = self.ctx.bundle, self.data, self.data.split.train
         model = fit(champion, data.model_input(train), np.asarray(data.truth(train)),
-                    self.req.settings.seed)  # fmt: skip
+                    self.req.settings.seed)
         # Written and read back first: what is evaluated is what the store will hold.
         staged = load_bundle(self._write(tmp / "staged", model, champion.threshold,
                                          _placeholder(champion), {}, {}),
-                             allow_pickle=self.req.settings.allow_pickle)  # fmt: skip
+                             allow_pickle=self.req.settings.allow_pickle)
         train_scores = score_matrix(staged, data.model_input(train)).output[:, 1]
         reference = ReferenceHistogram.from_scores(train_scores, bins=_bins(champion))
         probe = self._evaluate(staged)
         choice = choose_threshold(_finite(probe.scores), self._positive(probe),
-                                  self.req.policy.threshold, champion.threshold)  # fmt: skip
+                                  self.req.policy.threshold, champion.threshold)
         cand = self._evaluate(_with(staged, choice.threshold, reference))
         champ = self._evaluate(champion)
         decision = decide(self.req.policy, champ.figures, cand.figures, choice.met)
         w = self.req.window
         compared = Compared(champion.name, champion.version, self.version, champ.figures,
                             cand.figures, (champion.threshold, choice.threshold),
-                            (w.start_ms, w.end_ms), (data.split.cut_ms, w.end_ms))  # fmt: skip
+                            (w.start_ms, w.end_ms), (data.split.cut_ms, w.end_ms))
         lineage = _lineage(self.req, data, champion, choice, compared, decision)
         final = self._write(tmp / "final", model, choice.threshold, reference, _numbers(cand),
-                            lineage)  # fmt: skip
+                            lineage)
         return compared, decision, final
 
     def _write(self, out: Path, model: Any, threshold: float, reference: ReferenceHistogram,
-               metrics: dict[str, float], lineage: dict[str, Any]) -> Path:  # fmt: skip
+               metrics: dict[str, float], lineage: dict[str, Any]) -> Path:
         holdout = self.data.model_input(self.data.split.holdout)
         train = self.data.model_input(self.data.split.train)
         return write_candidate(out, model, self.ctx.bundle, version=self.version,
                                sample=holdout, threshold=threshold, metrics=metrics,
                                reference=reference, lineage=lineage,
                                created_at=iso(self.now_ms), profile_rows=train,
-                               labels=self.data.truth(self.data.split.holdout))  # fmt: skip
+                               labels=self.data.truth(self.data.split.holdout))
 
     def _evaluate(self, bundle: ModelBundle) -> Evaluation:
         d, hold = self.data, self.data.split.holdout
         return evaluate(self.ctx, bundle, d.values(hold), d.truth(hold), d.times(hold),
-                        self.now_ms)  # fmt: skip
+                        self.now_ms)
 
     def _positive(self, probe: Evaluation) -> npt.NDArray[np.bool_]:
         positive = self.ctx.bundle.classes[1]
@@ -181,7 +181,7 @@ def _finite(scores: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 def _with(bundle: ModelBundle, threshold: float, reference: ReferenceHistogram) -> ModelBundle:
     """``bundle`` as it will be written: its tuned threshold and its reference histogram."""
     manifest = dataclasses.replace(bundle.manifest, threshold=threshold,
-                                   reference_histogram=reference)  # fmt: skip
+                                   reference_histogram=reference)
     return dataclasses.replace(bundle, manifest=manifest)
 
 
@@ -192,7 +192,7 @@ def _numbers(e: Evaluation) -> dict[str, float]:
 def _lineage(
     req: RetrainRequest, data: TrainingData, champion: ModelBundle, choice: ThresholdChoice,
     c: Compared, decision: Decision,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     s, w = req.settings, req.window
     return {
         "created_by": "scoring-worker retrain",
@@ -211,4 +211,4 @@ def _lineage(
         "figures": {"champion": dict(c.champion), "candidate": dict(c.candidate)},
         "policy": req.policy.to_dict(),
         "policy_passed": decision.promote,
-    }  # fmt: skip
+    }

@@ -36,7 +36,7 @@ from worker.retrain.threshold import TARGET_KINDS, TargetKind, ThresholdTarget
 HIGHER_IS_BETTER: Final = frozenset({"roc_auc", "recall", "precision", "accuracy", "f1"})
 LOWER_IS_BETTER: Final = frozenset({"log_loss", "brier", "psi"})
 _KEYS: Final = frozenset({"min_rows", "min_positives", "threshold", "threshold_target",
-                          "require"})  # fmt: skip
+                          "require"})
 
 
 class PolicyError(ValueError):
@@ -61,7 +61,7 @@ class Requirement:
         op = (">=" if ok else "<") if higher else ("<=" if ok else ">")
         sign = ("+" if higher else "-") if self.margin >= 0 else ("-" if higher else "+")
         return Check(name, ok, f"{name} {ours:.4f} {op} champion {theirs:.4f} {sign} "
-                               f"{abs(self.margin):g}")  # fmt: skip
+                               f"{abs(self.margin):g}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ class Policy:
         return {"min_rows": self.min_rows, "min_positives": self.min_positives,
                 "threshold": self.threshold.kind, "threshold_target": self.threshold.value,
                 "require": [{"metric": r.metric, "margin": r.margin}
-                            for r in self.requirements]}  # fmt: skip
+                            for r in self.requirements]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +125,7 @@ def decide(
         Check("threshold", threshold_met,
               f"threshold target {policy.threshold.describe()} "
               f"{'met' if threshold_met else 'not met'} on the holdout"),
-    ]  # fmt: skip
+    ]
     checks += [r.check(champion, candidate) for r in policy.requirements]
     return Decision(all(c.passed for c in checks), tuple(checks))
 
@@ -139,7 +139,7 @@ def parse_policy(table: object) -> Policy:
     unknown = sorted(set(table) - _KEYS)
     if unknown:
         raise PolicyError(f"[policy]: unknown keys {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(_KEYS))})")  # fmt: skip
+                          f"(known: {', '.join(sorted(_KEYS))})")
     default = Policy()
     requirements = table.get("require")
     return Policy(
@@ -168,7 +168,7 @@ def _requires(items: object) -> tuple[Requirement, ...]:
         metric, margin = item.get("metric"), item.get("margin", 0.0)
         if metric not in known:
             raise PolicyError(f"[[policy.require]] metric {metric!r} is not one of "
-                              f"{', '.join(known)}")  # fmt: skip
+                              f"{', '.join(known)}")
         if type(margin) not in (int, float) or not math.isfinite(margin):
             raise PolicyError(f"[[policy.require]] margin must be a number, got {margin!r}")
         out.append(Requirement(cast(str, metric), float(margin)))
@@ -178,11 +178,11 @@ def _requires(items: object) -> tuple[Requirement, ...]:
 def _target(kind: object, value: object) -> ThresholdTarget:
     if kind not in TARGET_KINDS:
         raise PolicyError(f"[policy] threshold must be one of {', '.join(TARGET_KINDS)}, "
-                          f"got {kind!r}")  # fmt: skip
+                          f"got {kind!r}")
     if kind in ("precision", "alert_rate"):
         if type(value) not in (int, float) or not 0.0 < cast(float, value) <= 1.0:
             raise PolicyError(f"[policy] threshold = {kind!r} needs threshold_target in "
-                              f"(0, 1], got {value!r}")  # fmt: skip
+                              f"(0, 1], got {value!r}")
         return ThresholdTarget(cast(TargetKind, kind), float(cast(float, value)))
     if value is not None:
         raise PolicyError(f"[policy] threshold = {kind!r} takes no threshold_target")

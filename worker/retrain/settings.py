@@ -132,7 +132,7 @@ def parse_time(text: str, what: str) -> int:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ConfigError(f"{what} {text!r} is neither epoch milliseconds nor an ISO 8601 "
-                          "time (e.g. 2026-11-27T10:00:00Z)") from None  # fmt: skip
+                          "time (e.g. 2026-11-27T10:00:00Z)") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)

@@ -58,5 +58,5 @@ def comparison_table(
     lines = []
     for r in (head, *body):
         lines.append("  ".join([r[0].ljust(widths[0]),
-                                *(r[i].rjust(widths[i]) for i in (1, 2, 3))]).rstrip())  # fmt: skip
+                                *(r[i].rjust(widths[i]) for i in (1, 2, 3))]).rstrip())
     return "\n".join(lines)

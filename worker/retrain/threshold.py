@@ -51,7 +51,7 @@ class ThresholdChoice:
 
     def to_dict(self) -> dict[str, float | bool | None]:
         return {"threshold": self.threshold, "met": self.met, "precision": self.precision,
-                "recall": self.recall, "alert_rate": self.alert_rate}  # fmt: skip
+                "recall": self.recall, "alert_rate": self.alert_rate}
 
 
 @dataclass(frozen=True, slots=True)

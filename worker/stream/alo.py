@@ -56,7 +56,7 @@ class AtLeastOnce:
         if self.blocked() and now - self._blocked_warned >= d.settings.flush_timeout_s:
             self._blocked_warned = now
             log.warning("reading paused: %d events wait for the broker to acknowledge their "
-                        "outputs", d.ledger.events)  # fmt: skip
+                        "outputs", d.ledger.events)
 
     def tick(self, quiet: bool) -> None:
         d = self.delivery
@@ -100,7 +100,7 @@ class AtLeastOnce:
             if time.monotonic() >= deadline:
                 log.warning("%d events still wait for the broker after %.0fs; their offsets "
                             "stay uncommitted (they will be read again)", d.ledger.events,
-                            timeout_s)  # fmt: skip
+                            timeout_s)
                 return False
             d.sink.poll(0.1)
             self.heartbeat()

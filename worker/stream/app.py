@@ -63,24 +63,24 @@ def run_worker(
     shadow = None
     if s.shadow_model:
         second = load_checked(Path(s.shadow_model), allow_pickle=s.allow_pickle,
-                              threads=s.model_threads)  # fmt: skip
+                              threads=s.model_threads)
         shadow = replace(ctx, bundle=second)
     health.model_loaded = True
     gate = schema_gate.build(s, ctx.decoder, health)
     server = serve(s.metrics_port, registry, health, s.metrics_host) if s.metrics_port else None
     try:
         kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka,
-                                 stop=lambda: stop.requested)  # fmt: skip
+                                 stop=lambda: stop.requested)
         health.broker_ok = True
         limit, compacted = _output_rules(s) if sink is None else (UNCHECKED_LIMIT, frozenset())
         consumer = _consumer(s, metrics, health, watch)
         hooks = SinkHooks(_stats_sink(s, "producer", metrics.producer_stats, watch),
-                          watch, limit.bytes)  # fmt: skip
+                          watch, limit.bytes)
         sink = sink or sinks.build("kafka", s, hooks)
         reloader = make_reloader(s, ctx.bundle.version)
         runner = Runner(s, ctx, consumer, sink, metrics, health, reloader=reloader,
                         shadow=shadow, stop=stop, limit=limit, compacted=compacted,
-                        gate=gate)  # fmt: skip
+                        gate=gate)
         # Modules and the model live as long as the process: keep them out of the cyclic
         # collector's full passes, which would otherwise rescan them again and again.
         gc.freeze()
@@ -89,7 +89,7 @@ def run_worker(
         if server is not None:
             server.shutdown()
     log.info("stopped: %d consumed, %d scored, %d dead-lettered",
-             totals.consumed, totals.scored, totals.dead_lettered)  # fmt: skip
+             totals.consumed, totals.scored, totals.dead_lettered)
     return totals
 
 
@@ -100,7 +100,7 @@ def _output_rules(s: Settings) -> tuple[RecordLimit, frozenset[str]]:
     topics = [s.output_topic, s.dlq_topic, *([s.shadow_topic] if s.shadow_model else [])]
     rules = topic_rules(connection(s), topics)
     limit = record_limit(producer_max, {t: r.max_bytes for t, r in rules.items()},
-                         s.max_event_bytes)  # fmt: skip
+                         s.max_event_bytes)
     log.info("outputs accept records up to %d bytes (%s); events above max_event_bytes %d "
              "are dead-lettered unread", limit.bytes, limit.source, s.max_event_bytes)
     compacted = frozenset(t for t, r in rules.items() if r.compacted)
@@ -128,7 +128,7 @@ def _watch() -> BrokerWatch:
 
 
 def _stats_sink(s: Settings, client: str, to_metrics: Callable[[str], None],
-                watch: BrokerWatch) -> Callable[[str], None]:  # fmt: skip
+                watch: BrokerWatch) -> Callable[[str], None]:
     """A client's statistics callback: readiness every time (each second), /metrics every
     ``stats_interval_ms`` (0: never)."""
     every = s.stats_interval_ms / 1000
@@ -146,7 +146,7 @@ def _stats_sink(s: Settings, client: str, to_metrics: Callable[[str], None],
 
 def _context(s: Settings, metrics: WorkerMetrics, decoder: Decoder | None) -> ScoringContext:
     ctx = replace(build_context(s), clock=time.perf_counter,
-                  observe_model_seconds=metrics.model_seconds.observe)  # fmt: skip
+                  observe_model_seconds=metrics.model_seconds.observe)
     if decoder is None and s.input_format != InputFormat.JSON:
         try:
             decoder = decoders.get(str(s.input_format))
@@ -156,13 +156,13 @@ def _context(s: Settings, metrics: WorkerMetrics, decoder: Decoder | None) -> Sc
         ctx = replace(ctx, decoder=decoder)
     man = ctx.bundle.manifest
     metrics.model_info.labels(man.name, man.version, man.sha256[:12],
-                              library_mismatch(ctx.bundle)).set(1)  # fmt: skip
+                              library_mismatch(ctx.bundle)).set(1)
     log.info("model %s %s loaded from %s", man.name, man.version, ctx.bundle.path)
     return ctx
 
 
 def _consumer(s: Settings, metrics: WorkerMetrics, health: Health,
-              watch: BrokerWatch) -> BatchConsumer:  # fmt: skip
+              watch: BrokerWatch) -> BatchConsumer:
     def on_change(kind: str, assigned: int) -> None:
         metrics.rebalances.labels(kind).inc()
         health.assigned = assigned > 0

@@ -129,7 +129,7 @@ class Delivery:
         if self.stats is not None and scored.feature_counts is not None:
             bundle = ctx.bundle
             self.stats.add(bundle.name, bundle.version, ctx.profile_digest,
-                           scored.feature_counts, scored.counted, now_ms)  # fmt: skip
+                           scored.feature_counts, scored.counted, now_ms)
 
     def flush_stats(self) -> None:
         """The buffered statistics as records (exactly-once: into the open transaction)."""
@@ -137,17 +137,17 @@ class Delivery:
             return
         topic = self.settings.feature_stats_topic
         self.send(self.ledger.open(()), [Output(Kind.STATS, topic, r.encode(), r.key, None, -1)
-                                         for r in self.stats.take()])  # fmt: skip
+                                         for r in self.stats.take()])
 
     def send_alert(self, key: bytes, value: bytes) -> None:
         alert = Output(Kind.ALERT, self.settings.alerts_topic, value, key, None, -1)
         self.send(self.ledger.open(()), [alert])
 
     def fallback_for(self, m: Message, source: int, refused_topic: str,
-                     err: SendError) -> Output:  # fmt: skip
+                     err: SendError) -> Output:
         """The fitted dead letter of input ``m`` whose output the broker refused for good."""
         out = fallback(m, source, refused_topic, err, self.settings.dlq_topic, self.rejecter,
-                       self.clock_ms(), refused_by_broker=True)  # fmt: skip
+                       self.clock_ms(), refused_by_broker=True)
         return dropped_if_keyless(out, self.rejecter)
 
     def settle_refusals(self) -> None:
@@ -186,10 +186,10 @@ class Delivery:
         self._refusals = 0
         out = flight.outputs[pos]
         self.sink.send(out.topic, out.value, out.key, out.headers,
-                       partial(self._alone_done, flight, pos))  # fmt: skip
+                       partial(self._alone_done, flight, pos))
 
     def _alone_done(self, flight: Flight, pos: int, err: SendError | None,
-                    sent: Sent | None) -> None:  # fmt: skip
+                    sent: Sent | None) -> None:
         if err is None:
             flight.pending -= 1
             self._alone = None
@@ -217,7 +217,7 @@ class Delivery:
         self.metrics.outputs_dropped.labels(out.kind.value).inc()
         log.error("%s dropped: no output accepts it", out.kind.value,
                   extra={"source": where(src), "topic": out.topic, "reason": err.reason,
-                         "bytes": len(out.value or b"") + len(out.key or b"")})  # fmt: skip
+                         "bytes": len(out.value or b"") + len(out.key or b"")})
 
     def _resend_due(self) -> None:
         now = time.monotonic()
@@ -226,10 +226,10 @@ class Delivery:
             _, flight, pos = retry.popleft()
             out = flight.outputs[pos]
             self.sink.send(out.topic, out.value, out.key, out.headers,
-                           partial(flight.report, pos))  # fmt: skip
+                           partial(flight.report, pos))
             self.metrics.delivery_retries.inc()
             self._retried += 1
         if self._retried and now - self._retry_logged >= RETRY_LOG_S:
             log.warning("re-sent %d records whose delivery failed (the broker was away or "
-                        "refused them for a while)", self._retried)  # fmt: skip
+                        "refused them for a while)", self._retried)
             self._retried, self._retry_logged = 0, now

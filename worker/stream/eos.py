@@ -99,7 +99,7 @@ class ExactlyOnce:
 
     def blocked(self) -> bool:
         return (self.phase in (Phase.COMMITTING, Phase.ABORTING) or self.rewind_needed
-                or self.events >= self.delivery.settings.max_in_flight)  # fmt: skip
+                or self.events >= self.delivery.settings.max_in_flight)
 
     def wait(self, timeout_s: float) -> None:
         if self.phase is Phase.COMMITTING or (self.phase is Phase.OPEN and self.blocked()):
@@ -118,7 +118,7 @@ class ExactlyOnce:
         if not self.refused_inputs or self.isolated:
             return msgs if not self.isolated else self._push_back(msgs, 0)
         first = next((i for i, m in enumerate(msgs) if _position(m) in self.refused_inputs),
-                     None)  # fmt: skip
+                     None)
         if first is None:
             return msgs
         if first > 0:  # up to the suspect now; the suspect in a transaction of its own
@@ -198,7 +198,7 @@ class ExactlyOnce:
         metrics = self.delivery.metrics
         # TxState(): a sink written against the plain strings of old answers the same
         result = TxState(self.sink.commit(self.offsets, self.consumer.group_metadata(),
-                                          TX_CALL_S))  # fmt: skip
+                                          TX_CALL_S))
         if result is TxState.COMMITTED:
             metrics.transactions.labels("committed").inc()
             metrics.commits.inc()
@@ -281,7 +281,7 @@ class ExactlyOnce:
                 self.delivery.drop(out, m, plans[RetryAs.DROP])
             elif RetryAs.FALLBACK in plans and out.kind is not Kind.FALLBACK:
                 kept.append(self.delivery.fallback_for(m, out.source, out.topic,
-                                                       plans[RetryAs.FALLBACK]))  # fmt: skip
+                                                       plans[RetryAs.FALLBACK]))
             else:
                 kept.append(out)
         return kept
@@ -289,7 +289,7 @@ class ExactlyOnce:
     def _forget_committed(self, committed: dict[PartitionId, int]) -> None:
         """Refused inputs the commit moved past are never read again."""
         self.refused_inputs = {c: v for c, v in self.refused_inputs.items()
-                               if c[2] >= committed.get((c[0], c[1]), -1)}  # fmt: skip
+                               if c[2] >= committed.get((c[0], c[1]), -1)}
 
 
 def _position(m: Message) -> InputPosition:

@@ -31,7 +31,7 @@ class BulkHistogram(Collector):
     """
 
     def __init__(self, name: str, doc: str, buckets: tuple[float, ...],
-                 registry: CollectorRegistry) -> None:  # fmt: skip
+                 registry: CollectorRegistry) -> None:
         self.name, self.doc = name, doc
         self.bounds = np.array(buckets, dtype=np.float64)
         self.counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # last: +Inf
@@ -53,7 +53,7 @@ class BulkHistogram(Collector):
         labels = [*(repr(float(b)) for b in self.bounds), "+Inf"]
         fam = HistogramMetricFamily(self.name, self.doc,
                                     buckets=list(zip(labels, cumulative, strict=True)),
-                                    sum_value=total)  # fmt: skip
+                                    sum_value=total)
         return [fam]
 
 
@@ -101,53 +101,53 @@ class WorkerMetrics:
         self.scored = counter("scoring_events_scored_total", "Events published as predictions.")
         self.dead_letters = counter("scoring_dead_letters_total",
                                     "Events sent to the dead-letter topic, by reason.",
-                                    ("reason",))  # fmt: skip
+                                    ("reason",))
         self.predictions = counter("scoring_predictions_total",
                                    "Predictions by decision (classifiers only).", ("decision",))
         self.batch_size = histogram("scoring_batch_size_events", "Events per consumed batch.",
-                                    BATCH_BUCKETS)  # fmt: skip
+                                    BATCH_BUCKETS)
         self.model_seconds = histogram("scoring_model_call_seconds",
                                        "One predict_proba/predict call on a batch (bisection "
                                        "after a model error included).", LATENCY_BUCKETS)
         self.batch_seconds = histogram("scoring_batch_score_seconds",
                                        "Decode, validation, features and the model call "
                                        "for one batch (the shadow model's too, when one is "
-                                       "set).", LATENCY_BUCKETS)  # fmt: skip
+                                       "set).", LATENCY_BUCKETS)
         self.latency = BulkHistogram("scoring_end_to_end_latency_seconds",
                                      "Input event's Kafka timestamp to its prediction "
-                                     "produced.", LATENCY_BUCKETS, r)  # fmt: skip
+                                     "produced.", LATENCY_BUCKETS, r)
         self.commits = counter("scoring_commits_total", "Offset commits that succeeded.")
         self.commit_failures = counter("scoring_commit_failures_total", "Offset commits failed.")
         self.rebalances = counter("scoring_rebalances_total",
                                   "Partition assignment changes, by kind.", ("kind",))
         self.inflight = gauge("scoring_inflight_events",
                               "Events whose outputs wait for the broker (acknowledgement, or "
-                              "exactly-once: the transaction's commit).")  # fmt: skip
+                              "exactly-once: the transaction's commit).")
         self.last_commit = gauge("scoring_last_commit_timestamp_seconds",
                                  "Unix time of the last successful commit.")
         self.model_info = gauge("scoring_model_info",
                                 "The model being served; library_mismatch names the libraries "
                                 "whose version differs from the bundle's (none: all match).",
                                 ("model", "model_version", "sha256",
-                                 "library_mismatch"))  # fmt: skip
+                                 "library_mismatch"))
         self.model_reloads = counter("scoring_model_reloads_total",
                                      "Hot model reloads, by result: ok or refused.",
-                                     ("result",))  # fmt: skip
+                                     ("result",))
         self.delivery_retries = counter("scoring_delivery_retries_total",
                                         "Messages produced again after a failed delivery.")
         self.outputs_dropped = counter("scoring_outputs_dropped_total",
                                        "Outputs given up on because the broker refused them for "
                                        "good even as a fitted dead letter, by kind.",
-                                       ("kind",))  # fmt: skip
+                                       ("kind",))
         self.transactions = counter("scoring_transactions_total",
                                     "Exactly-once transactions, by result: committed or aborted.",
-                                    ("result",))  # fmt: skip
+                                    ("result",))
         self.lag = gauge("scoring_consumer_lag_messages",
                          "Messages behind the partition's end (librdkafka statistics).",
-                         ("topic", "partition"))  # fmt: skip
+                         ("topic", "partition"))
         self.broker_rtt = gauge("scoring_kafka_broker_rtt_seconds",
                                 "Mean broker round-trip time (librdkafka statistics).",
-                                ("broker",))  # fmt: skip
+                                ("broker",))
         self.producer_queue = gauge("scoring_producer_queue_messages",
                                     "Messages waiting in the producer (librdkafka statistics).")
 

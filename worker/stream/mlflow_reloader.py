@@ -34,7 +34,7 @@ class MlflowReloader:
 
     def __init__(self, source: MlflowSource, ref: ModelRef, serving: str, poll_s: float,
                  clock_ms: Callable[[], int] = wall_ms,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.source, self.ref, self.serving, self.poll_s = source, ref, serving, poll_s
         self.clock_ms, self.monotonic = clock_ms, monotonic
         #: The version the alias pointed to at the last answer (tried once per move).
@@ -82,7 +82,7 @@ class MlflowReloader:
             return
         if self._down_since is not None:
             log.info("MLflow answers again after %.0f s; following %s",
-                     self.monotonic() - self._down_since, self.ref.uri)  # fmt: skip
+                     self.monotonic() - self._down_since, self.ref.uri)
             self._down_since = None
 
     def _attempt(self, version: str) -> None:
@@ -94,7 +94,7 @@ class MlflowReloader:
             raise  # not the version's fault: tried again at the next poll
         except ScoringError as exc:
             event = Refusal(self.ref.name, version, " ".join(str(exc).split()),
-                            self.clock_ms(), SOURCE)  # fmt: skip
+                            self.clock_ms(), SOURCE)
         self.seen = version
         if isinstance(event, Swap):
             self.serving = version
@@ -109,11 +109,11 @@ class MlflowReloader:
             self._warned_at = now
             log.warning("cannot follow %s; still serving %s %s: %s", self.ref.uri,
                         self.ref.name, self.serving, exc,
-                        extra={"model": self.ref.name, "model_version": self.serving})  # fmt: skip
+                        extra={"model": self.ref.name, "model_version": self.serving})
 
 
 def make_mlflow_reloader(source: MlflowSource, model: str, serving: str,
-                         poll_s: float) -> MlflowReloader | None:  # fmt: skip
+                         poll_s: float) -> MlflowReloader | None:
     """A reloader for models:/NAME@ALIAS; None for a fixed models:/NAME/VERSION."""
     ref = parse_ref(model)
     return None if ref.alias is None else MlflowReloader(source, ref, serving, poll_s)

@@ -112,7 +112,7 @@ def headers_size(headers: Headers | None) -> int:
 
 
 def batch_outputs(msgs: Sequence[Message], outcomes: Sequence[Outcome], output_topic: str,
-                  dlq_topic: str, rejecter: Rejecter, now_ms: int) -> list[Output]:  # fmt: skip
+                  dlq_topic: str, rejecter: Rejecter, now_ms: int) -> list[Output]:
     """A prediction per valid event, a dead letter per invalid one, in input order. An
     output the topic would refuse (larger than the limit; keyless, for a compacted topic)
     becomes a fitted dead letter right away."""
@@ -142,7 +142,7 @@ def batch_outputs(msgs: Sequence[Message], outcomes: Sequence[Outcome], output_t
                 continue
             why, refused = f"its dead letter ({o.kind.value}: {o.message})", dlq_topic
         error = SendError(SendFailure.TOO_LARGE, f"{why} exceeds the {rejecter.limit.bytes}-"
-                          f"byte record limit ({rejecter.limit.source})")  # fmt: skip
+                          f"byte record limit ({rejecter.limit.source})")
         append(dropped_if_keyless(fallback(m, i, refused, error, dlq_topic, rejecter, now_ms),
                                   rejecter))
     return out
@@ -160,17 +160,17 @@ def dropped_if_keyless(out: Output, rejecter: Rejecter) -> Output:
 
 
 def shadow_outputs(msgs: Sequence[Message], outcomes: Sequence[Outcome],
-                   topic: str) -> list[Output]:  # fmt: skip
+                   topic: str) -> list[Output]:
     """A second opinion only: its rejections are no dead letters (the main model's are)."""
     shadow, new = Kind.SHADOW, tuple.__new__  # see batch_outputs
     return [new(Output, (shadow, topic, o.payload, m.key(), None, i))
             for i, (m, o) in enumerate(zip(msgs, outcomes, strict=True))
-            if type(o) is Prediction]  # fmt: skip
+            if type(o) is Prediction]
 
 
 def fallback(m: Message, index: int, refused_topic: str, error: SendError, dlq_topic: str,
              rejecter: Rejecter, now_ms: int,
-             refused_by_broker: bool = False) -> Output:  # fmt: skip
+             refused_by_broker: bool = False) -> Output:
     """The dead letter of input ``m`` (``index`` in its batch) whose output to
     ``refused_topic`` cannot be produced, fitted to the limit (``refused_by_broker``:
     the broker refused what the limit said fits, so the dead letter aims well below)."""
@@ -206,11 +206,11 @@ def _facts(data: bytes | None, prefix: str, truncated: bool) -> Headers:
     data = data or b""
     return [(f"{prefix}.length", str(len(data))),
             (f"{prefix}.sha256", hashlib.sha256(data).hexdigest()),
-            (f"{prefix}.truncated", "true" if truncated else "false")]  # fmt: skip
+            (f"{prefix}.truncated", "true" if truncated else "false")]
 
 
 def record_limit(producer_max: int, topics: dict[str, int | None],
-                 max_event_bytes: int) -> RecordLimit:  # fmt: skip
+                 max_event_bytes: int) -> RecordLimit:
     """The largest record every output accepts; a ConfigError when the largest dead letter
     (an event of ``max_event_bytes`` with its key and headers) would not fit."""
     limit = RecordLimit(producer_max, f"the producer's message.max.bytes {producer_max}")

@@ -145,12 +145,12 @@ def parse_shadow(value: bytes | None, name: str) -> ShadowInstruction | None:
 
 def newest_shadow(
     found: Sequence[ShadowInstruction], after: int
-) -> ShadowInstruction | None:  # fmt: skip
+) -> ShadowInstruction | None:
     """The shadow instruction to follow among ``found`` (in topic order), given that
     number ``after`` is in force (-1: none yet): the highest sequence above it; records
     without a sequence only while no sequenced one is in force, the last one winning."""
     fresh = [(s.sequence, i, s) for i, s in enumerate(found)
-             if s.sequence > after or (s.sequence == 0 and after <= 0)]  # fmt: skip
+             if s.sequence > after or (s.sequence == 0 and after <= 0)]
     return max(fresh)[2] if fresh else None
 
 
@@ -192,11 +192,11 @@ def refusal_record(r: Refusal, worker_id: str) -> tuple[bytes, bytes]:
     key = "|".join(escape_key_part(p) for p in (REFUSED_ALERT, r.model, r.version))
     value = {"alert": REFUSED_ALERT, "status": "firing", "model": r.model,
              "model_version": r.version, "reason": r.reason, "at": r.at_ms,
-             "source": r.source, "worker_id": worker_id}  # fmt: skip
+             "source": r.source, "worker_id": worker_id}
     return key.encode(), orjson.dumps(value)
 
 
 def store_of(model_folder: Path, allow_pickle: bool = False,
-             threads: int = 1) -> tuple[ModelStore, str]:  # fmt: skip
+             threads: int = 1) -> tuple[ModelStore, str]:
     """``STORE/<name>`` -> (the store, the model name)."""
     return ModelStore(model_folder.parent, allow_pickle, threads), model_folder.name

@@ -51,7 +51,7 @@ class Reloader:
     def __init__(self, model_folder: Path, serving: str, poll_s: float,
                  control: ControlSource | None = None,
                  clock_ms: Callable[[], int] = wall_ms,
-                 allow_pickle: bool = False, threads: int = 1) -> None:  # fmt: skip
+                 allow_pickle: bool = False, threads: int = 1) -> None:
         self.store, self.name = store_of(model_folder, allow_pickle, threads)
         self.folder = model_folder
         self.serving = serving
@@ -111,7 +111,7 @@ class Reloader:
             self._last = req.order
             if req.version != self.serving:
                 log.info("loading %s %s (%s, sequence %d)", self.name, req.version,
-                         req.source, req.sequence)  # fmt: skip
+                         req.source, req.sequence)
                 event = attempt(self.store, self.name, req, self.clock_ms())
                 if isinstance(event, Swap):
                     self.serving = req.version
@@ -128,7 +128,7 @@ class Reloader:
                 if i.sequence == 0:
                     log.warning("shadow control record for %s has no sequence; shadow "
                                 "instruction %d is in force, so it is ignored (publish with "
-                                "models shadow)", self.name, self._shadow_last)  # fmt: skip
+                                "models shadow)", self.name, self._shadow_last)
         chosen = newest_shadow(found, self._shadow_last)
         if chosen is None:
             return
@@ -141,12 +141,12 @@ class Reloader:
             event = ShadowSwap(None, "control")
         else:
             log.info("loading shadow model %s %s (control, shadow sequence %d)", self.name,
-                     version, chosen.sequence)  # fmt: skip
+                     version, chosen.sequence)
             try:
                 event = ShadowSwap(check_candidate(self.store, self.name, version), "control")
             except ScoringError as exc:
                 event = Refusal(self.name, version, " ".join(str(exc).split()),
-                                self.clock_ms(), "control")  # fmt: skip
+                                self.clock_ms(), "control")
         with self._lock:
             self._events.append(event)
 
@@ -158,7 +158,7 @@ class Reloader:
                 log.warning("control record for %s %s has no sequence; instruction %d is in "
                             "force, so it is ignored (publish with models promote "
                             "--control-topic, or give a higher sequence)", self.name,
-                            r.version, self._last[0])  # fmt: skip
+                            r.version, self._last[0])
 
     def _check_agreement(self) -> None:
         """Log once each time what is served and what ``current`` says start to differ."""
@@ -168,7 +168,7 @@ class Reloader:
             log.warning("serving %s %s while %s says %s (a newer control record or a "
                         "bundle that did not load)", self.name, self.serving, self.folder / CURRENT,
                         pointed, extra={"model": self.name, "model_version": self.serving,
-                                        "current": pointed})  # fmt: skip
+                                        "current": pointed})
         self._disagreement = state
 
     def _pointer_state(self) -> tuple[int, Pointer]:
@@ -230,4 +230,4 @@ def make_reloader(s: Settings, serving: str) -> Watcher | None:
         conf = client_config(Role.CONTROL, connection(s, s.worker_id))
         control = kafka_io.ControlReader(conf, s.control_topic)
     return Reloader(folder, serving, s.model_poll_ms / 1000, control,
-                    allow_pickle=s.allow_pickle, threads=s.model_threads)  # fmt: skip
+                    allow_pickle=s.allow_pickle, threads=s.model_threads)

@@ -113,7 +113,7 @@ class Runner:
         s = self.settings
         rejecter = Rejecter(self.ctx.bundle, s.worker_id, self.limit, self.compacted)
         self.delivery = Delivery(settings=s, sink=self.sink, metrics=self.metrics,
-                                 rejecter=rejecter, clock_ms=self.clock_ms)  # fmt: skip
+                                 rejecter=rejecter, clock_ms=self.clock_ms)
         if s.feature_stats_topic:
             self.delivery.stats = StatsBuffer(s.worker_id, s.feature_stats_interval_ms)
         self.guarantee = make_guarantee(s, self.delivery, self.consumer, self.health.turned)
@@ -172,7 +172,7 @@ class Runner:
         outcomes = scored.outcomes
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         main = batch_outputs(msgs, outcomes, s.output_topic, s.dlq_topic,
-                             self.delivery.rejecter, now)  # fmt: skip
+                             self.delivery.rejecter, now)
         outputs = main
         if shadow is not None:
             outputs = main + shadow_outputs(msgs, shadow, s.shadow_topic)
@@ -181,7 +181,7 @@ class Runner:
         self._account(msgs, outcomes, main)
 
     def _account(self, msgs: Sequence[Message], outcomes: Sequence[Outcome],
-                 outputs: Sequence[Output]) -> None:  # fmt: skip
+                 outputs: Sequence[Output]) -> None:
         m, t = self.metrics, self.totals
         now_ms = self.clock_ms()
         reasons: Counter[str] = Counter()
@@ -220,20 +220,20 @@ class Runner:
         self.dead_since.update(reasons)
         if self.dead_since and time.monotonic() - self.last_summary >= DEAD_LETTER_SUMMARY_S:
             log.warning("dead letters in the last %.0fs", time.monotonic() - self.last_summary,
-                        extra={"dead_letters": dict(self.dead_since)})  # fmt: skip
+                        extra={"dead_letters": dict(self.dead_since)})
             self.dead_since.clear()
             self.last_summary = time.monotonic()
 
 
 def make_guarantee(s: Settings, delivery: Delivery, consumer: BatchConsumer,
-                   heartbeat: Callable[[], None]) -> DeliveryGuarantee:  # fmt: skip
+                   heartbeat: Callable[[], None]) -> DeliveryGuarantee:
     """The settings' delivery guarantee over ``delivery`` and ``consumer``; ``heartbeat``
     is called while it waits for the broker."""
     if s.guarantee is Guarantee.EXACTLY_ONCE:
         sink = delivery.sink
         if not isinstance(sink, TransactionalSink):
             raise ConfigError("--guarantee exactly-once needs a transactional sink "
-                              f"({type(sink).__name__} is not one)")  # fmt: skip
+                              f"({type(sink).__name__} is not one)")
         return ExactlyOnce(delivery=delivery, sink=sink, consumer=consumer,
-                           heartbeat=heartbeat)  # fmt: skip
+                           heartbeat=heartbeat)
     return AtLeastOnce(delivery=delivery, consumer=consumer, heartbeat=heartbeat)

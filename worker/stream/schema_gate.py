@@ -86,11 +86,11 @@ class SchemaGate:
                 if schema is None:
                     self.book.unknown(schema_id)
                     log.warning("schema id %d is not in the registry: its events become "
-                                "dead letters", schema_id)  # fmt: skip
+                                "dead letters", schema_id)
                 else:
                     self.book.learn(schema)
                     log.info("schema id %d (%s) fetched from %s", schema_id,
-                             schema.type.value, self.source.url)  # fmt: skip
+                             schema.type.value, self.source.url)
         except self.outage as exc:
             self._down(exc, len(msgs))
             return False
@@ -117,13 +117,13 @@ def build(s: Settings, decoder: Decoder, health: Health) -> SchemaGate | None:
         return None
     if not s.schema_registry:
         raise ConfigError(f"--input-format {s.input_format} needs --schema-registry URL (the "
-                          "registry's Confluent-compatible API)")  # fmt: skip
+                          "registry's Confluent-compatible API)")
     from worker.kafka_io.registry import RegistryConnection, RegistryUnavailable, SchemaSource
 
     conn = RegistryConnection(s.schema_registry, s.schema_registry_user,
                               s.schema_registry_password, s.schema_registry_ca,
                               s.schema_registry_cert, s.schema_registry_key,
-                              s.schema_registry_timeout_s)  # fmt: skip
+                              s.schema_registry_timeout_s)
     log.info("input format %s: schemas from %s", s.input_format, s.schema_registry)
     return SchemaGate(decoder.book, SchemaSource(conn), health,
-                      s.schema_registry_backoff_max_s, RegistryUnavailable)  # fmt: skip
+                      s.schema_registry_backoff_max_s, RegistryUnavailable)

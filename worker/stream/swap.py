@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def apply_events(
     ctx: ScoringContext, events: Sequence[ReloadEvent], metrics: WorkerMetrics,
     alert: Callable[[bytes, bytes], None], worker_id: str,
-) -> ScoringContext:  # fmt: skip
+) -> ScoringContext:
     """The context to score the next batch with; refusals are logged, counted, alerted."""
     for ev in events:
         if isinstance(ev, ShadowSwap):
@@ -28,7 +28,7 @@ def apply_events(
             metrics.model_reloads.labels("refused").inc()
             log.warning("model reload refused; still serving %s", ctx.bundle.version,
                         extra={"model": ev.model, "model_version": ev.version,
-                               "reason": ev.reason, "source": ev.source})  # fmt: skip
+                               "reason": ev.reason, "source": ev.source})
             alert(*refusal_record(ev, worker_id))
             continue
         old, new = ctx.bundle.manifest, ev.bundle.manifest
@@ -36,10 +36,10 @@ def apply_events(
         ctx = dataclasses.replace(ctx, bundle=ev.bundle)
         metrics.model_reloads.labels("ok").inc()
         _relabel(metrics, old.name, old.version, old.sha256[:12], old_mismatch,
-                 new.name, new.version, new.sha256[:12], library_mismatch(ev.bundle))  # fmt: skip
+                 new.name, new.version, new.sha256[:12], library_mismatch(ev.bundle))
         log.info("model reloaded", extra={"model": new.name, "model_version": new.version,
                                           "previous_version": old.version,
-                                          "source": ev.source})  # fmt: skip
+                                          "source": ev.source})
     return ctx
 
 
@@ -62,5 +62,5 @@ def apply_shadow(
             version = None if bundle is None else bundle.version
             log.info("shadow model %s", "stopped" if bundle is None else "set",
                      extra={"model": ctx.bundle.name, "source": ev.source,
-                            "model_version": version})  # fmt: skip
+                            "model_version": version})
     return shadow

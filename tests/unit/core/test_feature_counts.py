@@ -17,13 +17,13 @@ from worker.model.profile import FeatureProfile, Profile, profile_of
 
 SPECS = (Feature("amount", missing=True), Feature("items", "integer"),
          Feature("country", "string", missing=True), Feature("first", "boolean"),
-         Feature("promo", "boolean", missing=True))  # fmt: skip
+         Feature("promo", "boolean", missing=True))
 COUNTRIES = ["de", "fr", "it", "es", "nl"]
 
 
 def events(rng: np.random.Generator, n: int, shift: float = 1.0,
            countries: list[str] = COUNTRIES, null_share: float = 0.1,
-           ) -> list[dict[str, Any]]:  # fmt: skip
+           ) -> list[dict[str, Any]]:
     out = []
     for i in range(n):
         nulls = rng.random(3) < null_share
@@ -34,7 +34,7 @@ def events(rng: np.random.Generator, n: int, shift: float = 1.0,
             "country": None if nulls[1] else str(rng.choice(countries)),
             "first": bool(rng.random() < 0.3),
             "promo": None if nulls[2] else bool(rng.random() < 0.5),
-        })  # fmt: skip
+        })
     return out
 
 
@@ -122,7 +122,7 @@ def test_integers_without_missing_and_booleans_without_missing() -> None:
     profile = profile_of(np.array([[1, True], [2, False], [3, True]], dtype=object), specs, bins=3)
     layout = CountLayout.of(profile)
     columns, _ = build_columns([{"id": "x", "n": 5, "f": False}, {"id": "y", "n": 0, "f": True}],
-                               specs)  # fmt: skip
+                               specs)
     assert columns.arrays[0].dtype == np.int64 and columns.arrays[1].dtype == np.bool_
     counts = layout.count(columns).tolist()
     n, f = layout.features

@@ -29,21 +29,21 @@ from worker.model.writer import write_bundle
 def frame_bundle(folder: Path) -> Any:
     rng = np.random.default_rng(3)
     frame = pd.DataFrame({"amount": rng.normal(50, 10, 400),
-                          "country": rng.choice(["de", "fr", "it"], 400)})  # fmt: skip
+                          "country": rng.choice(["de", "fr", "it"], 400)})
     frame.loc[::9, "amount"] = np.nan
     model = make_pipeline(ColumnTransformer([
         ("num", SimpleImputer(), ["amount"]),
         ("cat", OneHotEncoder(handle_unknown="ignore"), ["country"])]), LogisticRegression())
     model.fit(frame, (rng.random(400) < 0.3).astype(int))
     return load_bundle(write_bundle(folder, model, name="f", version="3", task="binary",
-                                    sample=frame, reference=frame))  # fmt: skip
+                                    sample=frame, reference=frame))
 
 
 def test_typed_batches_count_the_scored_events_only(tmp_path: Path) -> None:
     ctx = ScoringContext(frame_bundle(tmp_path / "f"))
     assert ctx.layout is not None
     events = [{"id": f"e{i}", "amount": None if i % 4 == 0 else 500.0 + i,
-               "country": "xx" if i % 5 == 0 else "de"} for i in range(40)]  # fmt: skip
+               "country": "xx" if i % 5 == 0 else "de"} for i in range(40)]
     events.append({"id": "bad", "amount": "a lot", "country": "de"})  # a dead letter
     scored = score_batch([orjson.dumps(e) for e in events], ctx, 1_000, count=True)
     assert sum(isinstance(o, Prediction) for o in scored.outcomes) == 40
@@ -98,7 +98,7 @@ def test_the_buffer_merges_per_interval_and_the_record_follows_its_schema() -> N
     (b'{"counts": [], "model": ""}', "'model'"),
     (b'{"counts": [], "model": "m", "model_version": "1", "worker": "w", "interval_start": 0,'
      b' "interval_ms": 0}', "'interval_ms' must be an integer >= 1"),
-])  # fmt: skip
+])
 def test_a_bad_record_is_one_line(value: bytes, problem: str) -> None:
     with pytest.raises(StatsError, match=problem):
         FeatureStats.decode(value)

@@ -115,7 +115,7 @@ def test_mixed_batch_keeps_order_and_accounts_for_every_record() -> None:
     assert [i for i, _ in batch.rejected] == [1, 2, 4, 5]
     assert [r.kind for _, r in batch.rejected] == [
         RejectKind.SCHEMA, RejectKind.FEATURES, RejectKind.FEATURES, RejectKind.SCHEMA,
-    ]  # fmt: skip
+    ]
     np.testing.assert_array_equal(batch.matrix[:, 0], [0.0, 1.5, 3.0])
     assert batch.matrix.flags.c_contiguous
 

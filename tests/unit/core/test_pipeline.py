@@ -27,7 +27,7 @@ EVENT_SCHEMA = {
     "required": ["id", "a", "b", "c"],
     "properties": {"id": {"type": "string"}, "a": {"type": "number"},
                    "b": {"type": "number", "maximum": 10}, "c": {"type": "integer"}},
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_one_model_call_per_batch_and_poison_is_isolated(tmp_path: Path) -> None
     values[42] = raw(event(42, a=POISON))
     outcomes = score_values(values, ctx, 1)
     assert outcomes[42] == Rejection(RejectKind.MODEL, "model raised ValueError: poisoned row "
-                                                       "with 1 hits")  # fmt: skip
+                                                       "with 1 hits")
     assert sum(isinstance(o, Prediction) for o in outcomes) == 99
 
 
@@ -165,7 +165,7 @@ def test_label_field_is_copied_as_true_label_for_replays(tmp_path: Path) -> None
 
     ctx = ScoringContext(binary_bundle(tmp_path / "m"), label_field="label")
     values = [orjson.dumps(event(0, label=1)), orjson.dumps(event(1)),
-              orjson.dumps(event(2, label=True))]  # fmt: skip
+              orjson.dumps(event(2, label=True))]
     out = score_values(values, ctx, 5)
     assert all(isinstance(o, Prediction) for o in out)
     records = [o.record for o in out if isinstance(o, Prediction)]
@@ -179,6 +179,6 @@ def test_the_model_call_is_timed_with_the_clock_passed_in(tmp_path: Path) -> Non
     ticks = iter([10.0, 10.25])
     seen: list[float] = []
     ctx = ScoringContext(binary_bundle(tmp_path / "m"), clock=lambda: next(ticks),
-                         observe_model_seconds=seen.append)  # fmt: skip
+                         observe_model_seconds=seen.append)
     score_values([orjson.dumps(event(0))], ctx, 5)
     assert seen == [0.25]

@@ -15,7 +15,7 @@ from worker.errors import SchemaLoadError
 TX_SCHEMA = SCHEMAS / "transaction.schema.json"
 GOOD = {"id": "tx-1", "ts": 1_700_000_000_000, "card_id": "card-1", "amount": 12.5, "hour": 3,
         "merchant_risk": 0.2, "card_age_days": 300.0, "velocity_1h": 1, "distance_km": 3.2,
-        "foreign": 0, "online": 1, "avg_amount_30d": 40.1}  # fmt: skip
+        "foreign": 0, "online": 1, "avg_amount_30d": 40.1}
 
 
 def write(tmp_path: Path, schema: object) -> Path:
@@ -42,7 +42,7 @@ def test_transaction_schema_compiles_to_fast_code(fast: EventValidator) -> None:
 def test_nested_schema_compiles_to_fastjsonschema() -> None:
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
               "properties": {"id": {"type": "string"},
-                             "geo": {"type": "object", "required": ["lat"]}}}  # fmt: skip
+                             "geo": {"type": "object", "required": ["lat"]}}}
     v = EventValidator(schema)
     assert v.engine == "fastjsonschema"
     assert v.validate({"id": "a", "geo": {"lat": 1}}) is None
@@ -102,7 +102,7 @@ def test_fast_and_reference_engines_agree(
 
 def test_2020_12_only_keywords_fall_back_to_jsonschema(tmp_path: Path) -> None:
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "array",
-              "prefixItems": [{"type": "integer"}, {"type": "string"}]}  # fmt: skip
+              "prefixItems": [{"type": "integer"}, {"type": "string"}]}
     v = EventValidator.from_file(write(tmp_path, schema))
     assert v.engine == "jsonschema"
     assert v.validate([1, "x", None]) is None
@@ -111,7 +111,7 @@ def test_2020_12_only_keywords_fall_back_to_jsonschema(tmp_path: Path) -> None:
 
 def test_ref_with_siblings_falls_back_because_draft_07_ignores_them() -> None:
     schema = {"$defs": {"n": {"type": "number"}},
-              "properties": {"a": {"$ref": "#/$defs/n", "minimum": 5}}}  # fmt: skip
+              "properties": {"a": {"$ref": "#/$defs/n", "minimum": 5}}}
     assert not uses_only_draft_07(schema)
     v = EventValidator(schema)
     assert v.engine == "jsonschema"
@@ -121,7 +121,7 @@ def test_ref_with_siblings_falls_back_because_draft_07_ignores_them() -> None:
 def test_local_defs_refs_stay_fast_and_keyword_lookalike_names_do_not_count() -> None:
     schema = {"$id": "https://example.test/s.json", "$defs": {"n": {"type": "number"}},
               "properties": {"prefixItems": {"$ref": "#/$defs/n", "description": "a name"}},
-              "examples": [{"unevaluatedProperties": False}]}  # fmt: skip
+              "examples": [{"unevaluatedProperties": False}]}
     v = EventValidator(schema)
     assert v.engine == "fastjsonschema"
     assert v.validate({"prefixItems": 1}) is None
@@ -184,7 +184,7 @@ def test_refs_that_would_fail_later_are_refused_at_load(
 
 def test_anchors_fall_back_and_resolve() -> None:
     schema = {"$defs": {"n": {"$anchor": "num", "type": "number"}},
-              "properties": {"a": {"$ref": "#num"}}}  # fmt: skip
+              "properties": {"a": {"$ref": "#num"}}}
     v = EventValidator(schema)
     assert v.engine == "jsonschema"
     assert v.validate({"a": "x"}) == "a: 'x' is not of type 'number'"

@@ -26,7 +26,7 @@ SCHEMA: dict[str, Any] = {
 }
 
 VALUES: list[Any] = [0, 1, -3, -2, 3, 4, 9.99, 10, 10.0, 2.0, 3.0, 0.5, -0.0, True, False, None,
-                     "", "a", "b", "abcdef", "ab", [], {}, 1e300, 2**70]  # fmt: skip
+                     "", "a", "b", "abcdef", "ab", [], {}, 1e300, 2**70]
 
 
 def test_agrees_with_jsonschema_on_random_events() -> None:

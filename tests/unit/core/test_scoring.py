@@ -63,13 +63,13 @@ def test_binary_predictions_apply_the_threshold(binary: ModelBundle) -> None:
         assert prediction["event_ts"] == record["ts"]
         assert prediction["scored_at"] == 42
     assert list(predictions[0]) == ["id", "score", "label", "model", "model_version",
-                                    "event_ts", "scored_at"]  # fmt: skip
+                                    "event_ts", "scored_at"]
 
 
 def test_event_ts_only_when_the_event_has_an_integer_time(binary: ModelBundle) -> None:
     x = np.zeros((5, 3))
     records = [event(0), without(event(1), "ts"), event(2, ts="2024-01-01"), event(3, ts=True),
-               event(4, ts=1.5e12)]  # fmt: skip
+               event(4, ts=1.5e12)]
     result = score_matrix(binary, x)
     predictions = build_predictions(binary, result, records, 1)
     assert ["event_ts" in p for p in predictions] == [True, False, False, False, False]

@@ -53,10 +53,10 @@ class Recording:
 
 
 def bundle_of(folder: Path, model: Any, version: str,
-              features: tuple[str, ...] = FEATURES) -> ModelBundle:  # fmt: skip
+              features: tuple[str, ...] = FEATURES) -> ModelBundle:
     sample = training_data(n=64, width=len(features), seed=5)[0]
     return load_bundle(write_bundle(folder, model, name="unit", version=version, task="binary",
-                                    features=features, sample=sample))  # fmt: skip
+                                    features=features, sample=sample))
 
 
 def recording(bundle: ModelBundle) -> ModelBundle:
@@ -76,7 +76,7 @@ def second(tmp_path_factory: pytest.TempPathFactory) -> ModelBundle:
 def values() -> list[bytes | None]:
     good = [orjson.dumps(event(i)) for i in range(20)]
     bad = [b"not json", None, orjson.dumps({"id": "x", "a": "1", "b": 1.0, "c": 2.0}),
-           orjson.dumps(event(99, d=5.0))]  # fmt: skip
+           orjson.dumps(event(99, d=5.0))]
     return [*good[:10], *bad, *good[10:]]
 
 
@@ -115,7 +115,7 @@ def test_a_shadow_with_other_features_builds_its_own_input_from_the_same_events(
     assert payloads(got_main) == payloads(score_values(values(), ctx, 5))
     assert payloads(got_shadow) == payloads(score_values(values(), shadow, 5))
     np.testing.assert_array_equal(shadow.bundle.runtime.seen[0][:, 1],  # type: ignore[attr-defined]
-                                  ctx.bundle.runtime.seen[0][:, 0])  # "a" in both  # fmt: skip
+                                  ctx.bundle.runtime.seen[0][:, 0])  # "a" in both
 
 
 def test_a_shadow_that_decodes_otherwise_decodes_on_its_own(

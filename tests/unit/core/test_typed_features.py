@@ -22,12 +22,12 @@ from worker.model.infer import infer_features, strict_categories
 
 SPECS = (Feature("country", "string"), Feature("amount"), Feature("items", "integer"),
          Feature("first", "boolean"), Feature("risk", "number", missing=True),
-         Feature("channel", "string", missing=True))  # fmt: skip
+         Feature("channel", "string", missing=True))
 
 
 def good(i: int = 0, **changes: Any) -> dict[str, Any]:
     event = {"id": f"e{i}", "country": "de", "amount": 1.5, "items": 3, "first": False,
-             "risk": 0.25, "channel": "web"}  # fmt: skip
+             "risk": 0.25, "channel": "web"}
     event.update(changes)
     return {k: v for k, v in event.items() if v is not ...}
 
@@ -36,13 +36,13 @@ def test_old_manifests_read_as_numbers_and_objects_are_checked() -> None:
     assert parse_features(["a", "b"]) == (Feature("a"), Feature("b"))
     assert plain_numbers(parse_features(["a", "b"]))
     typed = parse_features([{"name": "c", "type": "string", "missing": True,
-                             "categories": ["x", "y"]}])  # fmt: skip
+                             "categories": ["x", "y"]}])
     assert typed == (Feature("c", "string", True, ("x", "y")),)
     for bad, fragment in [([{"name": "c", "type": "text"}], "unknown type 'text'"),
                           ([{"name": "c", "missing": "yes"}], "'missing' must be true"),
                           ([{"name": "c", "colour": 1}], "unknown keys ['colour']"),
                           ([{"name": "c", "categories": ["x"]}], "only string and integer"),
-                          (["a", {"name": "a"}], "duplicate features: a")]:  # fmt: skip
+                          (["a", {"name": "a"}], "duplicate features: a")]:
         with pytest.raises(FeatureSpecError, match=fragment.replace("[", r"\[")):
             parse_features(bad)
 
@@ -97,7 +97,7 @@ def test_problems_of_one_record_are_listed_together_and_capped() -> None:
 def test_unseen_categories_are_refused_when_the_model_lists_them() -> None:
     specs = (Feature("country", "string", categories=("de", "fr")),)
     batch = extract_typed([{"id": "a", "country": "fr"}, {"id": "b", "country": "us"}], specs,
-                          "columns")  # fmt: skip
+                          "columns")
     assert batch.valid == [0]
     assert batch.rejected[0][1].message == "feature 'country' has an unseen category str 'us'"
 
@@ -116,15 +116,15 @@ def test_the_runtime_input_is_chosen_once_per_bundle() -> None:
 
 def test_types_are_inferred_from_a_frame_and_strict_encoders_give_categories() -> None:
     df = pd.DataFrame({"country": ["de", "fr", None, "de"], "amount": [1.0, np.nan, 2.0, 3.0],
-                       "items": [1, 2, 3, 4], "first": [True, False, True, False]})  # fmt: skip
+                       "items": [1, 2, 3, 4], "first": [True, False, True, False]})
     model = Pipeline([("columns", ColumnTransformer([
         ("c", OneHotEncoder(handle_unknown="error"), ["items"]),
-        ("p", "passthrough", ["first"])])), ("lr", LogisticRegression())])  # fmt: skip
+        ("p", "passthrough", ["first"])])), ("lr", LogisticRegression())])
     model.fit(df, [0, 1, 0, 1])
     specs = infer_features(model, df, None)
     assert specs == (Feature("country", "string", True), Feature("amount", "number", True),
                      Feature("items", "integer", False, (1, 2, 3, 4)),
-                     Feature("first", "boolean"))  # fmt: skip
+                     Feature("first", "boolean"))
     assert strict_categories(model, list(df.columns)) == {"items": [1, 2, 3, 4]}
     with pytest.raises(ValueError, match="fitted on an array: give features"):
         infer_features(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), np.zeros((2, 1)), None)

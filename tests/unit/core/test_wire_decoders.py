@@ -33,7 +33,7 @@ from worker.errors import Rejection
 TXN: dict[str, Any] = {"type": "record", "name": "Txn", "fields": [
     {"name": "id", "type": "string"}, {"name": "ts", "type": "long"},
     {"name": "a", "type": "double"}, {"name": "b", "type": "double"},
-    {"name": "c", "type": "long"}]}  # fmt: skip
+    {"name": "c", "type": "long"}]}
 RICH: dict[str, Any] = {"type": "record", "name": "Rich", "fields": [
     {"name": "id", "type": "string"},
     {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10,
@@ -43,7 +43,7 @@ RICH: dict[str, Any] = {"type": "record", "name": "Rich", "fields": [
     {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["CARD", "WIRE"]}},
     {"name": "note", "type": ["null", "string"], "default": None},
     {"name": "card", "type": {"type": "record", "name": "Card", "fields": [
-        {"name": "country", "type": "string"}, {"name": "age_days", "type": "int"}]}}]}  # fmt: skip
+        {"name": "country", "type": "string"}, {"name": "age_days", "type": "int"}]}}]}
 
 
 def wire(schema_id: int, payload: bytes) -> bytes:
@@ -81,7 +81,7 @@ def test_avro_logical_types_enums_nullable_unions_and_nested_records() -> None:
     out = decoder("avro", avro_schema(RICH)).decode([avro(RICH, record)], 1 << 20)
     assert out.events == [{"id": "x", "amount": 12.34, "at": 1_700_000_000_123, "day": 19_700,
                            "kind": "WIRE", "note": None, "card.country": "FR",
-                           "card.age_days": 40}]  # fmt: skip
+                           "card.age_days": 40}]
     assert type(out.events[0]["amount"]) is float
 
 
@@ -105,7 +105,7 @@ def test_bad_wire_values_are_rejections_with_their_reason() -> None:
 def test_a_schema_of_another_type_or_one_that_does_not_parse_is_a_rejection() -> None:
     dec = decoder("avro", WriterSchema(2, SchemaType.JSON, '{"type": "object"}'),
                   WriterSchema(3, SchemaType.AVRO, '{"type": "record", "name": "X", '
-                               '"fields": [{"name": "a", "type": "nope"}]}'))  # fmt: skip
+                               '"fields": [{"name": "a", "type": "nope"}]}'))
     out = dec.decode([wire(2, b"{}"), wire(3, b"")], 1 << 20)
     assert [r.message for _, r in out.rejected] == [
         "schema id 2 is JSON, expected AVRO",
@@ -131,7 +131,7 @@ def test_auto_tells_json_from_the_wire_format_and_keeps_input_order() -> None:
 
 def test_json_schema_payloads_are_validated_against_their_schema() -> None:
     schema = {"type": "object", "required": ["id", "a"],
-              "properties": {"id": {"type": "string"}, "a": {"type": "number"}}}  # fmt: skip
+              "properties": {"id": {"type": "string"}, "a": {"type": "number"}}}
     dec = decoder("json-schema", WriterSchema(4, SchemaType.JSON, orjson.dumps(schema).decode()))
     values = [wire(4, orjson.dumps(event(0))), wire(4, b'{"id": "x", "a": "high"}'),
               wire(4, b'{"id": "y", "a": 1, "card": {"country": "FR"}}'), wire(4, b"[1]")]
@@ -155,7 +155,7 @@ def _txn_proto() -> tuple[WriterSchema, Any]:
     msg.field.add(name="a", number=2, type=f.TYPE_DOUBLE)
     msg.field.add(name="kind", number=3, type=f.TYPE_ENUM, type_name=".t.Kind")
     msg.field.add(name="note", number=4, type=f.TYPE_STRING, proto3_optional=True,
-                  oneof_index=0)  # fmt: skip
+                  oneof_index=0)
     msg.oneof_decl.add(name="_note")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fd)
@@ -169,7 +169,7 @@ def test_protobuf_messages_map_enums_defaults_and_presence() -> None:
     dec = decoder("protobuf", schema)
     values = [wire(5, b"\x00" + cls(id="p", a=0.0, kind=1).SerializeToString()),
               wire(5, b"\x02\x00" + cls(id="q", a=2.5, note="n").SerializeToString()),
-              wire(5, b"\x00\xff\xff")]  # fmt: skip
+              wire(5, b"\x00\xff\xff")]
     out = dec.decode(values, 1 << 20)
     assert out.events == [{"id": "p", "a": 0.0, "kind": "WIRE", "note": None},
                           {"id": "q", "a": 2.5, "kind": "CARD", "note": "n"}]
@@ -193,9 +193,9 @@ def test_without_the_registry_extra_the_json_worker_imports_none_of_it() -> None
     code = ("import sys; from worker.core import decoders; decoders.get('json');"
             "import worker.stream.app, worker.stream.runner;"
             "print(sorted(m for m in ('fastavro', 'confluent_kafka.schema_registry',"
-            " 'worker.core.decoders.avro') if m in sys.modules))")  # fmt: skip
+            " 'worker.core.decoders.avro') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)  # fmt: skip
+                         check=True)
     assert out.stdout.strip() == "[]"
 
 
@@ -211,7 +211,7 @@ FLAT: dict[str, Any] = {"type": "record", "name": "Flat", "fields": [
     {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
     {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B", "C"]}},
     {"name": "n1", "type": ["null", "double"]},
-    {"name": "n2", "type": ["string", "null"]}]}  # fmt: skip
+    {"name": "n2", "type": ["string", "null"]}]}
 
 
 def test_the_compiled_flat_reader_reads_what_fastavro_reads() -> None:
@@ -226,7 +226,7 @@ def test_the_compiled_flat_reader_reads_what_fastavro_reads() -> None:
                   "l": int(rng.integers(-2**63, 2**63 - 1)), "f": float(rng.normal()),
                   "d": float(rng.normal() * 1e6), "t": bool(k % 2), "at": 1_700_000_000_000 + k,
                   "e": "ABC"[k % 3], "n1": None if k % 3 else float(k),
-                  "n2": None if k % 2 else "x"}  # fmt: skip
+                  "n2": None if k % 2 else "x"}
         out = io.BytesIO()
         fastavro.schemaless_writer(out, parsed, record)
         payload = out.getvalue()

@@ -52,7 +52,7 @@ PROMETHEUS_OWN = frozenset({"ALERTS", "up"})
 ALERTS = frozenset({"WorkerDown", "ScoringTargetsMissing", "DeadLetterRateHigh",
                     "ConsumerLagGrowing", "ScoringLatencyHigh", "ModelRecallLow",
                     "ModelAucLow", "ScoreDriftHigh", "LabelsStalled",
-                    "MonitorFallingBehind", "EstimatedRecallLow", "EstimateGapLarge"})  # fmt: skip
+                    "MonitorFallingBehind", "EstimatedRecallLow", "EstimateGapLarge"})
 SETTINGS_OF_COMMAND: dict[str, type[Any]] = {"run": config.Settings, "monitor": MonitorSettings}
 
 
@@ -132,7 +132,7 @@ def host_ports(service: dict[str, Any]) -> dict[int, int]:
 
 def test_compose_has_every_service_of_the_product() -> None:
     assert set(services()) >= {"kafka", "topics", "train-demo", "worker", "monitor", "producer",
-                               "prometheus", "grafana"}  # fmt: skip
+                               "prometheus", "grafana"}
 
 
 def test_kafka_is_a_single_kraft_node_with_replication_factor_1() -> None:
@@ -143,7 +143,7 @@ def test_kafka_is_a_single_kraft_node_with_replication_factor_1() -> None:
     assert "ZOOKEEPER" not in " ".join(env)
     for name in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
                  "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
-                 "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"):  # fmt: skip
+                 "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"):
         assert env[name] == "1", name
     assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
     assert "healthcheck" in kafka
@@ -179,7 +179,7 @@ def test_model_path_is_the_one_train_demo_writes_on_the_shared_volume() -> None:
     assert env_of(svc["worker"])["SCORING_MODEL"] == out
     assert out in env_of(svc["monitor"])["SCORING_MODELS"].split(",")
     mounts = {name: dict((t, s) for s, t in volumes_of(svc[name]))
-              for name in ("train-demo", "worker", "monitor")}  # fmt: skip
+              for name in ("train-demo", "worker", "monitor")}
     volume = {m[t] for m in mounts.values() for t in m if out.startswith(t + "/")}
     assert len(volume) == 1, mounts  # the same named volume everywhere
 
@@ -201,7 +201,7 @@ def test_topics_service_creates_what_the_workers_and_monitor_read() -> None:
     script = " ".join(command_of(services()["topics"]))
     worker, monitor = env_of(services()["worker"]), env_of(services()["monitor"])
     for topic in (worker["SCORING_INPUT_TOPIC"], worker["SCORING_OUTPUT_TOPIC"],
-                  worker["SCORING_DLQ_TOPIC"], monitor["SCORING_LABELS_TOPIC"]):  # fmt: skip
+                  worker["SCORING_DLQ_TOPIC"], monitor["SCORING_LABELS_TOPIC"]):
         assert f"{topic}:" in script, topic
     assert monitor["SCORING_PREDICTIONS_TOPIC"] == worker["SCORING_OUTPUT_TOPIC"]
 
@@ -290,7 +290,7 @@ def test_prometheus_and_grafana_find_their_files_where_they_are_mounted() -> Non
         assert (ROOT / prom_mounts[str(in_container)]).resolve() == DEPLOY / rule_file
 
     graf_mounts = {t: (ROOT / s).resolve() for s, t in volumes_of(svc["grafana"])
-                   if s.startswith(".")}  # fmt: skip
+                   if s.startswith(".")}
     assert graf_mounts["/etc/grafana/provisioning"] == PROVISIONING
     provider = load_yaml(PROVISIONING / "dashboards" / "scoring-worker.yml")["providers"][0]
     assert graf_mounts[provider["options"]["path"]] == DASHBOARDS
@@ -356,13 +356,13 @@ def test_image_runs_as_a_non_root_user_with_the_cli_as_entrypoint() -> None:
     args = dict(rest.split("=", 1) for word, rest in steps if word == "ARG" and "=" in rest)
     assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", args["PYTHON_IMAGE"])
     assert any("-r /tmp/requirements.lock" in rest and "--no-deps" in rest
-               for word, rest in steps if word == "RUN")  # fmt: skip
+               for word, rest in steps if word == "RUN")
     assert any("pip check" in rest for word, rest in steps if word == "RUN")
 
 
 def test_dockerignore_keeps_everything_the_dockerfile_copies() -> None:
     patterns = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines()
-                if p.strip() and not p.startswith("#")]  # fmt: skip
+                if p.strip() and not p.startswith("#")]
     assert patterns[0] == "*", "the build context is an allow-list"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     copied = []
@@ -478,10 +478,10 @@ def test_alerts_and_dashboard_use_only_the_scrape_jobs_prometheus_has() -> None:
 
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
              "summary": ("", "_sum", "_count"), "gauge": ("",), "unknown": ("",),
-             "info": ("_info",), "stateset": ("",), "gaugehistogram": ("_bucket",)}  # fmt: skip
+             "info": ("_info",), "stateset": ("",), "gaugehistogram": ("_bucket",)}
 _PROMQL_WORDS = frozenset({"and", "or", "unless", "by", "without", "on", "ignoring",
                            "group_left", "group_right", "offset", "bool", "inf", "nan",
-                           "Inf", "NaN", "atan2"})  # fmt: skip
+                           "Inf", "NaN", "atan2"})
 
 
 @functools.cache
@@ -574,7 +574,7 @@ def test_the_code_exports_the_metrics_the_deploy_files_rely_on() -> None:
                  "scoring_model_recall_ratio", "scoring_model_roc_auc_ratio",
                  "scoring_model_score_psi", "scoring_model_labeled_events",
                  "scoring_model_predicted_events", "scoring_model_label_coverage_ratio",
-                 "scoring_monitor_joined_total", "scoring_monitor_predictions_total"):  # fmt: skip
+                 "scoring_monitor_joined_total", "scoring_monitor_predictions_total"):
         assert name in exported, name
 
 
@@ -621,7 +621,7 @@ def test_dashboard_shows_what_the_issue_lists() -> None:
                    "scoring_model_label_coverage_ratio",
                    'ALERTS{alertstate="firing"}',
                    "max by (instance, model, model_version, sha256) (scoring_model_info)",
-                   "sum by (instance, result) (increase(scoring_model_reloads_total"):  # fmt: skip
+                   "sum by (instance, result) (increase(scoring_model_reloads_total"):
         assert needle in queries, needle
     for dash in dashboards().values():
         for panel in _panels(dash):
@@ -670,6 +670,6 @@ def promtool() -> str:
 )
 def test_promtool(args: list[str]) -> None:
     r = subprocess.run([promtool(), *args], cwd=DEPLOY, capture_output=True, text=True,
-                       timeout=120)  # fmt: skip
+                       timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS" in r.stdout + r.stderr

@@ -62,13 +62,13 @@ def helm() -> str:
     on_path = shutil.which("helm")
     if on_path is None:
         tool_missing(f"helm is not installed ({cached} is missing, none on PATH): "
-                    "run `make tools` (it builds helm once from the Go module proxy)")  # fmt: skip
+                    "run `make tools` (it builds helm once from the Go module proxy)")
     return on_path
 
 
 def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([helm(), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HELM_NAMESPACE": "scoring"})  # fmt: skip
+                          env={**os.environ, "HELM_NAMESPACE": "scoring"})
 
 
 @functools.cache
@@ -141,7 +141,7 @@ def workloads(docs: tuple[dict[str, Any], ...]) -> dict[str, dict[str, Any]]:
 def expand(text: str, env: dict[str, str]) -> str:
     """Kubernetes' $(VAR) expansion in args and env values."""
     return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)),
-                  text)  # fmt: skip
+                  text)
 
 
 def container_env(c: dict[str, Any], pod_name: str) -> dict[str, str]:
@@ -170,7 +170,7 @@ class Started:
 
 
 def start(docs: tuple[dict[str, Any], ...], component: str, tmp: Path,
-          pod_name: str = "pod-0") -> Started:  # fmt: skip
+          pod_name: str = "pod-0") -> Started:
     workload = workloads(docs)[component]
     c = container(workload, component)
     cm = one(docs, "ConfigMap")
@@ -189,7 +189,7 @@ def start(docs: tuple[dict[str, Any], ...], component: str, tmp: Path,
         settings: Any = config.load(ns.config, env, vars(ns), ns.kafka)
     else:
         settings = config.load_into(MonitorSettings, ns.config, env, vars(ns), ns.kafka,
-                                    tables=("alerts",))  # fmt: skip
+                                    tables=("alerts",))
         if "alerts" in toml:
             parse_rules(toml["alerts"])
     return Started(ns.command, args, env, settings, toml)
@@ -227,17 +227,17 @@ def test_every_object_renders_with_labels_and_selectors_that_match(variant: str)
     docs = rendered(*VARIANTS[variant])
     kinds = sorted(d["kind"] for d in docs)
     expected = ["ConfigMap", "Deployment", "PodDisruptionBudget", "PodDisruptionBudget",
-                "Service", "Service", "StatefulSet"]  # fmt: skip
+                "Service", "Service", "StatefulSet"]
     if variant == "all-features":
         expected += ["PersistentVolumeClaim", "ScaledObject", "Secret", "ServiceMonitor",
-                     "ServiceMonitor", "TriggerAuthentication"]  # fmt: skip
+                     "ServiceMonitor", "TriggerAuthentication"]
     assert kinds == sorted(expected)
     for d in docs:
         labels = d["metadata"]["labels"]
         assert labels["app.kubernetes.io/instance"] == RELEASE, d["metadata"]["name"]
         assert len(d["metadata"]["name"]) <= 63
     pods = {name: w["spec"]["template"]["metadata"]["labels"]
-            for name, w in workloads(docs).items()}  # fmt: skip
+            for name, w in workloads(docs).items()}
     for name, w in workloads(docs).items():
         assert w["spec"]["selector"]["matchLabels"].items() <= pods[name].items()
     for svc in objects(docs, "Service"):
@@ -245,7 +245,7 @@ def test_every_object_renders_with_labels_and_selectors_that_match(variant: str)
             svc["metadata"]["labels"]["app.kubernetes.io/component"]]
     for pdb in objects(docs, "PodDisruptionBudget"):
         selected = [n for n, p in pods.items()
-                    if pdb["spec"]["selector"]["matchLabels"].items() <= p.items()]  # fmt: skip
+                    if pdb["spec"]["selector"]["matchLabels"].items() <= p.items()]
         assert selected == [pdb["metadata"]["labels"]["app.kubernetes.io/component"]]
         assert "maxUnavailable" in pdb["spec"] and "minAvailable" not in pdb["spec"]
 
@@ -261,7 +261,7 @@ def test_config_toml_keys_are_settings_of_the_process_that_reads_them(
         # Service links would inject SCORING_<SERVICE>_PORT variables the settings loader reads.
         assert pod_spec(workload)["enableServiceLinks"] is False
     for component, cls, tables in (("worker", config.Settings, {"kafka"}),
-                                   ("monitor", MonitorSettings, {"kafka", "alerts"})):  # fmt: skip
+                                   ("monitor", MonitorSettings, {"kafka", "alerts"})):
         started = start(docs, component, tmp_path)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = set(started.toml) - set(fields) - tables
@@ -332,7 +332,7 @@ def test_values_schema_lists_every_setting_with_its_type() -> None:
         assert listed["additionalProperties"] is False
         expected = {f.name: {"type": "object" if f.name == "kafka" else json_type[
             str if f.default is dataclasses.MISSING else type(f.default)]}
-            for f in dataclasses.fields(cls)}  # fmt: skip
+            for f in dataclasses.fields(cls)}
         assert listed["properties"] == expected, f"{component}.config"
 
 
@@ -405,7 +405,7 @@ def test_service_monitors_scrape_under_the_job_names_the_alerts_use() -> None:
     prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
     jobs = {j["job_name"] for j in prometheus["scrape_configs"]} - {"prometheus"}
     services = {s["metadata"]["labels"]["app.kubernetes.io/component"]: s
-                for s in objects(docs, "Service")}  # fmt: skip
+                for s in objects(docs, "Service")}
     got = set()
     for sm in objects(docs, "ServiceMonitor"):
         component = sm["metadata"]["labels"]["app.kubernetes.io/component"]
@@ -433,7 +433,7 @@ def test_grace_period_outlasts_the_drain(variant: str, tmp_path: Path) -> None:
         "--set", "worker.terminationGracePeriodSeconds=30")
     assert "must exceed flush_timeout_s" in render_fails(
         "--set", "worker.terminationGracePeriodSeconds=50",
-        "--set", "worker.config.flush_timeout_s=50")  # fmt: skip
+        "--set", "worker.config.flush_timeout_s=50")
     rendered("--set", "worker.terminationGracePeriodSeconds=31")
 
 
@@ -476,7 +476,7 @@ def test_replicas_stay_within_the_partitions(variant: str, tmp_path: Path) -> No
          "monitor.replicas (5) exceeds monitor.partitions (4)"),
     ],
     ids=["worker", "keda-max", "keda-min", "monitor"],
-)  # fmt: skip
+)
 def test_more_replicas_than_partitions_fail_to_render(
     bad: list[str], good: list[str], message: str
 ) -> None:
@@ -534,7 +534,7 @@ def test_secrets_are_mounted_and_never_rendered_in_clear(tmp_path: Path) -> None
         workload = workloads(docs)[component]
         c = container(workload, component)
         refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"]
-                if "secretKeyRef" in e.get("valueFrom", {})}  # fmt: skip
+                if "secretKeyRef" in e.get("valueFrom", {})}
         assert {r["name"] for r in refs.values()} == {name}
         assert {r["key"] for r in refs.values()} == set(secret_values["properties"].values())
         env = container_env(c, "pod-0")
@@ -555,7 +555,7 @@ def test_secrets_are_mounted_and_never_rendered_in_clear(tmp_path: Path) -> None
 def test_an_existing_secret_is_referenced_and_nothing_secret_is_rendered() -> None:
     args = (*VARIANTS["all-features"], "--set", "kafka.secret.create=false",
             "--set", "kafka.secret.existingSecret=team-kafka",
-            "--set", "kafka.secret.data=null")  # fmt: skip
+            "--set", "kafka.secret.data=null")
     docs = rendered(*args)
     assert not objects(docs, "Secret")
     text = rendered_text(*args)
@@ -565,10 +565,10 @@ def test_an_existing_secret_is_referenced_and_nothing_secret_is_rendered() -> No
     for component, workload in workloads(docs).items():
         c = container(workload, component)
         refs = [e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"]
-                if "secretKeyRef" in e.get("valueFrom", {})]  # fmt: skip
+                if "secretKeyRef" in e.get("valueFrom", {})]
         assert refs and set(refs) == {"team-kafka"}
         assert [v["secret"]["secretName"] for v in pod_spec(workload)["volumes"]
-                if v.get("secret")] == ["team-kafka"]  # fmt: skip
+                if v.get("secret")] == ["team-kafka"]
     auth = one(docs, "TriggerAuthentication")
     assert {r["name"] for r in auth["spec"]["secretTargetRef"]} == {"team-kafka"}
 
@@ -605,13 +605,13 @@ def test_model_store_is_mounted_read_only_where_the_workers_look(
     assert settings.model == f"{v['mountPath']}/{v['name']}"
     for component, workload in workloads(docs).items():
         (mount,) = [m for m in container(workload, component)["volumeMounts"]
-                    if m["name"] == "models"]  # fmt: skip
+                    if m["name"] == "models"]
         assert mount["mountPath"] == v["mountPath"] and mount["readOnly"] is True
         (volume,) = [x for x in pod_spec(workload)["volumes"] if x["name"] == "models"]
         if v["source"] == "pvc":
             claim = one(docs, "PersistentVolumeClaim")
             assert volume["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"],
-                                                       "readOnly": True}  # fmt: skip
+                                                       "readOnly": True}
             assert claim["spec"]["accessModes"] == ["ReadOnlyMany"]
             assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
             assert not pod_spec(workload).get("initContainers")
@@ -632,7 +632,7 @@ def test_model_store_is_mounted_read_only_where_the_workers_look(
 
 def test_model_store_from_an_image_or_an_existing_claim() -> None:
     docs = rendered("--set", "models.source=image", "--set", "models.image.repository=reg/models",
-                    "--set", "models.image.tag=7")  # fmt: skip
+                    "--set", "models.image.tag=7")
     (init,) = pod_spec(one(docs, "Deployment"))["initContainers"]
     assert init["image"] == "reg/models:7"
     (store,) = [m["mountPath"] for m in init["volumeMounts"] if m["name"] == "models"]
@@ -673,7 +673,7 @@ def test_notes_promote_through_the_control_topic_with_the_workers_settings(
     tree = ast.parse(m.group(1))  # valid Python, not indented
     used = {n.attr for n in ast.walk(tree)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
-            and n.value.id == "s"}  # fmt: skip
+            and n.value.id == "s"}
     assert used and used <= {f.name for f in dataclasses.fields(config.Settings)}
     assert "control_topic" in used
     assert f'Path("{CONFIG_DIR}/worker.toml")' in m.group(1)
@@ -730,7 +730,7 @@ def test_the_schema_registry_url_is_a_setting_and_its_credentials_a_secret(
     url = "https://registry.example:8443/apis/ccompat/v7"
     args = ("--set", "schemaRegistry.existingSecret=team-registry",
             "--set-string", "worker.config.input_format=avro",
-            "--set-string", f"worker.config.schema_registry={url}")  # fmt: skip
+            "--set-string", f"worker.config.schema_registry={url}")
     docs = rendered(*args)
     worker = start(docs, "worker", tmp_path)
     assert worker.settings.input_format == "avro" and worker.settings.schema_registry == url
@@ -738,7 +738,7 @@ def test_the_schema_registry_url_is_a_setting_and_its_credentials_a_secret(
     assert worker.settings.schema_registry_password == "<secret password>"
     c = container(workloads(docs)["worker"], "worker")
     refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"]
-            if "secretKeyRef" in e.get("valueFrom", {})}  # fmt: skip
+            if "secretKeyRef" in e.get("valueFrom", {})}
     assert refs == {"team-registry"}
     assert "SCORING_SCHEMA_REGISTRY" not in str(container(workloads(docs)["monitor"], "monitor"))
     err = render_fails("--set-string", "worker.config.schema_registry_password=hunter2")
@@ -752,5 +752,5 @@ def test_the_monitor_keeps_its_join_state_on_a_mounted_volume(variant: str,
     docs = rendered(*VARIANTS[variant])
     state = Path(start(docs, "monitor", tmp_path).settings.state_dir)
     mounts = [Path(m["mountPath"]) for m in
-              container(workloads(docs)["monitor"], "monitor")["volumeMounts"]]  # fmt: skip
+              container(workloads(docs)["monitor"], "monitor")["volumeMounts"]]
     assert any(state.is_relative_to(m) for m in mounts), (state, mounts)

@@ -64,7 +64,7 @@ def test_demo_model_is_good_not_perfect_and_bundle_is_complete(demo: ModelBundle
     cal = m.calibration
     assert cal is not None and cal.size == m.metrics["n"] and m.threshold in cal.cuts
     assert abs(sum(r * n for r, n in zip(cal.rates, cal.rows, strict=True)) / cal.size
-               - m.metrics["positive_rate"]) < 1e-3  # fmt: skip
+               - m.metrics["positive_rate"]) < 1e-3
     # The inputs' reference profile: the same holdout rows.
     assert m.profile is not None and m.profile.names == DEMO_FEATURES
     assert all(f.rows == m.metrics["n"] and f.missing == 0 for f in m.profile.features)

@@ -22,7 +22,7 @@ REFERENCE = DOCS / "reference"
 #: An asset the browser would fetch from elsewhere (a link to a page is fine).
 EXTERNAL_ASSET = re.compile(
     r"<(?:link|script|img|source|iframe|video|audio)\b[^>]*\b(?:href|src)=[\"']?(?:https?:)?//"
-    r"|url\([\"']?(?:https?:)?//|@import\s+[\"']?(?:https?:)?//", re.I)  # fmt: skip
+    r"|url\([\"']?(?:https?:)?//|@import\s+[\"']?(?:https?:)?//", re.I)
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
@@ -127,7 +127,7 @@ def test_the_site_builds_strict_and_loads_nothing_from_the_internet(tmp_path: Pa
     site = tmp_path / "site"
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
                            str(site)], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
+                          env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-3000:]
     pages = list(site.rglob("*.html"))
     assert len(pages) >= len(nav_pages())

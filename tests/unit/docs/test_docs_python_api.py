@@ -17,7 +17,7 @@ def test_the_python_api_example_runs(tmp_path: Path) -> None:
     assert code is not None, "no python block on the Python API page"
     assert len(code.group(1).strip().splitlines()) <= 20
     result = subprocess.run([sys.executable, "-c", code.group(1)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     promised = re.search(r"It prints `([^`]*)`.*?and\s+`([^`]*)`", section, re.S)

@@ -14,7 +14,7 @@ from worker.kafka_io.fencing import FENCE_WINDOW_S, Fences, fatal_line, is_fence
 
 CONF = {"group.id": "g", "group.instance.id": "host-a"}
 FENCED = KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by other "
-                    "consumer with same group.instance.id")  # fmt: skip
+                    "consumer with same group.instance.id")
 
 
 def test_a_fence_is_recognised_only_for_a_static_member() -> None:
@@ -48,7 +48,7 @@ def test_fences_close_together_end_the_process_naming_the_id() -> None:
     assert line == fatal_line("kafka consumer", FENCED, CONF, 3)
     assert "'host-a'" in line and "'g'" in line and "(3 times within 120s)" in line
     assert line.endswith("give each running process its own --instance-id (the default is "
-                         "the host name)")  # fmt: skip
+                         "the host name)")
 
 
 def test_a_fenced_transactional_id_is_counted_the_same_way() -> None:

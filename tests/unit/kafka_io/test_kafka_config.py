@@ -16,7 +16,7 @@ from worker.monitor_app.settings import MonitorSettings
 
 def test_worker_clients_get_group_client_id_and_user_properties() -> None:
     s = Settings(bootstrap="b1:9092,b2:9092", group="g", worker_id="w-1",
-                 kafka={"security.protocol": "SASL_SSL", "linger.ms": "20"})  # fmt: skip
+                 kafka={"security.protocol": "SASL_SSL", "linger.ms": "20"})
     consumer = consumer_config(s)
     assert consumer["bootstrap.servers"] == "b1:9092,b2:9092"
     assert consumer["group.id"] == "g"
@@ -88,7 +88,7 @@ def test_the_transaction_timeout_bounds_the_transactional_calls() -> None:
 
 def test_a_commit_interval_past_the_transaction_timeout_is_refused() -> None:
     with pytest.raises(ConfigError, match="commit_interval_ms 20000 must be below "
-                       "transaction_timeout_s"):  # fmt: skip
+                       "transaction_timeout_s"):
         Settings(guarantee="exactly-once", commit_interval_ms=20_000)
     Settings(commit_interval_ms=20_000)  # at-least-once has no transaction
 
@@ -96,7 +96,7 @@ def test_a_commit_interval_past_the_transaction_timeout_is_refused() -> None:
 def test_a_fenced_static_member_names_its_id_and_the_fix() -> None:
     # What librdkafka hands consume() when a second process joins with the same id.
     err = KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by other "
-                     "consumer with same group.instance.id")  # fmt: skip
+                     "consumer with same group.instance.id")
     assert is_fatal(err)
     line = fatal_line("kafka consumer", err, {"group.id": "g", "group.instance.id": "host-a"})
     assert "'host-a'" in line and "'g'" in line

@@ -63,7 +63,7 @@ def test_the_rates_are_the_weighted_isotonic_fit_of_the_bins() -> None:
     values, weights = rng.random(40), rng.integers(1, 50, 40).astype(float)
     iso = IsotonicRegression().fit(np.arange(40), values, sample_weight=weights)
     assert np.allclose(pool_adjacent_violators(values, weights), iso.predict(np.arange(40)),
-                       atol=1e-12)  # fmt: skip
+                       atol=1e-12)
 
 
 def test_a_step_is_bisect_right_of_the_cuts_as_in_numpy() -> None:
@@ -76,10 +76,10 @@ def test_a_step_is_bisect_right_of_the_cuts_as_in_numpy() -> None:
 @pytest.mark.parametrize("change", [
     {"rates": [0.5, 0.25, 0.75]}, {"cuts": [0.5, 0.1]}, {"rows": [1, 2]},
     {"rates": [0.0, 0.3, 1.0]}, {"positives": [0, 11, 0]}, {"size": 7}, {"cuts": "x"},
-])  # fmt: skip
+])
 def test_a_malformed_table_is_refused_in_one_line(change: dict[str, object]) -> None:
     table = {"cuts": [0.1, 0.5], "rates": [0.0, 0.25, 0.5], "rows": [10, 10, 10],
-             "positives": [0, 3, 5], "size": 30}  # fmt: skip
+             "positives": [0, 3, 5], "size": 30}
     with pytest.raises(CalibrationError):
         Calibration.parse({**table, **change})
 
@@ -121,7 +121,7 @@ def test_training_rows_as_reference_warn(tmp_path: Path) -> None:
     y = (x[:, 0] > 0.3).astype(np.int64)  # separable: a forest is perfect on its own rows
     forest = RandomForestClassifier(n_estimators=20, random_state=0).fit(x, y)
     with pytest.warns(UserWarning, match="looks like training rows"):
-        write(tmp_path, forest, sample=x[:100], reference=x, reference_labels=y)  # fmt: skip
+        write(tmp_path, forest, sample=x[:100], reference=x, reference_labels=y)
 
 
 def test_a_reference_far_above_the_holdout_metrics_warns(tmp_path: Path) -> None:
@@ -129,20 +129,20 @@ def test_a_reference_far_above_the_holdout_metrics_warns(tmp_path: Path) -> None
     model = LogisticRegression().fit(x, y)
     with pytest.warns(UserWarning, match="above the bundle's holdout roc_auc"):
         write(tmp_path, model, sample=x[:100], metrics={"roc_auc": 0.6}, reference=x,
-                     reference_labels=y)  # fmt: skip
+                     reference_labels=y)
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"reference_labels": [0, 1]}, "needs reference="),
     ({"reference": "rows", "reference_labels": [0, 1, 1]}, "one label per reference row"),
     ({"reference": "rows", "reference_labels": "labels-2"}, "not classes"),
-])  # fmt: skip
+])
 def test_bad_reference_arguments_are_one_line(tmp_path: Path, kwargs: dict[str, object],
-                                              match: str) -> None:  # fmt: skip
+                                              match: str) -> None:
     x, y = logistic_data(1000)
     model = LogisticRegression().fit(x, y)
     given = {k: x[:600] if v == "rows" else (np.where(y[:600] == 1, 2, 0) if v == "labels-2"
-                                             else v) for k, v in kwargs.items()}  # fmt: skip
+                                             else v) for k, v in kwargs.items()}
     with pytest.raises(ValueError, match=match):
         write(tmp_path, model, sample=x[:100], **given)  # type: ignore[arg-type]
 
@@ -150,6 +150,6 @@ def test_bad_reference_arguments_are_one_line(tmp_path: Path, kwargs: dict[str, 
 def test_a_malformed_calibration_in_model_json_is_a_manifest_error() -> None:
     data = {"name": "m", "version": "1", "task": "binary", "features": ["a"],
             "artifact": "model.skops", "sha256": "0" * 64,
-            "calibration": {"cuts": [], "rates": [0.3], "rows": [0], "positives": [0]}}  # fmt: skip
+            "calibration": {"cuts": [], "rates": [0.3], "rows": [0], "positives": [0]}}
     with pytest.raises(ManifestError, match="calibration"):
         Manifest.parse(data)

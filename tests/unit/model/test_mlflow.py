@@ -54,7 +54,7 @@ def test_tracking_credentials_are_masked_and_redacted() -> None:
 def test_without_the_extra_one_line_naming_it_and_exit_2() -> None:
     result = subprocess.run([sys.executable, "-c", BLOCK_MLFLOW, "run", "--model",
                              "models:/fraud@champion"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+                            text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -63,13 +63,13 @@ def test_without_the_extra_one_line_naming_it_and_exit_2() -> None:
 
 def test_a_worker_without_models_uri_imports_nothing_of_mlflow(tmp_path: Path) -> None:
     folder = write_bundle(tmp_path / "b", logistic(), name="unit", version="1", task="binary",
-                          sample=training_data(n=64, seed=5)[0], features=FEATURES)  # fmt: skip
+                          sample=training_data(n=64, seed=5)[0], features=FEATURES)
     code = ("import sys\nfrom worker.cli import main\nfrom worker.stream.app import run_worker\n"
             "from worker.context import build_context\nfrom worker.config import Settings\n"
             f"build_context(Settings(model={str(folder)!r}))\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))")  # fmt: skip
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -86,7 +86,7 @@ class FakeRegistry:
     def add(self, version: str) -> None:
         write_bundle(self.root / version, logistic(seed=int(version)), name="fraud",
                      version=version, task="binary", sample=training_data(n=64, seed=5)[0],
-                     features=FEATURES)  # fmt: skip
+                     features=FEATURES)
 
     def resolve(self, ref: ModelRef) -> str:
         if self.down:
@@ -108,7 +108,7 @@ def test_alias_moves_swap_refuse_once_and_survive_an_outage(
         registry.add(v)
     now = [0.0]
     r = MlflowReloader(registry, ModelRef("fraud", alias="champion"), "1", 0.1,  # type: ignore[arg-type]
-                       clock_ms=lambda: 5, monotonic=lambda: now[0])  # fmt: skip
+                       clock_ms=lambda: 5, monotonic=lambda: now[0])
     r.step()
     assert r.take() == [] and registry.made == []
     registry.alias = "2"

@@ -50,7 +50,7 @@ def test_round_trip_keeps_manifest_and_predictions(tmp_path: Path, fmt: Any) -> 
     histogram = ReferenceHistogram.from_scores([0.1, 0.2, 0.9], bins=4)
     folder = save(tmp_path / fmt, model, fmt=fmt, threshold=0.3,
                   metrics={"roc_auc": np.float64(0.9), "bad": float("nan")},
-                  reference_histogram=histogram)  # fmt: skip
+                  reference_histogram=histogram)
     bundle = load_bundle(folder, allow_pickle=fmt == "joblib")
     m = bundle.manifest
     assert (m.name, m.version, m.task, m.features) == ("unit", "7", "binary", FEATURES)
@@ -178,7 +178,7 @@ def test_joblib_loads_only_when_pickle_is_allowed(tmp_path: Path) -> None:
     assert message.endswith("model.joblib is a pickle (.joblib): loading it runs any code it "
                             "contains, and the sha256 beside it only detects corruption, not "
                             "tampering; set allow_pickle = true (--allow-pickle) to load it "
-                            "anyway, or write the bundle as .skops")  # fmt: skip
+                            "anyway, or write the bundle as .skops")
     assert load_bundle(folder, allow_pickle=True).manifest.artifact == "model.joblib"
 
 
@@ -206,7 +206,7 @@ def test_skops_trusts_exactly_the_types_its_manifest_recorded(tmp_path: Path) ->
     edit_manifest(folder, trusted_types=["sklearn.tree._tree.Tree"])  # another type only
     message = refusal(folder)
     assert message.endswith("skops artifact needs types its manifest does not trust: "
-                            "tests.unit.helpers.PoisonEstimator")  # fmt: skip
+                            "tests.unit.helpers.PoisonEstimator")
 
 
 def test_tree_models_record_their_types_and_operators_may_add_more(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ print(orjson.dumps({"after_load": after_load, "after_scoring": pandas_loaded(),
 
 def serve(folder: Path) -> dict[str, object]:
     result = subprocess.run([sys.executable, "-c", SERVE, str(folder)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     return dict(orjson.loads(result.stdout.splitlines()[-1]))
 
@@ -53,7 +53,7 @@ def test_a_frame_model_imports_pandas_when_it_is_loaded(tmp_path: Path) -> None:
     x, y = training_data()
     frame = pd.DataFrame(x, columns=list(FEATURES))
     folder = save(tmp_path, LogisticRegression().fit(frame, y), features=FEATURES,
-                  sample=frame.iloc[:20])  # fmt: skip
+                  sample=frame.iloc[:20])
     seen = serve(folder)
     assert seen["scored"] == 50
     assert seen["after_load"] is True

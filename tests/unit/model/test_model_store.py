@@ -25,7 +25,7 @@ from worker.model.writer import write_bundle
 def bundle(folder: Path, version: str, name: str = "unit") -> Path:
     return write_bundle(folder / f"{name}-{version}", logistic(seed=int(version)), name=name,
                         version=version, task="binary", features=("a", "b", "c"),
-                        sample=training_data(n=16)[0])  # fmt: skip
+                        sample=training_data(n=16)[0])
 
 
 @pytest.fixture
@@ -140,10 +140,10 @@ def test_models_shadow_needs_a_control_topic_and_a_version_or_stop(
         (["unit", "1"], "models shadow needs --control-topic"),
         (["unit", "--control-topic", "ctl"], "a VERSION or --stop, one of them"),
         (["unit", "1", "--stop", "--control-topic", "ctl"], "a VERSION or --stop, one of them"),
-    ):  # fmt: skip
+    ):
         # Refused before any broker is asked (--bootstrap points nowhere).
         assert main(["models", "shadow", "--store", root, "--bootstrap", "127.0.0.1:1",
-                     *argv]) == 2  # fmt: skip
+                     *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and want in err[0], err
 
@@ -189,6 +189,6 @@ def test_score_file_reject_rate_must_be_a_share(
     src = tmp_path / "in.jsonl"
     src.write_text("")
     argv = ["score-file", str(src), str(tmp_path / "out.jsonl"), "--model",
-            str(bundle(tmp_path, "1")), "--max-reject-rate", "1.5"]  # fmt: skip
+            str(bundle(tmp_path, "1")), "--max-reject-rate", "1.5"]
     assert main(argv) == 2
     assert "--max-reject-rate must be in [0, 1], got 1.5" in capsys.readouterr().err

@@ -79,7 +79,7 @@ def test_meta_estimators_fitted_inner_estimators_are_limited() -> None:
 def test_onnx_session_runs_model_threads_intra_op_threads(tmp_path: Path) -> None:
     x, y = training_data()
     folder = save(tmp_path, HistGradientBoostingClassifier(max_iter=3).fit(x, y),
-                  runtime="onnx")  # fmt: skip
+                  runtime="onnx")
     session = load_bundle(folder, threads=3).runtime.model
     assert session.get_session_options().intra_op_num_threads == 3
 

@@ -76,12 +76,12 @@ def test_categorical_profile_keeps_the_top_k_and_an_other_share() -> None:
 def test_profile_of_a_frame_and_an_array_and_round_trip() -> None:
     frame = pd.DataFrame({"amount": [1.0, 2.0, None, 4.0], "n": [1, 2, 3, 4],
                           "country": ["de", "fr", None, "de"],
-                          "first": [True, False, True, True]})  # fmt: skip
+                          "first": [True, False, True, True]})
     specs = (Feature("amount", missing=True), Feature("n", "integer"),
-             Feature("country", "string", True), Feature("first", "boolean"))  # fmt: skip
+             Feature("country", "string", True), Feature("first", "boolean"))
     profile = profile_of(frame, specs, bins=4, top_k=5)
     assert [f.kind for f in profile.features] == ["numeric", "numeric", "categorical",
-                                                  "categorical"]  # fmt: skip
+                                                  "categorical"]
     again = Profile.parse(orjson.loads(orjson.dumps(profile.to_dict())))
     assert again == profile
     array = profile_of(np.array([[1.0, 5.0], [2.0, 6.0]]), (Feature("a"), Feature("b")))
@@ -98,10 +98,10 @@ def test_profile_of_a_frame_and_an_array_and_round_trip() -> None:
     ({"missing": 9}, "missing exceeds rows"),
     ({"kind": "other"}, "kind"),
     ({"min": None}, "'min' and 'max'"),
-])  # fmt: skip
+])
 def test_a_bad_profile_is_refused_with_one_line(change: dict[str, Any], problem: str) -> None:
     good = {"name": "a", "kind": "numeric", "rows": 4, "missing": 1, "edges": [1.0, 2.0],
-            "counts": [1, 1, 1], "min": 0.0, "max": 3.0}  # fmt: skip
+            "counts": [1, 1, 1], "min": 0.0, "max": 3.0}
     assert FeatureProfile.parse(good).counts == (1, 1, 1)
     with pytest.raises(ProfileError, match=problem):
         FeatureProfile.parse({**good, **change})
@@ -131,7 +131,7 @@ def test_a_profile_of_other_features_is_refused(tmp_path: Path) -> None:
 def test_a_frame_pipeline_with_strings_and_missing_values_gets_its_profile(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     frame = pd.DataFrame({"amount": rng.normal(50, 10, 300),
-                          "country": rng.choice(["de", "fr", "it"], 300)})  # fmt: skip
+                          "country": rng.choice(["de", "fr", "it"], 300)})
     frame.loc[::7, "amount"] = np.nan
     y = (rng.random(300) < 0.3).astype(int)
     model = make_pipeline(ColumnTransformer([
@@ -139,7 +139,7 @@ def test_a_frame_pipeline_with_strings_and_missing_values_gets_its_profile(tmp_p
         ("cat", OneHotEncoder(handle_unknown="ignore"), ["country"])]), LogisticRegression())
     model.fit(frame, y)
     bundle = load_bundle(write_bundle(tmp_path / "m", model, name="f", version="1",
-                                      task="binary", sample=frame, reference=frame))  # fmt: skip
+                                      task="binary", sample=frame, reference=frame))
     amount, country = bundle.manifest.profile.features  # type: ignore[union-attr]
     assert amount.missing == int(frame["amount"].isna().sum()) and amount.rows == 300
     assert country.complete and sum(country.counts) == 300

@@ -35,10 +35,10 @@ def prediction(
     i: int, score: float | dict[str, float], label: Any, *, t: int | None = None,
     model: str = "fraud", version: str = "1", event_ts: int | None = None,
     true_label: Any = None,
-) -> PredictionView:  # fmt: skip
+) -> PredictionView:
     scored_at = T0 + i * 1000 if t is None else t
     return PredictionView(f"e{i}", score, label, model, version, scored_at,
-                          event_ts, true_label)  # fmt: skip
+                          event_ts, true_label)
 
 
 def binary_outcomes(
@@ -51,7 +51,7 @@ def binary_outcomes(
         Outcome(prediction(i, float(s), int(s >= threshold), event_ts=int(t)), int(y),
                 int(t) + 5000, int(t) + 5000)
         for i, (s, y, t) in enumerate(zip(scores, truth, times, strict=True))
-    ]  # fmt: skip
+    ]
 
 
 def _calibration() -> Calibration:
@@ -68,4 +68,4 @@ REGRESSION = ModelSpec(
     "regression",
     reference=ReferenceHistogram.from_scores(np.random.default_rng(5).normal(0, 1, 2000),
                                              bins=10, value_range=(-3.0, 3.0)),
-)  # fmt: skip
+)

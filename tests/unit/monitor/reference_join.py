@@ -31,7 +31,7 @@ __all__ = [
     "DEFAULT_HORIZON_MS", "DELAY_BUCKETS_S", "Expiry", "JoinConfig", "JoinStats", "JoinStep",
     "Pending", "StepKind", "add_expiry", "add_step", "delay_bucket", "expire", "is_due",
     "on_label", "on_prediction", "step_deltas", "window_deltas",
-]  # fmt: skip
+]
 
 DEFAULT_JOIN: Final = JoinConfig()
 
@@ -104,7 +104,7 @@ class JoinStep:
 
 
 def is_due(pending: Pending, now_ms: int, horizon_ms: int = DEFAULT_HORIZON_MS,
-           dedup_ms: int | None = None) -> bool:  # fmt: skip
+           dedup_ms: int | None = None) -> bool:
     life = dedup_ms if pending.joined and dedup_ms is not None else horizon_ms
     return now_ms >= pending.stored_at + life
 
@@ -112,7 +112,7 @@ def is_due(pending: Pending, now_ms: int, horizon_ms: int = DEFAULT_HORIZON_MS,
 def expire(
     pending: Pending, now_ms: int, horizon_ms: int = DEFAULT_HORIZON_MS,
     dedup_ms: int | None = None,
-) -> Expiry | None:  # fmt: skip
+) -> Expiry | None:
     """None while the entry is alive; once due, what it leaves (the caller deletes it)."""
     if not is_due(pending, now_ms, horizon_ms, dedup_ms):
         return None
@@ -150,7 +150,7 @@ def on_label(
         return JoinStep(StepKind.DUPLICATE_LABEL, pending, expired=expired)
     if pending is None:
         return JoinStep(StepKind.STORED_LABEL, Pending(stored_at=now_ms, label=label),
-                        expired=expired)  # fmt: skip
+                        expired=expired)
     outcomes = tuple(_outcome(p, label, now_ms) for p in pending.predictions)
     joined = tuple(p.model_key for p in pending.predictions)
     state = _marker(label, (*pending.joined, *joined), now_ms, config)
@@ -160,13 +160,13 @@ def on_label(
 def _join_inline(
     pending: Pending | None, pred: PredictionView, label: LabelView, config: JoinConfig,
     expired: Expiry | None,
-) -> JoinStep:  # fmt: skip
+) -> JoinStep:
     # The event brought its own truth (replays, backtests): it joins at once and,
     # as the id's first label, also completes other model versions' waiting predictions.
     now_ms = label.received_at
     base = pending or Pending(stored_at=now_ms)
     outcomes = (*(_outcome(p, label, now_ms) for p in base.predictions),
-                Outcome(pred, label.value, now_ms, now_ms, inline=True))  # fmt: skip
+                Outcome(pred, label.value, now_ms, now_ms, inline=True))
     joined = tuple(o.prediction.model_key for o in outcomes)
     state = _marker(label, (*base.joined, *joined), now_ms, config)
     return JoinStep(StepKind.JOINED, state, outcomes, pred, expired)
@@ -223,7 +223,7 @@ def add_expiry(stats: JoinStats, expiry: Expiry) -> JoinStats:
     counts = dict(stats.counts)
     if expiry.expired_predictions:
         counts["expired_predictions"] = (counts.get("expired_predictions", 0)
-                                         + len(expiry.expired_predictions))  # fmt: skip
+                                         + len(expiry.expired_predictions))
     if expiry.unmatched_label is not None:
         counts["unmatched_labels"] = counts.get("unmatched_labels", 0) + 1
     return JoinStats(counts, stats.delay_counts)

@@ -59,7 +59,7 @@ def multiclass_reference(outcomes: Sequence[Outcome], classes: Sequence[str]) ->
     labels = sorted(classes)  # sklearn orders probability columns by sorted labels
     y = [str(o.true_label) for o in outcomes]
     probs = np.array([[o.prediction.score[c] for c in labels]  # type: ignore[index]
-                      for o in outcomes])  # fmt: skip
+                      for o in outcomes])
     d = [str(o.prediction.label) for o in outcomes]
     return {
         "count": len(y),

@@ -70,7 +70,7 @@ def test_binary_figures_match_sklearn(seed: int) -> None:
 def test_scores_exactly_zero_and_one_with_the_wrong_label_match_sklearn_clipping() -> None:
     cases = [(0.0, 1), (1.0, 0), (0.0, 0), (1.0, 1), (1e-17, 1), (1 - 1e-17, 0), (0.5, 1)]
     outcomes = [Outcome(prediction(i, s, int(s >= 0.5)), y, T0, T0)
-                for i, (s, y) in enumerate(cases)]  # fmt: skip
+                for i, (s, y) in enumerate(cases)]
     figures = metrics(add_outcomes(WindowAgg(), outcomes, BINARY))
     expected = binary_reference(outcomes)
     # 0.0 and 1e-17 share the clipped end bin: a tie that moves AUC a lot on 7 events.
@@ -83,7 +83,7 @@ def test_scores_exactly_zero_and_one_with_the_wrong_label_match_sklearn_clipping
 def test_one_class_only_leaves_auc_and_warned_figures_undefined(positive: int) -> None:
     rng = np.random.default_rng(7)
     outcomes = [Outcome(o.prediction, positive, o.label_time, o.joined_at)
-                for o in binary_outcomes(rng, 500)]  # fmt: skip
+                for o in binary_outcomes(rng, 500)]
     figures = metrics(add_outcomes(WindowAgg(), outcomes, BINARY))
     assert figures["roc_auc"] is None
     assert figures["recall"] is None if positive == 0 else figures["recall"] is not None
@@ -115,7 +115,7 @@ def test_binned_auc_is_within_1e_3_of_sklearn(concentration: tuple[float, float]
     y = (rng.random(n) < 0.1).astype(int)
     scores = rng.beta(*concentration, n) * np.where(y == 1, 1.0, 0.6)
     outcomes = [Outcome(prediction(i, float(s), 0), int(t), T0, T0)
-                for i, (s, t) in enumerate(zip(scores, y, strict=True))]  # fmt: skip
+                for i, (s, t) in enumerate(zip(scores, y, strict=True))]
     figures = metrics(add_outcomes(WindowAgg(), outcomes, BINARY))
     assert_figures(figures, binary_reference(outcomes))
 
@@ -144,7 +144,7 @@ def test_psi_of_the_reference_itself_is_near_zero_and_drift_is_large() -> None:
     drifted = np.random.default_rng(1).beta(2.0, 5.0, 5000)
     for values, low in ((same, True), (drifted, False)):
         agg = add_predictions(WindowAgg(), [prediction(i, float(v), 0)
-                                            for i, v in enumerate(values)], BINARY)  # fmt: skip
+                                            for i, v in enumerate(values)], BINARY)
         psi = metrics(agg, REFERENCE)["psi"]
         assert psi is not None and ((psi < 1e-9) if low else (psi > 1.0))
 
@@ -157,7 +157,7 @@ def test_regression_figures_match_sklearn() -> None:
     # Every third truth is an int, as JSON would bring a whole number.
     truths = [float(t) if i % 3 else int(np.rint(t)) for i, t in enumerate(y)]
     outcomes = [Outcome(prediction(i, float(p), float(p)), t, T0, T0)
-                for i, (p, t) in enumerate(zip(yhat, truths, strict=True))]  # fmt: skip
+                for i, (p, t) in enumerate(zip(yhat, truths, strict=True))]
     assert any(o.true_label == 0 for o in outcomes)
     agg = add_outcomes(WindowAgg(), outcomes, REGRESSION)
     agg = add_predictions(agg, [o.prediction for o in outcomes], REGRESSION)
@@ -205,12 +205,12 @@ def test_unusable_outcomes_are_counted_as_invalid_not_scored() -> None:
     assert metrics(agg)["invalid"] == 2 and metrics(agg)["count"] == 0
     regression = add_outcomes(WindowAgg(), [Outcome(prediction(2, 1.0, 1.0), "x", T0, T0),
                                             Outcome(prediction(3, 1e200, 1e200), -1e200, T0, T0)],
-                              REGRESSION)  # fmt: skip
+                              REGRESSION)
     assert metrics(regression)["invalid"] == 2
     unconstrained = ModelSpec("binary", positive="fraud")
     ok = add_outcomes(WindowAgg(), [Outcome(prediction(4, 0.9, "fraud"), "fraud", T0, T0),
                                     Outcome(prediction(5, 0.1, "ok"), "other", T0, T0)],
-                      unconstrained)  # fmt: skip
+                      unconstrained)
     assert metrics(ok)["count"] == 2 and metrics(ok)["positives"] == 1
 
 
@@ -233,7 +233,7 @@ def test_merge_is_exact_commutative_associative_with_identity(seed: int) -> None
     parts = np.array_split(rng.permutation(len(outcomes)), int(rng.integers(2, 12)))
     aggs = [add_predictions(add_outcomes(WindowAgg(), [outcomes[i] for i in idx], BINARY),
                             [outcomes[i].prediction for i in idx], BINARY)
-            for idx in parts]  # fmt: skip
+            for idx in parts]
     merged = split_merge(aggs, rng)
     assert merged == whole and metrics(merged, REFERENCE) == metrics(whole, REFERENCE)
     a, b, c = aggs[0], aggs[1], aggs[-1]
@@ -246,7 +246,7 @@ def test_merge_is_exact_commutative_associative_with_identity(seed: int) -> None
 def test_merging_different_tasks_is_refused() -> None:
     binary = add_outcomes(WindowAgg(), [Outcome(prediction(0, 0.5, 1), 1, T0, T0)], BINARY)
     regression = add_outcomes(WindowAgg(), [Outcome(prediction(1, 2.0, 2.0), 1, T0, T0)],
-                              REGRESSION)  # fmt: skip
+                              REGRESSION)
     with pytest.raises(ValueError, match="cannot merge"):
         binary.merge(regression)
     with pytest.raises(ValueError, match="unknown task"):
@@ -259,7 +259,7 @@ def test_window_deltas_place_events_by_event_time_in_every_window() -> None:
     preds = [o.prediction for o in outcomes]
     # Some predictions without event time fall back to scored_at.
     preds[:50] = [PredictionView(p.id, p.score, p.label, p.model, p.model_version,
-                                 p.event_time, None) for p in preds[:50]]  # fmt: skip
+                                 p.event_time, None) for p in preds[:50]]
     deltas = window_deltas(("5m", "1h"), lambda p: BINARY, preds, outcomes, preds[:7])
     five = {k: v for k, v in deltas.items() if k.window == "5m"}
     starts = {window_start(p.event_time, 300_000) for p in preds}

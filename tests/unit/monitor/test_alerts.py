@@ -65,7 +65,7 @@ def test_cooldown_after_resolving_blocks_refiring_until_it_ends() -> None:
     assert run(seq) == [(0, "firing"), (1, "resolved"), (11, "firing"), (13, "resolved")]
     no_cooldown = AlertRule("r", "recall", "<", 0.6, cooldown_s=0)
     assert run([(0, 0.5), (1, 0.7), (1, 0.5)], no_cooldown) == [
-        (0, "firing"), (1, "resolved"), (1, "firing")]  # fmt: skip
+        (0, "firing"), (1, "resolved"), (1, "firing")]
 
 
 def test_no_decision_below_min_count_or_without_a_value() -> None:
@@ -113,7 +113,7 @@ def test_evaluate_all_applies_the_rules_of_that_window_only() -> None:
 
 def test_min_coverage_keeps_a_rule_quiet_until_the_window_is_labeled_enough() -> None:
     rule = AlertRule("recall_low", "recall", "<", 0.6, "rolling", min_count=10,
-                     min_coverage=0.8)  # fmt: skip
+                     min_coverage=0.8)
     for coverage in (None, 0.5, 0.79):
         state, record = evaluate(AlertState(), rule, figures(0.1, coverage=coverage), WINDOW, T0)
         assert record is None and state == AlertState(), coverage
@@ -138,7 +138,7 @@ def test_parse_rules_with_defaults() -> None:
         {"name": "recall_low", "metric": "recall", "op": "<", "threshold": 0.6},
         {"name": "psi", "metric": "psi", "op": ">", "threshold": 1, "window": "1h",
          "min_count": 500, "cooldown_s": 60},
-    ])  # fmt: skip
+    ])
     assert rules[0] == AlertRule("recall_low", "recall", "<", 0.6)
     assert rules[0].window == "rolling" and rules[0].min_count == 200
     assert rules[1].threshold == 1.0 and rules[1].cooldown_s == 60.0
@@ -167,7 +167,7 @@ def test_parse_rules_with_defaults() -> None:
     ([{"name": "a", "metric": "recall", "op": "<", "threshold": 1, "treshold": 2}],
      "unknown keys treshold"),
     ([{"name": "a", "metric": "recall", "op": "<", "threshold": 1}] * 2, "duplicate"),
-])  # fmt: skip
+])
 def test_bad_rules_are_refused_with_a_clear_message(items: Any, message: str) -> None:
     with pytest.raises(AlertRuleError, match=message):
         parse_rules(items)

@@ -60,14 +60,14 @@ def random_stream(seed: int, n: int = 1200) -> list[tuple[int, Message]]:
         score = float(rng.normal(50, 20)) if model == "price" else float(rng.random() ** 3)
         decision: object = score if model == "price" else int(score >= 0.3)
         truth: object = round(score + float(rng.normal(0, 5)), 1) if model == "price" \
-            else int(rng.random() < score + 0.05)  # fmt: skip
+            else int(rng.random() < score + 0.05)
         inline = rng.random() < 0.05
         versions = ["1", "2"] if rng.random() < 0.2 else ["1"]  # shadow scoring
         for v in versions:
             for k in range(1 + int(rng.random() < 0.15)):  # retries, some after the dedup window
                 at = t + int(rng.integers(0, 2 * DEDUP)) * k + int(v == "2")
                 pred = PredictionView(f"e{i}", score if k == 0 else score / 2, decision, model,  # type: ignore[arg-type]
-                                      v, at - 50, t - 100, truth if inline else None)  # fmt: skip
+                                      v, at - 50, t - 100, truth if inline else None)
                 events.append((at, 0, pred))
         if not inline and rng.random() < 0.85:
             lt = t + int(rng.normal(0.3, 0.6) * H)
@@ -75,7 +75,7 @@ def random_stream(seed: int, n: int = 1200) -> list[tuple[int, Message]]:
                 value = truth if k == 0 else (0 if model == "fraud" else -1.0)
                 ts = lt - 7 if rng.random() < 0.5 else None
                 events.append((lt + 30_000 * k, 1,
-                               LabelView(f"e{i}", value, received_at=lt, ts=ts)))  # type: ignore[arg-type]  # fmt: skip
+                               LabelView(f"e{i}", value, received_at=lt, ts=ts)))  # type: ignore[arg-type]
     if n > 10:
         events.append((T0 + 1, 1, LabelView("ghost", 1, received_at=T0 + 1)))
     events.sort(key=lambda e: (e[0], e[1]))
@@ -123,7 +123,7 @@ def to_block(rows: list[tuple[int, Message]]) -> Block:
     for now, m in rows:
         if isinstance(m, PredictionView):
             block.add_prediction(m.id, now, m.model, m.model_version, m.score, m.label,
-                                 m.event_time, m.true_label)  # fmt: skip
+                                 m.event_time, m.true_label)
         else:
             block.add_label(m.id, now, m.value, m.ts)
     return decode_block(block.encode())  # through the wire form, as in the app
@@ -154,7 +154,7 @@ class Instance:
 
 
 def chunks(rng: np.random.Generator, rows: list[tuple[int, Message]]) -> Iterator[
-        list[tuple[int, Message]]]:  # fmt: skip
+        list[tuple[int, Message]]]:
     i = 0
     while i < len(rows):
         n = int(rng.choice([1, 2, 5, 40, 300]))
@@ -163,7 +163,7 @@ def chunks(rng: np.random.Generator, rows: list[tuple[int, Message]]) -> Iterato
 
 
 def run_split(stream: list[tuple[int, Message]], seed: int, partitions: int,
-              sweeps: list[int]) -> tuple[dict[WindowKey, WindowAgg], JoinStats]:  # fmt: skip
+              sweeps: list[int]) -> tuple[dict[WindowKey, WindowAgg], JoinStats]:
     """Blocks of random sizes, ids hashed over partitions, two instances that swap
     partitions now and then (restoring from the changelog), sweeps at given times."""
     rng = np.random.default_rng(seed)
@@ -281,6 +281,6 @@ def test_blocks_of_one_poll_concatenate_to_the_block_of_all_their_rows() -> None
     whole = to_block(stream)
     assert merged.kinds == whole.kinds and merged.ids == whole.ids
     assert [merged.versions[c] if c >= 0 else None for c in merged.codes] == \
-        [whole.versions[c] if c >= 0 else None for c in whole.codes]  # fmt: skip
+        [whole.versions[c] if c >= 0 else None for c in whole.codes]
     assert (merged.scores, merged.values, merged.times, merged.truths) == \
-        (whole.scores, whole.values, whole.times, whole.truths)  # fmt: skip
+        (whole.scores, whole.values, whole.times, whole.truths)

@@ -13,7 +13,7 @@ from worker.monitor.catalog import CATALOG, METRIC_NAMES, metrics
 from worker.monitor.views import ModelSpec, Outcome
 
 FIXED = {"model", "model_version", "window", "window_start", "window_end", "task",
-         "computed_at", "unmatched_labels", "sources", "reliability", "maturity"}  # fmt: skip
+         "computed_at", "unmatched_labels", "sources", "reliability", "maturity"}
 
 
 def test_the_metrics_record_schema_has_exactly_the_catalog() -> None:

@@ -32,7 +32,7 @@ def messages() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     truth = binary_truth(rng, scores)
     predictions = [prediction(i, float(s), int(s >= 0.3), t=T0 + 50 * i,
                               event_ts=T0 + 50 * i - 9).to_dict()
-                   for i, s in enumerate(scores)]  # fmt: skip
+                   for i, s in enumerate(scores)]
     labels = [{"id": f"e{i}", "label": int(y)} for i, y in enumerate(truth)]
     return predictions, labels
 
@@ -81,4 +81,4 @@ def test_join_and_aggregate_cost_per_event(report: Callable[[str], None]) -> Non
         agg_us.append((t2 - t1) / N * 1e6)
     assert sum(int(a.counts.get("count", 0)) for a in tables.values()) == 2 * N
     report(f"monitor core per event (prediction + label, windows 5m and 1h, batches of {BATCH}):"
-           f" join {min(join_us):.1f} us, aggregate + stats {min(agg_us):.1f} us")  # fmt: skip
+           f" join {min(join_us):.1f} us, aggregate + stats {min(agg_us):.1f} us")

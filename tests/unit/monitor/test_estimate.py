@@ -40,15 +40,15 @@ def stream(seed: int, n: int) -> tuple[list[PredictionView], list[Outcome], Any,
     times = T0 + rng.integers(0, 600_000, n)
     pairs = enumerate(zip(s.tolist(), times.tolist(), strict=True))
     preds = [PredictionView(f"e{i}", v, int(v >= THRESHOLD), "fraud", "1", t, t)
-             for i, (v, t) in pairs]  # fmt: skip
+             for i, (v, t) in pairs]
     labeled = int(n * 0.6)
     outcomes = [Outcome(p, int(t), p.event_time + 1, p.event_time + 1)
-                for p, t in zip(preds[:labeled], y[:labeled], strict=True)]  # fmt: skip
+                for p, t in zip(preds[:labeled], y[:labeled], strict=True)]
     return preds, outcomes, s, y, labeled
 
 
 def aggregate(preds: list[PredictionView], outcomes: list[Outcome],
-              spec: ModelSpec = BINARY) -> WindowAgg:  # fmt: skip
+              spec: ModelSpec = BINARY) -> WindowAgg:
     return add_outcomes(add_predictions(WindowAgg(), preds, spec), outcomes, spec)
 
 
@@ -61,7 +61,7 @@ def direct(s: Any) -> dict[str, float]:
     tn = n - alerts - fn
     return {"est_positives": pos, "est_alert_rate": alerts / n, "est_precision": tp / alerts,
             "est_recall": tp / pos, "est_f1": 2 * tp / (2 * tp + fp + fn),
-            "est_accuracy": (tp + tn) / n, "est_roc_auc": expected_roc_auc(s, c)}  # fmt: skip
+            "est_accuracy": (tp + tn) / n, "est_roc_auc": expected_roc_auc(s, c)}
 
 
 def expected_roc_auc(s: Any, c: Any) -> float:
@@ -116,7 +116,7 @@ def test_the_reliability_table_and_ece_equal_sklearns_calibration_curve() -> Non
     counts = np.bincount(bins, minlength=10)
     assert [r.count for r in rows] == counts[counts > 0].tolist()
     ece = sum(counts[b] * abs(sl[bins == b].mean() - yl[bins == b].mean())
-              for b in range(10) if counts[b]) / labeled  # fmt: skip
+              for b in range(10) if counts[b]) / labeled
     assert metrics(agg)["ece"] == pytest.approx(ece, abs=TOL, rel=0)
 
 
@@ -126,7 +126,7 @@ def test_any_split_gives_the_same_figures_to_the_bit() -> None:
     rng = np.random.default_rng(0)
     cuts = sorted(rng.choice(len(preds), 7, replace=False).tolist())
     parts = [aggregate(preds[a:b], [o for o in outcomes if o.prediction in preds[a:b]])
-             for a, b in zip([0, *cuts], [*cuts, len(preds)], strict=True)]  # fmt: skip
+             for a, b in zip([0, *cuts], [*cuts, len(preds)], strict=True)]
     split = metrics(merge_all(reversed(parts)))
     assert {k: v for k, v in split.items() if k.startswith(("est_", "ece"))} == {
         k: v for k, v in whole.items() if k.startswith(("est_", "ece"))}
@@ -139,7 +139,7 @@ def test_the_vectorised_deltas_equal_the_per_event_ones_to_the_bit() -> None:
     new = [(p.model, p.model_version, p.score, p.label, p.event_time) for p in preds]
     joined = [((o.prediction.model, o.prediction.model_version, o.prediction.score,
                 o.prediction.label, o.prediction.event_time), o.true_label, o.label_time,
-               o.joined_at, False) for o in outcomes]  # fmt: skip
+               o.joined_at, False) for o in outcomes]
     fast = batch_deltas(windows, lambda _k, _p: BINARY, new, joined)  # type: ignore[arg-type]
     assert fast == slow
 
@@ -161,7 +161,7 @@ def test_with_calibrated_scores_the_estimate_finds_the_realized_figures() -> Non
     y = (rng.random(len(s)) < c).astype(int)
     spec = ModelSpec("binary", 1, (0, 1), calibration=cal)
     preds = [PredictionView(f"e{i}", float(v), int(v >= THRESHOLD), "m", "1", T0, T0)
-             for i, v in enumerate(s)]  # fmt: skip
+             for i, v in enumerate(s)]
     outcomes = [Outcome(p, int(t), T0, T0) for p, t in zip(preds, y, strict=True)]
     f = metrics(aggregate(preds, outcomes, spec))
     for name in ("recall", "precision", "f1", "accuracy", "roc_auc"):
@@ -175,7 +175,7 @@ def test_maturity_is_the_share_labeled_within_each_delay() -> None:
     labeled = rng.random(len(preds)) < 0.9
     rows = zip(preds, y.tolist(), delays.tolist(), labeled.tolist(), strict=True)
     outcomes = [Outcome(p, t, p.event_time + d, p.event_time + d)
-                for p, t, d, keep in rows if keep]  # fmt: skip
+                for p, t, d, keep in rows if keep]
     curve = maturity(aggregate(preds, outcomes))
     assert [b for b, _ in curve] == [*MATURITY_BOUNDS_S, None]
     for bound, share in curve:
@@ -183,5 +183,5 @@ def test_maturity_is_the_share_labeled_within_each_delay() -> None:
         assert share == pytest.approx(within.sum() / len(preds), abs=TOL, rel=0), bound
     assert curve[-1][1] == metrics(aggregate(preds, outcomes))["coverage"]
     inline = [Outcome(p, 0, p.event_time + 10**9, p.event_time + 10**9, inline=True)
-              for p in preds[:10]]  # fmt: skip
+              for p in preds[:10]]
     assert maturity(aggregate(preds[:10], inline))[0] == (60, 1.0)

@@ -35,11 +35,11 @@ T0 = 1_700_000_100_000 - 1_700_000_100_000 % (60 * MINUTE)  # an hour's start
 
 
 def rows(rng: np.random.Generator, n: int, shift: float = 1.0, nulls: float = 0.0,
-         new: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+         new: bool = False) -> list[dict[str, Any]]:
     countries = ["de", "fr", "it", "zz"] if new else ["de", "fr", "it"]
     return [{"id": f"e{i}", "amount": float(rng.normal(50, 10) * shift),
              "country": None if rng.random() < nulls else str(rng.choice(countries))}
-            for i in range(n)]  # fmt: skip
+            for i in range(n)]
 
 
 def reference(rng: np.random.Generator) -> Profile:
@@ -48,7 +48,7 @@ def reference(rng: np.random.Generator) -> Profile:
 
 
 def publish(profile: Profile, batches: list[tuple[int, str, list[dict[str, Any]]]],
-            version: str = "1") -> list[FeatureStats]:  # fmt: skip
+            version: str = "1") -> list[FeatureStats]:
     """What workers publish: per worker, the batches' counts, taken per transaction."""
     layout, out = CountLayout.of(profile), []
     for at, worker, events in batches:
@@ -74,7 +74,7 @@ def test_a_window_is_the_exact_sum_and_its_figures_are_the_recounts() -> None:
     assert first.rows == len(inside) == 15 * 300
     layout = CountLayout.of(profile)
     expected = {s.profile.name: feature_figures(s.profile, recount[s.start : s.stop])
-                for s in layout.features}  # fmt: skip
+                for s in layout.features}
     assert {f.name: f for f in first.features} == expected
     rolling = windows.window(("fraud", "1"), "rolling", now)
     assert rolling is not None and rolling.rows == 30 * 300
@@ -111,7 +111,7 @@ def test_nulls_raise_the_data_quality_rule_and_a_new_value_shows_as_unseen() -> 
     assert country.unseen_rate == pytest.approx(0.7 / 4, abs=0.05)
     _, alerts = evaluate_window({}, DEFAULT_FEATURE_RULES, w, T0)
     assert ("country", "feature_missing:country") in [(a.feature, a.record.rule.name)
-                                                      for a in alerts]  # fmt: skip
+                                                      for a in alerts]
     few = FeatureRule("x", "country", "missing_rate", ">", 0.1, min_count=5_000)
     assert evaluate_window({}, (few,), w, T0)[1] == []  # below min_count: undecided
 
@@ -138,13 +138,13 @@ def test_drift_is_off_with_a_reason_and_other_profiles_are_refused() -> None:
 
 def test_feature_rules_parse_strictly() -> None:
     rules = parse_feature_rules([{"name": "amount_psi", "feature": "amount", "metric": "psi",
-                                  "op": ">", "threshold": 0.2, "window": "5m"}])  # fmt: skip
+                                  "op": ">", "threshold": 0.2, "window": "5m"}])
     assert rules[0].applies_to("amount") and not rules[0].applies_to("country")
     for bad, problem in (({"name": "a", "feature": "*", "metric": "recall", "op": ">",
                            "threshold": 1}, "unknown metric"),
                          ({"name": "a", "metric": "psi"}, "'feature' is required"),
                          ({"name": "a", "feature": "*", "metric": "psi", "op": ">",
-                           "threshold": 1, "colour": 1}, "unknown keys")):  # fmt: skip
+                           "threshold": 1, "colour": 1}, "unknown keys")):
         with pytest.raises(AlertRuleError, match=problem):
             parse_feature_rules([bad])
 
@@ -179,7 +179,7 @@ def test_the_gauges_have_bounded_labels_and_say_why_drift_is_off() -> None:
     rng = np.random.default_rng(7)
     profile = reference(rng)
     windows = FeatureWindows(retain_ms=60 * MINUTE, profiles={("fraud", "1"): profile,
-                                                              ("fraud", "2"): None})  # fmt: skip
+                                                              ("fraud", "2"): None})
     stage = FeatureStage(windows, DEFAULT_FEATURE_RULES, (ROLLING, "5m"))
     records = publish(profile, [(T0, "w", rows(rng, 100))])
     stage.apply([(0, r.encode()) for r in records])
@@ -189,9 +189,9 @@ def test_the_gauges_have_bounded_labels_and_say_why_drift_is_off() -> None:
     FeatureCollector(registry).update(stage)
     text = generate_latest(registry).decode()
     assert 'scoring_feature_psi{feature="amount",model="fraud",model_version="1",' \
-           'window="rolling"}' in text  # fmt: skip
+           'window="rolling"}' in text
     assert 'scoring_feature_values{feature="country",model="fraud",model_version="1",' \
-           'window="5m"} 100.0' in text  # fmt: skip
+           'window="5m"} 100.0' in text
     assert 'scoring_feature_drift_off{model="fraud",model_version="2",reason="no_profile"} 1.0' \
         in text
     assert 'scoring_feature_stats_refused_total{reason="drift_off"} 1.0' in text

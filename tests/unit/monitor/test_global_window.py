@@ -23,7 +23,7 @@ def partials_of(
         for chunk in np.array_split(np.asarray(idx, dtype=int), steps):
             mine = [outcomes[i] for i in chunk]
             agg = add_predictions(add_outcomes(agg, mine, BINARY), [o.prediction for o in mine],
-                                  BINARY)  # fmt: skip
+                                  BINARY)
             updates.append((str(source), agg))
     return updates
 

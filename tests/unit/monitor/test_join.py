@@ -156,7 +156,7 @@ def test_join_stats_count_everything_and_bucket_delays() -> None:
     assert stats.to_dict()["counts"] == {
         "predictions": 2, "duplicate_predictions": 1, "labels": 2, "duplicate_labels": 1,
         "joined": 1, "joined_inline": 1, "expired_predictions": 2, "unmatched_labels": 1,
-    }  # fmt: skip
+    }
     assert stats.delay_counts[0] == 1 and sum(stats.delay_counts) == 1
     back = JoinStats.from_dict(orjson.loads(orjson.dumps(stats.to_dict())))
     assert back == stats and back.merge(JoinStats()) == stats
@@ -166,7 +166,7 @@ def test_join_stats_count_everything_and_bucket_delays() -> None:
 @pytest.mark.parametrize(("delay_ms", "bucket"), [
     (-5000, 0), (0, 0), (1000, 0), (1001, 1), (5000, 1), (86_400_000, 8),
     (86_400_001, 9), (10**12, 9),
-])  # fmt: skip
+])
 def test_delay_buckets_are_upper_inclusive(delay_ms: int, bucket: int) -> None:
     assert delay_bucket(delay_ms) == bucket
     assert len(DELAY_BUCKETS_S) == 10

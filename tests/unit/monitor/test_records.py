@@ -55,7 +55,7 @@ def test_other_metrics_records_validate(kind: str) -> None:
         assert record["rmse"] == 1.0 and record["unmatched_labels"] == 3
     elif kind == "multiclass":
         outs = [Outcome(prediction(i, {"low": 0.2, "mid": 0.5, "high": 0.3}, "mid"),
-                        "low", T0, T0) for i in range(5)]  # fmt: skip
+                        "low", T0, T0) for i in range(5)]
         record = record_of(add_outcomes(WindowAgg(), outs, MULTICLASS))
         assert record["accuracy"] == 0.0 and record["positives"] is None
     else:
@@ -68,7 +68,7 @@ def test_records_that_break_the_contract_do_not_validate() -> None:
     record = record_of(binary_agg())
     for broken in ({**record, "recall": "high"}, {**record, "extra": 1},
                    {k: v for k, v in record.items() if k != "psi"},
-                   {**record, "window": "5 minutes"}):  # fmt: skip
+                   {**record, "window": "5 minutes"}):
         assert schema_errors(broken, METRICS_SCHEMA) != []
 
 

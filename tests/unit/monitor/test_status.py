@@ -35,7 +35,7 @@ def validator() -> Draft202012Validator:
 def figures(recall: float) -> dict[str, Any]:
     figs: dict[str, Any] = metrics(WindowAgg(task="binary"))
     figs.update(count=1000, predicted=1200, recall=recall, accuracy=0.9, roc_auc=0.8, psi=0.1,
-                coverage=1000 / 1200)  # fmt: skip
+                coverage=1000 / 1200)
     return figs
 
 
@@ -82,9 +82,9 @@ def test_keeps_closed_windows_rolling_points_alerts_and_join_stats() -> None:
 
 def join_stats(at: int) -> dict[str, Any]:
     names = ("predictions", "duplicate_predictions", "labels", "duplicate_labels", "joined",
-             "joined_inline", "expired_predictions", "unmatched_labels", "invalid")  # fmt: skip
+             "joined_inline", "expired_predictions", "unmatched_labels", "invalid")
     return {"computed_at": at, **dict.fromkeys(names, 10),
-            "label_delay_seconds": {"1": 4, "10": 6, "+Inf": 0}}  # fmt: skip
+            "label_delay_seconds": {"1": 4, "10": 6, "+Inf": 0}}
 
 
 def test_history_is_bounded_by_count_with_an_even_spacing_and_by_age() -> None:
@@ -174,13 +174,13 @@ def test_maturity_curves_are_kept_a_week_beyond_the_figures_span() -> None:
     for d in range(10):
         window = WindowKey("fraud", "1", "1d", start + d * day)
         value = metrics_record(window, "binary", figures(0.7), start + (d + 1) * day,
-                               details={"maturity": curve, "reliability": []})  # fmt: skip
+                               details={"maturity": curve, "reliability": []})
         board.on_metrics(0, [(window.kafka_key(), orjson.dumps(value))])
     # A late label moves the newest window's curve: the board keeps the latest of each.
     newest = WindowKey("fraud", "1", "1d", start + 9 * day)
     later = [{"within_s": 3600, "coverage": 0.2}, {"within_s": None, "coverage": 0.9}]
     value = metrics_record(newest, "binary", figures(0.7), start + 11 * day,
-                           details={"maturity": later, "reliability": []})  # fmt: skip
+                           details={"maturity": later, "reliability": []})
     board.on_metrics(0, [(newest.kafka_key(), orjson.dumps(value))])
     now = start + 11 * day
     board.tick(now, [0])

@@ -19,7 +19,7 @@ from worker.monitor.views import (
 )
 
 MESSAGE: dict[str, Any] = {"id": "e1", "score": 0.25, "label": 0, "model": "fraud",
-                           "model_version": "3", "event_ts": T0 - 5, "scored_at": T0}  # fmt: skip
+                           "model_version": "3", "event_ts": T0 - 5, "scored_at": T0}
 
 
 def test_prediction_messages_parse_and_round_trip() -> None:
@@ -42,7 +42,7 @@ def test_prediction_messages_parse_and_round_trip() -> None:
     ({"model": 3}, "'model'"), ({"scored_at": 1.5}, "'scored_at'"),
     ({"event_ts": "x"}, "'event_ts'"), ({"true_label": {"a": 1}}, "'true_label'"),
     ({"score": float("nan")}, "'score'"),
-])  # fmt: skip
+])
 def test_bad_prediction_messages_are_refused(change: dict[str, Any], message: str) -> None:
     with pytest.raises(MonitorInputError, match=message):
         PredictionView.from_message({**MESSAGE, **change})
@@ -66,13 +66,13 @@ def test_same_label_across_json_types() -> None:
 
 def manifest(task: str, **extra: Any) -> Manifest:
     return Manifest.parse({"name": "fraud", "version": "3", "task": task, "features": ["a"],
-                           "artifact": "m.skops", "sha256": "0" * 64, **extra})  # fmt: skip
+                           "artifact": "m.skops", "sha256": "0" * 64, **extra})
 
 
 def test_model_spec_from_manifest_and_guess() -> None:
     spec = ModelSpec.from_manifest(manifest(
         "binary", classes=["legit", "fraud"],
-        reference_histogram={"edges": [0, 0.5, 1], "counts": [9, 1]}))  # fmt: skip
+        reference_histogram={"edges": [0, 0.5, 1], "counts": [9, 1]}))
     assert spec.task == "binary" and spec.positive == "fraud" and spec.reference is not None
     assert ModelSpec.from_manifest(manifest("regression")).task == "regression"
     assert ModelSpec.guess(prediction(1, {"a": 1.0}, "a")).task == "multiclass"

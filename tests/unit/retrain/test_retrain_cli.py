@@ -35,7 +35,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     (("--model", "MODEL", "--last", "1h", "--shadow", "--promote-if-better",
       "--control-topic", "ctl"), "exclude each other"),
     (("--model", "PLAIN", "--last", "1h"), "is not a model store folder"),
-])  # fmt: skip
+])
 def test_settings_mistakes_end_with_one_line_and_exit_2(
     capsys: pytest.CaptureFixture[str], store_folder: str, args: tuple[str, ...], message: str
 ) -> None:

@@ -90,7 +90,7 @@ def test_versions_and_the_written_bundle(tmp_path: Path) -> None:
                            threshold=0.25, metrics={"recall": 0.5},
                            reference=ReferenceHistogram.from_scores([0.1]), lineage=lineage,
                            created_at="2026-01-01T00:00:00+00:00",
-                           profile_rows=x[:200])  # fmt: skip
+                           profile_rows=x[:200])
     bundle = load_checked(path)  # the self-test passes
     man = bundle.manifest
     assert man.profile == profile_of(x[:200], man.feature_specs)  # the training rows'
@@ -114,7 +114,7 @@ def test_a_binary_candidate_gets_a_calibration_map_from_a_large_enough_holdout(
     model = fit(champion, x[:800], y[:800], seed=0)
     common = {"threshold": 0.5, "metrics": {}, "lineage": {},
               "reference": ReferenceHistogram.from_scores([0.1]),
-              "created_at": "2026-01-01T00:00:00+00:00"}  # fmt: skip
+              "created_at": "2026-01-01T00:00:00+00:00"}
     path = write_candidate(tmp_path / "c", model, champion, version="2", sample=x[800:],
                            labels=y[800:].tolist(), **common)  # type: ignore[arg-type]
     cal = load_checked(path).manifest.calibration
@@ -140,7 +140,7 @@ def test_a_frame_champion_with_a_string_feature_gives_a_typed_candidate(tmp_path
                                            remainder="passthrough"), LogisticRegression())
     df, y = frame(400, countries)
     write_bundle(tmp_path / "champ", pipe.fit(df, y), name="unit", version="1",
-                 task="binary", sample=df)  # fmt: skip
+                 task="binary", sample=df)
     champion = load_checked(tmp_path / "champ")
     assert [f.categories for f in champion.manifest.feature_specs] == [None, ("de", "es", "fr",
                                                                               "it")]
@@ -153,7 +153,7 @@ def test_a_frame_champion_with_a_string_feature_gives_a_typed_candidate(tmp_path
     path = write_candidate(tmp_path / "cand", model, champion, version="2",
                            sample=prepared.batch.matrix.iloc[200:], threshold=0.5, metrics={},
                            reference=ReferenceHistogram.from_scores([0.1]), lineage={},
-                           created_at="2026-01-01T00:00:00+00:00")  # fmt: skip
+                           created_at="2026-01-01T00:00:00+00:00")
     specs = load_checked(path).manifest.feature_specs
     assert [(f.name, f.type, f.missing) for f in specs] == [
         (f.name, f.type, f.missing) for f in champion.manifest.feature_specs]

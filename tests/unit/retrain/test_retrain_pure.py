@@ -41,7 +41,7 @@ def test_precision_target_takes_the_lowest_threshold_that_reaches_it(holdout: An
     choice = choose_threshold(scores, y, ThresholdTarget("precision", 0.3), 0.5)
     assert choice.met and choice.precision is not None and choice.precision >= 0.3
     assert brute(scores, y, choice.threshold) == (choice.precision, choice.recall,
-                                                  choice.alert_rate)  # fmt: skip
+                                                  choice.alert_rate)
     # No lower threshold (any other score) reaches the target.
     for t in np.unique(scores[scores < choice.threshold]):
         p, _, _ = brute(scores, y, t)
@@ -61,17 +61,17 @@ def test_f1_keep_and_an_unreachable_precision(holdout: Any) -> None:
     scores, y = holdout
     best = choose_threshold(scores, y, ThresholdTarget("f1"), 0.5)
     f1 = [2 * ((scores >= t) & y).sum() / ((scores >= t).sum() + y.sum())
-          for t in np.unique(scores)]  # fmt: skip
+          for t in np.unique(scores)]
     assert best.recall is not None and best.precision is not None
     got = 2 * best.recall * best.precision / (best.recall + best.precision)
     assert got == pytest.approx(max(f1))
     kept = choose_threshold(scores, y, ThresholdTarget("keep"), 0.42)
     assert kept.threshold == 0.42 and kept.met
     impossible = choose_threshold([0.9, 0.8, 0.7], [False, True, True],
-                                  ThresholdTarget("precision", 0.9), 0.5)  # fmt: skip
+                                  ThresholdTarget("precision", 0.9), 0.5)
     assert not impossible.met and impossible.threshold == 0.7  # the most precise one
     top_ties = choose_threshold(np.full(10, 0.7), np.arange(10) < 3,
-                                ThresholdTarget("alert_rate", 0.05), 0.5)  # fmt: skip
+                                ThresholdTarget("alert_rate", 0.05), 0.5)
     assert top_ties.alert_rate == 0.0 and top_ties.threshold > 0.7
     assert choose_threshold([], [], ThresholdTarget("f1"), 0.3).threshold == 0.3
 
@@ -79,7 +79,7 @@ def test_f1_keep_and_an_unreachable_precision(holdout: Any) -> None:
 def test_policy_defaults_and_parsing() -> None:
     assert parse_policy(None) == Policy()
     p = parse_policy({"min_rows": 100, "threshold": "precision", "threshold_target": 0.4,
-                      "require": [{"metric": "log_loss", "margin": -0.01}]})  # fmt: skip
+                      "require": [{"metric": "log_loss", "margin": -0.01}]})
     assert p.min_rows == 100 and p.threshold == ThresholdTarget("precision", 0.4)
     assert p.requirements == (Requirement("log_loss", -0.01),)
     for bad, match in (({"min_row": 1}, "unknown keys min_row"),
@@ -88,14 +88,14 @@ def test_policy_defaults_and_parsing() -> None:
                        ({"threshold": "f1", "threshold_target": 0.2}, "takes no"),
                        ({"require": [{"metric": "speed"}]}, "speed"),
                        ({"require": [{"metric": "recall", "margin": "x"}]}, "margin"),
-                       ("x", "table")):  # fmt: skip
+                       ("x", "table")):
         with pytest.raises(PolicyError, match=match):
             parse_policy(bad)
 
 
 def figs(**kw: Any) -> dict[str, Any]:
     return {"count": 3000, "positives": 90, "roc_auc": 0.8, "recall": 0.3, "log_loss": 0.1,
-            **kw}  # fmt: skip
+            **kw}
 
 
 def test_decide_promotes_only_when_every_check_passes() -> None:
@@ -157,7 +157,7 @@ def test_time_range_from_flags() -> None:
     for args, match in (((None, None, None), "no time range"), (("1", None, "1h"), "either"),
                         (("yesterday", None, None), "ISO 8601"),
                         ((str(now), str(now), None), "empty time range"),
-                        ((None, None, "2 hours"), "--last")):  # fmt: skip
+                        ((None, None, "2 hours"), "--last")):
         with pytest.raises(ConfigError, match=match):
             time_range(*args, now)
 
@@ -166,7 +166,7 @@ def test_decision_record_follows_its_schema_and_says_why() -> None:
     schema = orjson.loads((SCHEMAS / "model_decision.schema.json").read_bytes())
     full = {n: None for n in ("precision", "brier", "psi", "alert_rate")}
     c = Compared("fraud", "1", "2", {**full, **figs(roc_auc=0.798)}, {**full, **figs()},
-                 (0.2, 0.3), (1, 2), (None, 2))  # fmt: skip
+                 (0.2, 0.3), (1, 2), (None, 2))
     decision = decide(Policy(), c.champion, c.candidate, True)
     action = action_for(decision, promote_if_better=True, shadow=False)
     key, value = decision_record(c, decision, Policy(), action, 99)

@@ -53,7 +53,7 @@ def test_bulk_histogram_matches_prometheus_histogram() -> None:
     from worker.stream.metrics import LATENCY_BUCKETS, BulkHistogram
 
     values = np.concatenate([np.random.default_rng(0).exponential(0.05, 5000),
-                             np.array(LATENCY_BUCKETS), [0.0, 100.0]])  # fmt: skip
+                             np.array(LATENCY_BUCKETS), [0.0, 100.0]])
     ours, theirs = CollectorRegistry(), CollectorRegistry()
     BulkHistogram("lat_seconds", "x", LATENCY_BUCKETS, ours).observe_many(values)
     reference = Histogram("lat_seconds", "x", buckets=LATENCY_BUCKETS, registry=theirs)
@@ -63,7 +63,7 @@ def test_bulk_histogram_matches_prometheus_histogram() -> None:
     def series(registry: CollectorRegistry) -> dict[str, float]:
         lines = generate_latest(registry).decode().splitlines()
         rows = [line.rsplit(" ", 1) for line in lines if line.startswith("lat_seconds_")
-                and "_created" not in line]  # fmt: skip
+                and "_created" not in line]
         return {name: float(value) for name, value in rows}
 
     a, b = series(ours), series(theirs)
@@ -81,7 +81,7 @@ def test_librdkafka_statistics_become_lag_rtt_and_queue_gauges() -> None:
                                               "-1": {"consumer_lag": 5}}}},
              "brokers": {"127.0.0.1:9092/1": {"nodeid": 1, "rtt": {"avg": 2500}},
                          "127.0.0.1:9092/bootstrap": {"nodeid": -1,
-                                                      "rtt": {"avg": 900}}}}  # fmt: skip
+                                                      "rtt": {"avg": 900}}}}
     m.consumer_stats(orjson.dumps(stats).decode())
     m.producer_stats(orjson.dumps({"msg_cnt": 7, "brokers": {}}).decode())
 
@@ -93,7 +93,7 @@ def test_librdkafka_statistics_become_lag_rtt_and_queue_gauges() -> None:
     assert value("scoring_consumer_lag_messages", {"topic": "tx", "partition": "-1"}) is None
     assert value("scoring_kafka_broker_rtt_seconds", {"broker": "127.0.0.1:9092/1"}) == 0.0025
     assert value("scoring_kafka_broker_rtt_seconds",
-                 {"broker": "127.0.0.1:9092/bootstrap"}) is None  # fmt: skip
+                 {"broker": "127.0.0.1:9092/bootstrap"}) is None
     assert value("scoring_producer_queue_messages") == 7
     # partition 0 revoked: its series goes away instead of freezing at the last value
     m.consumer_stats(orjson.dumps({"topics": {"tx": {"partitions": {}}}}).decode())

@@ -57,7 +57,7 @@ def test_a_fallback_dead_letter_fits_and_says_what_was_cut(rejecter: Rejecter, s
 def test_a_fallback_keeps_whole_bytes_that_fit(rejecter: Rejecter) -> None:
     err = SendError(SendFailure.REJECTED, "Broker: Invalid record")
     _, _, value, key, hdrs, _ = fallback(Msg(b'{"id": "a"}', 1, _key=None), 0, "out", err,
-                                         "dlq", rejecter, 5)  # fmt: skip
+                                         "dlq", rejecter, 5)
     headers = dict(hdrs or [])
     assert value == b'{"id": "a"}' and key is None
     assert headers["dlq.error.kind"] == "undeliverable"
@@ -67,7 +67,7 @@ def test_a_fallback_keeps_whole_bytes_that_fit(rejecter: Rejecter) -> None:
 def test_a_huge_key_is_cut_too(rejecter: Rejecter) -> None:
     err = SendError(SendFailure.TOO_LARGE, "too large")
     _, _, value, key, hdrs, _ = fallback(Msg(b"v", 1, _key=b"k" * 2_000_000), 0, "out", err,
-                                         "dlq", rejecter, 5)  # fmt: skip
+                                         "dlq", rejecter, 5)
     headers = dict(hdrs or [])
     assert headers["dlq.original.key.length"] == "2000000"
     assert rejecter.limit.fits(len(key or b"") + len(value or b"") + headers_size(hdrs))

@@ -36,7 +36,7 @@ def put(store: ModelStore, version: str, estimator: Any = None) -> Path:
     """Write a bundle straight into the store (bypassing add's checks, like a bad disk)."""
     return write_bundle(store.version_path("unit", version), estimator or logistic(),
                         name="unit", version=version, task="binary", features=("a", "b", "c"),
-                        sample=training_data(n=16)[0])  # fmt: skip
+                        sample=training_data(n=16)[0])
 
 
 def edit(path: Path, change: Any) -> None:
@@ -188,7 +188,7 @@ def test_the_loop_swaps_between_batches_and_alerts_refusals(
     runner.metrics.model_info.labels(old.name, old.version, old.sha256[:12], "none").set(1)
     runner.run()
     sent = [value for kind, (topic, value) in
-            ((c[0], c[1]) for c in journal.calls if c[0] == "send")]  # fmt: skip
+            ((c[0], c[1]) for c in journal.calls if c[0] == "send")]
     versions = [orjson.loads(v).get("model_version") for v in sent if b'"score"' in v]
     assert versions == ["7", "2", "2"]
     [alert] = [orjson.loads(v) for v in sent if b"model_refused" in v]
@@ -197,10 +197,10 @@ def test_the_loop_swaps_between_batches_and_alerts_refusals(
     assert reg.get_sample_value("scoring_model_reloads_total", {"result": "ok"}) == 1
     assert reg.get_sample_value("scoring_model_reloads_total", {"result": "refused"}) == 1
     info = {"model": "unit", "model_version": "2", "sha256": v2.manifest.sha256[:12],
-            "library_mismatch": "none"}  # fmt: skip
+            "library_mismatch": "none"}
     assert reg.get_sample_value("scoring_model_info", info) == 1
     old_info = {"model": "unit", "model_version": "7", "sha256": old.sha256[:12],
-                "library_mismatch": "none"}  # fmt: skip
+                "library_mismatch": "none"}
     assert reg.get_sample_value("scoring_model_info", old_info) is None
 
 

@@ -102,7 +102,7 @@ def test_the_loop_starts_and_stops_shadow_scoring_between_batches(
     runner, journal = make_runner(tmp_path, batches)
     v2 = check_candidate(store, "unit", "2")
     runner.reloader = ScriptedReloader([[], [ShadowSwap(v2, "control")], [],
-                                        [ShadowSwap(None, "control")]])  # fmt: skip
+                                        [ShadowSwap(None, "control")]])
     runner.run()
     sent = [c[1] for c in journal.calls if c[0] == "send"]
     shadow = [orjson.loads(v)["id"] for topic, v in sent if topic == "predictions-shadow"]

@@ -52,11 +52,11 @@ class BatchConsumer:
 
 
 def make_runner(tmp_path: Path, batches: list[list[Msg]],
-                interval_ms: int = 0) -> tuple[Runner, Journal]:  # fmt: skip
+                interval_ms: int = 0) -> tuple[Runner, Journal]:
     """A runner over ``batches`` whose sink acknowledges each record when polled."""
     journal = Journal()
     runner = make(tmp_path, BatchConsumer(batches, journal), HeldSink(journal, auto=True),
-                  settings(commit_interval_ms=interval_ms))  # fmt: skip
+                  settings(commit_interval_ms=interval_ms))
     return runner, journal
 
 
@@ -119,11 +119,11 @@ def test_a_transient_refusal_is_sent_again_and_committed_after(
     sink = HeldSink(journal, auto=True)
     refusals = [SendError(SendFailure.TRANSIENT, "timed out")]
     sink.refuse_when = lambda t, v: refusals.pop() if refusals and b'"e1"' in (v or b"") \
-        else None  # fmt: skip
+        else None
     consumer = LogConsumer({0: [good(i) for i in range(3)]}, journal)
     make(tmp_path, consumer, sink).run()
     e1 = [c for c in journal.calls if c[0] in ("send", "refused", "ack")
-          and b'"e1"' in (c[1][1] or b"")]  # fmt: skip
+          and b'"e1"' in (c[1][1] or b"")]
     assert [c[0] for c in e1] == ["send", "refused", "send", "ack"]
     assert consumer.committed == {("in", 0): 3}
 
@@ -156,7 +156,7 @@ def test_a_dead_letter_that_cannot_be_produced_is_dropped_and_committed(
     assert consumer.committed == {("in", 0): 3}
     reg = runner.metrics.registry
     assert reg.get_sample_value("scoring_outputs_dropped_total",
-                                {"kind": "fallback dead letter"}) == 1  # fmt: skip
+                                {"kind": "fallback dead letter"}) == 1
 
 
 def test_a_prediction_larger_than_the_limit_is_dead_lettered_at_once(tmp_path: Path) -> None:
@@ -178,7 +178,7 @@ def test_dead_letter_keeps_bytes_and_names_the_error(tmp_path: Path) -> None:
     original = sink.send
 
     def spy(topic: str, value: bytes | None, key: bytes | None, headers: Any,
-            on_delivery: Any) -> None:  # fmt: skip
+            on_delivery: Any) -> None:
         seen.append((topic, value, key, dict(headers or [])))
         original(topic, value, key, headers, on_delivery)
 

@@ -24,7 +24,7 @@ def test_outputs_and_offsets_commit_together(tmp_path: Path) -> None:
     journal = Journal()
     sink = TxSink(journal)
     consumer = LogConsumer({0: [good(i) for i in range(6)], 1: [good(10 + i, 1) for i in
-                                                               range(3)]}, journal)  # fmt: skip
+                                                               range(3)]}, journal)
     runner = make(tmp_path, consumer, sink, EOS)
 
     def outside(*args: object, **kwargs: object) -> None:
@@ -47,7 +47,7 @@ def test_a_refused_record_aborts_then_becomes_a_dead_letter_exactly_once(
     sink.refuse_when = lambda t, v: big if t == "out" and b'"e4"' in (v or b"") else None
     consumer = LogConsumer({0: [good(i) for i in range(9)]}, journal)
     runner = make(tmp_path, consumer, sink, settings(guarantee="exactly-once",
-                                                     commit_interval_ms=0))  # fmt: skip
+                                                     commit_interval_ms=0))
     runner.run()
     # refused among others (a suspect), then refused alone (to blame): two aborts
     assert journal.kinds().count("abort") == 2 and "rewind" in journal.kinds()
@@ -66,7 +66,7 @@ def test_a_record_nothing_can_carry_is_dropped_and_the_loop_advances(tmp_path: P
     sink.refuse_when = lambda t, v: no if b'"e2"' in (v or b"") or t == "dlq" else None
     consumer = LogConsumer({0: [good(i) for i in range(6)]}, journal)
     runner = make(tmp_path, consumer, sink, settings(guarantee="exactly-once",
-                                                     commit_interval_ms=0))  # fmt: skip
+                                                     commit_interval_ms=0))
     runner.run()
     # refused with others, refused alone, its dead letter refused alone: three aborts
     assert journal.kinds().count("abort") == 3
@@ -96,7 +96,7 @@ def test_a_slow_commit_keeps_the_loop_turning_without_reading(tmp_path: Path) ->
     sink.commit = lambda o, g, t: answers.pop() if answers else commit(o, g, t)  # type: ignore[method-assign]
     consumer = LogConsumer({0: [good(i) for i in range(3)]}, journal)
     runner = make(tmp_path, consumer, sink, settings(guarantee="exactly-once",
-                                                     commit_interval_ms=0))  # fmt: skip
+                                                     commit_interval_ms=0))
     runner.turn()  # reads e0-e2; the commit does not finish in time
     polls = journal.kinds().count("poll")
     runner.health.last_turn = 0.0
@@ -122,7 +122,7 @@ def test_batch_mates_of_a_refused_record_keep_their_outputs(tmp_path: Path) -> N
     sink = BatchRefusingTxSink(journal)
     consumer = LogConsumer({0: [good(i) for i in range(8)]}, journal, batch=8)
     runner = make(tmp_path, consumer, sink, settings(guarantee="exactly-once",
-                                                     commit_interval_ms=0))  # fmt: skip
+                                                     commit_interval_ms=0))
     runner.run()
     assert ids(sink.visible) == Counter({f"e{i}": 1 for i in range(8) if i != 3})
     assert ids(sink.visible, "dlq") == Counter({"e3": 1})

@@ -51,7 +51,7 @@ class Clock:
 
 def gate(source: Source, clock: Clock) -> SchemaGate:
     return SchemaGate(SchemaBook(), source, Health(stall_s=30), backoff_max_s=1.0,
-                      clock=lambda: clock.now, sleep=clock.sleep)  # fmt: skip
+                      clock=lambda: clock.now, sleep=clock.sleep)
 
 
 def test_each_id_is_asked_once_and_an_unknown_one_is_remembered() -> None:

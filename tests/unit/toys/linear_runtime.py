@@ -47,15 +47,15 @@ class LinearKind:
     suffixes = (".lin",)
 
     def load(self, manifest: Manifest, data: bytes,
-             options: LoadOptions) -> tuple[LinearRuntime, tuple[ClassLabel, ...]]:  # fmt: skip
+             options: LoadOptions) -> tuple[LinearRuntime, tuple[ClassLabel, ...]]:
         spec = orjson.loads(data)
         if len(spec["weights"]) != len(manifest.features):
             raise ManifestError(f"{len(spec['weights'])} weights for "
-                                f"{len(manifest.features)} features")  # fmt: skip
+                                f"{len(manifest.features)} features")
         return self.wrap(manifest, LinearModel(spec["weights"], spec["bias"])), (0, 1)
 
     def dump(self, model: Any, out_dir: Path, fmt: str, features: Sequence[Feature],
-             sample: Any) -> Written:  # fmt: skip
+             sample: Any) -> Written:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "model.lin"
         path.write_bytes(orjson.dumps({"weights": model.weights.tolist(), "bias": model.bias}))

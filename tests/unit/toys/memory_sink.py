@@ -12,7 +12,7 @@ class MemorySink:
         self.sent: list[tuple[str, bytes | None, bytes | None, Headers | None]] = []
 
     def send(self, topic: str, value: bytes | None, key: bytes | None,
-             headers: Headers | None, on_delivery: OnDelivery) -> None:  # fmt: skip
+             headers: Headers | None, on_delivery: OnDelivery) -> None:
         self.sent.append((topic, value, key, headers))
         on_delivery(None, None)  # in memory is delivered for good
 

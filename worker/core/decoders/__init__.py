@@ -47,7 +47,7 @@ def precheck(value: bytes | None, limit: int) -> Rejection | None:
         return TOMBSTONE
     if len(value) > limit:
         return Rejection(RejectKind.DECODE,
-                         f"value of {len(value)} bytes exceeds the {limit}-byte limit")  # fmt: skip
+                         f"value of {len(value)} bytes exceeds the {limit}-byte limit")
     if not value:
         return EMPTY_VALUE
     return None
@@ -64,7 +64,7 @@ def register(name: str, factory: Callable[[], Decoder]) -> None:
 #: Where each built-in format lives, imported on first use: a worker that reads JSON never
 #: imports fastavro or protobuf (the wire formats need ``scoring-worker[registry]``).
 _MODULES: Final = {"json": "json", "csv": "csv", "avro": "avro", "protobuf": "protobuf",
-                   "json-schema": "json_schema", "auto": "wire"}  # fmt: skip
+                   "json-schema": "json_schema", "auto": "wire"}
 FORMATS: Final = ("json", "avro", "protobuf", "json-schema", "auto")  # what the stream reads
 
 

@@ -34,7 +34,7 @@ from worker.errors import Rejection, RejectKind
 #: Logical types read as their underlying value: the number (or string) itself.
 AS_UNDERLYING: Final = frozenset({"timestamp-millis", "timestamp-micros", "date",
                                   "time-millis", "time-micros", "local-timestamp-millis",
-                                  "local-timestamp-micros", "uuid"})  # fmt: skip
+                                  "local-timestamp-micros", "uuid"})
 
 
 class AvroReader:
@@ -115,7 +115,7 @@ def _has_decimal(tree: Any) -> bool:
 def _floats(record: dict[str, Any]) -> dict[str, Any]:
     """Decimals as floats, at any depth: features are float64 numbers."""
     return {k: (float(v) if type(v) is Decimal else _floats(v) if type(v) is dict else v)
-            for k, v in record.items()}  # fmt: skip
+            for k, v in record.items()}
 
 
 def _reader(schema: WriterSchema) -> Reader:

@@ -20,7 +20,7 @@ FlatReader = Callable[[bytes], tuple[dict[str, Any], int]]
 _NUMBERS: Final = {"int", "long"}
 _UNDERLYING_OK: Final = frozenset({"timestamp-millis", "timestamp-micros", "date",
                                    "time-millis", "time-micros", "local-timestamp-millis",
-                                   "local-timestamp-micros", "uuid"})  # fmt: skip
+                                   "local-timestamp-micros", "uuid"})
 
 
 def _varint(b: bytes, pos: int, x: int) -> tuple[int, int]:
@@ -39,7 +39,7 @@ def _varint(b: bytes, pos: int, x: int) -> tuple[int, int]:
 
 
 _READ_LONG: Final = ["x = b[pos]", "pos += 1", "if x & 0x80: x, pos = _varint(b, pos, x)",
-                     "x = (x >> 1) ^ -(x & 1)"]  # fmt: skip
+                     "x = (x >> 1) ^ -(x & 1)"]
 
 
 class _Unsupported(Exception):
@@ -56,7 +56,7 @@ def _primitive(kind: Any) -> Any:
             return kind
         return _primitive(kind.get("type"))
     if isinstance(kind, list) or kind in ("null", "boolean", "int", "long", "float", "double",
-                                          "string"):  # fmt: skip
+                                          "string"):
         return kind
     raise _Unsupported(kind)
 
@@ -68,7 +68,7 @@ def _value(kind: Any, consts: dict[str, Any]) -> list[str]:
         return ["v = None"]
     if kind == "boolean":
         return ["x = b[pos]", "pos += 1", "if x > 1: raise ValueError('boolean byte %d' % x)",
-                "v = x == 1"]  # fmt: skip
+                "v = x == 1"]
     if isinstance(kind, str) and kind in _NUMBERS:
         return [*_READ_LONG, "v = x"]
     if kind == "float":
@@ -77,12 +77,12 @@ def _value(kind: Any, consts: dict[str, Any]) -> list[str]:
         return ["v = _double(b, pos)[0]", "pos += 8"]
     if kind == "string":
         return [*_READ_LONG, "if x < 0 or pos + x > len(b): raise ValueError('bad length')",
-                "v = b[pos:pos + x].decode()", "pos += x"]  # fmt: skip
+                "v = b[pos:pos + x].decode()", "pos += x"]
     if isinstance(kind, dict):  # an enum
         name = f"_symbols{len(consts)}"
         consts[name] = tuple(kind["symbols"])
         return [*_READ_LONG, f"if not 0 <= x < {len(consts[name])}: raise "
-                "ValueError('enum index %d' % x)", f"v = {name}[x]"]  # fmt: skip
+                "ValueError('enum index %d' % x)", f"v = {name}[x]"]
     lines = [*_READ_LONG, "u = x"]  # a union: the branch index, then its value
     for i, branch in enumerate(kind):
         inner = _value(branch, consts)
@@ -95,7 +95,7 @@ def compile_flat(tree: Any) -> FlatReader | None:
     if not isinstance(tree, dict) or tree.get("type") != "record":
         return None
     consts: dict[str, Any] = {"_varint": _varint, "_float": struct.Struct("<f").unpack_from,
-                              "_double": struct.Struct("<d").unpack_from}  # fmt: skip
+                              "_double": struct.Struct("<d").unpack_from}
     body = ["pos = 0", "out = {}"]
     try:
         for f in tree["fields"]:

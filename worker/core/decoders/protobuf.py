@@ -63,7 +63,7 @@ class ProtobufReader:
         except (binascii.Error, ValueError):
             raise ValueError("not a serialized file descriptor (base64); a registry that "
                              "returns .proto text must be asked with format=serialized"
-                             ) from None  # fmt: skip
+                             ) from None
         proto = descriptor_pb2.FileDescriptorProto()
         proto.ParseFromString(raw)
         pool = descriptor_pool.DescriptorPool()
@@ -84,7 +84,7 @@ class ProtobufReader:
             msg.ParseFromString(payload[start:])
         except (DecodeError, IndexError, ValueError) as exc:
             return Rejection(RejectKind.DECODE, f"Protobuf payload does not match schema id "
-                             f"{self._id}: {exc}"[:300])  # fmt: skip
+                             f"{self._id}: {exc}"[:300])
         record = to_dict(msg)
         return flatten(record) if any(type(v) is dict for v in record.values()) else record
 
@@ -149,7 +149,7 @@ def _value(f: FieldDescriptor) -> Callable[[Message], Any]:
     if f.message_type is not None:
         if f.message_type.full_name == TIMESTAMP:
             return lambda msg: (getattr(msg, name).ToMilliseconds()
-                                if msg.HasField(name) else None)  # fmt: skip
+                                if msg.HasField(name) else None)
         inner = _converter(f.message_type)
         return lambda msg: inner(getattr(msg, name)) if msg.HasField(name) else None
     if f.enum_type is not None:

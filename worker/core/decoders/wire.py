@@ -61,7 +61,7 @@ class Reader(Protocol):
 
 ReaderFactory = Callable[[WriterSchema], Reader]
 _MODULE: Final = {SchemaType.AVRO: "avro", SchemaType.PROTOBUF: "protobuf",
-                  SchemaType.JSON: "json_schema"}  # fmt: skip
+                  SchemaType.JSON: "json_schema"}
 _FORMATS: dict[SchemaType, ReaderFactory] = {}
 
 
@@ -106,13 +106,13 @@ class SchemaBook:
     def unknown(self, schema_id: int) -> None:
         """The registry answered that it has no such id."""
         self.readers[schema_id] = Unusable(f"unknown schema id {schema_id} (not in the "
-                                           "schema registry)")  # fmt: skip
+                                           "schema registry)")
 
 
 def schema_ids(values: Sequence[bytes | None]) -> set[int]:
     """The schema ids a batch's wire-format values name."""
     return {int.from_bytes(v[1:HEADER], "big") for v in values
-            if v is not None and len(v) >= HEADER and v[0] == MAGIC}  # fmt: skip
+            if v is not None and len(v) >= HEADER and v[0] == MAGIC}
 
 
 @dataclass

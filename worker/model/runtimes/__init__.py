@@ -95,7 +95,7 @@ class RuntimeKind(Protocol):
         model's classes (empty for regression); ManifestError naming the problem."""
 
     def dump(self, model: Any, out_dir: Path, fmt: str, features: Sequence[Feature],
-             sample: Any) -> Written:  # fmt: skip
+             sample: Any) -> Written:
         """Write ``model`` as an artifact into ``out_dir`` (its inputs: ``features``;
         ``sample``: rows the estimator scores, for kinds that check a conversion)."""
 

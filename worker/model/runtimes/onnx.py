@@ -34,7 +34,7 @@ TOLERANCE: Final = 1e-5
 MATRIX_INPUT: Final = "X"
 _NUMPY: Final = {"tensor(double)": np.float64, "tensor(float)": np.float32,
                  "tensor(int64)": np.int64, "tensor(bool)": np.bool_,
-                 "tensor(string)": object}  # fmt: skip
+                 "tensor(string)": object}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,7 @@ def _tensor(arrays: list[Any], dtype: Any) -> Any:
     if dtype is object:  # strings; a missing one (NaN) is no string ONNX can take
         column = arrays[0]
         return np.array([v if isinstance(v, str) else "" for v in column.tolist()],
-                        dtype=object).reshape(-1, 1)  # fmt: skip
+                        dtype=object).reshape(-1, 1)
     return np.column_stack([np.asarray(a, dtype=np.float64).astype(dtype)
                             if a.dtype == object else a.astype(dtype) for a in arrays])
 
@@ -96,7 +96,7 @@ class OnnxKind:
         return _runtime(model, manifest)
 
     def dump(self, model: Any, out_dir: Path, fmt: str, features: Sequence[Feature],
-             sample: Any) -> Written:  # fmt: skip
+             sample: Any) -> Written:
         reference = dump_sklearn(model, out_dir, "skops")
         artifact = out_dir / "model.onnx"
         artifact.write_bytes(convert(model, features, sample))
@@ -113,7 +113,7 @@ def convert(model: Any, features: Sequence[Feature], sample: Any) -> bytes:
             data: bytes = _convert(model, features, precision).SerializeToString()
             session = _session(data)
             out = np.asarray(session.run([_output_name(session)],
-                                         _sample_feed(session, sample, features))[0])  # fmt: skip
+                                         _sample_feed(session, sample, features))[0])
             diff = float(np.abs(out.reshape(expected.shape) - expected).max())
         except Exception as exc:  # a converter or a runtime refusing this precision
             problems.append(f"{precision}: {describe(exc)}")
@@ -122,14 +122,14 @@ def convert(model: Any, features: Sequence[Feature], sample: Any) -> bytes:
             best = (diff, data)
     if best is None:
         raise ValueError(f"cannot convert {type(model).__name__} to ONNX "
-                         f"({'; '.join(problems)})")  # fmt: skip
+                         f"({'; '.join(problems)})")
     return best[1]
 
 
 def _estimator_output(model: Any, sample: Any) -> Any:
     proba = getattr(model, "predict_proba", None)
     return np.asarray(proba(sample) if proba is not None else model.predict(sample),
-                      dtype=np.float64)  # fmt: skip
+                      dtype=np.float64)
 
 
 def _output_name(session: Any) -> str:
@@ -156,9 +156,9 @@ def _convert(model: Any, features: Sequence[Feature], precision: str) -> Any:
     number = t.DoubleTensorType if precision == "double" else t.FloatTensorType
     if _per_column(model):
         kinds = {"string": t.StringTensorType, "boolean": t.BooleanTensorType,
-                 "integer": t.Int64TensorType}  # fmt: skip
+                 "integer": t.Int64TensorType}
         initial = [(f.name, (number if f.missing else kinds.get(f.type, number))([None, 1]))
-                   for f in features]  # fmt: skip
+                   for f in features]
     else:
         initial = [(MATRIX_INPUT, number([None, len(features)]))]
     options = {id(model): {"zipmap": False}} if hasattr(model, "predict_proba") else None
@@ -180,7 +180,7 @@ def _bindings(session: Any, features: Sequence[Feature]) -> list[tuple[Any, tupl
         return [(nodes[0], tuple(range(len(features))))]
     if len(nodes) != len(features):
         raise ManifestError(f"ONNX model has {len(nodes)} inputs, the manifest "
-                            f"{len(features)} features")  # fmt: skip
+                            f"{len(features)} features")
     return [(node, (k,)) for k, node in enumerate(nodes)]
 
 
@@ -209,7 +209,7 @@ def _runtime(session: Any, manifest: Manifest) -> OnnxRuntime:
     want = "variable" if manifest.task == "regression" else "probabilities"
     if want not in outputs:
         raise ManifestError(f"ONNX model has outputs {outputs}, expected {want!r} "
-                            "(classifiers converted with zipmap=False)")  # fmt: skip
+                            "(classifiers converted with zipmap=False)")
     return OnnxRuntime(session, manifest.task, tuple(inputs), want)
 
 

@@ -96,7 +96,7 @@ class SklearnKind:
         return SklearnRuntime(model, manifest.task, "object" if strings else "float64")
 
     def dump(self, model: Any, out_dir: Path, fmt: str, features: Sequence[Feature],
-             sample: Any) -> Written:  # fmt: skip
+             sample: Any) -> Written:
         return dump_sklearn(model, out_dir, fmt)
 
 
@@ -135,7 +135,7 @@ def _load_skops(data: bytes, trusted_types: tuple[str, ...]) -> Any:
     refused = sorted(set(needed) - set(trusted_types))
     if refused:
         raise ManifestError(f"skops artifact needs types its manifest does not trust: "
-                            f"{', '.join(refused)}")  # fmt: skip
+                            f"{', '.join(refused)}")
     try:
         return sio.loads(data, trusted=list(needed))
     except Exception as exc:
@@ -166,7 +166,7 @@ def _check_feature_names(manifest: Manifest, estimator: Any) -> None:
     names = [str(name) for name in names_in]
     if len(names) != len(manifest.features):
         raise ManifestError(f"estimator has {len(names)} feature names, manifest lists "
-                            f"{len(manifest.features)}")  # fmt: skip
+                            f"{len(manifest.features)}")
     for position, (got, want) in enumerate(zip(names, manifest.features, strict=True)):
         if got != want:
             raise ManifestError(

@@ -38,7 +38,7 @@ class ThreadLimit:
 
     threads: int
     _applied: threading.local = field(default_factory=threading.local, repr=False,
-                                      compare=False)  # fmt: skip
+                                      compare=False)
 
     def ensure(self) -> None:
         """Apply the limit in the calling thread, once (later calls cost an attribute read)."""
@@ -87,7 +87,7 @@ def _inner(estimator: Any, params: dict[str, Any]) -> list[Any]:
     for key in ("steps", "transformers_"):
         inner += [item[1] for item in params.get(key) or getattr(estimator, key, None) or ()
                   if isinstance(item, tuple | list) and len(item) > 1
-                  and hasattr(item[1], "get_params")]  # fmt: skip
+                  and hasattr(item[1], "get_params")]
     for key in ("estimator_", "final_estimator_"):
         if hasattr(getattr(estimator, key, None), "get_params"):
             inner.append(getattr(estimator, key))

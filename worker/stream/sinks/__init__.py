@@ -36,12 +36,12 @@ from worker.config import Settings
 from worker.delivery_terms import Headers, OnDelivery, Sent, TxState
 
 __all__ = ["Headers", "OnDelivery", "Sent", "Sink", "SinkFactory", "SinkHooks",
-           "TransactionalSink", "TxState", "build", "register"]  # fmt: skip
+           "TransactionalSink", "TxState", "build", "register"]
 
 
 class Sink(Protocol):
     def send(self, topic: str, value: bytes | None, key: bytes | None,
-             headers: Headers | None, on_delivery: OnDelivery) -> None:  # fmt: skip
+             headers: Headers | None, on_delivery: OnDelivery) -> None:
         """Queue one record; never blocks for long (the loop bounds what is in flight)."""
 
     def poll(self, timeout_s: float) -> None:
@@ -54,7 +54,7 @@ class TransactionalSink(Sink, Protocol):
         """Open a transaction; every ``send`` until the next commit or abort belongs to it."""
 
     def commit(self, offsets: Mapping[tuple[str, int], int], group: object,
-               timeout_s: float) -> TxState:  # fmt: skip
+               timeout_s: float) -> TxState:
         """Commit the transaction's records with the input ``offsets`` (next offset to
         read per partition) of consumer group generation ``group``; waits at most about
         ``timeout_s``. Returns a TxState: COMMITTED, PENDING or ABORT."""
