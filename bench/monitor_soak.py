@@ -6,7 +6,9 @@
 ``live``: demo transactions at ``--rate`` events/s through one worker, their labels
 ``--label-delay`` seconds late, into one monitor (default settings: 24 h horizon, 1 h
 dedup window, state on disk). Samples both processes' RSS every 10 s and reports the
-monitor's growth after the first minute.
+monitor's growth after the first minute. The demo model carries a calibration map, so the
+monitor computes its estimated figures; ``--feature-stats`` also has the worker publish
+feature statistics and the monitor keep per-feature drift windows.
 
 ``accelerated``: no worker; predictions at 1,000 events per second of *event time* with
 Kafka timestamps set to that time (it starts 30 h ago, so that it never runs ahead of
@@ -76,13 +78,14 @@ def live(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[str, An
     b = args.bootstrap
     model = train_demo(tmp / "model", n=20_000)
     wport, mport = free_port(), free_port()
+    stats = ["--feature-stats-topic", t["fstats"]] if args.feature_stats else []
     worker = subprocess.Popen(
         [sys.executable, "-m", "worker", "run", "--bootstrap", b, "--input-topic", t["in"],
          "--output-topic", t["pred"], "--dlq-topic", t["dlq"], "--group", f"{t['run']}-w",
          "--model", str(model), "--metrics-port", str(wport),
-         "--log-level", "WARNING"])
+         "--log-level", "WARNING", *stats])
     wait_ready(wport, worker, 60)
-    mon = start_monitor(b, t, tmp / "state", mport, ["--models", str(model)])
+    mon = start_monitor(b, t, tmp / "state", mport, ["--models", str(model), *stats])
     count = int(args.rate * args.seconds)
     feed = subprocess.Popen(
         [sys.executable, "-m", "worker", "produce-demo", "--bootstrap", b, "--topic", t["in"],
@@ -194,14 +197,16 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=3_000_000)
     ap.add_argument("--mean-delay-h", type=float, default=12.0)
     ap.add_argument("--timeout", type=float, default=3600.0)
+    ap.add_argument("--feature-stats", action="store_true",
+                    help="live: feature statistics from the worker, drift windows in the monitor")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="monitor-soak-"))
     run = f"soak-{uuid.uuid4().hex[:6]}"
     t = {"run": run, **{k: f"{run}-{k}" for k in ("in", "pred", "dlq", "labels", "metrics",
-                                                    "alerts", "stats")}}
+                                                    "alerts", "stats", "fstats")}}
     kafka_io.create_topics(args.bootstrap, {t["in"]: 4, t["pred"]: 4, t["dlq"]: 1,
                                             t["labels"]: 4, t["metrics"]: 1, t["alerts"]: 1,
-                                            t["stats"]: 1})
+                                            t["stats"]: 1, t["fstats"]: 1})
     try:
         result = live(args, t, tmp) if args.mode == "live" else accelerated(args, t, tmp)
     finally:
