@@ -12,9 +12,9 @@ with an undefined figure, nothing is decided and the state is kept.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 from worker.core.records import escape_key_part
 from worker.monitor.catalog import METRIC_NAMES, PREDICTION_METRICS
@@ -73,16 +73,31 @@ DEFAULT_RULES: Final = (
 )
 
 
-def parse_rules(items: object) -> tuple[AlertRule, ...]:
-    """Rules from a list of tables, as in ``[[alerts]]`` of a TOML file."""
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+R = TypeVar("R", bound=Named)
+
+
+def parse_tables(items: object, parse_one: Callable[[object, int], R], what: str
+                 ) -> tuple[R, ...]:
+    """Rules from a list of TOML tables, each read by ``parse_one(item, index)``; their names
+    unique. ``what`` names one rule in errors ("alert rule")."""
     if not isinstance(items, list | tuple):
-        raise AlertRuleError("alert rules must be a list of tables")
-    rules = tuple(_parse_rule(item, i) for i, item in enumerate(items))
+        raise AlertRuleError(f"{what}s must be a list of tables")
+    rules = tuple(parse_one(item, i) for i, item in enumerate(items))
     names = [r.name for r in rules]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise AlertRuleError(f"duplicate alert rule names: {', '.join(duplicates)}")
+        raise AlertRuleError(f"duplicate {what} names: {', '.join(duplicates)}")
     return rules
+
+
+def parse_rules(items: object) -> tuple[AlertRule, ...]:
+    """Rules from a list of tables, as in ``[[alerts]]`` of a TOML file."""
+    return parse_tables(items, _parse_rule, "alert rule")
 
 
 def _parse_rule(item: object, index: int) -> AlertRule:

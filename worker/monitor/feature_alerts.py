@@ -25,6 +25,7 @@ from worker.monitor.alerts import (
     Op,
     alert_key,
     evaluate,
+    parse_tables,
 )
 from worker.monitor.drift import FEATURE_METRICS
 from worker.monitor.feature_windows import FeatureWindow
@@ -72,14 +73,7 @@ class FeatureAlert:
 
 def parse_feature_rules(items: object) -> tuple[FeatureRule, ...]:
     """Rules from ``[[feature_alerts]]`` tables of a TOML file."""
-    if not isinstance(items, list | tuple):
-        raise AlertRuleError("feature alert rules must be a list of tables")
-    rules = tuple(_parse(item, i) for i, item in enumerate(items))
-    names = [r.name for r in rules]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise AlertRuleError(f"duplicate feature alert rule names: {', '.join(duplicates)}")
-    return rules
+    return parse_tables(items, _parse, "feature alert rule")
 
 
 def _parse(item: object, index: int) -> FeatureRule:

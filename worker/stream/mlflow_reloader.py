@@ -13,7 +13,6 @@ tried again until the alias moves.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Final
@@ -22,6 +21,7 @@ from worker.clock import wall_ms
 from worker.errors import ScoringError
 from worker.mlflow_ref import ModelRef, parse_ref
 from worker.model.mlflow_source import MlflowSource, TrackingUnavailable, load_version
+from worker.stream.poll_thread import PollThread
 from worker.stream.reload import Refusal, ReloadEvent, Swap
 
 log = logging.getLogger(__name__)
@@ -41,28 +41,20 @@ class MlflowReloader:
         self.seen = serving
         self._down_since: float | None = None
         self._warned_at = float("-inf")
-        self._events: list[ReloadEvent] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.poller = PollThread("mlflow-reload")
 
     def take(self) -> list[ReloadEvent]:
         """Results since the last call, oldest first (called by the loop)."""
-        with self._lock:
-            events, self._events = self._events, []
-        return events
+        return self.poller.take()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="mlflow-reload", daemon=True)
-        self._thread.start()
+        self.poller.start(self._run)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self.poller.close()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.poll_s):
+        while not self.poller.stop.wait(self.poll_s):
             try:
                 self.step()
             except Exception:  # the loop must keep serving whatever happens here
@@ -98,8 +90,7 @@ class MlflowReloader:
         self.seen = version
         if isinstance(event, Swap):
             self.serving = version
-        with self._lock:
-            self._events.append(event)
+        self.poller.put(event)
 
     def _unavailable(self, exc: ScoringError) -> None:
         now = self.monotonic()

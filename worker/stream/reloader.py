@@ -9,7 +9,6 @@ the version changes once, at a batch boundary.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +21,7 @@ from worker.kafka_io import ControlRecord
 from worker.kafka_io.config import Role, client_config, connection
 from worker.mlflow_ref import is_mlflow_model
 from worker.model.store import CURRENT, Pointer, is_model_folder, read_pointer_state
+from worker.stream.poll_thread import PollThread
 from worker.stream.reload import (
     Refusal,
     ReloadEvent,
@@ -66,35 +66,27 @@ class Reloader:
         #: the sequence of that instruction (-1: none yet).
         self.shadow: str | None = ""
         self._shadow_last = -1
-        self._events: list[ReloadEvent] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.poller = PollThread("model-reload")
 
     def take(self) -> list[ReloadEvent]:
         """Results since the last call, oldest first (called by the loop)."""
-        with self._lock:
-            events, self._events = self._events, []
-        return events
+        return self.poller.take()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="model-reload", daemon=True)
-        self._thread.start()
+        self.poller.start(self._run)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self.poller.close()
         if self.control is not None:
             self.control.close()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self.poller.stop.is_set():
             try:
                 self.step()
             except Exception:  # the loop must keep serving whatever happens here
                 log.exception("model reload watcher failed; retrying")
-                self._stop.wait(self.poll_s)
+                self.poller.stop.wait(self.poll_s)
 
     def step(self) -> None:
         """One round: gather instructions, act on the newest one."""
@@ -104,7 +96,7 @@ class Reloader:
             requests += self._control_requests(records)
             self._shadow_step(records)
         else:
-            self._stop.wait(self.poll_s)
+            self.poller.stop.wait(self.poll_s)
         self._warn_unordered(requests)
         req = newest(requests, self._last)
         if req is not None:
@@ -115,8 +107,7 @@ class Reloader:
                 event = attempt(self.store, self.name, req, self.clock_ms())
                 if isinstance(event, Swap):
                     self.serving = req.version
-                with self._lock:
-                    self._events.append(event)
+                self.poller.put(event)
         self._check_agreement()
 
     def _shadow_step(self, records: list[ControlRecord]) -> None:
@@ -147,8 +138,7 @@ class Reloader:
             except ScoringError as exc:
                 event = Refusal(self.name, version, " ".join(str(exc).split()),
                                 self.clock_ms(), "control")
-        with self._lock:
-            self._events.append(event)
+        self.poller.put(event)
 
     def _warn_unordered(self, requests: list[Request]) -> None:
         if self._last[0] == 0:
