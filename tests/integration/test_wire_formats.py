@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from tests.conftest import start_registry
 from tests.integration import wire
@@ -175,10 +177,14 @@ def test_a_registry_outage_holds_the_stream_and_loses_nothing(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path, report: Callable[[str], None],
 ) -> None:
-    """kill -9 the registry mid-stream, for 20 s: the events naming a schema the worker has
-    not fetched yet wait (/readyz 503), none is dead-lettered or lost."""
+    """The registry paused (SIGSTOP) mid-stream for 20 s: the events naming a schema the
+    worker has not fetched yet wait (/readyz 503), none is dead-lettered or lost.
+
+    Paused, not killed: the test registry (Apicurio, in memory) forgets its schemas when it
+    dies, and a worker that asks again between its restart and the test registering them
+    anew rightly hears "unknown schema id" (CI saw that race); a real registry keeps them."""
     t_in, t_out, t_dlq = topic_factory("in"), topic_factory("out"), topic_factory("dlq")
-    r = start_registry(report, "outage test's own registry")  # its own: it gets killed
+    r = start_registry(report, "outage test's own registry")  # its own: it gets paused
     v1 = orjson.loads(wire.AVRO_SCHEMA)
     v2 = {**v1, "fields": [*v1["fields"], {"name": "channel", "type": "string",
                                            "default": "pos"}]}
@@ -186,7 +192,6 @@ def test_a_registry_outage_holds_the_stream_and_loses_nothing(
     first = wire.keyed(wire.events(300, seed=1), wire.avro(r.url, t_in, texts[0]))
     # Serialized while the registry is up; produced while it is down.
     second = wire.keyed(wire.events(300, seed=2), wire.avro(r.url, t_in, texts[1]))
-    ids = [int.from_bytes(v[1:5], "big") for v in (first[0][1], second[0][1])]
     metrics_port = free_ports(1)
     w = WorkerProc(wire.args(kafka_bootstrap, t_in, t_out, t_dlq, group_factory(), bundle_dir,
                              r.url, "--input-format", "avro", "--metrics-port",
@@ -195,7 +200,9 @@ def test_a_registry_outage_holds_the_stream_and_loses_nothing(
         produce(kafka_bootstrap, t_in, first)
         assert len(read_topic(kafka_bootstrap, t_out, len(first), settle=0)) >= len(first)
         wait_for(lambda: wire.readyz(metrics_port) == 200, 30, "/readyz 200")
-        registry_local.stop(r, kill=True)
+        pid = registry_local.running_pid(r)
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
         produce(kafka_bootstrap, t_in, second)
         t0 = time.monotonic()
         wait_for(lambda: wire.readyz(metrics_port) == 503, 30, "/readyz 503 in the outage")
@@ -206,24 +213,23 @@ def test_a_registry_outage_holds_the_stream_and_loses_nothing(
         assert statuses == {503}
         assert len(read_topic(kafka_bootstrap, t_out, len(first) + 1, timeout=3, settle=0)) \
             == len(first)
-        # Apicurio keeps schemas in memory: the restarted one learns them again, in order.
-        registry_local.start(r, timeout=240)
-        client = SchemaRegistryClient({"url": r.url})
-        again = [client.register_schema(f"{t_in}-value", Schema(t, "AVRO")) for t in texts]
-        assert again == ids
+        os.kill(pid, signal.SIGCONT)
         t1 = time.monotonic()
         wait_for(lambda: wire.readyz(metrics_port) == 200, 60, "/readyz 200 again")
         back = time.monotonic() - t1
         preds = read_topic(kafka_bootstrap, t_out, len(first) + len(second))
     finally:
+        pid = registry_local.running_pid(r)
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
         assert w.stop() == 0, w.output()
         registry_local.stop(r)
     assert sorted({p.key for p in preds}) == sorted(k for k, _ in first + second)
     assert read_topic(kafka_bootstrap, t_dlq, 0, timeout=3, settle=1) == []
     assert "schema registry does not answer" in w.output()
     assert "Traceback" not in w.output()
-    report(f"registry outage (kill -9, 20 s, {len(second)} events waiting): /readyz 503 "
-           f"throughout, 200 again {back:.1f}s after the restart; 0 lost, 0 dead letters, "
+    report(f"registry outage (paused 20 s, {len(second)} events waiting): /readyz 503 "
+           f"throughout, 200 again {back:.1f}s after it resumed; 0 lost, 0 dead letters, "
            f"{len(preds) - len(first) - len(second)} duplicate predictions")
 
 
