@@ -70,7 +70,7 @@ def test_headers_and_lineage_reach_every_output_that_answers_an_input(
                     "--group", group_factory(), "--model", str(bundle_dir),
                     "--shadow-model", str(bundle_dir), "--shadow-topic", t["shadow"],
                     "--metrics-port", "0", "--max-event-bytes", "20000",
-                    "--pass-headers", "--lineage"], tmp_path / "worker.log")
+                    "--pass-headers", "true", "--lineage", "true"], tmp_path / "worker.log")
     try:
         out = by_key(read_topic(kafka_bootstrap, t["out"], 191, settle=1.0))
         shadow = by_key(read_topic(kafka_bootstrap, t["shadow"], 191, settle=0.5))
