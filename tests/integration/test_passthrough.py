@@ -24,6 +24,12 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_demo(tmp_path_factory.mktemp("model") / "fraud", seed=4, n=3000)
 
 
+@pytest.fixture(scope="module")
+def shadow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another version: a shadow of the served version itself scores nothing."""
+    return train_demo(tmp_path_factory.mktemp("shadow") / "fraud", seed=5, n=3000, version="2")
+
+
 def traceparent(i: int) -> bytes:
     return f"00-{i:032x}-{i + 1:016x}-01".encode()
 
@@ -48,7 +54,7 @@ def by_key(outs: list[Out]) -> dict[bytes, Out]:
 
 def test_headers_and_lineage_reach_every_output_that_answers_an_input(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
-    bundle_dir: Path, tmp_path: Path,
+    bundle_dir: Path, shadow_dir: Path, tmp_path: Path,
 ) -> None:
     small = {"max.message.bytes": str(LIMIT)}
     t = {"in": topic_factory("in", 2), "out": topic_factory("out", 2, small),
@@ -68,7 +74,7 @@ def test_headers_and_lineage_reach_every_output_that_answers_an_input(
     w = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", t["in"],
                     "--output-topic", t["out"], "--dlq-topic", t["dlq"],
                     "--group", group_factory(), "--model", str(bundle_dir),
-                    "--shadow-model", str(bundle_dir), "--shadow-topic", t["shadow"],
+                    "--shadow-model", str(shadow_dir), "--shadow-topic", t["shadow"],
                     "--metrics-port", "0", "--max-event-bytes", "20000",
                     "--pass-headers", "true", "--lineage", "true"], tmp_path / "worker.log")
     try:
