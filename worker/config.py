@@ -171,6 +171,14 @@ class Settings(WireFormatSettings):
         "prediction), so that any prediction leads back to its exact input record; an "
         "optional field of schemas/prediction.schema.json, about 60 bytes a record.",
     )
+    tracing: bool = setting(
+        False,
+        "OpenTelemetry: a span per batch (linked to its inputs' trace context), and each "
+        "output answering an input that carries a traceparent carries one that continues "
+        "that trace. Exporter and sampler through the standard OTEL_* variables of the SDK "
+        "you install. Needs scoring-worker[otel]; false: nothing of OpenTelemetry is "
+        "imported.",
+    )
     shadow_model: str = setting(
         "",
         "Optional second model bundle that scores every batch too, for comparison: its "

@@ -1,5 +1,6 @@
-"""Headers in, the same headers out, on every kind of output; each prediction names its input
-(``--pass-headers``, ``--lineage``), on the real broker."""
+"""Headers in, the same headers out, on every kind of output; each prediction names its input;
+a traceparent in gives outputs in the same trace (``--pass-headers``, ``--lineage``,
+``--tracing`` with the OpenTelemetry SDK), on the real broker."""
 
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ from worker.devtools.demo import make_events, train_demo
 TopicFactory = Callable[..., str]
 #: The outputs' record limit in this test: small, so that one header can exceed it.
 LIMIT = 100_000
+#: The worker with the OpenTelemetry SDK's tracer provider (no exporter): spans get ids.
+LAUNCHER = """
+import sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+trace.set_tracer_provider(TracerProvider())
+from worker.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +41,7 @@ def shadow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def traceparent(i: int) -> bytes:
-    return f"00-{i:032x}-{i + 1:016x}-01".encode()
+    return f"00-{i + 1:032x}-{i + 2:016x}-01".encode()  # all-zero ids are invalid
 
 
 def send(bootstrap: str, topic: str,
@@ -70,13 +80,16 @@ def test_headers_and_lineage_reach_every_output_that_answers_an_input(
     records.append((b"big", orjson.dumps({**events[1], "id": "big"}), big))
     send(kafka_bootstrap, t["in"], records)
     inputs = by_key(read_topic(kafka_bootstrap, t["in"], len(records), settle=0.5))
+    launcher = tmp_path / "traced_worker.py"
+    launcher.write_text(LAUNCHER)
 
     w = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", t["in"],
                     "--output-topic", t["out"], "--dlq-topic", t["dlq"],
                     "--group", group_factory(), "--model", str(bundle_dir),
                     "--shadow-model", str(shadow_dir), "--shadow-topic", t["shadow"],
                     "--metrics-port", "0", "--max-event-bytes", "20000",
-                    "--pass-headers", "true", "--lineage", "true"], tmp_path / "worker.log")
+                    "--pass-headers", "true", "--lineage", "true", "--tracing", "true"],
+                   tmp_path / "worker.log", launcher=launcher)
     try:
         out = by_key(read_topic(kafka_bootstrap, t["out"], 191, settle=1.0))
         shadow = by_key(read_topic(kafka_bootstrap, t["shadow"], 191, settle=0.5))
@@ -90,8 +103,12 @@ def test_headers_and_lineage_reach_every_output_that_answers_an_input(
             assert answer.headers == {}, "past the limit: the prediction goes without them"
             continue
         passed = {k: v for k, v in answer.headers.items() if not k.startswith("dlq.")}
-        assert passed == {"traceparent": src.headers["traceparent"],
-                          "X-Request-Id": src.headers["X-Request-Id"]}, key
+        assert passed.keys() == {"traceparent", "X-Request-Id"}, key
+        assert passed["X-Request-Id"] == src.headers["X-Request-Id"]
+        version, trace_id, span_id, flags = passed["traceparent"].split("-")
+        given = src.headers["traceparent"].split("-")
+        assert (version, trace_id, flags) == (given[0], given[1], given[3]), "the same trace"
+        assert span_id != given[2], "under the worker's span"
         if key in dlq:
             assert answer.headers["dlq.source.offset"] == str(src.offset)
             continue

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 
@@ -79,6 +79,15 @@ class ReloadSource(Protocol):
     def take(self) -> list[ReloadEvent]: ...
 
 
+class Tracing(Protocol):
+    """Spans of batches and the trace context of their outputs (worker/stream/otel.py)."""
+
+    def begin(self, msgs: Sequence[Message], model: str, version: str) -> Any: ...
+
+    def finish(self, batch: Any, msgs: Sequence[Message], outputs: list[Output],
+               scored: int, dead_lettered: int) -> None: ...
+
+
 @dataclass
 class Runner:
     """One worker's loop over already-built clients; run_worker builds them."""
@@ -106,6 +115,8 @@ class Runner:
     compacted: frozenset[str] = frozenset()
     #: Schema lookups of the wire formats (worker/stream/schema_gate.py), or None.
     gate: SchemaGate | None = None
+    #: Batch spans and outputs' trace context (``tracing``), or None.
+    tracing: Tracing | None = None
     #: Sends the outputs and handles refusals; the guarantee commits over it.
     delivery: Delivery = field(init=False)
     guarantee: DeliveryGuarantee = field(init=False)
@@ -165,6 +176,9 @@ class Runner:
         s, g = self.settings, self.guarantee
         t0 = time.perf_counter()
         now = self.clock_ms()
+        manifest = self.ctx.bundle.manifest
+        span = None if self.tracing is None else self.tracing.begin(msgs, manifest.name,
+                                                                    manifest.version)
         values = [m.value() for m in msgs]
         second = self.shadow
         # A shadow that became the served version has nothing left to compare.
@@ -187,6 +201,9 @@ class Runner:
             outputs = main + shadow_outputs(msgs, shadow, s.shadow_topic)
         if self.passthrough is not None:
             self._pass_headers(msgs, outputs)
+        if self.tracing is not None:
+            scored_n = sum(1 for o in outcomes if type(o) is Prediction)
+            self.tracing.finish(span, msgs, outputs, scored_n, len(msgs) - scored_n)
         g.publish(msgs, outputs)
         self.delivery.count_features(self.ctx, scored, now)
         self._account(msgs, outcomes, main)
