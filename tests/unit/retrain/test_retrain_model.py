@@ -31,8 +31,8 @@ from worker.retrain.candidate import fit, next_version, seeded_clone, write_cand
 from worker.retrain.decision import Compared
 from worker.retrain.evaluate import evaluate
 from worker.retrain.job import champion_of
-from worker.retrain.registry import StoreRegistry
 from worker.retrain.policy import Decision, Policy
+from worker.retrain.registry import StoreRegistry
 from worker.retrain.settings import RetrainSettings
 
 
