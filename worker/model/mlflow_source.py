@@ -189,6 +189,8 @@ def load_start(source: MlflowSource, model: str, timeout_s: float = 0.0,
         try:
             return load_version(source, ref.name, source.resolve(ref))
         except TrackingUnavailable as exc:
+            if timeout_s <= 0:
+                raise
             if monotonic() + START_RETRY_S > deadline:
                 raise TrackingUnavailable(f"MLflow did not answer within {timeout_s:g}s "
                                           f"(start_timeout_s): {exc}") from None

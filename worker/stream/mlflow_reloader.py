@@ -118,7 +118,10 @@ class MlflowReloader:
         if req.version != self.serving:
             log.info("loading %s %s (control, sequence %d)", self.ref.name, req.version,
                      req.sequence)
-            self._attempt(req.version, "control")
+            try:
+                self._attempt(req.version, "control")
+            except TrackingUnavailable as exc:  # the alias poll catches up once it answers
+                self._unavailable(exc)
 
     def step(self) -> None:
         """One round: where does the alias point; a new version is loaded and checked."""
