@@ -313,7 +313,8 @@ def test_retrain_registers_the_candidate_in_mlflow_and_the_policy_moves_the_alia
          "ctl": topic_factory("ctl", 1, {"cleanup.policy": "compact"})}
     feed_labeled(kafka_bootstrap, t["tx"], t["labels"], n)
     conf = tmp_path / "retrain.toml"
-    conf.write_text("[policy]\nmin_rows = 300\nmin_positives = 30\n")
+    conf.write_text("[policy]\nmin_rows = 300\nmin_positives = 30\n"
+                    "[[policy.require]]\nmetric = \"roc_auc\"\nmargin = 0.05\n")
     done = subprocess.run(
         [sys.executable, "-m", "worker", "retrain", "--config", str(conf), "--bootstrap",
          kafka_bootstrap, "--input-topic", t["tx"], "--labels-topic", t["labels"],

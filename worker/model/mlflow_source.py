@@ -50,7 +50,9 @@ _NOT_FOUND: Final = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VAL
 # often closed to the internet). A team's own values of these variables win.
 _CLIENT_DEFAULTS: Final = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
                            "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-                           "MLFLOW_DISABLE_TELEMETRY": "true"}
+                           "MLFLOW_DISABLE_TELEMETRY": "true",
+                           # retrain's stdout is its report, not a place for run links
+                           "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 class TrackingUnavailable(ScoringError):
