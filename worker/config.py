@@ -37,6 +37,8 @@ from worker.settings_common import (
     max_event_bytes_setting,
     metrics_host_setting,
     metrics_port_setting,
+    mlflow_cache_setting,
+    mlflow_tracking_uri_setting,
     session_timeout_setting,
     start_timeout_setting,
     static_membership_setting,
@@ -87,18 +89,8 @@ class Settings(WireFormatSettings):
         "moves) or models:/NAME/VERSION (needs the mlflow extra).",
         batch=True,
     )
-    mlflow_tracking_uri: str = setting(
-        "",
-        "MLflow tracking server of a models:/ --model, for example http://mlflow:5000 "
-        "(user:password@ in it is masked in logs); empty: the MLFLOW_TRACKING_URI "
-        "variable, else MLflow's own default.",
-    )
-    mlflow_cache: str = setting(
-        "~/.cache/scoring-worker/mlflow",
-        "Folder where MLflow model versions become bundles (<name>/<version>), kept for "
-        "the next start.",
-        check=not_empty,
-    )
+    mlflow_tracking_uri: str = mlflow_tracking_uri_setting()
+    mlflow_cache: str = mlflow_cache_setting()
     mlflow_poll_ms: int = setting(
         10_000,
         "How often a worker serving models:/NAME@ALIAS asks MLflow where the alias points, "
@@ -275,7 +267,9 @@ class Settings(WireFormatSettings):
         None, "Identifies this process in dead letters and logs (default: host-pid).",
         factory=_default_worker_id, check=not_empty,
     )
-    start_timeout_s: float = start_timeout_setting()
+    start_timeout_s: float = start_timeout_setting(
+        "With a models:/ --model, also how long to wait for the MLflow tracking server to "
+        "answer before giving up (exit 1), since the model is loaded first.")
     flush_timeout_s: float = setting(
         30.0,
         "Seconds between warnings while outputs wait for the broker; also the longest a "

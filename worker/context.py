@@ -29,7 +29,7 @@ def _bundle(s: Settings) -> ModelBundle:
 
         source = MlflowSource(s.mlflow_tracking_uri, Path(s.mlflow_cache), s.allow_pickle,
                               s.model_threads)
-        return load_start(source, s.model)
+        return load_start(source, s.model, s.start_timeout_s)
     path = Path(s.model)
     if is_model_folder(path):  # a store folder: serve what its pointer names
         path = path / read_pointer(path)

@@ -5,7 +5,9 @@
 A promote or rollback moves the store's ``current`` pointer under the next sequence,
 above the highest one already on the control topic, and then publishes the control
 record with that very sequence (the pointer first: workers that follow only the store
-see it too). A shadow instruction has no pointer: its sequence is the highest shadow
+see it too). An MLflow alias has no
+sequence of its own: ``announce`` takes the highest promote sequence on the topic plus
+one. A shadow instruction has no pointer: its sequence is the highest shadow
 sequence on the topic plus one. Workers apply the highest sequence of each kind
 (worker/stream/reload.py says how they order them).
 """
@@ -80,6 +82,17 @@ def shadow(store: ModelStore, name: str, version: str | None, target: ControlTop
         check_candidate(store, name, version)
     sequence = published(target, name).shadow + 1
     key, value = shadow_record(name, version, sequence)
+    kafka_io.publish_control(target.conf(Role.PRODUCER), target.topic, key, value,
+                             target.timeout_s)
+    return sequence
+
+
+def announce(name: str, version: str, target: ControlTopic) -> int:
+    """Tell every worker of ``name`` to serve ``version`` when there is no store pointer to
+    move (an MLflow alias moved: the alias is the truth, the record is how the fleet hears
+    of it at once): the highest promote sequence on the topic plus one; that sequence."""
+    sequence = published(target, name).promote + 1
+    key, value = control_record(name, version, sequence)
     kafka_io.publish_control(target.conf(Role.PRODUCER), target.topic, key, value,
                              target.timeout_s)
     return sequence

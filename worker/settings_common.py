@@ -80,9 +80,10 @@ def instance_id_setting(what: str) -> Any:
                    check=not_empty)
 
 
-def start_timeout_setting() -> Any:
-    return setting(30.0, "Seconds to wait for the broker at start before giving up (exit 1).",
-                   gt=0, le=86_400)
+def start_timeout_setting(also: str = "") -> Any:
+    """``also``: a sentence naming what else this command waits for at start."""
+    text = "Seconds to wait for the broker at start before giving up (exit 1)."
+    return setting(30.0, f"{text} {also}".strip(), gt=0, le=86_400)
 
 
 def health_stall_setting(default: float) -> Any:
@@ -114,3 +115,21 @@ def session_timeout_setting(default: float = 10.0) -> Any:
                    "drops a healthy member and costs two rebalances. 6 to 1800, the broker's "
                    "default bounds (group.min/max.session.timeout.ms). The heartbeat is a "
                    "third of it, at most 3 s.", ge=6, le=1800)
+
+
+def mlflow_tracking_uri_setting() -> Any:
+    return setting(
+        "",
+        "MLflow tracking server of a models:/ --model, for example http://mlflow:5000 "
+        "(user:password@ in it is masked in logs); empty: the MLFLOW_TRACKING_URI "
+        "variable, else MLflow's own default.",
+    )
+
+
+def mlflow_cache_setting() -> Any:
+    return setting(
+        "~/.cache/scoring-worker/mlflow",
+        "Folder where MLflow model versions become bundles (<name>/<version>), kept for "
+        "the next start.",
+        check=not_empty,
+    )

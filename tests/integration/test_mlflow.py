@@ -48,7 +48,7 @@ def frame(seed: int, n: int) -> tuple[pd.DataFrame, np.ndarray]:
     return pd.DataFrame({"amount": amount, "country": country}), y
 
 
-def pipeline(seed: int) -> Any:
+def pipeline(seed: int, flipped: bool = False) -> Any:
     from sklearn.compose import make_column_transformer
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
@@ -59,11 +59,12 @@ def pipeline(seed: int) -> Any:
                             OneHotEncoder(handle_unknown="ignore"))
     prep = make_column_transformer((SimpleImputer(), ["amount"]), (strings, ["country"]))
     x, y = frame(seed, 2_000)
-    return make_pipeline(prep, LogisticRegression(C=1.0 / seed)).fit(x, y)
+    # flipped: learned the labels upside down, a champion any retrain beats
+    return make_pipeline(prep, LogisticRegression(C=1.0 / seed)).fit(x, 1 - y if flipped else y)
 
 
-def log_version(uri: str, pipe: Any, example: bool) -> str:
-    """Log and register ``pipe`` as a new version of NAME (with an input example or not)."""
+def log_version(uri: str, pipe: Any, example: bool, name: str = NAME) -> str:
+    """Log and register ``pipe`` as a new version of ``name`` (with an input example or not)."""
     from mlflow.models import infer_signature
 
     mlflow.set_tracking_uri(uri)
@@ -71,13 +72,13 @@ def log_version(uri: str, pipe: Any, example: bool) -> str:
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
             pipe, name="model", signature=infer_signature(x, pipe.predict_proba(x)),
-            input_example=x.iloc[:40] if example else None, registered_model_name=NAME,
+            input_example=x.iloc[:40] if example else None, registered_model_name=name,
             skops_trusted_types=["numpy.dtype"])
     return str(info.registered_model_version)
 
 
-def set_alias(uri: str, version: str) -> None:
-    mlflow.MlflowClient(tracking_uri=uri).set_registered_model_alias(NAME, "champion", version)
+def set_alias(uri: str, version: str, name: str = NAME) -> None:
+    mlflow.MlflowClient(tracking_uri=uri).set_registered_model_alias(name, "champion", version)
 
 
 def events(start: int, n: int) -> list[dict[str, Any]]:
@@ -130,15 +131,17 @@ def worker(
 ) -> Iterator[Callable[..., Any]]:
     started: list[WorkerProc] = []
 
-    def start(topics: dict[str, str], metrics_port: int = 0) -> WorkerProc:
+    def start(topics: dict[str, str], metrics_port: int = 0, name: str = NAME,
+              poll_ms: int = 300, extra: tuple[str, ...] = ()) -> WorkerProc:
         w = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", topics["in"],
                         "--output-topic", topics["out"], "--dlq-topic", topics["dlq"],
                         "--alerts-topic", topics["alerts"], "--group", group_factory(),
-                        "--model", f"models:/{NAME}@champion",
+                        "--model", f"models:/{name}@champion",
                         "--mlflow-tracking-uri", mlflow_server.uri,
-                        "--mlflow-cache", str(tmp_path / "cache"), "--mlflow-poll-ms", "300",
-                        "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port),
-                        "--batch-max", "200"], tmp_path / "worker.log")
+                        "--mlflow-cache", str(tmp_path / "cache"),
+                        "--mlflow-poll-ms", str(poll_ms), "--metrics-host", "127.0.0.1",
+                        "--metrics-port", str(metrics_port), "--batch-max", "200", *extra],
+                       tmp_path / f"worker{len(started)}.log")
         started.append(w)
         return w
 
@@ -274,3 +277,127 @@ def test_alias_moves_refusal_and_outage_under_a_stream(
         assert out.versions(p) == ["1", "2", "1"], (p, out.versions(p))
     report(f"MLflow alias: {len(feeder.sent)} events through v1 -> v2 -> (v{v3} refused, "
            "tracking server down 10 s) -> v1, none lost")
+
+
+T0 = 1_790_000_000_000  # the retrain events' Kafka timestamps: T0 + i ms
+KEEP = {"retention.ms": "-1"}  # T0 lies beyond the default retention
+
+
+def feed_labeled(bootstrap: str, tx: str, labels: str, n: int) -> None:
+    """Events stamped T0 + i ms and their true labels."""
+    x, y = frame(2_000, n)
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for i, (amount, country) in enumerate(zip(x["amount"], x["country"], strict=True)):
+        e: dict[str, Any] = {"id": f"r{i}", "country": country if country == country else None}
+        if not np.isnan(amount):
+            e["amount"] = float(amount)
+        p.produce(tx, orjson.dumps(e), e["id"].encode(), timestamp=T0 + i)
+        p.produce(labels, orjson.dumps({"id": e["id"], "label": int(y[i])}), e["id"].encode(),
+                  timestamp=T0 + n + i)
+    assert p.flush(60) == 0
+
+
+def test_retrain_registers_the_candidate_in_mlflow_and_the_policy_moves_the_alias(
+    kafka_bootstrap: str, topic_factory: TopicFactory, mlflow_server: MlflowServer,
+    tmp_path: Path, report: Callable[[str], None],
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.integration.helpers import ROOT
+    from worker.config import Settings
+    from worker.context import build_context
+
+    name, uri, n = "fraud-retrain", mlflow_server.uri, 2_000
+    assert log_version(uri, pipeline(11, flipped=True), example=True, name=name) == "1"
+    set_alias(uri, "1", name)
+    t = {"tx": topic_factory("tx", 2, KEEP), "labels": topic_factory("labels", 2, KEEP),
+         "alerts": topic_factory("alerts", 1),
+         "ctl": topic_factory("ctl", 1, {"cleanup.policy": "compact"})}
+    feed_labeled(kafka_bootstrap, t["tx"], t["labels"], n)
+    conf = tmp_path / "retrain.toml"
+    conf.write_text("[policy]\nmin_rows = 300\nmin_positives = 30\n"
+                    "[[policy.require]]\nmetric = \"roc_auc\"\nmargin = 0.05\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "retrain", "--config", str(conf), "--bootstrap",
+         kafka_bootstrap, "--input-topic", t["tx"], "--labels-topic", t["labels"],
+         "--alerts-topic", t["alerts"], "--control-topic", t["ctl"], "--register", "mlflow",
+         "--model", f"models:/{name}@champion", "--mlflow-tracking-uri", uri,
+         "--mlflow-cache", str(tmp_path / "cache"), "--from", str(T0), "--to", str(T0 + n),
+         "--promote-if-better"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "action: promoted fraud-retrain 2" in done.stdout, done.stdout
+    # What a team sees through MLflow's own client.
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.version == "2"
+    assert client.get_model_version_by_alias(name, "challenger").version == "2"
+    metrics = client.get_run(champion.run_id).data.metrics
+    assert metrics["holdout_roc_auc"] > 0.7 > metrics["champion_holdout_roc_auc"]
+    assert metrics["holdout_count"] == 600 and "holdout_threshold" in metrics
+    assert champion.tags["scoring_worker.data.input_topic"] == t["tx"]
+    assert champion.tags["scoring_worker.champion.version"] == "1"
+    assert champion.tags["scoring_worker.policy_passed"] == "true"
+    table = mlflow.artifacts.load_text(f"runs:/{champion.run_id}/comparison.txt")
+    assert "champion v1" in table and "candidate v2" in table and "ROC AUC" in table
+    assert table in done.stdout
+    # The fleet hears of it on the control topic; the decision record says what was done.
+    [ctl] = read_topic(kafka_bootstrap, t["ctl"], 1, settle=0.5)
+    assert orjson.loads(ctl.value or b"") == {"name": name, "version": "2", "sequence": 1}
+    [decision] = read_topic(kafka_bootstrap, t["alerts"], 1, settle=0.5)
+    assert orjson.loads(decision.value or b"")["action"] == "promoted"
+    # The new version serves: a worker makes it a bundle and self-tests it.
+    ctx = build_context(Settings(model=f"models:/{name}@champion", mlflow_tracking_uri=uri,
+                                 mlflow_cache=str(tmp_path / "serve")))
+    assert (ctx.bundle.name, ctx.bundle.version) == (name, "2")
+    report("retrain --register mlflow: " + done.stdout.splitlines()[-2][:160])
+
+
+def reload_line(w: WorkerProc, version: str) -> dict[str, Any] | None:
+    return next((r for r in log_lines(w) if r.get("msg") == "model reloaded"
+                 and r.get("model_version") == version), None)
+
+
+def test_a_fleet_swaps_together_through_the_control_topic(
+    kafka_bootstrap: str, topic_factory: TopicFactory, mlflow_server: MlflowServer,
+    worker: Callable[..., WorkerProc], report: Callable[[str], None],
+) -> None:
+    from datetime import datetime
+
+    name, uri = "fraud-fleet", mlflow_server.uri
+    for seed in (1, 3):
+        log_version(uri, pipeline(seed), example=True, name=name)
+    set_alias(uri, "1", name)
+    ctl = topic_factory("ctl", 1, {"cleanup.policy": "compact"})
+    fleet = []
+    for poll_ms in (300, 3_600_000):  # the second worker never polls the alias again itself
+        t = {"in": topic_factory("in", 1), "out": topic_factory("out", 1),
+             "dlq": topic_factory("dlq", 1), "alerts": topic_factory("alerts", 1)}
+        fleet.append((worker(t, name=name, poll_ms=poll_ms, extra=("--control-topic", ctl)), t))
+
+    def scored_by(version: str, start: int) -> None:
+        p = Producer({"bootstrap.servers": kafka_bootstrap})
+        for _, t in fleet:
+            for e in events(start, 100):
+                p.produce(t["in"], orjson.dumps(e), e["id"].encode())
+        assert p.flush(30) == 0
+        for w, t in fleet:
+            got = read_topic(kafka_bootstrap, t["out"], start + 100, settle=0.3)
+            new = {orjson.loads(o.value or b"")["model_version"] for o in got[start:]}
+            assert new == {version}, (w.output()[-2000:], new)
+
+    scored_by("1", 0)
+    set_alias(uri, "2", name)
+    (first, _), (second, _) = fleet
+    wait_for(lambda: reload_line(second, "2") is not None, 60, "the fleet's swap to 2")
+    scored_by("2", 100)
+    for w, _ in fleet:
+        assert w.stop() == 0, w.output()[-3000:]
+    seen, told = reload_line(first, "2"), reload_line(second, "2")
+    assert seen is not None and told is not None
+    assert (seen["source"], told["source"]) == ("mlflow", "control")
+    [record] = read_topic(kafka_bootstrap, ctl, 1, settle=0.3)
+    assert orjson.loads(record.value or b"") == {"name": name, "version": "2", "sequence": 1}
+    gap = (datetime.fromisoformat(told["ts"]) - datetime.fromisoformat(seen["ts"]))
+    report(f"MLflow fleet: the worker polling every 300 ms swapped to 2, the one that polls "
+           f"hourly swapped {gap.total_seconds():.2f} s later through the control topic")

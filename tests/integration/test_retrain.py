@@ -136,8 +136,8 @@ def test_the_same_range_and_seed_give_the_same_candidate(
     second = run_retrain(RetrainRequest(s, Policy(), window), T0 + 60_000)
     assert (first.compared.candidate_version, second.compared.candidate_version) == ("2", "3")
     assert first.compared.candidate == second.compared.candidate  # every holdout figure
-    sample_one, one = self_test_scores(first.candidate_path)
-    sample_two, two = self_test_scores(second.candidate_path)
+    sample_one, one = self_test_scores(Path(first.candidate_at))
+    sample_two, two = self_test_scores(Path(second.candidate_at))
     assert sample_one == sample_two  # the same holdout rows
     assert one.tobytes() == two.tobytes()  # bit-identical
     # The sample is holdout rows: the newest 30 % of the range, as the worker read them.

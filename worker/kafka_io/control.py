@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
@@ -25,6 +25,13 @@ class ControlRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+
+
+class ControlSource(Protocol):
+    """What the reloaders read instructions from (ControlReader; a list in tests)."""
+
+    def poll(self, timeout_s: float) -> list[ControlRecord]: ...
+    def close(self) -> None: ...
 
 
 class ControlReader:

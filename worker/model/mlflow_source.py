@@ -13,9 +13,12 @@ is refused with one line that says what to log.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -32,7 +35,10 @@ from worker.model.infer import with_strict_categories
 from worker.model.manifest import ReferenceHistogram, Task
 from worker.model.writer import write_bundle
 
+log = logging.getLogger(__name__)
 SAMPLE_ARTIFACT: Final = "scoring-sample.json"
+#: Seconds between two attempts to reach the tracking server at start.
+START_RETRY_S: Final = 1.0
 #: MLflow signature column types -> feature types.
 _TYPES: Final[dict[str, FeatureType]] = {
     "double": "number", "float": "number", "long": "integer", "integer": "integer",
@@ -44,7 +50,9 @@ _NOT_FOUND: Final = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VAL
 # often closed to the internet). A team's own values of these variables win.
 _CLIENT_DEFAULTS: Final = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
                            "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-                           "MLFLOW_DISABLE_TELEMETRY": "true"}
+                           "MLFLOW_DISABLE_TELEMETRY": "true",
+                           # retrain's stdout is its report, not a place for run links
+                           "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 class TrackingUnavailable(ScoringError):
@@ -168,10 +176,30 @@ def load_version(source: MlflowSource, name: str, version: str) -> ModelBundle:
     return bundle
 
 
-def load_start(source: MlflowSource, model: str) -> ModelBundle:
-    """The bundle to start with: the version ``model`` (models:/...) names now."""
+def load_start(source: MlflowSource, model: str, timeout_s: float = 0.0,
+               sleep: Callable[[float], None] = time.sleep,
+               monotonic: Callable[[], float] = time.monotonic) -> ModelBundle:
+    """The bundle to start with: the version ``model`` (models:/...) names now. A tracking
+    server that does not answer is asked again every second for ``timeout_s`` (the
+    worker's start_timeout_s, as for the broker: both may come up together); then
+    TrackingUnavailable, one line. A model, alias or version that is not there is
+    refused at once (ModelLoadError): waiting would not bring it."""
     ref = parse_ref(model)
-    return load_version(source, ref.name, source.resolve(ref))
+    deadline = monotonic() + timeout_s
+    warned = False
+    while True:
+        try:
+            return load_version(source, ref.name, source.resolve(ref))
+        except TrackingUnavailable as exc:
+            if timeout_s <= 0:
+                raise
+            if monotonic() + START_RETRY_S > deadline:
+                raise TrackingUnavailable(f"MLflow did not answer within {timeout_s:g}s "
+                                          f"(start_timeout_s): {exc}") from None
+            if not warned:
+                log.warning("waiting up to %gs for MLflow: %s", timeout_s, exc)
+                warned = True
+            sleep(START_RETRY_S)
 
 
 def convert(local: Path, out: Path, *, name: str, version: str, sample: Any,

@@ -1,18 +1,17 @@
-"""Acting on a decision: promote through the store and the control topic, or shadow, and
-publish the decision record. The only part of a retrain run that changes what serves."""
+"""Acting on a decision: promote (the registry's pointer or alias, and the control topic),
+or shadow, and publish the decision record. The only part of a retrain run that changes
+what serves."""
 
 from __future__ import annotations
 
 import logging
 
-from worker import model_control
-from worker.errors import RetrainError
 from worker.kafka_io.config import Connection, Role, client_config
 from worker.kafka_io.control import publish
-from worker.model.store import ModelStore
 from worker.model_control import ControlTopic
 from worker.retrain.decision import Action, Compared, decision_record
 from worker.retrain.policy import Decision, Policy
+from worker.retrain.registry import Registry
 from worker.retrain.settings import RetrainSettings
 
 log = logging.getLogger(__name__)
@@ -21,7 +20,7 @@ PUBLISH_TIMEOUT_S = 30.0
 
 def apply(
     s: RetrainSettings,
-    store: ModelStore,
+    registry: Registry,
     c: Compared,
     decision: Decision,
     policy: Policy,
@@ -34,16 +33,9 @@ def apply(
     target = ControlTopic(s.control_topic, conn, PUBLISH_TIMEOUT_S) if s.control_topic else None
     sequence: int | None = None
     if action == "promoted":
-        serving = store.pointer(c.model).version
-        if serving != c.champion_version:  # someone promoted meanwhile: theirs stands
-            raise RetrainError(f"{c.model} {serving} was made current during the run; "
-                               f"candidate {c.candidate_version} was compared with "
-                               f"{c.champion_version} and is not promoted (run again)")
-        # What `models promote --control-topic` does: the pointer under the next sequence,
-        # then the control record with that sequence, so every worker swaps.
-        sequence = model_control.promote(store, c.model, c.candidate_version, target).sequence
+        sequence = registry.promote(c, target)
     elif action == "shadowed" and target is not None:  # run_retrain checked there is one
-        sequence = model_control.shadow(store, c.model, c.candidate_version, target)
+        sequence = registry.shadow(c, target)
     if action != "none":
         record = decision_record(c, decision, policy, action, now_ms, sequence)
         publish(client_config(Role.PRODUCER, conn), [(s.alerts_topic, *record)],

@@ -7,13 +7,16 @@ import os
 from typing import Any
 
 from worker.cli_parser import SETTINGS_ORDER, Parser, add_parser, add_settings_flags
-from worker.retrain.settings import RetrainSettings
+from worker.retrain.settings import RegisterIn, RetrainSettings
 
 SUMMARY = "retrain on a time range of labeled events; compare with the champion; promote"
 EXAMPLE = """\
   scoring-worker retrain --config retrain.toml --last 2h
   scoring-worker retrain --config retrain.toml --from 2026-11-27T10:00Z \\
-      --to 2026-11-27T12:00Z --promote-if-better"""
+      --to 2026-11-27T12:00Z --promote-if-better
+  scoring-worker retrain --config retrain.toml --last 2h --register mlflow \\
+      --model models:/fraud@champion --mlflow-tracking-uri http://mlflow:5000 \\
+      --promote-if-better"""
 MORE = SETTINGS_ORDER + """
 The promotion policy is the [policy] table of the --config file (docs/lifecycle/retrain.md).
 Bad input (no events in the range, no labeled rows, one class only) is one line, exit 2."""
@@ -28,13 +31,15 @@ def add_retrain(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("--last", metavar="DURATION", default=None,
                    help="range: this long before --to (e.g. 30m, 2h, 1d)")
     p.add_argument("--promote-if-better", action="store_true",
-                   help="apply the policy: promote the candidate (store pointer and control "
-                        "topic) or keep the champion; publish the decision record")
+                   help="apply the policy: promote the candidate (store pointer or MLflow "
+                        "alias, and control topic) or keep the champion; publish the decision "
+                        "record")
     p.add_argument("--shadow", action="store_true",
                    help="make the candidate every worker's shadow model (control topic) "
                         "instead; promote it later with `models promote`")
     p.add_argument("--candidate-version", default=None, metavar="VERSION",
-                   help="the candidate's version (default: one more than the highest)")
+                   help="the candidate's version in the store (default: one more than the "
+                        "highest; MLflow numbers its own)")
     add_settings_flags(p, RetrainSettings)
     p.set_defaults(handler=run)
 
@@ -45,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.errors import ConfigError
     from worker.kafka_io import check_config
     from worker.kafka_io.config import Connection, Role, client_config
+    from worker.mlflow_ref import check_mlflow_installed, mlflow_secrets
     from worker.retrain.job import RetrainRequest, run_retrain
     from worker.retrain.policy import PolicyError, parse_policy
     from worker.retrain.settings import time_range
@@ -52,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
     s = config.load_into(RetrainSettings, args.config, os.environ, vars(args), args.kafka,
                          tables=("policy",))
     s.check()
+    if s.register is RegisterIn.MLFLOW:
+        check_mlflow_installed(s.model)
     secrets = [v for k, v in s.kafka.items() if config.is_secret(k)]
+    secrets += mlflow_secrets(s.mlflow_tracking_uri, os.environ)
     conn = Connection(s.bootstrap, dict(s.kafka))
     # Every librdkafka property checked up front, by building each client once.
     check_config(client_config(Role.RANGE, conn, fixed={"group.id": "retrain"}), secrets)
@@ -95,12 +104,12 @@ def _action(result: Any) -> str:
     c = result.compared
     return {
         "promoted": f"promoted {c.model} {c.candidate_version} (sequence {result.sequence}: "
-                    "store pointer, and control topic when given); decision record published",
+                    "store pointer or MLflow alias, and control topic when given); decision "
+                    "record published",
         "kept": f"kept {c.model} {c.champion_version}; candidate {c.candidate_version} stays "
-                "in the store; decision record published",
+                f"at {result.candidate_at}; decision record published",
         "shadowed": f"candidate {c.candidate_version} is now the workers' shadow model "
                     f"(shadow sequence {result.sequence}); decision record published",
-        "none": f"candidate {c.candidate_version} added to the store at "
-                f"{result.candidate_path}; nothing promoted (--promote-if-better applies "
-                "the policy)",
+        "none": f"candidate {c.candidate_version} added at {result.candidate_at}; nothing "
+                "promoted (--promote-if-better applies the policy)",
     }[result.action]

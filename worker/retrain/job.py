@@ -3,9 +3,10 @@
 Read the range (data.py), fit a fresh clone of the champion on the older rows
 (candidate.py), choose the candidate's threshold on the holdout (threshold.py),
 evaluate both models on the holdout with the worker's scoring and the monitor's
-figures (evaluate.py), add the candidate to the store with its lineage, apply the
-policy (policy.py) and act: promote through the store and the control topic, or
-shadow, or keep the champion, and say so on the alerts topic (decision.py).
+figures (evaluate.py), keep the candidate with its lineage in the registry ``--register``
+names (registry.py: the store, or MLflow), apply the policy (policy.py) and act: promote
+(the store's pointer or the MLflow alias, and the control topic), or shadow, or keep the
+champion, and say so on the alerts topic (decision.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +28,16 @@ from worker.core.schema import EventValidator
 from worker.core.scoring import score_matrix
 from worker.errors import ConfigError, RetrainError
 from worker.model.bundle import ModelBundle, load_bundle
-from worker.model.checked import load_checked
 from worker.model.manifest import ReferenceHistogram
-from worker.model.store import ModelStore, is_model_folder
 from worker.monitor.figures import Figure
 from worker.retrain import act
-from worker.retrain.candidate import fit, next_version, write_candidate
+from worker.retrain.candidate import fit, write_candidate
 from worker.retrain.data import TrainingData, read_data
 from worker.retrain.decision import Action, Compared, action_for
 from worker.retrain.evaluate import TABLE_FIGURES, Evaluation, evaluate
 from worker.retrain.policy import Decision, Policy, decide
-from worker.retrain.settings import RetrainSettings, TimeRange, iso
+from worker.retrain.registry import Candidate, Registry, open_registry
+from worker.retrain.settings import RegisterIn, RetrainSettings, TimeRange, iso
 from worker.retrain.table import comparison_table
 from worker.retrain.threshold import ThresholdChoice, choose_threshold
 
@@ -59,25 +60,24 @@ class RetrainResult:
     decision: Decision
     action: Action
     counts: dict[str, Any]
-    candidate_path: Path
+    #: Where the candidate is: its store folder, or models:/NAME/VERSION in MLflow.
+    candidate_at: str
     table: str
     #: The sequence of the control instruction issued (promoted, shadowed); None: none.
     sequence: int | None = None
 
 
-def champion_of(s: RetrainSettings) -> tuple[ModelStore, ModelBundle]:
-    folder = Path(s.model)
-    if not is_model_folder(folder):
-        raise ConfigError(f"--model {folder} is not a model store folder STORE/<name> "
-                          "with a current version (see scoring-worker models promote)")
-    store = ModelStore(folder.parent, s.allow_pickle)
-    # Every check the workers make, the self-test included: a champion that would not
-    # serve is not one to compare with (and a .joblib one loads only with allow_pickle).
-    champion = load_checked(store.current(folder.name), allow_pickle=s.allow_pickle)
+def champion_of(s: RetrainSettings) -> tuple[Registry, ModelBundle]:
+    """The registry ``--register`` names and the champion in it, with every check the
+    workers make, the self-test included: a champion that would not serve is not one to
+    compare with (and a .joblib one loads only with allow_pickle)."""
+    mlflow = {"tracking_uri": s.mlflow_tracking_uri, "cache": s.mlflow_cache}
+    registry = open_registry(s.register, s.model, s.allow_pickle, mlflow)
+    champion = registry.champion()
     if champion.task != "binary":
         raise RetrainError(f"retrain compares binary classifiers; {champion.name} is "
                            f"{champion.task}")
-    return store, champion
+    return registry, champion
 
 
 def run_retrain(req: RetrainRequest, now_ms: int) -> RetrainResult:
@@ -88,22 +88,22 @@ def run_retrain(req: RetrainRequest, now_ms: int) -> RetrainResult:
     if req.shadow and not s.control_topic:
         raise ConfigError("--shadow needs --control-topic: the workers learn of their shadow "
                           "model there")
-    store, champion = champion_of(s)
+    if req.version and s.register is RegisterIn.MLFLOW:
+        raise ConfigError("--candidate-version does not apply to --register mlflow: MLflow "
+                          "numbers its versions")
+    registry, champion = champion_of(s)
     validator = EventValidator.from_file(Path(s.schema)) if s.schema else None
     ctx = ScoringContext(champion, validator, s.max_event_bytes)
     data = read_data(s, ctx, req.window, now_ms)
-    version = req.version or next_version(v.version for v in store.list()
-                                          if v.name == champion.name)
-    run = _Run(req, ctx, data, version, now_ms)
+    run = _Run(req, ctx, data, req.version or registry.next_version(champion.name), now_ms)
     with tempfile.TemporaryDirectory(prefix="retrain-") as tmp:
-        compared, decision, final = run.candidate(Path(tmp))
-        store.add(final)
+        compared, decision, candidate = run.candidate(Path(tmp))
+        version, where = registry.add(candidate, run.version)
+    compared = dataclasses.replace(compared, candidate_version=version)
     action = action_for(decision, req.promote_if_better, req.shadow)
-    sequence = act.apply(s, store, compared, decision, req.policy, action, now_ms)
-    table = comparison_table(champion.version, version, _table(compared.champion),
-                             _table(compared.candidate), compared.thresholds)
-    return RetrainResult(compared, decision, action, data.counts(),
-                         store.version_path(champion.name, version), table, sequence)
+    sequence = act.apply(s, registry, compared, decision, req.policy, action, now_ms)
+    return RetrainResult(compared, decision, action, data.counts(), where,
+                         candidate.table(version), sequence)
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,8 @@ class _Run:
     version: str
     now_ms: int
 
-    def candidate(self, tmp: Path) -> tuple[Compared, Decision, Path]:
-        """Fit, stage, tune, compare; the candidate's final bundle (not yet in the store)."""
+    def candidate(self, tmp: Path) -> tuple[Compared, Decision, Candidate]:
+        """Fit, stage, tune, compare; the candidate with its final bundle (not yet kept)."""
         champion, data, train = self.ctx.bundle, self.data, self.data.split.train
         model = fit(champion, data.model_input(train), np.asarray(data.truth(train)),
                     self.req.settings.seed)
@@ -138,7 +138,11 @@ class _Run:
         lineage = _lineage(self.req, data, champion, choice, compared, decision)
         final = self._write(tmp / "final", model, choice.threshold, reference, _numbers(cand),
                             lineage)
-        return compared, decision, final
+        table = partial(comparison_table, champion.version, champion=_table(compared.champion),
+                        candidate=_table(compared.candidate), thresholds=compared.thresholds)
+        return compared, decision, Candidate(
+            final, model, data.model_input(data.split.holdout),
+            {**_numbers(cand), "threshold": choice.threshold}, _numbers(champ), lineage, table)
 
     def _write(self, out: Path, model: Any, threshold: float, reference: ReferenceHistogram,
                metrics: dict[str, float], lineage: dict[str, Any]) -> Path:

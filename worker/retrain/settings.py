@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from worker.errors import ConfigError
@@ -22,9 +23,18 @@ from worker.settings_common import (
     log_format_setting,
     log_level_setting,
     max_event_bytes_setting,
+    mlflow_cache_setting,
+    mlflow_tracking_uri_setting,
 )
 from worker.settings_rules import optional_topic, setting, topic, validate
 from worker.settings_sources import masked, register
+
+
+class RegisterIn(StrEnum):
+    """Where ``retrain`` takes its champion from and keeps its candidate (``--register``)."""
+
+    STORE = "store"
+    MLFLOW = "mlflow"
 
 
 def _fraction(value: float) -> float:
@@ -46,8 +56,19 @@ class RetrainSettings:
     model: str = setting(
         "",
         "The model's store folder STORE/<name> (it has a ``current`` file): its current "
-        "version is the champion, and the candidate is added there as a new version.",
+        "version is the champion, and the candidate is added there as a new version; with "
+        "register = mlflow, models:/NAME@ALIAS: the version the alias points to is the "
+        "champion.",
     )
+    register: RegisterIn = setting(
+        RegisterIn.STORE,
+        "Where the champion comes from and the candidate goes: store (the model store of "
+        "--model) or mlflow (a new version of the registered model, with its holdout "
+        "figures as metrics, lineage as tags, the comparison table as an artifact and the "
+        "alias challenger; a promotion moves the --model alias; needs the mlflow extra).",
+    )
+    mlflow_tracking_uri: str = mlflow_tracking_uri_setting()
+    mlflow_cache: str = mlflow_cache_setting()
     allow_pickle: bool = allow_pickle_setting(
         "Load a .joblib (pickle) champion, and write its candidate as .joblib too."
     )
@@ -106,7 +127,8 @@ class RetrainSettings:
     def check(self) -> None:
         """What the job cannot run without; ConfigError naming the setting."""
         if not self.model:
-            raise ConfigError("no model (give --model STORE/<name>: the model's store folder)")
+            raise ConfigError("no model (give --model STORE/<name>: the model's store folder; "
+                              "or --register mlflow --model models:/NAME@ALIAS)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,14 @@ A tracking server that does not answer changes nothing: the worker keeps serving
 has, says so once a minute, and polls on; when the server answers again it says that too.
 A version that fails is refused once (announced on the alerts topic by the loop) and not
 tried again until the alias moves.
+
+With a control topic (``Fleet``) the fleet swaps together: the first worker to see the
+alias move loads the new version and, once it passed its checks, publishes a control
+record naming it (``model_control.announce``: the topic's highest sequence plus one);
+every worker reads the topic continuously and swaps on the record instead of waiting for
+its own next poll. The alias stays the truth: a worker that sees the alias differ from
+what the fleet serves publishes again, so racing announcements converge on the alias.
+Records already on the topic at start are history (the alias was just resolved).
 """
 
 from __future__ import annotations
@@ -15,18 +23,41 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 from worker.clock import wall_ms
 from worker.errors import ScoringError
+from worker.kafka_io import ControlRecord
+from worker.kafka_io.control import ControlSource
 from worker.mlflow_ref import ModelRef, parse_ref
 from worker.model.mlflow_source import MlflowSource, TrackingUnavailable, load_version
 from worker.stream.poll_thread import PollThread
-from worker.stream.reload import Refusal, ReloadEvent, Swap
+from worker.stream.reload import Refusal, ReloadEvent, Request, Swap, newest, parse_control
 
 log = logging.getLogger(__name__)
 SOURCE: Final = "mlflow"
 WARN_EVERY_S: Final = 60.0
+#: Longest wait for control records, so that an alias poll is never late by more.
+CONTROL_WAIT_S: Final = 0.5
+
+
+@dataclass
+class Fleet:
+    """The control topic a fleet following one alias shares: ``reader`` reads it from the
+    start, ``publish(version)`` announces a version and returns the record's sequence, and
+    ``last`` is the highest sequence in force (what the topic held at start)."""
+
+    reader: ControlSource
+    publish: Callable[[str], int]
+    last: int = 0
+
+    def announce(self, version: str) -> None:
+        try:
+            self.last = max(self.last, self.publish(version))
+        except Exception as exc:  # each worker still follows the alias itself
+            log.warning("could not tell the fleet about version %s on the control topic: %s",
+                        version, " ".join(str(exc).split()))
 
 
 class MlflowReloader:
@@ -34,8 +65,10 @@ class MlflowReloader:
 
     def __init__(self, source: MlflowSource, ref: ModelRef, serving: str, poll_s: float,
                  clock_ms: Callable[[], int] = wall_ms,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 fleet: Fleet | None = None) -> None:
         self.source, self.ref, self.serving, self.poll_s = source, ref, serving, poll_s
+        self.fleet = fleet
         self.clock_ms, self.monotonic = clock_ms, monotonic
         #: The version the alias pointed to at the last answer (tried once per move).
         self.seen = serving
@@ -52,20 +85,54 @@ class MlflowReloader:
 
     def close(self) -> None:
         self.poller.close()
+        if self.fleet is not None:
+            self.fleet.reader.close()
 
     def _run(self) -> None:
-        while not self.poller.stop.wait(self.poll_s):
+        due = self.monotonic() + self.poll_s
+        while not self.poller.stop.is_set():
             try:
-                self.step()
+                wait = max(0.0, due - self.monotonic())
+                if self.fleet is None:
+                    self.poller.stop.wait(wait)
+                else:
+                    self.follow(self.fleet.reader.poll(min(wait, CONTROL_WAIT_S)))
+                if self.monotonic() >= due and not self.poller.stop.is_set():
+                    due = self.monotonic() + self.poll_s
+                    self.step()
             except Exception:  # the loop must keep serving whatever happens here
                 log.exception("MLflow reload watcher failed; retrying")
+                self.poller.stop.wait(1.0)
+
+    def follow(self, records: list[ControlRecord]) -> None:
+        """The fleet's newest instruction among ``records``, loaded and checked like an
+        alias move (what another worker saw first)."""
+        if self.fleet is None:
+            return
+        found = [Request(p[0], r.timestamp_ms, "control", p[1]) for r in records
+                 if (p := parse_control(r.value, self.ref.name)) is not None]
+        req = newest(found, (self.fleet.last, 0))
+        if req is None:
+            return
+        self.fleet.last = max(self.fleet.last, req.sequence)
+        if req.version != self.serving:
+            log.info("loading %s %s (control, sequence %d)", self.ref.name, req.version,
+                     req.sequence)
+            try:
+                self._attempt(req.version, "control")
+            except TrackingUnavailable as exc:  # the alias poll catches up once it answers
+                self._unavailable(exc)
 
     def step(self) -> None:
         """One round: where does the alias point; a new version is loaded and checked."""
         try:
             version = self.source.resolve(self.ref)
-            if version != self.seen:
-                self._attempt(version)
+            if version != self.seen and version == self.serving:
+                self.seen = version  # the fleet got here first
+            elif version != self.seen:
+                log.info("loading %s %s (%s moved)", self.ref.name, version, self.ref.uri)
+                if self._attempt(version, SOURCE) and self.fleet is not None:
+                    self.fleet.announce(version)
         except TrackingUnavailable as exc:
             self._unavailable(exc)
             return
@@ -77,20 +144,21 @@ class MlflowReloader:
                      self.monotonic() - self._down_since, self.ref.uri)
             self._down_since = None
 
-    def _attempt(self, version: str) -> None:
-        log.info("loading %s %s (%s moved)", self.ref.name, version, self.ref.uri)
+    def _attempt(self, version: str, source: str) -> bool:
+        """Load and check ``version``; hand the loop its Swap or Refusal; True: swapped."""
         event: ReloadEvent
         try:
-            event = Swap(load_version(self.source, self.ref.name, version), SOURCE)
+            event = Swap(load_version(self.source, self.ref.name, version), source)
         except TrackingUnavailable:
             raise  # not the version's fault: tried again at the next poll
         except ScoringError as exc:
             event = Refusal(self.ref.name, version, " ".join(str(exc).split()),
-                            self.clock_ms(), SOURCE)
+                            self.clock_ms(), source)
         self.seen = version
         if isinstance(event, Swap):
             self.serving = version
         self.poller.put(event)
+        return isinstance(event, Swap)
 
     def _unavailable(self, exc: ScoringError) -> None:
         now = self.monotonic()
@@ -103,8 +171,12 @@ class MlflowReloader:
                         extra={"model": self.ref.name, "model_version": self.serving})
 
 
-def make_mlflow_reloader(source: MlflowSource, model: str, serving: str,
-                         poll_s: float) -> MlflowReloader | None:
-    """A reloader for models:/NAME@ALIAS; None for a fixed models:/NAME/VERSION."""
+def make_mlflow_reloader(source: MlflowSource, model: str, serving: str, poll_s: float,
+                         fleet: Callable[[str], Fleet] | None = None) -> MlflowReloader | None:
+    """A reloader for models:/NAME@ALIAS (``fleet(name)``: its control topic, or None); None
+    for a fixed models:/NAME/VERSION."""
     ref = parse_ref(model)
-    return None if ref.alias is None else MlflowReloader(source, ref, serving, poll_s)
+    if ref.alias is None:
+        return None
+    return MlflowReloader(source, ref, serving, poll_s,
+                          fleet=None if fleet is None else fleet(ref.name))

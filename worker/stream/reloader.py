@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from worker import kafka_io
 from worker.clock import wall_ms
@@ -19,6 +20,7 @@ from worker.config import Settings
 from worker.errors import ConfigError, ScoringError
 from worker.kafka_io import ControlRecord
 from worker.kafka_io.config import Role, client_config, connection
+from worker.kafka_io.control import ControlSource
 from worker.mlflow_ref import is_mlflow_model
 from worker.model.store import CURRENT, Pointer, is_model_folder, read_pointer_state
 from worker.stream.poll_thread import PollThread
@@ -37,12 +39,10 @@ from worker.stream.reload import (
     store_of,
 )
 
+if TYPE_CHECKING:
+    from worker.stream.mlflow_reloader import Fleet
+
 log = logging.getLogger(__name__)
-
-
-class ControlSource(Protocol):
-    def poll(self, timeout_s: float) -> list[ControlRecord]: ...
-    def close(self) -> None: ...
 
 
 class Reloader:
@@ -197,19 +197,29 @@ class Watcher(Protocol):
     def close(self) -> None: ...
 
 
+def _fleet(s: Settings, name: str) -> Fleet:
+    """The control topic of a fleet that follows an MLflow alias (mlflow_reloader.py)."""
+    from worker import model_control
+    from worker.stream.mlflow_reloader import Fleet
+
+    target = model_control.ControlTopic(s.control_topic, connection(s, s.worker_id))
+    reader = kafka_io.ControlReader(client_config(Role.CONTROL, target.connection),
+                                    s.control_topic)
+    return Fleet(reader, partial(model_control.announce, name, target=target),
+                 model_control.published(target, name).promote)
+
+
 def make_reloader(s: Settings, serving: str) -> Watcher | None:
     """A started-to-be reloader when ``s.model`` is a store folder or an MLflow alias;
     None otherwise."""
     if is_mlflow_model(s.model):
-        if s.control_topic:
-            raise ConfigError("--control-topic works with a store folder STORE/<name>, not "
-                              "yet with models:/ (each worker follows the alias itself)")
         from worker.model.mlflow_source import MlflowSource
         from worker.stream.mlflow_reloader import make_mlflow_reloader
 
         source = MlflowSource(s.mlflow_tracking_uri, Path(s.mlflow_cache), s.allow_pickle,
                               s.model_threads)
-        return make_mlflow_reloader(source, s.model, serving, s.mlflow_poll_ms / 1000)
+        fleet = partial(_fleet, s) if s.control_topic else None
+        return make_mlflow_reloader(source, s.model, serving, s.mlflow_poll_ms / 1000, fleet)
     folder = Path(s.model)
     if not is_model_folder(folder):
         if s.control_topic:

@@ -9,15 +9,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.unit.helpers import FEATURES, ROOT, logistic, training_data
 from worker.config import Settings
 from worker.errors import ConfigError, ModelLoadError
+from worker.kafka_io import ControlRecord
 from worker.mlflow_ref import ModelRef, masked_uri, mlflow_secrets, parse_ref
-from worker.model.mlflow_source import TrackingUnavailable
+from worker.model.mlflow_source import TrackingUnavailable, load_start
 from worker.model.writer import write_bundle
-from worker.stream.mlflow_reloader import MlflowReloader
+from worker.retrain.registry import open_registry
+from worker.retrain.settings import RegisterIn
+from worker.stream.mlflow_reloader import Fleet, MlflowReloader
 from worker.stream.reload import Refusal, Swap
 
 BLOCK_MLFLOW = """
@@ -150,3 +154,120 @@ def test_a_pickled_version_is_refused_unless_allow_pickle(tmp_path: Path, fmt: s
     with pytest.raises(ModelLoadError, match="no signature"):
         convert(tmp_path, tmp_path / "out", name="fraud", version="3", sample=lambda: None,
                 lineage={}, allow_pickle=True)
+
+
+class FakeControl:
+    """A control topic: records handed to the next poll; what the worker published."""
+
+    def __init__(self) -> None:
+        self.pending: list[ControlRecord] = []
+        self.published: list[str] = []
+
+    def poll(self, timeout_s: float) -> list[ControlRecord]:
+        out, self.pending = self.pending, []
+        return out
+
+    def close(self) -> None:
+        pass
+
+    def record(self, version: str, sequence: int) -> None:
+        value = orjson.dumps({"name": "fraud", "version": version, "sequence": sequence})
+        self.pending.append(ControlRecord(b"fraud", value, 0))
+
+    def publish(self, version: str) -> int:
+        self.published.append(version)
+        return 7
+
+
+def test_a_fleet_swaps_on_the_first_worker_that_sees_the_alias_move(tmp_path: Path) -> None:
+    registry = FakeRegistry(tmp_path)
+    for v in ("1", "2", "3"):
+        registry.add(v)
+    ctl = FakeControl()
+    fleet = Fleet(ctl, ctl.publish, last=4)  # sequence 4 was on the topic at start
+    r = MlflowReloader(registry, ModelRef("fraud", alias="champion"), "1", 60,  # type: ignore[arg-type]
+                       clock_ms=lambda: 5, fleet=fleet)
+    ctl.record("3", 4)  # history: the alias, just resolved, says 1
+    r.follow(ctl.poll(0))
+    assert r.take() == [] and r.serving == "1"
+    ctl.record("2", 5)  # another worker saw the alias move to 2 first
+    r.follow(ctl.poll(0))
+    [swap] = r.take()
+    assert isinstance(swap, Swap) and swap.bundle.version == "2" and swap.source == "control"
+    registry.alias = "2"  # this worker's own poll then finds what it serves: nothing to do
+    r.step()
+    assert r.take() == [] and ctl.published == [] and registry.made == ["2"]
+    registry.alias = "3"  # this worker sees a move first: swaps and tells the fleet
+    r.step()
+    [swap] = r.take()
+    assert isinstance(swap, Swap) and swap.source == "mlflow" and ctl.published == ["3"]
+    assert fleet.last == 7
+    ctl.record("3", 7)  # its own record comes back: nothing to do
+    r.follow(ctl.poll(0))
+    registry.alias = "4"  # a version that fails its checks is not announced
+    r.step()
+    assert [type(e) for e in r.take()] == [Refusal] and ctl.published == ["3"]
+
+
+def test_start_up_waits_for_the_tracking_server_then_gives_up_in_one_line(
+    tmp_path: Path,
+) -> None:
+    registry = FakeRegistry(tmp_path)
+    registry.add("1")
+    registry.down = True
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+        if now[0] >= 3:
+            registry.down = False
+
+    bundle = load_start(registry, "models:/fraud@champion", 10, sleep,  # type: ignore[arg-type]
+                        lambda: now[0])
+    assert bundle.version == "1" and now[0] == 3.0
+    registry.down, now[0] = True, 0.0
+    with pytest.raises(TrackingUnavailable, match=r"did not answer within 5s"):
+        load_start(registry, "models:/fraud@champion", 5, lambda s: now.__setitem__(0, now[0] + s),  # type: ignore[arg-type]
+                   lambda: now[0])
+    assert now[0] == 5.0
+    registry.down = False  # a model or alias that is not there: at once, no waiting
+    registry.alias, now[0] = "9", 0.0
+    with pytest.raises(ModelLoadError):
+        load_start(registry, "models:/fraud@champion", 5, lambda s: now.__setitem__(0, 99),  # type: ignore[arg-type]
+                   lambda: now[0])
+    assert now[0] == 0.0
+
+
+def test_a_worker_whose_tracking_server_is_down_exits_1_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "worker", "run", "--model", "models:/fraud@champion",
+         "--mlflow-tracking-uri", "http://127.0.0.1:1", "--start-timeout-s", "1",
+         "--log-level", "ERROR", "--metrics-port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "MLflow did not answer within 1s (start_timeout_s)" in line
+
+
+def test_retrain_register_mlflow_needs_the_extra_and_an_alias() -> None:
+    result = subprocess.run([sys.executable, "-c", BLOCK_MLFLOW, "retrain", "--register",
+                             "mlflow", "--model", "models:/fraud@champion", "--last", "1h"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "pip install 'scoring-worker[mlflow]'" in line
+    with pytest.raises(ConfigError, match="models:/NAME@ALIAS"):
+        open_registry(RegisterIn.MLFLOW, "models:/fraud/3", False, {})
+    with pytest.raises(ConfigError, match="--register mlflow"):
+        open_registry(RegisterIn.STORE, "models:/fraud@champion", False, {})
+
+
+def test_lineage_becomes_flat_tags() -> None:
+    from worker.retrain.mlflow_registry import lineage_tags
+
+    tags = lineage_tags({"data": {"input_topic": "tx", "start_ms": 5}, "seed": 0,
+                         "policy": {"require": [{"metric": "roc_auc"}]}, "empty": {}})
+    assert tags == {"scoring_worker.data.input_topic": "tx",
+                    "scoring_worker.data.start_ms": "5", "scoring_worker.seed": "0",
+                    "scoring_worker.policy.require": '[{"metric":"roc_auc"}]',
+                    "scoring_worker.empty": "{}"}

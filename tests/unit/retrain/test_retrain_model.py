@@ -32,6 +32,7 @@ from worker.retrain.decision import Compared
 from worker.retrain.evaluate import evaluate
 from worker.retrain.job import champion_of
 from worker.retrain.policy import Decision, Policy
+from worker.retrain.registry import StoreRegistry
 from worker.retrain.settings import RetrainSettings
 
 
@@ -181,5 +182,6 @@ def test_no_promotion_when_the_champion_changed_during_the_run(tmp_path: Path) -
     c = Compared("unit", "1", "2", {}, {}, (0.5, 0.5), (0, 1), (0, 1))
     decision = Decision(True, ())
     with pytest.raises(RetrainError, match="unit 3 was made current during the run"):
-        apply(RetrainSettings(), store, c, decision, Policy(), "promoted", 0)
+        apply(RetrainSettings(), StoreRegistry(store.folder("unit")), c, decision, Policy(),
+              "promoted", 0)
     assert store.current("unit").name == "3"
