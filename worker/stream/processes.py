@@ -161,6 +161,9 @@ class Supervisor:
                 c.proc.kill()
                 code = c.proc.wait()
             self._forget(c)
+            # Killed by the SIGTERM itself: it came before the child's handler was set
+            # (still importing), so the child had nothing to drain.
+            code = 0 if code == -signal.SIGTERM else code
             if code != 0 and status == 0:
                 log.error("worker process %d exited %d while stopping", c.index, code)
                 status = 1
