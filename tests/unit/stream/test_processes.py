@@ -134,3 +134,21 @@ def test_children_that_keep_failing_fail_the_supervisor_after_the_restart_limit(
     assert code == 1  # a broker that never answers: exit 1, restarted once, then given up
     assert len(sup.restarts) == 1
     assert sup.metrics.restarts._value.get() == 1
+
+
+def test_a_child_reports_its_probes_and_stops_when_the_supervisor_is_gone() -> None:
+    from worker.probes import Health
+    from worker.stream.child_report import start_reporting
+
+    h = Health(stall_s=30.0, model_loaded=True, broker_ok=True)
+    stop = StopFlag()
+    read_end, write_end = os.pipe()
+    thread = start_reporting(write_end, h, stop, every_s=0.01)
+    assert Report(os.read(read_end, 1)[0]) == Report.HEALTHY | Report.SERVING
+    h.assigned = True
+    while Report(os.read(read_end, 1)[0]) != Report.HEALTHY | Report.SERVING | Report.ASSIGNED:
+        pass
+    os.close(read_end)  # the supervisor died: the next write fails
+    thread.join(5)
+    assert stop.requested
+    os.close(write_end)
