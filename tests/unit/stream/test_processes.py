@@ -152,3 +152,38 @@ def test_a_child_reports_its_probes_and_stops_when_the_supervisor_is_gone() -> N
     thread.join(5)
     assert stop.requested
     os.close(write_end)
+
+
+def test_the_supervisor_hears_its_children_and_stops_them_all_cleanly(tmp_path: Path) -> None:
+    """Children waiting for a broker that does not answer: they report healthy and own no
+    partition; the stop flag (SIGTERM's) stops them all, each exits 0, so does the supervisor."""
+    import threading
+    import time
+
+    model = save(tmp_path / "model", logistic())
+    argv = ["run", "--input-topic", "in", "--output-topic", "out", "--log-level", "ERROR",
+            "--model", str(model), "--bootstrap", "127.0.0.1:9", "--start-timeout-s", "120"]
+    (tmp_path / "metrics").mkdir()
+    stop = StopFlag()
+    sup = processes.Supervisor(Settings(metrics_port=0), argv, 2, stop, tmp_path / "metrics")
+    heard: list[list[ChildState]] = []
+
+    def stop_once_heard() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            states = [c.state for c in sup.children]
+            if len(states) == 2 and all(s.heard is not None for s in states):
+                heard.append([ChildState(s.flags, s.heard) for s in states])
+                break
+            time.sleep(0.05)
+        stop()
+
+    threading.Thread(target=stop_once_heard, daemon=True).start()
+    assert sup.run() == 0
+    assert heard and all(Report.HEALTHY in s.flags and Report.ASSIGNED not in s.flags
+                         for s in heard[0])
+    probes = ChildrenHealth(stall_s=30.0, clock=lambda: heard[0][1].heard or 0.0,
+                            children=lambda: heard[0])
+    assert probes.healthy() and not probes.ready()  # alive, but nobody owns a partition
+    assert [c.proc.returncode for c in sup.children] == [0, 0]
+    assert not sup.restarts
