@@ -60,6 +60,8 @@ from worker.devtools.demo_run import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_APPEND = {"message.timestamp.type": "LogAppendTime"}
+#: Under --processes N, how long to let the group settle after /readyz (see System.start).
+PROCESSES_SETTLE_S = 8.0
 
 
 def bundle_and_schema(kind: str, tmp: Path, runtime: str = "sklearn") -> tuple[Path, Path]:
@@ -154,6 +156,10 @@ class System:
             env["PYTHONPATH"] = str(self.tree)
         self.proc = subprocess.Popen(cmd, env=env, cwd=self.tree or ROOT, stdout=subprocess.DEVNULL)
         wait_ready(port, self.proc, 90)
+        if "--processes" in self.extra:
+            # /readyz is 200 once one child owns partitions; the others may still be joining,
+            # and the rebalance they cause would land in the latency run (seen: p99 2.9 s).
+            time.sleep(PROCESSES_SETTLE_S)
 
     def stop(self) -> tuple[int, float | None]:
         """Exit status and peak RSS (MiB) of a worker."""
