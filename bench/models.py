@@ -5,6 +5,8 @@ docs/benchmarks/model-kinds.md).
   on 10 numbers), LogisticRegression) fitted on a DataFrame (the DataFrame path).
 - ``rf200``: RandomForestClassifier(200 trees, depth 10) on 10 numbers (an array).
 - ``hgb``: HistGradientBoostingClassifier(100 iterations) on 10 numbers (an array).
+- ``lgbm``: LightGBM's LGBMClassifier(100 trees, 31 leaves) on 10 numbers (joblib bundle).
+- ``xgb``: XGBoost's XGBClassifier(100 trees, depth 6) on 10 numbers (joblib bundle).
 
 Each builder writes a bundle (``runtime`` "sklearn" or "onnx") and returns it with a
 flat JSON Schema for its events; ``events`` makes events with ids ``<kind>-<n>``.
@@ -25,7 +27,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from worker.model import write_bundle
 
-KINDS: Final = ("ct", "rf200", "hgb")
+KINDS: Final = ("ct", "rf200", "hgb", "lgbm", "xgb")
+#: Kinds whose bundle is a pickle (skops does not know their types): workers need
+#: ``--allow-pickle true``.
+PICKLED: Final = ("lgbm", "xgb")
 NUMBERS: Final = tuple(f"x{i}" for i in range(10))
 STRINGS: Final = {"country": ["de", "fr", "us", "gb", "es", "it", "nl", "pl"],
                   "channel": ["web", "app", "pos", "atm", "moto"]}
@@ -48,6 +53,14 @@ def estimator(kind: str) -> Any:
         return Pipeline([("columns", columns), ("model", LogisticRegression(max_iter=1000))])
     if kind == "rf200":
         return RandomForestClassifier(n_estimators=200, max_depth=10, random_state=0)
+    if kind == "lgbm":
+        import lightgbm
+
+        return lightgbm.LGBMClassifier(n_estimators=100, num_leaves=31, verbose=-1)
+    if kind == "xgb":
+        import xgboost
+
+        return xgboost.XGBClassifier(n_estimators=100, max_depth=6)
     return HistGradientBoostingClassifier(max_iter=100, random_state=0)
 
 
@@ -59,7 +72,8 @@ def build(kind: str, out: Path, runtime: str = "sklearn", n: int = 20_000) -> Pa
     sample = x.iloc[n - 1000 :] if kind == "ct" else x[n - 1000 :]
     features = None if kind == "ct" else list(NUMBERS)
     return write_bundle(out, model, name=f"{kind}-bench", version="1", task="binary",
-                        sample=sample, features=features, runtime=runtime)
+                        sample=sample, features=features, runtime=runtime,
+                        fmt="joblib" if kind in PICKLED else "skops")
 
 
 def schema(kind: str) -> dict[str, Any]:

@@ -7,12 +7,15 @@ loads, each beside a no-model forwarder (bench/forwarder.py) measured in the sam
     python bench/worker_bench.py --model rf200 --runtime onnx   # or hgb; sklearn or onnx
     python bench/worker_bench.py --model demo --feature-stats --skip latency  # stats on/off
     python bench/worker_bench.py --model lr30 --shadow-compare  # shadow off and on, one run
+    python bench/worker_bench.py --model lgbm --skip drain --rates 5000  # or xgb (pickled)
+    python bench/worker_bench.py --model demo --processes-compare   # run --processes 1 and 2
 
 Drain: ``--events`` are pre-loaded on a 4-partition topic; each system (forwarder,
 the baseline worker when ``--baseline`` names a checkout of another commit, the
 worker in each ``--modes``) drains them on topics of its own; events/s over the
-middle 80 % of the outputs' broker timestamps; the worker's peak RSS (VmHWM). Workers
-run with their default settings (``--batch-max`` overrides).
+middle 80 % of the outputs' broker timestamps; the worker's peak RSS (VmHWM; under
+``--processes N`` the sum over the supervisor and its children). Workers run with their
+default settings (``--batch-max`` overrides).
 
 Latency: for each rate, each system gets fresh topics with
 ``message.timestamp.type=LogAppendTime``, so an event's and its output's timestamps
@@ -58,6 +61,8 @@ from worker.devtools.demo_run import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_APPEND = {"message.timestamp.type": "LogAppendTime"}
+#: Under --processes N, how long to let the group settle after /readyz (see System.start).
+PROCESSES_SETTLE_S = 8.0
 
 
 def bundle_and_schema(kind: str, tmp: Path, runtime: str = "sklearn") -> tuple[Path, Path]:
@@ -167,13 +172,31 @@ class System:
             env["PYTHONPATH"] = str(self.tree)
         self.proc = subprocess.Popen(cmd, env=env, cwd=self.tree or ROOT, stdout=subprocess.DEVNULL)
         wait_ready(port, self.proc, 90)
+        if "--processes" in self.extra:
+            # /readyz is 200 once one child owns partitions; the others may still be joining,
+            # and the rebalance they cause would land in the latency run (seen: p99 2.9 s).
+            time.sleep(PROCESSES_SETTLE_S)
 
     def stop(self) -> tuple[int, float | None]:
         """Exit status and peak RSS (MiB) of a worker."""
         assert self.proc is not None
-        peak = rss_mib(self.proc.pid, PEAK) if self.kind == "worker" else None
+        pids = [self.proc.pid, *children(self.proc.pid)]  # run --processes N: the tree
+        peak = sum(rss_mib(p, PEAK) for p in pids) if self.kind == "worker" else None
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(120), peak
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def topics(bs: str, config: dict[str, str] | None = None) -> tuple[str, str]:
@@ -294,13 +317,16 @@ def main() -> None:
                     help="events carry traceparent and x-request-id headers; each worker "
                     "runs plain, with --pass-headers and --lineage, with --tracing (API "
                     "only: no SDK), and with --tracing under the OpenTelemetry SDK")
+    ap.add_argument("--processes-compare", default="",
+                    help="each worker also runs as run --processes N for each N listed (2,4)")
     a = ap.parse_args()
     if (a.shadow or a.shadow_compare) and a.model in bench_models.KINDS:
         ap.error("--shadow: the demo and lr30 models have a shadow version")
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     model, schema = bundle_and_schema(a.model, tmp, a.runtime)
     fwd = System("forwarder", "forwarder")
-    extra = tuple(a.worker_args.split())
+    extra = (*a.worker_args.split(),
+             *(("--allow-pickle", "true") if a.model in bench_models.PICKLED else ()))
     variants: list[tuple[str, tuple[str, ...]]] = [("", extra)]
     if a.shadow or a.shadow_compare:
         shadow_topic = f"bench-shadow-{uuid.uuid4().hex[:8]}"
@@ -308,6 +334,9 @@ def main() -> None:
         shadowed = (*extra, "--shadow-model", str(shadow_bundle(a.model, tmp)),
                     "--shadow-topic", shadow_topic)
         variants = [*(variants if a.shadow_compare else []), (" + shadow", shadowed)]
+    for n in (int(x) for x in a.processes_compare.split(",") if x):
+        variants += [(f"{name} x{n} processes", (*more, "--processes", str(n)))
+                     for name, more in variants if "processes" not in name]
     if a.feature_stats:  # each variant again, publishing feature statistics, in the same run
         stats_topic = f"bench-stats-{uuid.uuid4().hex[:8]}"
         kafka_io.create_topics(a.bootstrap, {stats_topic: 1})

@@ -82,7 +82,15 @@ def _run(args: argparse.Namespace) -> int:
     _check_kafka([kafka_io.consumer_config(s), kafka_io.producer_config(s)], s.kafka)
     setup_logging(s)
     logging.getLogger("worker").info("starting", extra={"settings": s.masked()})
-    totals = run_worker(s)
+    if args.supervisor_fd is None:
+        from worker.stream import processes
+
+        count = processes.process_count(s.processes, processes.available_cores())
+        if count > 1:
+            status = processes.run_processes(s, args.raw_argv, count, shutdown.STOP)
+            print(f"scoring-worker run: {count} worker processes stopped (exit {status})")
+            return status
+    totals = run_worker(s, report_fd=args.supervisor_fd)
     print(f"scoring-worker run: {totals.consumed} consumed, {totals.scored} scored, "
           f"{totals.dead_lettered} dead-lettered")
     return 0
@@ -94,6 +102,8 @@ def _add_run(sub: Sub) -> None:
                    "      --input-topic transactions --output-topic predictions "
                    "--metrics-host 127.0.0.1", SETTINGS_ORDER)
     add_settings_flags(p, config.Settings)
+    # Set by the supervisor of --processes N on each child: where it reports its probes.
+    p.add_argument("--supervisor-fd", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(handler=_run)
 
 
@@ -306,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:  # said by the subcommand, which knows which options it has
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.raw_argv = list(sys.argv[1:] if argv is None else argv)  # run --processes' children
     if args.command in ("run", "monitor"):
         shutdown.install()  # first of all: a SIGTERM during start-up still exits cleanly
     handler: Handler = args.handler

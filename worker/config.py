@@ -58,6 +58,14 @@ __all__ = ["is_secret", "load_into", "masked", "parse_kafka_pairs", "read_toml",
            "setting", "validate"]  # re-exported: callers say config.load_into
 
 
+def _process_count(text: str) -> str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    if not text.strip().isdigit() or not 1 <= int(text) <= 256:
+        raise ValueError(f"{text!r} is not a whole number 1 to 256, or auto")
+    return str(int(text))
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -109,6 +117,16 @@ class Settings(WireFormatSettings):
         "needs; use more processes for more cores. Raise it for large batches of a heavy "
         "model on cores nothing else uses (score-file, a backlog on a dedicated node).",
         ge=1, le=256, batch=True,
+    )
+    processes: str = setting(
+        "1",
+        "Worker processes in this pod or VM, each its own consumer in the group, under one "
+        "supervisor that serves their summed /metrics and combined probes, drains them all "
+        "on SIGTERM and restarts one that crashes (see docs/running/scaling.md). auto: one "
+        "per core the process may use (CPU affinity, a cgroup CPU limit). Keep "
+        "processes x model_threads at or below the cores; more processes than the input's "
+        "partitions leaves the extra ones idle.",
+        check=_process_count, allowed="a whole number 1 to 256, or auto",
     )
     model_poll_ms: int = setting(
         1000,

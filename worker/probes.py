@@ -80,9 +80,14 @@ class Health:
     def healthy(self) -> bool:
         return self.clock() - self.last_turn <= self.stall_s
 
-    def ready(self) -> bool:
-        return (self.model_loaded and self.assigned and self.broker_ok and self.registry_ok
+    def serving(self) -> bool:
+        """Ready but for owning partitions: what ``run --processes`` asks of each process
+        (one beyond the input's partition count owns none and stands by)."""
+        return (self.model_loaded and self.broker_ok and self.registry_ok
                 and self.restore.running == 0)
+
+    def ready(self) -> bool:
+        return self.serving() and self.assigned
 
 
 def serve(port: int, registry: CollectorRegistry, health: Health,

@@ -34,6 +34,7 @@ from worker.probes import Health, serve
 from worker.shutdown import STOP, StopFlag
 from worker.stream import schema_gate, sinks
 from worker.stream.alloc import keep_freed_memory
+from worker.stream.child_report import start_reporting
 from worker.stream.metrics import WorkerMetrics
 from worker.stream.outputs import RecordLimit, record_limit
 from worker.stream.reloader import Watcher, make_reloader
@@ -51,9 +52,11 @@ def run_worker(
     *,
     decoder: Decoder | None = None,
     sink: Sink | None = None,
+    report_fd: int | None = None,
 ) -> Totals:
     """Build everything from settings, run until SIGTERM/SIGINT (or ``stop``), shut down
-    cleanly. ``decoder`` and ``sink`` replace the JSON decoder and the Kafka sink."""
+    cleanly. ``decoder`` and ``sink`` replace the JSON decoder and the Kafka sink.
+    ``report_fd``: a process of ``run --processes N`` reports its probes there."""
     keep_freed_memory()  # see worker/stream/alloc.py: batches re-use memory
     registry = registry or CollectorRegistry()
     metrics = WorkerMetrics(registry)
@@ -69,6 +72,8 @@ def run_worker(
     health.model_loaded = True
     gate = schema_gate.build(s, ctx.decoder, health)
     server = serve(s.metrics_port, registry, health, s.metrics_host) if s.metrics_port else None
+    if report_fd is not None:
+        start_reporting(report_fd, health, stop)
     try:
         kafka_io.wait_for_broker(s.bootstrap, s.start_timeout_s, extra=s.kafka,
                                  stop=lambda: stop.requested)
@@ -130,10 +135,10 @@ class WatchedHealth(Health):
 
     watch: BrokerWatch | None = None
 
-    def ready(self) -> bool:
+    def serving(self) -> bool:
         if self.watch is not None:
             self.broker_ok = self.watch.current()
-        return super().ready()
+        return super().serving()
 
 
 def _watch() -> BrokerWatch:

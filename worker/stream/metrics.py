@@ -3,58 +3,59 @@
 Names follow Prometheus conventions: base units, ``_total`` for counters,
 ``_seconds`` for durations. Label values are bounded (error kinds, decisions
 of a classifier, partitions), never ids.
+
+Under ``run --processes N`` each process writes its metrics to files in
+PROMETHEUS_MULTIPROC_DIR and the supervisor serves their sum (worker/stream/processes.py).
+Hence every gauge declares how processes combine (``multiprocess_mode``), no custom
+collector holds a value, and a series is zeroed rather than removed in that mode.
 """
 
 from __future__ import annotations
 
-import threading
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics_core import HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
-class BulkHistogram(Collector):
+def shared_mode() -> bool:
+    """True in a process of ``run --processes N``: prometheus_client then keeps values in
+    PROMETHEUS_MULTIPROC_DIR's files (it reads the same variable at import)."""
+    return "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+
+class BulkHistogram:
     """A histogram fed a whole batch at a time.
 
     prometheus_client's Histogram takes a lock per observation; at tens of
     thousands of events per second that is measurable, so per-event values
-    (end-to-end latency) are bucketed with numpy once per batch instead.
+    (end-to-end latency) are bucketed with numpy once per batch, and each bucket's
+    count is added to the Histogram's own values in one step. Those values are what
+    multiprocess mode writes to its files, so the sum across processes holds too
+    (a custom collector's would be lost). ``_buckets``/``_sum`` are prometheus_client's
+    internals (stable since 0.4; tests/unit/stream/test_metrics.py pins the result).
     """
 
     def __init__(self, name: str, doc: str, buckets: tuple[float, ...],
                  registry: CollectorRegistry) -> None:
-        self.name, self.doc = name, doc
+        self.histogram = Histogram(name, doc, buckets=buckets, registry=registry)
         self.bounds = np.array(buckets, dtype=np.float64)
-        self.counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # last: +Inf
-        self.total = 0.0
-        self._lock = threading.Lock()
-        registry.register(self)
 
     def observe_many(self, values: npt.NDArray[np.float64]) -> None:
         idx = np.searchsorted(self.bounds, values, side="left")  # le semantics
-        binned = np.bincount(idx, minlength=len(self.counts))
-        with self._lock:
-            self.counts += binned
-            self.total += float(values.sum())
-
-    def collect(self) -> list[Metric]:
-        with self._lock:
-            cumulative = np.cumsum(self.counts).tolist()
-            total = self.total
-        labels = [*(repr(float(b)) for b in self.bounds), "+Inf"]
-        fam = HistogramMetricFamily(self.name, self.doc,
-                                    buckets=list(zip(labels, cumulative, strict=True)),
-                                    sum_value=total)
-        return [fam]
+        binned = np.bincount(idx, minlength=len(self.bounds) + 1)  # last: +Inf
+        h = self.histogram
+        for bucket, count in zip(h._buckets, binned.tolist(), strict=True):
+            if count:
+                bucket.inc(count)
+        h._sum.inc(float(values.sum()))
 
 
 @dataclass
@@ -62,6 +63,8 @@ class WorkerMetrics:
     """Every metric the worker exports, registered on one registry."""
 
     registry: CollectorRegistry
+    #: One process of several (``run --processes``): series are zeroed, never removed.
+    shared: bool = field(default_factory=shared_mode)
     _lag_series: set[tuple[str, str]] = field(default_factory=set)
     consumed: Counter = field(init=False)
     scored: Counter = field(init=False)
@@ -92,8 +95,11 @@ class WorkerMetrics:
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, doc, labels, registry=r)
 
-        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-            return Gauge(name, doc, labels, registry=r)
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = (), *,
+                  across: Literal["livesum", "livemax"]) -> Gauge:
+            # ``across``: how run --processes combines the processes' values; the live*
+            # modes drop a process's value when it exits.
+            return Gauge(name, doc, labels, registry=r, multiprocess_mode=across)
 
         def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
             return Histogram(name, doc, buckets=buckets, registry=r)
@@ -123,14 +129,15 @@ class WorkerMetrics:
                                   "Partition assignment changes, by kind.", ("kind",))
         self.inflight = gauge("scoring_inflight_events",
                               "Events whose outputs wait for the broker (acknowledgement, or "
-                              "exactly-once: the transaction's commit).")
+                              "exactly-once: the transaction's commit).", across="livesum")
         self.last_commit = gauge("scoring_last_commit_timestamp_seconds",
-                                 "Unix time of the last successful commit.")
+                                 "Unix time of the last successful commit (of any process).",
+                                 across="livemax")
         self.model_info = gauge("scoring_model_info",
                                 "The model being served; library_mismatch names the libraries "
                                 "whose version differs from the bundle's (none: all match).",
                                 ("model", "model_version", "sha256",
-                                 "library_mismatch"))
+                                 "library_mismatch"), across="livemax")
         self.model_reloads = counter("scoring_model_reloads_total",
                                      "Hot model reloads, by result: ok or refused.",
                                      ("result",))
@@ -149,12 +156,13 @@ class WorkerMetrics:
                                     ("result",))
         self.lag = gauge("scoring_consumer_lag_messages",
                          "Messages behind the partition's end (librdkafka statistics).",
-                         ("topic", "partition"))
+                         ("topic", "partition"), across="livesum")
         self.broker_rtt = gauge("scoring_kafka_broker_rtt_seconds",
                                 "Mean broker round-trip time (librdkafka statistics).",
-                                ("broker",))
+                                ("broker",), across="livemax")
         self.producer_queue = gauge("scoring_producer_queue_messages",
-                                    "Messages waiting in the producer (librdkafka statistics).")
+                                    "Messages waiting in the producer (librdkafka statistics).",
+                                    across="livesum")
 
     def consumer_stats(self, stats_json: str) -> None:
         """librdkafka's statistics callback of the consumer: lag per owned partition."""
@@ -167,9 +175,18 @@ class WorkerMetrics:
                     self.lag.labels(topic, part).set(lag)
                     seen.add((topic, part))
         for labels in list(self._lag_series - seen):  # partitions no longer ours
-            self.lag.remove(*labels)
+            self.forget(self.lag, labels)
         self._lag_series = seen
         self._broker_stats(stats)
+
+    def forget(self, gauge: Gauge, labels: tuple[str, ...]) -> None:
+        """Drop a gauge's series. Multiprocess mode cannot remove one from its files, so
+        there it becomes 0, and the sum across processes stays right (a partition moved to
+        another process, a model reloaded)."""
+        if self.shared:
+            gauge.labels(*labels).set(0)
+        else:
+            gauge.remove(*labels)
 
     def producer_stats(self, stats_json: str) -> None:
         stats = orjson.loads(stats_json)
@@ -181,3 +198,21 @@ class WorkerMetrics:
             rtt = b.get("rtt", {}).get("avg", 0)
             if b.get("nodeid", -1) >= 0 and rtt > 0:  # skip bootstrap placeholders
                 self.broker_rtt.labels(name).set(rtt / 1e6)
+
+
+@dataclass
+class SupervisorMetrics:
+    """The supervisor's own metrics under ``run --processes N`` (worker/stream/processes.py),
+    beside the sum of its children's."""
+
+    registry: CollectorRegistry
+    processes: Gauge = field(init=False)
+    restarts: Counter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.processes = Gauge("scoring_worker_processes",
+                               "Worker processes running under this supervisor.",
+                               registry=self.registry, multiprocess_mode="livesum")
+        self.restarts = Counter("scoring_worker_process_restarts_total",
+                                "Worker processes restarted after exiting on their own.",
+                                registry=self.registry)

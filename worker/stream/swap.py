@@ -47,7 +47,7 @@ def _relabel(metrics: WorkerMetrics, *labels: str) -> None:
     old, new = labels[:4], labels[4:]
     if old != new:
         with contextlib.suppress(KeyError):  # never set: a context built without run_worker
-            metrics.model_info.remove(*old)
+            metrics.forget(metrics.model_info, old)
     metrics.model_info.labels(*new).set(1)
 
 

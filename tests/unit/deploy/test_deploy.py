@@ -40,7 +40,7 @@ from worker.monitor_app.gauges import FIGURES, MonitorCollector, loop_counters
 from worker.monitor_app.restore_gauges import RestoreCollector
 from worker.monitor_app.settings import MonitorSettings
 from worker.probes import RestoreProgress
-from worker.stream.metrics import WorkerMetrics
+from worker.stream.metrics import SupervisorMetrics, WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
@@ -489,6 +489,7 @@ def exported_metric_names() -> frozenset[str]:
     """Series names of the worker and the monitor, from their own collectors."""
     worker = CollectorRegistry()
     WorkerMetrics(worker)
+    SupervisorMetrics(worker)  # run --processes N's own, beside the sum
     monitor = CollectorRegistry()
     collector = MonitorCollector(monitor)
     loop_counters(monitor)

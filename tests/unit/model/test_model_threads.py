@@ -76,6 +76,8 @@ def test_meta_estimators_fitted_inner_estimators_are_limited() -> None:
     assert model.estimators_[0].n_jobs == 1
 
 
+# skl2onnx writes a boolean where onnx 1.19 wants an int, once per tree node: 84 warnings.
+@pytest.mark.filterwarnings("ignore:Field onnx.AttributeProto:DeprecationWarning")
 def test_onnx_session_runs_model_threads_intra_op_threads(tmp_path: Path) -> None:
     x, y = training_data()
     folder = save(tmp_path, HistGradientBoostingClassifier(max_iter=3).fit(x, y),
@@ -90,3 +92,40 @@ def test_model_threads_is_a_setting_from_1_to_256() -> None:
     for bad in (0, 257):
         with pytest.raises(Exception, match="model_threads"):
             Settings(model_threads=bad)
+
+
+def test_a_loaded_lightgbm_predicts_with_model_threads(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightgbm
+
+    x, y = training_data()
+    model = lightgbm.LGBMClassifier(n_estimators=5, num_leaves=7, n_jobs=4, verbose=-1)
+    bundle = load_bundle(save(tmp_path, model.fit(x, y), fmt="joblib"), threads=2,
+                         allow_pickle=True)
+    assert bundle.estimator.n_jobs == 2
+    want = model.predict_proba(x)  # the model as fitted (4 threads), before the spy
+    seen: list[int] = []
+    predict = lightgbm.Booster.predict
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["num_threads"])  # what LightGBM hands its OpenMP loop
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(lightgbm.Booster, "predict", spy)
+    np.testing.assert_allclose(bundle.runtime.predict(x), want)
+    assert seen and set(seen) == {2}
+
+
+def test_a_loaded_xgboost_boosters_nthread_is_model_threads(tmp_path: Path) -> None:
+    import json
+
+    import xgboost
+
+    x, y = training_data()
+    model = xgboost.XGBClassifier(n_estimators=5, max_depth=3, n_jobs=4).fit(x, y)
+    bundle = load_bundle(save(tmp_path, model, fmt="joblib"), threads=2, allow_pickle=True)
+    assert bundle.estimator.n_jobs == 2
+    # The booster itself, which predicts: its OpenMP thread count.
+    config = json.loads(bundle.estimator.get_booster().save_config())
+    assert config["learner"]["generic_param"]["nthread"] == "2"
+    np.testing.assert_allclose(bundle.runtime.predict(x), model.predict_proba(x), rtol=1e-6)
