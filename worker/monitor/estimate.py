@@ -99,10 +99,10 @@ def reliability_columns(scores: Any, positive: Any) -> Columns:
                               Column("rel_pos", rows[positive], bins[positive])))
 
 
-def maturity_columns(delays_ms: Any) -> Any:
-    """``terms.maturity_bin`` of many delays (an inline label given as 0): numpy's
+def maturity_columns(ages_ms: Any) -> Any:
+    """``terms.maturity_bin`` of many label ages after their window's end: numpy's
     searchsorted 'left' is bisect_left."""
-    return np.searchsorted(np.asarray(MATURITY_BOUNDS_MS, dtype=np.int64), delays_ms,
+    return np.searchsorted(np.asarray(MATURITY_BOUNDS_MS, dtype=np.int64), ages_ms,
                            side="left")
 
 
@@ -230,16 +230,19 @@ def ece(agg: Agg, _ref: object = None) -> Figure:
 
 
 def maturity(agg: Agg) -> list[tuple[float | None, float]]:
-    """The window's label maturity: for each delay bound (seconds; None: any delay), the
-    share of its predictions labeled within that delay of their event. The last point is
-    the window's coverage now; the curve says how it got there and how final it is."""
+    """The window's label maturity as a function of its age: for each age after the window
+    closed (seconds; 0: by the close; None: any later), the share of its predictions
+    labeled by then. The curve stops at the last age any label came at, so its last point
+    is the window's coverage now; how far it reaches and how it flattens say how final the
+    window's figures are."""
     predicted = agg.counts.get("predicted", 0)
     if not predicted:
         return []
     buckets: Mapping[int, int] = agg.hists.get("mature", {})
+    last = max(buckets, default=0)
     out: list[tuple[float | None, float]] = []
     total = 0
-    for i, bound in enumerate((*MATURITY_BOUNDS_S, None)):
+    for i, bound in enumerate((*MATURITY_BOUNDS_S, None)[: last + 1]):
         total += buckets.get(i, 0)
         out.append((bound, total / predicted))
     return out
@@ -252,5 +255,5 @@ def window_details(agg: Agg) -> dict[str, list[dict[str, Any]]]:
         "reliability": [{"low": r.low, "high": r.high, "count": r.count,
                          "mean_score": r.mean_score, "positive_rate": r.positive_rate}
                         for r in reliability(agg)],
-        "maturity": [{"within_s": bound, "coverage": share} for bound, share in maturity(agg)],
+        "maturity": [{"age_s": bound, "coverage": share} for bound, share in maturity(agg)],
     }

@@ -168,20 +168,42 @@ def test_with_calibrated_scores_the_estimate_finds_the_realized_figures() -> Non
         assert abs(f[f"est_gap_{name}"]) < 0.01, (name, f[name], f[f"est_{name}"])  # type: ignore[arg-type]
 
 
-def test_maturity_is_the_share_labeled_within_each_delay() -> None:
-    preds, _, _, y, _ = stream(8, 2000)
+def test_maturity_is_the_share_labeled_by_each_age_after_the_window_closed() -> None:
+    """Each window's curve: for every age after its end, the share of its predictions whose
+    label had come by then (labels before the close and inline labels count at age 0),
+    ending at the last age a label came at, where it equals the coverage; the same through
+    the per-event reference and the batch path, for windows of two sizes."""
+    preds, _, _, y, _ = stream(8, 3000)
     rng = np.random.default_rng(8)
     delays = rng.exponential(2 * 86_400_000, len(preds)).astype(int)  # days, some never
     labeled = rng.random(len(preds)) < 0.9
-    rows = zip(preds, y.tolist(), delays.tolist(), labeled.tolist(), strict=True)
-    outcomes = [Outcome(p, t, p.event_time + d, p.event_time + d)
-                for p, t, d, keep in rows if keep]
-    curve = maturity(aggregate(preds, outcomes))
-    assert [b for b, _ in curve] == [*MATURITY_BOUNDS_S, None]
-    for bound, share in curve:
-        within = labeled & (delays <= (math.inf if bound is None else bound * 1000))
-        assert share == pytest.approx(within.sum() / len(preds), abs=TOL, rel=0), bound
-    assert curve[-1][1] == metrics(aggregate(preds, outcomes))["coverage"]
-    inline = [Outcome(p, 0, p.event_time + 10**9, p.event_time + 10**9, inline=True)
-              for p in preds[:10]]
-    assert maturity(aggregate(preds[:10], inline))[0] == (60, 1.0)
+    inline = rng.random(len(preds)) < 0.02
+    rows = zip(preds, y.tolist(), delays.tolist(), labeled.tolist(), inline.tolist(),
+               strict=True)
+    outcomes = [Outcome(p, t, p.event_time + d, p.event_time + d, inline=i)
+                for p, t, d, keep, i in rows if keep]
+    windows = ("5m", "1h")
+    slow = window_deltas(windows, lambda _p: BINARY, preds, outcomes)
+    new = [(p.model, p.model_version, p.score, p.label, p.event_time) for p in preds]
+    joined = [((o.prediction.model, o.prediction.model_version, o.prediction.score,
+                o.prediction.label, o.prediction.event_time), o.true_label, o.label_time,
+               o.joined_at, o.inline) for o in outcomes]
+    fast = batch_deltas(windows, lambda _k, _p: BINARY, new, joined)  # type: ignore[arg-type]
+    assert fast == slow
+    times = np.array([p.event_time for p in preds])
+    age_of = np.where(inline, -1, times + delays)
+    ages = [*MATURITY_BOUNDS_S, None]
+    for key, agg in slow.items():
+        mine = (times >= key.start_ms) & (times < key.end_ms)
+        age = np.where(inline, -1, age_of - key.end_ms)
+        curve = maturity(agg)
+        assert [b for b, _ in curve] == ages[: len(curve)]
+        last = max(age[mine & labeled])
+        bound = curve[-1][0]
+        assert bound is None or bound * 1000 >= last  # it reaches the last label
+        assert len(curve) == 1 or (curve[-2][0] or 0) * 1000 < last  # and stops there
+        for bound, share in curve:
+            by = mine & labeled & (age <= (math.inf if bound is None else bound * 1000))
+            assert share == pytest.approx(by.sum() / mine.sum(), abs=TOL, rel=0), (key, bound)
+        assert curve[-1][1] == metrics(agg)["coverage"]
+    assert maturity(aggregate(preds, [])) == [(0, 0.0)]  # predicted, nothing labeled yet
