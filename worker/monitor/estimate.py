@@ -5,12 +5,17 @@ Every prediction of a binary model with a calibration map (worker/model/calibrat
 adds, on first sighting, its calibrated rate ``c`` (the expected outcome of that one
 prediction; a multiple of 2**-20, so its sums are exact): to ``est_pos`` always and to
 ``est_tp`` when the decision was positive, counts ``est_count`` and ``est_alerts``, and
-one bin of ``est_roc`` keyed by the raw score's logit bin and ``c``'s units. The
-expected confusion at the model's threshold follows: TP = est_tp, FP = alerts - TP,
-FN = est_pos - TP, TN = n - alerts - FN. The estimated ROC AUC is the Mann-Whitney
-statistic of the expected positive mass (c) against the expected negative mass (1 - c),
-ordered by the raw score's logit bin, ties counting one half: the area under CBPE's
-expected ROC curve over thresholds at the bins' edges.
+one bin of ``est_auc`` keyed by ``c``'s units. The expected confusion at the model's
+threshold follows: TP = est_tp, FP = alerts - TP, FN = est_pos - TP, TN = n - alerts - FN.
+
+The estimated ROC AUC is CBPE's: the trapezoid area under the expected ROC curve, each
+prediction counting as ``c`` of a positive and ``1 - c`` of a negative, over every
+threshold on the raw score. The map is non-decreasing in the score, so predictions with a
+larger ``c`` all have larger scores, and within one value of ``c`` the order of the scores
+does not change the area (a pair there adds c(1 - c) whichever is above): a count per
+value of ``c`` (at most one per step of the map) gives that area exactly, as the
+Mann-Whitney statistic of the positive mass against the negative mass ordered by ``c``,
+ties counting one half.
 
 Every labeled prediction of a binary model adds, for the reliability table, one of
 ``RELIABILITY_BINS`` equal-width score bins: its count (``rel_n``), its positives
@@ -29,13 +34,7 @@ import numpy as np
 from worker.model.calibration import RATE_UNITS, Calibration
 from worker.monitor import exactsum
 from worker.monitor.exactsum import ExactSum
-from worker.monitor.terms import (
-    EST_KEY_RADIX,
-    MATURITY_BOUNDS_MS,
-    MATURITY_BOUNDS_S,
-    RELIABILITY_BINS,
-    logit_bin,
-)
+from worker.monitor.terms import MATURITY_BOUNDS_MS, MATURITY_BOUNDS_S, RELIABILITY_BINS
 
 Figure = int | float | None
 
@@ -79,12 +78,10 @@ def est_columns(scores: Any, decided: Any, calibration: Calibration | None) -> C
     s, d = scores[valid], decided[valid]
     units = calibration.units_of(s)
     c = units / RATE_UNITS
-    logits = np.array([logit_bin(x) for x in s.tolist()], dtype=np.int64)
-    keys = logits * EST_KEY_RADIX + units
     return Columns(
         (Column("est_count", rows, None), Column("est_alerts", rows[d], None)),
         (Column("est_pos", rows, c), Column("est_tp", rows[d], c[d])),
-        (Column("est_roc", rows, keys),),
+        (Column("est_auc", rows, units),),
     )
 
 
@@ -160,21 +157,17 @@ est_accuracy = _est(lambda e: (e.tp + e.tn) / e.n)
 
 
 def est_roc_auc(agg: Agg, _ref: object = None) -> Figure:
-    """Weighted Mann-Whitney over the raw score's logit bins: expected positives ``c``
-    against expected negatives ``1 - c``; a pair in one bin counts one half."""
-    by_bin: dict[int, list[int]] = {}
-    for key, n in agg.hists.get("est_roc", {}).items():
-        b, units = divmod(key, EST_KEY_RADIX)
-        acc = by_bin.setdefault(b, [0, 0])
-        acc[0] += n * units  # positive mass, in RATE_UNITs: exact integers
-        acc[1] += n * (RATE_UNITS - units)
-    pos = sum(p for p, _ in by_bin.values())
-    neg = sum(q for _, q in by_bin.values())
+    """Weighted Mann-Whitney ordered by ``c``: expected positives ``c`` against expected
+    negatives ``1 - c``, a pair at one value of ``c`` counting one half (the module's
+    docstring says why that is CBPE's area over the raw scores, exactly)."""
+    counts: Mapping[int, int] = agg.hists.get("est_auc", {})
+    pos = sum(n * units for units, n in counts.items())  # in RATE_UNITs: exact integers
+    neg = sum(n * (RATE_UNITS - units) for units, n in counts.items())
     if not pos or not neg:
         return None
     below = twice = 0
-    for b in sorted(by_bin):
-        p, q = by_bin[b]
+    for units in sorted(counts):
+        p, q = counts[units] * units, counts[units] * (RATE_UNITS - units)
         twice += p * (2 * below + q)
         below += q
     return twice / (2 * pos * neg)

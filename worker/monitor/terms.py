@@ -24,8 +24,6 @@ LOG_LOSS_EPS: Final = sys.float_info.epsilon
 LOGIT_SCALE: Final = 200
 LOGIT_CLIP: Final = 1e-12
 MAX_TERM: Final = 1e290
-#: est_roc keys: logit bin * EST_KEY_RADIX + the calibrated rate in RATE_UNITs (0 .. 2**20).
-EST_KEY_RADIX: Final = 2 * RATE_UNITS
 RELIABILITY_BINS: Final = 10
 #: Label maturity: a labeled outcome counts in the first bucket whose bound its label's age
 #: after its window closed (label time - window end) does not exceed; bucket 0 holds the
@@ -66,12 +64,12 @@ def score_terms(score: Score, spec: ModelSpec) -> Terms:
 def est_terms(score: Score, decided: bool, calibration: Calibration) -> Terms:
     """A first-seen binary prediction's part of the estimate (worker/monitor/estimate.py):
     its calibrated rate c (a multiple of 2**-20, so sums of it are exact) to est_pos, and to
-    est_tp when decided positive; counted; binned by raw-score logit bin and c's units."""
+    est_tp when decided positive; counted; binned by c's units (for the estimated AUC)."""
     if not isinstance(score, float) or not 0.0 <= score <= 1.0:
         return Terms(())
     units = calibration.units(score)
     c = units / RATE_UNITS
-    key = (("est_roc", logit_bin(score) * EST_KEY_RADIX + units),)
+    key = (("est_auc", units),)
     if decided:
         return Terms(("est_count", "est_alerts"), (("est_pos", c), ("est_tp", c)), key)
     return Terms(("est_count",), (("est_pos", c),), key)

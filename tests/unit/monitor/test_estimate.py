@@ -25,7 +25,7 @@ from worker.monitor.aggregate import WindowAgg, add_outcomes, add_predictions, m
 from worker.monitor.catalog import metrics
 from worker.monitor.deltas import batch_deltas
 from worker.monitor.estimate import maturity, reliability
-from worker.monitor.terms import MATURITY_BOUNDS_S, logit_bin
+from worker.monitor.terms import MATURITY_BOUNDS_S
 from worker.monitor.views import ModelSpec, Outcome, PredictionView
 
 THRESHOLD = 0.3
@@ -65,16 +65,13 @@ def direct(s: Any) -> dict[str, float]:
 
 
 def expected_roc_auc(s: Any, c: Any) -> float:
-    """The trapezoid area under the expected ROC curve, thresholds at the logit bins'
-    edges from the top (sklearn.metrics.auc of CBPE's expected TPR and FPR)."""
-    bins = np.array([logit_bin(v) for v in s.tolist()])
-    tpr, fpr = [0.0], [0.0]
-    pos, neg = math.fsum(c), math.fsum(1.0 - c)
-    for b in sorted(set(bins.tolist()), reverse=True):
-        above = bins >= b
-        tpr.append(math.fsum(c[above]) / pos)
-        fpr.append(math.fsum(1.0 - c[above]) / neg)
-    return float(auc(fpr, tpr))
+    """CBPE's estimated ROC AUC as NannyML computes it: predictions sorted by raw score,
+    the calibrated rates accumulated into expected TPR and FPR at every threshold, the
+    trapezoid area under that curve (sklearn.metrics.auc)."""
+    order = np.argsort(-s, kind="stable")
+    tps = np.r_[0.0, np.cumsum(c[order])]
+    fps = np.r_[0.0, np.cumsum(1.0 - c[order])]
+    return float(auc(fps / fps[-1], tps / tps[-1]))
 
 
 def test_estimates_equal_a_direct_computation() -> None:
@@ -92,16 +89,15 @@ def test_estimates_equal_a_direct_computation() -> None:
         figures["roc_auc"] - want["est_roc_auc"], abs=TOL, rel=0)
 
 
-def test_the_estimated_auc_is_cbpes_on_the_raw_scores_within_binning() -> None:
-    """NannyML sorts by the raw score and accumulates the calibrated rates; the logit
-    bins (width 1/200) only add ties."""
-    _, _, s, _, _ = stream(2, 6000)
+def test_the_estimated_auc_is_cbpes_on_the_raw_scores_exactly_with_a_count_per_rate() -> None:
+    """NannyML sorts by the raw score and accumulates the calibrated rates: a count per
+    calibrated rate gives the same area (to 1e-9), with at most one bin per step of the
+    map, whatever the number of predictions."""
+    preds, outcomes, s, _, _ = stream(2, 6000)
+    agg = aggregate(preds, outcomes)
+    assert len(agg.hists["est_auc"]) <= len(CALIBRATION.rates) < 100
     c = np.asarray(CALIBRATION.rates)[np.searchsorted(CALIBRATION.cuts, s, side="right")]
-    order = np.argsort(-s, kind="stable")
-    tps = np.r_[0.0, np.cumsum(c[order])]
-    fps = np.r_[0.0, np.cumsum(1.0 - c[order])]
-    cbpe = float(auc(fps / fps[-1], tps / tps[-1]))
-    assert abs(direct(s)["est_roc_auc"] - cbpe) < 2e-3
+    assert metrics(agg)["est_roc_auc"] == pytest.approx(expected_roc_auc(s, c), abs=TOL, rel=0)
 
 
 def test_the_reliability_table_and_ece_equal_sklearns_calibration_curve() -> None:
