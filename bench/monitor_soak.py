@@ -8,7 +8,10 @@
 dedup window, state on disk). Samples both processes' RSS every 10 s and reports the
 monitor's growth after the first minute. The demo model carries a calibration map, so the
 monitor computes its estimated figures; ``--feature-stats`` also has the worker publish
-feature statistics and the monitor keep per-feature drift windows.
+feature statistics and the monitor keep per-feature drift windows. ``--baseline-monitor``
+runs a second monitor beside it on the same traffic (its own group and state), given the
+same bundle without its calibration map: the same run without the estimates, whose RSS is
+reported the same way (``baseline_*``).
 
 ``accelerated``: no worker; predictions at 1,000 events per second of *event time* with
 Kafka timestamps set to that time (it starts 30 h ago, so that it never runs ahead of
@@ -42,6 +45,7 @@ from procstat import NOW, PEAK, rss_mib  # bench/procstat.py: this folder is on 
 from worker import kafka_io
 from worker.devtools.demo import train_demo
 from worker.devtools.demo_run import free_port, wait_ready
+from worker.model import MANIFEST_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,6 +90,11 @@ def live(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[str, An
          "--log-level", "WARNING", *stats])
     wait_ready(wport, worker, 60)
     mon = start_monitor(b, t, tmp / "state", mport, ["--models", str(model), *stats])
+    base, bport = None, free_port()
+    if args.baseline_monitor:
+        plain = without_calibration(model, tmp / "model-plain")
+        base = start_monitor(b, {**t, "run": f"{t['run']}-base"}, tmp / "state-base", bport,
+                             ["--models", str(plain), *stats])
     count = int(args.rate * args.seconds)
     feed = subprocess.Popen(
         [sys.executable, "-m", "worker", "produce-demo", "--bootstrap", b, "--topic", t["in"],
@@ -103,6 +112,10 @@ def live(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[str, An
             "lag": int(m.get("lag", 0)),
             "join_age_s": round(m.get("scoring_monitor_newest_join_age_seconds", -1), 1),
             "rocksdb_mib": round(m.get("scoring_monitor_state_memory_bytes", 0) / 2**20)})
+        if base is not None:
+            samples[-1]["baseline_rss_mib"] = round(rss_mib(base.pid, NOW))
+            samples[-1]["baseline_joined"] = int(
+                scrape(bport).get("scoring_monitor_joined_total", 0))
         print(orjson.dumps(samples[-1]).decode(), file=sys.stderr, flush=True)
     after_1m = [s["monitor_rss_mib"] for s in samples if s["s"] >= 60]
     result = {"mode": "live", "rate": args.rate, "seconds": args.seconds,
@@ -113,11 +126,38 @@ def live(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[str, An
                   (max(after_1m) - after_1m[0]) if after_1m else None,
               "monitor_peak_rss_mib": round(rss_mib(mon.pid, PEAK)),
               "worker_peak_rss_mib": round(rss_mib(worker.pid, PEAK))}
-    for p in (feed, mon, worker):
+    if base is not None:
+        result.update(rss_summary("baseline", [s["baseline_rss_mib"] for s in samples
+                                               if s["s"] >= 60]))
+        result["baseline_peak_rss_mib"] = round(rss_mib(base.pid, PEAK))
+    result.update(rss_summary("monitor", after_1m))
+    for p in (feed, mon, *([base] if base is not None else []), worker):
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
         p.wait(120)
     return result
+
+
+def without_calibration(bundle: Path, folder: Path) -> Path:
+    """A copy of ``bundle`` whose manifest has no calibration map: estimates off."""
+    shutil.copytree(bundle, folder)
+    manifest = folder / MANIFEST_NAME
+    data = orjson.loads(manifest.read_bytes())
+    data.pop("calibration", None)
+    manifest.write_bytes(orjson.dumps(data))
+    return folder
+
+
+def rss_summary(name: str, after_1m: list[int]) -> dict[str, Any]:
+    """RSS from the first minute on: at 1 min, the largest sample, the end, and the medians
+    of the first three and of the last three samples (10 s apart)."""
+    if not after_1m:
+        return {}
+    return {f"{name}_rss_1m_mib": after_1m[0], f"{name}_rss_max_mib": max(after_1m),
+            f"{name}_rss_end_mib": after_1m[-1],
+            f"{name}_rss_growth_mib": max(after_1m) - after_1m[0],
+            f"{name}_rss_median_first3_mib": float(np.median(after_1m[:3])),
+            f"{name}_rss_median_last3_mib": float(np.median(after_1m[-3:]))}
 
 
 def accelerated(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[str, Any]:
@@ -199,6 +239,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=3600.0)
     ap.add_argument("--feature-stats", action="store_true",
                     help="live: feature statistics from the worker, drift windows in the monitor")
+    ap.add_argument("--baseline-monitor", action="store_true",
+                    help="live: a second monitor on the same traffic without the estimates")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="monitor-soak-"))
     run = f"soak-{uuid.uuid4().hex[:6]}"
@@ -210,8 +252,8 @@ def main() -> None:
     try:
         result = live(args, t, tmp) if args.mode == "live" else accelerated(args, t, tmp)
     finally:
-        internal = [f"{run}-monitor-{s}" for s in ("join", "partials", "join-changelog",
-                                                   "global-changelog")]
+        internal = [f"{r}-monitor-{s}" for r in (run, f"{run}-base")
+                    for s in ("join", "partials", "join-changelog", "global-changelog")]
         kafka_io.delete_topics(args.bootstrap, [v for k, v in t.items() if k != "run"]
                                + internal)
         shutil.rmtree(tmp, ignore_errors=True)

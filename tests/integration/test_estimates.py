@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import orjson
 from sklearn.linear_model import LogisticRegression
 
 from tests.integration.helpers import ROOT, produce, read_topic
+from worker.devtools.demo_run import free_port
 from worker.model import write_bundle
 
 N = 20_000  # predictions per window
@@ -53,7 +55,7 @@ def bundle(folder: Path) -> tuple[Path, LogisticRegression]:
 class Monitor:
     def __init__(self, bootstrap: str, topics: dict[str, str], group: str, models: Path,
                  config: Path, windows: str, log: Path,
-                 horizon_s: float = 86_400) -> None:
+                 horizon_s: float = 86_400, port: int = 0) -> None:
         self.log = log.open("ab")
         self.path = log
         cmd = [sys.executable, "-m", "worker", "monitor", "--bootstrap", bootstrap,
@@ -61,9 +63,15 @@ class Monitor:
                "--metrics-topic", topics["metrics"], "--alerts-topic", topics["alerts"],
                "--stats-topic", topics["stats"], "--group", group, "--instance-id", "est",
                "--models", str(models), "--config", str(config), "--windows", windows,
-               "--tick-ms", "500", "--horizon-s", str(horizon_s), "--metrics-port", "0",
+               "--tick-ms", "500", "--horizon-s", str(horizon_s), "--metrics-port", str(port),
                "--partitions", "2"]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def kill(self) -> int:
+        self.proc.kill()
+        code = self.proc.wait(60)
+        self.log.close()
+        return code
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -99,18 +107,22 @@ def send_labels(bootstrap: str, topic: str, labels: list[tuple[str, int, int | N
         for i, y, ts in labels))
 
 
-def latest_windows(bootstrap: str, topic: str, size: str) -> dict[int, dict[str, Any]]:
-    """The latest model-metrics record of each closed window of ``size``, by start."""
+def latest_windows(bootstrap: str, topics: str | list[str], size: str
+                   ) -> dict[int, dict[str, Any]]:
+    """The latest model-metrics record of each closed window of ``size``, by start (of
+    several topics, the later one's records are the later ones)."""
     out: dict[int, dict[str, Any]] = {}
-    for r in read_topic(bootstrap, topic, 1, timeout=5, settle=1.0):
-        rec = orjson.loads(r.value or b"{}")
-        if rec.get("window") == size:
-            out[int(rec["window_start"])] = rec
+    for topic in [topics] if isinstance(topics, str) else topics:
+        for r in read_topic(bootstrap, topic, 1, timeout=5, settle=1.0):
+            rec = orjson.loads(r.value or b"{}")
+            if rec.get("window") == size:
+                out[int(rec["window_start"])] = rec
     return out
 
 
-def wait_windows(bootstrap: str, topic: str, size: str, done: Callable[[dict[int, Any]], bool],
-                 what: str, timeout: float = 180) -> dict[int, dict[str, Any]]:
+def wait_windows(bootstrap: str, topic: str | list[str], size: str,
+                 done: Callable[[dict[int, Any]], bool], what: str, timeout: float = 180
+                 ) -> dict[int, dict[str, Any]]:
     deadline = time.monotonic() + timeout
     got: dict[int, dict[str, Any]] = {}
     while time.monotonic() < deadline:
@@ -239,9 +251,12 @@ def test_label_maturity_rises_over_an_accelerated_week_and_min_coverage_waits(
 ) -> None:
     """A week of traffic (event times over the last seven days) and its labels, which come
     one to several days later, sent in the order they would arrive: each daily window's
-    coverage rises as they come, and the maturity curve says within which delay. A rule
-    with min_coverage 0.9 (always breached otherwise) stays quiet until the latest closed
-    day is 90 % labeled."""
+    coverage rises as they come, and its maturity curve says how far it got by each age
+    after the window closed. A rule with min_coverage 0.9 (always breached otherwise) stays
+    quiet until the latest closed day is 90 % labeled. Mid-week the monitor is killed (-9)
+    and restarted publishing to a new metrics topic, so that nothing it reads back holds the
+    curves: its status page has every window's curve from its restored state, and the
+    curves go on exactly."""
     path, model = bundle(tmp_path / "model")
     config = tmp_path / "monitor.toml"
     config.write_text(COVERAGE_RULE)
@@ -255,12 +270,15 @@ def test_label_maturity_rises_over_an_accelerated_week_and_min_coverage_waits(
     delays = rng.exponential(1.5 * DAY, n).astype(np.int64)
     never = rng.random(n) < 0.03
     label_ts = np.array([p["event_ts"] for p in preds]) + delays
-    mon = Monitor(kafka_bootstrap, topics, group_factory(), path, config, "1d",
-                  tmp_path / "m.log", horizon_s=9 * 86_400)
+    group = group_factory()
+    mon = Monitor(kafka_bootstrap, topics, group, path, config, "1d", tmp_path / "m.log",
+                  horizon_s=9 * 86_400)
+    metrics_topics = [topics["metrics"]]
     curves: list[dict[int, dict[str, Any]]] = []
+    page: dict[str, Any] = {}
     try:
         send_predictions(kafka_bootstrap, topics["pred"], preds)
-        wait_windows(kafka_bootstrap, topics["metrics"], "1d",
+        wait_windows(kafka_bootstrap, metrics_topics, "1d",
                      lambda g: sum(r["predicted"] for r in g.values()) == n,
                      "the week's predictions did not all arrive")
         sent, known = 0, -np.inf
@@ -272,7 +290,7 @@ def test_label_maturity_rises_over_an_accelerated_week_and_min_coverage_waits(
             send_labels(kafka_bootstrap, topics["labels"], batch)
             sent += len(batch)
             curves.append(wait_windows(
-                kafka_bootstrap, topics["metrics"], "1d",
+                kafka_bootstrap, metrics_topics, "1d",
                 lambda g, want=sent: sum(r["count"] for r in g.values()) == want,
                 f"{sent} labels were not all joined"))
             time.sleep(2)  # ticks: the coverage rule evaluates the latest closed day
@@ -280,27 +298,60 @@ def test_label_maturity_rises_over_an_accelerated_week_and_min_coverage_waits(
                      if a.get("alert") == "recall_when_labeled"]
             if upto < np.inf:
                 assert fired == [], (upto, fired)
+            if len(curves) == 1:
+                assert mon.kill() == -signal.SIGKILL
+                metrics_topics.append(topic_factory("metrics2", 1))
+                port = free_port()
+                mon = Monitor(kafka_bootstrap, {**topics, "metrics": metrics_topics[-1]}, group,
+                              path, config, "1d", tmp_path / "m2.log", horizon_s=9 * 86_400,
+                              port=port)
+                page = status_maturity(port, 7)
         deadline = time.monotonic() + 30
         while not fired and time.monotonic() < deadline:
             fired = [a for a in alerts(kafka_bootstrap, topics["alerts"])
                      if a.get("alert") == "recall_when_labeled"]
     finally:
-        assert mon.stop() == 0, (tmp_path / "m.log").read_text()[-3000:]
+        assert mon.stop() == 0, (tmp_path / "m2.log").read_text()[-3000:]
     days = sorted(curves[-1])
     assert len(days) == 7 and days[0] == first
+    # After the restart the page showed the curves as they stood at the kill, each window's.
+    assert [w["window_start"] for w in page["1d"]] == days
+    for w in page["1d"]:
+        assert (w["maturity"], w["coverage"]) == (curves[0][w["window_start"]]["maturity"],
+                                                  curves[0][w["window_start"]]["coverage"])
     for start in days:
         covs = [c[start]["coverage"] if start in c else 0.0 for c in curves]
         assert covs == sorted(covs), (start, covs)  # it only rises
         events = np.array([0 <= p["event_ts"] - start < DAY for p in preds])
+        age = label_ts - (start + DAY)  # a label's age after its window closed
         final = curves[-1][start]
         assert abs(final["coverage"] - (events & ~never).sum() / events.sum()) < 1e-12
-        # The curve: the share labeled within each delay of the event, up to the coverage.
+        # The curve: the share labeled by each age after the close; it ends at the coverage.
         for point in final["maturity"]:
-            bound = point["within_s"]
-            within = events & ~never & (delays <= (np.inf if bound is None else bound * 1000))
-            assert abs(point["coverage"] - within.sum() / events.sum()) < 1e-12, (start, point)
+            bound = point["age_s"]
+            by = events & ~never & (age <= (np.inf if bound is None else bound * 1000))
+            assert abs(point["coverage"] - by.sum() / events.sum()) < 1e-12, (start, point)
+        assert final["maturity"][-1]["coverage"] == final["coverage"]
+        shape = ", ".join(f"{p['coverage']:.2f}" for p in final["maturity"]
+                          if p["age_s"] in (0, 86_400, 3 * 86_400, 7 * 86_400))
         report(f"maturity of day {days.index(start) + 1}: coverage by day 4, 6, all: "
-               + ", ".join(f"{c:.3f}" for c in covs))
+               + ", ".join(f"{c:.3f}" for c in covs) + f"; by close, 1d, 3d, 7d after: {shape}")
     # The latest closed day had no label by day 4 or 6 (its events are on day 7); the rule
     # waited for its coverage and fired (recall < 1.01 always) once it was 97 % labeled.
     assert len(fired) == 1 and fired[0]["window_start"] == days[-1]
+
+
+def status_maturity(port: int, windows: int, timeout: float = 90) -> dict[str, Any]:
+    """The maturity curves of the status page, once it has ``windows`` of them."""
+    deadline, got = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=3) as r:
+                models = orjson.loads(r.read())["models"]
+        except OSError:
+            models = []
+        got = models[0]["maturity"] if models else {}
+        if len(got.get("1d", [])) == windows:
+            return dict(got)
+        time.sleep(1)
+    raise AssertionError(f"the restarted page did not show {windows} curves: {got}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import sys
@@ -19,7 +20,8 @@ from sklearn import metrics as skm
 from sklearn.linear_model import LogisticRegression
 
 from tests.integration.helpers import ROOT, produce, read_topic
-from worker.model import write_bundle
+from worker.model import load_bundle, write_bundle
+from worker.model.calibration import Calibration
 
 N = 50_000
 FIVE_MIN = 300_000
@@ -89,7 +91,7 @@ def expected(ds: Dataset) -> dict[str, dict[str, Any]]:
         y = np.array([ds.labels[p["id"]] for p in labeled])
         s = np.array([p["score"] for p in labeled])
         d = np.array([p["label"] for p in labeled])
-        out[key] = {"count": len(labeled), "predicted": len(preds),
+        out[key] = {"count": len(labeled), "predicted": len(preds), "scores": preds,
                     "expired": len(preds) - len(labeled), "positives": int(y.sum()),
                     "accuracy": skm.accuracy_score(y, d), "precision": skm.precision_score(y, d),
                     "recall": skm.recall_score(y, d), "f1": skm.f1_score(y, d),
@@ -174,7 +176,8 @@ def final_windows(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
     return latest
 
 
-def check_against_sklearn(got: dict[str, dict[str, Any]], ds: Dataset) -> None:
+def check_against_sklearn(got: dict[str, dict[str, Any]], ds: Dataset,
+                          calibration: Calibration) -> None:
     want = expected(ds)
     assert set(got) == set(want)
     assert len({k.split("|")[3] for k in want if "|5m|" in k}) >= 3
@@ -187,6 +190,28 @@ def check_against_sklearn(got: dict[str, dict[str, Any]], ds: Dataset) -> None:
         assert abs(g["roc_auc"] - w["roc_auc"]) <= 1e-3, (key, g["roc_auc"], w["roc_auc"])
         # Version 1 has a calibration map: estimated over every prediction of the window.
         assert (g["est_recall"] is not None) == (key.split("|")[1] == "1"), key
+        if g["est_recall"] is not None:
+            for name, value in direct_estimates(w["scores"], calibration).items():
+                assert abs(g[name] - value) <= 1e-9, (key, name, g[name], value)
+        assert g["maturity"][-1]["coverage"] == g["coverage"], key
+
+
+def direct_estimates(preds: list[dict[str, Any]], cal: Calibration) -> dict[str, float]:
+    """CBPE's expected confusion at the threshold, straight from the scores and the map."""
+    s = np.array([p["score"] for p in preds])
+    c = np.asarray(cal.rates)[np.searchsorted(cal.cuts, s, side="right")]
+    d = np.array([p["label"] == 1 for p in preds])
+    tp, pos, alerts, n = math.fsum(c[d]), math.fsum(c), int(d.sum()), len(s)
+    tn = n - alerts - (pos - tp)
+    return {"est_positives": pos, "est_alert_rate": alerts / n, "est_precision": tp / alerts,
+            "est_recall": tp / pos, "est_f1": 2 * tp / (alerts + pos),
+            "est_accuracy": (tp + tn) / n}
+
+
+def calibration_of(bundle: Path) -> Calibration:
+    cal = load_bundle(bundle).manifest.calibration
+    assert cal is not None
+    return cal
 
 
 def stable(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -216,7 +241,7 @@ def test_windows_equal_sklearn_with_late_early_missing_and_unknown_labels(
         got = final_windows(kafka_bootstrap, topics["metrics"])
     finally:
         assert mon.stop() == 0, (tmp_path / "m.log").read_text()[-3000:]
-    check_against_sklearn(got, dataset)
+    check_against_sklearn(got, dataset, calibration_of(calibrated))
     UNINTERRUPTED.update(stable(got))
 
 
@@ -238,7 +263,7 @@ def test_kill9_mid_stream_then_restart_gives_the_same_figures(
         got = final_windows(kafka_bootstrap, topics["metrics"])
     finally:
         assert second.stop() == 0
-    check_against_sklearn(got, dataset)
+    check_against_sklearn(got, dataset, calibration_of(calibrated))
     if UNINTERRUPTED:
         assert stable(got) == UNINTERRUPTED
 
@@ -265,7 +290,7 @@ def test_two_instances_give_the_same_figures_as_one(
         codes = (a.stop(), b.stop() if b is not None else 0)
     assert codes == (0, 0), (tmp_path / "a.log").read_text()[-3000:]
     assert "assigned" in (tmp_path / "b.log").read_text()  # b did take partitions
-    check_against_sklearn(got, dataset)
+    check_against_sklearn(got, dataset, calibration_of(calibrated))
     if UNINTERRUPTED:
         assert stable(got) == UNINTERRUPTED
 

@@ -88,7 +88,7 @@ _REALIZED_TERMS: Final = {"precision": ("tp", "fp"), "recall": ("tp", "fn"),
 
 def _gap(name: str, realized: Compute, estimated: Compute) -> MetricDef:
     return MetricDef(f"est_gap_{name}", BINARY, est.gap(realized, estimated),
-                     (*_REALIZED_TERMS[name], *(("est_roc",) if name == "roc_auc" else _EST)),
+                     (*_REALIZED_TERMS[name], *(("est_auc",) if name == "roc_auc" else _EST)),
                      f"scoring_model_est_gap_{name}_ratio",
                      f"Realized minus estimated {name} (negative: worse than the scores "
                      "promised).")
@@ -156,7 +156,7 @@ CATALOG: Final[tuple[MetricDef, ...]] = (
     MetricDef("est_accuracy", BINARY, est.est_accuracy, _EST,
               "scoring_model_est_accuracy_ratio", "Estimated accuracy (before labels).",
               unlabeled=True),
-    MetricDef("est_roc_auc", BINARY, est.est_roc_auc, ("est_roc",),
+    MetricDef("est_roc_auc", BINARY, est.est_roc_auc, ("est_auc",),
               "scoring_model_est_roc_auc_ratio", "Estimated ROC AUC (before labels).",
               unlabeled=True),
     _gap("precision", _precision, est.est_precision),

@@ -29,6 +29,7 @@ from worker.monitor.estimate import (
 from worker.monitor.join import Joined
 from worker.monitor.terms import (
     EXPIRED,
+    INLINE_LABEL_MS,
     INVALID,
     LOG_LOSS_EPS,
     LOGIT_CLIP,
@@ -36,7 +37,6 @@ from worker.monitor.terms import (
     PREDICTED,
     Terms,
     joined_terms,
-    with_maturity,
 )
 from worker.monitor.views import ModelSpec, same_label
 from worker.monitor.windows import WindowKey, parse_window
@@ -59,6 +59,8 @@ class _Rows:
         self.sigs: dict[tuple[str, ...], list[Any]] = {}
         self.sums: dict[str, tuple[list[Any], list[Any]]] = {}
         self.bins: dict[str, tuple[list[Any], list[Any]]] = {}
+        #: Counted outcomes and their label times, binned per window by ``maturity``.
+        self.labeled: tuple[list[Any], list[Any]] = ([], [])
 
     def code(self, pred: Pred, spec_of: SpecOf) -> int:
         key = (pred[0], pred[1])
@@ -100,6 +102,20 @@ class _Rows:
         chunks[0].append(rows)
         chunks[1].append(keys)
 
+    def label(self, rows: Any, label_ms: Any) -> None:
+        self.labeled[0].append(rows)
+        self.labeled[1].append(label_ms)
+
+    def maturity(self, ends: IntArray) -> dict[str, tuple[list[Any], list[Any]]]:
+        """The bins with, for one window size (``ends``: each row's window end), the
+        ``terms.maturity_terms`` of the counted outcomes: numpy's searchsorted 'left' is
+        bisect_left."""
+        if not self.labeled[0]:
+            return self.bins
+        rows = _cat(self.labeled[0], np.int64)
+        ages = _cat(self.labeled[1], np.int64) - ends[rows]
+        return {**self.bins, "mature": ([rows], [maturity_columns(ages)])}
+
 
 def batch_deltas(
     windows: Sequence[str],
@@ -124,7 +140,9 @@ def batch_deltas(
             binary.setdefault(code, []).append(o)
         else:
             terms = joined_terms(o[0][2], o[0][3], o[1], specs[code])
-            rows.add(code, o[0][4], with_maturity(terms, None if o[4] else o[2] - o[0][4]))
+            rows.add(code, o[0][4], terms)
+            if "count" in terms.counts:
+                rows.label((len(rows.codes) - 1,), (INLINE_LABEL_MS if o[4] else o[2],))
     for code, items in binary.items():
         add_binary(rows, code, specs[code], items)
     by_code = {}
@@ -141,7 +159,8 @@ def batch_deltas(
         size = parse_window(window)
         starts = times - times % size
         groups, inverse = _group(starts, codes, len(rows.keys))
-        for (start, code), agg in zip(groups, _fold(rows, inverse, len(groups)), strict=True):
+        folded = _fold(rows, inverse, len(groups), rows.maturity(starts + size))
+        for (start, code), agg in zip(groups, folded, strict=True):
             model, version = rows.keys[code]
             out[WindowKey(model, version, window, start)] = WindowAgg(
                 rows.specs[code].task, agg[0], agg[1], agg[2])
@@ -214,8 +233,8 @@ def add_binary(rows: _Rows, code: int, spec: ModelSpec, items: list[Joined]) -> 
     rows.bin("pos", iv[yv], logits[yv])
     rows.bin("neg", iv[~yv], logits[~yv])
     _push(rows, iv, reliability_columns(pv, yv))
-    delays = np.array([0 if o[4] else o[2] - o[0][4] for o in items], dtype=np.int64)
-    rows.bin("mature", iv, maturity_columns(delays[valid]))
+    label_ms = np.array([INLINE_LABEL_MS if o[4] else o[2] for o in items], dtype=np.int64)
+    rows.label(iv, label_ms[valid])
 
 
 class _Cache:
@@ -249,7 +268,8 @@ def _group(starts: IntArray, codes: IntArray, n_codes: int) -> tuple[list[tuple[
 Folded = tuple[dict[str, int], dict[str, exactsum.ExactSum], dict[str, dict[int, int]]]
 
 
-def _fold(rows: _Rows, inverse: IntArray, n_groups: int) -> list[Folded]:
+def _fold(rows: _Rows, inverse: IntArray, n_groups: int,
+          bins: dict[str, tuple[list[Any], list[Any]]]) -> list[Folded]:
     folded: list[Folded] = [({}, {}, {}) for _ in range(n_groups)]
     for sig, members in rows.sigs.items():
         per_group = np.bincount(inverse[_cat(members, np.int64)], minlength=n_groups)
@@ -269,7 +289,7 @@ def _fold(rows: _Rows, inverse: IntArray, n_groups: int) -> list[Folded]:
             total = exactsum.canonical(chunk.tolist())
             if total:
                 folded[chunk_g][1][name] = total
-    for hist, (members, keys) in rows.bins.items():
+    for hist, (members, keys) in bins.items():
         g_of = inverse[_cat(members, np.int64)]
         k = _cat(keys, np.int64)
         if not len(k):

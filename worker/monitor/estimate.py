@@ -5,12 +5,17 @@ Every prediction of a binary model with a calibration map (worker/model/calibrat
 adds, on first sighting, its calibrated rate ``c`` (the expected outcome of that one
 prediction; a multiple of 2**-20, so its sums are exact): to ``est_pos`` always and to
 ``est_tp`` when the decision was positive, counts ``est_count`` and ``est_alerts``, and
-one bin of ``est_roc`` keyed by the raw score's logit bin and ``c``'s units. The
-expected confusion at the model's threshold follows: TP = est_tp, FP = alerts - TP,
-FN = est_pos - TP, TN = n - alerts - FN. The estimated ROC AUC is the Mann-Whitney
-statistic of the expected positive mass (c) against the expected negative mass (1 - c),
-ordered by the raw score's logit bin, ties counting one half: the area under CBPE's
-expected ROC curve over thresholds at the bins' edges.
+one bin of ``est_auc`` keyed by ``c``'s units. The expected confusion at the model's
+threshold follows: TP = est_tp, FP = alerts - TP, FN = est_pos - TP, TN = n - alerts - FN.
+
+The estimated ROC AUC is CBPE's: the trapezoid area under the expected ROC curve, each
+prediction counting as ``c`` of a positive and ``1 - c`` of a negative, over every
+threshold on the raw score. The map is non-decreasing in the score, so predictions with a
+larger ``c`` all have larger scores, and within one value of ``c`` the order of the scores
+does not change the area (a pair there adds c(1 - c) whichever is above): a count per
+value of ``c`` (at most one per step of the map) gives that area exactly, as the
+Mann-Whitney statistic of the positive mass against the negative mass ordered by ``c``,
+ties counting one half.
 
 Every labeled prediction of a binary model adds, for the reliability table, one of
 ``RELIABILITY_BINS`` equal-width score bins: its count (``rel_n``), its positives
@@ -29,13 +34,7 @@ import numpy as np
 from worker.model.calibration import RATE_UNITS, Calibration
 from worker.monitor import exactsum
 from worker.monitor.exactsum import ExactSum
-from worker.monitor.terms import (
-    EST_KEY_RADIX,
-    MATURITY_BOUNDS_MS,
-    MATURITY_BOUNDS_S,
-    RELIABILITY_BINS,
-    logit_bin,
-)
+from worker.monitor.terms import MATURITY_BOUNDS_MS, MATURITY_BOUNDS_S, RELIABILITY_BINS
 
 Figure = int | float | None
 
@@ -79,12 +78,10 @@ def est_columns(scores: Any, decided: Any, calibration: Calibration | None) -> C
     s, d = scores[valid], decided[valid]
     units = calibration.units_of(s)
     c = units / RATE_UNITS
-    logits = np.array([logit_bin(x) for x in s.tolist()], dtype=np.int64)
-    keys = logits * EST_KEY_RADIX + units
     return Columns(
         (Column("est_count", rows, None), Column("est_alerts", rows[d], None)),
         (Column("est_pos", rows, c), Column("est_tp", rows[d], c[d])),
-        (Column("est_roc", rows, keys),),
+        (Column("est_auc", rows, units),),
     )
 
 
@@ -99,10 +96,10 @@ def reliability_columns(scores: Any, positive: Any) -> Columns:
                               Column("rel_pos", rows[positive], bins[positive])))
 
 
-def maturity_columns(delays_ms: Any) -> Any:
-    """``terms.maturity_bin`` of many delays (an inline label given as 0): numpy's
+def maturity_columns(ages_ms: Any) -> Any:
+    """``terms.maturity_bin`` of many label ages after their window's end: numpy's
     searchsorted 'left' is bisect_left."""
-    return np.searchsorted(np.asarray(MATURITY_BOUNDS_MS, dtype=np.int64), delays_ms,
+    return np.searchsorted(np.asarray(MATURITY_BOUNDS_MS, dtype=np.int64), ages_ms,
                            side="left")
 
 
@@ -160,21 +157,17 @@ est_accuracy = _est(lambda e: (e.tp + e.tn) / e.n)
 
 
 def est_roc_auc(agg: Agg, _ref: object = None) -> Figure:
-    """Weighted Mann-Whitney over the raw score's logit bins: expected positives ``c``
-    against expected negatives ``1 - c``; a pair in one bin counts one half."""
-    by_bin: dict[int, list[int]] = {}
-    for key, n in agg.hists.get("est_roc", {}).items():
-        b, units = divmod(key, EST_KEY_RADIX)
-        acc = by_bin.setdefault(b, [0, 0])
-        acc[0] += n * units  # positive mass, in RATE_UNITs: exact integers
-        acc[1] += n * (RATE_UNITS - units)
-    pos = sum(p for p, _ in by_bin.values())
-    neg = sum(q for _, q in by_bin.values())
+    """Weighted Mann-Whitney ordered by ``c``: expected positives ``c`` against expected
+    negatives ``1 - c``, a pair at one value of ``c`` counting one half (the module's
+    docstring says why that is CBPE's area over the raw scores, exactly)."""
+    counts: Mapping[int, int] = agg.hists.get("est_auc", {})
+    pos = sum(n * units for units, n in counts.items())  # in RATE_UNITs: exact integers
+    neg = sum(n * (RATE_UNITS - units) for units, n in counts.items())
     if not pos or not neg:
         return None
     below = twice = 0
-    for b in sorted(by_bin):
-        p, q = by_bin[b]
+    for units in sorted(counts):
+        p, q = counts[units] * units, counts[units] * (RATE_UNITS - units)
         twice += p * (2 * below + q)
         below += q
     return twice / (2 * pos * neg)
@@ -230,16 +223,19 @@ def ece(agg: Agg, _ref: object = None) -> Figure:
 
 
 def maturity(agg: Agg) -> list[tuple[float | None, float]]:
-    """The window's label maturity: for each delay bound (seconds; None: any delay), the
-    share of its predictions labeled within that delay of their event. The last point is
-    the window's coverage now; the curve says how it got there and how final it is."""
+    """The window's label maturity as a function of its age: for each age after the window
+    closed (seconds; 0: by the close; None: any later), the share of its predictions
+    labeled by then. The curve stops at the last age any label came at, so its last point
+    is the window's coverage now; how far it reaches and how it flattens say how final the
+    window's figures are."""
     predicted = agg.counts.get("predicted", 0)
     if not predicted:
         return []
     buckets: Mapping[int, int] = agg.hists.get("mature", {})
+    last = max(buckets, default=0)
     out: list[tuple[float | None, float]] = []
     total = 0
-    for i, bound in enumerate((*MATURITY_BOUNDS_S, None)):
+    for i, bound in enumerate((*MATURITY_BOUNDS_S, None)[: last + 1]):
         total += buckets.get(i, 0)
         out.append((bound, total / predicted))
     return out
@@ -252,5 +248,5 @@ def window_details(agg: Agg) -> dict[str, list[dict[str, Any]]]:
         "reliability": [{"low": r.low, "high": r.high, "count": r.count,
                          "mean_score": r.mean_score, "positive_rate": r.positive_rate}
                         for r in reliability(agg)],
-        "maturity": [{"within_s": bound, "coverage": share} for bound, share in maturity(agg)],
+        "maturity": [{"age_s": bound, "coverage": share} for bound, share in maturity(agg)],
     }

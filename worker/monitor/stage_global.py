@@ -99,6 +99,16 @@ class GlobalPartition:
                                details=window_details(agg))
         return window.kafka_key(), dumps(value)
 
+    def closed_records(self, now_ms: int, since_ms: int) -> list[Record]:
+        """The records of the configured windows held here that ended between ``since_ms``
+        and ``now_ms``: after a restore, the status page's maturity curves of every window
+        that can still change, however long ago it was published."""
+        held = sorted((k for k in self.global_windows if k.window in self.windows
+                       and since_ms <= k.end_ms <= now_ms),
+                      key=lambda k: (k.model, k.model_version, k.window, k.start_ms))
+        return [self._record(k, self.global_windows[k].merged(), now_ms,
+                             self.global_windows[k].sources) for k in held]
+
     def join_stats(self) -> JoinStats:
         total = JoinStats()
         for stats in self.stats.values():

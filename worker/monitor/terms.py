@@ -24,12 +24,11 @@ LOG_LOSS_EPS: Final = sys.float_info.epsilon
 LOGIT_SCALE: Final = 200
 LOGIT_CLIP: Final = 1e-12
 MAX_TERM: Final = 1e290
-#: est_roc keys: logit bin * EST_KEY_RADIX + the calibrated rate in RATE_UNITs (0 .. 2**20).
-EST_KEY_RADIX: Final = 2 * RATE_UNITS
 RELIABILITY_BINS: Final = 10
-#: Label maturity: a labeled outcome's delay (label time - event time) falls in the first
-#: bucket whose bound it does not exceed; the last bucket is unbounded.
-MATURITY_BOUNDS_S: Final = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400,
+#: Label maturity: a labeled outcome counts in the first bucket whose bound its label's age
+#: after its window closed (label time - window end) does not exceed; bucket 0 holds the
+#: labels that came by the close (and those carried by the prediction); the last is unbounded.
+MATURITY_BOUNDS_S: Final = (0, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400,
                             2 * 86400, 3 * 86400, 5 * 86400, 7 * 86400, 14 * 86400)
 MATURITY_BOUNDS_MS: Final = tuple(b * 1000 for b in MATURITY_BOUNDS_S)
 
@@ -65,12 +64,12 @@ def score_terms(score: Score, spec: ModelSpec) -> Terms:
 def est_terms(score: Score, decided: bool, calibration: Calibration) -> Terms:
     """A first-seen binary prediction's part of the estimate (worker/monitor/estimate.py):
     its calibrated rate c (a multiple of 2**-20, so sums of it are exact) to est_pos, and to
-    est_tp when decided positive; counted; binned by raw-score logit bin and c's units."""
+    est_tp when decided positive; counted; binned by c's units (for the estimated AUC)."""
     if not isinstance(score, float) or not 0.0 <= score <= 1.0:
         return Terms(())
     units = calibration.units(score)
     c = units / RATE_UNITS
-    key = (("est_roc", logit_bin(score) * EST_KEY_RADIX + units),)
+    key = (("est_auc", units),)
     if decided:
         return Terms(("est_count", "est_alerts"), (("est_pos", c), ("est_tp", c)), key)
     return Terms(("est_count",), (("est_pos", c),), key)
@@ -82,21 +81,26 @@ def reliability_bin(p: float) -> int:
 
 
 def outcome_terms(outcome: Outcome, spec: ModelSpec) -> Terms:
+    """A joined outcome's terms, the same in every window it falls in (its maturity bin,
+    which depends on the window's end, is ``maturity_terms``)."""
     pred = outcome.prediction
-    return with_maturity(joined_terms(pred.score, pred.label, outcome.true_label, spec),
-                         outcome.delay_ms)
+    return joined_terms(pred.score, pred.label, outcome.true_label, spec)
 
 
-def with_maturity(terms: Terms, delay_ms: int | None) -> Terms:
-    """A counted outcome's label delay, binned for the window's maturity curve (an inline
-    label, which has no delay, counts as immediate)."""
+#: The label time given to a label carried by the prediction: before any window's end.
+INLINE_LABEL_MS: Final = -(1 << 62)
+
+
+def maturity_terms(terms: Terms, label_ms: int, window_end_ms: int) -> Terms:
+    """A counted outcome's part of one window's maturity curve: its label's age after the
+    window closed, binned (``INLINE_LABEL_MS`` for an inline label: labeled by the close)."""
     if "count" not in terms.counts:
-        return terms
-    return terms._replace(bins=(*terms.bins, ("mature", maturity_bin(delay_ms))))
+        return Terms(())
+    return Terms((), bins=(("mature", maturity_bin(label_ms - window_end_ms)),))
 
 
-def maturity_bin(delay_ms: int | None) -> int:
-    return 0 if delay_ms is None else bisect_left(MATURITY_BOUNDS_MS, delay_ms)
+def maturity_bin(age_ms: int) -> int:
+    return bisect_left(MATURITY_BOUNDS_MS, age_ms)
 
 
 def joined_terms(score: Score, decision: LabelValue, truth: LabelValue, spec: ModelSpec) -> Terms:

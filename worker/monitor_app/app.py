@@ -36,6 +36,7 @@ from worker.monitor.join import JoinConfig
 from worker.monitor.rekey import rekey
 from worker.monitor.stage_global import GlobalPartition, Snapshot, stats_record, window_sizes
 from worker.monitor.stages import JoinPartition
+from worker.monitor.status import MATURITY_SPAN_MS
 from worker.monitor.views import ModelSpec, PredictionView
 from worker.monitor_app import memory
 from worker.monitor_app.features import FeatureSide, feature_side
@@ -75,6 +76,8 @@ class OwnedPartitions:
     missing: list[str] = field(default_factory=list)
     #: Per-feature drift from the workers' statistics (None: --feature-stats-topic unset).
     features: FeatureSide | None = None
+    #: Fed the restored windows' records, so that maturity curves survive a restart.
+    status: StatusFeed | None = None
     stage: JoinStage = field(init=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +119,9 @@ class OwnedPartitions:
                                                     watch=self.health.restore):
                     gp.restore(k.decode(), v)
                 self.global_partitions[p] = gp
+                if self.status is not None:
+                    now = self.clock_ms()
+                    self.status.metrics(p, gp.closed_records(now, now - MATURITY_SPAN_MS))
             elif self.features is not None and topic == self.features.topic:
                 self.features.assign(p)
         self.update_readiness()
@@ -377,7 +383,7 @@ def run_monitor(
             return
         counters = loop_counters(registry)
         memory.limit_arenas()
-        owned = OwnedPartitions(s, rules, specs, health, features=features)
+        owned = OwnedPartitions(s, rules, specs, health, features=features, status=status)
         loop = TxLoop(connection(s, s.instance_id), membership(s), f"{s.group}-{s.instance_id}",
                       owned.on_assign, owned.on_revoke)
         if features is not None:

@@ -23,7 +23,14 @@ from worker.monitor.join import (
     JoinStats,
     delay_bucket,
 )
-from worker.monitor.terms import EXPIRED, Terms, outcome_terms, prediction_terms
+from worker.monitor.terms import (
+    EXPIRED,
+    INLINE_LABEL_MS,
+    Terms,
+    maturity_terms,
+    outcome_terms,
+    prediction_terms,
+)
 from worker.monitor.views import LabelView, ModelSpec, Outcome, PredictionView
 from worker.monitor.windows import WindowKey, parse_window
 
@@ -241,18 +248,23 @@ def window_deltas(
     sizes = [(w, parse_window(w)) for w in windows]
     placed: dict[WindowKey, tuple[str, list[Terms]]] = {}
 
-    def place(pred: PredictionView, task: str, terms: Terms) -> None:
+    def place(pred: PredictionView, task: str, terms: Terms, label_ms: int | None = None
+              ) -> None:
         t = pred.event_time
         for window, size in sizes:
             key = WindowKey(pred.model, pred.model_version, window, t - t % size)
-            placed.setdefault(key, (task, []))[1].append(terms)
+            added = placed.setdefault(key, (task, []))[1]
+            added.append(terms)
+            if label_ms is not None:  # an outcome: its label's age after this window's end
+                added.append(maturity_terms(terms, label_ms, key.end_ms))
 
     for pred in predictions:
         spec = spec_for(pred)
         place(pred, spec.task, prediction_terms(pred, spec))
     for outcome in outcomes:
         spec = spec_for(outcome.prediction)
-        place(outcome.prediction, spec.task, outcome_terms(outcome, spec))
+        label_ms = INLINE_LABEL_MS if outcome.inline else outcome.label_time
+        place(outcome.prediction, spec.task, outcome_terms(outcome, spec), label_ms)
     for pred in expired:
         place(pred, spec_for(pred).task, EXPIRED)
     return {key: fold_terms(WindowAgg(), task, terms) for key, (task, terms) in placed.items()}

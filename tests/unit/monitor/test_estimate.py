@@ -25,7 +25,7 @@ from worker.monitor.aggregate import WindowAgg, add_outcomes, add_predictions, m
 from worker.monitor.catalog import metrics
 from worker.monitor.deltas import batch_deltas
 from worker.monitor.estimate import maturity, reliability
-from worker.monitor.terms import MATURITY_BOUNDS_S, logit_bin
+from worker.monitor.terms import MATURITY_BOUNDS_S
 from worker.monitor.views import ModelSpec, Outcome, PredictionView
 
 THRESHOLD = 0.3
@@ -65,16 +65,13 @@ def direct(s: Any) -> dict[str, float]:
 
 
 def expected_roc_auc(s: Any, c: Any) -> float:
-    """The trapezoid area under the expected ROC curve, thresholds at the logit bins'
-    edges from the top (sklearn.metrics.auc of CBPE's expected TPR and FPR)."""
-    bins = np.array([logit_bin(v) for v in s.tolist()])
-    tpr, fpr = [0.0], [0.0]
-    pos, neg = math.fsum(c), math.fsum(1.0 - c)
-    for b in sorted(set(bins.tolist()), reverse=True):
-        above = bins >= b
-        tpr.append(math.fsum(c[above]) / pos)
-        fpr.append(math.fsum(1.0 - c[above]) / neg)
-    return float(auc(fpr, tpr))
+    """CBPE's estimated ROC AUC as NannyML computes it: predictions sorted by raw score,
+    the calibrated rates accumulated into expected TPR and FPR at every threshold, the
+    trapezoid area under that curve (sklearn.metrics.auc)."""
+    order = np.argsort(-s, kind="stable")
+    tps = np.r_[0.0, np.cumsum(c[order])]
+    fps = np.r_[0.0, np.cumsum(1.0 - c[order])]
+    return float(auc(fps / fps[-1], tps / tps[-1]))
 
 
 def test_estimates_equal_a_direct_computation() -> None:
@@ -92,16 +89,15 @@ def test_estimates_equal_a_direct_computation() -> None:
         figures["roc_auc"] - want["est_roc_auc"], abs=TOL, rel=0)
 
 
-def test_the_estimated_auc_is_cbpes_on_the_raw_scores_within_binning() -> None:
-    """NannyML sorts by the raw score and accumulates the calibrated rates; the logit
-    bins (width 1/200) only add ties."""
-    _, _, s, _, _ = stream(2, 6000)
+def test_the_estimated_auc_is_cbpes_on_the_raw_scores_exactly_with_a_count_per_rate() -> None:
+    """NannyML sorts by the raw score and accumulates the calibrated rates: a count per
+    calibrated rate gives the same area (to 1e-9), with at most one bin per step of the
+    map, whatever the number of predictions."""
+    preds, outcomes, s, _, _ = stream(2, 6000)
+    agg = aggregate(preds, outcomes)
+    assert len(agg.hists["est_auc"]) <= len(CALIBRATION.rates) < 100
     c = np.asarray(CALIBRATION.rates)[np.searchsorted(CALIBRATION.cuts, s, side="right")]
-    order = np.argsort(-s, kind="stable")
-    tps = np.r_[0.0, np.cumsum(c[order])]
-    fps = np.r_[0.0, np.cumsum(1.0 - c[order])]
-    cbpe = float(auc(fps / fps[-1], tps / tps[-1]))
-    assert abs(direct(s)["est_roc_auc"] - cbpe) < 2e-3
+    assert metrics(agg)["est_roc_auc"] == pytest.approx(expected_roc_auc(s, c), abs=TOL, rel=0)
 
 
 def test_the_reliability_table_and_ece_equal_sklearns_calibration_curve() -> None:
@@ -168,20 +164,42 @@ def test_with_calibrated_scores_the_estimate_finds_the_realized_figures() -> Non
         assert abs(f[f"est_gap_{name}"]) < 0.01, (name, f[name], f[f"est_{name}"])  # type: ignore[arg-type]
 
 
-def test_maturity_is_the_share_labeled_within_each_delay() -> None:
-    preds, _, _, y, _ = stream(8, 2000)
+def test_maturity_is_the_share_labeled_by_each_age_after_the_window_closed() -> None:
+    """Each window's curve: for every age after its end, the share of its predictions whose
+    label had come by then (labels before the close and inline labels count at age 0),
+    ending at the last age a label came at, where it equals the coverage; the same through
+    the per-event reference and the batch path, for windows of two sizes."""
+    preds, _, _, y, _ = stream(8, 3000)
     rng = np.random.default_rng(8)
     delays = rng.exponential(2 * 86_400_000, len(preds)).astype(int)  # days, some never
     labeled = rng.random(len(preds)) < 0.9
-    rows = zip(preds, y.tolist(), delays.tolist(), labeled.tolist(), strict=True)
-    outcomes = [Outcome(p, t, p.event_time + d, p.event_time + d)
-                for p, t, d, keep in rows if keep]
-    curve = maturity(aggregate(preds, outcomes))
-    assert [b for b, _ in curve] == [*MATURITY_BOUNDS_S, None]
-    for bound, share in curve:
-        within = labeled & (delays <= (math.inf if bound is None else bound * 1000))
-        assert share == pytest.approx(within.sum() / len(preds), abs=TOL, rel=0), bound
-    assert curve[-1][1] == metrics(aggregate(preds, outcomes))["coverage"]
-    inline = [Outcome(p, 0, p.event_time + 10**9, p.event_time + 10**9, inline=True)
-              for p in preds[:10]]
-    assert maturity(aggregate(preds[:10], inline))[0] == (60, 1.0)
+    inline = rng.random(len(preds)) < 0.02
+    rows = zip(preds, y.tolist(), delays.tolist(), labeled.tolist(), inline.tolist(),
+               strict=True)
+    outcomes = [Outcome(p, t, p.event_time + d, p.event_time + d, inline=i)
+                for p, t, d, keep, i in rows if keep]
+    windows = ("5m", "1h")
+    slow = window_deltas(windows, lambda _p: BINARY, preds, outcomes)
+    new = [(p.model, p.model_version, p.score, p.label, p.event_time) for p in preds]
+    joined = [((o.prediction.model, o.prediction.model_version, o.prediction.score,
+                o.prediction.label, o.prediction.event_time), o.true_label, o.label_time,
+               o.joined_at, o.inline) for o in outcomes]
+    fast = batch_deltas(windows, lambda _k, _p: BINARY, new, joined)  # type: ignore[arg-type]
+    assert fast == slow
+    times = np.array([p.event_time for p in preds])
+    age_of = np.where(inline, -1, times + delays)
+    ages = [*MATURITY_BOUNDS_S, None]
+    for key, agg in slow.items():
+        mine = (times >= key.start_ms) & (times < key.end_ms)
+        age = np.where(inline, -1, age_of - key.end_ms)
+        curve = maturity(agg)
+        assert [b for b, _ in curve] == ages[: len(curve)]
+        last = max(age[mine & labeled])
+        bound = curve[-1][0]
+        assert bound is None or bound * 1000 >= last  # it reaches the last label
+        assert len(curve) == 1 or (curve[-2][0] or 0) * 1000 < last  # and stops there
+        for bound, share in curve:
+            by = mine & labeled & (age <= (math.inf if bound is None else bound * 1000))
+            assert share == pytest.approx(by.sum() / mine.sum(), abs=TOL, rel=0), (key, bound)
+        assert curve[-1][1] == metrics(agg)["coverage"]
+    assert maturity(aggregate(preds, [])) == [(0, 0.0)]  # predicted, nothing labeled yet

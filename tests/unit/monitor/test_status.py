@@ -170,7 +170,7 @@ def test_maturity_curves_are_kept_a_week_beyond_the_figures_span() -> None:
     board = StatusBoard(DEFAULT_RULES, ["1d"], "solo")
     day = 24 * 60 * MINUTE_MS
     start = T0 - T0 % day
-    curve = [{"within_s": 3600, "coverage": 0.2}, {"within_s": None, "coverage": 0.5}]
+    curve = [{"age_s": 3600, "coverage": 0.2}, {"age_s": None, "coverage": 0.5}]
     for d in range(10):
         window = WindowKey("fraud", "1", "1d", start + d * day)
         value = metrics_record(window, "binary", figures(0.7), start + (d + 1) * day,
@@ -178,7 +178,7 @@ def test_maturity_curves_are_kept_a_week_beyond_the_figures_span() -> None:
         board.on_metrics(0, [(window.kafka_key(), orjson.dumps(value))])
     # A late label moves the newest window's curve: the board keeps the latest of each.
     newest = WindowKey("fraud", "1", "1d", start + 9 * day)
-    later = [{"within_s": 3600, "coverage": 0.2}, {"within_s": None, "coverage": 0.9}]
+    later = [{"age_s": 3600, "coverage": 0.2}, {"age_s": None, "coverage": 0.9}]
     value = metrics_record(newest, "binary", figures(0.7), start + 11 * day,
                            details={"maturity": later, "reliability": []})
     board.on_metrics(0, [(newest.kafka_key(), orjson.dumps(value))])
