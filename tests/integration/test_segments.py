@@ -34,12 +34,12 @@ def get(port: int, path: str) -> bytes:
 
 
 def events_with_a_blind_market(rng: np.random.Generator) -> list[dict[str, object]]:
-    """N labeled events in the past 20 minutes, a country each (FR: 20 %); FR's frauds get
+    """N labeled events in the past 20 minutes, a country each (FR: 15 %); FR's frauds get
     the features of an ordinary transaction, so the model misses them there only."""
     events, labels = make_events(rng, N, 0, int(time.time() * 1000) - 1_200_000,
                                  include_label=True)
     ordinary = [e for e, y in zip(events, labels, strict=True) if y == 0]
-    countries = rng.choice(len(COUNTRIES), N, p=[0.4, 0.2, 0.2, 0.2]).tolist()
+    countries = rng.choice(len(COUNTRIES), N, p=[0.4, 0.15, 0.25, 0.2]).tolist()
     for i, (e, c) in enumerate(zip(events, countries, strict=True)):
         e["country"] = COUNTRIES[c]
         if COUNTRIES[c] == "FR" and e["label"] == 1:
@@ -57,8 +57,14 @@ def test_a_recall_drop_in_one_segment_fires_the_segment_rule_naming_it(
     kafka_io.create_topics(kafka_bootstrap, {t["tx"]: 2, t["pred"]: 2, t["dlq"]: 1})
     port = free_port()
     log_path = tmp_path / "monitor.log"
+    # The demo model's recall is about 0.37 at its threshold: the overall rule at 0.25, the
+    # segment rule the default (recall below 0.2 with at least 500 labeled).
+    config = tmp_path / "monitor.toml"
+    config.write_text('[[alerts]]\nname = "recall_low"\nmetric = "recall"\nop = "<"\n'
+                      'threshold = 0.25\nmin_count = 200\nmin_coverage = 0.8\n')
     monitor = subprocess.Popen(
-        [sys.executable, "-m", "worker", "monitor", "--bootstrap", kafka_bootstrap,
+        [sys.executable, "-m", "worker", "monitor", "--config", str(config),
+         "--bootstrap", kafka_bootstrap,
          "--predictions-topic", t["pred"], "--labels-topic", "", "--metrics-topic",
          t["metrics"], "--alerts-topic", t["alerts"], "--stats-topic", t["stats"],
          "--models", str(model), "--group", group_factory(), "--instance-id", "seg",
@@ -94,20 +100,21 @@ def test_a_recall_drop_in_one_segment_fires_the_segment_rule_naming_it(
         seen = time.monotonic() - started
         assert set(rows) == set(COUNTRIES)
         assert rows["FR"]["count"] >= 500 and rows["FR"]["recall"] < 0.2, rows["FR"]
-        assert all(rows[c]["recall"] > 0.5 for c in ("DE", "IT", "ES")), rows
+        assert all(rows[c]["recall"] > 0.3 for c in ("DE", "IT", "ES")), rows
         alerts = [orjson.loads(m.value or b"{}")
                   for m in read_topic(kafka_bootstrap, t["alerts"], 1, timeout=30, settle=2)]
         firing = [a for a in alerts if a["status"] == "firing"]
-        assert [(a["alert"], a.get("segment")) for a in firing] == [
+        assert [(a["alert"], a["segment"]) for a in firing if "segment" in a] == [
             ("segment_recall_low:country=FR", {"field": "country", "value": "FR"})], alerts
+        assert not [a for a in firing if a["alert"] == "recall_low"], alerts
         metrics = get(port, "/metrics").decode()
         overall = [line for line in metrics.splitlines() if line.startswith(
             'scoring_model_recall_ratio{model="fraud-demo",model_version="1",window="rolling"')]
         recall = float(overall[0].rsplit(" ", 1)[1])
-        assert recall > 0.6, overall  # above the default recall_low threshold: quiet
+        assert recall > 0.25, overall  # above the overall rule's threshold: quiet
         assert ('scoring_segment_recall_ratio{field="country",model="fraud-demo",'
                 'model_version="1",segment="FR",window="rolling"}') in metrics
-        report(f"segments: frauds made invisible in FR (20 % of {N:,} events): FR recall "
+        report(f"segments: frauds made invisible in FR (15 % of {N:,} events): FR recall "
                f"{rows['FR']['recall']:.3f} over {rows['FR']['count']} labeled, "
                f"segment_recall_low:country=FR fired; overall recall {recall:.3f}, no "
                f"overall alert; {seen:.1f}s from the last send to the monitor's figures")
