@@ -9,6 +9,7 @@ loads, each beside a no-model forwarder (bench/forwarder.py) measured in the sam
     python bench/worker_bench.py --model lr30 --shadow-compare  # shadow off and on, one run
     python bench/worker_bench.py --model lgbm --skip drain --rates 5000  # or xgb (pickled)
     python bench/worker_bench.py --model demo --processes-compare   # run --processes 1 and 2
+    python bench/worker_bench.py --model demo --segment-fields card_id --skip latency  # off/on
 
 Drain: ``--events`` are pre-loaded on a 4-partition topic; each system (forwarder,
 the baseline worker when ``--baseline`` names a checkout of another commit, the
@@ -319,6 +320,9 @@ def main() -> None:
                     "only: no SDK), and with --tracing under the OpenTelemetry SDK")
     ap.add_argument("--processes-compare", default="",
                     help="each worker also runs as run --processes N for each N listed (2,4)")
+    ap.add_argument("--segment-fields", default="",
+                    help="each mode also with --segment-fields (for example card_id, a string "
+                         "field of every demo event)")
     a = ap.parse_args()
     if (a.shadow or a.shadow_compare) and a.model in bench_models.KINDS:
         ap.error("--shadow: the demo and lr30 models have a shadow version")
@@ -341,6 +345,9 @@ def main() -> None:
         stats_topic = f"bench-stats-{uuid.uuid4().hex[:8]}"
         kafka_io.create_topics(a.bootstrap, {stats_topic: 1})
         variants += [(f"{name} + feature stats", (*more, "--feature-stats-topic", stats_topic))
+                     for name, more in variants]
+    if a.segment_fields:  # each variant again, copying segment fields, in the same run
+        variants += [(f"{name} + segments", (*more, "--segment-fields", a.segment_fields))
                      for name, more in variants]
     launchers: dict[str, Path] = {}
     if a.trace_compare:  # each variant again with headers and with tracing, in the same run

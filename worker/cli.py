@@ -227,12 +227,18 @@ def _monitor(args: argparse.Namespace) -> int:
         FeatureRule,
         parse_feature_rules,
     )
+    from worker.monitor.segments import (
+        DEFAULT_SEGMENT_RULES,
+        SegmentRule,
+        parse_segment_rules,
+    )
     from worker.monitor_app.app import run_monitor
 
     s = config.load_into(MonitorSettings, args.config, os.environ, vars(args), args.kafka,
-                         tables=("alerts", "feature_alerts"))
+                         tables=("alerts", "feature_alerts", "segment_alerts"))
     rules: tuple[AlertRule, ...] = DEFAULT_RULES
     feature_rules: tuple[FeatureRule, ...] = DEFAULT_FEATURE_RULES
+    segment_rules: tuple[SegmentRule, ...] = DEFAULT_SEGMENT_RULES
     if args.config is not None:
         tables = config.read_toml(args.config)
         try:
@@ -240,6 +246,8 @@ def _monitor(args: argparse.Namespace) -> int:
                 rules = parse_rules(tables["alerts"])
             if tables.get("feature_alerts") is not None:
                 feature_rules = parse_feature_rules(tables["feature_alerts"])
+            if tables.get("segment_alerts") is not None:
+                segment_rules = parse_segment_rules(tables["segment_alerts"])
         except AlertRuleError as exc:
             raise ConfigError(f"{args.config}: {exc}") from exc
     conn = connection(s, s.instance_id)
@@ -247,7 +255,7 @@ def _monitor(args: argparse.Namespace) -> int:
                   client_config(Role.TX_PRODUCER, conn)], s.kafka)
     setup_logging(s)
     logging.getLogger("worker").info("monitor starting", extra={"settings": s.masked()})
-    run_monitor(s, rules, feature_rules=feature_rules)
+    run_monitor(s, rules, feature_rules=feature_rules, segment_rules=segment_rules)
     return 0
 
 

@@ -66,6 +66,27 @@ def _process_count(text: str) -> str:
     return str(int(text))
 
 
+SEGMENT_FIELDS_MAX = 8
+
+
+def parse_segment_fields(value: str) -> tuple[str, ...]:
+    """``segment_fields`` as names, in order, without repeats; ValueError when out of range."""
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    if len(names) > SEGMENT_FIELDS_MAX:
+        raise ValueError(f"at most {SEGMENT_FIELDS_MAX} segment fields, got {len(names)}")
+    for name in names:
+        if len(name) > 64 or "=" in name or name.startswith(".") or name.endswith(".") \
+                or ".." in name:
+            raise ValueError(f"{name!r} is not a field name (at most 64 characters, no '=', "
+                             "dotted parts not empty)")
+    return names
+
+
+def _segment_fields(value: str) -> str:
+    parse_segment_fields(value)
+    return value
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -281,6 +302,17 @@ class Settings(WireFormatSettings):
         "the prediction as true_label; empty: off.",
         batch=True,
     )
+    segment_fields: str = setting(
+        "",
+        "Event fields copied into each prediction's segments, comma-separated (at most 8; a "
+        "dotted name such as geo.country reads a nested JSON object, or the outer.inner key "
+        "that the wire formats flatten to). The monitor keeps its figures per value of each "
+        "(the top K by traffic, see its segment_top_k). Strings are cut to 64 characters; "
+        "numbers and booleans become their JSON text; null, objects and arrays are left out. "
+        "Empty: off (predictions as before).",
+        check=_segment_fields, batch=True,
+        allowed="comma-separated field names, at most 8, each at most 64 characters",
+    )
     worker_id: str = setting(
         None, "Identifies this process in dead letters and logs (default: host-pid).",
         factory=_default_worker_id, check=not_empty,
@@ -308,6 +340,10 @@ class Settings(WireFormatSettings):
                 f"commit_interval_ms {self.commit_interval_ms} must be below "
                 f"transaction_timeout_s ({self.transaction_timeout_s:g} s) in exactly-once "
                 "mode: the broker would abort every transaction")
+
+    @property
+    def segment_field_list(self) -> tuple[str, ...]:
+        return parse_segment_fields(self.segment_fields)
 
     def masked(self) -> dict[str, Any]:
         return masked(self)

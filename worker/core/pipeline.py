@@ -22,7 +22,7 @@ from worker.core.decoders import Decoder
 from worker.core.decoders.json import JsonDecoder
 from worker.core.feature_counts import CountLayout, IntArray
 from worker.core.features import Extractor, FeatureBatch, extractor
-from worker.core.records import PredictionRecord, encode
+from worker.core.records import PredictionRecord, encode, segment_value
 from worker.core.schema import EventValidator
 from worker.core.scoring import build_predictions, score_batch_safely
 from worker.errors import Rejection, RejectKind
@@ -54,6 +54,9 @@ class ScoringContext:
     observe_model_seconds: Callable[[float], None] | None = None
     #: The input format (worker/core/decoders/): JSON objects unless told otherwise.
     decoder: Decoder = field(default_factory=JsonDecoder)
+    #: Event fields copied into each prediction's ``segments`` (the worker's
+    #: ``segment_fields``): the monitor keeps its figures per value of each; () : off.
+    segment_fields: tuple[str, ...] = ()
     #: How records become the model's input: chosen from the bundle once, here.
     extract: Extractor = field(init=False, repr=False, compare=False)
     #: The bins of the bundle's reference profile (None: the bundle has none).
@@ -212,6 +215,8 @@ def score_prepared(prepared: Prepared, ctx: ScoringContext, now_ms: int,
     predictions = build_predictions(ctx.bundle, result, records, now_ms, ctx.event_ts_field)
     if ctx.label_field is not None:
         _copy_true_labels(records, predictions, ctx.label_field)
+    if ctx.segment_fields:
+        _copy_segments(records, predictions, ctx.segment_fields)
     for j, prediction in zip(scored, predictions, strict=True):
         outcomes[positions[j]] = Prediction(prediction, encode(prediction))
     counts = None
@@ -237,6 +242,31 @@ def _copy_true_labels(
         value = record.get(field)
         if isinstance(value, int | float | str) and type(value) is not bool:
             prediction["true_label"] = value  # bool, null and objects are not labels
+
+
+def _copy_segments(records: list[dict[str, Any]], predictions: list[PredictionRecord],
+                   fields: tuple[str, ...]) -> None:
+    for record, prediction in zip(records, predictions, strict=True):
+        found = {}
+        for name in fields:
+            value = segment_value(field_value(record, name))
+            if value is not None:
+                found[name] = value
+        if found:
+            prediction["segments"] = found
+
+
+def field_value(record: dict[str, Any], name: str) -> Any:
+    """``record[name]``; for a dotted name missing as a key (wire formats flatten nested
+    records into ``outer.inner`` keys, JSON keeps them nested), the nested value."""
+    value = record.get(name)
+    if value is None and "." in name:
+        value = record
+        for part in name.split("."):
+            if type(value) is not dict:
+                return None
+            value = value.get(part)
+    return value
 
 
 def _validate_all(

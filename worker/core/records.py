@@ -18,6 +18,9 @@ import orjson
 LabelValue = int | float | str
 Score = float | dict[str, float]
 DEFAULT_TRUE_LABEL_FIELD: Final = "true_label"
+#: Segment values longer than this are cut to it (a value is a label of the monitor's
+#: gauges and a part of its keys, so its length is bounded where it is made).
+SEGMENT_VALUE_MAX: Final = 64
 
 
 class RecordError(ValueError):
@@ -55,6 +58,9 @@ class PredictionRecord(_RequiredFields, total=False):
     true_label: LabelValue
     #: The input's topic, partition and offset (the worker's ``lineage`` setting).
     source: InputSource
+    #: The event's segment fields (the worker's ``segment_fields``): field -> value as text,
+    #: at most ``SEGMENT_VALUE_MAX`` characters; absent when none is set or none is present.
+    segments: dict[str, str]
 
 
 #: The message value of a prediction: orjson's own function, so that encoding thousands of
@@ -212,3 +218,31 @@ def finite_number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
+
+
+def segment_value(value: object) -> str | None:
+    """An event field's value as a segment value: strings as they are, integers and finite
+    numbers as their JSON text, booleans as ``true``/``false``, cut to ``SEGMENT_VALUE_MAX``
+    characters; None (not a segment) for null, objects, arrays and non-finite numbers."""
+    if type(value) is str:
+        return value[:SEGMENT_VALUE_MAX]
+    if type(value) is bool:
+        return "true" if value else "false"
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        return orjson.dumps(value).decode()[:SEGMENT_VALUE_MAX]
+    return None
+
+
+def read_segments(msg: Mapping[str, Any]) -> str:
+    """A prediction's ``segments`` in one canonical text (the monitor's join carries it):
+    a JSON list of ``[field, value]`` pairs sorted by field; "" when there are none. Pairs
+    that do not fit the schema (a value not a string, or longer than the bound) are left out,
+    so a malformed ``segments`` never costs the prediction itself; so are field names with
+    "=", which the monitor's keys (``field=value``) cannot hold."""
+    raw = msg.get("segments")
+    if not raw or type(raw) is not dict:
+        return ""
+    pairs = sorted((k, v) for k, v in raw.items()
+                   if type(k) is str and k and "=" not in k and type(v) is str
+                   and len(v) <= SEGMENT_VALUE_MAX)
+    return orjson.dumps(pairs).decode() if pairs else ""

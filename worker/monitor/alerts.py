@@ -97,10 +97,10 @@ def parse_tables(items: object, parse_one: Callable[[object, int], R], what: str
 
 def parse_rules(items: object) -> tuple[AlertRule, ...]:
     """Rules from a list of tables, as in ``[[alerts]]`` of a TOML file."""
-    return parse_tables(items, _parse_rule, "alert rule")
+    return parse_tables(items, parse_rule, "alert rule")
 
 
-def _parse_rule(item: object, index: int) -> AlertRule:
+def parse_rule(item: object, index: int) -> AlertRule:
     where = f"alert rule #{index + 1}"
     if not isinstance(item, Mapping):
         raise AlertRuleError(f"{where} must be a table")

@@ -5,7 +5,7 @@ in the changelog as a few dozen bytes of ``struct`` fields rather than a JSON
 object:
 
 - ``(WAITING, stored_at, preds)``: predictions waiting for their label, one per
-  model version (``Pred``: model, version, score, decision, event time);
+  model version (``Pred``: model, version, score, decision, event time, segments);
 - ``(LABEL, stored_at, value, label_time)``: a label waiting for its prediction;
 - ``(JOINED, stored_at, value, label_time, versions)``: the marker of a joined
   id, kept for the dedup window so that retries are recognised.
@@ -29,8 +29,12 @@ WAITING: Final = 0
 LABEL: Final = 1
 JOINED: Final = 2
 
-Pred = tuple[str, str, Score, LabelValue, int]
-"""model, version, score, decision, event time (the prediction's event_ts, else scored_at)."""
+Pred = tuple[str, str, Score, LabelValue, int, str]
+"""model, version, score, decision, event time (the prediction's event_ts, else scored_at),
+segments (``records.read_segments``'s canonical text; "" when none)."""
+#: In a WAITING entry's count byte: each prediction is followed by its segments. Entries
+#: without segments keep the format they had before segments existed.
+_WITH_SEGMENTS: Final = 0x80
 ModelKey = tuple[str, str]
 Entry = tuple[Any, ...]
 
@@ -84,8 +88,8 @@ def _model_key(model: str, version: str) -> bytes:
 def encode_entry(entry: Entry) -> bytes:
     tag, stored_at = entry[0], entry[1]
     head = _HEAD.pack(tag, stored_at)
-    if tag == WAITING and len(entry[2]) == 1:
-        model, version, score, decision, event_time = entry[2][0]
+    if tag == WAITING and len(entry[2]) == 1 and not entry[2][0][5]:
+        model, version, score, decision, event_time, _ = entry[2][0]
         if type(score) is float and type(decision) is int and _INT64[0] <= decision <= _INT64[1]:
             return b"".join((head, b"\x01", _model_key(model, version),
                              _FAST_PRED.pack(b"f", score, b"i", decision, event_time)))
@@ -96,12 +100,15 @@ def encode_entry(entry: Entry) -> bytes:
     out = [head]
     if tag == WAITING:
         preds: tuple[Pred, ...] = entry[2]
-        out.append(bytes((len(preds),)))
-        for model, version, score, decision, event_time in preds:
+        segmented = any(p[5] for p in preds)
+        out.append(bytes((len(preds) | (_WITH_SEGMENTS if segmented else 0),)))
+        for model, version, score, decision, event_time, segments in preds:
             out.append(_model_key(model, version))
             _value(score, out)
             _value(decision, out)
             out.append(_Q.pack(event_time))
+            if segmented:
+                _str(segments, out)
     else:
         _value(entry[2], out)
         out.append(_Q.pack(entry[3]))
@@ -177,13 +184,17 @@ def decode_entry(raw: bytes) -> Entry:
         if len(raw) == 10 + n + _FAST_PRED.size and raw[10 + n] == 0x66 \
                 and raw[19 + n] == 0x69:
             _f, score, _i, decision, event_time = _FAST_PRED.unpack_from(raw, 10 + n)
-            return (WAITING, stored_at, ((model, version, score, decision, event_time),))
+            return (WAITING, stored_at, ((model, version, score, decision, event_time, ""),))
     r = _Reader(raw)
     r.pos = _HEAD.size
     if tag == WAITING:
         n = raw[r.pos]
         r.pos += 1
-        preds = tuple((r.s(), r.s(), r.value(), r.value(), r.q()) for _ in range(n))
+        if n & _WITH_SEGMENTS:
+            preds = tuple((r.s(), r.s(), r.value(), r.value(), r.q(), r.s())
+                          for _ in range(n & ~_WITH_SEGMENTS))
+        else:
+            preds = tuple((r.s(), r.s(), r.value(), r.value(), r.q(), "") for _ in range(n))
         return (WAITING, stored_at, preds)
     value, label_time = r.value(), r.q()
     if tag == LABEL:
@@ -205,7 +216,8 @@ class Block:
     Per row: ``ids`` (None for "x"), ``ts`` (the record's Kafka timestamp, the join's
     clock). Predictions: ``codes`` (index into ``versions``), ``scores``, ``values``
     (the decision), ``times`` (event time), ``truths`` (inline true label or None).
-    Labels: ``values`` (the label), ``times`` (its own ``ts`` or None).
+    Labels: ``values`` (the label), ``times`` (its own ``ts`` or None). ``segs``: a
+    prediction's segments (canonical text, "" when none), "" for other rows.
     """
 
     kinds: list[str] = field(default_factory=list)
@@ -216,6 +228,7 @@ class Block:
     values: list[LabelValue | None] = field(default_factory=list)
     times: list[int | None] = field(default_factory=list)
     truths: list[LabelValue | None] = field(default_factory=list)
+    segs: list[str] = field(default_factory=list)
     versions: list[ModelKey] = field(default_factory=list)
     _codes: dict[ModelKey, int] = field(default_factory=dict)
 
@@ -224,7 +237,7 @@ class Block:
 
     def add_prediction(self, ident: str, ts: int, model: str, version: str, score: Score,
                        decision: LabelValue, event_time: int,
-                       truth: LabelValue | None) -> None:
+                       truth: LabelValue | None, segments: str = "") -> None:
         key = (model, version)
         code = self._codes.get(key)
         if code is None:
@@ -238,6 +251,7 @@ class Block:
         self.values.append(decision)
         self.times.append(event_time)
         self.truths.append(truth)
+        self.segs.append(segments)
 
     def add_label(self, ident: str, ts: int, value: LabelValue, label_ts: int | None) -> None:
         self.kinds.append("l")
@@ -248,6 +262,7 @@ class Block:
         self.values.append(value)
         self.times.append(label_ts)
         self.truths.append(None)
+        self.segs.append("")
 
     def add_invalid(self, ts: int) -> None:
         self.kinds.append("x")
@@ -258,6 +273,7 @@ class Block:
         self.values.append(None)
         self.times.append(None)
         self.truths.append(None)
+        self.segs.append("")
 
     @classmethod
     def concat(cls, blocks: list[Block]) -> Block:
@@ -281,6 +297,7 @@ class Block:
             out.values += b.values
             out.times += b.times
             out.truths += b.truths
+            out.segs += b.segs
         return out
 
     def encode(self) -> bytes:
@@ -288,6 +305,8 @@ class Block:
             "k": "".join(self.kinds), "i": self.ids, "t": self.ts, "c": self.codes,
             "s": self.scores, "v": self.values, "e": self.times, "y": self.truths,
             "m": self.versions,
+            # only when some row has segments: blocks without them are as before
+            **({"g": self.segs} if any(self.segs) else {}),
         })
 
 
@@ -299,8 +318,12 @@ def decode_block(raw: bytes) -> Block:
     columns = (d["i"], d["t"], d["c"], d["s"], d["v"], d["e"], d["y"])
     if any(len(c) != n for c in columns):
         raise ValueError("join block columns differ in length")
+    segs = d.get("g") or [""] * n
+    if len(segs) != n:
+        raise ValueError("join block columns differ in length")
     versions = [(str(m), str(v)) for m, v in d["m"]]
-    return Block(list(d["k"]), *columns, versions, {k: i for i, k in enumerate(versions)})
+    return Block(list(d["k"]), *columns, segs, versions,
+                 {k: i for i, k in enumerate(versions)})
 
 
 def entry_versions(entry: Entry) -> Sequence[ModelKey]:

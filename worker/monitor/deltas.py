@@ -12,8 +12,8 @@ same events (tests/unit/monitor/reference_join.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, TypeVar
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from worker.monitor.estimate import (
     reliability_columns,
 )
 from worker.monitor.join import Joined
+from worker.monitor.segments import segment_names
 from worker.monitor.terms import (
     EXPIRED,
     INLINE_LABEL_MS,
@@ -51,9 +52,10 @@ class _Rows:
     chunks of row numbers and values, one chunk per event or per vectorised group)."""
 
     def __init__(self) -> None:
-        self.keys: list[ModelKey] = []
+        #: (model, version, segment): segment "" is the version's own figures.
+        self.keys: list[tuple[str, str, str]] = []
         self.specs: list[ModelSpec] = []
-        self._code: dict[ModelKey, int] = {}
+        self._code: dict[tuple[str, str, str], int] = {}
         self.codes: list[int] = []
         self.times: list[int] = []
         self.sigs: dict[tuple[str, ...], list[Any]] = {}
@@ -62,13 +64,13 @@ class _Rows:
         #: Counted outcomes and their label times, binned per window by ``maturity``.
         self.labeled: tuple[list[Any], list[Any]] = ([], [])
 
-    def code(self, pred: Pred, spec_of: SpecOf) -> int:
-        key = (pred[0], pred[1])
+    def code(self, pred: Pred, spec_of: SpecOf, segment: str = "") -> int:
+        key = (pred[0], pred[1], segment)
         code = self._code.get(key)
         if code is None:
             code = self._code[key] = len(self.keys)
             self.keys.append(key)
-            self.specs.append(spec_of(key, pred))
+            self.specs.append(spec_of((pred[0], pred[1]), pred))
         return code
 
     def add(self, code: int, time: int, terms: Terms) -> None:
@@ -125,17 +127,18 @@ def batch_deltas(
     expired: Sequence[Pred] = (),
 ) -> dict[WindowKey, WindowAgg]:
     """One delta per window touched: first sightings, joined outcomes and expired
-    predictions, each placed by its prediction's event time."""
+    predictions, each placed by its prediction's event time. A prediction with segments
+    also counts in a delta of each of its segments (``WindowKey.segment``)."""
     rows = _Rows()
     specs = rows.specs
     by_code: dict[int, list[Pred]] = {}
-    for pred in new_preds:
-        by_code.setdefault(rows.code(pred, spec_of), []).append(pred)
+    for pred, seg in _tagged(new_preds, _itself):
+        by_code.setdefault(rows.code(pred, spec_of, seg), []).append(pred)
     for code, preds in by_code.items():
         add_predicted(rows, code, specs[code], preds)
     binary: dict[int, list[Joined]] = {}
-    for o in outcomes:
-        code = rows.code(o[0], spec_of)
+    for o, seg in _tagged(outcomes, _first):
+        code = rows.code(o[0], spec_of, seg)
         if specs[code].task == "binary":
             binary.setdefault(code, []).append(o)
         else:
@@ -146,8 +149,8 @@ def batch_deltas(
     for code, items in binary.items():
         add_binary(rows, code, specs[code], items)
     by_code = {}
-    for pred in expired:
-        by_code.setdefault(rows.code(pred, spec_of), []).append(pred)
+    for pred, seg in _tagged(expired, _itself):
+        by_code.setdefault(rows.code(pred, spec_of, seg), []).append(pred)
     for code, preds in by_code.items():
         rows.sig(EXPIRED.counts, rows.extend(code, [p[4] for p in preds]))
     if not rows.codes:
@@ -161,10 +164,32 @@ def batch_deltas(
         groups, inverse = _group(starts, codes, len(rows.keys))
         folded = _fold(rows, inverse, len(groups), rows.maturity(starts + size))
         for (start, code), agg in zip(groups, folded, strict=True):
-            model, version = rows.keys[code]
-            out[WindowKey(model, version, window, start)] = WindowAgg(
+            model, version, segment = rows.keys[code]
+            out[WindowKey(model, version, window, start, segment)] = WindowAgg(
                 rows.specs[code].task, agg[0], agg[1], agg[2])
     return out
+
+
+T = TypeVar("T")
+
+
+def _itself(pred: Pred) -> Pred:
+    return pred
+
+
+def _first(outcome: Joined) -> Pred:
+    return outcome[0]
+
+
+def _tagged(items: Sequence[T], pred_of: Callable[[T], Pred]) -> Iterator[tuple[T, str]]:
+    """Each item with segment "" (the version's figures), then once per segment of its
+    prediction (``field=value``)."""
+    for item in items:
+        yield item, ""
+        text = pred_of(item)[5]
+        if text:
+            for name in segment_names(text):
+                yield item, name
 
 
 _SIGS: Final = (

@@ -160,7 +160,7 @@ def join_block(block: Block, store: StateStore, config: JoinConfig) -> JoinOut:
         if kind == "p":
             model, version = versions[block.codes[row]]
             pred: Pred = (model, version, block.scores[row], block.values[row],  # type: ignore[assignment]
-                          block.times[row])
+                          block.times[row], block.segs[row])
             cur = _on_prediction(cur, pred, block.truths[row], now, marker, out)
         else:
             cur = _on_label(cur, block.values[row], block.times[row], now, marker, out)

@@ -56,8 +56,13 @@ def metrics_record(
 
 def alert_record(alert: AlertRecord) -> dict[str, Any]:
     rule, window = alert.rule, alert.window
+    segment = {}
+    if window.segment:
+        field, _, value = window.segment.partition("=")
+        segment = {"segment": {"field": field, "value": value}}
     return {
         "alert": rule.name,
+        **segment,
         "status": alert.status,
         "model": window.model,
         "model_version": window.model_version,

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from worker.core.records import RecordError, read_prediction
+from worker.core.records import RecordError, read_prediction, read_segments
 from worker.monitor.codec import Block
 from worker.monitor.views import LabelValue, LabelView, MonitorInputError
 
@@ -40,7 +40,8 @@ def rekey(items: Iterable[Source], partitions: int, true_label_field: str) -> di
                     read_prediction(msg, true_label_field)
                 block = _block(blocks, partition_of(ident, partitions))
                 event_time = scored_at if event_ts is None else event_ts
-                block.add_prediction(ident, ts, model, version, score, label, event_time, truth)
+                block.add_prediction(ident, ts, model, version, score, label, event_time, truth,
+                                     read_segments(msg))
             else:
                 ident, value_, label_ts = _label(msg, ts)
                 _block(blocks, partition_of(ident, partitions)).add_label(

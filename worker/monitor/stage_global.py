@@ -21,9 +21,17 @@ from worker.monitor.figures import Figure
 from worker.monitor.global_window import GlobalWindow, rolling_view
 from worker.monitor.join import DELAY_BUCKETS_S, JoinStats
 from worker.monitor.records import alert_record, metrics_record
+from worker.monitor.segments import (
+    DEFAULT_SEGMENT_RULES,
+    DEFAULT_TOP_K,
+    SegmentFigures,
+    SegmentRule,
+    evaluate_segments,
+    segment_figures,
+)
 from worker.monitor.stages import STATS_KEY, Changelog, dumps
 from worker.monitor.views import ModelSpec
-from worker.monitor.windows import ROLLING_STEP, WindowKey, parse_window, rolling_key
+from worker.monitor.windows import ROLLING, ROLLING_STEP, WindowKey, parse_window, rolling_key
 
 Record = tuple[str, bytes]  # (key, JSON value)
 
@@ -33,6 +41,8 @@ class Snapshot:
     """Figures for gauges: (model, version, window) -> metric name -> value."""
 
     figures: dict[tuple[str, str, str], dict[str, Figure]] = field(default_factory=dict)
+    #: (model, version, window) -> the top K values of each segment field, and "other".
+    segments: dict[tuple[str, str, str], list[SegmentFigures]] = field(default_factory=dict)
     join: JoinStats = field(default_factory=JoinStats)
     invalid: int = 0
 
@@ -50,6 +60,9 @@ class GlobalPartition:
     stats: dict[str, JoinStats] = field(default_factory=dict)
     invalid: dict[str, int] = field(default_factory=dict)
     alerts: dict[str, AlertState] = field(default_factory=dict)
+    segment_rules: Sequence[SegmentRule] = DEFAULT_SEGMENT_RULES
+    #: Segment values shown per field and window; the rest are merged as "__other__".
+    segment_top_k: int = DEFAULT_TOP_K
 
     def restore(self, key: str, value: bytes | None) -> None:
         kind, _, rest = key.partition("|")
@@ -88,7 +101,7 @@ class GlobalPartition:
         ):
             gw = self.global_windows[window]
             changes[f"g|{window.kafka_key()}"] = dumps(gw.to_dict())
-            if window.window in self.windows:
+            if window.window in self.windows and not window.segment:
                 records.append(self._record(window, gw.merged(), now_ms, gw.sources))
         return changes, records, stats_changed
 
@@ -123,16 +136,19 @@ class GlobalPartition:
         snap = Snapshot(join=self.join_stats(), invalid=sum(self.invalid.values()))
         for model, version in sorted({(k.model, k.model_version) for k in self.global_windows}):
             views = [self._rolling(model, version, now_ms), *self._closed(model, version, now_ms)]
+            spec = self.spec_of(model, version)
+            reference = spec.reference if spec else None
             for window, agg in views:
-                spec = self.spec_of(model, version)
-                figures = metrics(agg, spec.reference if spec else None)
+                figures = metrics(agg, reference)
                 snap.figures[(model, version, window.window)] = figures
-                states, fired = evaluate_all(self.alerts, self.rules, figures, window, now_ms)
-                for key, state in states.items():
-                    if self.alerts.get(key) != state:
-                        changes[f"a|{key}"] = dumps(state.to_dict())
-                self.alerts = states
-                alert_records.extend(fired)
+                self._alerts(evaluate_all(self.alerts, self.rules, figures, window, now_ms),
+                             changes, alert_records)
+                rows = segment_figures(self._segments(window, now_ms), self.segment_top_k,
+                                       reference)
+                if rows:
+                    snap.segments[(model, version, window.window)] = rows
+                    self._alerts(evaluate_segments(self.alerts, self.segment_rules, rows,
+                                                   window, now_ms), changes, alert_records)
             window, agg = views[0]
             metric_records.append(
                 (
@@ -148,11 +164,36 @@ class GlobalPartition:
         alerts = [(a.key(), dumps(alert_record(a))) for a in alert_records]
         return changes, metric_records, alerts, snap
 
+    def _alerts(self, evaluated: tuple[dict[str, AlertState], list[AlertRecord]],
+                changes: Changelog, records: list[AlertRecord]) -> None:
+        states, fired = evaluated
+        for key, state in states.items():
+            if self.alerts.get(key) != state:
+                changes[f"a|{key}"] = dumps(state.to_dict())
+        self.alerts = states
+        records.extend(fired)
+
+    def _segments(self, view: WindowKey, now_ms: int) -> dict[str, WindowAgg]:
+        """The merged aggregate of every segment of ``view`` (the rolling view: per
+        segment, the merge of its buckets in the view)."""
+        same = (view.model, view.model_version)
+        if view.window != ROLLING:
+            return {k.segment: gw.merged() for k, gw in self.global_windows.items()
+                    if k.segment and (k.model, k.model_version) == same
+                    and k.window == view.window and k.start_ms == view.start_ms}
+        buckets: dict[str, dict[int, WindowAgg]] = {}
+        for k, gw in self.global_windows.items():
+            if k.segment and k.window == ROLLING_STEP and (k.model, k.model_version) == same:
+                buckets.setdefault(k.segment, {})[k.start_ms] = gw.merged()
+        views = {seg: rolling_view(b, now_ms) for seg, b in buckets.items()}
+        return {seg: agg for seg, agg in views.items() if agg.total}
+
     def _rolling(self, model: str, version: str, now_ms: int) -> tuple[WindowKey, WindowAgg]:
         buckets = {
             k.start_ms: gw.merged()
             for k, gw in self.global_windows.items()
             if k.window == ROLLING_STEP and (k.model, k.model_version) == (model, version)
+            and not k.segment
         }
         return rolling_key(model, version, now_ms), rolling_view(buckets, now_ms)
 
@@ -160,7 +201,8 @@ class GlobalPartition:
         """The latest window of each configured size that has ended."""
         latest: dict[str, WindowKey] = {}
         for k in self.global_windows:
-            if (k.model, k.model_version) != (model, version) or k.window not in self.windows:
+            if (k.model, k.model_version) != (model, version) or k.window not in self.windows \
+                    or k.segment:
                 continue
             if k.end_ms <= now_ms and (
                 k.window not in latest or k.start_ms > latest[k.window].start_ms

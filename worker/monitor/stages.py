@@ -31,7 +31,8 @@ from worker.monitor.join import (
     stage_entries,
     sweep_due,
 )
-from worker.monitor.store import ENTRY, STATS, WINDOW, StateStore, due_key
+from worker.monitor.segments import DEFAULT_VALUES_MAX, Group, SegmentCap
+from worker.monitor.store import ENTRY, STATS, WINDOW, StateStore, due_key, prefix_end
 from worker.monitor.views import ModelSpec, PredictionView
 from worker.monitor.windows import WindowKey
 
@@ -43,7 +44,7 @@ SpecFor = Callable[[PredictionView], ModelSpec]
 STATS_KEY: Final = "__stats__"
 #: Partials kept in memory per partition; the others are read from the store when a
 #: late label touches them.
-CACHED_WINDOWS: Final = 64
+CACHED_WINDOWS: Final = 256
 
 
 def dumps(value: Any) -> bytes:
@@ -72,8 +73,15 @@ class JoinPartition:
     stats_dirty: bool = False
     #: Stream time of the last scan for windows past retention (done once a minute).
     evicted_at: int | None = None
+    #: Distinct segment values kept per window and field; later ones go to "__other__".
+    segment_values_max: int = DEFAULT_VALUES_MAX
+    segment_cap: SegmentCap = field(init=False)
 
     def __post_init__(self) -> None:
+        self.segment_cap = SegmentCap(self.segment_values_max, self._stored_values)
+        self._read_stats()
+
+    def _read_stats(self) -> None:
         raw = self.store.get_many([STATS])[0]
         if raw is not None:
             data = orjson.loads(raw)
@@ -97,7 +105,7 @@ class JoinPartition:
         if kind == WINDOW:
             self.partials.pop(WindowKey.parse_key(key[1:].decode()), None)
         elif kind == STATS:
-            self.__post_init__()
+            self._read_stats()
 
     def _due(self, raw: bytes) -> int:
         entry = decode_entry(raw)
@@ -160,7 +168,7 @@ class JoinPartition:
         return changes, messages
 
     def _spec_of(self, key: ModelKey, pred: Pred) -> ModelSpec:
-        model, version, score, decision, event_time = pred
+        model, version, score, decision, event_time = pred[:5]
         return self.spec_for(PredictionView("", score, decision, model, version, event_time))
 
     # -- partials ---------------------------------------------------------------------
@@ -175,8 +183,19 @@ class JoinPartition:
 
     def _merge(self, deltas: dict[WindowKey, WindowAgg], changes: Records) -> None:
         for key, delta in deltas.items():
+            if key.segment:
+                key = self.segment_cap.admit(key)
             self.partials[key] = self.partial(key).merge(delta)
             self.dirty.add(key)
+
+    def _stored_values(self, group: Group) -> list[str]:
+        """The values of one window and field that the store holds (``SegmentCap.seed``)."""
+        model, version, window, start, field_name = group
+        head = WindowKey(model, version, window, start, f"{field_name}=").kafka_key()
+        prefix = WINDOW + head.encode()
+        stored = self.store.scan(prefix, prefix_end(prefix), 1 << 30)
+        return [WindowKey.parse_key(k[1:].decode()).segment.partition("=")[2]
+                for k, _ in stored]
 
     def _evict(self, now_ms: int) -> Records:
         changes: Records = {}
@@ -186,6 +205,7 @@ class JoinPartition:
             if key.end_ms + self.retain_ms < now_ms:
                 self.partials.pop(key, None)
                 self.dirty.discard(key)
+                self.segment_cap.forget(key)
                 self.store.stage(raw_key, None)
                 changes[raw_key] = None
         return changes

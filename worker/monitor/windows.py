@@ -103,12 +103,16 @@ def in_rolling_view(
 
 @dataclass(frozen=True, slots=True, order=True)
 class WindowKey:
-    """One published window of one model version: a tumbling window or the rolling view."""
+    """One published window of one model version: a tumbling window or the rolling view.
+
+    ``segment``: "" for the version's own figures; ``field=value`` for those of one segment
+    value (worker/monitor/segments.py), kept beside them with the same machinery."""
 
     model: str
     model_version: str
     window: str
     start_ms: int
+    segment: str = ""
 
     def __post_init__(self) -> None:
         check_window(self.window)
@@ -123,23 +127,28 @@ class WindowKey:
 
     def kafka_key(self) -> str:
         """``model|version|window|start``; the rolling view has no start, so that a
-        compacted topic keeps only its latest figures."""
+        compacted topic keeps only its latest figures. A segment's window adds
+        ``|field=value``."""
         parts = [escape_key_part(self.model), escape_key_part(self.model_version), self.window]
         if self.window != ROLLING:
             parts.append(str(self.start_ms))
+        if self.segment:
+            parts.append(escape_key_part(self.segment))
         return "|".join(parts)
 
     @classmethod
     def parse_key(cls, key: str) -> WindowKey:
         """Inverse of ``kafka_key`` for tumbling windows (table keys)."""
         parts = key.split("|")
-        if len(parts) != 4 or parts[2] == ROLLING:
+        if len(parts) not in (4, 5) or parts[2] == ROLLING:
             raise ValueError(f"bad window key {key!r}: expected model|version|window|start")
         try:
             start = int(parts[3])
         except ValueError:
             raise ValueError(f"bad window key {key!r}: start is not an integer") from None
-        return cls(unescape_key_part(parts[0]), unescape_key_part(parts[1]), parts[2], start)
+        segment = unescape_key_part(parts[4]) if len(parts) == 5 else ""
+        return cls(unescape_key_part(parts[0]), unescape_key_part(parts[1]), parts[2], start,
+                   segment)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "model_version": self.model_version,

@@ -34,6 +34,7 @@ from worker.monitor.alerts import AlertRule
 from worker.monitor.feature_alerts import DEFAULT_FEATURE_RULES, FeatureRule
 from worker.monitor.join import JoinConfig
 from worker.monitor.rekey import rekey
+from worker.monitor.segments import DEFAULT_SEGMENT_RULES, SegmentRule
 from worker.monitor.stage_global import GlobalPartition, Snapshot, stats_record, window_sizes
 from worker.monitor.stages import JoinPartition
 from worker.monitor.status import MATURITY_SPAN_MS
@@ -78,6 +79,7 @@ class OwnedPartitions:
     features: FeatureSide | None = None
     #: Fed the restored windows' records, so that maturity curves survive a restart.
     status: StatusFeed | None = None
+    segment_rules: Sequence[SegmentRule] = DEFAULT_SEGMENT_RULES
     stage: JoinStage = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,7 +92,8 @@ class OwnedPartitions:
             partials_topic=s.internal.partials,
             state_dir=Path(s.state_dir) / s.group / s.instance_id,
             windows=window_sizes(s.window_list), spec_for=self.spec_for, config=config,
-            retain_ms=self._retain_ms(), cache_mib=s.state_cache_mib, wall_ms=self.clock_ms,
+            retain_ms=self._retain_ms(), segment_values_max=s.segment_values_max,
+            cache_mib=s.state_cache_mib, wall_ms=self.clock_ms,
             restore=self.health.restore)
 
     def spec_for(self, pred: PredictionView) -> ModelSpec:
@@ -148,7 +151,8 @@ class OwnedPartitions:
 
     def _new_global(self, p: int) -> GlobalPartition:
         return GlobalPartition(p, self.s.window_list, self.spec_of, self.rules,
-                               self._retain_ms())
+                               self._retain_ms(), segment_rules=self.segment_rules,
+                               segment_top_k=self.s.segment_top_k)
 
     def _conf(self) -> Connection:
         return connection(self.s, self.s.instance_id)
@@ -302,7 +306,9 @@ class Monitor:
             for alert_key, alert in self.owned.features.tick(now):
                 self.loop.send(self.s.alerts_topic, alert_key, alert)
                 log.warning("alert %s", alert.decode())
-        self.collector.update(merge_snapshots(snapshots))
+        merged = merge_snapshots(snapshots)
+        self.collector.update(merged)
+        self.status.segments(merged.segments)
         self.status.tick(now, self.owned.global_partitions)
         self._progress()
         if time.monotonic() - self._trimmed >= 30.0:
@@ -333,6 +339,7 @@ def merge_snapshots(snaps: list[Snapshot]) -> Snapshot:
     out = Snapshot()
     for snap in snaps:
         out.figures.update(snap.figures)
+        out.segments.update(snap.segments)
         out.join = out.join.merge(snap.join)
         out.invalid += snap.invalid
     return out
@@ -361,6 +368,7 @@ def run_monitor(
     registry: CollectorRegistry | None = None,
     stop: StopFlag = STOP,
     feature_rules: tuple[FeatureRule, ...] = DEFAULT_FEATURE_RULES,
+    segment_rules: Sequence[SegmentRule] = DEFAULT_SEGMENT_RULES,
 ) -> None:
     # A bad bundle is the user's mistake: refused before the broker.
     specs = load_specs(s.models, s.allow_pickle)
@@ -383,7 +391,8 @@ def run_monitor(
             return
         counters = loop_counters(registry)
         memory.limit_arenas()
-        owned = OwnedPartitions(s, rules, specs, health, features=features, status=status)
+        owned = OwnedPartitions(s, rules, specs, health, features=features, status=status,
+                                segment_rules=segment_rules)
         loop = TxLoop(connection(s, s.instance_id), membership(s), f"{s.group}-{s.instance_id}",
                       owned.on_assign, owned.on_revoke)
         if features is not None:

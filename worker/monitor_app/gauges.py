@@ -26,10 +26,16 @@ from prometheus_client.registry import Collector
 
 from worker.monitor.catalog import CATALOG
 from worker.monitor.join import DELAY_BUCKETS_S
+from worker.monitor.segments import GAUGE_METRICS
 from worker.monitor.stage_global import Snapshot
 
 #: figure name -> (metric name, help), from the catalog. Ratios and scores are unitless.
 FIGURES: dict[str, tuple[str, str]] = {m.name: (m.gauge, m.help) for m in CATALOG if m.gauge}
+#: The same per segment value: labels model, model_version, window, field, segment.
+SEGMENT_FIGURES: dict[str, tuple[str, str]] = {
+    m.name: (m.gauge.replace("scoring_model_", "scoring_segment_", 1),
+             f"{m.help} Per value of a segment field (top K by traffic, and __other__).")
+    for m in CATALOG if m.gauge and m.name in GAUGE_METRICS}
 JOIN_COUNTERS = ("joined", "expired_predictions", "unmatched_labels", "duplicate_predictions",
                  "duplicate_labels", "predictions", "labels")
 
@@ -71,6 +77,7 @@ class MonitorCollector(Collector):
                 if isinstance(value, int | float) and math.isfinite(value):
                     fam.add_metric([model, version, window], float(value))
             yield fam
+        yield from self._segments(snap)
         counts = snap.join.to_dict()["counts"]
         for name in JOIN_COUNTERS:
             yield CounterMetricFamily(f"scoring_monitor_{name}", f"Label join: {name}.",
@@ -80,6 +87,19 @@ class MonitorCollector(Collector):
                                   value=float(snap.invalid))
         yield self._delays(snap)
         yield from self._progress()
+
+    @staticmethod
+    def _segments(snap: Snapshot) -> Iterable[Metric]:
+        labels = ["model", "model_version", "window", "field", "segment"]
+        for fig, (name, doc) in SEGMENT_FIGURES.items():
+            fam = GaugeMetricFamily(name, doc, labels=labels)
+            for (model, version, window), rows in sorted(snap.segments.items()):
+                for row in rows:
+                    value = row.figures.get(fig)
+                    if isinstance(value, int | float) and math.isfinite(value):
+                        fam.add_metric([model, version, window, row.field, row.value],
+                                       float(value))
+            yield fam
 
     def _progress(self) -> Iterable[Metric]:
         with self._lock:

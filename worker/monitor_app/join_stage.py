@@ -21,6 +21,7 @@ from worker.kafka_io.config import Connection
 from worker.kafka_io.tx import RestoreWatch, TxLoop, read_changelog, watermarks
 from worker.monitor.codec import Block, decode_block
 from worker.monitor.join import JoinConfig
+from worker.monitor.segments import DEFAULT_VALUES_MAX
 from worker.monitor.stages import JoinPartition, Records, SpecFor
 from worker.monitor.windows import WindowKey
 from worker.monitor_app.rocks import RocksStore, shared_cache
@@ -43,6 +44,7 @@ class JoinStage:
     spec_for: SpecFor
     config: JoinConfig
     retain_ms: int
+    segment_values_max: int = DEFAULT_VALUES_MAX
     cache_mib: int
     wall_ms: Callable[[], int]
     #: Hears how far a changelog restore got (liveness, readiness, gauges).
@@ -68,7 +70,8 @@ class JoinStage:
         elif applied is not None or store.scan(b"", b"\xff", 1):
             log.info("join partition %s: local state unusable, rebuilding from the changelog", p)
             store.wipe()
-        jp = JoinPartition(p, self.windows, self.spec_for, store, self.config, self.retain_ms)
+        jp = JoinPartition(p, self.windows, self.spec_for, store, self.config, self.retain_ms,
+                           segment_values_max=self.segment_values_max)
         n, last = 0, (start or 0) - 1
         for key, value, offset in read_changelog(self.conf, self.changelog, p, start=start,
                                                  watch=self.restore):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from worker.monitor.segments import DEFAULT_TOP_K, DEFAULT_VALUES_MAX
 from worker.monitor.windows import WindowSize, parse_windows
 from worker.settings_common import (
     LogFormat,
@@ -81,6 +82,21 @@ class MonitorSettings:
         "drift and data-quality windows, gauges and alerts against each bundle's reference "
         "profile (bundles from --models); empty: off.",
         check=optional_topic,
+    )
+    segment_top_k: int = setting(
+        DEFAULT_TOP_K,
+        "Segment values shown per segment field and window: the K with the most predictions "
+        "(ties by value), decided from the merged exact counts at every tick; the rest are "
+        "merged into one '__other__' row. Gauges carry at most K + 1 values per field.",
+        ge=1, le=200,
+    )
+    segment_values_max: int = setting(
+        DEFAULT_VALUES_MAX,
+        "Distinct values of one segment field that a join partition keeps per window (first "
+        "come, in the partition's order; read back after a restart); later values of that "
+        "window are counted in '__other__'. Bounds the monitor's state whatever the field's "
+        "cardinality; keep it well above segment_top_k.",
+        ge=1, le=100_000,
     )
     group: str = setting(
         "scoring-monitor",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 
 import orjson
@@ -21,6 +21,7 @@ from worker.clock import wall_ms
 from worker.kafka_io.config import connection
 from worker.kafka_io.recent import read_recent
 from worker.monitor.alerts import AlertRule
+from worker.monitor.segments import SegmentFigures, segments_status
 from worker.monitor.status import SEEDED, Record, StatusBoard
 from worker.monitor_app.settings import MonitorSettings
 from worker.probes import Route
@@ -47,6 +48,7 @@ class StatusFeed:
         self._board = StatusBoard(rules, windows, instance, partitions)
         self._clock_ms = clock_ms
         self._page = page_html()
+        self._segments = b'{"windows": []}'
 
     def metrics(self, partition: int, records: Iterable[Record]) -> None:
         with self._lock:
@@ -64,6 +66,13 @@ class StatusFeed:
         with self._lock:
             self._board.tick(now_ms, owned)
 
+    def segments(self, segments: Mapping[tuple[str, str, str], Sequence[SegmentFigures]]
+                 ) -> None:
+        """The segments table of this instance's latest tick (``/api/segments``)."""
+        doc = orjson.dumps(segments_status(segments))
+        with self._lock:
+            self._segments = doc
+
     @property
     def span_ms(self) -> int:
         return self._board.span_ms
@@ -78,6 +87,7 @@ class StatusFeed:
         return {
             "/": lambda: (200, self._page, HTML),
             "/api/status": lambda: (200, self.status_json(), JSON),
+            "/api/segments": lambda: (200, self._segments, JSON),
         }
 
 

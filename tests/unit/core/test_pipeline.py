@@ -175,6 +175,46 @@ def test_label_field_is_copied_as_true_label_for_replays(tmp_path: Path) -> None
     assert isinstance(off, Prediction) and "true_label" not in off.record
 
 
+def test_segment_fields_are_copied_bounded_and_off_leaves_predictions_unchanged(
+        tmp_path: Path) -> None:
+    import json
+
+    import jsonschema
+
+    bundle = binary_bundle(tmp_path / "m")
+    events = [event(0, country="DE", geo={"city": "Köln"}, vip=True),
+              event(1, country="x" * 100, geo=None, vip=3),
+              event(2, country=None, **{"geo.city": "Lyon"}), event(3)]
+    values = [orjson.dumps(e) for e in events]
+    on = ScoringContext(bundle, segment_fields=("country", "geo.city", "vip"))
+    records = [o.record for o in score_values(values, on, 5) if isinstance(o, Prediction)]
+    assert [r.get("segments") for r in records] == [
+        {"country": "DE", "geo.city": "Köln", "vip": "true"},
+        {"country": "x" * 64, "vip": "3"},
+        {"geo.city": "Lyon"},  # a wire format's flattened key
+        None,  # none of the fields: no segments at all
+    ]
+    schema = json.loads((Path(__file__).resolve().parents[3] / "schemas" /
+                         "prediction.schema.json").read_text())
+    for r in records:
+        jsonschema.validate(r, schema)
+    off = score_values(values, ScoringContext(bundle), 5)
+    plain = score_values(values, ScoringContext(bundle, segment_fields=("absent",)), 5)
+    assert [o.payload for o in off if isinstance(o, Prediction)] == [
+        o.payload for o in plain if isinstance(o, Prediction)]
+    assert all(b"segments" not in o.payload for o in off if isinstance(o, Prediction))
+
+
+def test_segment_fields_setting_is_checked() -> None:
+    from worker.config import parse_segment_fields
+
+    assert parse_segment_fields(" country, geo.city,country ") == ("country", "geo.city")
+    assert parse_segment_fields("") == ()
+    for bad in ("a,b,c,d,e,f,g,h,i", "a..b", "x=y", "x" * 65, ".a"):
+        with pytest.raises(ValueError):
+            parse_segment_fields(bad)
+
+
 def test_the_model_call_is_timed_with_the_clock_passed_in(tmp_path: Path) -> None:
     ticks = iter([10.0, 10.25])
     seen: list[float] = []

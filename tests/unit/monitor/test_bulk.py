@@ -246,8 +246,9 @@ def test_blocks_partitions_and_instances_give_the_per_event_figures_to_the_bit(
 
 def test_entries_round_trip_in_compact_binary() -> None:
     shapes = [
-        (0, T0, (("fraud", "1", 0.25, 1, T0 - 5),)),
-        (0, -5, (("m", "é", {"a": 0.5, "b": 0.5}, "b", 0), ("m", "2", 2.5, 2.5, 1 << 40))),
+        (0, T0, (("fraud", "1", 0.25, 1, T0 - 5, ""),)),
+        (0, -5, (("m", "é", {"a": 0.5, "b": 0.5}, "b", 0, ""),
+                 ("m", "2", 2.5, 2.5, 1 << 40, ""))),
         (1, T0, "fraud", T0 - 3),
         (1, T0, 1 << 70, T0),
         (2, T0, 1.5, T0, (("a|b", "1"), ("c", "2"))),

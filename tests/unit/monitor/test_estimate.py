@@ -132,9 +132,9 @@ def test_the_vectorised_deltas_equal_the_per_event_ones_to_the_bit() -> None:
     preds, outcomes, _, _, _ = stream(5, 4000)
     windows = ("1m", "5m")
     slow = window_deltas(windows, lambda _p: BINARY, preds, outcomes)
-    new = [(p.model, p.model_version, p.score, p.label, p.event_time) for p in preds]
+    new = [(p.model, p.model_version, p.score, p.label, p.event_time, "") for p in preds]
     joined = [((o.prediction.model, o.prediction.model_version, o.prediction.score,
-                o.prediction.label, o.prediction.event_time), o.true_label, o.label_time,
+                o.prediction.label, o.prediction.event_time, ""), o.true_label, o.label_time,
                o.joined_at, False) for o in outcomes]
     fast = batch_deltas(windows, lambda _k, _p: BINARY, new, joined)  # type: ignore[arg-type]
     assert fast == slow
@@ -180,9 +180,9 @@ def test_maturity_is_the_share_labeled_by_each_age_after_the_window_closed() -> 
                 for p, t, d, keep, i in rows if keep]
     windows = ("5m", "1h")
     slow = window_deltas(windows, lambda _p: BINARY, preds, outcomes)
-    new = [(p.model, p.model_version, p.score, p.label, p.event_time) for p in preds]
+    new = [(p.model, p.model_version, p.score, p.label, p.event_time, "") for p in preds]
     joined = [((o.prediction.model, o.prediction.model_version, o.prediction.score,
-                o.prediction.label, o.prediction.event_time), o.true_label, o.label_time,
+                o.prediction.label, o.prediction.event_time, ""), o.true_label, o.label_time,
                o.joined_at, o.inline) for o in outcomes]
     fast = batch_deltas(windows, lambda _k, _p: BINARY, new, joined)  # type: ignore[arg-type]
     assert fast == slow
