@@ -7,6 +7,7 @@ loads, each beside a no-model forwarder (bench/forwarder.py) measured in the sam
     python bench/worker_bench.py --model rf200 --runtime onnx   # or hgb; sklearn or onnx
     python bench/worker_bench.py --model demo --feature-stats --skip latency  # stats on/off
     python bench/worker_bench.py --model lr30 --shadow-compare  # shadow off and on, one run
+    python bench/worker_bench.py --model demo --explain 3 --skip latency  # reasons off and on
 
 Drain: ``--events`` are pre-loaded on a 4-partition topic; each system (forwarder,
 the baseline worker when ``--baseline`` names a checkout of another commit, the
@@ -274,6 +275,8 @@ def main() -> None:
                     help="workers also score every batch with a second model (shadow)")
     ap.add_argument("--shadow-compare", action="store_true",
                     help="each worker runs twice in the same run: without and with --shadow")
+    ap.add_argument("--explain", type=int, default=0,
+                    help="each worker also with --explain K (reason codes on), in the same run")
     a = ap.parse_args()
     if (a.shadow or a.shadow_compare) and a.model in bench_models.KINDS:
         ap.error("--shadow: the demo and lr30 models have a shadow version")
@@ -292,6 +295,9 @@ def main() -> None:
         stats_topic = f"bench-stats-{uuid.uuid4().hex[:8]}"
         kafka_io.create_topics(a.bootstrap, {stats_topic: 1})
         variants += [(f"{name} + feature stats", (*more, "--feature-stats-topic", stats_topic))
+                     for name, more in variants]
+    if a.explain:  # each variant again, with reasons on every prediction, in the same run
+        variants += [(f"{name} + explain {a.explain}", (*more, "--explain", str(a.explain)))
                      for name, more in variants]
     workers = {m + name: System(f"worker {m}{name}", "worker", m, extra=more)
                for m in a.modes.split(",") if m for name, more in variants}

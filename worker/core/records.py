@@ -45,6 +45,9 @@ class PredictionRecord(_RequiredFields, total=False):
     event_ts: int
     #: The event's own true label (replays), copied from the worker's ``label_field``.
     true_label: LabelValue
+    #: With ``--explain K``: {baseline, output, top: K x {feature, value, contribution}}
+    #: (worker/explain/reasons.py).
+    reasons: dict[str, Any]
 
 
 #: The message value of a prediction: orjson's own function, so that encoding thousands of
