@@ -16,15 +16,12 @@ def reasons(contrib: Contributions, events: Sequence[Mapping[str, Any]],
             features: Sequence[str], k: int, output: Output) -> list[dict[str, Any]]:
     """One ``reasons`` object per row of ``contrib`` (``events[i]`` is row i's event)."""
     values = contrib.values
-    k = min(k, values.shape[1])
-    order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
+    order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :min(k, values.shape[1])]
     picked: list[list[float]] = np.take_along_axis(values, order, axis=1).tolist()
     baselines: list[float] = contrib.baseline.tolist()
     name = str(output)
-    out = []
-    for event, columns, amounts, base in zip(events, order.tolist(), picked, baselines,
-                                             strict=True):
-        top = [{"feature": features[c], "value": event.get(features[c]), "contribution": a}
-               for c, a in zip(columns, amounts, strict=True)]
-        out.append({"baseline": base, "output": name, "top": top})
-    return out
+    return [{"baseline": base, "output": name,
+             "top": [{"feature": (f := features[c]), "value": event.get(f), "contribution": a}
+                     for c, a in zip(columns, amounts, strict=True)]}
+            for event, columns, amounts, base in zip(events, order.tolist(), picked, baselines,
+                                                     strict=True)]
