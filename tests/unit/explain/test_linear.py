@@ -178,3 +178,34 @@ def test_a_model_without_an_exact_explainer_is_refused_in_one_line(
         ScoringContext(bundle, explain=3)
     assert "\n" not in str(caught.value)
     ScoringContext(bundle)  # without --explain the model is served as before
+
+
+class Refusing(LogisticRegression):
+    """Raises on a row whose first feature is 99: the core bisects it out."""
+
+    def predict_proba(self, x: Any) -> Any:
+        if (np.asarray(x)[:, 0] == 99).any():
+            raise ValueError("poisoned row")
+        return super().predict_proba(x)
+
+
+def test_rows_the_model_refuses_leave_the_others_reasons_aligned(tmp_path: Path) -> None:
+    import dataclasses
+
+    from worker.model.runtimes.sklearn import SklearnRuntime
+
+    x, y = training_data(n=200, width=3)
+    model = Refusing().fit(x, y)
+    plain = load_bundle(save(tmp_path, LogisticRegression().fit(x, y)))
+    bundle = dataclasses.replace(plain, estimator=model, runtime=SklearnRuntime(model, "binary"))
+    events = [event(i, a=99.0 if i == 2 else float(i)) for i in range(5)]
+    out = score_values([orjson.dumps(e) for e in events], ScoringContext(bundle, explain=3), 1)
+    assert not isinstance(out[2], Prediction)
+    for e, p in zip(events, out, strict=True):
+        if isinstance(p, Prediction):
+            reasons = p.record["reasons"]
+            assert {r["feature"]: r["value"] for r in reasons["top"]} == {
+                k: e[k] for k in ("a", "b", "c")}
+            row = np.array([[e["a"], e["b"], e["c"]]])
+            assert total(reasons) == pytest.approx(float(model.decision_function(row)[0]),
+                                                   abs=1e-9)
