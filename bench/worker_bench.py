@@ -10,6 +10,7 @@ loads, each beside a no-model forwarder (bench/forwarder.py) measured in the sam
     python bench/worker_bench.py --model lgbm --skip drain --rates 5000  # or xgb (pickled)
     python bench/worker_bench.py --model demo --processes-compare   # run --processes 1 and 2
     python bench/worker_bench.py --model demo --segment-fields card_id --skip latency  # off/on
+    python bench/worker_bench.py --model demo --explain 3 --skip latency  # reasons off and on
 
 Drain: ``--events`` are pre-loaded on a 4-partition topic; each system (forwarder,
 the baseline worker when ``--baseline`` names a checkout of another commit, the
@@ -323,6 +324,8 @@ def main() -> None:
     ap.add_argument("--segment-fields", default="",
                     help="each mode also with --segment-fields (for example card_id, a string "
                          "field of every demo event)")
+    ap.add_argument("--explain", type=int, default=0,
+                    help="each worker also with --explain K (reason codes on), in the same run")
     a = ap.parse_args()
     if (a.shadow or a.shadow_compare) and a.model in bench_models.KINDS:
         ap.error("--shadow: the demo and lr30 models have a shadow version")
@@ -348,6 +351,9 @@ def main() -> None:
                      for name, more in variants]
     if a.segment_fields:  # each variant again, copying segment fields, in the same run
         variants += [(f"{name} + segments", (*more, "--segment-fields", a.segment_fields))
+                     for name, more in variants]
+    if a.explain:  # each variant again, with reasons on every prediction, in the same run
+        variants += [(f"{name} + explain {a.explain}", (*more, "--explain", str(a.explain)))
                      for name, more in variants]
     launchers: dict[str, Path] = {}
     if a.trace_compare:  # each variant again with headers and with tracing, in the same run

@@ -313,6 +313,15 @@ class Settings(WireFormatSettings):
         check=_segment_fields, batch=True,
         allowed="comma-separated field names, at most 8, each at most 64 characters",
     )
+    explain: int = setting(
+        0,
+        "Reason codes: each prediction carries the K input features that moved its score "
+        "most (reasons: feature, value, signed contribution, and the baseline they add up "
+        "from); 0: off, predictions as without. Linear models and pipelines ending in one "
+        "are explained exactly; tree ensembles need the extra scoring-worker[explain] "
+        "(shap); other models are refused at start (docs/running/reasons.md).",
+        ge=0, le=100, batch=True,
+    )
     worker_id: str = setting(
         None, "Identifies this process in dead letters and logs (default: host-pid).",
         factory=_default_worker_id, check=not_empty,

@@ -26,6 +26,8 @@ from worker.core.records import PredictionRecord, encode, segment_value
 from worker.core.schema import EventValidator
 from worker.core.scoring import build_predictions, score_batch_safely
 from worker.errors import Rejection, RejectKind
+from worker.explain import Explainer, explainer_for
+from worker.explain.reasons import reasons
 from worker.model.bundle import ModelBundle
 
 DEFAULT_MAX_EVENT_BYTES: Final = 1 << 20
@@ -57,16 +59,23 @@ class ScoringContext:
     #: Event fields copied into each prediction's ``segments`` (the worker's
     #: ``segment_fields``): the monitor keeps its figures per value of each; () : off.
     segment_fields: tuple[str, ...] = ()
+    #: Reasons on every prediction: the top ``explain`` input features by the size of their
+    #: contribution to the score (worker/explain/); 0: none, the predictions as without.
+    explain: int = 0
     #: How records become the model's input: chosen from the bundle once, here.
     extract: Extractor = field(init=False, repr=False, compare=False)
     #: The bins of the bundle's reference profile (None: the bundle has none).
     layout: CountLayout | None = field(init=False, repr=False, compare=False)
     #: The profile's digest, stamped on feature statistics ("": no profile).
     profile_digest: str = field(init=False, repr=False, compare=False)
+    #: Chosen by the model's kind when ``explain`` > 0 (ExplainError when there is none).
+    explainer: Explainer | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         chosen = extractor(self.bundle.manifest.feature_specs, self.bundle.runtime.input)
         object.__setattr__(self, "extract", chosen)
+        object.__setattr__(self, "explainer",
+                           explainer_for(self.bundle) if self.explain > 0 else None)
         profile = self.bundle.manifest.profile
         object.__setattr__(self, "layout", None if profile is None else CountLayout.of(profile))
         object.__setattr__(self, "profile_digest", "" if profile is None else profile.digest())
@@ -217,6 +226,8 @@ def score_prepared(prepared: Prepared, ctx: ScoringContext, now_ms: int,
         _copy_true_labels(records, predictions, ctx.label_field)
     if ctx.segment_fields:
         _copy_segments(records, predictions, ctx.segment_fields)
+    if ctx.explainer is not None and predictions:
+        _add_reasons(ctx, ctx.explainer, batch, ok_rows, records, predictions)
     for j, prediction in zip(scored, predictions, strict=True):
         outcomes[positions[j]] = Prediction(prediction, encode(prediction))
     counts = None
@@ -233,6 +244,19 @@ def _count(layout: CountLayout, batch: FeatureBatch, ok_rows: Sequence[int]) -> 
         keep[np.asarray(ok_rows, dtype=np.intp)] = True
         data = data.take(keep) if batch.columns is not None else np.asarray(data)[keep]
     return layout.count(data)
+
+
+def _add_reasons(ctx: ScoringContext, explainer: Explainer, batch: FeatureBatch,
+                 ok_rows: Sequence[int], records: list[dict[str, Any]],
+                 predictions: list[PredictionRecord]) -> None:
+    matrix = batch.matrix
+    if len(ok_rows) != len(batch.valid):  # rows the model refused have no prediction
+        rows = np.asarray(ok_rows, dtype=np.intp)
+        matrix = matrix.iloc[rows] if hasattr(matrix, "iloc") else matrix[rows]
+    found = reasons(explainer.contributions(matrix), records, ctx.bundle.features,
+                    ctx.explain, explainer.output)
+    for prediction, reason in zip(predictions, found, strict=True):
+        prediction["reasons"] = reason
 
 
 def _copy_true_labels(

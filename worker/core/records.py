@@ -61,6 +61,9 @@ class PredictionRecord(_RequiredFields, total=False):
     #: The event's segment fields (the worker's ``segment_fields``): field -> value as text,
     #: at most ``SEGMENT_VALUE_MAX`` characters; absent when none is set or none is present.
     segments: dict[str, str]
+    #: With ``--explain K``: {baseline, output, top: K x {feature, value, contribution}}
+    #: (worker/explain/reasons.py).
+    reasons: dict[str, Any]
 
 
 #: The message value of a prediction: orjson's own function, so that encoding thousands of

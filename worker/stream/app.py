@@ -68,7 +68,7 @@ def run_worker(
     if s.shadow_model:
         second = load_checked(Path(s.shadow_model), allow_pickle=s.allow_pickle,
                               threads=s.model_threads)
-        shadow = replace(ctx, bundle=second)
+        shadow = replace(ctx, bundle=second, explain=0)  # reasons: the served model's
     health.model_loaded = True
     gate = schema_gate.build(s, ctx.decoder, health)
     server = serve(s.metrics_port, registry, health, s.metrics_host) if s.metrics_port else None

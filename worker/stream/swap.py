@@ -8,10 +8,12 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
+from worker.clock import wall_ms
 from worker.core.pipeline import ScoringContext
+from worker.explain import ExplainError
 from worker.model.checked import library_mismatch
 from worker.stream.metrics import WorkerMetrics
-from worker.stream.reload import Refusal, ReloadEvent, ShadowSwap, refusal_record
+from worker.stream.reload import Refusal, ReloadEvent, ShadowSwap, Swap, refusal_record
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,11 @@ def apply_events(
     for ev in events:
         if isinstance(ev, ShadowSwap):
             continue  # apply_shadow's
+        if isinstance(ev, Swap):
+            try:
+                swapped = dataclasses.replace(ctx, bundle=ev.bundle)
+            except ExplainError as exc:  # --explain, and a model it cannot explain
+                ev = Refusal(ev.bundle.name, ev.bundle.version, str(exc), wall_ms(), ev.source)
         if isinstance(ev, Refusal):
             metrics.model_reloads.labels("refused").inc()
             log.warning("model reload refused; still serving %s", ctx.bundle.version,
@@ -33,7 +40,7 @@ def apply_events(
             continue
         old, new = ctx.bundle.manifest, ev.bundle.manifest
         old_mismatch = library_mismatch(ctx.bundle)
-        ctx = dataclasses.replace(ctx, bundle=ev.bundle)
+        ctx = swapped
         metrics.model_reloads.labels("ok").inc()
         _relabel(metrics, old.name, old.version, old.sha256[:12], old_mismatch,
                  new.name, new.version, new.sha256[:12], library_mismatch(ev.bundle))
@@ -58,7 +65,8 @@ def apply_shadow(
     for ev in events:
         if isinstance(ev, ShadowSwap):
             bundle = ev.bundle
-            shadow = None if bundle is None else dataclasses.replace(ctx, bundle=bundle)
+            shadow = (None if bundle is None
+                      else dataclasses.replace(ctx, bundle=bundle, explain=0))
             version = None if bundle is None else bundle.version
             log.info("shadow model %s", "stopped" if bundle is None else "set",
                      extra={"model": ctx.bundle.name, "source": ev.source,

@@ -1,0 +1,80 @@
+"""The explainer seam: why a model gave each prediction its score, per input feature.
+
+An ``Explainer`` turns a batch of the runtime's input into ``Contributions``: one signed
+number per row and input feature (the manifest's features, in order) and a baseline per
+row, such that baseline + the row's contributions = the model's additive output for that
+row (``Output``): log-odds for linear and boosted classifiers, the probability for random
+forests (which average probabilities), the value for regression. One module per kind of
+model: linear.py (exact, coefficients times the distance from the reference mean), trees.py
+(path-dependent TreeSHAP through the optional ``shap``). ``explainer_for`` chooses by the
+model when the model loads, and refuses, in one line, a model it cannot explain exactly.
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.errors import ConfigError
+from worker.model.bundle import ModelBundle
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class ExplainError(ConfigError):
+    """``--explain`` cannot be honoured for this model; the message is one line."""
+
+    hint = "see docs/running/reasons.md for the models --explain supports"
+
+
+class Output(StrEnum):
+    """What baseline + contributions add up to."""
+
+    LOG_ODDS = "log_odds"
+    PROBABILITY = "probability"
+    RAW = "raw"
+
+
+@dataclass(frozen=True, slots=True)
+class Contributions:
+    """``values[i, j]``: feature j's signed contribution to row i; ``baseline[i]`` + the
+    sum of row i = the model's ``Output`` for row i."""
+
+    baseline: FloatArray
+    values: FloatArray
+
+
+class Explainer(Protocol):
+    """Contributions of a loaded model's input features, a whole batch at once."""
+
+    @property
+    def output(self) -> Output:
+        """What the contributions add up to."""
+
+    def contributions(self, matrix: Any) -> Contributions:
+        """The contributions of every row of ``matrix`` (what the runtime's ``predict``
+        takes)."""
+
+
+def explainer_for(bundle: ModelBundle) -> Explainer:
+    """The explainer of ``bundle``'s model; ExplainError when there is none."""
+    if bundle.task == "multiclass":
+        raise ExplainError("--explain: multiclass models are not explained "
+                           "(binary classifiers and regression only)")
+    if bundle.manifest.runtime != "sklearn":
+        raise ExplainError(f"--explain: models served by the {bundle.manifest.runtime} "
+                           "runtime are not explained; serve the scikit-learn artifact")
+    from worker.explain import linear, trees  # scikit-learn is loaded by now
+
+    model = bundle.estimator
+    if linear.is_linear(model):
+        return linear.build(bundle)
+    if trees.is_tree_ensemble(model):
+        return trees.build(bundle)
+    raise ExplainError(f"--explain: no explainer for {type(model).__name__} (linear models, "
+                       "pipelines ending in one, and tree ensembles only)")
