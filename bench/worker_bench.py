@@ -7,6 +7,7 @@ loads, each beside a no-model forwarder (bench/forwarder.py) measured in the sam
     python bench/worker_bench.py --model rf200 --runtime onnx   # or hgb; sklearn or onnx
     python bench/worker_bench.py --model demo --feature-stats --skip latency  # stats on/off
     python bench/worker_bench.py --model lr30 --shadow-compare  # shadow off and on, one run
+    python bench/worker_bench.py --model demo --avro-outputs --skip latency  # JSON and Avro
 
 Drain: ``--events`` are pre-loaded on a 4-partition topic; each system (forwarder,
 the baseline worker when ``--baseline`` names a checkout of another commit, the
@@ -46,6 +47,7 @@ from confluent_kafka import Consumer, Producer
 from procstat import PEAK, rss_mib  # bench/procstat.py
 
 from worker import kafka_io
+from worker.devtools import registry_local
 from worker.devtools.demo import (
     LR30_FEATURES,
     make_events,
@@ -272,6 +274,9 @@ def main() -> None:
                     help="each mode also with --feature-stats-topic (statistics on)")
     ap.add_argument("--shadow", action="store_true",
                     help="workers also score every batch with a second model (shadow)")
+    ap.add_argument("--avro-outputs", action="store_true",
+                    help="each worker also with --output-format avro (a registry-local of "
+                    "the bench's own on a free port), in the same run")
     ap.add_argument("--shadow-compare", action="store_true",
                     help="each worker runs twice in the same run: without and with --shadow")
     a = ap.parse_args()
@@ -293,6 +298,22 @@ def main() -> None:
         kafka_io.create_topics(a.bootstrap, {stats_topic: 1})
         variants += [(f"{name} + feature stats", (*more, "--feature-stats-topic", stats_topic))
                      for name, more in variants]
+    registry = None
+    if a.avro_outputs:  # each variant again, writing Avro predictions, in the same run
+        registry = registry_local.LocalRegistry(port=free_port(), state_root=tmp / "registry")
+        registry_local.start(registry)
+        variants += [(f"{name} + avro outputs", (*more, "--output-format", "avro",
+                                                 "--schema-registry", registry.url))
+                     for name, more in variants]
+    try:
+        run(a, variants, model, schema, fwd)
+    finally:
+        if registry is not None:
+            registry_local.stop(registry)
+
+
+def run(a: argparse.Namespace, variants: list[tuple[str, tuple[str, ...]]], model: Path,
+        schema: Path, fwd: System) -> None:
     workers = {m + name: System(f"worker {m}{name}", "worker", m, extra=more)
                for m in a.modes.split(",") if m for name, more in variants}
     report: dict[str, Any] = {"model": a.model, "runtime": a.runtime, "events": a.events,

@@ -20,9 +20,11 @@ import numpy as np
 
 from worker.core.decoders import Decoder
 from worker.core.decoders.json import JsonDecoder
+from worker.core.encoders import Encoder
+from worker.core.encoders.json import encode as encode_json
 from worker.core.feature_counts import CountLayout, IntArray
 from worker.core.features import Extractor, FeatureBatch, extractor
-from worker.core.records import PredictionRecord, encode
+from worker.core.records import PredictionRecord
 from worker.core.schema import EventValidator
 from worker.core.scoring import build_predictions, score_batch_safely
 from worker.errors import Rejection, RejectKind
@@ -54,6 +56,8 @@ class ScoringContext:
     observe_model_seconds: Callable[[float], None] | None = None
     #: The input format (worker/core/decoders/): JSON objects unless told otherwise.
     decoder: Decoder = field(default_factory=JsonDecoder)
+    #: The output format (worker/core/encoders/): a prediction record -> its message value.
+    encode: Encoder = encode_json
     #: How records become the model's input: chosen from the bundle once, here.
     extract: Extractor = field(init=False, repr=False, compare=False)
     #: The bins of the bundle's reference profile (None: the bundle has none).
@@ -71,7 +75,8 @@ class ScoringContext:
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """A scored event: the prediction dict and its JSON bytes (the message value)."""
+    """A scored event: the prediction dict and its message value (``ScoringContext.encode``:
+    JSON unless told otherwise)."""
 
     record: PredictionRecord
     payload: bytes
@@ -212,6 +217,7 @@ def score_prepared(prepared: Prepared, ctx: ScoringContext, now_ms: int,
     predictions = build_predictions(ctx.bundle, result, records, now_ms, ctx.event_ts_field)
     if ctx.label_field is not None:
         _copy_true_labels(records, predictions, ctx.label_field)
+    encode = ctx.encode
     for j, prediction in zip(scored, predictions, strict=True):
         outcomes[positions[j]] = Prediction(prediction, encode(prediction))
     counts = None

@@ -19,11 +19,16 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from worker.core.decoders.wire import SchemaType, WriterSchema
-from worker.errors import ScoringError
+from worker.errors import ConfigError, ScoringError
+from worker.wire_settings import RegistrySettings
 
 
 class RegistryUnavailable(ScoringError):
     """The registry did not give an answer (it may later)."""
+
+
+class SchemaRefused(ConfigError):
+    """The registry refused to register a schema (an incompatible version, a bad schema)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,14 @@ class RegistryConnection:
             if value:
                 conf[key] = value
         return conf
+
+
+def connection_of(s: RegistrySettings) -> RegistryConnection:
+    """The registry settings of any command as a connection."""
+    return RegistryConnection(s.schema_registry, s.schema_registry_user,
+                              s.schema_registry_password, s.schema_registry_ca,
+                              s.schema_registry_cert, s.schema_registry_key,
+                              s.schema_registry_timeout_s)
 
 
 #: Registry error codes that mean "no such schema": the id, its subject or its version.
@@ -69,6 +82,22 @@ class SchemaSource:
             schema = self._get(schema_id, "serialized") or schema
             text = schema.schema_str or ""
         return WriterSchema(schema_id, kind, text)
+
+    def register(self, subject: str, kind: SchemaType, text: str) -> int:
+        """Register ``text`` under ``subject`` (or find it there): its schema id.
+        SchemaRefused when the registry refuses it (409: incompatible with the subject's
+        compatibility rule; 422: not a valid schema), RegistryUnavailable when it does not
+        answer."""
+        try:
+            return int(self._client.register_schema(subject, Schema(text, kind.value)))
+        except SchemaRegistryError as exc:
+            if exc.http_status_code in (409, 422):
+                raise SchemaRefused(f"schema registry {self.url} refused the schema of "
+                                    f"subject {subject}: {exc}") from None
+            raise RegistryUnavailable(f"schema registry {self.url}: {exc}") from None
+        except Exception as exc:  # connection errors, timeouts, TLS failures
+            raise RegistryUnavailable(f"schema registry {self.url}: "
+                                      f"{type(exc).__name__}: {exc}") from None
 
     def _get(self, schema_id: int, fmt: str | None) -> Schema | None:
         try:
