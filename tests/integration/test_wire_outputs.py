@@ -1,6 +1,7 @@
 """Predictions in the registry's formats (--output-format avro), read by others and by the
-monitor, and a registry that asks for credentials and a client certificate; all on the real
-broker and the real registry (registry-local's Apicurio)."""
+monitor; retrain reading Avro events; a registry that asks for credentials and a client
+certificate; a schema that references another subject. All on the real broker and the real
+registry (registry-local's Apicurio), with confluent_kafka's own serializers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -20,13 +22,21 @@ from tests.integration import wire
 from tests.integration.helpers import ROOT, WorkerProc, produce, read_topic, same_scores
 from tests.integration.registry_proxy import AuthProxy, self_signed
 from tests.integration.test_monitor import MonitorProc, final_windows, stable
+from tests.integration.test_retrain import KEEP, T0
 from worker.api import score_records
+from worker.core import decoders
+from worker.core.decoders.wire import WireDecoder
 from worker.core.pipeline import Prediction
 from worker.devtools import registry_local
-from worker.devtools.demo import train_demo
+from worker.devtools.demo import DEMO_MODEL_NAME, make_events, train_demo
 from worker.errors import ScoringError
 from worker.kafka_io.registry import RegistryConnection, SchemaSource
 from worker.model.bundle import load_bundle
+from worker.model.store import ModelStore
+from worker.retrain.job import RetrainRequest, run_retrain
+from worker.retrain.policy import Policy
+from worker.retrain.settings import RetrainSettings, TimeRange
+from worker.stream.schema_gate import look_up
 
 TopicFactory = Callable[..., str]
 PREDICTION_AVSC = (ROOT / "schemas" / "prediction.avsc").read_text()
@@ -181,3 +191,59 @@ def test_a_registry_with_basic_auth_and_mutual_tls(
             no_cert.fetch(1)
     finally:
         proxy.close()
+
+
+def test_retrain_reads_avro_events_as_it_reads_json(
+    kafka_bootstrap: str, topic_factory: TopicFactory,
+    schema_registry: registry_local.LocalRegistry, tmp_path: Path,
+) -> None:
+    store = ModelStore(tmp_path / "store")
+    store.add(train_demo(tmp_path / "v1", n=5_000))
+    store.promote(DEMO_MODEL_NAME, "1")
+    events, truth = make_events(np.random.default_rng(12), 3_000, 0, T0, drifted=True)
+    labels = topic_factory("labels", 1, KEEP)
+    results = {}
+    for fmt in ("json", "avro"):
+        tx = topic_factory(f"tx-{fmt}", 1, KEEP)
+        ser = orjson.dumps if fmt == "json" else wire.avro(schema_registry.url, tx)
+        p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20})
+        for i, (e, y) in enumerate(zip(events, truth, strict=True)):
+            p.produce(tx, ser(e), e["id"].encode(), timestamp=T0 + i)
+            if fmt == "json":
+                p.produce(labels, orjson.dumps({"id": e["id"], "label": int(y)}), timestamp=T0 + i)
+        assert p.flush(60) == 0
+        s = RetrainSettings(bootstrap=kafka_bootstrap, model=str(store.folder(DEMO_MODEL_NAME)),
+                            input_topic=tx, labels_topic=labels, alerts_topic="none", seed=3,
+                            input_format=fmt, schema_registry=schema_registry.url)
+        results[fmt] = run_retrain(RetrainRequest(s, Policy(), TimeRange(T0, T0 + 3_000)),
+                                   T0 + 60_000)
+    assert results["avro"].counts == results["json"].counts
+    assert results["json"].counts["labeled"] == 3_000
+    assert results["avro"].compared.candidate == results["json"].compared.candidate
+
+
+def test_an_avro_schema_with_a_reference_to_another_subject(
+    topic_factory: TopicFactory, schema_registry: registry_local.LocalRegistry,
+) -> None:
+    """Confluent's serializer writes with a schema whose field's type is a named type of
+    another subject; the worker's registry client fetches the reference too."""
+    topic = topic_factory("refs")
+    client = SchemaRegistryClient({"url": schema_registry.url})
+    kind = {"type": "enum", "name": "Channel", "namespace": "demo", "symbols": ["POS", "WEB"]}
+    subject = f"{topic}-channel"
+    client.register_schema(subject, Schema(orjson.dumps(kind).decode(), "AVRO"))
+    version = client.get_latest_version(subject).version
+    main = orjson.loads(wire.AVRO_SCHEMA)
+    main["fields"].append({"name": "channel", "type": "demo.Channel"})
+    schema = Schema(orjson.dumps(main).decode(), "AVRO",
+                    [SchemaReference("demo.Channel", subject, version)])
+    ser = AvroSerializer(client, schema)
+    event = {**wire.events(1, seed=9)[0], "channel": "WEB"}
+    value = bytes(ser(event, SerializationContext(topic, MessageField.VALUE)) or b"")
+    decoder = decoders.get("avro")
+    assert isinstance(decoder, WireDecoder)
+    source = SchemaSource(RegistryConnection(schema_registry.url))
+    look_up(decoder.book, source, [value])
+    got = decoder.decode([value], 1 << 20)
+    assert got.rejected == [] and got.events[0]["channel"] == "WEB"
+    assert got.events[0]["amount"] == event["amount"]

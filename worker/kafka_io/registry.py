@@ -81,7 +81,34 @@ class SchemaSource:
             # Confluent's registry answers .proto text unless asked for the descriptor.
             schema = self._get(schema_id, "serialized") or schema
             text = schema.schema_str or ""
-        return WriterSchema(schema_id, kind, text)
+        # References: Avro's named types from other subjects. (Protobuf imports of other
+        # subjects are not resolved: such a schema does not parse, its events are dead
+        # letters saying so.)
+        refs = self._referenced(schema) if kind is SchemaType.AVRO else ()
+        return WriterSchema(schema_id, kind, text, refs)
+
+    def _referenced(self, schema: Schema, seen: set[tuple[str, int]] | None = None,
+                    ) -> tuple[str, ...]:
+        """The texts ``schema`` references, depth first (as confluent_kafka's own Avro
+        deserializer resolves them); each subject version once (a diamond is one type)."""
+        seen = set() if seen is None else seen
+        texts: list[str] = []
+        for ref in schema.references or ():
+            key = (str(ref.subject), int(ref.version or 0))
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                version = self._client.get_version(key[0], key[1])
+            except SchemaRegistryError as exc:
+                if exc.http_status_code == 404 or exc.error_code in _NOT_FOUND:
+                    continue  # its id's schema then does not parse: a dead letter, said so
+                raise RegistryUnavailable(f"schema registry {self.url}: {exc}") from None
+            except Exception as exc:  # connection errors, timeouts, TLS failures
+                raise RegistryUnavailable(f"schema registry {self.url}: "
+                                          f"{type(exc).__name__}: {exc}") from None
+            texts += [*self._referenced(version.schema, seen), version.schema.schema_str or ""]
+        return tuple(texts)
 
     def register(self, subject: str, kind: SchemaType, text: str) -> int:
         """Register ``text`` under ``subject`` (or find it there): its schema id.

@@ -42,9 +42,13 @@ class AvroReader:
 
     def __init__(self, schema: WriterSchema) -> None:
         tree = orjson.loads(schema.text)
-        self._nested = _has_nested(tree)
-        self._decimals = _has_decimal(tree)
-        self._parsed = fastavro.parse_schema(_plain(tree))
+        named: dict[str, Any] = {}  # the referenced schemas' named types (other subjects)
+        referenced = [orjson.loads(text) for text in schema.references]
+        for ref in referenced:
+            fastavro.parse_schema(_plain(ref), named_schemas=named)
+        self._nested = _has_nested(tree) or any(_has_nested([tree, r]) for r in referenced)
+        self._decimals = any(_has_decimal(t) for t in (tree, *referenced))
+        self._parsed = fastavro.parse_schema(_plain(tree), named_schemas=named)
         if not isinstance(self._parsed, dict) or self._parsed.get("type") != "record":
             raise ValueError("the top-level type must be a record")
         self._id = schema.id
