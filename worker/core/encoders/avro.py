@@ -29,15 +29,7 @@ _DOUBLE: Final = struct.Struct("<d").pack
 
 def _long(n: int) -> bytes:
     """Avro's zig-zag varint."""
-    z = (n << 1) ^ (n >> 63)
-    if z < 0x80:
-        return bytes((z,))
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
+    return _unsigned((n << 1) ^ (n >> 63))
 
 
 def _string(s: str) -> bytes:
@@ -70,7 +62,11 @@ def _score(value: Any) -> bytes:
 
 
 class AvroEncoder:
-    """Prediction records -> wire-format values with ``schema_id`` (the registry's)."""
+    """Prediction records -> wire-format values with ``schema_id`` (the registry's).
+
+    A batch's predictions share their model, version and scoring time, so their bytes are
+    kept from one record to the next (the hot path: each microsecond here is about 2 % of
+    the worker's rate)."""
 
     def __init__(self, schema_id: int) -> None:
         if not 0 <= schema_id < 2**32:
@@ -80,12 +76,54 @@ class AvroEncoder:
             raise ValueError(f"{SCHEMA_PATH.name} has fields {names}, the writer {FIELDS}")
         self.schema_id = schema_id
         self._header = b"\x00" + schema_id.to_bytes(4, "big")
+        self._model: tuple[str, str, bytes] = ("", "", b"")
+        self._scored: tuple[int, bytes] = (-1, b"")
+        self._high: tuple[int, bytes] = (0, b"")
 
     def __call__(self, p: PredictionRecord) -> bytes:
-        event_ts = p.get("event_ts")
+        ident = p["id"].encode()
+        score, label, event_ts = p["score"], p["label"], p.get("event_ts")
+        model, version = p["model"], p["model_version"]
+        cached = self._model
+        if cached[0] != model or cached[1] != version:
+            cached = self._model = (model, version, _string(model) + _string(version))
         scored_at = p["scored_at"]
+        if self._scored[0] != scored_at:
+            self._scored = (scored_at, _long(scored_at))
+        true_label = p.get("true_label")
+        size = len(ident)
         return b"".join((
-            self._header, _string(p["id"]), _score(p["score"]), _label(p["label"], False),
-            _string(p["model"]), _string(p["model_version"]),
-            b"\x00" if event_ts is None else b"\x02" + _long(event_ts),
-            _long(scored_at), _label(p.get("true_label"), True)))
+            self._header, _ONE[size << 1] if size < 64 else _long(size), ident,
+            b"\x00" + _DOUBLE(score) if type(score) is float else _score(score),
+            _SMALL_LABELS[label] if type(label) is int and -64 <= label < 64
+            else _label(label, False),
+            cached[2], b"\x00" if event_ts is None else b"\x02" + self._time(event_ts),
+            self._scored[1], b"\x00" if true_label is None else _label(true_label, True)))
+
+
+    def _time(self, ms: int) -> bytes:
+        """``_long(ms)`` for epoch milliseconds: their varint's bytes past the 4th (bits 28
+        and up, about 3 days) are those of the previous event's, nearly always."""
+        z = (ms << 1) ^ (ms >> 63)
+        high = z >> 28
+        if not high:
+            return _long(ms)
+        if high != self._high[0]:
+            self._high = (high, _unsigned(high))
+        return _PAIRS[z & 0x3FFF] + _PAIRS[(z >> 14) & 0x3FFF] + self._high[1]
+
+
+def _unsigned(z: int) -> bytes:
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+#: One byte each; and every 14-bit value as two varint bytes that both continue (557 KiB).
+_ONE: Final = [bytes((v,)) for v in range(128)]
+_PAIRS: Final = [bytes(((v & 0x7F) | 0x80, (v >> 7) | 0x80)) for v in range(1 << 14)]
+#: A small integer label's union branch (long) and value, precomputed.
+_SMALL_LABELS: Final = {n: b"\x00" + _long(n) for n in range(-64, 64)}
