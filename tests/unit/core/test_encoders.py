@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import numpy as np
 import orjson
 import pytest
 
@@ -100,3 +101,20 @@ def test_a_label_of_another_type_is_refused_by_name() -> None:
         AvroEncoder(1)({**RECORDS[0], "label": None})  # type: ignore[typeddict-item]
     with pytest.raises(ValueError, match="does not fit"):
         AvroEncoder(2**32)
+
+
+def test_times_and_numbers_of_every_size_write_fastavros_bytes() -> None:
+    """The encoder keeps bytes from one record to the next (the model, the scoring time, an
+    epoch time's high bits): records whose values change in every way still match."""
+    rng = np.random.default_rng(4)
+    encode = AvroEncoder(3)
+    edges = [0, 1, -1, 63, 64, -65, 2**27, 2**28 - 1, 2**28, 2**63 - 1, -(2**63)]
+    times = edges + [int(t) for t in rng.integers(-(2**63), 2**63 - 1, 2000)] + \
+        [1_790_000_000_000 + int(d) for d in rng.integers(0, 10**9, 2000)]
+    for k, t in enumerate(times):
+        record = {"id": "x" * (k % 70), "score": 0.5, "label": int(t % 200) - 100,
+                  "model": "m", "model_version": str(k % 3), "event_ts": t,
+                  "scored_at": abs(t) // 2, "true_label": None}
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, PARSED, record)
+        assert encode(record)[5:] == out.getvalue(), record  # type: ignore[arg-type]
