@@ -85,7 +85,7 @@ def test_exactly_once_avro_predictions_read_with_confluents_deserializer(
     for p in preds:
         assert (p.value or b"")[:5] == b"\x00" + registered.schema_id.to_bytes(4, "big")
         record = deserialize(p.value, ctx)
-        assert record["id"].encode() == p.key and record["model"] == "fraud"
+        assert record["id"].encode() == p.key and record["model"] == DEMO_MODEL_NAME
         assert record["true_label"] in (0, 1) and isinstance(record["event_ts"], int)
         got[record["id"]] = record["score"]
     assert len(preds) == len(events) and sorted(got) == sorted(e["id"] for e in events)
