@@ -119,6 +119,8 @@ class Proc:
     peak_mib: float = 0.0
     starts: int = 0
     exit_codes: list[int] = field(default_factory=list)
+    #: Its log's last lines when it did not stop on SIGTERM in time (with its stacks).
+    stuck: list[str] = field(default_factory=list)
 
     def start(self) -> None:
         log = (self.logs / f"{self.name}.{self.starts}.log").open("wb")
@@ -156,8 +158,11 @@ class Proc:
         try:
             code = self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.popen.send_signal(signal.SIGUSR1)  # its threads' stacks into its log
+            time.sleep(1.0)
             self.popen.kill()
             code = self.popen.wait(30)
+            self.stuck = self.log_tail(60)
         self.exit_codes.append(code)
         return code
 

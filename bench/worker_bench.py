@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,13 +94,25 @@ def events(kind: str, rng: np.random.Generator, n: int, start: int) -> list[dict
     return make_lr30_events(rng, n, start)
 
 
+#: ``--trace-compare``: every event carries trace context and a correlation id, as a traced
+#: producer's would (None: no headers).
+TRACE_HEADERS: list[tuple[str, bytes]] | None = None
+
+
+def trace_headers(event_id: str) -> list[tuple[str, bytes]]:
+    n = zlib.crc32(event_id.encode()) + 1
+    return [("traceparent", f"00-{n:032x}-{n:016x}-01".encode()),
+            ("x-request-id", event_id.encode())]
+
+
 def send(p: Producer, topic: str, batch: list[dict[str, Any]], stamp: bool) -> None:
     for e in batch:
         if stamp:
             e["ts"] = time.time_ns() // 1_000_000
+        headers = trace_headers(e["id"]) if TRACE_HEADERS is not None else None
         while True:
             try:
-                p.produce(topic, orjson.dumps(e), e["id"].encode())
+                p.produce(topic, orjson.dumps(e), e["id"].encode(), headers=headers)
                 break
             except BufferError:
                 p.poll(0.01)
@@ -127,6 +140,8 @@ class System:
     tree: Path | None = None
     #: More flags for the worker (``--worker-args``, ``--shadow``).
     extra: tuple[str, ...] = ()
+    #: A script run instead of ``-m worker`` (bench/traced_worker.py: the OpenTelemetry SDK).
+    launcher: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self, bs: str, t_in: str, t_out: str, model: Path, schema: Path,
@@ -140,7 +155,8 @@ class System:
             self.proc.stdout.readline()  # "ready": it owns partitions
             return
         port = free_port()
-        cmd = [sys.executable, "-m", "worker", "run", "--bootstrap", bs, "--input-topic", t_in,
+        start = [str(self.launcher)] if self.launcher else ["-m", "worker"]
+        cmd = [sys.executable, *start, "run", "--bootstrap", bs, "--input-topic", t_in,
                "--output-topic", t_out, "--dlq-topic", f"{t_out}-dlq", "--group", f"g-{t_in}",
                "--model", str(model), "--schema", str(schema), "--metrics-port", str(port),
                "--log-level", "WARNING"]
@@ -279,6 +295,10 @@ def main() -> None:
                     "the bench's own on a free port), in the same run")
     ap.add_argument("--shadow-compare", action="store_true",
                     help="each worker runs twice in the same run: without and with --shadow")
+    ap.add_argument("--trace-compare", action="store_true",
+                    help="events carry traceparent and x-request-id headers; each worker "
+                    "runs plain, with --pass-headers and --lineage, with --tracing (API "
+                    "only: no SDK), and with --tracing under the OpenTelemetry SDK")
     a = ap.parse_args()
     if (a.shadow or a.shadow_compare) and a.model in bench_models.KINDS:
         ap.error("--shadow: the demo and lr30 models have a shadow version")
@@ -298,6 +318,18 @@ def main() -> None:
         kafka_io.create_topics(a.bootstrap, {stats_topic: 1})
         variants += [(f"{name} + feature stats", (*more, "--feature-stats-topic", stats_topic))
                      for name, more in variants]
+    launchers: dict[str, Path] = {}
+    if a.trace_compare:  # each variant again with headers and with tracing, in the same run
+        global TRACE_HEADERS
+        TRACE_HEADERS = []
+        sdk = " + tracing (SDK)"
+        launchers = {name + sdk: ROOT / "bench" / "traced_worker.py" for name, _ in variants}
+        variants += [
+            *[(f"{name} + headers + lineage",
+               (*more, "--pass-headers", "true", "--lineage", "true")) for name, more in variants],
+            *[(f"{name} + tracing (API)", (*more, "--tracing", "true"))
+              for name, more in variants],
+            *[(name + sdk, (*more, "--tracing", "true")) for name, more in variants]]
     registry = None
     if a.avro_outputs:  # each variant again, writing Avro predictions, in the same run
         registry = registry_local.LocalRegistry(port=free_port(), state_root=tmp / "registry")
@@ -306,15 +338,16 @@ def main() -> None:
                                                  "--schema-registry", registry.url))
                      for name, more in variants]
     try:
-        run(a, variants, model, schema, fwd)
+        run(a, variants, launchers, model, schema, fwd)
     finally:
         if registry is not None:
             registry_local.stop(registry)
 
 
-def run(a: argparse.Namespace, variants: list[tuple[str, tuple[str, ...]]], model: Path,
-        schema: Path, fwd: System) -> None:
-    workers = {m + name: System(f"worker {m}{name}", "worker", m, extra=more)
+def run(a: argparse.Namespace, variants: list[tuple[str, tuple[str, ...]]],
+        launchers: dict[str, Path], model: Path, schema: Path, fwd: System) -> None:
+    workers = {m + name: System(f"worker {m}{name}", "worker", m, extra=more,
+                                launcher=launchers.get(name))
                for m in a.modes.split(",") if m for name, more in variants}
     report: dict[str, Any] = {"model": a.model, "runtime": a.runtime, "events": a.events,
                               "batch_max": a.batch_max,
@@ -324,7 +357,8 @@ def run(a: argparse.Namespace, variants: list[tuple[str, tuple[str, ...]]], mode
                           if a.baseline else []), *workers.values()]
         report["drain"] = [drain(a, s, model, schema) for s in systems]
     if "latency" not in a.skip:
-        lat_workers = [System(f"worker {m}{name}", "worker", m, extra=more)
+        lat_workers = [System(f"worker {m}{name}", "worker", m, extra=more,
+                              launcher=launchers.get(name))
                        for m in a.latency_modes.split(",") if m
                        for name, more in variants]
         for rate in (float(r) for r in a.rates.split(",")):

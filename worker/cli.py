@@ -71,13 +71,14 @@ def _check_kafka(confs: Iterable[Mapping[str, Any]], kafka: Mapping[str, str]) -
 
 def _run(args: argparse.Namespace) -> int:
     from worker import kafka_io
-    from worker.stream.app import run_worker
+    from worker.stream.app import run_worker, tracing_type
 
     s = load_settings(args)
     if not s.model:
         raise ConfigError(NO_MODEL)
     if is_mlflow_model(s.model):
         check_mlflow_installed(s.model)
+    tracing_type(s)  # one line before anything starts when its extra is missing
     _check_kafka([kafka_io.consumer_config(s), kafka_io.producer_config(s)], s.kafka)
     setup_logging(s)
     logging.getLogger("worker").info("starting", extra={"settings": s.masked()})

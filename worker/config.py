@@ -150,6 +150,35 @@ class Settings(WireFormatSettings):
         "the monitor's window sizes should be multiples of it.",
         ge=1000, le=3_600_000,
     )
+    pass_headers: bool = setting(
+        False,
+        "Copy the input's headers named by pass_header_names onto every output that answers "
+        "it: the prediction, the shadow prediction and the dead letter (after its dlq.* "
+        "headers). A record the extra headers would push past the outputs' size limit goes "
+        "without them (counted in scoring_passed_headers_dropped_total, logged once a "
+        "minute). false: outputs carry no input header (dead letters only their dlq.*).",
+    )
+    pass_header_names: str = setting(
+        "traceparent,tracestate,baggage,correlation-id,x-correlation-id,x-request-id",
+        "Header names, or shell patterns such as x-b3-*, separated by commas, that "
+        "pass_headers copies; matched without regard to case. The default: W3C trace "
+        "context and baggage, and the common correlation ids.",
+        check=not_empty,
+    )
+    lineage: bool = setting(
+        False,
+        "Add source: {topic, partition, offset} of the input to each prediction (and shadow "
+        "prediction), so that any prediction leads back to its exact input record; an "
+        "optional field of schemas/prediction.schema.json, about 60 bytes a record.",
+    )
+    tracing: bool = setting(
+        False,
+        "OpenTelemetry: a span per batch (linked to its inputs' trace context), and each "
+        "output answering an input that carries a traceparent carries one that continues "
+        "that trace. Exporter and sampler through the standard OTEL_* variables of the SDK "
+        "you install. Needs scoring-worker[otel]; false: nothing of OpenTelemetry is "
+        "imported.",
+    )
     shadow_model: str = setting(
         "",
         "Optional second model bundle that scores every batch too, for comparison: its "

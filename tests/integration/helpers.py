@@ -88,10 +88,12 @@ def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 90.0,
 class WorkerProc:
     """``scoring-worker run`` as a real child process."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, launcher: Path | None = None) -> None:
+        """``launcher``: a script run instead of ``-m worker`` (it calls worker.cli.main)."""
         self.log = log
         self._fh = log.open("ab")
-        cmd = [sys.executable, "-m", "worker", "run", *args]
+        start = [str(launcher)] if launcher is not None else ["-m", "worker"]
+        cmd = [sys.executable, *start, "run", *args]
         self.proc = subprocess.Popen(cmd, stdout=self._fh, stderr=subprocess.STDOUT, cwd=ROOT)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:

@@ -238,6 +238,7 @@ def test_alias_moves_refusal_and_outage_under_a_stream(
         v3 = log_version(uri, pipeline(5), example=False)  # nothing to self-test it with
         set_alias(uri, v3)
         alerts = read_topic(kafka_bootstrap, t["alerts"], 1, settle=0.5)
+        went_down = time.monotonic()
         mlflow_server.stop()
         scored = len(out.ids)
         down: list[int] = []
@@ -245,7 +246,8 @@ def test_alias_moves_refusal_and_outage_under_a_stream(
             down.append(readyz(port))
             time.sleep(0.5)
         assert len(out.ids) > scored, "predictions stopped while MLflow was down"
-        mlflow_server.start()
+        mlflow_server.start()  # a minute or more on a busy machine: the outage lasts that long
+        outage_s = time.monotonic() - went_down
         set_alias(uri, "1")
         wait_for(out.all_partitions(["1", "2", "1"]), 60, "v1 again on every partition")
         feeder.halt.set()
@@ -263,7 +265,8 @@ def test_alias_moves_refusal_and_outage_under_a_stream(
     assert "input_example" in refusal["reason"] and refusal["source"] == "mlflow"
     lines = log_lines(w)
     outage = [r for r in lines if str(r.get("msg", "")).startswith("cannot follow")]
-    assert len(outage) == 1, outage  # one a minute: the outage lasted 10 s
+    # One warning a minute of outage: from the stop until the server answered again.
+    assert 1 <= len(outage) <= 1 + int(outage_s // 60), (outage_s, outage)
     assert any("answers again" in str(r.get("msg", "")) for r in lines)
     assert sorted(out.ids) == sorted(e["id"] for e in feeder.sent)  # none lost, none twice
     assert dead == []

@@ -35,6 +35,14 @@ class _RequiredFields(TypedDict):
     scored_at: int
 
 
+class InputSource(TypedDict):
+    """Where the input of a prediction was read (the worker's ``lineage`` setting)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
 class PredictionRecord(_RequiredFields, total=False):
     """The wire form of one prediction (schemas/prediction.schema.json).
 
@@ -45,6 +53,8 @@ class PredictionRecord(_RequiredFields, total=False):
     event_ts: int
     #: The event's own true label (replays), copied from the worker's ``label_field``.
     true_label: LabelValue
+    #: The input's topic, partition and offset (the worker's ``lineage`` setting).
+    source: InputSource
 
 
 #: The message value of a prediction: orjson's own function, so that encoding thousands of

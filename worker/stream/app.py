@@ -37,7 +37,7 @@ from worker.stream.alloc import keep_freed_memory
 from worker.stream.metrics import WorkerMetrics
 from worker.stream.outputs import RecordLimit, record_limit
 from worker.stream.reloader import Watcher, make_reloader
-from worker.stream.runner import UNCHECKED_LIMIT, Runner, Totals
+from worker.stream.runner import UNCHECKED_LIMIT, Runner, Totals, Tracing
 from worker.stream.sinks import Sink, SinkHooks
 from worker.wire_settings import InputFormat
 
@@ -59,6 +59,7 @@ def run_worker(
     metrics = WorkerMetrics(registry)
     watch = _watch()
     health = WatchedHealth(stall_s=s.health_stall_s, watch=watch)
+    make_tracing = tracing_type(s)
     ctx = replace(_context(s, metrics, decoder), encode=output_format.build_encoder(s))
     shadow = None
     if s.shadow_model:
@@ -78,9 +79,10 @@ def run_worker(
                           watch, limit.bytes)
         sink = sink or sinks.build("kafka", s, hooks)
         reloader = make_reloader(s, ctx.bundle.version)
+        tracing = None if make_tracing is None else make_tracing(s.input_topic, limit)
         runner = Runner(s, ctx, consumer, sink, metrics, health, reloader=reloader,
                         shadow=shadow, stop=stop, limit=limit, compacted=compacted,
-                        gate=gate)
+                        gate=gate, tracing=tracing)
         # Modules and the model live as long as the process: keep them out of the cyclic
         # collector's full passes, which would otherwise rescan them again and again.
         gc.freeze()
@@ -91,6 +93,18 @@ def run_worker(
     log.info("stopped: %d consumed, %d scored, %d dead-lettered",
              totals.consumed, totals.scored, totals.dead_lettered)
     return totals
+
+
+def tracing_type(s: Settings) -> Callable[[str, RecordLimit], Tracing] | None:
+    """The OpenTelemetry tracing class when ``tracing`` is on (imported only then)."""
+    if not s.tracing:
+        return None
+    try:
+        from worker.stream.otel import OtelTracing
+    except ImportError as exc:
+        raise ConfigError(f"--tracing true needs the otel extra (pip install "
+                          f"'scoring-worker[otel]'): {exc}") from None
+    return OtelTracing
 
 
 def _output_rules(s: Settings) -> tuple[RecordLimit, frozenset[str]]:

@@ -84,6 +84,7 @@ class WorkerMetrics:
     lag: Gauge = field(init=False)
     broker_rtt: Gauge = field(init=False)
     producer_queue: Gauge = field(init=False)
+    passed_headers_dropped: Counter = field(init=False)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -133,6 +134,10 @@ class WorkerMetrics:
         self.model_reloads = counter("scoring_model_reloads_total",
                                      "Hot model reloads, by result: ok or refused.",
                                      ("result",))
+        self.passed_headers_dropped = counter(
+            "scoring_passed_headers_dropped_total",
+            "Outputs sent without the input headers pass_headers copies, because with them "
+            "the record would exceed the outputs' size limit.")
         self.delivery_retries = counter("scoring_delivery_retries_total",
                                         "Messages produced again after a failed delivery.")
         self.outputs_dropped = counter("scoring_outputs_dropped_total",

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 
@@ -52,6 +52,7 @@ from worker.stream.outputs import (
     batch_outputs,
     shadow_outputs,
 )
+from worker.stream.passthrough import HeaderFilter, HeaderPassthrough, with_lineage
 from worker.stream.reload import ReloadEvent
 from worker.stream.schema_gate import SchemaGate
 from worker.stream.sinks import Sink, TransactionalSink
@@ -76,6 +77,15 @@ class Totals:
 
 class ReloadSource(Protocol):
     def take(self) -> list[ReloadEvent]: ...
+
+
+class Tracing(Protocol):
+    """Spans of batches and the trace context of their outputs (worker/stream/otel.py)."""
+
+    def begin(self, msgs: Sequence[Message], model: str, version: str) -> Any: ...
+
+    def finish(self, batch: Any, msgs: Sequence[Message], outputs: list[Output],
+               scored: int, dead_lettered: int) -> None: ...
 
 
 @dataclass
@@ -105,9 +115,13 @@ class Runner:
     compacted: frozenset[str] = frozenset()
     #: Schema lookups of the wire formats (worker/stream/schema_gate.py), or None.
     gate: SchemaGate | None = None
+    #: Batch spans and outputs' trace context (``tracing``), or None.
+    tracing: Tracing | None = None
     #: Sends the outputs and handles refusals; the guarantee commits over it.
     delivery: Delivery = field(init=False)
     guarantee: DeliveryGuarantee = field(init=False)
+    #: Copies input headers onto the outputs (``pass_headers``), or None.
+    passthrough: HeaderPassthrough | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -116,6 +130,9 @@ class Runner:
                                  rejecter=rejecter, clock_ms=self.clock_ms)
         if s.feature_stats_topic:
             self.delivery.stats = StatsBuffer(s.worker_id, s.feature_stats_interval_ms)
+        if s.pass_headers:
+            self.passthrough = HeaderPassthrough(HeaderFilter.parse(s.pass_header_names),
+                                                 self.limit)
         self.guarantee = make_guarantee(s, self.delivery, self.consumer, self.health.turned)
 
     def request_stop(self) -> None:
@@ -159,6 +176,9 @@ class Runner:
         s, g = self.settings, self.guarantee
         t0 = time.perf_counter()
         now = self.clock_ms()
+        manifest = self.ctx.bundle.manifest
+        span = None if self.tracing is None else self.tracing.begin(msgs, manifest.name,
+                                                                    manifest.version)
         values = [m.value() for m in msgs]
         second = self.shadow
         # A shadow that became the served version has nothing left to compare.
@@ -170,15 +190,32 @@ class Runner:
         else:  # one decode for both models (worker/core/pipeline.py)
             scored, shadow = score_with_shadow(values, self.ctx, second, now, count=count)
         outcomes = scored.outcomes
+        if s.lineage:
+            outcomes = with_lineage(msgs, outcomes, self.ctx.encode)
+            shadow = None if shadow is None else with_lineage(msgs, shadow, self.ctx.encode)
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         main = batch_outputs(msgs, outcomes, s.output_topic, s.dlq_topic,
                              self.delivery.rejecter, now)
         outputs = main
         if shadow is not None:
             outputs = main + shadow_outputs(msgs, shadow, s.shadow_topic)
+        if self.passthrough is not None:
+            self._pass_headers(msgs, outputs)
+        if self.tracing is not None:
+            scored_n = sum(1 for o in outcomes if type(o) is Prediction)
+            self.tracing.finish(span, msgs, outputs, scored_n, len(msgs) - scored_n)
         g.publish(msgs, outputs)
         self.delivery.count_features(self.ctx, scored, now)
         self._account(msgs, outcomes, main)
+
+    def _pass_headers(self, msgs: Sequence[Message], outputs: list[Output]) -> None:
+        assert self.passthrough is not None
+        if dropped := self.passthrough.carry(msgs, outputs):
+            self.metrics.passed_headers_dropped.inc(dropped)
+        if n := self.passthrough.summary_due(time.monotonic()):
+            log.warning("%d records went without their passed headers: with them they would "
+                        "exceed the %d-byte record limit (%s)", n, self.limit.bytes,
+                        self.limit.source)
 
     def _account(self, msgs: Sequence[Message], outcomes: Sequence[Outcome],
                  outputs: Sequence[Output]) -> None:

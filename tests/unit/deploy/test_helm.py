@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tomllib
 import urllib.error
@@ -135,7 +136,12 @@ def container(workload: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def workloads(docs: tuple[dict[str, Any], ...]) -> dict[str, dict[str, Any]]:
-    return {"worker": one(docs, "Deployment"), "monitor": one(docs, "StatefulSet")}
+    """The worker's and the monitor's workload, whatever their kind, by component label."""
+    found = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in docs
+             if d["kind"] in {"Deployment", "StatefulSet"}}
+    assert sorted(found) == ["monitor", "worker"], sorted(found)
+    assert found["monitor"]["kind"] == "StatefulSet"
+    return {"worker": found["worker"], "monitor": found["monitor"]}
 
 
 def expand(text: str, env: dict[str, str]) -> str:
@@ -440,6 +446,28 @@ def test_grace_period_outlasts_the_drain(variant: str, tmp_path: Path) -> None:
 def test_rollout_never_surges_beyond_the_partitions() -> None:
     strategy = one(rendered(), "Deployment")["spec"]["strategy"]
     assert strategy["rollingUpdate"]["maxSurge"] == 0
+
+
+def test_workers_as_a_statefulset_keep_their_instance_ids_through_a_replacement(
+    tmp_path: Path,
+) -> None:
+    docs = rendered("--set", "worker.workload=StatefulSet", "--set", "keda.enabled=true")
+    worker = workloads(docs)["worker"]
+    assert worker["kind"] == "StatefulSet"
+    assert "strategy" not in worker["spec"], "a StatefulSet takes updateStrategy"
+    assert worker["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    assert worker["spec"]["podManagementPolicy"] == "Parallel"
+    services = {s["metadata"]["name"]: s for s in objects(docs, "Service")}
+    assert services[worker["spec"]["serviceName"]]["metadata"]["labels"][
+        "app.kubernetes.io/component"] == "worker"
+    assert one(docs, "ScaledObject")["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    # The instance id defaults to the host name, which is the pod name: the same for the
+    # pod that replaces <name>-0, so its static member id and transactional id are too.
+    started = start(docs, "worker", tmp_path)
+    assert "instance_id" not in started.toml and "--instance-id" not in started.args
+    assert started.settings.instance_id == socket.gethostname()
+    assert "value must be one of 'Deployment', 'StatefulSet'" in render_fails(
+        "--set", "worker.workload=DaemonSet")
 
 
 # -- replicas and partitions --------------------------------------------------------------------

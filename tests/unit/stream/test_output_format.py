@@ -82,3 +82,36 @@ def test_a_refused_schema_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> No
     patch(monkeypatch, FakeSource(refuse=True))
     with pytest.raises(ConfigError, match="409 incompatible"):
         build_encoder(avro_settings())
+
+
+@dataclass
+class Msg:
+    def topic(self) -> str:
+        return "tx"
+
+    def partition(self) -> int:
+        return 2
+
+    def offset(self) -> int:
+        return 77
+
+
+def test_lineage_with_avro_outputs_encodes_the_record_again() -> None:
+    import fastavro
+
+    from worker.core.pipeline import Prediction
+    from worker.stream.passthrough import with_lineage
+
+    record: Any = {"id": "a", "score": 0.5, "label": 1, "model": "m", "model_version": "1",
+                   "scored_at": 9}
+    encode = AvroEncoder(4)
+    [json_out] = with_lineage([Msg()], [Prediction(record, orjson.dumps(record))])  # type: ignore[list-item]
+    [avro_out] = with_lineage([Msg()], [Prediction(record, encode(record))],  # type: ignore[list-item]
+                              encode)
+    assert isinstance(json_out, Prediction) and isinstance(avro_out, Prediction)
+    where = {"topic": "tx", "partition": 2, "offset": 77}
+    assert orjson.loads(json_out.payload)["source"] == where
+    import io
+    got = fastavro.schemaless_reader(io.BytesIO(avro_out.payload[5:]),
+                                     fastavro.parse_schema(orjson.loads(SCHEMA)), None)
+    assert got["source"] == where and got["id"] == "a"  # type: ignore[index]

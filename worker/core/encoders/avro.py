@@ -23,7 +23,7 @@ from worker.core.records import PredictionRecord
 SCHEMA_PATH: Final = Path(__file__).with_name("prediction.avsc")
 SCHEMA: Final = SCHEMA_PATH.read_text()
 FIELDS: Final = ("id", "score", "label", "model", "model_version", "event_ts", "scored_at",
-                 "true_label")
+                 "source", "true_label")
 _DOUBLE: Final = struct.Struct("<d").pack
 
 
@@ -90,7 +90,7 @@ class AvroEncoder:
         scored_at = p["scored_at"]
         if self._scored[0] != scored_at:
             self._scored = (scored_at, _long(scored_at))
-        true_label = p.get("true_label")
+        true_label, source = p.get("true_label"), p.get("source")
         size = len(ident)
         return b"".join((
             self._header, _ONE[size << 1] if size < 64 else _long(size), ident,
@@ -98,7 +98,9 @@ class AvroEncoder:
             _SMALL_LABELS[label] if type(label) is int and -64 <= label < 64
             else _label(label, False),
             cached[2], b"\x00" if event_ts is None else b"\x02" + self._time(event_ts),
-            self._scored[1], b"\x00" if true_label is None else _label(true_label, True)))
+            self._scored[1], b"\x00" if source is None else b"\x02" + _string(source["topic"])
+            + _long(source["partition"]) + _long(source["offset"]),
+            b"\x00" if true_label is None else _label(true_label, True)))
 
 
     def _time(self, ms: int) -> bytes:

@@ -1,0 +1,92 @@
+"""Input headers carried onto the outputs that answer them, and each prediction's input
+coordinates (worker/stream/passthrough.py), through the loop with in-memory clients. The
+real broker: tests/integration/test_passthrough.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import orjson
+
+from tests.unit.helpers import event
+from tests.unit.stream_fakes import Journal, ListSink, LogConsumer, Msg, make, settings
+from worker.stream.outputs import RecordLimit, headers_size
+from worker.stream.passthrough import HeaderFilter
+
+ROOT = Path(__file__).resolve().parents[3]
+TRACE = ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+
+
+def run(tmp_path: Path, msgs: list[Msg], limit: RecordLimit | None = None,
+        **overrides: Any) -> list[tuple[str, bytes | None, bytes | None, Any]]:
+    sink = ListSink()
+    runner = make(tmp_path, LogConsumer({0: msgs}, Journal()), sink, settings(**overrides),
+                  limit=limit)
+    runner.run()
+    return sink.records
+
+
+def test_the_filter_takes_names_and_patterns_whatever_their_case() -> None:
+    f = HeaderFilter.parse("traceparent, X-Correlation-Id,x-b3-*")
+    assert [f.passes(n) for n in ("traceparent", "TraceParent", "x-correlation-id",
+                                  "X-B3-TraceId", "x-b3", "tracestate", "")] == [
+        True, True, True, True, False, False, False]
+    headers = [("a", b"1"), TRACE, ("x-b3-spanid", b"2"), ("traceparent", None)]
+    assert f.pick(headers) == [TRACE, ("x-b3-spanid", b"2"), ("traceparent", None)]
+    assert f.pick(None) == [] and f.pick([]) == []
+
+
+def test_allowed_headers_go_on_predictions_and_dead_letters_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    secret = ("authorization", b"Bearer x")
+    msgs = [Msg(orjson.dumps(event(0)), 0, _headers=[TRACE, secret]),
+            Msg(b"not json", 1, _headers=[("x-request-id", b"r1"), secret]),
+            Msg(orjson.dumps(event(2)), 2)]
+    records = run(tmp_path, msgs, pass_headers=True)
+    by_topic = {(t, v): h for t, v, _, h in records}
+    prediction = [h for (t, _), h in by_topic.items() if t == "out"]
+    assert prediction == [[TRACE], None]
+    (dead,) = [h for (t, _), h in by_topic.items() if t == "dlq"]
+    assert dead[-1] == ("x-request-id", b"r1")
+    assert [k for k, _ in dead[:-1]] == [k for k, _ in dead[:-1] if k.startswith("dlq.")]
+    assert all(secret not in (h or []) for h in by_topic.values())
+
+
+def test_off_by_default_the_outputs_are_what_they_were(tmp_path: Path) -> None:
+    msgs = [Msg(orjson.dumps(event(0)), 0, _headers=[TRACE])]
+    (record,) = run(tmp_path, msgs)
+    assert record[3] is None
+    assert b"source" not in (record[1] or b"")
+
+
+def test_a_record_that_headers_would_push_past_the_limit_goes_without_them(
+    tmp_path: Path,
+) -> None:
+    big = ("traceparent", b"x" * 70_000)
+    msgs = [Msg(orjson.dumps(event(0)), 0, _headers=[big]),
+            Msg(orjson.dumps(event(1)), 1, _headers=[TRACE])]
+    limit = RecordLimit(66_000, "a test's limit")
+    sink = ListSink()
+    runner = make(tmp_path, LogConsumer({0: msgs}, Journal()), sink,
+                  settings(pass_headers=True, max_event_bytes=1000), limit=limit)
+    runner.run()
+    assert [(t, h) for t, _, _, h in sink.records] == [("out", None), ("out", [TRACE])]
+    assert runner.metrics.passed_headers_dropped._value.get() == 1
+    assert headers_size([big]) > limit.bytes
+
+
+def test_lineage_names_each_predictions_input_and_keeps_the_schema(tmp_path: Path) -> None:
+    schema = json.loads((ROOT / "schemas" / "prediction.schema.json").read_text())
+    msgs = [Msg(orjson.dumps(event(i)), 10 + i, _partition=3) for i in range(3)]
+    records = run(tmp_path, msgs, lineage=True)
+    plain = run(tmp_path / "plain", [Msg(orjson.dumps(event(i)), 10 + i, _partition=3)
+                                     for i in range(3)])
+    for (_, value, _, _), (_, before, _, _), i in zip(records, plain, range(3), strict=True):
+        doc = orjson.loads(value or b"")
+        jsonschema.validate(doc, schema)
+        assert doc.pop("source") == {"topic": "in", "partition": 3, "offset": 10 + i}
+        assert doc == orjson.loads(before or b"")

@@ -1,0 +1,136 @@
+"""What an output carries of the input it answers: its headers (``pass_headers``) and its
+coordinates (``lineage``).
+
+Trace context (``traceparent``, ``tracestate``) and correlation ids travel in Kafka
+headers; a service downstream of the predictions or the dead letters follows a payment
+only if they are carried over. Both passes run on a batch's outputs after they are built,
+and only when their setting is on, so a worker without them does the same work, and writes
+the same bytes, as before they existed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import orjson
+
+from worker.core.encoders import Encoder
+from worker.core.encoders.json import encode as encode_json
+from worker.core.pipeline import Outcome, Prediction
+from worker.core.records import InputSource, PredictionRecord
+from worker.delivery_terms import Headers
+from worker.kafka_io import Message
+from worker.stream.outputs import Kind, Output, RecordLimit, headers_size
+
+#: What a consumed message's ``headers()`` gives (confluent-kafka's type).
+InputHeaders = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None
+#: One line a minute about records whose passed headers were dropped, never one per record.
+DROPPED_SUMMARY_S: Final = 60.0
+#: Outputs that answer one input: the headers of that input go on them. Alerts answer no
+#: input, and a DROPPED dead letter is never sent.
+_ANSWERS: Final = frozenset({Kind.PREDICTION, Kind.SHADOW, Kind.DEAD_LETTER, Kind.FALLBACK})
+#: What goes before the lineage object in a prediction's JSON (the field is ``source``,
+#: schemas/prediction.schema.json).
+_SPLICE: Final = b',"source":'
+
+
+class HeaderFilter:
+    """Which input headers pass: names or shell patterns (``x-b3-*``), matched without
+    regard to case (HTTP header names, which tracing libraries copy into Kafka, are
+    case-insensitive). A name's verdict is cached: a topic carries few distinct names."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        wanted = [p.strip().lower() for p in patterns if p.strip()]
+        self._names = frozenset(p for p in wanted if not any(c in p for c in "*?["))
+        self._globs = tuple(p for p in wanted if p not in self._names)
+        self._verdict: dict[str, bool] = {}
+
+    @classmethod
+    def parse(cls, text: str) -> HeaderFilter:
+        """From the ``pass_header_names`` setting: names or patterns separated by commas."""
+        return cls(text.split(","))
+
+    def passes(self, name: str) -> bool:
+        verdict = self._verdict.get(name)
+        if verdict is None:
+            low = name.lower()
+            verdict = low in self._names or any(fnmatch.fnmatchcase(low, g)
+                                                for g in self._globs)
+            if len(self._verdict) < 4096:  # bounded: names come from producers
+                self._verdict[name] = verdict
+        return verdict
+
+    def pick(self, headers: InputHeaders) -> Headers:
+        """The headers of an input that pass, in their order (repeated names kept). A
+        consumed message has a list; the client's type allows a dict too."""
+        if not headers:
+            return []
+        pairs = headers.items() if isinstance(headers, dict) else headers
+        return [(k, v) for k, v in pairs if self.passes(k)]
+
+
+@dataclass
+class HeaderPassthrough:
+    """Copies the allowed headers of each input onto the outputs that answer it, unless
+    that would push the record past the outputs' size limit: the record then goes
+    without them (its prediction or dead letter is never given up for a header)."""
+
+    allowed: HeaderFilter
+    limit: RecordLimit
+    #: Records sent without their passed headers since the last summary line.
+    dropped_since: int = 0
+    last_summary: float = field(default=0.0)
+
+    def carry(self, msgs: Sequence[Message], outputs: list[Output]) -> int:
+        """Adds the headers in place; returns how many records went without them."""
+        fits, pick, dropped = self.limit.fits, self.allowed.pick, 0
+        picked: dict[int, Headers] = {}
+        for i, out in enumerate(outputs):
+            if out.source < 0 or out.kind not in _ANSWERS:
+                continue
+            extra = picked.get(out.source)
+            if extra is None:
+                extra = picked[out.source] = pick(msgs[out.source].headers())
+            if not extra:
+                continue
+            size = (len(out.value or b"") + len(out.key or b"") + headers_size(out.headers)
+                    + headers_size(extra))
+            if not fits(size):
+                dropped += 1
+                continue
+            outputs[i] = out._replace(headers=[*(out.headers or ()), *extra])
+        self.dropped_since += dropped
+        return dropped
+
+    def summary_due(self, now_s: float) -> int:
+        """How many records went without their headers since the last line, when a
+        line is due (once a minute), else 0; ``now_s`` is a monotonic clock's reading."""
+        if not self.dropped_since or now_s - self.last_summary < DROPPED_SUMMARY_S:
+            return 0
+        n, self.dropped_since, self.last_summary = self.dropped_since, 0, now_s
+        return n
+
+
+def with_lineage(msgs: Sequence[Message], outcomes: Sequence[Outcome],
+                 encode: Encoder = encode_json) -> list[Outcome]:
+    """Each prediction with ``source``: the topic, partition and offset of the input it
+    answers, so that an auditor goes from any prediction to its exact input record. The
+    field is spliced into the JSON the core encoded (a JSON object ends with ``}``), which
+    costs a fraction of encoding the record again."""
+    out: list[Outcome] = []
+    append = out.append
+    for m, o in zip(msgs, outcomes, strict=True):
+        if type(o) is not Prediction:
+            append(o)
+            continue
+        where: InputSource = {"topic": m.topic() or "", "partition": m.partition() or 0,
+                              "offset": m.offset() or 0}
+        record: PredictionRecord = {**o.record, "source": where}
+        if encode is not encode_json:  # another format (Avro): the record encoded again
+            append(Prediction(record, encode(record)))
+            continue
+        append(Prediction(record, o.payload[:-1] + _SPLICE + orjson.dumps(where) + b"}"))
+    return out
