@@ -11,6 +11,7 @@ loads, each beside a no-model forwarder (bench/forwarder.py) measured in the sam
     python bench/worker_bench.py --model demo --processes-compare   # run --processes 1 and 2
     python bench/worker_bench.py --model demo --segment-fields card_id --skip latency  # off/on
     python bench/worker_bench.py --model demo --explain 3 --skip latency  # reasons off and on
+    python bench/worker_bench.py --model demo --avro-outputs --skip latency  # JSON and Avro
 
 Drain: ``--events`` are pre-loaded on a 4-partition topic; each system (forwarder,
 the baseline worker when ``--baseline`` names a checkout of another commit, the
@@ -52,6 +53,7 @@ from confluent_kafka import Consumer, Producer
 from procstat import PEAK, rss_mib  # bench/procstat.py
 
 from worker import kafka_io
+from worker.devtools import registry_local
 from worker.devtools.demo import (
     LR30_FEATURES,
     make_events,
@@ -313,6 +315,9 @@ def main() -> None:
                     help="each mode also with --feature-stats-topic (statistics on)")
     ap.add_argument("--shadow", action="store_true",
                     help="workers also score every batch with a second model (shadow)")
+    ap.add_argument("--avro-outputs", action="store_true",
+                    help="each worker also with --output-format avro (a registry-local of "
+                    "the bench's own on a free port), in the same run")
     ap.add_argument("--shadow-compare", action="store_true",
                     help="each worker runs twice in the same run: without and with --shadow")
     ap.add_argument("--trace-compare", action="store_true",
@@ -367,6 +372,22 @@ def main() -> None:
             *[(f"{name} + tracing (API)", (*more, "--tracing", "true"))
               for name, more in variants],
             *[(name + sdk, (*more, "--tracing", "true")) for name, more in variants]]
+    registry = None
+    if a.avro_outputs:  # each variant again, writing Avro predictions, in the same run
+        registry = registry_local.LocalRegistry(port=free_port(), state_root=tmp / "registry")
+        registry_local.start(registry)
+        variants += [(f"{name} + avro outputs", (*more, "--output-format", "avro",
+                                                 "--schema-registry", registry.url))
+                     for name, more in variants]
+    try:
+        run(a, variants, launchers, model, schema, fwd)
+    finally:
+        if registry is not None:
+            registry_local.stop(registry)
+
+
+def run(a: argparse.Namespace, variants: list[tuple[str, tuple[str, ...]]],
+        launchers: dict[str, Path], model: Path, schema: Path, fwd: System) -> None:
     workers = {m + name: System(f"worker {m}{name}", "worker", m, extra=more,
                                 launcher=launchers.get(name))
                for m in a.modes.split(",") if m for name, more in variants}

@@ -1,5 +1,8 @@
 """Settings of the wire formats (Avro, Protobuf, JSON Schema) and their schema registry:
-declared once, part of the worker's settings (worker/config.py ``Settings``).
+declared once. The registry's settings (``RegistrySettings``) are shared by every command
+that reads or writes a wire format: the worker (``WireFormatSettings``: its input and its
+predictions, worker/config.py ``Settings``), ``retrain`` (``EventFormatSettings``: the
+events) and the monitor (``PredictionFormatSettings``: the predictions).
 
 The registry's credentials and TLS files follow Confluent's client: HTTP basic
 authentication, a CA file, a client certificate and key.
@@ -28,22 +31,23 @@ class InputFormat(StrEnum):
     AUTO = "auto"
 
 
-@dataclass(frozen=True)
-class WireFormatSettings:
-    """What the input topic carries and where its schemas are."""
+class OutputFormat(StrEnum):
+    """What the worker writes its predictions as (``--output-format``): an encoder's name
+    (worker/core/encoders/)."""
 
-    input_format: InputFormat = setting(
-        InputFormat.JSON,
-        "What the input topic's values are: json (JSON objects), avro, protobuf or "
-        "json-schema (the Confluent wire format: a magic byte, the schema id, the payload; "
-        "schemas from --schema-registry), or auto (the first byte tells the wire format "
-        "from JSON). The wire formats need scoring-worker[registry].",
-    )
+    JSON = "json"
+    AVRO = "avro"
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """Where the schemas are, and how to reach the registry."""
+
     schema_registry: str = setting(
         "",
         "URL of the schema registry's Confluent-compatible API (Apicurio: "
         "http://host:8080/apis/ccompat/v7), several separated by commas; needed by the "
-        "wire formats of --input-format. Empty: none.",
+        "wire formats (--input-format, --output-format, --prediction-format). Empty: none.",
         check=optional_http_urls, allowed="empty, or http:// or https:// URLs",
     )
     schema_registry_user: str = setting(
@@ -68,3 +72,41 @@ class WireFormatSettings:
         "doubles from 0.2 s); the batch in hand waits, nothing is dead-lettered.",
         ge=0.2, le=3600,
     )
+
+
+_INPUT_DOC = ("json (JSON objects), avro, protobuf or json-schema (the Confluent wire format: "
+              "a magic byte, the schema id, the payload; schemas from --schema-registry), or "
+              "auto (the first byte tells the wire format from JSON). The wire formats need "
+              "scoring-worker[registry].")
+
+
+@dataclass(frozen=True)
+class EventFormatSettings(RegistrySettings):
+    """What the events topic carries (the worker's input; what ``retrain`` reads)."""
+
+    input_format: InputFormat = setting(
+        InputFormat.JSON, "What the input topic's values are: " + _INPUT_DOC)
+
+
+@dataclass(frozen=True)
+class WireFormatSettings(EventFormatSettings):
+    """The worker's formats: its input, and its predictions."""
+
+    output_format: OutputFormat = setting(
+        OutputFormat.JSON,
+        "What the predictions are written as: json (schemas/prediction.schema.json), or "
+        "avro (schemas/prediction.avsc in the Confluent wire format, registered under "
+        "<topic>-value in --schema-registry at start; the shadow topic too). Dead letters "
+        "keep their original bytes; alerts and feature statistics stay JSON. avro needs "
+        "scoring-worker[registry].",
+    )
+
+
+@dataclass(frozen=True)
+class PredictionFormatSettings(RegistrySettings):
+    """What the predictions topic carries (what the monitor reads)."""
+
+    prediction_format: InputFormat = setting(
+        InputFormat.JSON,
+        "What the predictions topic's values are (the workers' --output-format): "
+        + _INPUT_DOC)

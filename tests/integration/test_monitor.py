@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,7 +103,7 @@ def expected(ds: Dataset) -> dict[str, dict[str, Any]]:
 
 class MonitorProc:
     def __init__(self, bootstrap: str, topics: dict[str, str], group: str, instance: str,
-                 log: Path, models: Path | None = None) -> None:
+                 log: Path, models: Path | None = None, extra: Sequence[str] = ()) -> None:
         self.log = log.open("ab")
         args = ["--bootstrap", bootstrap, "--predictions-topic", topics["pred"],
                 "--labels-topic", topics["labels"], "--metrics-topic", topics["metrics"],
@@ -112,6 +112,7 @@ class MonitorProc:
                 "--metrics-port", "0", "--partitions", "4"]
         if models is not None:
             args += ["--models", str(models)]
+        args += extra
         cmd = [sys.executable, "-m", "worker", "monitor", *args]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
 

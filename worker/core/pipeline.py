@@ -20,9 +20,11 @@ import numpy as np
 
 from worker.core.decoders import Decoder
 from worker.core.decoders.json import JsonDecoder
+from worker.core.encoders import Encoder
+from worker.core.encoders.json import encode as encode_json
 from worker.core.feature_counts import CountLayout, IntArray
 from worker.core.features import Extractor, FeatureBatch, extractor
-from worker.core.records import PredictionRecord, encode, segment_value
+from worker.core.records import PredictionRecord, segment_value
 from worker.core.schema import EventValidator
 from worker.core.scoring import build_predictions, score_batch_safely
 from worker.errors import Rejection, RejectKind
@@ -62,6 +64,8 @@ class ScoringContext:
     #: Reasons on every prediction: the top ``explain`` input features by the size of their
     #: contribution to the score (worker/explain/); 0: none, the predictions as without.
     explain: int = 0
+    #: The output format (worker/core/encoders/): a prediction record -> its message value.
+    encode: Encoder = encode_json
     #: How records become the model's input: chosen from the bundle once, here.
     extract: Extractor = field(init=False, repr=False, compare=False)
     #: The bins of the bundle's reference profile (None: the bundle has none).
@@ -83,7 +87,8 @@ class ScoringContext:
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """A scored event: the prediction dict and its JSON bytes (the message value)."""
+    """A scored event: the prediction dict and its message value (``ScoringContext.encode``:
+    JSON unless told otherwise)."""
 
     record: PredictionRecord
     payload: bytes
@@ -228,6 +233,7 @@ def score_prepared(prepared: Prepared, ctx: ScoringContext, now_ms: int,
         _copy_segments(records, predictions, ctx.segment_fields)
     if ctx.explainer is not None and predictions:
         _add_reasons(ctx, ctx.explainer, batch, ok_rows, records, predictions)
+    encode = ctx.encode
     for j, prediction in zip(scored, predictions, strict=True):
         outcomes[positions[j]] = Prediction(prediction, encode(prediction))
     counts = None

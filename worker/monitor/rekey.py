@@ -19,8 +19,9 @@ from worker.core.records import RecordError, read_prediction, read_segments
 from worker.monitor.codec import Block
 from worker.monitor.views import LabelValue, LabelView, MonitorInputError
 
-Source = tuple[bool, bytes | None, int, int]
-"""(is a prediction, message value, Kafka timestamp ms, source partition)."""
+Source = tuple[bool, bytes | dict[str, Any] | None, int, int]
+"""(is a prediction, message value, Kafka timestamp ms, source partition). A value is the
+message's JSON bytes, or the record a registry format's decoder read from it."""
 
 
 def partition_of(ident: str, partitions: int) -> int:
@@ -32,7 +33,7 @@ def rekey(items: Iterable[Source], partitions: int, true_label_field: str) -> di
     blocks: dict[int, Block] = {}
     for is_prediction, value, ts, source in items:
         try:
-            msg = orjson.loads(value or b"")
+            msg = value if isinstance(value, dict) else orjson.loads(value or b"")
             if type(msg) is not dict:
                 raise MonitorInputError("not a JSON object")
             if is_prediction:

@@ -39,13 +39,14 @@ from worker.monitor.stage_global import GlobalPartition, Snapshot, stats_record,
 from worker.monitor.stages import JoinPartition
 from worker.monitor.status import MATURITY_SPAN_MS
 from worker.monitor.views import ModelSpec, PredictionView
-from worker.monitor_app import memory
+from worker.monitor_app import memory, wire
 from worker.monitor_app.features import FeatureSide, feature_side
 from worker.monitor_app.gauges import LoopCounters, MonitorCollector, loop_counters
 from worker.monitor_app.join_stage import JoinStage
 from worker.monitor_app.restore_gauges import RestoreCollector
 from worker.monitor_app.settings import MonitorSettings
 from worker.monitor_app.status_page import StatusFeed, seed
+from worker.monitor_app.wire import WirePredictions
 from worker.probes import Health, serve
 from worker.shutdown import STOP, StopFlag
 
@@ -171,6 +172,8 @@ class Monitor:
     status: StatusFeed
     stop: StopFlag = field(default_factory=StopFlag)
     clock_ms: Callable[[], int] = wall_ms
+    #: The decoding of --prediction-format (worker/monitor_app/wire.py); None: JSON.
+    wire: WirePredictions | None = None
     last_tick: float = 0.0
     join_partitions: int = 0
     _checked: float = 0.0
@@ -261,8 +264,9 @@ class Monitor:
         if not msgs:
             return
         preds = self.s.predictions_topic
-        items = ((m.topic() == preds, m.value(), _kafka_ms(m, now), m.partition() or 0)
-                 for m in msgs)
+        values = [m.value() for m in msgs] if self.wire is None else self.wire.values(msgs, preds)
+        items = ((m.topic() == preds, v, _kafka_ms(m, now), m.partition() or 0)
+                 for m, v in zip(msgs, values, strict=True))
         blocks = rekey(items, self.join_partitions, self.s.true_label_field)
         for p, block in blocks.items():
             self.loop.send(self.s.internal.join, None, block.encode(), partition=p)
@@ -374,6 +378,7 @@ def run_monitor(
     specs = load_specs(s.models, s.allow_pickle)
     registry = registry or CollectorRegistry()
     health = Health(stall_s=s.health_stall_s)
+    wire_predictions = wire.build(s, health, lambda: stop.requested)
     health.model_loaded = True  # the monitor needs no model to run
     collector = MonitorCollector(registry)
     RestoreCollector(registry, health.restore)
@@ -397,7 +402,8 @@ def run_monitor(
                       owned.on_assign, owned.on_revoke)
         if features is not None:
             features.committed = loop.committed
-        mon = Monitor(s, owned, loop, counters, collector, health, status, stop=stop)
+        mon = Monitor(s, owned, loop, counters, collector, health, status, stop=stop,
+                      wire=wire_predictions)
         mon.run()
     finally:
         if server is not None:

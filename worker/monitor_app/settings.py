@@ -31,6 +31,7 @@ from worker.settings_common import (
 )
 from worker.settings_rules import not_empty, optional_topic, setting, topic, validate
 from worker.settings_sources import masked, register
+from worker.wire_settings import PredictionFormatSettings
 
 
 def _windows(value: str) -> str:
@@ -55,7 +56,7 @@ class InternalTopics:
 
 @register
 @dataclass(frozen=True)
-class MonitorSettings:
+class MonitorSettings(PredictionFormatSettings):
     """Monitor settings; every field is also ``SCORING_<FIELD>`` and ``--<field>``."""
 
     bootstrap: str = bootstrap_setting()

@@ -16,14 +16,18 @@ from typing import Any
 import numpy as np
 import orjson
 
+from worker.core import decoders
+from worker.core.decoders import Decoder
+from worker.core.decoders.wire import WireDecoder
 from worker.core.pipeline import ScoringContext, prepare
-from worker.errors import Rejection, RetrainError
+from worker.errors import ConfigError, Rejection, RetrainError
 from worker.kafka_io.config import Connection, Role, client_config
 from worker.kafka_io.ranges import RangeRecord, read_range
 from worker.model.manifest import ClassLabel
 from worker.monitor.views import LabelValue, LabelView, MonitorInputError
 from worker.retrain.dataset import Joined, LabelTable, Split, join, label_table, time_split
 from worker.retrain.settings import RetrainSettings, TimeRange
+from worker.stream.schema_gate import look_up_waiting
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +87,9 @@ def read_data(
                                s.read_timeout_s, s.max_events)
     pairs, bad = _label_pairs(label_records)
     labels = label_table(pairs)
-    prepared = prepare([r.value for r in events], ctx)
+    values = [r.value for r in events]
+    look_up_schemas(s, ctx.decoder, values)
+    prepared = prepare(values, ctx)
     rejected = Counter(o.kind.value for o in prepared.outcomes if isinstance(o, Rejection))
     inputs = [prepared.positions[j] for j in prepared.batch.valid]
     ids = [str(prepared.events[j]["id"]) for j in prepared.batch.valid]
@@ -94,6 +100,28 @@ def read_data(
     log.info("retrain data read", extra={"counts": data.counts()})
     check_usable(data, ctx.bundle.classes, s)
     return data
+
+
+def events_decoder(s: RetrainSettings) -> Decoder:
+    """The decoder of ``--input-format`` (the workers' own)."""
+    try:
+        return decoders.get(str(s.input_format))
+    except ValueError as exc:
+        raise ConfigError(f"--input-format {s.input_format}: {exc}") from None
+
+
+def look_up_schemas(s: RetrainSettings, decoder: Decoder, values: list[bytes | None]) -> None:
+    """The schemas a wire format's events name, fetched before they are decoded; a registry
+    that does not answer is asked again for up to ``read_timeout_s``, then the run stops."""
+    if not isinstance(decoder, WireDecoder):
+        return
+    if not s.schema_registry:
+        raise ConfigError(f"--input-format {s.input_format} needs --schema-registry URL (the "
+                          "registry's Confluent-compatible API)")
+    from worker.kafka_io.registry import RegistryUnavailable, SchemaSource, connection_of
+
+    look_up_waiting(decoder.book, SchemaSource(connection_of(s)), values, RegistryUnavailable,
+                    lambda waited: waited < s.read_timeout_s, s.schema_registry_backoff_max_s)
 
 
 def _label_pairs(records: list[RangeRecord]) -> tuple[list[tuple[str, LabelValue]], int]:

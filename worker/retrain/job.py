@@ -32,7 +32,7 @@ from worker.model.manifest import ReferenceHistogram
 from worker.monitor.figures import Figure
 from worker.retrain import act
 from worker.retrain.candidate import fit, write_candidate
-from worker.retrain.data import TrainingData, read_data
+from worker.retrain.data import TrainingData, events_decoder, read_data
 from worker.retrain.decision import Action, Compared, action_for
 from worker.retrain.evaluate import TABLE_FIGURES, Evaluation, evaluate
 from worker.retrain.policy import Decision, Policy, decide
@@ -93,7 +93,7 @@ def run_retrain(req: RetrainRequest, now_ms: int) -> RetrainResult:
                           "numbers its versions")
     registry, champion = champion_of(s)
     validator = EventValidator.from_file(Path(s.schema)) if s.schema else None
-    ctx = ScoringContext(champion, validator, s.max_event_bytes)
+    ctx = ScoringContext(champion, validator, s.max_event_bytes, decoder=events_decoder(s))
     data = read_data(s, ctx, req.window, now_ms)
     run = _Run(req, ctx, data, req.version or registry.next_version(champion.name), now_ms)
     with tempfile.TemporaryDirectory(prefix="retrain-") as tmp:

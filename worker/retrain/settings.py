@@ -28,6 +28,7 @@ from worker.settings_common import (
 )
 from worker.settings_rules import optional_topic, setting, topic, validate
 from worker.settings_sources import masked, register
+from worker.wire_settings import EventFormatSettings
 
 
 class RegisterIn(StrEnum):
@@ -45,7 +46,7 @@ def _fraction(value: float) -> float:
 
 @register
 @dataclass(frozen=True)
-class RetrainSettings:
+class RetrainSettings(EventFormatSettings):
     """Retrain settings; every field is also ``SCORING_<FIELD>`` and ``--<field>``."""
 
     bootstrap: str = bootstrap_setting()

@@ -32,7 +32,7 @@ from worker.kafka_io.watch import BrokerWatch, quiet_transport_lines
 from worker.model.checked import library_mismatch, load_checked
 from worker.probes import Health, serve
 from worker.shutdown import STOP, StopFlag
-from worker.stream import schema_gate, sinks
+from worker.stream import output_format, schema_gate, sinks
 from worker.stream.alloc import keep_freed_memory
 from worker.stream.child_report import start_reporting
 from worker.stream.metrics import WorkerMetrics
@@ -63,7 +63,7 @@ def run_worker(
     watch = _watch()
     health = WatchedHealth(stall_s=s.health_stall_s, watch=watch)
     make_tracing = tracing_type(s)
-    ctx = _context(s, metrics, decoder)
+    ctx = replace(_context(s, metrics, decoder), encode=output_format.build_encoder(s))
     shadow = None
     if s.shadow_model:
         second = load_checked(Path(s.shadow_model), allow_pickle=s.allow_pickle,

@@ -17,6 +17,8 @@ from typing import Final
 
 import orjson
 
+from worker.core.encoders import Encoder
+from worker.core.encoders.json import encode as encode_json
 from worker.core.pipeline import Outcome, Prediction
 from worker.core.records import InputSource, PredictionRecord
 from worker.delivery_terms import Headers
@@ -112,7 +114,8 @@ class HeaderPassthrough:
         return n
 
 
-def with_lineage(msgs: Sequence[Message], outcomes: Sequence[Outcome]) -> list[Outcome]:
+def with_lineage(msgs: Sequence[Message], outcomes: Sequence[Outcome],
+                 encode: Encoder = encode_json) -> list[Outcome]:
     """Each prediction with ``source``: the topic, partition and offset of the input it
     answers, so that an auditor goes from any prediction to its exact input record. The
     field is spliced into the JSON the core encoded (a JSON object ends with ``}``), which
@@ -126,5 +129,8 @@ def with_lineage(msgs: Sequence[Message], outcomes: Sequence[Outcome]) -> list[O
         where: InputSource = {"topic": m.topic() or "", "partition": m.partition() or 0,
                               "offset": m.offset() or 0}
         record: PredictionRecord = {**o.record, "source": where}
+        if encode is not encode_json:  # another format (Avro): the record encoded again
+            append(Prediction(record, encode(record)))
+            continue
         append(Prediction(record, o.payload[:-1] + _SPLICE + orjson.dumps(where) + b"}"))
     return out

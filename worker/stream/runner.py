@@ -191,8 +191,8 @@ class Runner:
             scored, shadow = score_with_shadow(values, self.ctx, second, now, count=count)
         outcomes = scored.outcomes
         if s.lineage:
-            outcomes = with_lineage(msgs, outcomes)
-            shadow = None if shadow is None else with_lineage(msgs, shadow)
+            outcomes = with_lineage(msgs, outcomes, self.ctx.encode)
+            shadow = None if shadow is None else with_lineage(msgs, shadow, self.ctx.encode)
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         main = batch_outputs(msgs, outcomes, s.output_topic, s.dlq_topic,
                              self.delivery.rejecter, now)

@@ -57,6 +57,8 @@ class SchemaGate:
     outage: type[Exception] = ScoringError
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    #: Which messages are in a wire format (None: all of them).
+    carries: Callable[[Message], bool] | None = None
     held: list[Message] = field(default_factory=list)
     delay_s: float = 0.0
     next_try: float = 0.0
@@ -80,17 +82,10 @@ class SchemaGate:
         return msgs
 
     def _look_up(self, msgs: list[Message]) -> bool:
+        carries = self.carries
+        values = [m.value() for m in msgs if carries is None or carries(m)]
         try:
-            for schema_id in self.book.missing(schema_ids([m.value() for m in msgs])):
-                schema = self.source.fetch(schema_id)
-                if schema is None:
-                    self.book.unknown(schema_id)
-                    log.warning("schema id %d is not in the registry: its events become "
-                                "dead letters", schema_id)
-                else:
-                    self.book.learn(schema)
-                    log.info("schema id %d (%s) fetched from %s", schema_id,
-                             schema.type.value, self.source.url)
+            look_up(self.book, self.source, values)
         except self.outage as exc:
             self._down(exc, len(msgs))
             return False
@@ -111,6 +106,46 @@ class SchemaGate:
         self.next_try = self.clock() + self.delay_s
 
 
+def look_up(book: SchemaBook, source: SchemaFetcher, values: list[bytes | None]) -> None:
+    """Fill ``book`` with the schemas ``values`` name that it does not know yet; raises
+    what ``source`` raises when the registry gives no answer."""
+    for schema_id in book.missing(schema_ids(values)):
+        schema = source.fetch(schema_id)
+        if schema is None:
+            book.unknown(schema_id)
+            log.warning("schema id %d is not in the registry: its records cannot be read",
+                        schema_id)
+        else:
+            book.learn(schema)
+            log.info("schema id %d (%s) fetched from %s", schema_id, schema.type.value,
+                     source.url)
+
+
+def look_up_waiting(book: SchemaBook, source: SchemaFetcher, values: list[bytes | None],
+                    outage: type[Exception], keep_waiting: Callable[[float], bool],
+                    backoff_max_s: float = 5.0, sleep: Callable[[float], None] = time.sleep,
+                    ) -> None:
+    """``look_up`` for the loops that cannot hold a batch aside (the monitor, ``retrain``):
+    while the registry does not answer, wait and ask again (0.2 s, doubling up to
+    ``backoff_max_s``) as long as ``keep_waiting(seconds waited)``; after that the outage
+    is raised."""
+    delay, waited = 0.0, 0.0
+    while True:
+        try:
+            look_up(book, source, values)
+            if waited:
+                log.warning("schema registry answers again after %.1fs", waited)
+            return
+        except outage as exc:
+            if not keep_waiting(waited):
+                raise
+            if not waited:
+                log.error("schema registry does not answer (%s): waiting", exc)
+            delay = min(max(2 * delay, FIRST_DELAY_S), backoff_max_s)
+            sleep(delay)
+            waited += delay
+
+
 def build(s: Settings, decoder: Decoder, health: Health) -> SchemaGate | None:
     """The gate a wire-format decoder needs (None for the others)."""
     if not isinstance(decoder, WireDecoder):
@@ -118,12 +153,9 @@ def build(s: Settings, decoder: Decoder, health: Health) -> SchemaGate | None:
     if not s.schema_registry:
         raise ConfigError(f"--input-format {s.input_format} needs --schema-registry URL (the "
                           "registry's Confluent-compatible API)")
-    from worker.kafka_io.registry import RegistryConnection, RegistryUnavailable, SchemaSource
+    from worker.kafka_io.registry import RegistryUnavailable, SchemaSource, connection_of
 
-    conn = RegistryConnection(s.schema_registry, s.schema_registry_user,
-                              s.schema_registry_password, s.schema_registry_ca,
-                              s.schema_registry_cert, s.schema_registry_key,
-                              s.schema_registry_timeout_s)
+    conn = connection_of(s)
     log.info("input format %s: schemas from %s", s.input_format, s.schema_registry)
     return SchemaGate(decoder.book, SchemaSource(conn), health,
                       s.schema_registry_backoff_max_s, RegistryUnavailable)

@@ -247,3 +247,27 @@ def test_malformed_flat_values_are_rejections() -> None:
     out = dec.decode([wire(1, bad_enum), wire(1, b"\x04\xff\xfe")], 1 << 20)
     assert out.events == [] and len(out.rejected) == 2
     assert all("does not match schema id 1" in r.message for _, r in out.rejected)
+
+
+def test_an_avro_schema_with_references_reads_the_referenced_named_types() -> None:
+    """A named type from another subject (a schema reference): the writer's schema names
+    ``demo.Place`` (a record) and ``demo.Kind`` (an enum), whose texts come with it."""
+    place = {"type": "record", "name": "Place", "namespace": "demo",
+             "fields": [{"name": "km", "type": "double"}, {"name": "kind", "type": "demo.Kind"}]}
+    kind = {"type": "enum", "name": "Kind", "namespace": "demo", "symbols": ["A", "B"]}
+    main = {"type": "record", "name": "Txn", "namespace": "demo", "fields": [
+        {"name": "id", "type": "string"}, {"name": "a", "type": "double"},
+        {"name": "where", "type": "demo.Place"}]}
+    full = {**main, "fields": [*main["fields"][:2], {"name": "where", "type": {
+        **place, "fields": [place["fields"][0], {"name": "kind", "type": kind}]}}]}
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(full),
+                               {"id": "x", "a": 1.5, "where": {"km": 2.0, "kind": "B"}})
+    value = b"\x00\x00\x00\x00\x08" + out.getvalue()
+    text = orjson.dumps(main).decode()
+    refs = (orjson.dumps(kind).decode(), orjson.dumps(place).decode())
+    dec = decoder("avro", WriterSchema(8, SchemaType.AVRO, text, refs))
+    got = dec.decode([value], 1 << 20)
+    assert got.events == [{"id": "x", "a": 1.5, "where.km": 2.0, "where.kind": "B"}]
+    alone = decoder("avro", WriterSchema(8, SchemaType.AVRO, text)).decode([value], 1 << 20)
+    assert "does not parse" in alone.rejected[0][1].message  # without them: a dead letter

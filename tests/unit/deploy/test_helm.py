@@ -768,9 +768,12 @@ def test_the_schema_registry_url_is_a_setting_and_its_credentials_a_secret(
     refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"]
             if "secretKeyRef" in e.get("valueFrom", {})}
     assert refs == {"team-registry"}
-    assert "SCORING_SCHEMA_REGISTRY" not in str(container(workloads(docs)["monitor"], "monitor"))
-    err = render_fails("--set-string", "worker.config.schema_registry_password=hunter2")
-    assert "rendered in clear" in err
+    monitor = container(workloads(docs)["monitor"], "monitor")  # --prediction-format avro
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in monitor["env"]
+            if "SCORING_SCHEMA_REGISTRY" in e["name"]} == {"team-registry"}
+    for who in ("worker", "monitor"):
+        err = render_fails("--set-string", f"{who}.config.schema_registry_password=hunter2")
+        assert f"{who}.config.schema_registry_user/password would be rendered in clear" in err
 
 
 def test_the_monitor_keeps_its_join_state_on_a_mounted_volume(variant: str,

@@ -26,7 +26,6 @@ from worker.core.decoders.wire import (
     SchemaType,
     WireDecoder,
     WriterSchema,
-    flatten,
     register_format,
 )
 from worker.errors import Rejection, RejectKind
@@ -42,9 +41,16 @@ class AvroReader:
 
     def __init__(self, schema: WriterSchema) -> None:
         tree = orjson.loads(schema.text)
-        self._nested = _has_nested(tree)
-        self._decimals = _has_decimal(tree)
-        self._parsed = fastavro.parse_schema(_plain(tree))
+        named: dict[str, Any] = {}  # the referenced schemas' named types (other subjects)
+        referenced = [orjson.loads(text) for text in schema.references]
+        for ref in referenced:
+            fastavro.parse_schema(_plain(ref), named_schemas=named)
+        #: Fields holding records (dotted paths): their fields become ``outer.inner`` keys;
+        #: a map's dict stays one value (a multiclass prediction's score is one).
+        self._records = _record_paths(tree, _named([tree, *referenced]))
+        self._nested = bool(self._records)
+        self._decimals = any(_has_decimal(t) for t in (tree, *referenced))
+        self._parsed = fastavro.parse_schema(_plain(tree), named_schemas=named)
         if not isinstance(self._parsed, dict) or self._parsed.get("type") != "record":
             raise ValueError("the top-level type must be a record")
         self._id = schema.id
@@ -71,7 +77,7 @@ class AvroReader:
         if self._decimals:
             record = _floats(record)
         if self._nested:
-            record = flatten(record)
+            record = _flatten_records(record, self._records)
         return record
 
     def _mismatch(self, what: str) -> Rejection:
@@ -103,9 +109,43 @@ def _walk(node: Any) -> list[dict[str, Any]]:
     return found
 
 
-def _has_nested(tree: Any) -> bool:
-    """Whether a record holds a record (its fields then become dotted keys)."""
-    return sum(1 for n in _walk(tree) if n.get("type") == "record") > 1
+def _named(trees: list[Any]) -> dict[str, dict[str, Any]]:
+    """Every named record of the schemas, by name and by namespace.name."""
+    named: dict[str, dict[str, Any]] = {}
+    for node in _walk(trees):
+        if node.get("type") == "record" and isinstance(node.get("name"), str):
+            name = node["name"]
+            named[name.rsplit(".", 1)[-1]] = named[name] = node
+            if node.get("namespace"):
+                named[f"{node['namespace']}.{name}"] = node
+    return named
+
+
+def _record_paths(node: dict[str, Any], named: dict[str, dict[str, Any]], prefix: str = "",
+                  seen: frozenset[int] = frozenset()) -> set[str]:
+    """The dotted paths of the fields of ``node`` (a record) that hold a record."""
+    paths: set[str] = set()
+    for f in node.get("fields", ()):
+        kind = f.get("type")
+        for branch in kind if isinstance(kind, list) else [kind]:
+            t = named.get(branch) if isinstance(branch, str) else branch
+            if isinstance(t, dict) and t.get("type") == "record" and id(t) not in seen:
+                path = prefix + f["name"]
+                paths.add(path)
+                paths |= _record_paths(t, named, path + ".", seen | {id(node)})
+    return paths
+
+
+def _flatten_records(record: dict[str, Any], paths: set[str],
+                     prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = prefix + key
+        if name in paths and type(value) is dict:
+            out.update(_flatten_records(value, paths, name + "."))
+        else:
+            out[name] = value
+    return out
 
 
 def _has_decimal(tree: Any) -> bool:

@@ -48,6 +48,9 @@ class WriterSchema:
     id: int
     type: SchemaType
     text: str
+    #: The texts of the schemas it references (other subjects' versions), each after the
+    #: ones it references itself: what the text's named types resolve against (Avro).
+    references: tuple[str, ...] = ()
 
 
 class Reader(Protocol):

@@ -152,7 +152,7 @@ files. Secret values are never here (they come as environment variables).
 {{- end }}
 {{- end }}
 
-{{/* The schema registry's credentials (the worker's), from secretKeyRef. */}}
+{{/* The schema registry's credentials (the worker's and the monitor's), from secretKeyRef. */}}
 {{- define "scoring-worker.registryEnv" -}}
 {{- with .Values.schemaRegistry.existingSecret }}
 - name: SCORING_SCHEMA_REGISTRY_USER
@@ -274,6 +274,9 @@ at models.mountPath could hide the image's own folder of that name).
 {{- end }}
 {{- if or $w.config.schema_registry_password $w.config.schema_registry_user }}
 {{- fail "worker.config.schema_registry_user/password would be rendered in clear into the ConfigMap: put them in a Secret and name it in schemaRegistry.existingSecret" }}
+{{- end }}
+{{- if or $mon.config.schema_registry_password $mon.config.schema_registry_user }}
+{{- fail "monitor.config.schema_registry_user/password would be rendered in clear into the ConfigMap: put them in a Secret and name it in schemaRegistry.existingSecret" }}
 {{- end }}
 {{- range $key := list "bootstrap" "kafka" "model" }}
 {{- if hasKey $w.config $key }}
