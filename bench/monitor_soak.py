@@ -64,9 +64,12 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def start_monitor(b: str, t: dict[str, str], state: Path, port: int,
-                  extra: list[str]) -> subprocess.Popen[bytes]:
+                  extra: list[str], traced: str = "") -> subprocess.Popen[bytes]:
+    # --traced FILE: the monitor under tracemalloc (bench/traced.py), what grew into FILE
+    run = ([sys.executable, str(Path(__file__).with_name("traced.py")), traced] if traced
+           else [sys.executable, "-m", "worker"])
     return subprocess.Popen(
-        [sys.executable, "-m", "worker", "monitor", "--bootstrap", b,
+        [*run, "monitor", "--bootstrap", b,
          "--predictions-topic", t["pred"], "--labels-topic", t["labels"],
          "--metrics-topic", t["metrics"], "--alerts-topic", t["alerts"],
          "--stats-topic", t["stats"], "--group", f"{t['run']}-monitor", "--instance-id",
@@ -85,7 +88,8 @@ def live(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[str, An
          "--model", str(model), "--metrics-port", str(wport),
          "--log-level", "WARNING", *stats])
     wait_ready(wport, worker, 60)
-    mon = start_monitor(b, t, tmp / "state", mport, ["--models", str(model), *stats])
+    mon = start_monitor(b, t, tmp / "state", mport, ["--models", str(model), *stats],
+                        args.traced)
     count = int(args.rate * args.seconds)
     feed = subprocess.Popen(
         [sys.executable, "-m", "worker", "produce-demo", "--bootstrap", b, "--topic", t["in"],
@@ -199,6 +203,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=3600.0)
     ap.add_argument("--feature-stats", action="store_true",
                     help="live: feature statistics from the worker, drift windows in the monitor")
+    ap.add_argument("--traced", default="", metavar="FILE",
+                    help="live: run the monitor under tracemalloc (bench/traced.py) and write "
+                         "the allocation sites that grew, every minute, to FILE")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="monitor-soak-"))
     run = f"soak-{uuid.uuid4().hex[:6]}"
