@@ -218,7 +218,7 @@ def main() -> None:
         result = live(args, t, tmp) if args.mode == "live" else accelerated(args, t, tmp)
     finally:
         internal = [f"{run}-monitor-{s}" for s in ("join", "partials", "join-changelog",
-                                                   "global-changelog")]
+                                                   "global-changelog", "feature-changelog")]
         kafka_io.delete_topics(args.bootstrap, [v for k, v in t.items() if k != "run"]
                                + internal)
         shutil.rmtree(tmp, ignore_errors=True)

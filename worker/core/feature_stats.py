@@ -6,8 +6,9 @@ one worker took with one model version in one interval of scoring time (every ev
 decoded into an object, scored or dead-lettered: worker/core/pipeline.py, ``Scored``),
 within one delivery unit: under exactly-once, one transaction (the record commits or
 aborts with the predictions and dead letters it describes); under at-least-once, what
-was taken since the last flush. ``profile`` names the reference profile the counts are binned by (its digest),
-so a reader with another profile of that version refuses them rather than misreading.
+was taken since the last flush. ``profile`` names the reference profile the counts are
+binned by (its digest), so a reader with another profile of that version refuses them
+rather than misreading.
 
 Records are keyed by the model's name: one partition holds all of a model's records.
 Pure: time is passed in.

@@ -38,7 +38,7 @@ from worker.monitor.stage_global import GlobalPartition, Snapshot, stats_record,
 from worker.monitor.stages import JoinPartition
 from worker.monitor.views import ModelSpec, PredictionView
 from worker.monitor_app import memory
-from worker.monitor_app.features import FeatureSide, feature_side
+from worker.monitor_app.features import FeatureSide, feature_side, feature_state_topic
 from worker.monitor_app.gauges import LoopCounters, MonitorCollector, loop_counters
 from worker.monitor_app.join_stage import JoinStage
 from worker.monitor_app.restore_gauges import RestoreCollector
@@ -296,6 +296,8 @@ class Monitor:
             for alert_key, alert in self.owned.features.tick(now):
                 self.loop.send(self.s.alerts_topic, alert_key, alert)
                 log.warning("alert %s", alert.decode())
+            for p, state_key, state in self.owned.features.state_records():
+                self.loop.send(self.s.internal.feature_state, state_key, state, partition=p)
         self.collector.update(merge_snapshots(snapshots))
         self.status.tick(now, self.owned.global_partitions)
         self._progress()
@@ -382,6 +384,8 @@ def run_monitor(
                       owned.on_assign, owned.on_revoke)
         if features is not None:
             features.committed = loop.committed
+            features.state_topic, features.state_partitions = feature_state_topic(
+                s, loop.partition_count)
         mon = Monitor(s, owned, loop, counters, collector, health, status, stop=stop)
         mon.run()
     finally:
