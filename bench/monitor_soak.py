@@ -68,9 +68,12 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def start_monitor(b: str, t: dict[str, str], state: Path, port: int,
-                  extra: list[str]) -> subprocess.Popen[bytes]:
+                  extra: list[str], traced: str = "") -> subprocess.Popen[bytes]:
+    # --traced FILE: the monitor under tracemalloc (bench/traced.py), what grew into FILE
+    run = ([sys.executable, str(Path(__file__).with_name("traced.py")), traced] if traced
+           else [sys.executable, "-m", "worker"])
     return subprocess.Popen(
-        [sys.executable, "-m", "worker", "monitor", "--bootstrap", b,
+        [*run, "monitor", "--bootstrap", b,
          "--predictions-topic", t["pred"], "--labels-topic", t["labels"],
          "--metrics-topic", t["metrics"], "--alerts-topic", t["alerts"],
          "--stats-topic", t["stats"], "--group", f"{t['run']}-monitor", "--instance-id",
@@ -89,7 +92,8 @@ def live(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[str, An
          "--model", str(model), "--metrics-port", str(wport),
          "--log-level", "WARNING", *stats])
     wait_ready(wport, worker, 60)
-    mon = start_monitor(b, t, tmp / "state", mport, ["--models", str(model), *stats])
+    mon = start_monitor(b, t, tmp / "state", mport, ["--models", str(model), *stats],
+                        args.traced)
     base, bport = None, free_port()
     if args.baseline_monitor:
         plain = without_calibration(model, tmp / "model-plain")
@@ -241,6 +245,9 @@ def main() -> None:
                     help="live: feature statistics from the worker, drift windows in the monitor")
     ap.add_argument("--baseline-monitor", action="store_true",
                     help="live: a second monitor on the same traffic without the estimates")
+    ap.add_argument("--traced", default="", metavar="FILE",
+                    help="live: run the monitor under tracemalloc (bench/traced.py) and write "
+                         "the allocation sites that grew, every minute, to FILE")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="monitor-soak-"))
     run = f"soak-{uuid.uuid4().hex[:6]}"
@@ -253,7 +260,8 @@ def main() -> None:
         result = live(args, t, tmp) if args.mode == "live" else accelerated(args, t, tmp)
     finally:
         internal = [f"{r}-monitor-{s}" for r in (run, f"{run}-base")
-                    for s in ("join", "partials", "join-changelog", "global-changelog")]
+                    for s in ("join", "partials", "join-changelog", "global-changelog",
+                              "feature-changelog")]
         kafka_io.delete_topics(args.bootstrap, [v for k, v in t.items() if k != "run"]
                                + internal)
         shutil.rmtree(tmp, ignore_errors=True)

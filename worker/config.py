@@ -169,10 +169,11 @@ class Settings(WireFormatSettings):
     )
     feature_stats_topic: str = setting(
         "",
-        "Topic of the feature statistics (schemas/feature_stats.schema.json): the scored "
-        "events' features counted into the bins of the bundle's reference profile, per "
-        "model version and interval; exactly-once, in the transaction of the predictions "
-        "they describe. Empty: off (and for a bundle without a profile).",
+        "Topic of the feature statistics (schemas/feature_stats.schema.json): the features "
+        "of every event that decoded into an object, scored or dead-lettered (a refused "
+        "value as missing), counted into the bins of the bundle's reference profile, per "
+        "model version and interval; exactly-once, in the transaction of the outputs they "
+        "describe. Empty: off (and for a bundle without a profile).",
         check=optional_topic,
     )
     feature_stats_interval_ms: int = setting(

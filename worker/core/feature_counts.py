@@ -15,20 +15,28 @@ slice of it, in the manifest's order:
 Counting is vectorised: ``searchsorted`` and ``bincount`` for numbers, one C-level
 ``dict.get`` pass for categories (only the values that miss the lookup are looked at
 again, to tell a missing value from another category). Pure: no I/O, no clock.
+
+Which events are counted is the caller's choice (worker/core/pipeline.py: every event
+that decoded into an object, scored or dead-lettered). ``count_refused`` counts events
+whose values the model's own checks refused: there, a value that is not a usable value
+of its feature's type (absent, null, a string for a number, not finite) counts as
+missing, so a feed that breaks one field shows in that field's missing rate whether the
+model refuses or imputes it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import repeat
 from typing import Any, Final, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
-from worker.core.columns import Columns
+from worker.core.columns import Columns, build_columns
+from worker.model.feature_types import Feature
 from worker.model.profile import FeatureProfile, Profile
 
 IntArray: TypeAlias = npt.NDArray[np.int64]
@@ -168,6 +176,16 @@ class CountLayout:
             if not slots.numeric:
                 slots.count(column, out)
         return out
+
+
+def count_refused(layout: CountLayout, records: Sequence[dict[str, Any]],
+                  features: Sequence[Feature]) -> IntArray:
+    """The counts of ``records`` that were refused before the model: each value that is
+    usable for its feature's type in its bin, any other value as missing, and a category
+    the model's encoder does not know as a category (in "other", so unseen)."""
+    lenient = [replace(f, missing=True, categories=None) for f in features]
+    columns, _ = build_columns(records, lenient)  # unusable values come back missing
+    return layout.count(columns)
 
 
 def _numeric(values: AnyArray, edges: npt.NDArray[np.float64], p: FeatureProfile) -> IntArray:

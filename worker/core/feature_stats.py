@@ -2,11 +2,13 @@
 the monitor reads (schemas/feature_stats.schema.json), and the worker's buffer of them.
 
 One record holds the exact feature counts (worker/core/feature_counts.py) of the events
-one worker scored with one model version in one interval of scoring time, within one
-delivery unit: under exactly-once, one transaction (the record commits or aborts with
-the predictions it describes); under at-least-once, what was scored since the last
-flush. ``profile`` names the reference profile the counts are binned by (its digest),
-so a reader with another profile of that version refuses them rather than misreading.
+one worker took with one model version in one interval of scoring time (every event that
+decoded into an object, scored or dead-lettered: worker/core/pipeline.py, ``Scored``),
+within one delivery unit: under exactly-once, one transaction (the record commits or
+aborts with the predictions and dead letters it describes); under at-least-once, what
+was taken since the last flush. ``profile`` names the reference profile the counts are
+binned by (its digest), so a reader with another profile of that version refuses them
+rather than misreading.
 
 Records are keyed by the model's name: one partition holds all of a model's records.
 Pure: time is passed in.

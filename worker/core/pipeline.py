@@ -22,7 +22,7 @@ from worker.core.decoders import Decoder
 from worker.core.decoders.json import JsonDecoder
 from worker.core.encoders import Encoder
 from worker.core.encoders.json import encode as encode_json
-from worker.core.feature_counts import CountLayout, IntArray
+from worker.core.feature_counts import CountLayout, IntArray, count_refused
 from worker.core.features import Extractor, FeatureBatch, extractor
 from worker.core.records import PredictionRecord, segment_value
 from worker.core.schema import EventValidator
@@ -111,6 +111,8 @@ class Prepared:
     positions: list[int]
     batch: FeatureBatch
     outcomes: list[Outcome | None]
+    #: Decoded events the schema refused (dead letters; counted in the feature statistics).
+    refused: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,8 @@ class Decoded:
     events: list[Any]
     positions: list[int]
     outcomes: list[Outcome | None]
+    #: Decoded events the schema refused.
+    refused: list[Any] = field(default_factory=list)
 
 
 def prepare(values: Sequence[bytes | None], ctx: ScoringContext) -> Prepared:
@@ -139,9 +143,10 @@ def decode_valid(values: Sequence[bytes | None], ctx: ScoringContext) -> Decoded
         outcomes[i] = rejection
     events: list[Any] = decoded.events
     positions = decoded.positions
+    refused: list[Any] = []
     if ctx.validator is not None:
-        events, positions = _validate_all(events, positions, ctx.validator, outcomes)
-    return Decoded(events, positions, outcomes)
+        events, positions = _validate_all(events, positions, ctx.validator, outcomes, refused)
+    return Decoded(events, positions, outcomes, refused)
 
 
 def with_features(decoded: Decoded, ctx: ScoringContext) -> Prepared:
@@ -152,17 +157,20 @@ def with_features(decoded: Decoded, ctx: ScoringContext) -> Prepared:
     outcomes = list(decoded.outcomes)
     for j, rejection in batch.rejected:
         outcomes[positions[j]] = rejection
-    return Prepared(events, positions, batch, outcomes)
+    return Prepared(events, positions, batch, outcomes, decoded.refused)
 
 
 @dataclass(frozen=True, slots=True)
 class Scored:
-    """A batch's outcomes, and the feature counts of the events it scored (None when not
-    asked for, or when the bundle has no reference profile)."""
+    """A batch's outcomes, and the feature counts of its events (None when not asked for,
+    or when the bundle has no reference profile): every event that decoded into an
+    object, scored or dead-lettered, so that a feed that breaks a field shows in the
+    statistics whether the model refuses the events or imputes the field. Values that
+    never decoded (not JSON, too large, not an object) have no fields to count."""
 
     outcomes: list[Outcome]
     feature_counts: IntArray | None = None
-    #: Events the counts are of (the scored ones).
+    #: Events the counts are of.
     counted: int = 0
 
 
@@ -215,7 +223,7 @@ def same_input(a: ScoringContext, b: ScoringContext) -> bool:
 def score_prepared(prepared: Prepared, ctx: ScoringContext, now_ms: int,
                    count: bool = False) -> Scored:
     """Score a prepared batch with ``ctx``'s model (``prepared`` itself is not changed), and
-    with ``count`` the feature counts of the events it scored."""
+    with ``count`` the feature counts of its decoded events (``Scored``)."""
     events, positions, batch = prepared.events, prepared.positions, prepared.batch
     outcomes = list(prepared.outcomes)
     t0 = ctx.clock() if ctx.clock is not None else 0.0
@@ -236,20 +244,26 @@ def score_prepared(prepared: Prepared, ctx: ScoringContext, now_ms: int,
     encode = ctx.encode
     for j, prediction in zip(scored, predictions, strict=True):
         outcomes[positions[j]] = Prediction(prediction, encode(prediction))
-    counts = None
     if count and ctx.layout is not None:
-        counts = _count(ctx.layout, batch, ok_rows)
-    return Scored(_complete(outcomes), counts, len(ok_rows))
+        counts, counted = _count(ctx, ctx.layout, prepared)
+        return Scored(_complete(outcomes), counts, counted)
+    return Scored(_complete(outcomes))
 
 
-def _count(layout: CountLayout, batch: FeatureBatch, ok_rows: Sequence[int]) -> IntArray:
-    """The counts of the rows the model scored (a model error's rows are dead letters)."""
-    data = batch.columns if batch.columns is not None else batch.matrix
-    if len(ok_rows) != len(batch.valid):
-        keep = np.zeros(len(batch.valid), dtype=np.bool_)
-        keep[np.asarray(ok_rows, dtype=np.intp)] = True
-        data = data.take(keep) if batch.columns is not None else np.asarray(data)[keep]
-    return layout.count(data)
+def _count(ctx: ScoringContext, layout: CountLayout, prepared: Prepared) -> tuple[IntArray, int]:
+    """The counts of every decoded event: the model's rows as the model got them (those
+    it raised on too), and the events refused before it (schema, features) leniently."""
+    batch = prepared.batch
+    counts = layout.count(batch.columns if batch.columns is not None else batch.matrix)
+    rows = len(batch.valid)
+    if prepared.refused or batch.rejected:
+        events = prepared.events
+        refused = [e for e in (*prepared.refused, *(events[j] for j, _ in batch.rejected))
+                   if type(e) is dict]
+        if refused:
+            counts += count_refused(layout, refused, ctx.bundle.manifest.feature_specs)
+            rows += len(refused)
+    return counts, rows
 
 
 def _add_reasons(ctx: ScoringContext, explainer: Explainer, batch: FeatureBatch,
@@ -304,6 +318,7 @@ def _validate_all(
     positions: list[int],
     validator: EventValidator,
     outcomes: list[Outcome | None],
+    refused: list[Any],
 ) -> tuple[list[Any], list[int]]:
     check = validator.validate
     problems = [check(event) for event in events]
@@ -317,6 +332,7 @@ def _validate_all(
             kept_positions.append(position)
         else:
             outcomes[position] = Rejection(RejectKind.SCHEMA, problem)
+            refused.append(event)
     return kept_events, kept_positions
 
 

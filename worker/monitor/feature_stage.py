@@ -5,8 +5,14 @@ The statistics topic is keyed by model, so the instance that owns a partition ow
 every record of its models. On assignment the app restores a partition by reading it
 from the retention's start up to the group's committed offset (``restore``), then the
 live loop continues from that offset (``apply``): each committed record is added
-exactly once, after a kill -9 too. Alert states live in memory: after a restart a rule
-that was firing fires once more.
+exactly once, after a kill -9 too.
+
+Alert states (firing since, resolved at: the cooldown) persist as the accuracy alerts'
+do: every state that changes is a changelog record (``take_changes``: key the state's
+key, value the model and the state), which the app writes to a compacted topic in the
+transaction that sends the alert and commits the statistics offsets; on assignment it
+reads the partition's records back (``restore_state``). A rule firing before a restart
+is still firing after it, without a second record, and a cooldown keeps running.
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ class FeatureStage:
         default_factory=dict)
     #: Model -> the statistics partition its records came from (revoke drops them).
     partition_of: dict[str, int] = field(default_factory=dict)
+    #: State key -> its model (revoke drops the states of the models it takes away).
+    state_model: dict[str, str] = field(default_factory=dict)
+    #: States changed since the last ``take_changes``.
+    changed: set[str] = field(default_factory=set)
 
     def apply(self, records: Iterable[tuple[int, bytes | None]]) -> None:
         """(partition, value) of statistics records, in order."""
@@ -56,10 +66,34 @@ class FeatureStage:
             self.partition_of[stats.model] = partition
             self.windows.add(stats)
 
+    def restore_state(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """A changelog record of an alert state, read back on assigning ``partition``:
+        kept when its model's statistics are in that partition (or not yet seen)."""
+        if value is None:
+            return
+        data = orjson.loads(value)
+        model = str(data["model"])
+        if self.partition_of.get(model, partition) != partition:
+            return
+        name = key.decode()
+        self.states[name] = AlertState.from_dict(data["state"])
+        self.state_model[name] = model
+
+    def take_changes(self) -> list[tuple[str, bytes, bytes]]:
+        """(model, key, value) of each alert state changed since the last call."""
+        out = [(self.state_model[k], k.encode(), orjson.dumps(
+                    {"model": self.state_model[k], "state": self.states[k].to_dict()}))
+               for k in sorted(self.changed)]
+        self.changed.clear()
+        return out
+
     def revoke(self, partition: int) -> None:
         gone = {m for m, p in self.partition_of.items() if p == partition}
         for key in [k for k in self.windows.versions if k[0] in gone]:
             del self.windows.versions[key]
+        for name in [k for k, m in self.state_model.items() if m in gone]:
+            del self.states[name], self.state_model[name]
+            self.changed.discard(name)
         self.latest = [w for w in self.latest if w.model not in gone]
         for model in gone:
             del self.partition_of[model]
@@ -70,7 +104,12 @@ class FeatureStage:
         self.latest = self.windows.windows(self.specs, now_ms)
         out: list[tuple[bytes, bytes]] = []
         for window in self.latest:
-            self.states, alerts = evaluate_window(self.states, self.rules, window, now_ms)
+            states, alerts = evaluate_window(self.states, self.rules, window, now_ms)
+            for key, state in states.items():
+                self.state_model.setdefault(key, window.model)
+                if self.states.get(key, AlertState()) != state:
+                    self.changed.add(key)
+            self.states = states
             out += [_encoded(a) for a in alerts]
             if window.window == ROLLING:
                 self._remember(window, now_ms)

@@ -38,7 +38,9 @@ NO_PROFILE: Final = "its bundle has no reference profile (write_bundle(..., refe
 
 @dataclass(frozen=True, slots=True)
 class FeatureWindow:
-    """One window's figures of one model version, the most drifted feature first."""
+    """One window's figures of one model version, the most drifted feature first, and
+    each feature's summed counts (its slice of the layout, worker/core/feature_counts.py:
+    the bins, then the tail slots) that the figures come from."""
 
     model: str
     model_version: str
@@ -46,11 +48,16 @@ class FeatureWindow:
     start_ms: int
     rows: int
     features: tuple[FeatureFigures, ...]
+    end_ms: int = 0
+    counts: tuple[tuple[int, ...], ...] = ()  # in the order of ``features``
 
     def to_dict(self) -> dict[str, object]:
+        features = [f.to_dict() for f in self.features]
+        for data, counts in zip(features, self.counts, strict=False):
+            data["counts"] = list(counts)  # type: ignore[assignment]
         return {"model": self.model, "model_version": self.model_version,
-                "window": self.window, "window_start": self.start_ms, "rows": self.rows,
-                "features": [f.to_dict() for f in self.features]}
+                "window": self.window, "window_start": self.start_ms,
+                "window_end": self.end_ms, "rows": self.rows, "features": features}
 
 
 @dataclass
@@ -124,9 +131,11 @@ class FeatureWindows:
         for at, (n, counts) in version.intervals.items():
             if start <= at < end:
                 rows, sums = rows + n, sums + counts
-        figures = [feature_figures(s.profile, sums[s.start : s.stop])
-                   for s in version.layout.features]
-        return FeatureWindow(key[0], key[1], spec, start, rows, tuple(ranked(figures)))
+        slices = {s.profile.name: sums[s.start : s.stop] for s in version.layout.features}
+        figures = ranked([feature_figures(s.profile, slices[s.profile.name])
+                          for s in version.layout.features])
+        return FeatureWindow(key[0], key[1], spec, start, rows, tuple(figures), end,
+                             tuple(tuple(slices[f.name].tolist()) for f in figures))
 
     def windows(self, specs: tuple[str, ...], now_ms: int) -> list[FeatureWindow]:
         out = []

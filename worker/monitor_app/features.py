@@ -24,9 +24,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from worker import kafka_io
 from worker.clock import wall_ms
 from worker.kafka_io.config import Connection, connection
-from worker.kafka_io.tx import read_since
+from worker.kafka_io.tx import read_changelog, read_since
 from worker.model.bundle import load_bundle
 from worker.model.profile import Profile
 from worker.monitor.drift import FEATURE_FIGURES
@@ -95,6 +96,10 @@ class FeatureSide:
     clock_ms: Callable[[], int]
     #: The group's committed offset of a partition (the monitor's TxLoop.committed).
     committed: Callable[[str, int], int] = lambda topic, partition: -1
+    #: The compacted changelog of the alert states ("": not kept) and its partition count:
+    #: statistics partition p's states are in its partition p modulo that count.
+    state_topic: str = ""
+    state_partitions: int = 1
 
     @classmethod
     def build(cls, conn: Connection, topic: str, profiles: dict[ModelKey, Profile | None],
@@ -112,6 +117,10 @@ class FeatureSide:
         since = self.clock_ms() - self.stage.windows.retain_ms
         self.stage.apply((partition, v) for v in read_since(self.conn, self.topic, partition,
                                                              since, end))
+        if self.state_topic:
+            for key, value, _ in read_changelog(self.conn, self.state_topic,
+                                                partition % self.state_partitions):
+                self.stage.restore_state(partition, key, value)
         log.info("feature statistics %s[%d] restored up to offset %d in %.2fs",
                  self.topic, partition, end, time.monotonic() - t0)
 
@@ -127,6 +136,13 @@ class FeatureSide:
         with self._lock:
             self._status = orjson.dumps(self.stage.status())
         return alerts
+
+    def state_records(self) -> list[tuple[int, bytes, bytes]]:
+        """(changelog partition, key, value) of the alert states changed since the last
+        call: the app writes them in the transaction that sends their alerts."""
+        parts = self.stage.partition_of
+        return [(parts.get(model, 0) % self.state_partitions, key, value)
+                for model, key, value in self.stage.take_changes()]
 
     def routes(self) -> dict[str, Route]:
         """``/api/features``: the status page's features panel (FeatureStage.status)."""
@@ -156,3 +172,13 @@ def feature_side(s: MonitorSettings, rules: tuple[FeatureRule, ...],
     return FeatureSide.build(connection(s, s.instance_id), s.feature_stats_topic,
                              load_profiles(s.models, s.allow_pickle), rules,
                              (ROLLING, *s.window_list), retain, registry, wall_ms)
+
+
+def feature_state_topic(s: MonitorSettings, partition_count: Callable[[str], int],
+                        ) -> tuple[str, int]:
+    """The feature alerts' changelog (compacted), created with as many partitions as the
+    statistics topic has, and its partition count (the topic may be older)."""
+    topic = s.internal.feature_state
+    kafka_io.create_topics(s.bootstrap, {topic: partition_count(s.feature_stats_topic)},
+                           config={"cleanup.policy": "compact"}, extra=s.kafka)
+    return topic, partition_count(topic)

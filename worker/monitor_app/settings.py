@@ -47,11 +47,12 @@ class InternalTopics:
     partials: str  # per-partition window deltas, to the merge of the global view
     join_state: str  # changelog of the join partitions' state (RocksDB)
     global_state: str  # changelog of the merged windows
+    feature_state: str  # changelog of the feature alerts' states (with feature statistics)
 
     @classmethod
     def of_group(cls, group: str) -> InternalTopics:
         return cls(f"{group}-join", f"{group}-partials", f"{group}-join-changelog",
-                   f"{group}-global-changelog")
+                   f"{group}-global-changelog", f"{group}-feature-changelog")
 
 
 @register

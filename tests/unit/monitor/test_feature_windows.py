@@ -195,3 +195,43 @@ def test_the_gauges_have_bounded_labels_and_say_why_drift_is_off() -> None:
     assert 'scoring_feature_drift_off{model="fraud",model_version="2",reason="no_profile"} 1.0' \
         in text
     assert 'scoring_feature_stats_refused_total{reason="drift_off"} 1.0' in text
+
+
+def test_alert_states_survive_a_restart_through_their_changelog_records() -> None:
+    """A rule firing before a restart is still firing after it (no second record); one
+    that resolved keeps its cooldown; a revoked partition takes its states away."""
+    rng = np.random.default_rng(8)
+    profile = reference(rng)
+
+    def stage() -> FeatureStage:
+        windows = FeatureWindows(retain_ms=60 * MINUTE, profiles={("fraud", "1"): profile})
+        return FeatureStage(windows, DEFAULT_FEATURE_RULES, (ROLLING,))
+
+    drifted = publish(profile, [(T0, "w", rows(rng, 1_000, shift=10.0))])
+    first = stage()
+    first.apply([(2, r.encode()) for r in drifted])
+    assert len(first.tick(T0 + MINUTE)) == 1
+    changelog = {key: value for _, key, value in first.take_changes()}
+    assert list(changelog) == [b"feature_drift:amount|fraud|1"] and not first.take_changes()
+    second = stage()
+    second.apply([(2, r.encode()) for r in drifted])  # the restore of the statistics
+    for key, value in changelog.items():
+        second.restore_state(2, key, value)
+    assert second.tick(T0 + MINUTE + 500) == []  # still firing: no second record
+    fresh = stage()
+    fresh.apply([(2, r.encode()) for r in drifted])
+    assert len(fresh.tick(T0 + MINUTE + 500)) == 1  # what a restart without them did
+    # resolved: the cooldown (10 min by default) runs from the resolution, across a restart
+    calm = publish(profile, [(T0 + m * MINUTE, "w", rows(rng, 4_000)) for m in (2, 3, 4)])
+    second.apply([(2, r.encode()) for r in calm])
+    assert [orjson.loads(v)["status"] for _, v in second.tick(T0 + 5 * MINUTE)] == ["resolved"]
+    changelog.update({key: value for _, key, value in second.take_changes()})
+    third = stage()
+    third.apply([(2, r.encode()) for r in [*drifted, *calm, *drifted]])
+    for key, value in changelog.items():
+        third.restore_state(2, key, value)
+        third.restore_state(5, key, value)  # another partition's read: not its model
+    assert third.tick(T0 + 6 * MINUTE) == []  # drifted again, but cooling down
+    assert third.states["feature_drift:amount|fraud|1"].resolved_at == T0 + 5 * MINUTE
+    third.revoke(2)
+    assert third.states == {} and third.take_changes() == []
