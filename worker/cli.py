@@ -36,6 +36,7 @@ from worker.monitor_app.settings import MonitorSettings
 from worker.retrain.command import add_retrain
 from worker.settings_common import LogFormat
 from worker.shutdown import StopRequested
+from worker.tracing_extra import record_tracer
 
 Handler = Callable[[argparse.Namespace], int]
 Sub: TypeAlias = "argparse._SubParsersAction[Parser]"
@@ -250,6 +251,7 @@ def _monitor(args: argparse.Namespace) -> int:
                 segment_rules = parse_segment_rules(tables["segment_alerts"])
         except AlertRuleError as exc:
             raise ConfigError(f"{args.config}: {exc}") from exc
+    record_tracer(s.tracing)  # one line before anything starts when its extra is missing
     conn = connection(s, s.instance_id)
     _check_kafka([client_config(Role.TX_CONSUMER, conn, member=membership(s)),
                   client_config(Role.TX_PRODUCER, conn)], s.kafka)

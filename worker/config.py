@@ -42,6 +42,7 @@ from worker.settings_common import (
     session_timeout_setting,
     start_timeout_setting,
     static_membership_setting,
+    tracing_setting,
 )
 from worker.settings_rules import not_empty, optional_topic, setting, topic, validate
 from worker.settings_sources import (
@@ -203,13 +204,9 @@ class Settings(WireFormatSettings):
         "prediction), so that any prediction leads back to its exact input record; an "
         "optional field of schemas/prediction.schema.json, about 60 bytes a record.",
     )
-    tracing: bool = setting(
-        False,
-        "OpenTelemetry: a span per batch (linked to its inputs' trace context), and each "
-        "output answering an input that carries a traceparent carries one that continues "
-        "that trace. Exporter and sampler through the standard OTEL_* variables of the SDK "
-        "you install. Needs scoring-worker[otel]; false: nothing of OpenTelemetry is "
-        "imported.",
+    tracing: bool = tracing_setting(
+        "a span per batch (linked to its inputs' trace context), and each output answering "
+        "an input that carries a traceparent carries one that continues that trace."
     )
     shadow_model: str = setting(
         "",

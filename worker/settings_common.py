@@ -133,3 +133,10 @@ def mlflow_cache_setting() -> Any:
         "the next start.",
         check=not_empty,
     )
+
+
+def tracing_setting(what: str) -> Any:
+    """``what``: the spans this command makes and what carries their context."""
+    return setting(False, f"OpenTelemetry: {what} Exporter and sampler through the standard "
+                   "OTEL_* variables of the SDK you install. Needs scoring-worker[otel]; "
+                   "false: nothing of OpenTelemetry is imported.")

@@ -17,6 +17,16 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 ROOT = Path(__file__).resolve().parents[2]
+#: ``scoring-worker`` with the OpenTelemetry SDK's tracer provider (no exporter), so that its
+#: spans get ids (``--tracing``): write it to a file and run that instead of ``-m worker``.
+TRACED_LAUNCHER = """
+import sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+trace.set_tracer_provider(TracerProvider())
+from worker.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 @dataclass

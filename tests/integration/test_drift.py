@@ -1,4 +1,5 @@
-"""Drift through the whole product: produce-demo -> worker -> monitor -> alerts."""
+"""Drift through the whole product: produce-demo -> worker -> monitor -> alerts (each with its
+trace context: the monitor runs with --tracing under the OpenTelemetry SDK)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import orjson
 from jsonschema import Draft202012Validator
 
-from tests.integration.helpers import ROOT, WorkerProc, read_topic
+from tests.integration.helpers import ROOT, TRACED_LAUNCHER, WorkerProc, read_topic
 from worker.devtools.demo import train_demo
 
 RULES = """
@@ -52,8 +53,10 @@ def test_drift_fires_psi_and_recall_alerts_after_the_drift_only(
     config = tmp_path / "monitor.toml"
     config.write_text(RULES)
     mon_log = (tmp_path / "monitor.log").open("ab")
+    launcher = tmp_path / "traced.py"  # the monitor under the OpenTelemetry SDK
+    launcher.write_text(TRACED_LAUNCHER)
     monitor = subprocess.Popen(
-        [sys.executable, "-m", "worker", "monitor", "--config", str(config),
+        [sys.executable, str(launcher), "monitor", "--config", str(config), "--tracing", "true",
          "--bootstrap", kafka_bootstrap, "--predictions-topic", t["pred"],
          "--labels-topic", t["labels"], "--metrics-topic", t["metrics"],
          "--alerts-topic", t["alerts"], "--stats-topic", t["stats"], "--group", group_factory(),
@@ -89,6 +92,9 @@ def test_drift_fires_psi_and_recall_alerts_after_the_drift_only(
     ), alerts
     for a in alerts:
         assert a["at"] >= drift_ts, f"{a['alert']} fired before the drift: {a}"
+    # Each alert record carries the trace context of a span of its own (--tracing).
+    contexts = {r.headers["traceparent"] for r in read_topic(kafka_bootstrap, t["alerts"], 2)}
+    assert len(contexts) == 2 and all(len(c.split("-")) == 4 for c in contexts), contexts
     psi = next(a for a in alerts if a["alert"] == "score_drift")
     recall = next(a for a in alerts if a["alert"] == "recall_low")
     assert psi["value"] > 0.25 and recall["value"] < 0.18

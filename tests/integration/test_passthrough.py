@@ -12,21 +12,12 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from tests.integration.helpers import Out, WorkerProc, read_topic
+from tests.integration.helpers import TRACED_LAUNCHER, Out, WorkerProc, read_topic
 from worker.devtools.demo import make_events, train_demo
 
 TopicFactory = Callable[..., str]
 #: The outputs' record limit in this test: small, so that one header can exceed it.
 LIMIT = 100_000
-#: The worker with the OpenTelemetry SDK's tracer provider (no exporter): spans get ids.
-LAUNCHER = """
-import sys
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-trace.set_tracer_provider(TracerProvider())
-from worker.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +72,7 @@ def test_headers_and_lineage_reach_every_output_that_answers_an_input(
     send(kafka_bootstrap, t["in"], records)
     inputs = by_key(read_topic(kafka_bootstrap, t["in"], len(records), settle=0.5))
     launcher = tmp_path / "traced_worker.py"
-    launcher.write_text(LAUNCHER)
+    launcher.write_text(TRACED_LAUNCHER)
 
     w = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", t["in"],
                     "--output-topic", t["out"], "--dlq-topic", t["dlq"],

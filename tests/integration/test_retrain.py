@@ -17,7 +17,14 @@ import pytest
 from confluent_kafka import Producer
 from jsonschema import Draft202012Validator
 
-from tests.integration.helpers import ROOT, WorkerProc, produce, read_topic, wait_for
+from tests.integration.helpers import (
+    ROOT,
+    TRACED_LAUNCHER,
+    WorkerProc,
+    produce,
+    read_topic,
+    wait_for,
+)
 from worker.cli import main as cli_main
 from worker.core.pipeline import Prediction, ScoringContext, score_values
 from worker.devtools.demo import DEMO_FEATURES, DEMO_MODEL_NAME, make_events, train_demo
@@ -73,12 +80,15 @@ def settings(bootstrap: str, store: ModelStore, t: dict[str, str], **kw: Any) ->
                            alerts_topic=t.get("alerts", "none"), **kw)
 
 
-def cli(s: RetrainSettings, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(s: RetrainSettings, *args: str,
+        launcher: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``launcher``: a script run instead of ``-m worker`` (it calls worker.cli.main)."""
     flags = ["--bootstrap", s.bootstrap, "--model", s.model, "--input-topic", s.input_topic,
              "--labels-topic", s.labels_topic, "--alerts-topic", s.alerts_topic]
     if s.control_topic:
         flags += ["--control-topic", s.control_topic]
-    return subprocess.run([sys.executable, "-m", "worker", "retrain", *flags, *args],
+    start = [str(launcher)] if launcher is not None else ["-m", "worker"]
+    return subprocess.run([sys.executable, *start, "retrain", *flags, *args],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
@@ -91,13 +101,16 @@ def topics(topic_factory: TopicFactory) -> Iterator[dict[str, str]]:
 
 def test_a_worse_candidate_is_not_promoted_and_the_record_says_why(
     kafka_bootstrap: str, topics: dict[str, str], store: ModelStore,
-    report: Callable[[str], None],
+    report: Callable[[str], None], tmp_path: Path,
 ) -> None:
     # Healthy traffic: the champion (100,000 rows) is near the best a linear model does;
     # a candidate fit on 8,400 of these rows cannot beat it by the policy's margin.
     feed(kafka_bootstrap, topics["tx"], topics["labels"], 12_000, drifted=False)
     s = settings(kafka_bootstrap, store, topics, control_topic=topics["ctl"])
-    done = cli(s, "--from", str(T0), "--to", str(T0 + 12_000), "--promote-if-better")
+    launcher = tmp_path / "traced.py"  # under the OpenTelemetry SDK, with --tracing
+    launcher.write_text(TRACED_LAUNCHER)
+    done = cli(s, "--from", str(T0), "--to", str(T0 + 12_000), "--promote-if-better",
+               "--tracing", "true", launcher=launcher)
     assert done.returncode == 0, done.stderr
     assert "keep the champion: roc_auc" in done.stdout and "action: kept" in done.stdout
     report("retrain, worse candidate: " + done.stdout.splitlines()[-2][:160])
@@ -106,6 +119,7 @@ def test_a_worse_candidate_is_not_promoted_and_the_record_says_why(
     schema = orjson.loads((ROOT / "schemas/model_decision.schema.json").read_bytes())
     Draft202012Validator(schema).validate(decision)
     assert record.key == f"model_decision|{DEMO_MODEL_NAME}|2".encode()
+    assert len(record.headers["traceparent"].split("-")) == 4  # its span's trace context
     assert decision["action"] == "kept" and not decision["policy_passed"]
     assert any(r.startswith("roc_auc ") and " < champion " in r for r in decision["reasons"])
     assert decision["candidate"]["roc_auc"] < decision["champion"]["roc_auc"] + 0.005

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
+from worker.delivery_terms import Headers
 from worker.errors import KafkaFatalError
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,10 @@ def publish_control(conf: Mapping[str, Any], topic: str, key: bytes, value: byte
 
 
 def publish(conf: Mapping[str, Any], messages: list[tuple[str, bytes, bytes]],
-            timeout_s: float) -> None:
-    """Send (topic, key, value) messages and wait until the broker has every one (commands:
-    a few records that must not be lost); KafkaFatalError when it will not take them."""
+            timeout_s: float, headers: Headers | None = None) -> None:
+    """Send (topic, key, value) messages, each with ``headers``, and wait until the broker
+    has every one (commands: a few records that must not be lost); KafkaFatalError when it
+    will not take them."""
     errors: list[str] = []
 
     def delivered(err: KafkaError | None, _msg: object) -> None:
@@ -102,7 +104,10 @@ def publish(conf: Mapping[str, Any], messages: list[tuple[str, bytes, bytes]],
 
     p = Producer(dict(conf))
     for topic, key, value in messages:
-        p.produce(topic, value, key, on_delivery=delivered)
+        if headers:
+            p.produce(topic, value, key, on_delivery=delivered, headers=headers)
+        else:
+            p.produce(topic, value, key, on_delivery=delivered)
     left = p.flush(timeout_s)
     if errors or left:
         reason = errors[0] if errors else f"not acknowledged within {timeout_s:.0f}s"

@@ -23,6 +23,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from worker.delivery_terms import Headers
 from worker.errors import KafkaFatalError
 from worker.kafka_io.clients import Message, PartitionId, is_fatal, next_offsets
 from worker.kafka_io.config import Connection, Membership, Role, client_config
@@ -145,7 +146,8 @@ class TxLoop:
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              partition: int | None = None,
-             on_delivery: Callable[[Any, Any], None] | None = None) -> None:
+             on_delivery: Callable[[Any, Any], None] | None = None,
+             headers: Headers | None = None) -> None:
         if not self._open:
             self._p.begin_transaction()
             self._open = True
@@ -153,6 +155,8 @@ class TxLoop:
         extra: dict[str, Any] = {} if on_delivery is None else {"on_delivery": on_delivery}
         if partition is not None:
             extra["partition"] = partition
+        if headers:
+            extra["headers"] = headers
         while True:
             try:
                 self._p.produce(topic, value, key, **extra)

@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -44,8 +44,13 @@ from worker.monitor_app.status_page import StatusFeed, seed
 from worker.monitor_app.wire import WirePredictions
 from worker.probes import Health, serve
 from worker.shutdown import STOP, StopFlag
+from worker.tracing_extra import RecordTracer, record_tracer
 
 log = logging.getLogger(__name__)
+#: Span attributes of an alert: (attribute, the alert record's field).
+ALERT_SPAN_FIELDS: Final = (("scoring.alert", "alert"), ("scoring.alert.status", "status"),
+                            ("scoring.model.name", "model"),
+                            ("scoring.model.version", "model_version"))
 
 
 
@@ -64,6 +69,8 @@ class Monitor:
     clock_ms: Callable[[], int] = wall_ms
     #: The decoding of --prediction-format (worker/monitor_app/wire.py); None: JSON.
     wire: WirePredictions | None = None
+    #: Alert records' spans (``tracing``, worker/record_trace.py); None: off.
+    tracer: RecordTracer | None = None
     last_tick: float = 0.0
     join_partitions: int = 0
     _checked: float = 0.0
@@ -177,6 +184,16 @@ class Monitor:
                 self.loop.send(self.s.metrics_topic, key.encode(), value)
             self.status.metrics(p, records)
 
+    def _alert(self, key: bytes, value: bytes) -> None:
+        """An alert record, with the trace context of its own span when tracing is on."""
+        headers = None
+        if self.tracer is not None:
+            record = orjson.loads(value)
+            headers = self.tracer("model alert", {
+                k: str(record[f]) for k, f in ALERT_SPAN_FIELDS if record.get(f) is not None})
+        self.loop.send(self.s.alerts_topic, key, value, headers=headers)
+        log.warning("alert %s", value.decode())
+
     def _tick(self, now: int) -> None:
         self.stage.sweep(now, idle_s=max(5.0, 4 * self.s.commit_interval_ms / 1000))
         snapshots = []
@@ -187,8 +204,7 @@ class Monitor:
             for key, value in metric_records:
                 self.loop.send(self.s.metrics_topic, key.encode(), value)
             for key, value in alerts:
-                self.loop.send(self.s.alerts_topic, key.encode(), value)
-                log.warning("alert %s", value.decode())
+                self._alert(key.encode(), value)
             self.status.metrics(p, metric_records)
             self.status.alerts(p, alerts)
             if gp.stats:
@@ -198,8 +214,7 @@ class Monitor:
             snapshots.append(snap)
         if self.owned.features is not None:
             for alert_key, alert in self.owned.features.tick(now):
-                self.loop.send(self.s.alerts_topic, alert_key, alert)
-                log.warning("alert %s", alert.decode())
+                self._alert(alert_key, alert)
             for p, state_key, state in self.owned.features.state_records():
                 self.loop.send(self.s.internal.feature_state, state_key, state, partition=p)
         merged = merge_snapshots(snapshots)
@@ -297,7 +312,7 @@ def run_monitor(
             features.state_topic, features.state_partitions = feature_state_topic(
                 s, loop.partition_count)
         mon = Monitor(s, owned, loop, counters, collector, health, status, stop=stop,
-                      wire=wire_predictions)
+                      wire=wire_predictions, tracer=record_tracer(s.tracing))
         mon.run()
     finally:
         if server is not None:

@@ -28,6 +28,7 @@ from worker.settings_common import (
     start_timeout_setting,
     state_home,
     static_membership_setting,
+    tracing_setting,
 )
 from worker.settings_rules import not_empty, optional_topic, setting, topic, validate
 from worker.settings_sources import masked, register
@@ -113,6 +114,11 @@ class MonitorSettings(PredictionFormatSettings):
     )
     static_membership: bool = static_membership_setting()
     session_timeout_s: float = session_timeout_setting()
+    tracing: bool = tracing_setting(
+        "each alert record carries the traceparent of a span of its own (model, version, "
+        "rule and state as attributes), so that whatever handles the alert continues its "
+        "trace."
+    )
     windows: str = setting(
         "5m,1h", "Tumbling window sizes, comma-separated (ms, s, m, h, d).", check=_windows,
         allowed="sizes such as 30s, 5m, 1h, 1d (a whole number, then ms, s, m, h or d), "

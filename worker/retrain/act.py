@@ -13,6 +13,7 @@ from worker.retrain.decision import Action, Compared, decision_record
 from worker.retrain.policy import Decision, Policy
 from worker.retrain.registry import Registry
 from worker.retrain.settings import RetrainSettings
+from worker.tracing_extra import record_tracer
 
 log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_S = 30.0
@@ -37,9 +38,13 @@ def apply(
     elif action == "shadowed" and target is not None:  # run_retrain checked there is one
         sequence = registry.shadow(c, target)
     if action != "none":
-        record = decision_record(c, decision, policy, action, now_ms, sequence)
-        publish(client_config(Role.PRODUCER, conn), [(s.alerts_topic, *record)],
-                PUBLISH_TIMEOUT_S)
+        key, value = decision_record(c, decision, policy, action, now_ms, sequence)
+        tracer = record_tracer(s.tracing)
+        headers = None if tracer is None else tracer("retrain decision", {
+            "scoring.model.name": c.model, "scoring.model.version": c.candidate_version,
+            "scoring.champion.version": c.champion_version, "scoring.action": action})
+        publish(client_config(Role.PRODUCER, conn), [(s.alerts_topic, key, value)],
+                PUBLISH_TIMEOUT_S, headers=headers)
     log.info("retrain decision", extra={"model": c.model, "candidate": c.candidate_version,
                                         "champion": c.champion_version, "action": action,
                                         "sequence": sequence,

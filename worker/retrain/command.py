@@ -54,12 +54,14 @@ def run(args: argparse.Namespace) -> int:
     from worker.retrain.job import RetrainRequest, run_retrain
     from worker.retrain.policy import PolicyError, parse_policy
     from worker.retrain.settings import time_range
+    from worker.tracing_extra import record_tracer
 
     s = config.load_into(RetrainSettings, args.config, os.environ, vars(args), args.kafka,
                          tables=("policy",))
     s.check()
     if s.register is RegisterIn.MLFLOW:
         check_mlflow_installed(s.model)
+    record_tracer(s.tracing)  # one line before the job when its extra is missing
     secrets = [v for k, v in s.kafka.items() if config.is_secret(k)]
     secrets += mlflow_secrets(s.mlflow_tracking_uri, os.environ)
     conn = Connection(s.bootstrap, dict(s.kafka))

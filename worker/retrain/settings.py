@@ -25,6 +25,7 @@ from worker.settings_common import (
     max_event_bytes_setting,
     mlflow_cache_setting,
     mlflow_tracking_uri_setting,
+    tracing_setting,
 )
 from worker.settings_rules import optional_topic, setting, topic, validate
 from worker.settings_sources import masked, register
@@ -89,6 +90,11 @@ class RetrainSettings(EventFormatSettings):
     alerts_topic: str = setting(
         "model-alerts", "Topic of the decision record (schemas/model_decision.schema.json).",
         check=topic,
+    )
+    tracing: bool = tracing_setting(
+        "the decision record carries the traceparent of a span of its own (model, "
+        "candidate, champion and action as attributes), so that whatever acts on it "
+        "continues its trace."
     )
     holdout_fraction: float = setting(
         0.3, "Share of the labeled rows, the newest, held out for the comparison.",

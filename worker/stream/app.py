@@ -40,6 +40,7 @@ from worker.stream.outputs import RecordLimit, record_limit
 from worker.stream.reloader import Watcher, make_reloader
 from worker.stream.runner import UNCHECKED_LIMIT, Runner, Totals, Tracing
 from worker.stream.sinks import Sink, SinkHooks
+from worker.tracing_extra import missing_extra
 from worker.wire_settings import InputFormat
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,7 @@ def tracing_type(s: Settings) -> Callable[[str, RecordLimit], Tracing] | None:
     try:
         from worker.stream.otel import OtelTracing
     except ImportError as exc:
-        raise ConfigError(f"--tracing true needs the otel extra (pip install "
-                          f"'scoring-worker[otel]'): {exc}") from None
+        raise missing_extra(exc) from None
     return OtelTracing
 
 
