@@ -322,7 +322,7 @@ def main() -> None:
                     help="each worker runs twice in the same run: without and with --shadow")
     ap.add_argument("--trace-compare", action="store_true",
                     help="events carry traceparent and x-request-id headers; each worker "
-                    "runs plain, with --pass-headers and --lineage, with --tracing (API "
+                    "runs plain, with --pass-headers, with --lineage, with --tracing (API "
                     "only: no SDK), and with --tracing under the OpenTelemetry SDK")
     ap.add_argument("--processes-compare", default="",
                     help="each worker also runs as run --processes N for each N listed (2,4)")
@@ -367,8 +367,9 @@ def main() -> None:
         sdk = " + tracing (SDK)"
         launchers = {name + sdk: ROOT / "bench" / "traced_worker.py" for name, _ in variants}
         variants += [
-            *[(f"{name} + headers + lineage",
-               (*more, "--pass-headers", "true", "--lineage", "true")) for name, more in variants],
+            *[(f"{name} + headers", (*more, "--pass-headers", "true"))
+              for name, more in variants],
+            *[(f"{name} + lineage", (*more, "--lineage", "true")) for name, more in variants],
             *[(f"{name} + tracing (API)", (*more, "--tracing", "true"))
               for name, more in variants],
             *[(name + sdk, (*more, "--tracing", "true")) for name, more in variants]]
