@@ -23,6 +23,21 @@ POISON = 666.0
 NAN_TRIGGER = -777.0
 
 
+def without_package(package: str) -> str:
+    """A ``python -c`` script that runs the CLI (its arguments: ``sys.argv[1:]``) as if
+    ``package`` (an optional extra) were not installed."""
+    return f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == {package!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+sys.meta_path.insert(0, Block())
+from worker.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def tool_missing(message: str) -> NoReturn:
     """A tool that `make tools` installs (helm, promtool) is not there: the test is skipped on
     a developer's machine (`make test-unit` needs no tools), and fails in CI (`CI` set),

@@ -12,8 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.unit.helpers import ROOT
-from tests.unit.stream.test_otel import BLOCK_OTEL
+from tests.unit.helpers import ROOT, without_package
 from worker.record_trace import record_headers
 from worker.tracing_extra import record_tracer
 
@@ -48,7 +47,8 @@ def test_off_means_no_tracer() -> None:
 
 @pytest.mark.parametrize("command", [["monitor"], ["retrain", "--model", "models/x"]])
 def test_tracing_without_the_extra_is_one_line_and_exit_2(command: list[str]) -> None:
-    result = subprocess.run([sys.executable, "-c", BLOCK_OTEL, *command, "--tracing", "true"],
+    script = without_package("opentelemetry")
+    result = subprocess.run([sys.executable, "-c", script, *command, "--tracing", "true"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.unit.helpers import FEATURES, ROOT, logistic, training_data
+from tests.unit.helpers import FEATURES, ROOT, logistic, training_data, without_package
 from worker.config import Settings
 from worker.errors import ConfigError, ModelLoadError
 from worker.kafka_io import ControlRecord
@@ -24,16 +24,7 @@ from worker.retrain.settings import RegisterIn
 from worker.stream.mlflow_reloader import Fleet, MlflowReloader
 from worker.stream.reload import Refusal, Swap
 
-BLOCK_MLFLOW = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "mlflow":
-            raise ModuleNotFoundError(f"No module named {name!r}")
-sys.meta_path.insert(0, Block())
-from worker.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+BLOCK_MLFLOW = without_package("mlflow")
 
 
 def test_references() -> None:

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.unit.helpers import ROOT, event
+from tests.unit.helpers import ROOT, event, without_package
 from tests.unit.stream_fakes import Journal, ListSink, LogConsumer, Msg, make, settings
 from worker.stream.otel import OtelTracing
 from worker.stream.outputs import RecordLimit
@@ -21,16 +21,7 @@ from worker.stream.outputs import RecordLimit
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 PARENT_SPAN = 0xB7AD6B7169203331
 TRACEPARENT = f"00-{TRACE_ID:032x}-{PARENT_SPAN:016x}-01".encode()
-BLOCK_OTEL = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "opentelemetry":
-            raise ModuleNotFoundError(f"No module named {name!r}")
-sys.meta_path.insert(0, Block())
-from worker.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+BLOCK_OTEL = without_package("opentelemetry")
 
 
 def traced_run(tmp_path: Path, msgs: list[Msg], **overrides: object) -> tuple[
