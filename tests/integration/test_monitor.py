@@ -106,8 +106,8 @@ def expected(ds: Dataset) -> dict[str, dict[str, Any]]:
 
 class MonitorProc:
     def __init__(self, bootstrap: str, topics: dict[str, str], group: str, instance: str,
-                 log: Path, models: Path | None = None, extra: Sequence[str] = (),
-                 features: Path | None = None, port: int = 0) -> None:
+                 log: Path, models: Path | None = None, features: Path | None = None,
+                 port: int = 0, extra: Sequence[str] = ()) -> None:
         """``features``: a bundle with a profile, and the feature statistics topic."""
         self.log = log.open("ab")
         args = ["--bootstrap", bootstrap, "--predictions-topic", topics["pred"],
