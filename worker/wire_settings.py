@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from worker.errors import ConfigError
 from worker.settings_rules import optional_http_urls, setting
 
 #: Settings that hold a secret: masked in logs like librdkafka's secret properties.
@@ -110,3 +111,11 @@ class PredictionFormatSettings(RegistrySettings):
         InputFormat.JSON,
         "What the predictions topic's values are (the workers' --output-format): "
         + _INPUT_DOC)
+
+
+def require_registry(flag: str, wire_format: str, registry: str) -> None:
+    """One line when a wire format is asked for without the registry that holds its
+    schemas (``flag``: the setting naming the format, as a flag)."""
+    if not registry:
+        raise ConfigError(f"{flag} {wire_format} needs --schema-registry URL (the registry's "
+                          "Confluent-compatible API)")

@@ -24,7 +24,7 @@ from worker.errors import ConfigError
 from worker.kafka_io import Message
 from worker.probes import Health
 from worker.stream.schema_gate import SchemaFetcher, look_up_waiting
-from worker.wire_settings import InputFormat, PredictionFormatSettings
+from worker.wire_settings import InputFormat, PredictionFormatSettings, require_registry
 
 #: Values above this are invalid unread (a prediction is some hundred bytes).
 MAX_PREDICTION_BYTES: Final = 1 << 20
@@ -70,9 +70,7 @@ def build(s: PredictionFormatSettings, health: Health,
     """The decoding of ``--prediction-format`` (None for JSON, which the re-key reads)."""
     if s.prediction_format is InputFormat.JSON:
         return None
-    if not s.schema_registry:
-        raise ConfigError(f"--prediction-format {s.prediction_format} needs --schema-registry "
-                          "URL (the registry's Confluent-compatible API)")
+    require_registry("--prediction-format", s.prediction_format, s.schema_registry)
     try:
         decoder = decoders.get(str(s.prediction_format))
         from worker.kafka_io.registry import RegistryUnavailable, SchemaSource, connection_of

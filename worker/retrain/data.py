@@ -28,6 +28,7 @@ from worker.monitor.views import LabelValue, LabelView, MonitorInputError
 from worker.retrain.dataset import Joined, LabelTable, Split, join, label_table, time_split
 from worker.retrain.settings import RetrainSettings, TimeRange
 from worker.stream.schema_gate import look_up_waiting
+from worker.wire_settings import require_registry
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,7 @@ def look_up_schemas(s: RetrainSettings, decoder: Decoder, values: list[bytes | N
     that does not answer is asked again for up to ``read_timeout_s``, then the run stops."""
     if not isinstance(decoder, WireDecoder):
         return
-    if not s.schema_registry:
-        raise ConfigError(f"--input-format {s.input_format} needs --schema-registry URL (the "
-                          "registry's Confluent-compatible API)")
+    require_registry("--input-format", s.input_format, s.schema_registry)
     from worker.kafka_io.registry import RegistryUnavailable, SchemaSource, connection_of
 
     look_up_waiting(decoder.book, SchemaSource(connection_of(s)), values, RegistryUnavailable,

@@ -21,7 +21,7 @@ from worker.core.encoders import Encoder
 from worker.core.encoders.avro import SCHEMA, AvroEncoder
 from worker.core.encoders.json import encode as encode_json
 from worker.errors import ConfigError, ScoringError
-from worker.wire_settings import OutputFormat
+from worker.wire_settings import OutputFormat, require_registry
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,7 @@ def build_encoder(s: Settings, sleep: Callable[[float], None] = time.sleep,
     the id; a shadow model set later by a control record needs no registration then)."""
     if s.output_format is OutputFormat.JSON:
         return encode_json
-    if not s.schema_registry:
-        raise ConfigError(f"--output-format {s.output_format} needs --schema-registry URL "
-                          "(the registry's Confluent-compatible API)")
+    require_registry("--output-format", s.output_format, s.schema_registry)
     try:
         from worker.kafka_io.registry import RegistryUnavailable, SchemaSource, connection_of
     except ImportError as exc:

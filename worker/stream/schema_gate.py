@@ -30,9 +30,10 @@ from typing import Protocol
 from worker.config import Settings
 from worker.core.decoders import Decoder
 from worker.core.decoders.wire import SchemaBook, WireDecoder, WriterSchema, schema_ids
-from worker.errors import ConfigError, ScoringError
+from worker.errors import ScoringError
 from worker.kafka_io import Message
 from worker.probes import Health
+from worker.wire_settings import require_registry
 
 log = logging.getLogger(__name__)
 FIRST_DELAY_S = 0.2
@@ -150,9 +151,7 @@ def build(s: Settings, decoder: Decoder, health: Health) -> SchemaGate | None:
     """The gate a wire-format decoder needs (None for the others)."""
     if not isinstance(decoder, WireDecoder):
         return None
-    if not s.schema_registry:
-        raise ConfigError(f"--input-format {s.input_format} needs --schema-registry URL (the "
-                          "registry's Confluent-compatible API)")
+    require_registry("--input-format", s.input_format, s.schema_registry)
     from worker.kafka_io.registry import RegistryUnavailable, SchemaSource, connection_of
 
     conn = connection_of(s)
