@@ -110,7 +110,7 @@ class BatchRefusingTxSink(TxSink):
     """Like the broker: one bad record fails every record produced with it."""
 
     def release(self, n: int | None = None) -> None:
-        bad = any(b'"e3"' in (v or b"") and t == "out" for (t, v, _, _), _ in self.waiting)
+        bad = any(b'"e3"' in (v or b"") and t == "out" for (t, v, _, _), _, _ in self.waiting)
         if bad:
             self.refuse_when = lambda t, v: SendError(SendFailure.REJECTED, "invalid record")
         super().release(n)
