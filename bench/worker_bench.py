@@ -7,6 +7,8 @@ loads, each beside a no-model forwarder (bench/forwarder.py) measured in the sam
     python bench/worker_bench.py --model rf200 --runtime onnx   # or hgb; sklearn or onnx
     python bench/worker_bench.py --model demo --feature-stats --skip latency  # stats on/off
     python bench/worker_bench.py --model lr30 --shadow-compare  # shadow off and on, one run
+    python bench/worker_bench.py --model lr30 --events 200000 --modes at-least-once \
+        --baseline /path/to/old/checkout --repeat 3 --skip latency   # medians, alternating
 
 Drain: ``--events`` are pre-loaded on a 4-partition topic; each system (forwarder,
 the baseline worker when ``--baseline`` names a checkout of another commit, the
@@ -189,6 +191,26 @@ def drain(a: argparse.Namespace, s: System, model: Path, schema: Path) -> dict[s
             "peak_rss_mib": None if peak is None else round(peak, 1), "exit": code}
 
 
+def drain_rounds(a: argparse.Namespace, systems: list[System], model: Path,
+                 schema: Path) -> list[dict[str, Any]]:
+    """Each system drains ``--repeat`` times, the order reversed every round (so no system
+    always runs first or last on a shared machine); with more than one round, each
+    system's median and its ratio to the first worker (the baseline, when there is one)."""
+    rounds: dict[str, list[dict[str, Any]]] = {s.name: [] for s in systems}
+    for r in range(a.repeat):
+        for s in systems if r % 2 == 0 else systems[::-1]:
+            rounds[s.name].append(drain(a, s, model, schema))
+    if a.repeat == 1:
+        return [runs[0] for runs in rounds.values()]
+    medians = {name: float(np.median([x["events_per_s"] for x in runs]))
+               for name, runs in rounds.items()}
+    first = next((s.name for s in systems if s.kind == "worker"), None)
+    return [{"system": name, "median_events_per_s": round(medians[name]),
+             "ratio_to_first_worker": (round(medians[name] / medians[first], 3)
+                                       if first and medians[first] else None),
+             "runs": runs} for name, runs in rounds.items()]
+
+
 class Visible(threading.Thread):
     """A read_committed consumer noting when each output key became visible here."""
 
@@ -264,8 +286,12 @@ def main() -> None:
     ap.add_argument("--modes", default="at-least-once,exactly-once")
     ap.add_argument("--latency-modes", default="at-least-once,exactly-once")
     ap.add_argument("--batch-max", type=int, default=None)
-    ap.add_argument("--baseline", type=Path, default=None,
-                    help="checkout of another commit: its worker drains too (at-least-once)")
+    ap.add_argument("--baseline", type=Path, action="append", default=[],
+                    help="checkout of another commit: its worker drains too (at-least-once); "
+                    "repeat the flag for more than one")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="drain each system this many times, alternating the order (forward, "
+                    "then backward, ...); the report adds each system's median")
     ap.add_argument("--skip", default="", help="drain and/or latency")
     ap.add_argument("--worker-args", default="", help="more flags for the workers (one string)")
     ap.add_argument("--feature-stats", action="store_true",
@@ -299,9 +325,9 @@ def main() -> None:
                               "batch_max": a.batch_max,
                               "machine": machine(), "drain": [], "latency": []}
     if "drain" not in a.skip:
-        systems = [fwd, *([System("baseline worker", "worker", tree=a.baseline)]
-                          if a.baseline else []), *workers.values()]
-        report["drain"] = [drain(a, s, model, schema) for s in systems]
+        systems = [fwd, *(System(f"baseline worker {tree}", "worker", tree=tree)
+                          for tree in a.baseline), *workers.values()]
+        report["drain"] = drain_rounds(a, systems, model, schema)
     if "latency" not in a.skip:
         lat_workers = [System(f"worker {m}{name}", "worker", m, extra=more)
                        for m in a.latency_modes.split(",") if m
