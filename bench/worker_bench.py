@@ -292,7 +292,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1,
                     help="drain each system this many times, alternating the order (forward, "
                     "then backward, ...); the report adds each system's median")
-    ap.add_argument("--skip", default="", help="drain and/or latency")
+    ap.add_argument("--skip", default="", help="drain, latency and/or forwarder")
     ap.add_argument("--worker-args", default="", help="more flags for the workers (one string)")
     ap.add_argument("--feature-stats", action="store_true",
                     help="each mode also with --feature-stats-topic (statistics on)")
@@ -325,7 +325,7 @@ def main() -> None:
                               "batch_max": a.batch_max,
                               "machine": machine(), "drain": [], "latency": []}
     if "drain" not in a.skip:
-        systems = [fwd, *(System(f"baseline worker {tree}", "worker", tree=tree)
+        systems = [*([] if "forwarder" in a.skip else [fwd]), *(System(f"baseline worker {tree}", "worker", tree=tree)
                           for tree in a.baseline), *workers.values()]
         report["drain"] = drain_rounds(a, systems, model, schema)
     if "latency" not in a.skip:
