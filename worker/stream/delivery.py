@@ -132,13 +132,15 @@ class Delivery:
             self.stats.add(bundle.name, bundle.version, ctx.profile_digest,
                            scored.feature_counts, scored.counted, now_ms)
 
-    def flush_stats(self) -> None:
-        """The buffered statistics as records (exactly-once: into the open transaction)."""
+    def flush_stats(self) -> bool:
+        """The buffered statistics as records (exactly-once: into the open transaction);
+        False when there were none."""
         if not self.stats:
-            return
+            return False
         topic = self.settings.feature_stats_topic
         self.send(self.ledger.open(()), [Output(Kind.STATS, topic, r.encode(), r.key, None, -1)
                                          for r in self.stats.take()])
+        return True
 
     def send_alert(self, key: bytes, value: bytes) -> None:
         alert = Output(Kind.ALERT, self.settings.alerts_topic, value, key, None, -1)
