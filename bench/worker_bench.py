@@ -325,8 +325,9 @@ def main() -> None:
                               "batch_max": a.batch_max,
                               "machine": machine(), "drain": [], "latency": []}
     if "drain" not in a.skip:
-        systems = [*([] if "forwarder" in a.skip else [fwd]), *(System(f"baseline worker {tree}", "worker", tree=tree)
-                          for tree in a.baseline), *workers.values()]
+        baselines = [System(f"baseline worker {tree}", "worker", tree=tree)
+                     for tree in a.baseline]
+        systems = [*([] if "forwarder" in a.skip else [fwd]), *baselines, *workers.values()]
         report["drain"] = drain_rounds(a, systems, model, schema)
     if "latency" not in a.skip:
         lat_workers = [System(f"worker {m}{name}", "worker", m, extra=more)

@@ -145,7 +145,7 @@ def test_feature_statistics_join_the_transaction_early_and_sum_to_its_events(
     """The first batch's counts go out with the second batch's outputs (the statistics
     partition joins the transaction before its commit), the rest at the commit; what is
     visible adds up to the counts of exactly the events the transaction scored."""
-    x, y = training_data()
+    x = training_data()[0]
     bundle = load_bundle(save(tmp_path / "m", logistic(), reference=x))
     journal = Journal()
     sink = TxSink(journal)
