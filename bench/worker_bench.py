@@ -289,6 +289,9 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, action="append", default=[],
                     help="checkout of another commit: its worker drains too (at-least-once); "
                     "repeat the flag for more than one")
+    ap.add_argument("--baseline-variants", action="store_true",
+                    help="each --baseline runs in every mode and variant too (--modes, "
+                    "--feature-stats, --shadow-compare), not only at-least-once")
     ap.add_argument("--repeat", type=int, default=1,
                     help="drain each system this many times, alternating the order (forward, "
                     "then backward, ...); the report adds each system's median")
@@ -327,6 +330,10 @@ def main() -> None:
     if "drain" not in a.skip:
         baselines = [System(f"baseline worker {tree}", "worker", tree=tree)
                      for tree in a.baseline]
+        if a.baseline_variants:  # each baseline in every mode and variant, like this tree
+            baselines = [System(f"{tree} worker {m}{name}", "worker", m, tree=tree, extra=more)
+                         for tree in a.baseline for m in a.modes.split(",") if m
+                         for name, more in variants]
         systems = [*([] if "forwarder" in a.skip else [fwd]), *baselines, *workers.values()]
         report["drain"] = drain_rounds(a, systems, model, schema)
     if "latency" not in a.skip:
