@@ -118,14 +118,12 @@ class Delivery:
         flight.outputs += outputs
         flight.pending += len(outputs)
         send, report, dropped = self.sink.send, flight.report, Kind.DROPPED
-        # Unpacked, not read by name: one step per record instead of four lookups.
-        for position, (kind, topic, value, key, headers, source) in enumerate(outputs, first):
-            if kind is dropped:  # what no output accepts is a dead letter nobody gets
-                out = outputs[position - first]
-                self.drop(out._replace(kind=Kind.DEAD_LETTER), flight.msgs[source], KEYLESS)
+        for position, out in enumerate(outputs, first):
+            if out.kind is dropped:  # what no output accepts is a dead letter nobody gets
+                self.drop(out._replace(kind=Kind.DEAD_LETTER), flight.msgs[out.source], KEYLESS)
                 flight.pending -= 1
                 continue
-            send(topic, value, key, headers, report, position)
+            send(out.topic, out.value, out.key, out.headers, report, position)
 
     def count_features(self, ctx: ScoringContext, scored: Scored, now_ms: int) -> None:
         """Buffer a published batch's feature counts until its delivery unit."""
