@@ -12,6 +12,8 @@ loads, each beside a no-model forwarder (bench/forwarder.py) measured in the sam
     python bench/worker_bench.py --model demo --segment-fields card_id --skip latency  # off/on
     python bench/worker_bench.py --model demo --explain 3 --skip latency  # reasons off and on
     python bench/worker_bench.py --model demo --avro-outputs --skip latency  # JSON and Avro
+    python bench/worker_bench.py --model lr30 --events 200000 --modes at-least-once \
+        --baseline /path/to/old/checkout --repeat 3 --skip latency   # medians, alternating
 
 Drain: ``--events`` are pre-loaded on a 4-partition topic; each system (forwarder,
 the baseline worker when ``--baseline`` names a checkout of another commit, the
@@ -232,6 +234,26 @@ def drain(a: argparse.Namespace, s: System, model: Path, schema: Path) -> dict[s
             "peak_rss_mib": None if peak is None else round(peak, 1), "exit": code}
 
 
+def drain_rounds(a: argparse.Namespace, systems: list[System], model: Path,
+                 schema: Path) -> list[dict[str, Any]]:
+    """Each system drains ``--repeat`` times, the order reversed every round (so no system
+    always runs first or last on a shared machine); with more than one round, each
+    system's median and its ratio to the first worker (the baseline, when there is one)."""
+    rounds: dict[str, list[dict[str, Any]]] = {s.name: [] for s in systems}
+    for r in range(a.repeat):
+        for s in systems if r % 2 == 0 else systems[::-1]:
+            rounds[s.name].append(drain(a, s, model, schema))
+    if a.repeat == 1:
+        return [runs[0] for runs in rounds.values()]
+    medians = {name: float(np.median([x["events_per_s"] for x in runs]))
+               for name, runs in rounds.items()}
+    first = next((s.name for s in systems if s.kind == "worker"), None)
+    return [{"system": name, "median_events_per_s": round(medians[name]),
+             "ratio_to_first_worker": (round(medians[name] / medians[first], 3)
+                                       if first and medians[first] else None),
+             "runs": runs} for name, runs in rounds.items()]
+
+
 class Visible(threading.Thread):
     """A read_committed consumer noting when each output key became visible here."""
 
@@ -307,9 +329,16 @@ def main() -> None:
     ap.add_argument("--modes", default="at-least-once,exactly-once")
     ap.add_argument("--latency-modes", default="at-least-once,exactly-once")
     ap.add_argument("--batch-max", type=int, default=None)
-    ap.add_argument("--baseline", type=Path, default=None,
-                    help="checkout of another commit: its worker drains too (at-least-once)")
-    ap.add_argument("--skip", default="", help="drain and/or latency")
+    ap.add_argument("--baseline", type=Path, action="append", default=[],
+                    help="checkout of another commit: its worker drains too (at-least-once); "
+                    "repeat the flag for more than one")
+    ap.add_argument("--baseline-variants", action="store_true",
+                    help="each --baseline runs in every mode and variant too (--modes, "
+                    "--feature-stats, --shadow-compare), not only at-least-once")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="drain each system this many times, alternating the order (forward, "
+                    "then backward, ...); the report adds each system's median")
+    ap.add_argument("--skip", default="", help="drain, latency and/or forwarder")
     ap.add_argument("--worker-args", default="", help="more flags for the workers (one string)")
     ap.add_argument("--feature-stats", action="store_true",
                     help="each mode also with --feature-stats-topic (statistics on)")
@@ -396,9 +425,14 @@ def run(a: argparse.Namespace, variants: list[tuple[str, tuple[str, ...]]],
                               "batch_max": a.batch_max,
                               "machine": machine(), "drain": [], "latency": []}
     if "drain" not in a.skip:
-        systems = [fwd, *([System("baseline worker", "worker", tree=a.baseline)]
-                          if a.baseline else []), *workers.values()]
-        report["drain"] = [drain(a, s, model, schema) for s in systems]
+        baselines = [System(f"baseline worker {tree}", "worker", tree=tree)
+                     for tree in a.baseline]
+        if a.baseline_variants:  # each baseline in every mode and variant, like this tree
+            baselines = [System(f"{tree} worker {m}{name}", "worker", m, tree=tree, extra=more)
+                         for tree in a.baseline for m in a.modes.split(",") if m
+                         for name, more in variants]
+        systems = [*([] if "forwarder" in a.skip else [fwd]), *baselines, *workers.values()]
+        report["drain"] = drain_rounds(a, systems, model, schema)
     if "latency" not in a.skip:
         lat_workers = [System(f"worker {m}{name}", "worker", m, extra=more,
                               launcher=launchers.get(name))

@@ -1,8 +1,9 @@
 """The terms of delivering an output, one definition each for every layer: the settings,
 the Kafka edge (worker/kafka_io/producer.py) and the sink seam (worker/stream/sinks/).
 
-Pure: no Kafka, no I/O. A send names its record and hears one verdict through an
-``OnDelivery``; a transactional commit answers with a ``TxState``.
+Pure: no Kafka, no I/O. A send names its record by a tag (the loop's position of the
+record in its batch) and hears one verdict, with that tag, through an ``OnDelivery``; a
+transactional commit answers with a ``TxState``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ class Guarantee(StrEnum):
 Headers = list[tuple[str, str | bytes | None]]
 #: What a refusal reports of its record: (topic, value, key), for logs.
 Sent = tuple[str, bytes | None, bytes | None]
-#: A record's verdict: ``(None, None)`` once delivered for good, else why and what.
-OnDelivery = Callable[[SendError | None, Sent | None], None]
+#: A record's verdict with the tag its send gave: ``(tag, None, None)`` once delivered for
+#: good, else ``(tag, why, what)``. One callable serves many records (a batch's), so a send
+#: costs no callable of its own on the caller's side; the tag says which record it was.
+OnDelivery = Callable[[int, SendError | None, Sent | None], None]
 
 
 class TxState(StrEnum):

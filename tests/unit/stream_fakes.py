@@ -76,9 +76,9 @@ class ListSink:
         self.records: list[tuple[str, bytes | None, bytes | None, Any]] = []
 
     def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Any,
-             on_delivery: OnDelivery) -> None:
+             on_delivery: OnDelivery, tag: int) -> None:
         self.records.append((topic, value, key, headers))
-        on_delivery(None, None)
+        on_delivery(tag, None, None)
 
     def poll(self, timeout_s: float) -> None:
         pass
@@ -90,13 +90,14 @@ class HeldSink:
 
     def __init__(self, journal: Journal, auto: bool = False) -> None:
         self.journal, self.auto = journal, auto
-        self.waiting: list[tuple[tuple[str, bytes | None, bytes | None, Any], OnDelivery]] = []
+        self.waiting: list[tuple[tuple[str, bytes | None, bytes | None, Any], OnDelivery,
+                                 int]] = []
         self.refuse_when: Callable[[str, bytes | None], SendError | None] = lambda t, v: None
 
     def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Any,
-             on_delivery: OnDelivery) -> None:
+             on_delivery: OnDelivery, tag: int) -> None:
         self.journal.calls.append(("send", (topic, value)))
-        self.waiting.append(((topic, value, key, headers), on_delivery))
+        self.waiting.append(((topic, value, key, headers), on_delivery, tag))
 
     def poll(self, timeout_s: float) -> None:
         if self.auto:
@@ -106,10 +107,10 @@ class HeldSink:
         """Give the verdict of the first ``n`` waiting records (all by default)."""
         n = len(self.waiting) if n is None else n
         batch, self.waiting = self.waiting[:n], self.waiting[n:]
-        for (topic, value, key, _), done in batch:
+        for (topic, value, key, _), done, tag in batch:
             verdict = self.refuse_when(topic, value)
             self.journal.calls.append(("ack" if verdict is None else "refused", (topic, value)))
-            done(verdict, None if verdict is None else (topic, value, key))
+            done(tag, verdict, None if verdict is None else (topic, value, key))
 
 
 class TxSink(HeldSink):
@@ -129,15 +130,15 @@ class TxSink(HeldSink):
         self.open, self.failed = [], False
 
     def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Any,
-             on_delivery: OnDelivery) -> None:
-        def done(err: SendError | None, sent: Any) -> None:
+             on_delivery: OnDelivery, tag: int) -> None:
+        def done(tag: int, err: SendError | None, sent: Any) -> None:
             if err is None:
                 self.open.append((topic, value, headers))
             else:
                 self.failed = True
-            on_delivery(err, sent)
+            on_delivery(tag, err, sent)
 
-        super().send(topic, value, key, headers, done)
+        super().send(topic, value, key, headers, done, tag)
 
     def commit(self, offsets: Mapping[tuple[str, int], int], group: object,
                timeout_s: float) -> TxState:

@@ -12,7 +12,8 @@ slice of it, in the manifest's order:
   (present, not a top value), then ``missing``. When the reference is complete (every
   value it had is a top value), ``other`` counts exactly the unseen categories.
 
-Counting is vectorised: ``searchsorted`` and ``bincount`` for numbers, one C-level
+Counting is vectorised: one comparison per edge column of all numeric features at
+once (``NumericBlock``), ``searchsorted`` and ``bincount`` for a lone column, one C-level
 ``dict.get`` pass for categories (only the values that miss the lookup are looked at
 again, to tell a missing value from another category). Pure: no I/O, no clock.
 
@@ -78,15 +79,21 @@ class FeatureSlots:
 
 @dataclass(frozen=True, slots=True)
 class NumericBlock:
-    """Every numeric feature of a batch at once, as a (features x rows) matrix: one
-    ``searchsorted`` per feature on its contiguous row, then one bincount and a few row
-    sums for all of them."""
+    """Every numeric feature of a batch at once, as a (features x rows) matrix.
+
+    A bin's count is a difference of two counts of "at least this edge": comparing the
+    whole matrix with each edge column in turn and summing the rows gives, for every
+    feature at once, how many values reach that edge. That is exactly what
+    ``searchsorted(edges, x, side="right")`` followed by a ``bincount`` gives, without a
+    branchy binary search per value or an index array (LR30, 1,000 rows: a third of
+    their time). NaN reaches no edge, so it falls in the first bin, and is taken out
+    there."""
 
     positions: tuple[int, ...]
-    edges: tuple[npt.NDArray[np.float64], ...]
+    #: (features, most edges): each feature's edges, padded with NaN (reached by nothing).
+    edges: npt.NDArray[np.float64]
     low: npt.NDArray[np.float64]  # (features, 1): reference minimum (-inf: none)
     high: npt.NDArray[np.float64]  # (features, 1): reference maximum (+inf: none)
-    last: npt.NDArray[np.intp]  # each feature's last bin, where NaN lands
     real: npt.NDArray[np.bool_]  # (features, most bins): which bins exist
     bin_slots: npt.NDArray[np.intp]  # the vector's slot of each real bin, row-major
     tails: npt.NDArray[np.intp]  # (3, features): the missing, below and above slots
@@ -96,16 +103,17 @@ class NumericBlock:
         chosen = [slots[k] for k in positions]
         width = max((s.bins for s in chosen), default=1)
         real = np.zeros((len(chosen), width), dtype=np.bool_)
+        edges = np.full((len(chosen), width - 1), np.nan, dtype=np.float64)
         for j, s in enumerate(chosen):
             real[j, : s.bins] = True
+            edges[j, : s.bins - 1] = s.edges
         low = [[-np.inf if s.profile.min is None else s.profile.min] for s in chosen]
         high = [[np.inf if s.profile.max is None else s.profile.max] for s in chosen]
         bins = [s.start + b for s in chosen for b in range(s.bins)]
         tails = [[s.start + s.bins + t for s in chosen] for t in range(3)]
-        return cls(tuple(positions), tuple(s.edges for s in chosen),
+        return cls(tuple(positions), edges,
                    np.array(low, dtype=np.float64).reshape(-1, 1),
-                   np.array(high, dtype=np.float64).reshape(-1, 1),
-                   np.array([s.bins - 1 for s in chosen], dtype=np.intp), real,
+                   np.array(high, dtype=np.float64).reshape(-1, 1), real,
                    np.array(bins, dtype=np.intp),
                    np.array(tails, dtype=np.intp).reshape(3, len(chosen)))
 
@@ -115,17 +123,22 @@ class NumericBlock:
         if rows == 0 or features == 0:
             return
         width = self.real.shape[1]
-        index = np.empty((features, rows), dtype=np.intp)
-        for j, edges in enumerate(self.edges):
-            # NaN sorts after every edge: it lands in the last bin, taken out below.
-            np.add(np.searchsorted(edges, xt[j], side="right"), j * width, out=index[j])
-        bins = np.bincount(index.ravel(), minlength=features * width).reshape(features, width)
-        missing = np.isnan(xt).sum(axis=1)
-        bins[np.arange(features), self.last] -= missing
+        # reached[:, b]: values at or above the edge below bin b (b = 0: every value).
+        reached = np.zeros((features, width + 1), dtype=np.int64)
+        reached[:, 0] = rows
+        above_edge = np.empty((features, rows), dtype=np.bool_)
+        for b in range(width - 1):  # one row-wise pass per edge column: bounded memory
+            np.greater_equal(xt, self.edges[:, b : b + 1], out=above_edge)
+            reached[:, b + 1] = np.count_nonzero(above_edge, axis=1)
+        bins = reached[:, :-1] - reached[:, 1:]
+        missing = np.count_nonzero(np.isnan(xt), axis=1)
+        bins[:, 0] -= missing
         out[self.bin_slots] += bins[self.real]
         out[self.tails[0]] += missing
-        out[self.tails[1]] += (xt < self.low).sum(axis=1)
-        out[self.tails[2]] += (xt > self.high).sum(axis=1)
+        np.less(xt, self.low, out=above_edge)
+        out[self.tails[1]] += np.count_nonzero(above_edge, axis=1)
+        np.greater(xt, self.high, out=above_edge)
+        out[self.tails[2]] += np.count_nonzero(above_edge, axis=1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,12 +34,12 @@ class _Sender:
     def send(self, topic: str, value: bytes | None, key: bytes | None) -> None:
         self._pending += 1
 
-        def done(err: SendError | None, sent: object) -> None:
+        def done(tag: int, err: SendError | None, sent: object) -> None:
             self._pending -= 1
             if err is not None:
                 self._failed.append((topic, value, key))
 
-        self._p.send(topic, value, key, None, done)
+        self._p.send(topic, value, key, None, done, 0)
 
     def poll(self) -> None:
         self._p.poll(0)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
@@ -57,11 +57,17 @@ def fatal_line(err: KafkaError, conf: Mapping[str, Any], fences: int = 1) -> str
     return f"kafka producer: {err.str()}"
 
 
-def _report(on_delivery: OnDelivery, err: KafkaError | None, msg: Any) -> None:
+def _report(on_delivery: OnDelivery, tag: int, err: KafkaError | None, msg: Any) -> None:
     if err is None:
-        on_delivery(None, None)
+        on_delivery(tag, None, None)
     else:
-        on_delivery(classify(err), (msg.topic() or "", msg.value(), msg.key()))
+        on_delivery(tag, classify(err), (msg.topic() or "", msg.value(), msg.key()))
+
+
+#: ``produce``'s ``partition`` when librdkafka's partitioner chooses (RD_KAFKA_PARTITION_UA).
+_ANY_PARTITION: Final = -1
+#: ``produce``'s ``timestamp`` for "now".
+_NOW: Final = 0
 
 
 class BatchProducer:
@@ -72,6 +78,10 @@ class BatchProducer:
         self._watch = watch
         self._conf = {**conf, "error_cb": self._error}
         self._p = self._new()
+        # The loop passes one on_delivery for a batch's records: wrapped once, and each
+        # record's callback is that wrap with its tag (partial of a partial is one flat
+        # partial, so the broker's report reaches the caller through one Python frame).
+        self._wrapped: tuple[OnDelivery | None, Any] = (None, None)
 
     def _new(self) -> Producer:
         return Producer(self._conf)
@@ -83,27 +93,39 @@ class BatchProducer:
             log.warning("kafka producer: %s", err)
 
     def send(self, topic: str, value: bytes | None, key: bytes | None,
-             headers: Headers | None, on_delivery: OnDelivery) -> None:
-        """Queue one output; ``on_delivery`` gets the broker's verdict (from ``poll``), or
-        at once when the client refuses it (larger than ``message.max.bytes``)."""
-        report = partial(_report, on_delivery)
+             headers: Headers | None, on_delivery: OnDelivery, tag: int) -> None:
+        """Queue one output; ``on_delivery`` gets the broker's verdict with ``tag`` (from
+        ``poll``), or at once when the client refuses it (larger than
+        ``message.max.bytes``)."""
+        last, wrap = self._wrapped
+        if last is not on_delivery:
+            wrap = partial(_report, on_delivery)
+            self._wrapped = (on_delivery, wrap)
+        report = partial(wrap, tag)
         while True:
             try:
-                self._p.produce(topic, value, key, headers=headers, on_delivery=report)
+                # Positional arguments: confluent_kafka parses keyword ones by name, which
+                # costs more than the rest of this call (bench/worker_bench.py's profile).
+                if headers is None:
+                    self._p.produce(topic, value, key, _ANY_PARTITION, report)
+                else:
+                    self._p.produce(topic, value, key, _ANY_PARTITION, report, None, _NOW,
+                                    headers)
                 return
             except BufferError:
                 self._p.poll(0.05)  # the queue is sized above the in-flight bound: rare
             except KafkaException as exc:
-                self._refused(exc, (topic, value, key), on_delivery)
+                self._refused(exc, (topic, value, key), on_delivery, tag)
                 return
 
-    def _refused(self, exc: KafkaException, sent: Sent, on_delivery: OnDelivery) -> None:
+    def _refused(self, exc: KafkaException, sent: Sent, on_delivery: OnDelivery,
+                 tag: int) -> None:
         err = exc.args[0]
         if not isinstance(err, KafkaError):
             raise KafkaFatalError(f"kafka producer: {exc}") from exc
         if is_fatal(err):
             raise KafkaFatalError(fatal_line(err, self._conf)) from exc
-        on_delivery(classify(err), sent)
+        on_delivery(tag, classify(err), sent)
 
     def poll(self, timeout_s: float) -> None:
         """Serve delivery reports, waiting at most ``timeout_s`` for the first one."""
@@ -216,22 +238,24 @@ class TxProducer(BatchProducer):
             self._fenced = err
 
     def send(self, topic: str, value: bytes | None, key: bytes | None,
-             headers: Headers | None, on_delivery: OnDelivery) -> None:
+             headers: Headers | None, on_delivery: OnDelivery, tag: int) -> None:
         if self._broken is not None:  # the transaction is lost anyway: make the loop abort
-            on_delivery(SendError(SendFailure.TRANSIENT, self._broken), (topic, value, key))
+            on_delivery(tag, SendError(SendFailure.TRANSIENT, self._broken),
+                        (topic, value, key))
             return
-        super().send(topic, value, key, headers, on_delivery)
+        super().send(topic, value, key, headers, on_delivery, tag)
 
-    def _refused(self, exc: KafkaException, sent: Sent, on_delivery: OnDelivery) -> None:
+    def _refused(self, exc: KafkaException, sent: Sent, on_delivery: OnDelivery,
+                 tag: int) -> None:
         err = exc.args[0]
         # A produce() refused after a fatal error says only _FATAL ("Local: Fatal error");
         # its cause (a fence) came through error_cb.
         if isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL):
             if self._broken is None:
                 self._broke(err)
-            on_delivery(SendError(SendFailure.TRANSIENT, err.str()), sent)
+            on_delivery(tag, SendError(SendFailure.TRANSIENT, err.str()), sent)
             return
-        super()._refused(exc, sent, on_delivery)
+        super()._refused(exc, sent, on_delivery, tag)
 
     def poll(self, timeout_s: float) -> None:
         if self._call is not None and not self._call.done():

@@ -112,7 +112,8 @@ class Delivery:
         return flight
 
     def send(self, flight: Flight, outputs: list[Output]) -> None:
-        """Queue ``outputs`` in ``flight``; each one's verdict names its position."""
+        """Queue ``outputs`` in ``flight``; each one's verdict names its position (the
+        flight's one ``report`` for all, each send tagged with its position)."""
         first = len(flight.outputs)
         flight.outputs += outputs
         flight.pending += len(outputs)
@@ -122,7 +123,7 @@ class Delivery:
                 self.drop(out._replace(kind=Kind.DEAD_LETTER), flight.msgs[out.source], KEYLESS)
                 flight.pending -= 1
                 continue
-            send(out.topic, out.value, out.key, out.headers, partial(report, position))
+            send(out.topic, out.value, out.key, out.headers, report, position)
 
     def count_features(self, ctx: ScoringContext, scored: Scored, now_ms: int) -> None:
         """Buffer a published batch's feature counts until its delivery unit."""
@@ -131,13 +132,15 @@ class Delivery:
             self.stats.add(bundle.name, bundle.version, ctx.profile_digest,
                            scored.feature_counts, scored.counted, now_ms)
 
-    def flush_stats(self) -> None:
-        """The buffered statistics as records (exactly-once: into the open transaction)."""
+    def flush_stats(self) -> bool:
+        """The buffered statistics as records (exactly-once: into the open transaction);
+        False when there were none."""
         if not self.stats:
-            return
+            return False
         topic = self.settings.feature_stats_topic
         self.send(self.ledger.open(()), [Output(Kind.STATS, topic, r.encode(), r.key, None, -1)
                                          for r in self.stats.take()])
+        return True
 
     def send_alert(self, key: bytes, value: bytes) -> None:
         alert = Output(Kind.ALERT, self.settings.alerts_topic, value, key, None, -1)
@@ -186,7 +189,7 @@ class Delivery:
         self._refusals = 0
         out = flight.outputs[pos]
         self.sink.send(out.topic, out.value, out.key, out.headers,
-                       partial(self._alone_done, flight, pos))
+                       partial(self._alone_done, flight), pos)
 
     def _alone_done(self, flight: Flight, pos: int, err: SendError | None,
                     sent: Sent | None) -> None:
@@ -225,8 +228,7 @@ class Delivery:
         while retry and retry[0][0] <= now:
             _, flight, pos = retry.popleft()
             out = flight.outputs[pos]
-            self.sink.send(out.topic, out.value, out.key, out.headers,
-                           partial(flight.report, pos))
+            self.sink.send(out.topic, out.value, out.key, out.headers, flight.report, pos)
             self.metrics.delivery_retries.inc()
             self._retried += 1
         if self._retried and now - self._retry_logged >= RETRY_LOG_S:

@@ -92,6 +92,8 @@ class ExactlyOnce:
     alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
     #: The open transaction holds one suspect event and nothing else.
     isolated: bool = False
+    #: Feature statistics went out in the open transaction before its commit (see publish).
+    stats_joined: bool = False
 
     def _move(self, to: Phase) -> None:
         assert to in MOVES[self.phase], f"transaction phase {self.phase} -> {to}"
@@ -142,6 +144,12 @@ class ExactlyOnce:
         if self.refused_inputs:
             outputs = self._as_retried(msgs, outputs)
         self.delivery.open_flight(msgs, outputs)
+        if not self.stats_joined:
+            # The counts of the transaction's first batch go out beside the second batch's
+            # outputs: the statistics partition joins the transaction with theirs, and the
+            # commit's last record goes to a partition already in it (a partition first
+            # written at commit time costs the commit an AddPartitionsToTxn round trip).
+            self.stats_joined = self.delivery.flush_stats()
         self.offsets.update(next_offsets(msgs))
         self.events += len(msgs)
         self.delivery.metrics.inflight.set(self.events)
@@ -243,7 +251,7 @@ class ExactlyOnce:
 
     def _reset(self) -> None:
         self._move(Phase.IDLE)
-        self.isolated = False
+        self.isolated = self.stats_joined = False
         self.offsets = {}
         self.events = 0
         self.delivery.clear()

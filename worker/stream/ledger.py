@@ -37,8 +37,8 @@ class Flight:
     failures: list[tuple[int, SendError]] = field(default_factory=list)
 
     def report(self, position: int, error: SendError | None, sent: Sent | None) -> None:
-        """The delivery callback of the output at ``position`` (``send`` gets
-        ``partial(flight.report, position)``: a refusal names its record)."""
+        """The delivery callback of the flight's outputs: each send passes this one
+        callable and its output's position as the tag, so a refusal names its record."""
         if error is None:
             self.pending -= 1
         else:

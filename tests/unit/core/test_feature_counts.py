@@ -128,3 +128,25 @@ def test_integers_without_missing_and_booleans_without_missing() -> None:
     n, f = layout.features
     assert counts[n.start : n.stop] == [1, 0, 1, 0, 1, 1]  # bins 0, 2; below 1, above 1
     assert counts[f.start : f.stop] == [1, 1, 0, 0]  # True, False, other, missing
+
+
+def test_values_on_edges_infinities_and_unequal_bin_counts_count_as_one_by_one() -> None:
+    """The block counts by comparing with each edge column (NaN-padded where a feature
+    has fewer bins): values exactly on an edge, +-inf, NaN and a feature without a
+    range must land where the value-by-value rule puts them."""
+    profile = Profile((
+        FeatureProfile("a", "numeric", 4, 0, edges=(0.0, 1.0, 2.0), counts=(1, 1, 1, 1),
+                       min=-1.0, max=3.0),
+        FeatureProfile("b", "numeric", 2, 0, edges=(5.0,), counts=(1, 1)),
+        FeatureProfile("c", "numeric", 6, 0, edges=(-2.0, -1.0, 0.0, 1.0, 2.0),
+                       counts=(1,) * 6, min=-3.0, max=3.0),
+    ))
+    layout = CountLayout.of(profile)
+    values = [0.0, 1.0, 2.0, 5.0, -1.0, -0.0, math.inf, -math.inf, math.nan, 3.0, -3.0, 0.5]
+    rng = np.random.default_rng(3)
+    matrix = np.array([[values[int(k)] for k in rng.integers(0, len(values), 3)]
+                       for _ in range(500)], dtype=np.float64)
+    rows = [{p.name: (None if math.isnan(v) else v) for p, v in zip(profile.features, row,
+                                                                      strict=True)}
+            for row in matrix.tolist()]
+    assert layout.count(matrix).tolist() == recount(profile, rows)

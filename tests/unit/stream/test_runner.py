@@ -80,8 +80,8 @@ def test_nothing_is_committed_ahead_of_an_unacknowledged_output(tmp_path: Path) 
     runner.turn()  # batch B: offsets 3-5
     assert consumer.committed == {} and len(sink.waiting) == 12  # produced, nothing acked
     a, b = sink.waiting[:6], sink.waiting[6:]
-    for _, done in b + a[:5]:  # all of B, and all of A but one output of partition 1
-        done(None, None)
+    for _, done, tag in b + a[:5]:  # all of B, and all of A but one output of partition 1
+        done(tag, None, None)
     sink.waiting = a[5:]
     runner.turn()
     assert consumer.committed == {}
@@ -98,8 +98,8 @@ def test_offsets_follow_acknowledgements_in_order(tmp_path: Path) -> None:
     runner.turn()
     runner.turn()
     first, second = sink.waiting[:3], sink.waiting[3:]
-    for _, done in second:  # the later batch is acknowledged first
-        done(None, None)
+    for _, done, tag in second:  # the later batch is acknowledged first
+        done(tag, None, None)
     sink.waiting = first
     runner.turn()
     assert consumer.committed == {}  # batch 1 still waits: batch 2 must not be committed
@@ -178,9 +178,9 @@ def test_dead_letter_keeps_bytes_and_names_the_error(tmp_path: Path) -> None:
     original = sink.send
 
     def spy(topic: str, value: bytes | None, key: bytes | None, headers: Any,
-            on_delivery: Any) -> None:
+            on_delivery: Any, tag: int) -> None:
         seen.append((topic, value, key, dict(headers or [])))
-        original(topic, value, key, headers, on_delivery)
+        original(topic, value, key, headers, on_delivery, tag)
 
     sink.send = spy  # type: ignore[method-assign]
     make(tmp_path, LogConsumer({3: [Msg(b"[1, 2]", 17, _partition=3)]}, journal), sink).run()
@@ -249,7 +249,7 @@ def test_batch_mates_of_a_refused_record_are_sent_again_alone(tmp_path: Path) ->
     real_release = sink.release
 
     def release(n: int | None = None) -> None:  # one bad record fails the whole batch
-        bad = any(b'"e2"' in (v or b"") and t == "out" for (t, v, _, _), _ in sink.waiting)
+        bad = any(b'"e2"' in (v or b"") and t == "out" for (t, v, _, _), _, _ in sink.waiting)
         sink.refuse_when = (lambda t, v: no) if bad else (lambda t, v: None)
         real_release(n)
 

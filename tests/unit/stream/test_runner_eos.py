@@ -7,10 +7,20 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import orjson
+from prometheus_client import CollectorRegistry
 
-from tests.unit.stream_fakes import Journal, LogConsumer, TxSink, good, make, settings
+from tests.unit.helpers import event, logistic, save, training_data
+from tests.unit.stream_fakes import Journal, LogConsumer, Msg, TxSink, good, make, settings
+from worker.core.feature_counts import CountLayout
+from worker.core.feature_stats import FeatureStats
+from worker.core.pipeline import ScoringContext
 from worker.errors import SendError, SendFailure
+from worker.model.bundle import load_bundle
+from worker.probes import Health
+from worker.stream.metrics import WorkerMetrics
+from worker.stream.runner import Runner
 from worker.stream.sinks import TxState
 
 EOS = settings(guarantee="exactly-once", commit_interval_ms=60_000, transaction_timeout_s=120)
@@ -110,7 +120,7 @@ class BatchRefusingTxSink(TxSink):
     """Like the broker: one bad record fails every record produced with it."""
 
     def release(self, n: int | None = None) -> None:
-        bad = any(b'"e3"' in (v or b"") and t == "out" for (t, v, _, _), _ in self.waiting)
+        bad = any(b'"e3"' in (v or b"") and t == "out" for (t, v, _, _), _, _ in self.waiting)
         if bad:
             self.refuse_when = lambda t, v: SendError(SendFailure.REJECTED, "invalid record")
         super().release(n)
@@ -127,3 +137,33 @@ def test_batch_mates_of_a_refused_record_keep_their_outputs(tmp_path: Path) -> N
     assert ids(sink.visible) == Counter({f"e{i}": 1 for i in range(8) if i != 3})
     assert ids(sink.visible, "dlq") == Counter({"e3": 1})
     assert sink.committed == {("in", 0): 8}
+
+
+def test_feature_statistics_join_the_transaction_early_and_sum_to_its_events(
+    tmp_path: Path,
+) -> None:
+    """The first batch's counts go out with the second batch's outputs (the statistics
+    partition joins the transaction before its commit), the rest at the commit; what is
+    visible adds up to the counts of exactly the events the transaction scored."""
+    x = training_data()[0]
+    bundle = load_bundle(save(tmp_path / "m", logistic(), reference=x))
+    journal = Journal()
+    sink = TxSink(journal)
+    events = [event(i, a=float(i), b=-0.1 * i, c=i % 4) for i in range(9)]
+    consumer = LogConsumer({0: [Msg(orjson.dumps(e), i, 0) for i, e in enumerate(events)]},
+                           journal, batch=3)
+    s = settings(guarantee="exactly-once", commit_interval_ms=60_000,
+                 transaction_timeout_s=120, feature_stats_topic="stats")
+    runner = Runner(s, ScoringContext(bundle), consumer, sink,
+                    WorkerMetrics(CollectorRegistry()), Health(stall_s=5), clock_ms=lambda: 42)
+    consumer.runner, sink.group = runner, consumer
+    runner.run()
+    sends = [c[1][0] for c in journal.calls if c[0] == "send"]
+    stats = [i for i, topic in enumerate(sends) if topic == "stats"]
+    assert len(stats) == 2 and stats[0] == 6  # after the second batch's three outputs
+    records = [FeatureStats.decode(v) for t, v, _ in sink.visible if t == "stats"]
+    assert ids(sink.visible) == Counter({f"e{i}": 1 for i in range(9)})
+    assert sum(r.rows for r in records) == 9
+    layout = CountLayout.of(bundle.manifest.profile)  # type: ignore[arg-type]
+    expected = layout.count(np.array([[e["a"], e["b"], e["c"]] for e in events], dtype=float))
+    assert [sum(c) for c in zip(*(r.counts for r in records), strict=True)] == expected.tolist()

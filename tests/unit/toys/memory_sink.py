@@ -12,9 +12,9 @@ class MemorySink:
         self.sent: list[tuple[str, bytes | None, bytes | None, Headers | None]] = []
 
     def send(self, topic: str, value: bytes | None, key: bytes | None,
-             headers: Headers | None, on_delivery: OnDelivery) -> None:
+             headers: Headers | None, on_delivery: OnDelivery, tag: int) -> None:
         self.sent.append((topic, value, key, headers))
-        on_delivery(None, None)  # in memory is delivered for good
+        on_delivery(tag, None, None)  # in memory is delivered for good
 
     def poll(self, timeout_s: float) -> None:
         pass

@@ -1,20 +1,21 @@
 """The sink seam: where the worker's outputs go (predictions, dead letters, shadow
 predictions, model alerts), each addressed by its topic name from the settings.
 
-The loop's delivery contract rests on it. ``send`` queues one record and names who
-hears the verdict: ``on_delivery(None, None)`` once the destination has it for good,
-or ``on_delivery(SendError, (topic, value, key))`` when it refused it (worker/errors.py
-says whether a retry may help). These terms are defined once, in worker/delivery_terms.py.
-Verdicts come from ``poll`` (or from ``send`` itself, for a record refused on the
-spot); the loop commits an input's offset only after every output of it was
-acknowledged, so a sink must never report a record delivered before its destination
-has it. The loop passes each record its own ``on_delivery``: whose callback hears a
-refusal tells the loop which record it was. A toy sink fits in four lines::
+The loop's delivery contract rests on it. ``send`` queues one record with a tag (an int)
+and names who hears the verdict: ``on_delivery(tag, None, None)`` once the destination has
+it for good, or ``on_delivery(tag, SendError, (topic, value, key))`` when it refused it
+(worker/errors.py says whether a retry may help). These terms are defined once, in
+worker/delivery_terms.py. Verdicts come from ``poll`` (or from ``send`` itself, for a
+record refused on the spot); the loop commits an input's offset only after every output
+of it was acknowledged, so a sink must never report a record delivered before its
+destination has it. The loop passes one ``on_delivery`` for a batch's records and each record's
+position in the batch as its tag: the tag a refusal comes with tells the loop which record
+it was (never its content). A toy sink fits in four lines::
 
     class ListSink:
         def __init__(self): self.records = []
-        def send(self, topic, value, key, headers, on_delivery):
-            self.records.append((topic, value, key, headers)); on_delivery(None, None)
+        def send(self, topic, value, key, headers, on_delivery, tag):
+            self.records.append((topic, value, key, headers)); on_delivery(tag, None, None)
         def poll(self, timeout_s): pass
 
 Exactly-once mode needs a ``TransactionalSink``: records sent between ``begin`` and a
@@ -41,8 +42,9 @@ __all__ = ["Headers", "OnDelivery", "Sent", "Sink", "SinkFactory", "SinkHooks",
 
 class Sink(Protocol):
     def send(self, topic: str, value: bytes | None, key: bytes | None,
-             headers: Headers | None, on_delivery: OnDelivery) -> None:
-        """Queue one record; never blocks for long (the loop bounds what is in flight)."""
+             headers: Headers | None, on_delivery: OnDelivery, tag: int) -> None:
+        """Queue one record; never blocks for long (the loop bounds what is in flight).
+        ``on_delivery`` hears its verdict with ``tag``."""
 
     def poll(self, timeout_s: float) -> None:
         """Deliver pending verdicts, waiting at most ``timeout_s`` for the first one."""
