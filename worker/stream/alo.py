@@ -35,6 +35,8 @@ class AtLeastOnce:
 
     def __post_init__(self) -> None:
         self.consumer.on_commit = self._committed
+        # Statistics travel after the outputs they count: offsets wait for them too.
+        self.delivery.ledger.hold = self.delivery.stats is not None
 
     def blocked(self) -> bool:
         return self.delivery.over_bound()
@@ -74,6 +76,7 @@ class AtLeastOnce:
 
     def revoke(self, parts: list[PartitionId]) -> None:
         # Still the owner: settle what was scored, so the next owner starts after it.
+        self.delivery.flush_stats()
         self.drain(self.delivery.settings.flush_timeout_s)
         self._commit(asynchronous=False)
         self.delivery.ledger.forget(parts)

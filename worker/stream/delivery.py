@@ -133,13 +133,16 @@ class Delivery:
                            scored.feature_counts, scored.counted, now_ms)
 
     def flush_stats(self) -> bool:
-        """The buffered statistics as records (exactly-once: into the open transaction);
+        """The buffered statistics as records (exactly-once: into the open transaction;
+        at-least-once: in a barrier flight, which the offsets they count wait for);
         False when there were none."""
+        ledger = self.ledger
+        flight = ledger.open_barrier() if ledger.hold else None
         if not self.stats:
             return False
         topic = self.settings.feature_stats_topic
-        self.send(self.ledger.open(()), [Output(Kind.STATS, topic, r.encode(), r.key, None, -1)
-                                         for r in self.stats.take()])
+        self.send(flight or ledger.open(()), [Output(Kind.STATS, topic, r.encode(), r.key,
+                                                     None, -1) for r in self.stats.take()])
         return True
 
     def send_alert(self, key: bytes, value: bytes) -> None:

@@ -6,6 +6,12 @@ advance over the oldest flights that are all finished, so a partition's committe
 offset never passes an event whose outputs (prediction, dead letter, shadow record)
 the broker has not acknowledged: a crash at any moment repeats outputs, never loses
 them.
+
+With feature statistics under at-least-once (``hold``), an event's counts travel in a
+later statistics flight than its outputs. A data flight's offsets are then held until a
+*barrier* (the statistics flight, which takes over the offsets of every flight before
+it) is acknowledged, so an offset never commits ahead of the counts of its events either:
+a crash repeats counts, never loses them.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ class Flight:
     #: Refusals reported for this flight's records, by position in ``outputs``, handled
     #: by the loop.
     failures: list[tuple[int, SendError]] = field(default_factory=list)
+    #: Owns the offsets of the flights before it (see ``Ledger.open_barrier``).
+    barrier: bool = False
 
     def report(self, position: int, error: SendError | None, sent: Sent | None) -> None:
         """The delivery callback of the flight's outputs: each send passes this one
@@ -54,6 +62,11 @@ class Ledger:
     ready: dict[PartitionId, int] = field(default_factory=dict)
     #: Events consumed whose flight is not finished (the in-flight bound counts these).
     events: int = 0
+    #: Hold finished data flights' offsets in ``held`` until a barrier after them is
+    #: finished (at-least-once with feature statistics).
+    hold: bool = False
+    #: Offsets of finished data flights that no barrier has taken over yet.
+    held: dict[PartitionId, int] = field(default_factory=dict)
 
     def open(self, msgs: Sequence[Message]) -> Flight:
         flight = Flight(msgs, next_offsets(msgs), len(msgs))
@@ -61,15 +74,29 @@ class Ledger:
         self.events += len(msgs)
         return flight
 
+    def open_barrier(self) -> Flight | None:
+        """A flight that takes over the offsets of every flight before it, committable
+        once it and they are all finished; None when there are none to take over."""
+        ends, self.held = self.held, {}
+        for f in self.flights:  # consumption order: a later offset overwrites an earlier
+            if f.ends:
+                ends.update(f.ends)
+                f.ends = {}
+        if not ends:
+            return None
+        flight = Flight((), ends, 0, barrier=True)
+        self.flights.append(flight)
+        return flight
+
     def advance(self) -> bool:
         """Move finished flights at the front into ``ready``; True when any did. A
         finished flight further back lets go of its messages and outputs at once (only a
         refusal needs them): memory follows what is unacknowledged, not what waits."""
         moved = False
-        flights = self.flights
+        flights, hold = self.flights, self.hold
         while flights and flights[0].pending <= 0 and not flights[0].failures:
             done = flights.popleft()
-            self.ready.update(done.ends)
+            (self.held if hold and not done.barrier else self.ready).update(done.ends)
             self.events -= done.events
             done.msgs, done.outputs = (), []
             moved = True
@@ -97,6 +124,7 @@ class Ledger:
         gone = set(parts)
         for tp in gone:
             self.ready.pop(tp, None)
+            self.held.pop(tp, None)
         for f in self.flights:
             for tp in gone & f.ends.keys():
                 del f.ends[tp]
@@ -105,6 +133,7 @@ class Ledger:
         """Drop everything (exactly-once, after an abort: the events are read again)."""
         self.flights.clear()
         self.ready.clear()
+        self.held.clear()
         self.events = 0
 
     @property
