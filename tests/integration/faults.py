@@ -97,9 +97,11 @@ class Feeder(threading.Thread):
 
 
 def read_keys(bootstrap: str, topics: list[str], expect: int, committed_only: bool = True,
-              timeout: float = 120.0, settle: float = 4.0) -> Counter[bytes]:
+              timeout: float = 120.0, settle: float = 4.0,
+              distinct: bool = False) -> Counter[bytes]:
     """Every key on ``topics`` (from the start), counted; stops ``settle`` s after
-    ``expect`` keys arrived (so duplicates after that still show) or at ``timeout``."""
+    ``expect`` keys arrived (``distinct``: ``expect`` different keys, so duplicates do
+    not stand in for records still missing) or at ``timeout``."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"keys-{time.time_ns()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "isolation.level": "read_committed" if committed_only
@@ -112,7 +114,7 @@ def read_keys(bootstrap: str, topics: list[str], expect: int, committed_only: bo
         for m in c.consume(5000, 0.5):
             if m.error() is None:
                 keys[m.key() or b""] += 1
-        if until is None and sum(keys.values()) >= expect:
+        if until is None and (len(keys) if distinct else sum(keys.values())) >= expect:
             until = time.monotonic() + settle
     c.close()
     return keys

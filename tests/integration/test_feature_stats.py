@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from jsonschema import Draft202012Validator
 
 from tests.integration.faults import Feeder, read_keys
@@ -34,20 +34,25 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_demo(tmp_path_factory.mktemp("model") / "fraud", seed=3, n=20_000)
 
 
-def read_stats(bootstrap: str, topic: str, quiet_s: float = 5.0) -> list[FeatureStats]:
+def read_stats(bootstrap: str, topic: str, timeout_s: float = 120.0) -> list[FeatureStats]:
+    """Every committed statistics record: read up to the end offset each partition had
+    when the workers were stopped (a quiet period is no proof on a loaded machine)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"stats-{time.time_ns()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "isolation.level": "read_committed"})
-    c.subscribe([topic])
-    out, last = [], time.monotonic()
+    parts = c.list_topics(topic, timeout=30).topics[topic].partitions
+    ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in parts}
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    out, deadline = [], time.monotonic() + timeout_s
     schema = Draft202012Validator(orjson.loads(
         (SCHEMAS / "feature_stats.schema.json").read_bytes()))
-    while time.monotonic() - last < quiet_s:
+    while any(tp.offset < ends[tp.partition] for tp in c.position(
+            [TopicPartition(topic, p) for p in parts])):
+        assert time.monotonic() < deadline, f"statistics not read to their end in {timeout_s}s"
         for m in c.consume(1000, 0.5):
             if m.error() is None:
                 schema.validate(orjson.loads(m.value()))
                 out.append(FeatureStats.decode(m.value() or b""))
-                last = time.monotonic()
     c.close()
     return out
 
@@ -73,7 +78,7 @@ def test_statistics_equal_a_recount_across_a_kill9(
     feeder.join()
     try:
         read_keys(kafka_bootstrap, [topics["out"], topics["dlq"]], EVENTS, committed_only=True,
-                  timeout=180, settle=0)
+                  timeout=180, settle=0, distinct=True)  # replays must not stand in
     finally:
         assert w.stop(signal.SIGTERM) == 0, w.output()[-3000:]
     records = read_stats(kafka_bootstrap, topics["stats"])
