@@ -31,6 +31,7 @@ from worker.errors import describe
 from worker.model.feature_types import Feature
 from worker.model.manifest import ClassLabel, Manifest, ManifestError, Task, check_classes
 from worker.model.runtimes import FloatArray, LoadOptions, ModelRuntime, Written, register
+from worker.model.runtimes.forest import ForestFast, forest_fast
 from worker.model.runtimes.lazy import load_pandas
 from worker.model.runtimes.threads import ThreadLimit, limit_estimator
 
@@ -55,6 +56,9 @@ class SklearnRuntime:
     #: The thread pools' limit, applied in each thread that scores (None: left as they
     #: are, for a model wrapped in a caller's process rather than loaded to serve).
     pools: ThreadLimit | None = None
+    #: A forest scored tree by tree without scikit-learn's per-tree input checks, to
+    #: the same bits (worker/model/runtimes/forest.py); None: the estimator's own method.
+    fast: ForestFast | None = None
 
     @property
     def model(self) -> Any:
@@ -63,6 +67,8 @@ class SklearnRuntime:
     def predict(self, matrix: Any) -> FloatArray:
         if self.pools is not None:
             self.pools.ensure()
+        if self.fast is not None:
+            return self.fast(matrix)
         if self.task == "regression":
             return np.asarray(self.estimator.predict(matrix), dtype=np.float64)
         return np.asarray(self.estimator.predict_proba(matrix), dtype=np.float64)
@@ -82,7 +88,8 @@ class SklearnKind:
         classes = _check_estimator_classes(manifest, estimator)
         runtime = self.wrap(manifest, estimator)
         pools = limit_estimator(estimator, options.threads)
-        return dataclasses.replace(runtime, pools=pools), classes
+        fast = forest_fast(estimator, options.threads) if runtime.input == "float64" else None
+        return dataclasses.replace(runtime, pools=pools, fast=fast), classes
 
     def classes_of(self, model: Any) -> list[Any] | None:
         raw = getattr(model, "classes_", None)
