@@ -52,7 +52,7 @@ import models as bench_models  # bench/models.py: the script's own folder is on 
 import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer
-from procstat import PEAK, rss_mib  # bench/procstat.py
+from procstat import PEAK, cpu_s, rss_mib  # bench/procstat.py
 
 from worker import kafka_io
 from worker.devtools import registry_local
@@ -183,6 +183,12 @@ class System:
             # and the rebalance they cause would land in the latency run (seen: p99 2.9 s).
             time.sleep(PROCESSES_SETTLE_S)
 
+    def cpu_s(self) -> float:
+        """CPU seconds used so far by the system's processes (under --processes N, the
+        supervisor and its children)."""
+        assert self.proc is not None
+        return sum(cpu_s(p) for p in [self.proc.pid, *children(self.proc.pid)])
+
     def stop(self) -> tuple[int, float | None]:
         """Exit status and peak RSS (MiB) of a worker."""
         assert self.proc is not None
@@ -226,12 +232,16 @@ def drain(a: argparse.Namespace, s: System, model: Path, schema: Path) -> dict[s
         send(p, t_in, events(a.model, rng, min(50_000, a.events - start), start), False)
     p.flush(120)
     s.start(bs, t_in, t_out, model, schema, a.batch_max)
+    cpu_before = s.cpu_s()  # start-up (imports, the model's load) not counted
     out = kafka_io.drain(bs, t_out, a.events, 600, idle_s=5)
+    cpu = s.cpu_s() - cpu_before
     code, peak = s.stop()
     drop(bs, t_in, t_out)
     stamps = np.array([r.timestamp_ms for r in out], dtype=np.float64)
     return {"system": s.name, "events_per_s": round(steady_rate(stamps)), "outputs": len(out),
-            "peak_rss_mib": None if peak is None else round(peak, 1), "exit": code}
+            "peak_rss_mib": None if peak is None else round(peak, 1), "exit": code,
+            # What a core dedicated to the system would give: the basis of projections.
+            "cpu_us_per_event": round(cpu / max(1, len(out)) * 1e6, 2)}
 
 
 def drain_rounds(a: argparse.Namespace, systems: list[System], model: Path,

@@ -123,3 +123,42 @@ def test_two_processes_score_everything_sum_their_metrics_and_stop_together(
     assert all(n > 0 for _, n, _ in totals)  # both scored their share
     assert "scoring-worker run: 2 worker processes stopped (exit 0)" in out
     assert not children_of(w.proc.pid)
+
+
+def test_two_exactly_once_processes_write_each_output_once_across_a_killed_child(
+    kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
+    bundle_dir: Path, tmp_path: Path,
+) -> None:
+    """Each child has its own transactional id (<group>-<instance_id>-<index>): the two do
+    not fence each other, and the restarted child, under its predecessor's id, aborts the
+    transaction the kill left open. A read_committed reader sees every output once."""
+    topics = {"in": topic_factory("in", 4), "out": topic_factory("out", 4),
+              "dlq": topic_factory("dlq", 1)}
+    events, _ = make_events(np.random.default_rng(12), 4_000, 0, 1_790_000_000_000)
+    port = free_port()
+    w = WorkerProc(["--bootstrap", kafka_bootstrap, "--input-topic", topics["in"],
+                    "--output-topic", topics["out"], "--dlq-topic", topics["dlq"],
+                    "--group", group_factory(), "--model", str(bundle_dir),
+                    "--guarantee", "exactly-once", "--instance-id", "eos",
+                    "--metrics-host", "127.0.0.1", "--metrics-port", str(port),
+                    "--processes", "2"],
+                   tmp_path / "supervisor.log")
+    try:
+        wait_for(lambda: get(port, "/readyz")[0] == 200, 40, "/readyz of both processes")
+        first = children_of(w.proc.pid)
+        send(kafka_bootstrap, topics["in"], events[:2_000], 0)
+        wait_for(lambda: metric(get(port, "/metrics")[1], "scoring_events_scored_total")
+                 >= 1_000, 30, "scoring under way")
+        os.kill(first[0], signal.SIGKILL)
+        send(kafka_bootstrap, topics["in"], events[2_000:], 0)
+        preds = read_topic(kafka_bootstrap, topics["out"], len(events), timeout=40,
+                           settle=2.0, committed_only=True)
+        restarts = metric(get(port, "/metrics")[1], "scoring_worker_process_restarts_total")
+    finally:
+        code = w.stop(signal.SIGTERM, timeout=60)
+    out = w.output()
+    assert code == 0, out[-3000:]
+    assert restarts == 1, out[-3000:]
+    ids = Counter(orjson.loads(p.value or b"{}")["id"] for p in preds)
+    assert set(ids) == {e["id"] for e in events}
+    assert max(ids.values()) == 1, ids.most_common(3)  # exactly once, across the kill

@@ -71,6 +71,17 @@ def available_cores() -> int:
     return max(1, min(cores, math.floor(int(quota) / int(period))))
 
 
+def child_argv(s: Settings, argv: Sequence[str], index: int) -> list[str]:
+    """Child ``index``'s command line: the supervisor's own, then what makes the child one
+    of several. Its instance id (so its static group member id and, under exactly-once, its
+    transactional id ``<group>-<instance_id>-<index>``) and worker id end in ``-<index>``:
+    unique among the pod's children, and the same for a restarted child, which so takes
+    its partitions back and fences its killed predecessor's open transaction. Later flags
+    win in argparse, so these override the supervisor's."""
+    return [*argv, "--processes", "1", "--metrics-port", "0",
+            "--instance-id", f"{s.instance_id}-{index}", "--worker-id", f"{s.worker_id}-{index}"]
+
+
 @dataclass
 class Child:
     index: int
@@ -171,9 +182,7 @@ class Supervisor:
 
     def _spawn(self, index: int) -> Child:
         read_end, write_end = os.pipe()
-        cmd = [sys.executable, "-m", "worker", *self.argv, "--processes", "1",
-               "--metrics-port", "0", "--instance-id", f"{self.s.instance_id}-{index}",
-               "--worker-id", f"{self.s.worker_id}-{index}",
+        cmd = [sys.executable, "-m", "worker", *child_argv(self.s, self.argv, index),
                "--supervisor-fd", str(write_end)]
         env = {**os.environ, MULTIPROC_ENV: str(self.metrics_dir)}
         try:

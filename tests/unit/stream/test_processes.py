@@ -187,3 +187,27 @@ def test_the_supervisor_hears_its_children_and_stops_them_all_cleanly(tmp_path: 
     assert probes.healthy() and not probes.ready()  # alive, but nobody owns a partition
     assert [c.proc.returncode for c in sup.children] == [0, 0]
     assert not sup.restarts
+
+
+def test_each_child_has_its_own_transactional_id_and_static_member_id() -> None:
+    """Exactly-once with --processes: two children sharing a transactional id would fence
+    each other on every batch. Each child's id ends in its index, and a restarted child
+    (same index) gets its predecessor's ids back, so it fences the killed one's transaction."""
+    from worker import kafka_io
+    from worker.cli import build_parser, load_settings
+
+    argv = ["run", "--model", "m", "--group", "g", "--guarantee", "exactly-once",
+            "--instance-id", "pod-a", "--processes", "2"]
+    parent = load_settings(build_parser().parse_args(argv))
+
+    def child(index: int) -> tuple[str, str, str]:
+        s = load_settings(build_parser().parse_args(processes.child_argv(parent, argv, index)))
+        assert s.processes == "1" and s.metrics_port == 0
+        return (kafka_io.producer_config(s)["transactional.id"],
+                kafka_io.consumer_config(s)["group.instance.id"], s.worker_id)
+
+    first, second = child(0), child(1)
+    assert first[:2] == ("g-pod-a-0", "pod-a-0")
+    assert second[:2] == ("g-pod-a-1", "pod-a-1")
+    assert first[2] != second[2]
+    assert child(0) == first  # a restart under the same index

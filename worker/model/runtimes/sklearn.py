@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -31,7 +31,9 @@ from worker.errors import describe
 from worker.model.feature_types import Feature
 from worker.model.manifest import ClassLabel, Manifest, ManifestError, Task, check_classes
 from worker.model.runtimes import FloatArray, LoadOptions, ModelRuntime, Written, register
+from worker.model.runtimes.forest import forest_fast
 from worker.model.runtimes.lazy import load_pandas
+from worker.model.runtimes.lightgbm_fast import lightgbm_fast
 from worker.model.runtimes.threads import ThreadLimit, limit_estimator
 
 TOLERANCE: Final = 1e-9
@@ -55,6 +57,10 @@ class SklearnRuntime:
     #: The thread pools' limit, applied in each thread that scores (None: left as they
     #: are, for a model wrapped in a caller's process rather than loaded to serve).
     pools: ThreadLimit | None = None
+    #: The same bits as the estimator's own method, without its per-call overhead: a
+    #: forest scored tree by tree after one input check (worker/model/runtimes/forest.py),
+    #: a LightGBM estimator through its Booster (lightgbm_fast.py). None: its own method.
+    fast: Callable[[Any], FloatArray] | None = None
 
     @property
     def model(self) -> Any:
@@ -63,6 +69,8 @@ class SklearnRuntime:
     def predict(self, matrix: Any) -> FloatArray:
         if self.pools is not None:
             self.pools.ensure()
+        if self.fast is not None:
+            return self.fast(matrix)
         if self.task == "regression":
             return np.asarray(self.estimator.predict(matrix), dtype=np.float64)
         return np.asarray(self.estimator.predict_proba(matrix), dtype=np.float64)
@@ -82,7 +90,9 @@ class SklearnKind:
         classes = _check_estimator_classes(manifest, estimator)
         runtime = self.wrap(manifest, estimator)
         pools = limit_estimator(estimator, options.threads)
-        return dataclasses.replace(runtime, pools=pools), classes
+        fast = (forest_fast(estimator, options.threads) or lightgbm_fast(estimator)
+                if runtime.input == "float64" else None)
+        return dataclasses.replace(runtime, pools=pools, fast=fast), classes
 
     def classes_of(self, model: Any) -> list[Any] | None:
         raw = getattr(model, "classes_", None)
