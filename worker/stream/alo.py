@@ -69,8 +69,10 @@ class AtLeastOnce:
         due = time.monotonic() - self.last_commit >= d.settings.commit_interval_ms / 1000
         if due or quiet:
             d.flush_stats()
-        if d.ledger.ready and (due or quiet):
-            self._commit(asynchronous=True)
+            if d.ledger.ready:
+                self._commit(asynchronous=True)
+            elif d.ledger.hold:  # the barrier just sent: its offsets go at the next due
+                self.last_commit = time.monotonic()
         if not self.blocked():
             self._blocked_warned = time.monotonic()
 
