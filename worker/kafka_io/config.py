@@ -45,15 +45,9 @@ _DEFAULTS: Final[Mapping[Role, Mapping[str, Any]]] = {
     Role.TX_CONSUMER: {
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
-        # The monitor's prefetch. A poll takes whatever is queued, and behind on the join
-        # topic that is blocks of about 90 bytes a row, so the queue's size is how many
-        # rows one transaction decodes, joins, stages and writes to its changelog: 16 MiB
-        # (180,000 rows) made a lagging monitor 150-200 MiB larger than one keeping up.
-        # 4 MiB (the default is 64) is still more than a second of joins.
-        "queued.max.messages.kbytes": 4096,
-        # A full queue postpones the partition's next fetch by this much (librdkafka: 1 s,
-        # which would starve a monitor that drains its 4 MiB faster than that).
-        "fetch.queue.backoff.ms": 10,
+        # The monitor's prefetch: 16 MiB keeps up with a backlog; the default 64 MiB
+        # only adds resident memory.
+        "queued.max.messages.kbytes": 16384,
     },
     Role.TX_PRODUCER: {"linger.ms": 5, "transaction.timeout.ms": 30_000},
     Role.RESTORE: {},

@@ -76,19 +76,6 @@ def test_the_monitor_is_a_static_member_too() -> None:
     assert conf["session.timeout.ms"] == 20_000
 
 
-def test_the_monitors_prefetch_bounds_the_rows_of_a_transaction() -> None:
-    # A poll takes what is queued: the queue's size is how many join rows a lagging
-    # monitor holds at once (bench/monitor_soak.py). The user's property still wins.
-    conf = client_config(Role.TX_CONSUMER, Connection("b:9092"))
-    assert conf["queued.max.messages.kbytes"] <= 4096
-    assert conf["fetch.queue.backoff.ms"] == 10  # no 1 s pause once the small queue fills
-    users = client_config(Role.TX_CONSUMER, Connection("b:9092", {
-        "queued.max.messages.kbytes": "16384"}))
-    assert users["queued.max.messages.kbytes"] == "16384"
-    eos_worker = consumer_config(Settings(guarantee="exactly-once", instance_id="p"))
-    assert eos_worker["queued.max.messages.kbytes"] == 8192  # the worker's own tuning
-
-
 def test_the_transaction_timeout_bounds_the_transactional_calls() -> None:
     s = Settings(guarantee="exactly-once", instance_id="p", transaction_timeout_s=8)
     conf = producer_config(s)
