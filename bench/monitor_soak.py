@@ -1,7 +1,7 @@
 """Monitor memory soaks: live traffic through a worker, and a 24 h horizon in accelerated time.
 
-    flock /tmp/bench.lock python bench/monitor_soak.py live --seconds 600 --rate 5000
-    flock /tmp/bench.lock python bench/monitor_soak.py accelerated --events 3000000
+    flock /tmp/heavy.lock python bench/monitor_soak.py live --seconds 600 --rate 5000
+    flock /tmp/heavy.lock python bench/monitor_soak.py accelerated --events 3000000
 
 ``live``: demo transactions at ``--rate`` events/s through one worker, their labels
 ``--label-delay`` seconds late, into one monitor (default settings: 24 h horizon, 1 h
@@ -11,7 +11,9 @@ monitor computes its estimated figures; ``--feature-stats`` also has the worker 
 feature statistics and the monitor keep per-feature drift windows. ``--baseline-monitor``
 runs a second monitor beside it on the same traffic (its own group and state), given the
 same bundle without its calibration map: the same run without the estimates, whose RSS is
-reported the same way (``baseline_*``).
+reported the same way (``baseline_*``). ``--monitors full,plain`` names the monitors to run
+side by side instead (``CONFIGS``: feature windows and estimates, either, or neither), each
+reported under its name with its RSS curve (RSS, RocksDB's cache and lag each minute).
 
 ``accelerated``: no worker; predictions at 1,000 events per second of *event time* with
 Kafka timestamps set to that time (it starts 30 h ago, so that it never runs ahead of
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import os
 import re
 import shutil
 import signal
@@ -40,7 +43,7 @@ from typing import Any
 import numpy as np
 import orjson
 from confluent_kafka import Producer
-from procstat import NOW, PEAK, rss_mib  # bench/procstat.py: this folder is on sys.path
+from procstat import ANON, NOW, PEAK, rss_mib  # bench/procstat.py: this folder is on sys.path
 
 from worker import kafka_io
 from worker.devtools.demo import train_demo
@@ -68,8 +71,14 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def start_monitor(b: str, t: dict[str, str], state: Path, port: int,
-                  extra: list[str], traced: str = "") -> subprocess.Popen[bytes]:
-    # --traced FILE: the monitor under tracemalloc (bench/traced.py), what grew into FILE
+                  extra: list[str], traced: str = "", heap: bool = False,
+                  code: str = "") -> subprocess.Popen[bytes]:
+    # --traced FILE: the monitor under tracemalloc (bench/traced.py), what grew into FILE;
+    # heap: bench/traced.py's cheap mode instead, where the RSS is, every 10 s, into FILE
+    # code: another checkout's worker package first on the path, and its folder the working
+    # one (which Python puts first): a before/after in one run
+    env = {**os.environ, **({"TRACED_MODE": "heap"} if heap else {}),
+           **({"PYTHONPATH": code} if code else {})}
     run = ([sys.executable, str(Path(__file__).with_name("traced.py")), traced] if traced
            else [sys.executable, "-m", "worker"])
     return subprocess.Popen(
@@ -78,68 +87,100 @@ def start_monitor(b: str, t: dict[str, str], state: Path, port: int,
          "--metrics-topic", t["metrics"], "--alerts-topic", t["alerts"],
          "--stats-topic", t["stats"], "--group", f"{t['run']}-monitor", "--instance-id",
          "soak", "--metrics-port", str(port), "--state-dir", str(state),
-         "--log-level", "WARNING", *extra])
+         "--log-level", "WARNING", *extra], env=env, cwd=code or None)
+
+
+#: A monitor configuration of the live soak: (feature drift windows, estimates).
+CONFIGS: dict[str, tuple[bool, bool]] = {
+    "full": (True, True), "features": (True, False), "estimates": (False, True),
+    "plain": (False, False)}
+
+
+def live_configs(args: argparse.Namespace) -> list[str]:
+    """The monitors to run side by side: ``--monitors``, or the older flags' meaning
+    (one monitor, ``full`` with ``--feature-stats`` else ``estimates``; ``--baseline-monitor``
+    adds the same without the calibration map)."""
+    if args.monitors:
+        names = [n.strip() for n in args.monitors.split(",") if n.strip()]
+        bad = [n for n in names if n.partition("@")[0] not in CONFIGS
+               or n.partition("@")[2] not in ("", "base") or ("@" in n and not args.base_code)]
+        if bad or not names:
+            raise SystemExit(f"--monitors: one or more of {', '.join(CONFIGS)}, each optionally "
+                             f"with @base (needs --base-code); not {bad}")
+        return names
+    first = "full" if args.feature_stats else "estimates"
+    return [first, *(["features" if args.feature_stats else "plain"]
+                     if args.baseline_monitor else [])]
 
 
 def live(args: argparse.Namespace, t: dict[str, str], tmp: Path) -> dict[str, Any]:
     b = args.bootstrap
+    names = live_configs(args)
     model = train_demo(tmp / "model", n=20_000)
-    wport, mport = free_port(), free_port()
-    stats = ["--feature-stats-topic", t["fstats"]] if args.feature_stats else []
+    plain = without_calibration(model, tmp / "model-plain")
+    wport = free_port()
+    any_features = any(CONFIGS[n.partition("@")[0]][0] for n in names)
+    stats = ["--feature-stats-topic", t["fstats"]] if any_features else []
     worker = subprocess.Popen(
         [sys.executable, "-m", "worker", "run", "--bootstrap", b, "--input-topic", t["in"],
          "--output-topic", t["pred"], "--dlq-topic", t["dlq"], "--group", f"{t['run']}-w",
          "--model", str(model), "--metrics-port", str(wport),
          "--log-level", "WARNING", *stats])
     wait_ready(wport, worker, 60)
-    mon = start_monitor(b, t, tmp / "state", mport, ["--models", str(model), *stats],
-                        args.traced)
-    base, bport = None, free_port()
-    if args.baseline_monitor:
-        plain = without_calibration(model, tmp / "model-plain")
-        base = start_monitor(b, {**t, "run": f"{t['run']}-base"}, tmp / "state-base", bport,
-                             ["--models", str(plain), *stats])
+    mons: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    for i, name in enumerate(names):
+        features, estimates = CONFIGS[name.partition("@")[0]]
+        port = free_port()
+        extra = ["--models", str(model if estimates else plain),
+                 *(["--feature-stats-topic", t["fstats"]] if features else [])]
+        traced = (f"{args.heap_dir}/{name}.jsonl" if args.heap_dir
+                  else args.traced if i == 0 else "")
+        slug = name.replace("@", "-")  # topic and group names take no "@"
+        mons[name] = (start_monitor(b, {**t, "run": f"{t['run']}-{slug}"}, tmp / f"state-{slug}",
+                                    port, extra, traced, heap=bool(args.heap_dir),
+                                    code=args.base_code if name.endswith("@base") else ""),
+                      port)
     count = int(args.rate * args.seconds)
     feed = subprocess.Popen(
         [sys.executable, "-m", "worker", "produce-demo", "--bootstrap", b, "--topic", t["in"],
          "--count", str(count), "--rate", str(args.rate), "--labels-topic", t["labels"],
          "--label-delay", str(args.label_delay)], stdout=subprocess.DEVNULL)
     t0 = time.monotonic()
-    samples = []
+    samples: list[dict[str, Any]] = []
     while feed.poll() is None and time.monotonic() - t0 < args.seconds + 120:
         time.sleep(10)
-        m = scrape(mport)
-        samples.append({
-            "s": round(time.monotonic() - t0), "monitor_rss_mib": round(rss_mib(mon.pid, NOW)),
-            "worker_rss_mib": round(rss_mib(worker.pid, NOW)),
-            "joined": int(m.get("scoring_monitor_joined_total", 0)),
-            "lag": int(m.get("lag", 0)),
-            "join_age_s": round(m.get("scoring_monitor_newest_join_age_seconds", -1), 1),
-            "rocksdb_mib": round(m.get("scoring_monitor_state_memory_bytes", 0) / 2**20)})
-        if base is not None:
-            samples[-1]["baseline_rss_mib"] = round(rss_mib(base.pid, NOW))
-            samples[-1]["baseline_joined"] = int(
-                scrape(bport).get("scoring_monitor_joined_total", 0))
-        print(orjson.dumps(samples[-1]).decode(), file=sys.stderr, flush=True)
-    after_1m = [s["monitor_rss_mib"] for s in samples if s["s"] >= 60]
-    result = {"mode": "live", "rate": args.rate, "seconds": args.seconds,
-              "label_delay_s": args.label_delay, "samples": samples,
-              "monitor_rss_at_1m_mib": after_1m[0] if after_1m else None,
-              "monitor_rss_end_mib": samples[-1]["monitor_rss_mib"] if samples else None,
-              "monitor_rss_growth_after_1m_mib":
-                  (max(after_1m) - after_1m[0]) if after_1m else None,
-              "monitor_peak_rss_mib": round(rss_mib(mon.pid, PEAK)),
-              "worker_peak_rss_mib": round(rss_mib(worker.pid, PEAK))}
-    if base is not None:
-        result.update(rss_summary("baseline", [s["baseline_rss_mib"] for s in samples
-                                               if s["s"] >= 60]))
-        result["baseline_peak_rss_mib"] = round(rss_mib(base.pid, PEAK))
-    result.update(rss_summary("monitor", after_1m))
-    for p in (feed, mon, *([base] if base is not None else []), worker):
+        sample_ = {"s": round(time.monotonic() - t0),
+                   "worker_rss_mib": round(rss_mib(worker.pid, NOW))}
+        for name, (proc, port) in mons.items():
+            m = scrape(port)
+            sample_[name] = {
+                "rss_mib": round(rss_mib(proc.pid, NOW)),
+                "anon_mib": round(rss_mib(proc.pid, ANON)),
+                "joined": int(m.get("scoring_monitor_joined_total", 0)),
+                "lag": int(m.get("lag", 0)),
+                "rocksdb_mib": round(m.get("scoring_monitor_state_memory_bytes", 0) / 2**20)}
+        samples.append(sample_)
+        print(orjson.dumps(sample_).decode(), file=sys.stderr, flush=True)
+    result: dict[str, Any] = {"mode": "live", "rate": args.rate, "seconds": args.seconds,
+                              "label_delay_s": args.label_delay, "monitors": names,
+                              "samples": samples,
+                              "worker_peak_rss_mib": round(rss_mib(worker.pid, PEAK))}
+    for name, (proc, _) in mons.items():
+        after_1m = [s[name]["rss_mib"] for s in samples if s["s"] >= 60]
+        result.update(rss_summary(name, after_1m))
+        result[f"{name}_peak_rss_mib"] = round(rss_mib(proc.pid, PEAK))
+        result[f"{name}_curve_mib"] = curve(samples, name)
+    for p in (feed, *(proc for proc, _ in mons.values()), worker):
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
         p.wait(120)
     return result
+
+
+def curve(samples: list[dict[str, Any]], name: str) -> list[tuple[int, int, int, int]]:
+    """(s, RSS, RocksDB's cache, lag) about every minute: flat or growing, at a glance."""
+    return [(s["s"], s[name]["rss_mib"], s[name]["rocksdb_mib"], s[name]["lag"])
+            for s in samples if s["s"] % 60 < 10]
 
 
 def without_calibration(bundle: Path, folder: Path) -> Path:
@@ -245,9 +286,20 @@ def main() -> None:
                     help="live: feature statistics from the worker, drift windows in the monitor")
     ap.add_argument("--baseline-monitor", action="store_true",
                     help="live: a second monitor on the same traffic without the estimates")
+    ap.add_argument("--monitors", default="", metavar="NAMES",
+                    help="live: monitors side by side on the same traffic, each with its own "
+                         "group and state: full (feature windows and estimates), features, "
+                         "estimates, plain (neither)")
     ap.add_argument("--traced", default="", metavar="FILE",
-                    help="live: run the monitor under tracemalloc (bench/traced.py) and write "
-                         "the allocation sites that grew, every minute, to FILE")
+                    help="live: run the first monitor under tracemalloc (bench/traced.py) and "
+                         "write the allocation sites that grew, every minute, to FILE")
+    ap.add_argument("--base-code", default="", metavar="DIR",
+                    help="live: a checkout whose worker package the NAME@base monitors run "
+                         "(for example `git archive main | tar -x -C DIR`)")
+    ap.add_argument("--heap-dir", default="", metavar="DIR",
+                    help="live: every monitor under bench/traced.py's heap mode (no "
+                         "tracemalloc): RSS, glibc's and Python's allocators every 10 s, "
+                         "into DIR/NAME.jsonl")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="monitor-soak-"))
     run = f"soak-{uuid.uuid4().hex[:6]}"
@@ -259,7 +311,8 @@ def main() -> None:
     try:
         result = live(args, t, tmp) if args.mode == "live" else accelerated(args, t, tmp)
     finally:
-        internal = [f"{r}-monitor-{s}" for r in (run, f"{run}-base")
+        internal = [f"{r}-monitor-{s}" for r in (run, *(f"{run}-{c}{b}" for c in CONFIGS
+                                                      for b in ("", "-base")))
                     for s in ("join", "partials", "join-changelog", "global-changelog",
                               "feature-changelog")]
         kafka_io.delete_topics(args.bootstrap, [v for k, v in t.items() if k != "run"]

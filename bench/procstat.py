@@ -6,6 +6,8 @@ from pathlib import Path
 
 #: Resident set size now, and its peak ("high water mark") since the process started.
 NOW, PEAK = "VmRSS", "VmHWM"
+#: The anonymous part of the resident set (heap, arenas, RocksDB and librdkafka buffers).
+ANON = "RssAnon"
 
 
 def rss_mib(pid: int, field: str) -> float:

@@ -99,21 +99,32 @@ class JoinStage:
     # -- the loop -------------------------------------------------------------------------
     def apply(self, msgs: list[Message]) -> None:
         """The blocks of a poll, merged per partition up to MERGED_ROWS rows (fewer,
-        larger numpy groupings and store lookups; bounded memory)."""
-        by_part: dict[int, list[list[Block]]] = {}
+        larger numpy groupings and store lookups). A group is joined as soon as it is
+        full: a poll of a backlog brings up to the consumer's prefetch of blocks
+        (hundreds of thousands of rows, each about three times larger decoded than on
+        the wire), and decoding all of them before joining any held them all at once."""
+        groups: dict[int, list[Block]] = {}
+        rows: dict[int, int] = {}
         for m in msgs:
-            groups = by_part.setdefault(m.partition() or 0, [[]])
-            if sum(len(b) for b in groups[-1]) >= MERGED_ROWS:
-                groups.append([])
-            groups[-1].append(decode_block(m.value() or b""))
-        for p, groups in by_part.items():
+            p = m.partition() or 0
+            rows.setdefault(p, 0)
             jp = self.joins.get(p)
             if jp is None:
                 continue  # revoked inside this poll: the next owner re-reads it
-            for blocks in groups:
-                records, windows = jp.apply(Block.concat(blocks))
-                self._collect(p, records, windows)
+            block = decode_block(m.value() or b"")
+            groups.setdefault(p, []).append(block)
+            rows[p] += len(block)
+            if rows[p] >= MERGED_ROWS:
+                self._join(p, jp, groups.pop(p))
+                rows[p] = 0
+        for p, blocks in groups.items():
+            self._join(p, self.joins[p], blocks)
+        for p in rows:
             self.last_block[p] = time.monotonic()
+
+    def _join(self, p: int, jp: JoinPartition, blocks: list[Block]) -> None:
+        records, windows = jp.apply(Block.concat(blocks))
+        self._collect(p, records, windows)
 
     def sweep(self, wall: int, idle_s: float) -> None:
         """Expire what is due. A partition's clock is the newest Kafka time it has seen
