@@ -154,3 +154,18 @@ def test_rows_are_the_top_k_by_alerts_ties_by_name_then_other() -> None:
                                     {"feature": "a", "alerts": 5, "share": 5 / 16},
                                     {"feature": "b", "alerts": 5, "share": 5 / 16},
                                     {"feature": OTHER, "alerts": 6, "share": 6 / 16}]}]}
+
+
+def test_the_status_feed_serves_the_latest_table_and_the_page_draws_it() -> None:
+    from worker.monitor_app.status_page import StatusFeed, page_html
+
+    feed = StatusFeed((), ["5m"], "solo", clock_ms=lambda: T0)
+    route = feed.routes()["/api/reasons"]
+    assert orjson.loads(route()[1]) == {"windows": []}  # before the first tick
+    rows = [ReasonRow("amount", 3, 0.75), ReasonRow(NO_POSITIVE_REASON, 1, 0.25)]
+    feed.reasons({("fraud", "1", ROLLING): rows})
+    status, body, kind = route()
+    assert status == 200 and kind == "application/json"
+    assert orjson.loads(body) == reasons_status({("fraud", "1", ROLLING): rows})
+    page = page_html().decode()
+    assert 'fetch("api/reasons"' in page and 'id="reasons"' in page
