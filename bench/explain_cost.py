@@ -2,6 +2,7 @@
 and with ``--explain K``, for each model, in one run (alternating, best of --repeat).
 
     python bench/explain_cost.py [--k 3] [--batch 500] [--models lr30,demo,ct,hgb,rf200]
+    python bench/explain_cost.py --models hgb,lgbm,xgb   # shap's TreeSHAP beside the boosters' own
 
 The worker's own figure (Kafka included) is ``bench/worker_bench.py --explain 3``; this one
 isolates what the explainer adds to the scoring core. Prints one JSON object.
@@ -33,7 +34,8 @@ def bundle_and_events(kind: str, folder: Path, n: int) -> tuple[Any, list[bytes]
         path, events = train_demo(folder / kind, n=200_000), make_events(rng, n, 0, 1)[0]
     else:
         path, events = bench_models.build(kind, folder / kind), bench_models.events(kind, rng, n, 0)
-    return load_bundle(path), [orjson.dumps(e) for e in events]
+    pickled = kind in bench_models.PICKLED  # lgbm, xgb: joblib bundles
+    return load_bundle(path, allow_pickle=pickled), [orjson.dumps(e) for e in events]
 
 
 def events_per_s(ctx: ScoringContext, values: list[bytes], repeat: int) -> float:

@@ -236,6 +236,32 @@ def segment_value(value: object) -> str | None:
     return None
 
 
+#: The top reason of a prediction none of whose reasons raised its score.
+NO_POSITIVE_REASON: Final = "__none__"
+
+
+def read_top_reason(msg: Mapping[str, Any]) -> str:
+    """The feature with the largest positive contribution among a prediction's
+    ``reasons.top`` (sorted by size, so the first positive one), cut to
+    ``SEGMENT_VALUE_MAX`` characters; ``NO_POSITIVE_REASON`` when none is positive; ""
+    when the prediction has no readable reasons (a malformed ``reasons`` never costs the
+    prediction itself)."""
+    raw = msg.get("reasons")
+    top = raw.get("top") if type(raw) is dict else None
+    if type(top) is not list or not top:
+        return ""
+    for item in top:
+        if type(item) is not dict:
+            return ""
+        feature, amount = item.get("feature"), item.get("contribution")
+        if type(feature) is not str or not feature or not isinstance(amount, int | float) \
+                or type(amount) is bool:
+            return ""
+        if amount > 0:
+            return feature[:SEGMENT_VALUE_MAX]
+    return NO_POSITIVE_REASON
+
+
 def read_segments(msg: Mapping[str, Any]) -> str:
     """A prediction's ``segments`` in one canonical text (the monitor's join carries it):
     a JSON list of ``[field, value]`` pairs sorted by field; "" when there are none. Pairs

@@ -6,8 +6,12 @@ row, such that baseline + the row's contributions = the model's additive output 
 row (``Output``): log-odds for linear and boosted classifiers, the probability for random
 forests (which average probabilities), the value for regression. One module per kind of
 model: linear.py (exact, coefficients times the distance from the reference mean), trees.py
-(path-dependent TreeSHAP through the optional ``shap``). ``explainer_for`` chooses by the
-model when the model loads, and refuses, in one line, a model it cannot explain exactly.
+(path-dependent TreeSHAP through the optional ``shap``), lightgbm_contrib.py and
+xgboost_contrib.py (the boosters' own TreeSHAP), piped.py (a Pipeline ending in a tree
+model: explained in the transformed space, summed back into input features).
+``explainer_for`` chooses by the model when the model loads, checks that the contributions
+add up to the model's own output on the bundle's reference rows (check.py), and refuses, in
+one line, a model it cannot explain exactly.
 Pure: no I/O, no clock.
 """
 
@@ -69,12 +73,34 @@ def explainer_for(bundle: ModelBundle) -> Explainer:
     if bundle.manifest.runtime != "sklearn":
         raise ExplainError(f"--explain: models served by the {bundle.manifest.runtime} "
                            "runtime are not explained; serve the scikit-learn artifact")
-    from worker.explain import linear, trees  # scikit-learn is loaded by now
+    from worker.explain import check, linear, piped  # scikit-learn is loaded by now
 
     model = bundle.estimator
     if linear.is_linear(model):
         return linear.build(bundle)
+    explainer: Explainer
+    if type(model).__name__ == "Pipeline":
+        explainer = piped.build(bundle)
+    else:
+        found = tree_explainer(model, bundle.task, bundle.positive_index)
+        if found is None:
+            raise ExplainError(f"--explain: no explainer for {type(model).__name__} (linear "
+                               "models, tree ensembles, LightGBM, XGBoost, and pipelines "
+                               "ending in one of them only)")
+        explainer = found
+    check.adds_up(bundle, explainer)
+    return explainer
+
+
+def tree_explainer(model: Any, task: str, positive: int | None) -> Explainer | None:
+    """The explainer of a fitted tree ensemble (LightGBM and XGBoost by their own
+    contributions, scikit-learn's by shap), None for any other model."""
+    from worker.explain import lightgbm_contrib, trees, xgboost_contrib
+
+    if lightgbm_contrib.accepts(model):
+        return lightgbm_contrib.explain(model, task)
+    if xgboost_contrib.accepts(model):
+        return xgboost_contrib.explain(model, task)
     if trees.is_tree_ensemble(model):
-        return trees.build(bundle)
-    raise ExplainError(f"--explain: no explainer for {type(model).__name__} (linear models, "
-                       "pipelines ending in one, and tree ensembles only)")
+        return trees.explain(model, task, positive)
+    return None

@@ -49,22 +49,26 @@ class TreeExplainer:
 
 
 def build(bundle: ModelBundle) -> TreeExplainer:
+    return explain(bundle.estimator, bundle.task, bundle.positive_index)
+
+
+def explain(model: Any, task: str, positive_index: int | None) -> TreeExplainer:
+    """The explainer of a fitted scikit-learn tree ensemble of ``task``."""
     try:
         import shap
     except ImportError:
         raise ExplainError(NO_SHAP) from None
-    model = bundle.estimator
     kind = type(model).__name__
     try:
         explainer = shap.TreeExplainer(model, feature_perturbation="tree_path_dependent")
     except Exception as exc:  # shap raises plain Exceptions for models it cannot read
         raise ExplainError(f"--explain: shap cannot explain this {kind}: "
                            f"{' '.join(str(exc).split())[:200]}") from None
-    positive = None if bundle.task == "regression" else bundle.positive_index
+    positive = None if task == "regression" else positive_index
     expected = np.ravel(np.asarray(explainer.expected_value, dtype=np.float64))
     base = float(expected[positive] if positive is not None and expected.size > 1
                  else expected[0])
-    if bundle.task == "regression":
+    if task == "regression":
         output = Output.RAW
     else:
         output = Output.PROBABILITY if kind in FORESTS else Output.LOG_ODDS

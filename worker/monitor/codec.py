@@ -217,7 +217,8 @@ class Block:
     clock). Predictions: ``codes`` (index into ``versions``), ``scores``, ``values``
     (the decision), ``times`` (event time), ``truths`` (inline true label or None).
     Labels: ``values`` (the label), ``times`` (its own ``ts`` or None). ``segs``: a
-    prediction's segments (canonical text, "" when none), "" for other rows.
+    prediction's segments (canonical text, "" when none), "" for other rows. ``reasons``:
+    a prediction's top reason (``records.read_top_reason``), "" for other rows.
     """
 
     kinds: list[str] = field(default_factory=list)
@@ -229,6 +230,7 @@ class Block:
     times: list[int | None] = field(default_factory=list)
     truths: list[LabelValue | None] = field(default_factory=list)
     segs: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
     versions: list[ModelKey] = field(default_factory=list)
     _codes: dict[ModelKey, int] = field(default_factory=dict)
 
@@ -237,7 +239,8 @@ class Block:
 
     def add_prediction(self, ident: str, ts: int, model: str, version: str, score: Score,
                        decision: LabelValue, event_time: int,
-                       truth: LabelValue | None, segments: str = "") -> None:
+                       truth: LabelValue | None, segments: str = "",
+                       top_reason: str = "") -> None:
         key = (model, version)
         code = self._codes.get(key)
         if code is None:
@@ -252,6 +255,7 @@ class Block:
         self.times.append(event_time)
         self.truths.append(truth)
         self.segs.append(segments)
+        self.reasons.append(top_reason)
 
     def add_label(self, ident: str, ts: int, value: LabelValue, label_ts: int | None) -> None:
         self.kinds.append("l")
@@ -263,6 +267,7 @@ class Block:
         self.times.append(label_ts)
         self.truths.append(None)
         self.segs.append("")
+        self.reasons.append("")
 
     def add_invalid(self, ts: int) -> None:
         self.kinds.append("x")
@@ -274,6 +279,7 @@ class Block:
         self.times.append(None)
         self.truths.append(None)
         self.segs.append("")
+        self.reasons.append("")
 
     @classmethod
     def concat(cls, blocks: list[Block]) -> Block:
@@ -298,6 +304,7 @@ class Block:
             out.times += b.times
             out.truths += b.truths
             out.segs += b.segs
+            out.reasons += b.reasons
         return out
 
     def encode(self) -> bytes:
@@ -307,6 +314,7 @@ class Block:
             "m": self.versions,
             # only when some row has segments: blocks without them are as before
             **({"g": self.segs} if any(self.segs) else {}),
+            **({"r": self.reasons} if any(self.reasons) else {}),
         })
 
 
@@ -321,8 +329,11 @@ def decode_block(raw: bytes) -> Block:
     segs = d.get("g") or [""] * n
     if len(segs) != n:
         raise ValueError("join block columns differ in length")
+    reasons = d.get("r") or [""] * n
+    if len(reasons) != n:
+        raise ValueError("join block columns differ in length")
     versions = [(str(m), str(v)) for m, v in d["m"]]
-    return Block(list(d["k"]), *columns, segs, versions,
+    return Block(list(d["k"]), *columns, segs, reasons, versions,
                  {k: i for i, k in enumerate(versions)})
 
 

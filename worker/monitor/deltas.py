@@ -27,6 +27,7 @@ from worker.monitor.estimate import (
     reliability_columns,
 )
 from worker.monitor.join import Joined
+from worker.monitor.reasons import count_name
 from worker.monitor.segments import segment_names
 from worker.monitor.terms import (
     EXPIRED,
@@ -125,17 +126,24 @@ def batch_deltas(
     new_preds: Sequence[Pred] = (),
     outcomes: Sequence[Joined] = (),
     expired: Sequence[Pred] = (),
+    new_reasons: Sequence[str] = (),
 ) -> dict[WindowKey, WindowAgg]:
     """One delta per window touched: first sightings, joined outcomes and expired
     predictions, each placed by its prediction's event time. A prediction with segments
-    also counts in a delta of each of its segments (``WindowKey.segment``)."""
+    also counts in a delta of each of its segments (``WindowKey.segment``).
+    ``new_reasons``: the top reason of each of ``new_preds`` (reasons.py), counted in the
+    version's own delta when the decision is an alert."""
     rows = _Rows()
     specs = rows.specs
     by_code: dict[int, list[Pred]] = {}
+    reasons_of: dict[int, list[str]] = {}
     for pred, seg in _tagged(new_preds, _itself):
         by_code.setdefault(rows.code(pred, spec_of, seg), []).append(pred)
+    if any(new_reasons):
+        for pred, reason in zip(new_preds, new_reasons, strict=True):
+            reasons_of.setdefault(rows.code(pred, spec_of), []).append(reason)
     for code, preds in by_code.items():
-        add_predicted(rows, code, specs[code], preds)
+        add_predicted(rows, code, specs[code], preds, reasons_of.get(code))
     binary: dict[int, list[Joined]] = {}
     for o, seg in _tagged(outcomes, _first):
         code = rows.code(o[0], spec_of, seg)
@@ -200,12 +208,16 @@ _SIGS: Final = (
 )
 
 
-def add_predicted(rows: _Rows, code: int, spec: ModelSpec, preds: list[Pred]) -> None:
+def add_predicted(rows: _Rows, code: int, spec: ModelSpec, preds: list[Pred],
+                  reasons: list[str] | None = None) -> None:
     """``terms.prediction_terms`` for many first sightings at once: counted, float scores
     binned against the reference histogram (``psi_bin``: numpy's searchsorted makes the
-    same comparisons as bisect), and a binary model's estimate terms."""
+    same comparisons as bisect), and a binary model's estimate terms. ``reasons`` (one per
+    prediction): each alert's top reason is counted (reasons.py)."""
     idx = rows.extend(code, [p[4] for p in preds])
     rows.sig(PREDICTED.counts, idx)
+    if reasons is not None and spec.task == "binary":
+        _count_reasons(rows, idx, spec, preds, reasons)
     is_float = np.array([type(p[2]) is float for p in preds], dtype=bool)
     if spec.reference is not None:
         scores = np.array([p[2] if type(p[2]) is float else 0.0 for p in preds])[is_float]
@@ -217,6 +229,17 @@ def add_predicted(rows: _Rows, code: int, spec: ModelSpec, preds: list[Pred]) ->
         scores = np.array([p[2] if type(p[2]) is float else math.nan for p in preds])
         decided = np.array([positive(p[3]) for p in preds], dtype=bool)
         _push(rows, idx, est_columns(scores, decided, spec.calibration))
+
+
+def _count_reasons(rows: _Rows, idx: IntArray, spec: ModelSpec, preds: list[Pred],
+                   reasons: list[str]) -> None:
+    positive = _Cache(lambda v: same_label(v, spec.positive))
+    alerts: dict[str, list[int]] = {}
+    for i, (p, reason) in enumerate(zip(preds, reasons, strict=True)):
+        if reason and positive(p[3]):
+            alerts.setdefault(reason, []).append(i)
+    for reason, members in alerts.items():
+        rows.sig((count_name(reason),), idx[members])
 
 
 def _push(rows: _Rows, idx: IntArray, columns: Columns) -> None:

@@ -110,6 +110,8 @@ class JoinOut:
     """What a block (or a sweep) did; ``entries``: final entry per id (None: deleted)."""
 
     new_preds: list[Pred] = field(default_factory=list)
+    #: The top reason of each of ``new_preds`` (block rows' ``reasons``; "" when none).
+    new_reasons: list[str] = field(default_factory=list)
     outcomes: list[Joined] = field(default_factory=list)
     expired: list[Pred] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
@@ -161,7 +163,10 @@ def join_block(block: Block, store: StateStore, config: JoinConfig) -> JoinOut:
             model, version = versions[block.codes[row]]
             pred: Pred = (model, version, block.scores[row], block.values[row],  # type: ignore[assignment]
                           block.times[row], block.segs[row])
+            seen = len(out.new_preds)
             cur = _on_prediction(cur, pred, block.truths[row], now, marker, out)
+            if len(out.new_preds) > seen:
+                out.new_reasons.append(block.reasons[row])
         else:
             cur = _on_label(cur, block.values[row], block.times[row], now, marker, out)
         state[ident] = cur

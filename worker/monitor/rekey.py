@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from worker.core.records import RecordError, read_prediction, read_segments
+from worker.core.records import RecordError, read_prediction, read_segments, read_top_reason
 from worker.monitor.codec import Block
 from worker.monitor.views import LabelValue, LabelView, MonitorInputError
 
@@ -42,7 +42,7 @@ def rekey(items: Iterable[Source], partitions: int, true_label_field: str) -> di
                 block = _block(blocks, partition_of(ident, partitions))
                 event_time = scored_at if event_ts is None else event_ts
                 block.add_prediction(ident, ts, model, version, score, label, event_time, truth,
-                                     read_segments(msg))
+                                     read_segments(msg), read_top_reason(msg))
             else:
                 ident, value_, label_ts = _label(msg, ts)
                 _block(blocks, partition_of(ident, partitions)).add_label(

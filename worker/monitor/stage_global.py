@@ -20,6 +20,7 @@ from worker.monitor.estimate import window_details
 from worker.monitor.figures import Figure
 from worker.monitor.global_window import GlobalWindow, rolling_view
 from worker.monitor.join import DELAY_BUCKETS_S, JoinStats
+from worker.monitor.reasons import ReasonRow, reason_rows
 from worker.monitor.records import alert_record, metrics_record
 from worker.monitor.segments import (
     DEFAULT_SEGMENT_RULES,
@@ -43,6 +44,8 @@ class Snapshot:
     figures: dict[tuple[str, str, str], dict[str, Figure]] = field(default_factory=dict)
     #: (model, version, window) -> the top K values of each segment field, and "other".
     segments: dict[tuple[str, str, str], list[SegmentFigures]] = field(default_factory=dict)
+    #: (model, version, window) -> the top reasons behind its alerts (reasons.py).
+    reasons: dict[tuple[str, str, str], list[ReasonRow]] = field(default_factory=dict)
     join: JoinStats = field(default_factory=JoinStats)
     invalid: int = 0
 
@@ -141,6 +144,8 @@ class GlobalPartition:
             for window, agg in views:
                 figures = metrics(agg, reference)
                 snap.figures[(model, version, window.window)] = figures
+                if top := reason_rows(agg):
+                    snap.reasons[(model, version, window.window)] = top
                 self._alerts(evaluate_all(self.alerts, self.rules, figures, window, now_ms),
                              changes, alert_records)
                 rows = segment_figures(self._segments(window, now_ms), self.segment_top_k,

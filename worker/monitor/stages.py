@@ -31,6 +31,7 @@ from worker.monitor.join import (
     stage_entries,
     sweep_due,
 )
+from worker.monitor.reasons import cap_reasons
 from worker.monitor.segments import DEFAULT_VALUES_MAX, Group, SegmentCap
 from worker.monitor.store import ENTRY, STATS, WINDOW, StateStore, due_key, prefix_end
 from worker.monitor.views import ModelSpec, PredictionView
@@ -132,7 +133,7 @@ class JoinPartition:
     def _finish(self, out: JoinOut) -> tuple[Records, set[WindowKey]]:
         changes = stage_entries(self.store, out, self.config)
         deltas = batch_deltas(self.windows, self._spec_of, out.new_preds, out.outcomes,
-                              out.expired)
+                              out.expired, out.new_reasons)
         self._merge(deltas, changes)
         if out.counts or out.invalid:
             self.stats = self.stats.merge(out.stats())
@@ -185,7 +186,8 @@ class JoinPartition:
         for key, delta in deltas.items():
             if key.segment:
                 key = self.segment_cap.admit(key)
-            self.partials[key] = self.partial(key).merge(delta)
+            held = self.partial(key)
+            self.partials[key] = held.merge(cap_reasons(held, delta))
             self.dirty.add(key)
 
     def _stored_values(self, group: Group) -> list[str]:

@@ -220,6 +220,7 @@ class Monitor:
         merged = merge_snapshots(snapshots)
         self.collector.update(merged)
         self.status.segments(merged.segments)
+        self.status.reasons(merged.reasons)
         self.status.tick(now, self.owned.global_partitions)
         self._progress()
         if time.monotonic() - self._trimmed >= 30.0:
@@ -251,6 +252,7 @@ def merge_snapshots(snaps: list[Snapshot]) -> Snapshot:
     for snap in snaps:
         out.figures.update(snap.figures)
         out.segments.update(snap.segments)
+        out.reasons.update(snap.reasons)
         out.join = out.join.merge(snap.join)
         out.invalid += snap.invalid
     return out

@@ -21,6 +21,7 @@ from worker.clock import wall_ms
 from worker.kafka_io.config import connection
 from worker.kafka_io.recent import read_recent
 from worker.monitor.alerts import AlertRule
+from worker.monitor.reasons import ReasonRow, reasons_status
 from worker.monitor.segments import SegmentFigures, segments_status
 from worker.monitor.status import SEEDED, Record, StatusBoard
 from worker.monitor_app.settings import MonitorSettings
@@ -49,6 +50,7 @@ class StatusFeed:
         self._clock_ms = clock_ms
         self._page = page_html()
         self._segments = b'{"windows": []}'
+        self._reasons = b'{"windows": []}'
 
     def metrics(self, partition: int, records: Iterable[Record]) -> None:
         with self._lock:
@@ -73,6 +75,12 @@ class StatusFeed:
         with self._lock:
             self._segments = doc
 
+    def reasons(self, tables: Mapping[tuple[str, str, str], Sequence[ReasonRow]]) -> None:
+        """The top reasons behind alerts of this instance's latest tick (``/api/reasons``)."""
+        doc = orjson.dumps(reasons_status(tables))
+        with self._lock:
+            self._reasons = doc
+
     @property
     def span_ms(self) -> int:
         return self._board.span_ms
@@ -88,6 +96,7 @@ class StatusFeed:
             "/": lambda: (200, self._page, HTML),
             "/api/status": lambda: (200, self.status_json(), JSON),
             "/api/segments": lambda: (200, self._segments, JSON),
+            "/api/reasons": lambda: (200, self._reasons, JSON),
         }
 
 
