@@ -10,7 +10,7 @@ monitor, demo events at ``--rate`` per second, each with its label ``--label-del
 later. Faults, one at a time, each after a pause drawn from the seed (30-120 s; short
 mode 8-20 s; ``--gap``), cycling through the kinds in an order drawn from the seed, until
 ``--seconds`` of traffic, or until ``--faults`` faults and ``--calm`` s more (``--wait-ready``:
-each fault only once every worker is ready again):
+each fault only once every process is ready again):
 
 - ``worker-kill``: kill -9 of a worker, restarted at once under the same instance id;
 - ``worker-add-remove``: a third worker joins, and leaves (SIGTERM) 20 s later;
@@ -128,9 +128,12 @@ class Run:
         return [*self.workers, *self.extra, *([self.monitor] if self.monitor else [])]
 
     def wait_ready(self, timeout: float) -> None:
-        """Until every worker's /readyz says 200 (at most ``timeout`` s)."""
+        """Until every worker's and the monitor's /readyz says 200 (at most ``timeout`` s)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not (self.ready_log and self.ready_log[-1][1]):
+        while time.monotonic() < deadline:
+            live = [p for p in self.processes() if p.running()]
+            if live and all(p.ready() == 200 for p in live):
+                return
             time.sleep(0.2)
 
     def ready_after(self, since_ms: int) -> float | None:
@@ -289,7 +292,7 @@ def main() -> None:
     ap.add_argument("--gap", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                     help="seconds between faults (default 30-120, short 8-20)")
     ap.add_argument("--wait-ready", type=float, default=0.0,
-                    help="before each fault, wait up to this long for every worker's /readyz "
+                    help="before each fault, wait up to this long for every process's /readyz "
                     "200 (default 0: faults may overlap a recovery)")
     ap.add_argument("--calm", type=float, default=CALM_S,
                     help=f"traffic without faults after the last one (default {CALM_S:.0f})")
