@@ -29,8 +29,14 @@ lint: $(STAMP) docs-check
 
 # No `broker` prerequisite: the tests reuse a broker on KAFKA_PORT, or else start a
 # throwaway one with empty data (tests/conftest.py).
+# TEST_WORKERS: pytest-xdist processes, each taking whole files (--dist loadfile). Most
+# integration tests wait on a stream, a broker or a timeout rather than on a core, so two of
+# them side by side take little longer than one. TEST_WORKERS=0 runs them one at a time.
+# --no-loadscope-reorder hands out files in collection order: the integration files (the
+# long ones) first, the many short unit files last, so no process ends on a long file alone.
+TEST_WORKERS ?= 2
 test: lint
-	SCORING_TEST_KAFKA_PORT=$(KAFKA_PORT) $(BIN)/pytest
+	SCORING_TEST_KAFKA_PORT=$(KAFKA_PORT) $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The unit tests alone: no broker, no tools (the tests that need helm or promtool skip
 # without them, except in CI), about a minute on a laptop.

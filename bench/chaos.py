@@ -8,7 +8,9 @@ Everything runs on a broker of the run's own (a free port, a fresh state folder)
 run stops, kills and pauses it. Traffic: two workers in one group (``--guarantee``), a
 monitor, demo events at ``--rate`` per second, each with its label ``--label-delay`` s
 later. Faults, one at a time, each after a pause drawn from the seed (30-120 s; short
-mode 8-20 s), cycling through the kinds in an order drawn from the seed:
+mode 8-20 s; ``--gap``), cycling through the kinds in an order drawn from the seed, until
+``--seconds`` of traffic, or until ``--faults`` faults and ``--calm`` s more (``--wait-ready``:
+each fault only once every process is ready again):
 
 - ``worker-kill``: kill -9 of a worker, restarted at once under the same instance id;
 - ``worker-add-remove``: a third worker joins, and leaves (SIGTERM) 20 s later;
@@ -125,6 +127,15 @@ class Run:
     def processes(self) -> list[Proc]:
         return [*self.workers, *self.extra, *([self.monitor] if self.monitor else [])]
 
+    def wait_ready(self, timeout: float) -> None:
+        """Until every worker's and the monitor's /readyz says 200 (at most ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            live = [p for p in self.processes() if p.running()]
+            if live and all(p.ready() == 200 for p in live):
+                return
+            time.sleep(0.2)
+
     def ready_after(self, since_ms: int) -> float | None:
         at = next((t for t, ok in list(self.ready_log) if t >= since_ms and ok), None)
         return None if at is None else (at - since_ms) / 1000
@@ -195,7 +206,17 @@ class Run:
 
 
 def pauses(args: argparse.Namespace) -> tuple[float, float]:
+    if args.gap is not None:
+        return args.gap[0], args.gap[1]
     return (8.0, 20.0) if args.short else (30.0, 120.0)
+
+
+def over(args: argparse.Namespace, run: Run, elapsed: float, wait: float) -> bool:
+    """Whether to stop faulting: ``--faults`` done, or the next one would leave the traffic
+    less than ``--calm`` s after it."""
+    if args.faults is not None:
+        return len(run.faults) >= args.faults
+    return elapsed + wait + args.calm > args.seconds
 
 
 def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -211,18 +232,22 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     kinds = list(FAULTS)
     run.rng.shuffle(kinds)
     lo, hi = pauses(args)
+    traffic_s = 0.0
     try:
         while True:
             wait = run.rng.uniform(lo, hi)
             # The last fault leaves traffic enough to show when scoring resumed.
-            if time.monotonic() - t0 + wait + CALM_S > args.seconds:
+            if over(args, run, time.monotonic() - t0, wait):
                 break
             time.sleep(wait)
+            run.wait_ready(args.wait_ready)
             fault = run.do(kinds[len(run.faults) % len(kinds)], traffic, t0)
             run.faults.append(fault)
             print(orjson.dumps(asdict(fault)).decode(), file=sys.stderr, flush=True)
-        time.sleep(max(0.0, args.seconds - (time.monotonic() - t0)))
+        end = args.seconds if args.faults is None else time.monotonic() - t0 + args.calm
+        time.sleep(max(0.0, end - (time.monotonic() - t0)))
     finally:
+        traffic_s = round(time.monotonic() - t0, 1)
         traffic.finish.set()
         traffic.join(900)
         sent = set(traffic.sent)
@@ -239,7 +264,7 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     seen = outputs.seen()
     lost = len(sent - set(seen))
     dup = sum(n - 1 for k, n in seen.items() if k in sent and n > 1)
-    return {"guarantee": args.guarantee, "seed": args.seed, "seconds": args.seconds,
+    return {"guarantee": args.guarantee, "seed": args.seed, "seconds": traffic_s,
             "rate": args.rate, "sent": len(traffic.sent), "lost": lost, "duplicated": dup,
             "unknown_outputs": sum(n for k, n in seen.items() if k not in sent),
             "traffic_failures": traffic.failed[:5], "faults": [asdict(f) for f in run.faults],
@@ -262,6 +287,15 @@ def main() -> None:
                     help="seconds a stopped or killed broker stays down")
     ap.add_argument("--pause", type=float, default=20.0,
                     help="seconds the broker stays stopped with SIGSTOP")
+    ap.add_argument("--faults", type=int, default=None,
+                    help="stop after this many faults and --calm s of traffic (not --seconds)")
+    ap.add_argument("--gap", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                    help="seconds between faults (default 30-120, short 8-20)")
+    ap.add_argument("--wait-ready", type=float, default=0.0,
+                    help="before each fault, wait up to this long for every process's /readyz "
+                    "200 (default 0: faults may overlap a recovery)")
+    ap.add_argument("--calm", type=float, default=CALM_S,
+                    help=f"traffic without faults after the last one (default {CALM_S:.0f})")
     ap.add_argument("--drain", type=float, default=300.0,
                     help="longest wait for the outputs to catch up at the end")
     ap.add_argument("--keep", action="store_true", help="keep the logs folder")

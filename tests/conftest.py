@@ -4,6 +4,10 @@ The broker is whatever listens on SCORING_TEST_KAFKA_PORT (default 9092), else a
 throwaway one the project's launcher starts, unless SCORING_TEST_BOOTSTRAP names an
 external one. Each test gets fresh topic and group names, so tests
 never see each other's messages or offsets.
+
+Under pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``) the controller finds or
+starts the broker once and hands it to its workers through SCORING_TEST_BOOTSTRAP, and
+each worker's measured figures come back to the controller's summary.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +44,20 @@ def pytest_terminal_summary(
         terminalreporter.section("measured figures")
         for line in config.stash[FIGURES]:
             terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands its figures to the controller (``workeroutput``)."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["figures"] = list(session.config.stash[FIGURES])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """The controller gathers a finished xdist worker's figures (``node``: xdist's
+    WorkerController)."""
+    node.config.stash[FIGURES].extend(getattr(node, "workeroutput", {}).get("figures", []))
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +85,44 @@ def kafka_bootstrap(report: Callable[[str], None]) -> Iterator[str]:
     ends. Reusing the long-lived data folder instead made a start after an unclean stop replay
     every topic earlier runs and benchmarks had left (39 GB once), longer than any timeout.
     """
+    with session_broker(report) as bootstrap:
+        yield bootstrap
+
+
+XDIST_BROKER = pytest.StashKey[ExitStack]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """An xdist controller finds or starts the broker before it starts its workers (they
+    inherit SCORING_TEST_BOOTSTRAP and XDG_STATE_HOME), so that they share one and the
+    first to finish does not stop it under the other."""
+    config = session.config
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    stack = ExitStack()
+    config.stash[XDIST_BROKER] = stack
+    bootstrap = stack.enter_context(session_broker(config.stash[FIGURES].append))
+    stack.enter_context(_environ("SCORING_TEST_BOOTSTRAP", bootstrap))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if XDIST_BROKER in config.stash:
+        config.stash[XDIST_BROKER].close()
+
+
+@contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    env = pytest.MonkeyPatch()
+    env.setenv(name, value)
+    try:
+        yield
+    finally:
+        env.undo()
+
+
+@contextmanager
+def session_broker(report: Callable[[str], None]) -> Iterator[str]:
+    """The session's broker (see kafka_bootstrap)."""
     external = os.environ.get("SCORING_TEST_BOOTSTRAP")
     if external:
         kafka_io.wait_for_broker(external, timeout=60)
@@ -95,8 +153,11 @@ def kafka_bootstrap(report: Callable[[str], None]) -> Iterator[str]:
 # The throwaway registries' folder: fixed, so that a session killed before its teardown leaves
 # registries (their pid files) that the next session finds and stops. One per clone: sessions
 # of other clones on the same machine keep theirs.
+# One per xdist worker too: each worker's session stops the leftovers of its own folder.
 _CLONE = hashlib.sha1(str(Path(__file__).resolve().parent).encode()).hexdigest()[:8]
-REGISTRIES = Path(tempfile.gettempdir()) / f"scoring-worker-test-registry-{os.getuid()}-{_CLONE}"
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+REGISTRIES = (Path(tempfile.gettempdir())
+              / f"scoring-worker-test-registry-{os.getuid()}-{_CLONE}-{_WORKER}")
 
 
 def stop_leftover_registries() -> None:

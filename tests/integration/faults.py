@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Producer
 
 from tests.integration.helpers import ROOT, Out, free_ports
 from worker.devtools.demo import make_events
@@ -62,7 +62,8 @@ class PrivateBroker:
 
 class Feeder(threading.Thread):
     """Sends ``count`` demo events keyed by their id at ``rate``/s; every ``bad_every``-th
-    is malformed (a dead letter), keyed all the same."""
+    is malformed (a dead letter), keyed all the same. ``halt()`` ends the stream sooner,
+    when the test has seen what it waited for (``sent`` is what went out)."""
 
     def __init__(self, bootstrap: str, topic: str, count: int, rate: float,
                  bad_every: int = 0, start_id: int = 0) -> None:
@@ -70,6 +71,11 @@ class Feeder(threading.Thread):
         self.bootstrap, self.topic, self.count, self.rate = bootstrap, topic, count, rate
         self.bad_every, self.start_id = bad_every, start_id
         self.sent: list[bytes] = []
+        self._halt = threading.Event()
+
+    def halt(self) -> None:
+        """Send no more events (the thread then flushes what it sent and ends)."""
+        self._halt.set()
 
     def run(self) -> None:
         p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5,
@@ -91,6 +97,8 @@ class Feeder(threading.Thread):
                     p.poll(0.05)
             self.sent.append(key)
             if i % 100 == 99:
+                if self._halt.is_set():
+                    break
                 p.poll(0)
                 time.sleep(max(0.0, t0 + (i + 1) / self.rate - time.monotonic()))
         assert p.flush(600) == 0
@@ -98,26 +106,44 @@ class Feeder(threading.Thread):
 
 def read_keys(bootstrap: str, topics: list[str], expect: int, committed_only: bool = True,
               timeout: float = 120.0, settle: float = 4.0,
-              distinct: bool = False) -> Counter[bytes]:
+              distinct: bool = False, writers_gone: bool = False) -> Counter[bytes]:
     """Every key on ``topics`` (from the start), counted; stops ``settle`` s after
-    ``expect`` keys arrived (``distinct``: ``expect`` different keys, so duplicates do
-    not stand in for records still missing) or at ``timeout``."""
+    ``expect`` keys arrived (so duplicates after that still show) or at ``timeout``.
+
+    ``distinct``: ``expect`` different keys, so duplicates do not stand in for records
+    still missing. ``writers_gone``: nothing writes to ``topics`` any more (the workers
+    were stopped), so nothing can come after the end: stop at the end of every partition
+    instead of waiting ``settle`` s (read_committed: its end is the last stable offset,
+    and a stopped worker left no transaction open)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"keys-{time.time_ns()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "enable.partition.eof": writers_gone,
                   "isolation.level": "read_committed" if committed_only
                   else "read_uncommitted"})
     c.subscribe(topics)
     keys: Counter[bytes] = Counter()
+    at_end: set[tuple[str, int]] = set()
     deadline = time.monotonic() + timeout
     until: float | None = None
     while time.monotonic() < deadline and (until is None or time.monotonic() < until):
         for m in c.consume(5000, 0.5):
-            if m.error() is None:
+            err = m.error()
+            if err is None:
                 keys[m.key() or b""] += 1
+            elif err.code() == KafkaError._PARTITION_EOF:
+                at_end.add((m.topic() or "", m.partition() or 0))
         if until is None and (len(keys) if distinct else sum(keys.values())) >= expect:
             until = time.monotonic() + settle
+        if writers_gone and until is not None and _every_partition(c, at_end):
+            break
     c.close()
     return keys
+
+
+def _every_partition(c: Consumer, at_end: set[tuple[str, int]]) -> bool:
+    """Whether every partition assigned to ``c`` was read to its end."""
+    assigned = {(tp.topic, tp.partition) for tp in c.assignment()}
+    return bool(assigned) and assigned <= at_end
 
 
 class ProbeLog(threading.Thread):

@@ -41,13 +41,15 @@ def worker_args(bootstrap: str, topics: dict[str, str], group: str, model: Path,
 def outcome(bootstrap: str, topics: dict[str, str], sent: list[bytes],
             guarantee: str) -> tuple[int, int, int]:
     """Lost, duplicated (as a read_committed reader sees them), and the records a
-    read_uncommitted reader sees on top (outputs of aborted transactions)."""
+    read_uncommitted reader sees on top (outputs of aborted transactions). Every worker
+    was stopped: the readers read to the end of each partition."""
     outs = [topics["out"], topics["dlq"]]
-    committed = read_keys(bootstrap, outs, len(sent), committed_only=True)
+    committed = read_keys(bootstrap, outs, len(sent), committed_only=True, writers_gone=True)
     lost, dup = lost_and_duplicated(sent, committed)
     extra = 0
     if guarantee == "exactly-once":
-        everything = read_keys(bootstrap, outs, len(sent), committed_only=False)
+        everything = read_keys(bootstrap, outs, len(sent), committed_only=False,
+                               writers_gone=True)
         extra = sum(everything.values()) - sum(committed.values())
         assert set(committed) <= set(sent)
     return lost, dup, extra

@@ -93,6 +93,8 @@ def test_stop_20s_then_kill9_40s_mid_stream(
     stop = outage(probes, broker.stop, broker.start, 20)
     time.sleep(8)
     kill = outage(probes, broker.kill, broker.start, 40)
+    time.sleep(8)  # the stream goes on past the recovery (at most 120 s of it in all)
+    feeder.halt()
     feeder.join()
     try:
         seen = read_keys(broker.bootstrap, [topics["out"], topics["dlq"]], len(feeder.sent),

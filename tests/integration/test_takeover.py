@@ -64,6 +64,8 @@ def test_kill9_then_restart_under_the_same_id(
     killed_ms = time.time_ns() // 1_000_000
     assert w.stop(signal.SIGKILL) == -signal.SIGKILL
     w = WorkerProc(args, tmp_path / "second.log")  # at once, as a container restart
+    time.sleep(6)  # the stream goes on past the kill; the restart then works off a backlog
+    feeder.halt()
     feeder.join()
     try:
         seen = read_keys(kafka_bootstrap, [topics["out"], topics["dlq"]], len(feeder.sent),
