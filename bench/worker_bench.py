@@ -106,6 +106,8 @@ def events(kind: str, rng: np.random.Generator, n: int, start: int) -> list[dict
 #: ``--trace-compare``: every event carries trace context and a correlation id, as a traced
 #: producer's would (None: no headers).
 TRACE_HEADERS: list[tuple[str, bytes]] | None = None
+#: ``--trace-compare``'s variants beside the plain worker.
+TRACE_VARIANTS = ("headers", "lineage", "tracing", "sdk")
 
 
 def trace_headers(event_id: str) -> list[tuple[str, bytes]]:
@@ -349,10 +351,11 @@ def main() -> None:
                     "the bench's own on a free port), in the same run")
     ap.add_argument("--shadow-compare", action="store_true",
                     help="each worker runs twice in the same run: without and with --shadow")
-    ap.add_argument("--trace-compare", action="store_true",
+    ap.add_argument("--trace-compare", nargs="?", const=",".join(TRACE_VARIANTS), default="",
                     help="events carry traceparent and x-request-id headers; each worker "
                     "runs plain, with --pass-headers, with --lineage, with --tracing (API "
-                    "only: no SDK), and with --tracing under the OpenTelemetry SDK")
+                    "only: no SDK), and with --tracing under the OpenTelemetry SDK; or only "
+                    f"those listed ({','.join(TRACE_VARIANTS)})")
     ap.add_argument("--processes-compare", default="",
                     help="each worker also runs as run --processes N for each N listed (2,4)")
     ap.add_argument("--segment-fields", default="",
@@ -395,13 +398,18 @@ def main() -> None:
         TRACE_HEADERS = []
         sdk = " + tracing (SDK)"
         launchers = {name + sdk: ROOT / "bench" / "traced_worker.py" for name, _ in variants}
+        chosen = set(a.trace_compare.split(","))
+        if unknown := chosen - set(TRACE_VARIANTS):
+            ap.error(f"--trace-compare: unknown {', '.join(sorted(unknown))}")
         variants += [
             *[(f"{name} + headers", (*more, "--pass-headers", "true"))
-              for name, more in variants],
-            *[(f"{name} + lineage", (*more, "--lineage", "true")) for name, more in variants],
+              for name, more in variants if "headers" in chosen],
+            *[(f"{name} + lineage", (*more, "--lineage", "true")) for name, more in variants
+              if "lineage" in chosen],
             *[(f"{name} + tracing (API)", (*more, "--tracing", "true"))
-              for name, more in variants],
-            *[(name + sdk, (*more, "--tracing", "true")) for name, more in variants]]
+              for name, more in variants if "tracing" in chosen],
+            *[(name + sdk, (*more, "--tracing", "true")) for name, more in variants
+              if "sdk" in chosen]]
     registry = None
     if a.avro_outputs:  # each variant again, writing Avro predictions, in the same run
         registry = registry_local.LocalRegistry(port=free_port(), state_root=tmp / "registry")
