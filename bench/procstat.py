@@ -1,7 +1,9 @@
-"""What the benchmarks read of a process: its resident set size from /proc."""
+"""What the benchmarks read of a process from /proc: its resident set size, and the CPU
+time it used (all its threads: the interpreter's and librdkafka's)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 #: Resident set size now, and its peak ("high water mark") since the process started.
@@ -14,3 +16,12 @@ def rss_mib(pid: int, field: str) -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far (NaN when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -12,14 +12,17 @@ loads, each beside a no-model forwarder (bench/forwarder.py) measured in the sam
     python bench/worker_bench.py --model demo --segment-fields card_id --skip latency  # off/on
     python bench/worker_bench.py --model demo --explain 3 --skip latency  # reasons off and on
     python bench/worker_bench.py --model demo --avro-outputs --skip latency  # JSON and Avro
+    python bench/worker_bench.py --model lr30 --trace-compare headers --skip latency  # plain/on
     python bench/worker_bench.py --model lr30 --events 200000 --modes at-least-once \
         --baseline /path/to/old/checkout --repeat 3 --skip latency   # medians, alternating
 
 Drain: ``--events`` are pre-loaded on a 4-partition topic; each system (forwarder,
 the baseline worker when ``--baseline`` names a checkout of another commit, the
 worker in each ``--modes``) drains them on topics of its own; events/s over the
-middle 80 % of the outputs' broker timestamps; the worker's peak RSS (VmHWM; under
-``--processes N`` the sum over the supervisor and its children). Workers run with their
+middle 80 % of the outputs' broker timestamps; the CPU time the process used per event
+from ready to drained (all its threads; it moves far less with the machine's other load
+than the rate does); the worker's peak RSS (VmHWM; under ``--processes N`` the sum over
+the supervisor and its children). Workers run with their
 default settings (``--batch-max`` overrides).
 
 Latency: for each rate, each system gets fresh topics with
@@ -52,7 +55,7 @@ import models as bench_models  # bench/models.py: the script's own folder is on 
 import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer
-from procstat import PEAK, rss_mib  # bench/procstat.py
+from procstat import PEAK, cpu_seconds, rss_mib  # bench/procstat.py
 
 from worker import kafka_io
 from worker.devtools import registry_local
@@ -228,11 +231,16 @@ def drain(a: argparse.Namespace, s: System, model: Path, schema: Path) -> dict[s
         send(p, t_in, events(a.model, rng, min(50_000, a.events - start), start), False)
     p.flush(120)
     s.start(bs, t_in, t_out, model, schema, a.batch_max)
+    assert s.proc is not None
+    pids = [s.proc.pid, *children(s.proc.pid)]  # run --processes N: the tree
+    cpu0 = sum(map(cpu_seconds, pids))  # ready: start-up (imports, the model) not counted
     out = kafka_io.drain(bs, t_out, a.events, 600, idle_s=5)
+    cpu = sum(map(cpu_seconds, pids)) - cpu0
     code, peak = s.stop()
     drop(bs, t_in, t_out)
     stamps = np.array([r.timestamp_ms for r in out], dtype=np.float64)
     return {"system": s.name, "events_per_s": round(steady_rate(stamps)), "outputs": len(out),
+            "cpu_us_per_event": round(cpu / max(len(out), 1) * 1e6, 2),
             "peak_rss_mib": None if peak is None else round(peak, 1), "exit": code}
 
 
@@ -249,10 +257,16 @@ def drain_rounds(a: argparse.Namespace, systems: list[System], model: Path,
         return [runs[0] for runs in rounds.values()]
     medians = {name: float(np.median([x["events_per_s"] for x in runs]))
                for name, runs in rounds.items()}
+    cpu = {name: float(np.median([x["cpu_us_per_event"] for x in runs]))
+           for name, runs in rounds.items()}
     first = next((s.name for s in systems if s.kind == "worker"), None)
     return [{"system": name, "median_events_per_s": round(medians[name]),
              "ratio_to_first_worker": (round(medians[name] / medians[first], 3)
                                        if first and medians[first] else None),
+             "median_cpu_us_per_event": round(cpu[name], 2),
+             # CPU per event moves far less with the machine's other load than the rate.
+             "cpu_ratio_to_first_worker": (round(cpu[first] / cpu[name], 3)
+                                           if first and cpu[name] else None),
              "runs": runs} for name, runs in rounds.items()]
 
 

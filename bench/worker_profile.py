@@ -3,6 +3,7 @@ grouped into the stages of its path, in microseconds per event.
 
     python bench/worker_profile.py --model lr30 --events 200000 [--baseline /old/checkout]
     python bench/worker_profile.py --model demo --worker-args "--pass-headers true" --headers
+    python bench/worker_profile.py --sampler py-spy --spy-seconds 4 --events 300000  # shares
 
 The events are loaded once; each tree's worker (this one, then each ``--baseline``, run
 with this interpreter and the checkout on PYTHONPATH) drains them under cProfile with a
@@ -10,7 +11,9 @@ group of its own, and is stopped (SIGTERM) once every output is on its topic. St
 the cumulative time of the functions that do them, by name (so an older tree's names
 count too); ``other`` is the loop's time outside them. cProfile slows Python calls down
 (more so where there are many), so the figures rank the stages; rates come from
-bench/worker_bench.py. Prints one JSON object.
+bench/worker_bench.py. ``--sampler py-spy`` samples the drain's first seconds instead
+(py-spy, in the dev extra; native frames too, so the cyclic collector's passes show) and
+gives each stage's share of the loop's samples. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -43,11 +46,10 @@ STAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "features": (("core/features.py", "extract"), ("core/features.py", "extract_numeric"),
                  ("core/features.py", "_numeric"), ("core/columns.py", "__call__")),
     "predict": (("core/scoring.py", "score_batch_safely"),),
-    "build+encode": (("core/scoring.py", "build_predictions"),
-                     ("core/pipeline.py", "<listcomp>"),),
+    "build+encode": (("core/scoring.py", "build_predictions"),),
     "outputs": (("stream/outputs.py", "batch_outputs"),),
     "headers": (("stream/passthrough.py", "carry"), ("stream/runner.py", "_pass_headers")),
-    "produce": (("stream/delivery.py", "send"),),
+    "produce": (("stream/delivery.py", "send"), ("stream/delivery.py", "_send")),
     "poll+reports": (("kafka_io/producer.py", "poll"),),
     "commit": (("stream/alo.py", "_commit"),),
     "account": (("stream/runner.py", "_account"),),
@@ -141,7 +143,8 @@ SPY_STAGES: dict[str, tuple[tuple[str, str], ...]] = {
 
 
 def _in(frames: list[str], name: str, path: str) -> bool:
-    return any(f.startswith(name + " (") and path in f for f in frames)
+    """Whether a frame is ``name`` (py-spy writes methods as ``Class.name``) in ``path``."""
+    return any(path in f and (f.startswith(name + " (") or f".{name} (" in f) for f in frames)
 
 
 def spy_stages(path: Path) -> dict[str, Any]:
