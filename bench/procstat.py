@@ -1,7 +1,9 @@
-"""What the benchmarks read of a process: its resident set size from /proc."""
+"""What the benchmarks read of a process from /proc: its resident set size, and the CPU
+time it used (all its threads: the interpreter's and librdkafka's)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 #: Resident set size now, and its peak ("high water mark") since the process started.
@@ -20,8 +22,6 @@ def rss_mib(pid: int, field: str) -> float:
 
 def cpu_s(pid: int) -> float:
     """User plus system CPU seconds process ``pid`` has used; 0 once it is gone."""
-    import os
-
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:

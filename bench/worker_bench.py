@@ -12,14 +12,17 @@ loads, each beside a no-model forwarder (bench/forwarder.py) measured in the sam
     python bench/worker_bench.py --model demo --segment-fields card_id --skip latency  # off/on
     python bench/worker_bench.py --model demo --explain 3 --skip latency  # reasons off and on
     python bench/worker_bench.py --model demo --avro-outputs --skip latency  # JSON and Avro
+    python bench/worker_bench.py --model lr30 --trace-compare headers --skip latency  # plain/on
     python bench/worker_bench.py --model lr30 --events 200000 --modes at-least-once \
         --baseline /path/to/old/checkout --repeat 3 --skip latency   # medians, alternating
 
 Drain: ``--events`` are pre-loaded on a 4-partition topic; each system (forwarder,
 the baseline worker when ``--baseline`` names a checkout of another commit, the
 worker in each ``--modes``) drains them on topics of its own; events/s over the
-middle 80 % of the outputs' broker timestamps; the worker's peak RSS (VmHWM; under
-``--processes N`` the sum over the supervisor and its children). Workers run with their
+middle 80 % of the outputs' broker timestamps; the CPU time the process used per event
+from ready to drained (all its threads; it moves far less with the machine's other load
+than the rate does); the worker's peak RSS (VmHWM; under ``--processes N`` the sum over
+the supervisor and its children). Workers run with their
 default settings (``--batch-max`` overrides).
 
 Latency: for each rate, each system gets fresh topics with
@@ -106,6 +109,8 @@ def events(kind: str, rng: np.random.Generator, n: int, start: int) -> list[dict
 #: ``--trace-compare``: every event carries trace context and a correlation id, as a traced
 #: producer's would (None: no headers).
 TRACE_HEADERS: list[tuple[str, bytes]] | None = None
+#: ``--trace-compare``'s variants beside the plain worker.
+TRACE_VARIANTS = ("headers", "lineage", "tracing", "sdk")
 
 
 def trace_headers(event_id: str) -> list[tuple[str, bytes]]:
@@ -257,10 +262,16 @@ def drain_rounds(a: argparse.Namespace, systems: list[System], model: Path,
         return [runs[0] for runs in rounds.values()]
     medians = {name: float(np.median([x["events_per_s"] for x in runs]))
                for name, runs in rounds.items()}
+    cpu = {name: float(np.median([x["cpu_us_per_event"] for x in runs]))
+           for name, runs in rounds.items()}
     first = next((s.name for s in systems if s.kind == "worker"), None)
     return [{"system": name, "median_events_per_s": round(medians[name]),
              "ratio_to_first_worker": (round(medians[name] / medians[first], 3)
                                        if first and medians[first] else None),
+             "median_cpu_us_per_event": round(cpu[name], 2),
+             # CPU per event moves far less with the machine's other load than the rate.
+             "cpu_ratio_to_first_worker": (round(cpu[first] / cpu[name], 3)
+                                           if first and cpu[name] else None),
              "runs": runs} for name, runs in rounds.items()]
 
 
@@ -359,10 +370,11 @@ def main() -> None:
                     "the bench's own on a free port), in the same run")
     ap.add_argument("--shadow-compare", action="store_true",
                     help="each worker runs twice in the same run: without and with --shadow")
-    ap.add_argument("--trace-compare", action="store_true",
+    ap.add_argument("--trace-compare", nargs="?", const=",".join(TRACE_VARIANTS), default="",
                     help="events carry traceparent and x-request-id headers; each worker "
                     "runs plain, with --pass-headers, with --lineage, with --tracing (API "
-                    "only: no SDK), and with --tracing under the OpenTelemetry SDK")
+                    "only: no SDK), and with --tracing under the OpenTelemetry SDK; or only "
+                    f"those listed ({','.join(TRACE_VARIANTS)})")
     ap.add_argument("--processes-compare", default="",
                     help="each worker also runs as run --processes N for each N listed (2,4)")
     ap.add_argument("--segment-fields", default="",
@@ -405,13 +417,18 @@ def main() -> None:
         TRACE_HEADERS = []
         sdk = " + tracing (SDK)"
         launchers = {name + sdk: ROOT / "bench" / "traced_worker.py" for name, _ in variants}
+        chosen = set(a.trace_compare.split(","))
+        if unknown := chosen - set(TRACE_VARIANTS):
+            ap.error(f"--trace-compare: unknown {', '.join(sorted(unknown))}")
         variants += [
             *[(f"{name} + headers", (*more, "--pass-headers", "true"))
-              for name, more in variants],
-            *[(f"{name} + lineage", (*more, "--lineage", "true")) for name, more in variants],
+              for name, more in variants if "headers" in chosen],
+            *[(f"{name} + lineage", (*more, "--lineage", "true")) for name, more in variants
+              if "lineage" in chosen],
             *[(f"{name} + tracing (API)", (*more, "--tracing", "true"))
-              for name, more in variants],
-            *[(name + sdk, (*more, "--tracing", "true")) for name, more in variants]]
+              for name, more in variants if "tracing" in chosen],
+            *[(name + sdk, (*more, "--tracing", "true")) for name, more in variants
+              if "sdk" in chosen]]
     registry = None
     if a.avro_outputs:  # each variant again, writing Avro predictions, in the same run
         registry = registry_local.LocalRegistry(port=free_port(), state_root=tmp / "registry")

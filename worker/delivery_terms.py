@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Final
+from typing import Final, Protocol
 
 from worker.errors import SendError
 
@@ -30,6 +30,19 @@ Sent = tuple[str, bytes | None, bytes | None]
 #: good, else ``(tag, why, what)``. One callable serves many records (a batch's), so a send
 #: costs no callable of its own on the caller's side; the tag says which record it was.
 OnDelivery = Callable[[int, SendError | None, Sent | None], None]
+
+
+class OutRecord(Protocol):
+    """What a batch send reads of each record (the loop's ``Output`` is one)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Headers | None: ...
 
 
 class TxState(StrEnum):

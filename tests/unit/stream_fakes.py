@@ -113,6 +113,15 @@ class HeldSink:
             done(tag, verdict, None if verdict is None else (topic, value, key))
 
 
+class BatchHeldSink(HeldSink):
+    """A HeldSink that also takes a batch in one call (a BatchSink), noting each call."""
+
+    def send_all(self, records: Any, on_delivery: OnDelivery, first_tag: int) -> None:
+        self.journal.calls.append(("send_all", (first_tag, len(records))))
+        for tag, r in enumerate(records, first_tag):
+            self.send(r.topic, r.value, r.key, r.headers, on_delivery, tag)
+
+
 class TxSink(HeldSink):
     """A transactional toy: records become ``visible`` with their offsets on commit."""
 

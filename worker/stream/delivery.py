@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
+from operator import attrgetter
 from typing import Protocol
 
 from worker.config import Settings
@@ -34,7 +35,7 @@ from worker.stream.outputs import (
     fallback_kind,
     where,
 )
-from worker.stream.sinks import Sent, Sink
+from worker.stream.sinks import BatchSink, OnDelivery, Sent, Sink
 
 log = logging.getLogger(__name__)
 #: Pause before a record whose delivery failed for a transient reason is sent again.
@@ -43,6 +44,7 @@ RETRY_DELAY_S = 0.5
 RETRY_LOG_S = 60.0
 #: How often a refused record is sent alone while others keep failing with it.
 ALONE_ATTEMPTS = 5
+_KIND = attrgetter("kind")
 
 
 class DeliveryGuarantee(Protocol):
@@ -97,6 +99,13 @@ class Delivery:
     _retry_logged: float = 0.0
     #: Feature counts waiting for their delivery unit (None: statistics are off).
     stats: StatsBuffer | None = None
+    #: The sink's ``send_all`` when it has one (worker/stream/sinks/: BatchSink).
+    _send_all: Callable[[Sequence[Output], OnDelivery, int], None] | None = field(
+        init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sink, BatchSink):
+            self._send_all = self.sink.send_all
 
     def new_model(self, bundle: ModelBundle) -> None:
         """The served model changed: dead letters from now on name it."""
@@ -117,7 +126,11 @@ class Delivery:
         first = len(flight.outputs)
         flight.outputs += outputs
         flight.pending += len(outputs)
-        send, report, dropped = self.sink.send, flight.report, Kind.DROPPED
+        dropped = Kind.DROPPED
+        if self._send_all is not None and dropped not in map(_KIND, outputs):
+            self._send_all(outputs, flight.report, first)  # the usual batch: one call
+            return
+        send, report = self.sink.send, flight.report
         for position, out in enumerate(outputs, first):
             if out.kind is dropped:  # what no output accepts is a dead letter nobody gets
                 self.drop(out._replace(kind=Kind.DEAD_LETTER), flight.msgs[out.source], KEYLESS)

@@ -67,7 +67,12 @@ class RecordLimit:
     source: str
 
     def fits(self, size: int) -> bool:
-        return size + RECORD_OVERHEAD <= self.bytes
+        return size <= self.room
+
+    @property
+    def room(self) -> int:
+        """The largest key, value and headers a record may carry together."""
+        return self.bytes - RECORD_OVERHEAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +111,9 @@ def dead_letter_headers(
 def headers_size(headers: Headers | None) -> int:
     total = 0
     for name, value in headers or ():
-        v = value.encode() if isinstance(value, str) else value or b""
-        total += len(name) + len(v) + 8
+        if type(value) is not bytes:  # a consumed header's value is bytes (or None)
+            value = value.encode() if isinstance(value, str) else value or b""
+        total += len(name) + len(value) + 8
     return total
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Final
 
 import orjson
@@ -31,6 +32,7 @@ DROPPED_SUMMARY_S: Final = 60.0
 #: Outputs that answer one input: the headers of that input go on them. Alerts answer no
 #: input, and a DROPPED dead letter is never sent.
 _ANSWERS: Final = frozenset({Kind.PREDICTION, Kind.SHADOW, Kind.DEAD_LETTER, Kind.FALLBACK})
+_NAME: Final = itemgetter(0)
 
 
 class HeaderFilter:
@@ -43,6 +45,9 @@ class HeaderFilter:
         self._names = frozenset(p for p in wanted if not any(c in p for c in "*?["))
         self._globs = tuple(p for p in wanted if p not in self._names)
         self._verdict: dict[str, bool] = {}
+        #: The names seen that pass (as written): an input whose names all are here passes
+        #: whole, as its own list.
+        self._passing: set[str] = set()
 
     @classmethod
     def parse(cls, text: str) -> HeaderFilter:
@@ -57,6 +62,8 @@ class HeaderFilter:
                                                 for g in self._globs)
             if len(self._verdict) < 4096:  # bounded: names come from producers
                 self._verdict[name] = verdict
+                if verdict:
+                    self._passing.add(name)
         return verdict
 
     def pick(self, headers: InputHeaders) -> Headers:
@@ -64,6 +71,10 @@ class HeaderFilter:
         consumed message has a list; the client's type allows a dict too."""
         if not headers:
             return []
+        if type(headers) is list and self._passing.issuperset(map(_NAME, headers)):
+            # Every name passes (the usual input): its own list, not a copy. The client
+            # builds it once per message and only reads it to produce; nobody changes it.
+            return headers
         pairs = headers.items() if isinstance(headers, dict) else headers
         known = self._verdict.get  # the common case, without a call of passes() per header
         return [(k, v) for k, v in pairs if known(k) or (known(k) is None and self.passes(k))]
@@ -83,27 +94,28 @@ class HeaderPassthrough:
 
     def carry(self, msgs: Sequence[Message], outputs: list[Output]) -> int:
         """Adds the headers in place; returns how many records went without them."""
-        fits, pick, dropped, new = self.limit.fits, self.allowed.pick, 0, tuple.__new__
-        picked: dict[int, tuple[Headers, int]] = {}  # by input: its headers and their size
-        for i, out in enumerate(outputs):
-            kind, topic, value, key, headers, source = out
+        room, pick, dropped, new = self.limit.room, self.allowed.pick, 0, tuple.__new__
+        # By input: its headers that pass, and their size (picked once for all its outputs)
+        chosen_of: list[Headers | None] = [None] * len(msgs)
+        size_of = [0] * len(msgs)
+        for i, (kind, topic, value, key, headers, source) in enumerate(outputs):
             if source < 0 or kind not in _ANSWERS:
                 continue
-            extra = picked.get(source)
-            if extra is None:
-                chosen = pick(msgs[source].headers())
-                extra = picked[source] = (chosen, headers_size(chosen))
-            if not extra[1]:
+            chosen = chosen_of[source]
+            if chosen is None:
+                chosen = chosen_of[source] = pick(msgs[source].headers())
+                size_of[source] = headers_size(chosen)
+            if not chosen:
                 continue
-            size = len(value or b"") + len(key or b"") + extra[1]
+            size = size_of[source] + len(value or b"") + len(key or b"")
             if headers is not None:
                 size += headers_size(headers)
-            if not fits(size):
+            if size > room:
                 dropped += 1
                 continue
             # tuple.__new__: a third of _replace's cost (see outputs.batch_outputs)
             outputs[i] = new(Output, (kind, topic, value, key,
-                                      extra[0] if headers is None else [*headers, *extra[0]],
+                                      chosen if headers is None else [*headers, *chosen],
                                       source))
         self.dropped_since += dropped
         return dropped

@@ -39,6 +39,17 @@ def test_the_filter_takes_names_and_patterns_whatever_their_case() -> None:
     assert f.pick(None) == [] and f.pick([]) == []
 
 
+def test_an_input_whose_every_header_passes_passes_its_own_list() -> None:
+    f = HeaderFilter.parse("traceparent,x-request-id")
+    mixed = [TRACE, ("authorization", b"Bearer x")]
+    assert f.pick(mixed) == [TRACE] and f.pick(mixed) is not mixed
+    allowed = [TRACE, ("X-Request-Id", b"r1")]
+    assert f.pick(allowed) == allowed  # names seen for the first time: checked one by one
+    again = [("X-Request-Id", b"r2"), TRACE]
+    assert f.pick(again) is again  # every name known to pass: no copy
+    assert f.pick([*again, ("authorization", b"x")]) == again
+
+
 def test_allowed_headers_go_on_predictions_and_dead_letters_and_nothing_else(
     tmp_path: Path,
 ) -> None:
