@@ -18,15 +18,17 @@ from typing import Any, Final, TypeAlias, cast
 
 import numpy as np
 
+from worker.core.columns import Columns, build_columns
 from worker.core.decoders import Decoder
 from worker.core.decoders.json import JsonDecoder
 from worker.core.encoders import Encoder
 from worker.core.encoders.json import encode as encode_json
-from worker.core.feature_counts import CountLayout, IntArray, count_refused
+from worker.core.feature_counts import AnyArray, CountLayout, IntArray, lenient
 from worker.core.features import Extractor, FeatureBatch, extractor
 from worker.core.records import PredictionRecord, segment_value
 from worker.core.schema import EventValidator
 from worker.core.scoring import build_predictions, score_batch_safely
+from worker.core.segment_counts import SegmentCounts, count_by_value
 from worker.errors import Rejection, RejectKind
 from worker.explain import Explainer, explainer_for
 from worker.explain.reasons import reasons
@@ -172,6 +174,9 @@ class Scored:
     feature_counts: IntArray | None = None
     #: Events the counts are of.
     counted: int = 0
+    #: With ``segment_fields``: the counts per value of each field (each field may come
+    #: twice: the model's rows, then the events refused before it).
+    segment_counts: tuple[SegmentCounts, ...] = ()
 
 
 def score_values(
@@ -245,25 +250,37 @@ def score_prepared(prepared: Prepared, ctx: ScoringContext, now_ms: int,
     for j, prediction in zip(scored, predictions, strict=True):
         outcomes[positions[j]] = Prediction(prediction, encode(prediction))
     if count and ctx.layout is not None:
-        counts, counted = _count(ctx, ctx.layout, prepared)
-        return Scored(_complete(outcomes), counts, counted)
+        return _count(_complete(outcomes), ctx, ctx.layout, prepared)
     return Scored(_complete(outcomes))
 
 
-def _count(ctx: ScoringContext, layout: CountLayout, prepared: Prepared) -> tuple[IntArray, int]:
+def _count(outcomes: list[Outcome], ctx: ScoringContext, layout: CountLayout,
+           prepared: Prepared) -> Scored:
     """The counts of every decoded event: the model's rows as the model got them (those
-    it raised on too), and the events refused before it (schema, features) leniently."""
-    batch = prepared.batch
-    counts = layout.count(batch.columns if batch.columns is not None else batch.matrix)
-    rows = len(batch.valid)
+    it raised on too), and the events refused before it (schema, features) leniently;
+    per segment value too with ``segment_fields``."""
+    batch, events = prepared.batch, prepared.events
+    parts: list[tuple[Columns | AnyArray, list[Any]]] = [
+        (batch.columns if batch.columns is not None else batch.matrix,
+         [events[j] for j in batch.valid] if ctx.segment_fields else [])]
     if prepared.refused or batch.rejected:
-        events = prepared.events
         refused = [e for e in (*prepared.refused, *(events[j] for j, _ in batch.rejected))
                    if type(e) is dict]
         if refused:
-            counts += count_refused(layout, refused, ctx.bundle.manifest.feature_specs)
-            rows += len(refused)
-    return counts, rows
+            specs = lenient(ctx.bundle.manifest.feature_specs)
+            parts.append((build_columns(refused, specs)[0], refused))
+    counts, rows, segments = layout.zeros(), len(batch.valid), []
+    for data, part in parts:
+        total = None
+        for name in ctx.segment_fields:
+            keys = [segment_value(field_value(e, name)) for e in part]
+            seg = count_by_value(layout, data, name, keys)
+            segments.append(seg)
+            if total is None and seg.covers == len(part):  # every row in a group
+                total = seg.counts.sum(axis=0)
+        counts += layout.count(data) if total is None else total
+    rows += sum(len(part) for _, part in parts[1:])
+    return Scored(outcomes, counts, rows, tuple(segments))
 
 
 def _add_reasons(ctx: ScoringContext, explainer: Explainer, batch: FeatureBatch,

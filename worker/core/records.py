@@ -21,6 +21,9 @@ DEFAULT_TRUE_LABEL_FIELD: Final = "true_label"
 #: Segment values longer than this are cut to it (a value is a label of the monitor's
 #: gauges and a part of its keys, so its length is bounded where it is made).
 SEGMENT_VALUE_MAX: Final = 64
+#: The segment value that stands for the values past a cardinality cap, merged: the
+#: worker's per-interval cap on feature statistics and the monitor's top K alike.
+OTHER_SEGMENT: Final = "__other__"
 
 
 class RecordError(ValueError):

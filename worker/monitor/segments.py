@@ -30,6 +30,7 @@ from typing import Final
 
 import orjson
 
+from worker.core.records import OTHER_SEGMENT
 from worker.model.manifest import ReferenceHistogram
 from worker.monitor.aggregate import WindowAgg, merge_all
 from worker.monitor.alerts import (
@@ -48,7 +49,7 @@ from worker.monitor.figures import Figure
 from worker.monitor.windows import WindowKey
 
 #: The merged values outside the top K (and a partition's values past ``values_max``).
-OTHER: Final = "__other__"
+OTHER: Final = OTHER_SEGMENT
 ANY: Final = "*"
 DEFAULT_TOP_K: Final = 20
 DEFAULT_VALUES_MAX: Final = 500
