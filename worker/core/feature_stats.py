@@ -33,12 +33,10 @@ import orjson
 
 from worker.core.feature_counts import IntArray
 from worker.core.records import OTHER_SEGMENT, SEGMENT_VALUE_MAX
-from worker.core.segment_counts import SegmentCounts
+from worker.core.segment_counts import DEFAULT_SEGMENT_VALUES, SegmentCounts
 
 DEFAULT_INTERVAL_MS: Final = 60_000
 MAX_NAME_CHARS: Final = 256
-#: Distinct values of one segment field per model version and interval, by default.
-DEFAULT_SEGMENT_VALUES: Final = 100
 
 
 class StatsError(ValueError):
@@ -161,16 +159,17 @@ class StatsBuffer:
         if seen is None:
             self._forget_before(key)
             seen = self.admitted[(*key, seg.field)] = set()
-        held = entry.segments
-        for value, n, counts in zip(seg.values, seg.rows.tolist(), seg.counts, strict=True):
-            if value not in seen and value != OTHER_SEGMENT:
-                if len(seen) >= self.segment_values:
-                    value = OTHER_SEGMENT
-                else:
-                    seen.add(value)
-            old = held.get((seg.field, value))
-            held[(seg.field, value)] = (n, counts.copy()) if old is None else (
-                old[0] + n, old[1] + counts)
+        held, past = entry.segments, []
+        for i, value in enumerate(seg.values):
+            if value not in seen:
+                if value == OTHER_SEGMENT or len(seen) >= self.segment_values:
+                    past.append(i)  # merged below, in one sum (a field of many values)
+                    continue
+                seen.add(value)
+            _merge(held, (seg.field, value), int(seg.rows[i]), seg.counts[i])
+        if past:
+            _merge(held, (seg.field, OTHER_SEGMENT), int(seg.rows[past].sum()),
+                   seg.counts[past].sum(axis=0))
 
     def _forget_before(self, key: tuple[str, str, int]) -> None:
         """Admitted values of the version's earlier intervals: past, never asked again."""
@@ -192,6 +191,12 @@ class StatsBuffer:
 
     def __bool__(self) -> bool:
         return bool(self.pending)
+
+
+def _merge(held: dict[tuple[str, str], tuple[int, IntArray]], key: tuple[str, str],
+           rows: int, counts: IntArray) -> None:
+    old = held.get(key)
+    held[key] = (rows, counts.copy()) if old is None else (old[0] + rows, old[1] + counts)
 
 
 def _counts(data: Mapping[str, Any]) -> tuple[int, ...]:

@@ -28,7 +28,7 @@ from worker.core.features import Extractor, FeatureBatch, extractor
 from worker.core.records import PredictionRecord, segment_value
 from worker.core.schema import EventValidator
 from worker.core.scoring import build_predictions, score_batch_safely
-from worker.core.segment_counts import SegmentCounts, count_by_value
+from worker.core.segment_counts import DEFAULT_SEGMENT_VALUES, SegmentCounts, count_by_value
 from worker.errors import Rejection, RejectKind
 from worker.explain import Explainer, explainer_for
 from worker.explain.reasons import reasons
@@ -63,6 +63,9 @@ class ScoringContext:
     #: Event fields copied into each prediction's ``segments`` (the worker's
     #: ``segment_fields``): the monitor keeps its figures per value of each; () : off.
     segment_fields: tuple[str, ...] = ()
+    #: Values of a segment field whose feature counts a batch keeps apart (the most
+    #: frequent; the rest as ``__other__``: worker/core/segment_counts.py).
+    segment_values: int = DEFAULT_SEGMENT_VALUES
     #: Reasons on every prediction: the top ``explain`` input features by the size of their
     #: contribution to the score (worker/explain/); 0: none, the predictions as without.
     explain: int = 0
@@ -274,7 +277,7 @@ def _count(outcomes: list[Outcome], ctx: ScoringContext, layout: CountLayout,
         total = None
         for name in ctx.segment_fields:
             keys = [segment_value(field_value(e, name)) for e in part]
-            seg = count_by_value(layout, data, name, keys)
+            seg = count_by_value(layout, data, name, keys, ctx.segment_values)
             segments.append(seg)
             if total is None and seg.covers == len(part):  # every row in a group
                 total = seg.counts.sum(axis=0)

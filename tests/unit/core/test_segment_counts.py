@@ -59,3 +59,14 @@ def test_no_value_no_group_and_one_group() -> None:
     assert empty.values == () and empty.counts.shape == (0, layout.size)
     one = count_by_value(layout, matrix, "g", ["v"] * 10)
     assert one.counts.tolist() == [layout.count(matrix).tolist()]
+
+
+def test_past_the_limit_the_less_frequent_values_are_counted_together_as_other() -> None:
+    specs = (Feature("a"),)
+    layout = CountLayout.of(profile_of(np.random.default_rng(1).normal(size=(100, 1)), specs))
+    matrix = np.random.default_rng(2).normal(size=(12, 1))
+    keys = ["x"] * 5 + ["y"] * 4 + ["z", "w", "v"]
+    got = count_by_value(layout, matrix, "g", keys, limit=2)
+    assert got.values == ("x", "y", "__other__") and got.rows.tolist() == [5, 4, 3]
+    assert got.counts[2].tolist() == layout.count(matrix[9:]).tolist()
+    assert (got.counts.sum(axis=0) == layout.count(matrix)).all()
