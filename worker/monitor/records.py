@@ -79,6 +79,7 @@ def alert_record(alert: AlertRecord) -> dict[str, Any]:
         "window_end": window.end_ms,
         "at": alert.at,
         "firing_since": alert.since,
+        **({"reason": alert.reason} if alert.reason else {}),
     }
 
 

@@ -221,6 +221,31 @@ def test_the_segment_rule_fires_for_the_segment_only_with_enough_labels() -> Non
     assert states[key] == AlertState("ok", None, T0 + 3)
 
 
+def test_a_firing_segment_alert_resolves_as_evicted_when_its_segment_leaves_the_top_k(
+) -> None:
+    window = WindowKey("fraud", "1", ROLLING, T0)
+    other = WindowKey("fraud", "2", ROLLING, T0)
+    states, fired = evaluate_segments({}, DEFAULT_SEGMENT_RULES, recall_rows(0.1, 600), window,
+                                      T0)
+    states, _ = evaluate_segments(states, DEFAULT_SEGMENT_RULES, recall_rows(0.1, 600), other,
+                                  T0)
+    assert [a.rule.name for a in fired] == ["segment_recall_low:country=DE"]
+    only_fr = recall_rows(0.1, 600)[1:]  # DE left the top K: its figures are not shown
+    states, fired = evaluate_segments(states, DEFAULT_SEGMENT_RULES, only_fr, window, T0 + 5)
+    assert [(a.status, a.rule.name, a.reason, a.value) for a in fired] == [
+        ("resolved", "segment_recall_low:country=DE", "evicted", None)]
+    record = alert_record(fired[0])
+    assert record["reason"] == "evicted" and record["firing_since"] == T0
+    assert record["segment"] == {"field": "country", "value": "DE"}
+    jsonschema.validate(record, json.loads((SCHEMAS / "model_alert.schema.json").read_text()))
+    assert states["segment_recall_low:country=DE|fraud|1"] == AlertState("ok", None, T0 + 5)
+    assert states["segment_recall_low:country=DE|fraud|2"].status == "firing"  # its own
+    assert evaluate_segments(states, DEFAULT_SEGMENT_RULES, [], window, T0 + 6)[1] == []
+    # another window size's rule, or a rule of another field, does not touch it
+    fr_only = [dataclasses.replace(DEFAULT_SEGMENT_RULES[0], field="channel")]
+    assert evaluate_segments(states, fr_only, [], other, T0 + 7)[1] == []
+
+
 def test_segment_rules_parse_like_accuracy_rules_plus_a_field() -> None:
     (rule,) = parse_segment_rules([{"name": "r", "field": "country", "metric": "precision",
                                     "op": "<", "threshold": 0.5, "window": "5m"}])
