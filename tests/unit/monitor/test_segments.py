@@ -120,8 +120,20 @@ def test_the_join_carries_segments_to_late_labels_across_partitions_and_a_restar
             messages += [(k, orjson.loads(v)) for k, v in jp.flush()[1]]
             jp.store.commit()  # type: ignore[attr-defined]
     changes, _, _ = gp.apply(messages, now)
-    _, _, _, snap = gp.tick(now)
+    _, published, _, snap = gp.tick(now)
     rows = {(r.field, r.value): r.figures for r in snap.segments[("fraud", "1", ROLLING)]}
+    # every row of the segments table is on the metrics topic too, keyed by its segment
+    schema = json.loads((SCHEMAS / "model_metrics.schema.json").read_text())
+    on_topic = {}
+    for key, value in published:
+        record = orjson.loads(value)
+        jsonschema.validate(record, schema)
+        if "segment" in record and record["window"] == ROLLING:
+            seg = record["segment"]
+            assert key == f"fraud|1|rolling|{seg['field']}={seg['value']}"
+            on_topic[(seg["field"], seg["value"])] = record
+    assert set(on_topic) == set(rows)
+    assert all(on_topic[k]["recall"] == rows[k]["recall"] for k in rows)
     for field, values in (("country", COUNTRIES), ("channel", ("web", "app"))):
         for value in values:
             mine = [p for p in preds if f'"{field}","{value}"' in seg_of[p.id]]
