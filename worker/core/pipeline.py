@@ -18,17 +18,17 @@ from typing import Any, Final, TypeAlias, cast
 
 import numpy as np
 
-from worker.core.columns import Columns, build_columns
+from worker.core.batch_counts import BatchCounts, count_batch
 from worker.core.decoders import Decoder
 from worker.core.decoders.json import JsonDecoder
 from worker.core.encoders import Encoder
 from worker.core.encoders.json import encode as encode_json
-from worker.core.feature_counts import AnyArray, CountLayout, IntArray, lenient
+from worker.core.feature_counts import CountLayout, IntArray
 from worker.core.features import Extractor, FeatureBatch, extractor
-from worker.core.records import PredictionRecord, segment_value
+from worker.core.records import PredictionRecord, field_value, segment_value
 from worker.core.schema import EventValidator
 from worker.core.scoring import build_predictions, score_batch_safely
-from worker.core.segment_counts import DEFAULT_SEGMENT_VALUES, SegmentCounts, count_by_value
+from worker.core.segment_counts import DEFAULT_SEGMENT_VALUES, SegmentCounts
 from worker.errors import Rejection, RejectKind
 from worker.explain import Explainer, explainer_for
 from worker.explain.reasons import reasons
@@ -253,37 +253,21 @@ def score_prepared(prepared: Prepared, ctx: ScoringContext, now_ms: int,
     for j, prediction in zip(scored, predictions, strict=True):
         outcomes[positions[j]] = Prediction(prediction, encode(prediction))
     if count and ctx.layout is not None:
-        return _count(_complete(outcomes), ctx, ctx.layout, prepared)
+        return Scored(_complete(outcomes), *_count(ctx, ctx.layout, prepared))
     return Scored(_complete(outcomes))
 
 
-def _count(outcomes: list[Outcome], ctx: ScoringContext, layout: CountLayout,
-           prepared: Prepared) -> Scored:
+def _count(ctx: ScoringContext, layout: CountLayout, prepared: Prepared) -> BatchCounts:
     """The counts of every decoded event: the model's rows as the model got them (those
-    it raised on too), and the events refused before it (schema, features) leniently;
-    per segment value too with ``segment_fields``."""
+    it raised on too), and the events refused before it (schema, features) leniently."""
     batch, events = prepared.batch, prepared.events
-    parts: list[tuple[Columns | AnyArray, list[Any]]] = [
-        (batch.columns if batch.columns is not None else batch.matrix,
-         [events[j] for j in batch.valid] if ctx.segment_fields else [])]
-    if prepared.refused or batch.rejected:
-        refused = [e for e in (*prepared.refused, *(events[j] for j, _ in batch.rejected))
-                   if type(e) is dict]
-        if refused:
-            specs = lenient(ctx.bundle.manifest.feature_specs)
-            parts.append((build_columns(refused, specs)[0], refused))
-    counts, rows, segments = layout.zeros(), len(batch.valid), []
-    for data, part in parts:
-        total = None
-        for name in ctx.segment_fields:
-            keys = [segment_value(field_value(e, name)) for e in part]
-            seg = count_by_value(layout, data, name, keys, ctx.segment_values)
-            segments.append(seg)
-            if total is None and seg.covers == len(part):  # every row in a group
-                total = seg.counts.sum(axis=0)
-        counts += layout.count(data) if total is None else total
-    rows += sum(len(part) for _, part in parts[1:])
-    return Scored(outcomes, counts, rows, tuple(segments))
+    refused = [e for e in (*prepared.refused, *(events[j] for j, _ in batch.rejected))
+               if type(e) is dict] if prepared.refused or batch.rejected else []
+    model_events = [events[j] for j in batch.valid] if ctx.segment_fields else []
+    return count_batch(layout, batch.columns if batch.columns is not None else batch.matrix,
+                       model_events, len(batch.valid), refused,
+                       ctx.bundle.manifest.feature_specs, ctx.segment_fields,
+                       ctx.segment_values)
 
 
 def _add_reasons(ctx: ScoringContext, explainer: Explainer, batch: FeatureBatch,
@@ -318,19 +302,6 @@ def _copy_segments(records: list[dict[str, Any]], predictions: list[PredictionRe
                 found[name] = value
         if found:
             prediction["segments"] = found
-
-
-def field_value(record: dict[str, Any], name: str) -> Any:
-    """``record[name]``; for a dotted name missing as a key (wire formats flatten nested
-    records into ``outer.inner`` keys, JSON keeps them nested), the nested value."""
-    value = record.get(name)
-    if value is None and "." in name:
-        value = record
-        for part in name.split("."):
-            if type(value) is not dict:
-                return None
-            value = value.get(part)
-    return value
 
 
 def _validate_all(

@@ -239,6 +239,19 @@ def segment_value(value: object) -> str | None:
     return None
 
 
+def field_value(record: dict[str, Any], name: str) -> Any:
+    """``record[name]``; for a dotted name missing as a key (wire formats flatten nested
+    records into ``outer.inner`` keys, JSON keeps them nested), the nested value."""
+    value = record.get(name)
+    if value is None and "." in name:
+        value = record
+        for part in name.split("."):
+            if type(value) is not dict:
+                return None
+            value = value.get(part)
+    return value
+
+
 def read_segments(msg: Mapping[str, Any]) -> str:
     """A prediction's ``segments`` in one canonical text (the monitor's join carries it):
     a JSON list of ``[field, value]`` pairs sorted by field; "" when there are none. Pairs
