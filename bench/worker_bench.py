@@ -100,10 +100,21 @@ def shadow_bundle(kind: str, tmp: Path) -> Path:
 
 def events(kind: str, rng: np.random.Generator, n: int, start: int) -> list[dict[str, Any]]:
     if kind in bench_models.KINDS:
-        return bench_models.events(kind, rng, n, start)
-    if kind == "demo":
-        return make_events(rng, n, start, 0)[0]
-    return make_lr30_events(rng, n, start)
+        made = bench_models.events(kind, rng, n, start)
+    elif kind == "demo":
+        made = make_events(rng, n, start, 0)[0]
+    else:
+        made = make_lr30_events(rng, n, start)
+    if MARKETS:  # --segment-values: a low-cardinality field, skewed as countries are
+        weights = 1.0 / np.arange(1, MARKETS + 1)
+        picks = rng.choice(MARKETS, n, p=weights / weights.sum()).tolist()
+        for event, k in zip(made, picks, strict=True):
+            event["market"] = f"m{k:02d}"
+    return made
+
+
+#: ``--segment-values N``: every event carries ``market``, one of N values (0: none).
+MARKETS = 0
 
 
 #: ``--trace-compare``: every event carries trace context and a correlation id, as a traced
@@ -380,9 +391,14 @@ def main() -> None:
     ap.add_argument("--segment-fields", default="",
                     help="each mode also with --segment-fields (for example card_id, a string "
                          "field of every demo event)")
+    ap.add_argument("--segment-values", type=int, default=0,
+                    help="events also carry 'market', one of N values (Zipf-like), for "
+                         "--segment-fields market: a country-like field")
     ap.add_argument("--explain", type=int, default=0,
                     help="each worker also with --explain K (reason codes on), in the same run")
     a = ap.parse_args()
+    global MARKETS
+    MARKETS = a.segment_values
     if (a.shadow or a.shadow_compare) and a.model in bench_models.KINDS:
         ap.error("--shadow: the demo and lr30 models have a shadow version")
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))

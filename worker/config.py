@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worker.core.segment_counts import DEFAULT_SEGMENT_VALUES
 from worker.delivery_terms import Guarantee
 from worker.errors import ConfigError
 from worker.settings_common import (
@@ -182,6 +183,15 @@ class Settings(WireFormatSettings):
         "Interval of scoring time that feature statistics are keyed by, in milliseconds; "
         "the monitor's window sizes should be multiples of it.",
         ge=1000, le=3_600_000,
+    )
+    feature_stats_segment_values: int = setting(
+        DEFAULT_SEGMENT_VALUES,
+        "With segment_fields and feature statistics: distinct values of one segment field "
+        "whose feature counts a worker keeps apart per model version and interval (first "
+        "come), and per batch (the most frequent); the counts of the other values go to "
+        "__other__. Bounds the statistics records and the cost of a field of many values; "
+        "keep it above the monitor's segment_top_k.",
+        ge=1, le=1000,
     )
     pass_headers: bool = setting(
         False,

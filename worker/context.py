@@ -21,7 +21,7 @@ def build_context(s: Settings) -> ScoringContext:
     validator = EventValidator.from_file(Path(s.schema)) if s.schema else None
     return ScoringContext(bundle, validator, s.max_event_bytes, s.event_ts_field or None,
                           s.label_field or None, segment_fields=s.segment_field_list,
-                          explain=s.explain)
+                          segment_values=s.feature_stats_segment_values, explain=s.explain)
 
 
 def _bundle(s: Settings) -> ModelBundle:

@@ -1,8 +1,10 @@
 """Per-feature drift and data quality live, on the real broker: an exactly-once worker
 publishing feature statistics and a monitor reading them, one change each.
 
-- A shift in one numeric input (amount ten times larger) ranks that feature first, and
-  the feature drift alert names it; the gauges and /api/features show it.
+- A shift in one numeric input (amount ten times larger), confined to one segment (market
+  FR), ranks that feature first, and the feature drift alert names it; the gauges and
+  /api/features show it. Per segment (/api/features/segments) it ranks first in FR only,
+  and a segment feature rule's alert names both the feature and the segment.
 - Nulls in one field of a model that refuses them (the demo model): the events are dead
   letters, and still the field's missing rate shows them and the data-quality rule fires.
 - A pipeline that imputes: nulls in one field are scored (no dead letter) and raise the
@@ -55,6 +57,23 @@ op = ">"
 threshold = 0.05
 """
 
+SEGMENT_RULES = """
+[[feature_alerts]]
+name = "feature_drift"
+feature = "*"
+metric = "psi"
+op = ">"
+threshold = 0.25
+
+[[feature_alerts]]
+name = "segment_feature_drift"
+feature = "*"
+segment = "*"
+metric = "psi"
+op = ">"
+threshold = 0.25
+"""
+
 
 def get(port: int, path: str) -> bytes:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
@@ -100,10 +119,13 @@ class Live:
 
     def fired(self) -> list[tuple[str, str | None]]:
         """(alert, feature) of every firing alert record so far."""
+        return [(a["alert"], a.get("feature")) for a in self.firing()]
+
+    def firing(self) -> list[dict[str, Any]]:
         alerts = [orjson.loads(m.value or b"{}")
                   for m in read_topic(self.bootstrap, self.topics["alerts"], 1, timeout=30,
                                       settle=1)]
-        return [(a["alert"], a.get("feature")) for a in alerts if a["status"] == "firing"]
+        return [a for a in alerts if a["status"] == "firing"]
 
 
 @pytest.fixture
@@ -111,7 +133,7 @@ def live(kafka_bootstrap: str, group_factory: Callable[[], str], tmp_path: Path,
          ) -> Iterator[Callable[..., Live]]:
     started: list[Live] = []
 
-    def start(model: Path, rules: str | None = None) -> Live:
+    def start(model: Path, rules: str | None = None, *worker_args: str) -> Live:
         run = f"fd-{uuid.uuid4().hex[:8]}"
         t = {k: f"{run}-{k}" for k in ("tx", "pred", "dlq", "metrics", "alerts", "stats", "fs")}
         kafka_io.create_topics(kafka_bootstrap, {t["tx"]: 2, t["pred"]: 2, t["dlq"]: 1})
@@ -134,7 +156,7 @@ def live(kafka_bootstrap: str, group_factory: Callable[[], str], tmp_path: Path,
                              "--group", group_factory(), "--model", str(model),
                              "--metrics-port", "0", "--guarantee", "exactly-once",
                              "--instance-id", f"{run}-w", "--feature-stats-topic", t["fs"],
-                             "--feature-stats-interval-ms", "1000"],
+                             "--feature-stats-interval-ms", "1000", *worker_args],
                             tmp_path / f"worker-{run}.log")
         started.append(Live(kafka_bootstrap, t, port, monitor, worker, log))
         return started[-1]
@@ -150,10 +172,14 @@ def test_a_shifted_feature_ranks_first_and_its_alert_names_it(
     kafka_bootstrap: str, live: Callable[..., Live], tmp_path: Path,
     report: Callable[[str], None],
 ) -> None:
-    run = live(train_demo(tmp_path / "model", n=5000))
+    run = live(train_demo(tmp_path / "model", n=5000), SEGMENT_RULES,
+               "--segment-fields", "market")
     events, _ = make_events(np.random.default_rng(5), 3000, 0, int(time.time() * 1000))
-    for e in events[1500:]:
-        e["amount"] = float(e["amount"]) * 10  # type: ignore[arg-type]
+    markets = np.random.default_rng(6).choice(["DE", "IT"], 1500).tolist()
+    for e, market in zip(events, [*markets, *["FR"] * 1500], strict=True):
+        e["market"] = market
+        if market == "FR":  # the shift is confined to FR, and every FR event has it
+            e["amount"] = float(e["amount"]) * 10  # type: ignore[arg-type]
     started = time.monotonic()
     send(kafka_bootstrap, run.topics["tx"], events)
     top = run.rolling(3000)["features"][0]
@@ -161,15 +187,31 @@ def test_a_shifted_feature_ranks_first_and_its_alert_names_it(
     assert top["feature"] == "amount" and top["psi"] > 0.25, top
     # amounts are long-tailed: most of ten times the usual still lie within the reference
     assert top["out_of_range_rate"] > 0.05 and len(top["psi_history"]) >= 1
-    fired = run.fired()
+    doc = orjson.loads(get(run.port, "/api/features/segments"))
+    rows = {r["segment"]: r for w in doc["windows"] if w["window"] == "rolling"
+            for r in w["rows"]}
+    assert sorted(rows) == ["DE", "FR", "IT"] and rows["FR"]["rows"] == 1500, rows
+    assert rows["FR"]["features"][0]["feature"] == "amount", rows["FR"]
+    assert rows["FR"]["features"][0]["psi"] > 0.25
+    for other in ("DE", "IT"):
+        amount = next(f for f in rows[other]["features"] if f["feature"] == "amount")
+        assert amount["psi"] < 0.1, (other, amount)
+    firing = run.firing()
+    fired = [(a["alert"], a.get("feature")) for a in firing]
     assert ("feature_drift:amount", "amount") in fired, fired
     assert all(f == "amount" for name, f in fired if name.startswith("feature_drift")), fired
+    by_segment = [(a["alert"], a["feature"], a["segment"]) for a in firing if "segment" in a]
+    assert by_segment == [("segment_feature_drift:amount@market=FR", "amount",
+                           {"field": "market", "value": "FR"})], by_segment
     metrics = get(run.port, "/metrics").decode()
     assert 'scoring_feature_psi{feature="amount",model="fraud-demo",model_version="1",' \
            'window="rolling"}' in metrics
-    report(f"feature drift: amount x10 in half of 3,000 events ranked first (rolling PSI "
-           f"{top['psi']:.2f}, out of range {top['out_of_range_rate']:.2f}) and alerted; "
-           f"{seen:.1f}s from sending to the monitor's figures over all 3,000")
+    assert 'scoring_segment_feature_psi{feature="amount",field="market",model="fraud-demo",' \
+           'model_version="1",segment="FR",window="rolling"}' in metrics
+    report(f"feature drift: amount x10 in market FR (half of 3,000 events) ranked first "
+           f"(rolling PSI {top['psi']:.2f}, out of range {top['out_of_range_rate']:.2f}; in "
+           f"FR {rows['FR']['features'][0]['psi']:.2f}, first there only) and alerted "
+           f"overall and for market=FR; {seen:.1f}s from sending to the monitor's figures")
 
 
 def by_name(window: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -1,6 +1,7 @@
 """Feature statistics on the real broker: under exactly-once, the committed statistics
 records of a worker killed with SIGKILL mid-stream add up to a numpy recount of the
-scored events, slot by slot; under at-least-once they add up at least to it."""
+scored events, slot by slot, overall and per segment value (``--segment-fields hour``:
+24 values); under at-least-once they add up at least to it."""
 
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ def test_statistics_equal_a_recount_across_a_kill9(
               "dlq": topic_factory("dlq", 1), "stats": topic_factory("stats", 1)}
     group = group_factory()
     args = [*worker_args(kafka_bootstrap, topics, group, bundle_dir, guarantee, f"fs-{group}"),
-            "--feature-stats-topic", topics["stats"], "--feature-stats-interval-ms", "1000"]
+            "--feature-stats-topic", topics["stats"], "--feature-stats-interval-ms", "1000",
+            "--segment-fields", "hour"]
     feeder = Feeder(kafka_bootstrap, topics["in"], EVENTS, rate=1500, bad_every=BAD_EVERY)
     w = WorkerProc(args, tmp_path / "w0.log")
     feeder.start()
@@ -97,5 +99,15 @@ def test_statistics_equal_a_recount_across_a_kill9(
     if guarantee == "exactly-once":
         assert rows == len(good)
         assert total.tolist() == expected.tolist()
+        per_hour: dict[str, np.ndarray] = {}
+        for r in records:
+            for seg in r.segments:
+                per_hour[seg.value] = per_hour.get(seg.value, layout.zeros()) + seg.counts
+        hours = sorted({str(e["hour"]) for e in good})
+        assert sorted(per_hour) == hours
+        for hour in hours:
+            mine = [e for e in good if str(e["hour"]) == hour]
+            recount = layout.count(build_columns(mine, bundle.manifest.feature_specs)[0])
+            assert per_hour[hour].tolist() == recount.tolist(), hour
     else:  # a kill -9 repeats what was scored after the last commit: never fewer
         assert rows >= len(good) and (total >= expected).all()

@@ -18,11 +18,11 @@ once (``NumericBlock``), ``searchsorted`` and ``bincount`` for a lone column, on
 again, to tell a missing value from another category). Pure: no I/O, no clock.
 
 Which events are counted is the caller's choice (worker/core/pipeline.py: every event
-that decoded into an object, scored or dead-lettered). ``count_refused`` counts events
-whose values the model's own checks refused: there, a value that is not a usable value
-of its feature's type (absent, null, a string for a number, not finite) counts as
-missing, so a feed that breaks one field shows in that field's missing rate whether the
-model refuses or imputes it.
+that decoded into an object, scored or dead-lettered). Events whose values the model's
+own checks refused are counted as columns of ``lenient`` features: there, a value that
+is not a usable value of its feature's type (absent, null, a string for a number, not
+finite) counts as missing, so a feed that breaks one field shows in that field's
+missing rate whether the model refuses or imputes it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any, Final, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from worker.core.columns import Columns, build_columns
+from worker.core.columns import Columns
 from worker.model.feature_types import Feature
 from worker.model.profile import FeatureProfile, Profile
 
@@ -191,14 +191,10 @@ class CountLayout:
         return out
 
 
-def count_refused(layout: CountLayout, records: Sequence[dict[str, Any]],
-                  features: Sequence[Feature]) -> IntArray:
-    """The counts of ``records`` that were refused before the model: each value that is
-    usable for its feature's type in its bin, any other value as missing, and a category
-    the model's encoder does not know as a category (in "other", so unseen)."""
-    lenient = [replace(f, missing=True, categories=None) for f in features]
-    columns, _ = build_columns(records, lenient)  # unusable values come back missing
-    return layout.count(columns)
+def lenient(features: Sequence[Feature]) -> list[Feature]:
+    """``features`` as refused events are counted: any value may be missing, any category
+    is a category."""
+    return [replace(f, missing=True, categories=None) for f in features]
 
 
 def _numeric(values: AnyArray, edges: npt.NDArray[np.float64], p: FeatureProfile) -> IntArray:
@@ -214,19 +210,24 @@ def _numeric(values: AnyArray, edges: npt.NDArray[np.float64], p: FeatureProfile
 
 def _categorical(values: AnyArray, lookup: dict[Any, int], bins: int) -> IntArray:
     """Slots 0..bins-2 the top values, bins-1 other, bins missing."""
+    return np.bincount(category_slots(values, lookup, bins), minlength=bins + 1).astype(np.int64)
+
+
+def category_slots(values: AnyArray, lookup: dict[Any, int], bins: int) -> npt.NDArray[np.intp]:
+    """Each value's slot within its feature: 0..bins-2 a top value, bins-1 other, bins
+    missing."""
     other, missing = bins - 1, bins
     if values.dtype == np.bool_:
         where = np.array([lookup.get(False, other), lookup.get(True, other)], dtype=np.intp)
-        index = where[values.astype(np.intp)]
-    else:
-        index = np.fromiter(map(lookup.get, values, repeat(other)), dtype=np.intp,
-                            count=len(values))
-        unknown = np.flatnonzero(index == other)
-        if unknown.size:
-            gone = [i for i, v in zip(unknown.tolist(), values[unknown].tolist(), strict=True)
-                    if _is_missing(v)]
-            index[gone] = missing
-    return np.bincount(index, minlength=bins + 1).astype(np.int64)
+        return where[values.astype(np.intp)]
+    index = np.fromiter(map(lookup.get, values, repeat(other)), dtype=np.intp,
+                        count=len(values))
+    unknown = np.flatnonzero(index == other)
+    if unknown.size:
+        gone = [i for i, v in zip(unknown.tolist(), values[unknown].tolist(), strict=True)
+                if _is_missing(v)]
+        index[gone] = missing
+    return index
 
 
 def _is_missing(value: Any) -> bool:

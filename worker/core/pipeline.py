@@ -18,15 +18,17 @@ from typing import Any, Final, TypeAlias, cast
 
 import numpy as np
 
+from worker.core.batch_counts import BatchCounts, count_batch
 from worker.core.decoders import Decoder
 from worker.core.decoders.json import JsonDecoder
 from worker.core.encoders import Encoder
 from worker.core.encoders.json import encode as encode_json
-from worker.core.feature_counts import CountLayout, IntArray, count_refused
+from worker.core.feature_counts import CountLayout, IntArray
 from worker.core.features import Extractor, FeatureBatch, extractor
-from worker.core.records import PredictionRecord, segment_value
+from worker.core.records import PredictionRecord, field_value, segment_value
 from worker.core.schema import EventValidator
 from worker.core.scoring import build_predictions, score_batch_safely
+from worker.core.segment_counts import DEFAULT_SEGMENT_VALUES, SegmentCounts
 from worker.errors import Rejection, RejectKind
 from worker.explain import Explainer, explainer_for
 from worker.explain.reasons import reasons
@@ -61,6 +63,9 @@ class ScoringContext:
     #: Event fields copied into each prediction's ``segments`` (the worker's
     #: ``segment_fields``): the monitor keeps its figures per value of each; () : off.
     segment_fields: tuple[str, ...] = ()
+    #: Values of a segment field whose feature counts a batch keeps apart (the most
+    #: frequent; the rest as ``__other__``: worker/core/segment_counts.py).
+    segment_values: int = DEFAULT_SEGMENT_VALUES
     #: Reasons on every prediction: the top ``explain`` input features by the size of their
     #: contribution to the score (worker/explain/); 0: none, the predictions as without.
     explain: int = 0
@@ -172,6 +177,9 @@ class Scored:
     feature_counts: IntArray | None = None
     #: Events the counts are of.
     counted: int = 0
+    #: With ``segment_fields``: the counts per value of each field (each field may come
+    #: twice: the model's rows, then the events refused before it).
+    segment_counts: tuple[SegmentCounts, ...] = ()
 
 
 def score_values(
@@ -245,25 +253,21 @@ def score_prepared(prepared: Prepared, ctx: ScoringContext, now_ms: int,
     for j, prediction in zip(scored, predictions, strict=True):
         outcomes[positions[j]] = Prediction(prediction, encode(prediction))
     if count and ctx.layout is not None:
-        counts, counted = _count(ctx, ctx.layout, prepared)
-        return Scored(_complete(outcomes), counts, counted)
+        return Scored(_complete(outcomes), *_count(ctx, ctx.layout, prepared))
     return Scored(_complete(outcomes))
 
 
-def _count(ctx: ScoringContext, layout: CountLayout, prepared: Prepared) -> tuple[IntArray, int]:
+def _count(ctx: ScoringContext, layout: CountLayout, prepared: Prepared) -> BatchCounts:
     """The counts of every decoded event: the model's rows as the model got them (those
     it raised on too), and the events refused before it (schema, features) leniently."""
-    batch = prepared.batch
-    counts = layout.count(batch.columns if batch.columns is not None else batch.matrix)
-    rows = len(batch.valid)
-    if prepared.refused or batch.rejected:
-        events = prepared.events
-        refused = [e for e in (*prepared.refused, *(events[j] for j, _ in batch.rejected))
-                   if type(e) is dict]
-        if refused:
-            counts += count_refused(layout, refused, ctx.bundle.manifest.feature_specs)
-            rows += len(refused)
-    return counts, rows
+    batch, events = prepared.batch, prepared.events
+    refused = [e for e in (*prepared.refused, *(events[j] for j, _ in batch.rejected))
+               if type(e) is dict] if prepared.refused or batch.rejected else []
+    model_events = [events[j] for j in batch.valid] if ctx.segment_fields else []
+    return count_batch(layout, batch.columns if batch.columns is not None else batch.matrix,
+                       model_events, len(batch.valid), refused,
+                       ctx.bundle.manifest.feature_specs, ctx.segment_fields,
+                       ctx.segment_values)
 
 
 def _add_reasons(ctx: ScoringContext, explainer: Explainer, batch: FeatureBatch,
@@ -298,19 +302,6 @@ def _copy_segments(records: list[dict[str, Any]], predictions: list[PredictionRe
                 found[name] = value
         if found:
             prediction["segments"] = found
-
-
-def field_value(record: dict[str, Any], name: str) -> Any:
-    """``record[name]``; for a dotted name missing as a key (wire formats flatten nested
-    records into ``outer.inner`` keys, JSON keeps them nested), the nested value."""
-    value = record.get(name)
-    if value is None and "." in name:
-        value = record
-        for part in name.split("."):
-            if type(value) is not dict:
-                return None
-            value = value.get(part)
-    return value
 
 
 def _validate_all(

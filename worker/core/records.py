@@ -21,6 +21,9 @@ DEFAULT_TRUE_LABEL_FIELD: Final = "true_label"
 #: Segment values longer than this are cut to it (a value is a label of the monitor's
 #: gauges and a part of its keys, so its length is bounded where it is made).
 SEGMENT_VALUE_MAX: Final = 64
+#: The segment value that stands for the values past a cardinality cap, merged: the
+#: worker's per-interval cap on feature statistics and the monitor's top K alike.
+OTHER_SEGMENT: Final = "__other__"
 
 
 class RecordError(ValueError):
@@ -260,6 +263,19 @@ def read_top_reason(msg: Mapping[str, Any]) -> str:
         if amount > 0:
             return feature[:SEGMENT_VALUE_MAX]
     return NO_POSITIVE_REASON
+
+
+def field_value(record: dict[str, Any], name: str) -> Any:
+    """``record[name]``; for a dotted name missing as a key (wire formats flatten nested
+    records into ``outer.inner`` keys, JSON keeps them nested), the nested value."""
+    value = record.get(name)
+    if value is None and "." in name:
+        value = record
+        for part in name.split("."):
+            if type(value) is not dict:
+                return None
+            value = value.get(part)
+    return value
 
 
 def read_segments(msg: Mapping[str, Any]) -> str:

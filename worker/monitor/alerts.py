@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, Protocol, TypeVar
 
-from worker.core.records import escape_key_part
+from worker.core.records import escape_key_part, unescape_key_part
 from worker.monitor.catalog import METRIC_NAMES, PREDICTION_METRICS
 from worker.monitor.figures import Figure
 from worker.monitor.views import finite_number
@@ -174,13 +174,50 @@ class AlertRecord:
     status: Literal["firing", "resolved"]
     rule: AlertRule
     window: WindowKey
-    value: float
+    #: The figure at this evaluation; None when resolved for ``reason`` instead.
+    value: float | None
     basis_count: int
     at: int
     since: int
+    #: Why it resolved when not by its figure (``EVICTED``); None: by the figure.
+    reason: str | None = None
 
     def key(self) -> str:
         return alert_key(self.rule.name, self.window.model, self.window.model_version)
+
+
+#: A segment's alert resolved because the segment left the figures (the top K by traffic):
+#: its figures are not evaluated any more, so its alert would otherwise fire for ever.
+EVICTED: Final = "evicted"
+
+
+def resolve_evicted(states: Mapping[str, AlertState], gone: Sequence[AlertRule],
+                    window: WindowKey, segment_of: Callable[[str], str], now_ms: int,
+                    ) -> tuple[dict[str, AlertState], list[AlertRecord]]:
+    """Resolve each firing alert of ``gone`` (rules of segments no longer evaluated) with
+    the reason ``EVICTED``; its record's window names the segment (``segment_of``)."""
+    new_states, records = dict(states), []
+    for rule in gone:
+        key = alert_key(rule.name, window.model, window.model_version)
+        state = states.get(key)
+        if state is None or state.status != "firing":
+            continue
+        since = now_ms if state.since is None else state.since
+        where = replace(window, segment=segment_of(rule.name))
+        records.append(AlertRecord("resolved", rule, where, None, 0, now_ms, since, EVICTED))
+        new_states[key] = AlertState("ok", None, now_ms)
+    return new_states, records
+
+
+def firing_names(states: Mapping[str, AlertState], model: str, version: str) -> list[str]:
+    """The names of the alerts of ``model`` ``version`` that are firing."""
+    out = []
+    for key, state in states.items():
+        if state.status == "firing":
+            name, m, v = (unescape_key_part(p) for p in key.split("|"))
+            if (m, v) == (model, version):
+                out.append(name)
+    return out
 
 
 def alert_key(rule: str, model: str, model_version: str) -> str:

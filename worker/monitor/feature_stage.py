@@ -138,6 +138,15 @@ class FeatureStage:
         return {"windows": windows, "drift_off": off, "invalid": self.invalid,
                 "refused": dict(self.windows.refused)}
 
+    def segments_status(self) -> dict[str, Any]:
+        """``/api/features/segments``: per model version and window, each segment row (the
+        top K values of each field and ``__other__``) with its most drifted features."""
+        return {"windows": [
+            {"model": w.model, "model_version": w.model_version, "window": w.window,
+             "window_start": w.start_ms, "window_end": w.end_ms,
+             "rows": [r.to_dict(TOP_FEATURES) for r in w.segments]}
+            for w in self.latest if w.segments]}
+
 
 def _encoded(alert: FeatureAlert) -> tuple[bytes, bytes]:
     record: Mapping[str, Any] = {**alert_record(alert.record), "feature": alert.feature}

@@ -12,6 +12,9 @@ once under exactly-once, so the sums are exact; the caller reads each record onc
 statistics topic from the start of the retention, read_committed). Memory is bounded:
 intervals older than ``retain_ms`` are dropped (``expire``).
 
+Records with ``segments`` keep the same figures per segment value (feature_segments.py):
+each window's top K values by events counted per field, and ``__other__``.
+
 Feature drift is off for a model version without a reference profile: ``off_reason``
 says why, per version. Pure: time is passed in.
 """
@@ -29,6 +32,14 @@ from worker.core.feature_counts import CountLayout, IntArray
 from worker.core.feature_stats import FeatureStats
 from worker.model.profile import Profile
 from worker.monitor.drift import FeatureFigures, feature_figures, ranked
+from worker.monitor.feature_segments import (
+    SegmentFeatures,
+    SegmentSums,
+    add_segments,
+    segment_features,
+    sum_intervals,
+)
+from worker.monitor.segments import DEFAULT_TOP_K, DEFAULT_VALUES_MAX
 from worker.monitor.windows import ROLLING, parse_window, rolling_bounds, window_start
 
 ModelKey = tuple[str, str]
@@ -50,6 +61,8 @@ class FeatureWindow:
     features: tuple[FeatureFigures, ...]
     end_ms: int = 0
     counts: tuple[tuple[int, ...], ...] = ()  # in the order of ``features``
+    #: Per segment field, its top K values and ``__other__`` (feature_segments.py).
+    segments: tuple[SegmentFeatures, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         features = [f.to_dict() for f in self.features]
@@ -67,6 +80,8 @@ class _Version:
     digest: str
     #: interval start -> (rows, counts)
     intervals: dict[int, tuple[int, IntArray]] = field(default_factory=dict)
+    #: interval start -> its sums per segment field and value
+    segments: dict[int, SegmentSums] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,6 +97,10 @@ class FeatureWindows:
     refused: Counter[str] = field(default_factory=Counter)
     #: Model versions seen in records whose drift is off, with the reason.
     off: dict[ModelKey, str] = field(default_factory=dict)
+    #: Segment values shown per field and window (the monitor's segment_top_k).
+    top_k: int = DEFAULT_TOP_K
+    #: Values of a field kept per interval (the monitor's segment_values_max).
+    values_max: int = DEFAULT_VALUES_MAX
 
     def add(self, stats: FeatureStats) -> None:
         key = (stats.model, stats.model_version)
@@ -96,6 +115,9 @@ class FeatureWindows:
         rows, sums = version.intervals.get(stats.interval_start, (0, None))
         version.intervals[stats.interval_start] = (
             rows + stats.rows, counts if sums is None else sums + counts)
+        if stats.segments:
+            add_segments(version.segments.setdefault(stats.interval_start, {}),
+                         stats.segments, _array, self.values_max)
 
     def _version(self, key: ModelKey) -> _Version | None:
         if key in self.versions:
@@ -120,6 +142,7 @@ class FeatureWindows:
         for version in self.versions.values():
             for start in [s for s in version.intervals if s < horizon]:
                 del version.intervals[start]
+                version.segments.pop(start, None)
 
     def window(self, key: ModelKey, spec: str, now_ms: int) -> FeatureWindow | None:
         """The figures of window ``spec`` ("5m", "rolling", ...) as of ``now_ms``."""
@@ -134,8 +157,11 @@ class FeatureWindows:
         slices = {s.profile.name: sums[s.start : s.stop] for s in version.layout.features}
         figures = ranked([feature_figures(s.profile, slices[s.profile.name])
                           for s in version.layout.features])
+        segments = sum_intervals(held for at, held in version.segments.items()
+                                 if start <= at < end)
         return FeatureWindow(key[0], key[1], spec, start, rows, tuple(figures), end,
-                             tuple(tuple(slices[f.name].tolist()) for f in figures))
+                             tuple(tuple(slices[f.name].tolist()) for f in figures),
+                             tuple(segment_features(segments, version.layout, self.top_k)))
 
     def windows(self, specs: tuple[str, ...], now_ms: int) -> list[FeatureWindow]:
         out = []
@@ -145,6 +171,10 @@ class FeatureWindows:
                 if w is not None:
                     out.append(w)
         return out
+
+
+def _array(counts: tuple[int, ...]) -> IntArray:
+    return np.asarray(counts, dtype=np.int64)
 
 
 def _bounds(spec: str, now_ms: int) -> tuple[int, int]:

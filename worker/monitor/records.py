@@ -44,6 +44,9 @@ def metrics_record(
         "task": task or None,
         "computed_at": computed_at,
     }
+    if window.segment:
+        seg_field, _, seg_value = window.segment.partition("=")
+        record["segment"] = {"field": seg_field, "value": seg_value}
     for m in CATALOG:
         value = figures.get(m.name)
         record[m.name] = int(value or 0) if m.count else _json_number(value)
@@ -79,6 +82,7 @@ def alert_record(alert: AlertRecord) -> dict[str, Any]:
         "window_end": window.end_ms,
         "at": alert.at,
         "firing_since": alert.since,
+        **({"reason": alert.reason} if alert.reason else {}),
     }
 
 

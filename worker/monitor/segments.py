@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
-from typing import Final
+from functools import lru_cache, partial
+from typing import Final, TypeVar
 
 import orjson
 
+from worker.core.records import OTHER_SEGMENT
 from worker.model.manifest import ReferenceHistogram
 from worker.monitor.aggregate import WindowAgg, merge_all
 from worker.monitor.alerts import (
@@ -40,15 +41,17 @@ from worker.monitor.alerts import (
     AlertState,
     alert_key,
     evaluate,
+    firing_names,
     parse_rule,
     parse_tables,
+    resolve_evicted,
 )
 from worker.monitor.catalog import metrics
 from worker.monitor.figures import Figure
 from worker.monitor.windows import WindowKey
 
 #: The merged values outside the top K (and a partition's values past ``values_max``).
-OTHER: Final = "__other__"
+OTHER: Final = OTHER_SEGMENT
 ANY: Final = "*"
 DEFAULT_TOP_K: Final = 20
 DEFAULT_VALUES_MAX: Final = 500
@@ -120,12 +123,23 @@ def traffic(agg: WindowAgg) -> tuple[int, int]:
 def ranked(values: Mapping[str, WindowAgg], k: int) -> list[tuple[str, WindowAgg]]:
     """The top ``k`` values by traffic (ties: by value), then ``__other__``: the merge of
     the rest and of stage one's own ``__other__`` (absent when empty)."""
+    return top_values(values, k, traffic, merge_all)
+
+
+T = TypeVar("T")
+
+
+def top_values(values: Mapping[str, T], k: int, size: Callable[[T], tuple[int, ...]],
+               merge: Callable[[list[T]], T]) -> list[tuple[str, T]]:
+    """The one cap of segment values, for every kind of figure: the top ``k`` values by
+    ``size`` (descending; ties by value), then ``__other__``, the ``merge`` of the rest
+    and of any ``__other__`` already in ``values`` (absent when there is none)."""
     real = sorted(((v, a) for v, a in values.items() if v != OTHER),
-                  key=lambda va: (-traffic(va[1])[0], -traffic(va[1])[1], va[0]))
+                  key=lambda va: (tuple(-n for n in size(va[1])), va[0]))
     rest = [a for _, a in real[k:]]
     if OTHER in values:
         rest.append(values[OTHER])
-    return real[:k] + ([(OTHER, merge_all(rest))] if rest else [])
+    return real[:k] + ([(OTHER, merge(rest))] if rest else [])
 
 
 def by_field(aggs: Mapping[str, WindowAgg]) -> dict[str, dict[str, WindowAgg]]:
@@ -227,19 +241,35 @@ def evaluate_segments(
     now_ms: int,
 ) -> tuple[dict[str, AlertState], list[AlertRecord]]:
     """Every rule of ``window``'s size on each segment row it applies to. Each segment
-    has its own state (``rule:field=value``); the record's window names the segment."""
+    has its own state (``rule:field=value``); the record's window names the segment. A
+    firing segment alert whose segment is not among ``rows`` any more (it left the top K)
+    resolves with the reason ``evicted``."""
     new_states, records = dict(states), []
+    firing = firing_names(states, window.model, window.model_version)
     for seg_rule in rules:
         if seg_rule.rule.window != window.window:
             continue
+        evaluated = set()
         for row in rows:
             if not seg_rule.applies_to(row.field):
                 continue
             rule = seg_rule.for_segment(row.field, row.value)
+            evaluated.add(rule.name)
             key = alert_key(rule.name, window.model, window.model_version)
             where = replace(window, segment=f"{row.field}={row.value}")
             new_states[key], record = evaluate(states.get(key, AlertState()), rule,
                                                row.figures, where, now_ms)
             if record is not None:
                 records.append(record)
+        prefix = f"{seg_rule.name}:"
+        gone = [replace(seg_rule.rule, name=n) for n in firing
+                if n.startswith(prefix) and n not in evaluated and "=" in n[len(prefix):]
+                and seg_rule.applies_to(split_segment(n[len(prefix):])[0])]
+        new_states, evicted = resolve_evicted(new_states, gone, window,
+                                              partial(_after, len(prefix)), now_ms)
+        records += evicted
     return new_states, records
+
+
+def _after(start: int, name: str) -> str:
+    return name[start:]

@@ -8,7 +8,7 @@ window's figures, and on every tick the rolling view, the latest closed windows
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -66,6 +66,10 @@ class GlobalPartition:
     segment_rules: Sequence[SegmentRule] = DEFAULT_SEGMENT_RULES
     #: Segment values shown per field and window; the rest are merged as "__other__".
     segment_top_k: int = DEFAULT_TOP_K
+    #: (model, version, window, start) of tumbling windows whose segments changed since
+    #: the last tick: their segment rows are published then (as their own figures are
+    #: when they change).
+    segments_changed: set[tuple[str, str, str, int]] = field(default_factory=set)
 
     def restore(self, key: str, value: bytes | None) -> None:
         kind, _, rest = key.partition("|")
@@ -98,6 +102,9 @@ class GlobalPartition:
             held = self.global_windows.get(window, GlobalWindow())
             self.global_windows[window] = held.update(source, WindowAgg.from_dict(msg["agg"]))
             changed.add(window)
+            if window.segment:
+                self.segments_changed.add(
+                    (window.model, window.model_version, window.window, window.start_ms))
         records = []
         for window in sorted(
             changed, key=lambda k: (k.model, k.model_version, k.window, k.start_ms)
@@ -152,8 +159,11 @@ class GlobalPartition:
                                        reference)
                 if rows:
                     snap.segments[(model, version, window.window)] = rows
-                    self._alerts(evaluate_segments(self.alerts, self.segment_rules, rows,
-                                                   window, now_ms), changes, alert_records)
+                    if window.window == ROLLING or (model, version, window.window,
+                                                    window.start_ms) in self.segments_changed:
+                        metric_records += segment_records(window, agg.task, rows, now_ms)
+                self._alerts(evaluate_segments(self.alerts, self.segment_rules, rows,
+                                               window, now_ms), changes, alert_records)
             window, agg = views[0]
             metric_records.append(
                 (
@@ -166,6 +176,7 @@ class GlobalPartition:
                     ),
                 )
             )
+        self.segments_changed.clear()
         alerts = [(a.key(), dumps(alert_record(a))) for a in alert_records]
         return changes, metric_records, alerts, snap
 
@@ -220,6 +231,17 @@ class GlobalPartition:
         for k in old:
             del self.global_windows[k]
         return {f"g|{k.kafka_key()}": None for k in old}
+
+
+def segment_records(window: WindowKey, task: str, rows: Sequence[SegmentFigures],
+                    now_ms: int) -> list[Record]:
+    """The model-metrics records of a window's segment rows (the top K values of each field
+    and ``__other__``): keyed ``...|field=value``, with ``segment`` naming it."""
+    out = []
+    for row in rows:
+        where = replace(window, segment=f"{row.field}={row.value}")
+        out.append((where.kafka_key(), dumps(metrics_record(where, task, row.figures, now_ms))))
+    return out
 
 
 def stats_record(snapshot_join: JoinStats, invalid: int, now_ms: int) -> bytes:

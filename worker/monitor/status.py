@@ -75,6 +75,8 @@ class StatusBoard:
     def on_metrics(self, partition: int, records: Iterable[Record]) -> None:
         """Model-metrics records: the rolling view, or a tumbling window that changed."""
         for rec in _readable(records, "window", "window_start", "computed_at"):
+            if "segment" in rec:  # a segment's figures: /api/segments has them
+                continue
             hist = self._history(partition, rec["model"], rec["model_version"])
             hist.task = rec.get("task") or hist.task
             if rec["window"] == ROLLING:

@@ -7,6 +7,11 @@ bundles, windows from the settings, so the label sets are bounded): one per figu
 tick. ``scoring_feature_drift_off`` is 1 per model version seen in statistics whose drift
 is off, with the reason (``no_bundle`` or ``no_profile``);
 ``scoring_feature_stats_refused_total`` counts records not used, by reason.
+
+Per segment value (``SEGMENT_GAUGES``: ``scoring_segment_feature_psi`` and
+``scoring_segment_feature_missing_ratio``), labels model, model_version, window, feature,
+field, segment: per model version and window at most features x (segment_top_k + 1) series
+per segment field.
 """
 
 from __future__ import annotations
@@ -34,12 +39,16 @@ from worker.monitor.drift import FEATURE_FIGURES
 from worker.monitor.feature_alerts import FeatureRule
 from worker.monitor.feature_stage import FeatureStage
 from worker.monitor.feature_windows import NO_BUNDLE, FeatureWindow, FeatureWindows, ModelKey
+from worker.monitor.segments import DEFAULT_TOP_K, DEFAULT_VALUES_MAX
 from worker.monitor.windows import ROLLING, ROLLING_SPAN_MS, ROLLING_STEP_MS, parse_window
 from worker.monitor_app.settings import MonitorSettings
 from worker.probes import Route
 
 log = logging.getLogger(__name__)
 LABELS = ["model", "model_version", "window", "feature"]
+#: The per-feature figures also exported per segment value (every figure is in
+#: /api/features/segments): gauge name with "segment_feature" for "feature".
+SEGMENT_GAUGES = ("psi", "missing_rate")
 
 
 class FeatureCollector(Collector):
@@ -70,6 +79,7 @@ class FeatureCollector(Collector):
                         fam.add_metric([w.model, w.model_version, w.window, f.name],
                                        float(value))
             yield fam
+        yield from _segment_gauges(windows)
         fam = GaugeMetricFamily("scoring_feature_drift_off",
                                 "1 per model version whose feature drift is off, by reason.",
                                 labels=["model", "model_version", "reason"])
@@ -82,6 +92,22 @@ class FeatureCollector(Collector):
         for reason, n in sorted(refused.items()):
             counter.add_metric([reason.replace(" ", "_")], float(n))
         yield counter
+
+
+def _segment_gauges(windows: list[FeatureWindow]) -> Iterable[Metric]:
+    for fig in (f for f in FEATURE_FIGURES if f.name in SEGMENT_GAUGES):
+        fam = GaugeMetricFamily(
+            fig.gauge.replace("scoring_feature_", "scoring_segment_feature_", 1),
+            f"{fig.help} Per value of a segment field (top K by traffic, and __other__).",
+            labels=[*LABELS, "field", "segment"])
+        for w in windows:
+            for row in w.segments:
+                for f in row.features:
+                    value = getattr(f, fig.name)
+                    if isinstance(value, int | float) and math.isfinite(value):
+                        fam.add_metric([w.model, w.model_version, w.window, f.name,
+                                        row.field, row.value], float(value))
+        yield fam
 
 
 @dataclass
@@ -104,8 +130,10 @@ class FeatureSide:
     @classmethod
     def build(cls, conn: Connection, topic: str, profiles: dict[ModelKey, Profile | None],
               rules: tuple[FeatureRule, ...], specs: tuple[str, ...], retain_ms: int,
-              registry: CollectorRegistry, clock_ms: Callable[[], int]) -> FeatureSide:
-        windows = FeatureWindows(retain_ms, profiles)
+              registry: CollectorRegistry, clock_ms: Callable[[], int],
+              top_k: int = DEFAULT_TOP_K, values_max: int = DEFAULT_VALUES_MAX,
+              ) -> FeatureSide:
+        windows = FeatureWindows(retain_ms, profiles, top_k=top_k, values_max=values_max)
         return cls(conn, topic, FeatureStage(windows, rules, specs), FeatureCollector(registry),
                    clock_ms)
 
@@ -133,8 +161,10 @@ class FeatureSide:
     def tick(self, now_ms: int) -> list[tuple[bytes, bytes]]:
         alerts = self.stage.tick(now_ms)
         self.collector.update(self.stage)
+        status, segments = orjson.dumps(self.stage.status()), orjson.dumps(
+            self.stage.segments_status())
         with self._lock:
-            self._status = orjson.dumps(self.stage.status())
+            self._status, self._segments = status, segments
         return alerts
 
     def state_records(self) -> list[tuple[int, bytes, bytes]]:
@@ -145,10 +175,13 @@ class FeatureSide:
                 for model, key, value in self.stage.take_changes()]
 
     def routes(self) -> dict[str, Route]:
-        """``/api/features``: the status page's features panel (FeatureStage.status)."""
-        return {"/api/features": lambda: (200, self._status, "application/json")}
+        """``/api/features``: the status page's features panel (FeatureStage.status);
+        ``/api/features/segments``: the same per segment value (segments_status)."""
+        return {"/api/features": lambda: (200, self._status, "application/json"),
+                "/api/features/segments": lambda: (200, self._segments, "application/json")}
 
     _status: bytes = b'{"windows": [], "drift_off": []}'
+    _segments: bytes = b'{"windows": []}'
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -171,7 +204,8 @@ def feature_side(s: MonitorSettings, rules: tuple[FeatureRule, ...],
     retain = max([ROLLING_SPAN_MS, *sizes]) + ROLLING_STEP_MS
     return FeatureSide.build(connection(s, s.instance_id), s.feature_stats_topic,
                              load_profiles(s.models, s.allow_pickle), rules,
-                             (ROLLING, *s.window_list), retain, registry, wall_ms)
+                             (ROLLING, *s.window_list), retain, registry, wall_ms,
+                             s.segment_top_k, s.segment_values_max)
 
 
 def feature_state_topic(s: MonitorSettings, partition_count: Callable[[str], int],

@@ -143,7 +143,7 @@ class Delivery:
         if self.stats is not None and scored.feature_counts is not None:
             bundle = ctx.bundle
             self.stats.add(bundle.name, bundle.version, ctx.profile_digest,
-                           scored.feature_counts, scored.counted, now_ms)
+                           scored.feature_counts, scored.counted, now_ms, scored.segment_counts)
 
     def flush_stats(self) -> bool:
         """The buffered statistics as records (exactly-once: into the open transaction;

@@ -129,7 +129,8 @@ class Runner:
         self.delivery = Delivery(settings=s, sink=self.sink, metrics=self.metrics,
                                  rejecter=rejecter, clock_ms=self.clock_ms)
         if s.feature_stats_topic:
-            self.delivery.stats = StatsBuffer(s.worker_id, s.feature_stats_interval_ms)
+            self.delivery.stats = StatsBuffer(s.worker_id, s.feature_stats_interval_ms,
+                                              s.feature_stats_segment_values)
         if s.pass_headers:
             self.passthrough = HeaderPassthrough(HeaderFilter.parse(s.pass_header_names),
                                                  self.limit)

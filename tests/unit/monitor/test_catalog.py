@@ -12,7 +12,7 @@ from worker.monitor.aggregate import WindowAgg, add_outcomes, add_predictions
 from worker.monitor.catalog import CATALOG, METRIC_NAMES, metrics
 from worker.monitor.views import ModelSpec, Outcome
 
-FIXED = {"model", "model_version", "window", "window_start", "window_end", "task",
+FIXED = {"model", "model_version", "window", "window_start", "window_end", "segment", "task",
          "computed_at", "unmatched_labels", "sources", "reliability", "maturity"}
 
 

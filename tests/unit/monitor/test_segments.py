@@ -120,8 +120,20 @@ def test_the_join_carries_segments_to_late_labels_across_partitions_and_a_restar
             messages += [(k, orjson.loads(v)) for k, v in jp.flush()[1]]
             jp.store.commit()  # type: ignore[attr-defined]
     changes, _, _ = gp.apply(messages, now)
-    _, _, _, snap = gp.tick(now)
+    _, published, _, snap = gp.tick(now)
     rows = {(r.field, r.value): r.figures for r in snap.segments[("fraud", "1", ROLLING)]}
+    # every row of the segments table is on the metrics topic too, keyed by its segment
+    schema = json.loads((SCHEMAS / "model_metrics.schema.json").read_text())
+    on_topic = {}
+    for key, value in published:
+        record = orjson.loads(value)
+        jsonschema.validate(record, schema)
+        if "segment" in record and record["window"] == ROLLING:
+            seg = record["segment"]
+            assert key == f"fraud|1|rolling|{seg['field']}={seg['value']}"
+            on_topic[(seg["field"], seg["value"])] = record
+    assert set(on_topic) == set(rows)
+    assert all(on_topic[k]["recall"] == rows[k]["recall"] for k in rows)
     for field, values in (("country", COUNTRIES), ("channel", ("web", "app"))):
         for value in values:
             mine = [p for p in preds if f'"{field}","{value}"' in seg_of[p.id]]
@@ -219,6 +231,31 @@ def test_the_segment_rule_fires_for_the_segment_only_with_enough_labels() -> Non
     assert fired == []
     key = "segment_recall_low:country=DE|fraud|1"
     assert states[key] == AlertState("ok", None, T0 + 3)
+
+
+def test_a_firing_segment_alert_resolves_as_evicted_when_its_segment_leaves_the_top_k(
+) -> None:
+    window = WindowKey("fraud", "1", ROLLING, T0)
+    other = WindowKey("fraud", "2", ROLLING, T0)
+    states, fired = evaluate_segments({}, DEFAULT_SEGMENT_RULES, recall_rows(0.1, 600), window,
+                                      T0)
+    states, _ = evaluate_segments(states, DEFAULT_SEGMENT_RULES, recall_rows(0.1, 600), other,
+                                  T0)
+    assert [a.rule.name for a in fired] == ["segment_recall_low:country=DE"]
+    only_fr = recall_rows(0.1, 600)[1:]  # DE left the top K: its figures are not shown
+    states, fired = evaluate_segments(states, DEFAULT_SEGMENT_RULES, only_fr, window, T0 + 5)
+    assert [(a.status, a.rule.name, a.reason, a.value) for a in fired] == [
+        ("resolved", "segment_recall_low:country=DE", "evicted", None)]
+    record = alert_record(fired[0])
+    assert record["reason"] == "evicted" and record["firing_since"] == T0
+    assert record["segment"] == {"field": "country", "value": "DE"}
+    jsonschema.validate(record, json.loads((SCHEMAS / "model_alert.schema.json").read_text()))
+    assert states["segment_recall_low:country=DE|fraud|1"] == AlertState("ok", None, T0 + 5)
+    assert states["segment_recall_low:country=DE|fraud|2"].status == "firing"  # its own
+    assert evaluate_segments(states, DEFAULT_SEGMENT_RULES, [], window, T0 + 6)[1] == []
+    # another window size's rule, or a rule of another field, does not touch it
+    fr_only = [dataclasses.replace(DEFAULT_SEGMENT_RULES[0], field="channel")]
+    assert evaluate_segments(states, fr_only, [], other, T0 + 7)[1] == []
 
 
 def test_segment_rules_parse_like_accuracy_rules_plus_a_field() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.request
 from itertools import pairwise
 from typing import Any
@@ -105,6 +106,16 @@ def test_history_is_bounded_by_count_with_an_even_spacing_and_by_age() -> None:
     hist = board.models[("fraud", "1")]
     assert hist.points == []  # all older than the span
     assert min(hist.windows["5m"]) >= T0 + 3_600_000 - 300_000
+
+
+def test_segment_records_on_the_metrics_topic_are_not_the_versions_figures() -> None:
+    board = StatusBoard((), ["5m"])
+    board.on_metrics(0, [rolling_rec(T0, 0.5)])
+    segment = dataclasses.replace(rolling_key("fraud", "1", T0 + 1), segment="country=FR")
+    board.on_metrics(0, [window_rec(segment, 0.1, T0 + 1)])
+    hist = board.models[("fraud", "1")]
+    assert hist.rolling is not None and hist.rolling["recall"] == 0.5
+    assert len(hist.points) == 1
 
 
 def test_thin_keeps_the_ends() -> None:
