@@ -32,6 +32,7 @@ from worker.kafka_io.producer import fatal_line as producer_fatal_line
 
 log = logging.getLogger(__name__)
 Partitions = list[PartitionId]
+_TX_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
 
 
 class TxLoop:
@@ -195,14 +196,14 @@ class TxLoop:
             err = exc.args[0]
             if not isinstance(err, KafkaError):
                 raise KafkaFatalError(f"kafka transaction: {exc}") from exc
-            fenced = err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED)
-            if err.fatal() and not fenced:
-                raise KafkaFatalError(producer_fatal_line(err, self._tx_conf)) from exc
+            fenced = err.code() in _TX_FENCED
             if fenced:  # another process with this id, or the broker's timeout abort
                 self._tx_fences.record(err)  # raises when it keeps happening
+            # A fatal error leaves the producer unusable: a new one under the same id
+            # (whose init fails the same way if the cause is lasting, ending the process).
             log.warning("transaction aborted, replaying from committed offsets: %s", err.str())
             try:
-                self._recover(fresh_producer=fenced)
+                self._recover(fresh_producer=fenced or err.fatal())
             except KafkaException as again:  # cannot even rewind: crash-only from here
                 raise KafkaFatalError(f"kafka transaction recovery: {again}") from again
             return False
@@ -213,11 +214,9 @@ class TxLoop:
     def _recover(self, fresh_producer: bool = False) -> None:
         """Abort (a fenced producer: replace it, the new one's init aborts), drop the
         in-memory state, rewind to the committed offsets, restore."""
-        if fresh_producer:
+        if fresh_producer or not self._aborted():
             self._p = Producer(self._tx_conf)
             self._p.init_transactions(60)
-        else:
-            self._p.abort_transaction(60)
         self._offsets = {}
         self.polled_messages = 0
         owned = self._c.assignment()
@@ -227,6 +226,23 @@ class TxLoop:
             start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self._c.seek(TopicPartition(tp.topic, tp.partition, start))
         self._on_assign(parts)
+
+    def _aborted(self) -> bool:
+        """Abort the open transaction; False when this producer cannot (a broker outage
+        can leave it fenced by the broker's own timeout abort, or its transaction in a
+        state the coordinator refuses): it is then replaced, and the new producer's
+        init_transactions aborts the transaction instead (seen in the chaos run: the
+        monitor ended on "Failed to end transaction" after a broker stop)."""
+        try:
+            self._p.abort_transaction(60)
+            return True
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() in _TX_FENCED:
+                self._tx_fences.record(err)  # raises when it keeps happening
+            log.warning("aborting the transaction failed (%s); starting a new transactional "
+                        "producer under the same id", exc)
+            return False
 
     def close(self) -> None:
         if self._open:
