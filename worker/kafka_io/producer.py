@@ -135,6 +135,14 @@ class TxTimeouts:
         return cls(call_s, call_s * 1.5)
 
 
+#: A transactional call pending this long starts probing whether a broker answers.
+PROBE_AFTER_S = 2.0
+PROBE_TIMEOUT_S = 0.5
+#: Pending this long after a broker answered again: hung (a healthy send_offsets and
+#: commit take well under a second once their coordinator is back).
+HUNG_AFTER_BROKER_S = 4.0
+
+
 class _Call:
     """One call on a daemon thread: librdkafka does not always honour a transactional
     call's timeout while a request to a vanished broker is in flight, so the loop waits
@@ -143,6 +151,8 @@ class _Call:
     def __init__(self, fn: Callable[[], Any]) -> None:
         self._fn, self._done = fn, threading.Event()
         self.started = time.monotonic()
+        #: When a broker first answered a metadata request while this call was pending.
+        self.broker_seen: float | None = None
         self._result: Any = None
         self._error: BaseException | None = None
         threading.Thread(target=self._run, name="kafka-tx", daemon=True).start()
@@ -312,12 +322,39 @@ class TxProducer(BatchProducer):
         done, result = self._call.result(timeout_s)
         if done:
             self._call = None
-        elif time.monotonic() - self._call.started > self._timeouts.stuck_s:
+        elif self._hung(self._call):
             log.warning("a transactional call has hung for %.0fs; replacing the producer",
                         time.monotonic() - self._call.started)
             self._call, self._broken = None, "a transactional call hung"
             return True, if_stuck
         return done, result
+
+    def _hung(self, call: _Call) -> bool:
+        """Whether a pending call hangs: past ``stuck_s``, or still pending
+        ``HUNG_AFTER_BROKER_S`` after a broker answered again. librdkafka's
+        send_offsets_to_transaction does not always notice that its coordinator came back
+        (librdkafka#5456: the coordinator request's timeout is never checked), and while
+        it hangs no callback is served: /readyz went 503 for 13 s after a broker restart
+        had already been seen. A metadata request on another thread of the same client
+        answers whether the broker is back (and tells the watch, for /readyz)."""
+        now = time.monotonic()
+        pending = now - call.started
+        if pending > self._timeouts.stuck_s:
+            return True
+        if pending < PROBE_AFTER_S:
+            return False
+        if call.broker_seen is None and self._broker_answers():
+            call.broker_seen = now
+        return call.broker_seen is not None and now - call.broker_seen >= HUNG_AFTER_BROKER_S
+
+    def _broker_answers(self) -> bool:
+        try:
+            self._p.list_topics(timeout=PROBE_TIMEOUT_S)
+        except KafkaException:
+            return False
+        if self._watch is not None:
+            self._watch.answered("producer")
+        return True
 
     def _verdict(self, exc: KafkaException) -> TxState:
         err = exc.args[0]
