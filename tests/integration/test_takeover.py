@@ -88,7 +88,7 @@ def test_kill9_then_restart_under_the_same_id(
 
 # Exactly-once is not here yet: the fenced worker exits 1 with the same line, but the
 # survivor then stalled (5,600 of 12,000 events unscored within 120 s; issue 26 open).
-@pytest.mark.parametrize("guarantee", ["at-least-once"])
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
 def test_a_second_process_with_the_same_id_is_refused_by_name(
     kafka_bootstrap: str, topic_factory: TopicFactory, group_factory: Callable[[], str],
     bundle_dir: Path, tmp_path: Path, guarantee: str, report: Callable[[str], None],

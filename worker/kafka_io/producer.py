@@ -343,7 +343,7 @@ class TxProducer(BatchProducer):
             return True
         if pending < PROBE_AFTER_S:
             return False
-        if call.broker_seen is None and self._broker_answers():
+        if self._broker_answers() and call.broker_seen is None:  # each turn: /readyz
             call.broker_seen = now
         return call.broker_seen is not None and now - call.broker_seen >= HUNG_AFTER_BROKER_S
 
