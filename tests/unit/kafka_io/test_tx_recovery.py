@@ -1,8 +1,9 @@
 """The monitor's transaction loop after a broker outage (issue 26, found by the chaos run):
 a commit that fails and an abort the coordinator refuses (the producer fenced by the
 broker's own timeout abort, or its transaction in an invalid state) replace the producer
-under the same id instead of ending the process; a fence that keeps coming still ends it
-with the line naming the id."""
+under the same id instead of ending the process; a produce refused because the
+transaction is in an error state makes the commit abort and replay; a fence that keeps
+coming still ends the process with the line naming the id."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ class FakeProducer:
 
     def abort_transaction(self, timeout: float) -> None:
         self._call("abort")
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None,
+                **extra: object) -> None:
+        self._call("produce")
 
     def poll(self, timeout: float) -> int:
         return 0
@@ -141,3 +146,18 @@ def test_a_lasting_cause_still_ends_the_process(loop: tx.TxLoop) -> None:
                                      fatal=True)}
     with pytest.raises(KafkaFatalError, match="kafka transaction recovery"):
         loop.commit()
+
+
+def test_a_produce_refused_in_an_abortable_state_makes_the_commit_replay(
+    loop: tx.TxLoop,
+) -> None:
+    first = FakeProducer.made[0]
+    first.raises = {"produce": err(KafkaError._STATE)}  # "Local: Erroneous state"
+    loop.send("join", None, b"x")  # no exception: the monitor keeps turning
+    loop.send("join", None, b"y")
+    assert first.calls.count("produce") == 1  # nothing more into a lost transaction
+    assert loop.commit() is False
+    assert "abort" in first.calls and "commit" not in first.calls
+    first.raises = {}
+    loop.send("join", None, b"z")  # the next transaction works
+    assert first.calls[-2:] == ["begin", "produce"]
