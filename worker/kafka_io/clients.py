@@ -116,6 +116,8 @@ RETRY_COMMIT = frozenset({
     KafkaError._TRANSPORT,
 })
 COMMIT_RETRY_S = 0.2
+#: A consumer answering a seek of its own partitions with these can no longer consume.
+UNUSABLE = frozenset({KafkaError._STATE, KafkaError._FATAL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,9 +293,26 @@ class BatchConsumer:
                 start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
                 self._c.seek(TopicPartition(tp.topic, tp.partition, start))
         except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() in UNUSABLE:
+                self._rejoin(self._unusable(err))
+                return True  # the new member starts from the committed offsets anyway
             log.warning("cannot rewind to the committed offsets yet: %s", exc)
             return False
         return True
+
+    def _unusable(self, err: KafkaError) -> KafkaError:
+        """Why a consumer refuses to seek its own partitions ("Local: Erroneous state"):
+        its membership was taken while the loop did not poll, so the fence itself (an
+        error event) was never served. For a static member that is a fence: another
+        process joined with this one's instance id (seen: the loop rewinding after an
+        aborted transaction spun on this refusal, 360,000 times in 85 s, and never
+        learned it)."""
+        if not self._conf.get("group.instance.id"):
+            return err
+        return KafkaError(KafkaError.FENCED_INSTANCE_ID,
+                          f"the consumer can no longer seek ({err.str()}): its static "
+                          "membership was taken (group.instance.id)")
 
     def seek(self, positions: Mapping[PartitionId, int]) -> None:
         """Read these partitions again from these offsets (a batch split in two)."""
