@@ -194,7 +194,8 @@ class TxProducer(BatchProducer):
         self._timeouts = TxTimeouts.of(conf)
         tid = str(conf.get("transactional.id"))
         self._fences = Fences(tid, lambda err, n: fatal_line(err, self._conf, n))
-        self._offsets_sent = False
+        #: The producer whose open transaction holds the input offsets already.
+        self._offsets_sent: Producer | None = None
         #: Why the current producer cannot go on (a fatal error), or None.
         self._broken: str | None = None
         self._fenced: KafkaError | None = None
@@ -256,7 +257,7 @@ class TxProducer(BatchProducer):
             self._broke(err)  # the next commit aborts and replaces it
 
     def begin(self) -> None:
-        self._offsets_sent = False
+        self._offsets_sent = None
         if self._broken is not None:
             return  # the next commit says ABORT
         try:
@@ -270,30 +271,36 @@ class TxProducer(BatchProducer):
         if self._broken is not None and self._call is None:
             return TxState.ABORT
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        done, result = self._wait(lambda: self._commit_now(tps, group), timeout_s,
+        producer = self._p
+        done, result = self._wait(lambda: self._commit_now(producer, tps, group), timeout_s,
                                   TxState.ABORT)
         return result if done else TxState.PENDING  # type: ignore[no-any-return]
 
-    def _commit_now(self, tps: list[TopicPartition], group: object) -> TxState:
+    def _commit_now(self, p: Producer, tps: list[TopicPartition], group: object) -> TxState:
+        """On the producer the call began with, never ``self._p``: a call given up as hung
+        goes on in its thread, and once it returned it would commit the next producer's
+        transaction with no input offsets in it (its outputs visible, the input read
+        again later: the hour chaos run's 836,500 duplicates)."""
         try:
-            if not self._offsets_sent and tps:
-                self._p.send_offsets_to_transaction(tps, group, self._timeouts.call_s)
-            self._offsets_sent = True
-            self._p.commit_transaction(self._timeouts.call_s)
+            if self._offsets_sent is not p and tps:
+                p.send_offsets_to_transaction(tps, group, self._timeouts.call_s)
+            self._offsets_sent = p
+            p.commit_transaction(self._timeouts.call_s)
         except KafkaException as exc:
-            return self._verdict(exc)
+            return self._verdict(exc) if p is self._p else TxState.ABORT
         return TxState.COMMITTED
 
     def abort(self, timeout_s: float) -> bool:
         """Abort the open transaction, or replace a broken producer; False when that did
         not finish within the timeout (call again)."""
-        done, result = self._wait(self._abort_now, timeout_s, False)
+        producer = self._p
+        done, result = self._wait(lambda: self._abort_now(producer), timeout_s, False)
         return bool(done and result)
 
-    def _abort_now(self) -> bool:
+    def _abort_now(self, p: Producer) -> bool:
         if self._broken is None:
             try:
-                self._p.abort_transaction(self._timeouts.call_s)
+                p.abort_transaction(self._timeouts.call_s)
                 return True
             except KafkaException as exc:
                 if self._verdict(exc) is TxState.PENDING:
@@ -302,6 +309,8 @@ class TxProducer(BatchProducer):
         if self._fenced is not None:
             fenced, self._fenced = self._fenced, None
             self._fences.record(fenced)  # raises when it keeps happening
+        if p is not self._p:
+            return False  # given up as hung: the producer was replaced meanwhile
         log.warning("transactional producer failed (%s); replacing it", self._broken)
         fresh = self._new()
         try:
@@ -310,6 +319,8 @@ class TxProducer(BatchProducer):
             if self._verdict(exc) is TxState.PENDING:
                 return False
             raise KafkaFatalError(f"kafka transactions: {exc}") from exc
+        if p is not self._p:
+            return False
         self._p, self._broken = fresh, None
         return True
 

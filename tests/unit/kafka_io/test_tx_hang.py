@@ -26,9 +26,13 @@ class HangingProducer:
     release = threading.Event()
     made = 0
 
+    all: list[HangingProducer] = []
+
     def __init__(self, conf: dict[str, Any]) -> None:
         HangingProducer.made += 1
+        HangingProducer.all.append(self)
         self.first = HangingProducer.made == 1
+        self.calls: list[str] = []
 
     def init_transactions(self, timeout: float) -> None:
         pass
@@ -39,9 +43,10 @@ class HangingProducer:
     def send_offsets_to_transaction(self, *args: object) -> None:
         if self.first:
             HangingProducer.release.wait(30)
+        self.calls.append("send_offsets")
 
     def commit_transaction(self, timeout: float) -> None:
-        pass
+        self.calls.append("commit")
 
     def list_topics(self, timeout: float) -> object:
         if not HangingProducer.broker_back.is_set():
@@ -55,7 +60,7 @@ class HangingProducer:
 
 @pytest.fixture
 def tx(monkeypatch: pytest.MonkeyPatch) -> producer.TxProducer:
-    HangingProducer.made = 0
+    HangingProducer.made, HangingProducer.all = 0, []
     HangingProducer.broker_back.clear()
     HangingProducer.release.clear()
     monkeypatch.setattr(producer, "Producer", HangingProducer)
@@ -94,3 +99,21 @@ def test_a_broker_still_away_keeps_the_old_bound(tx: producer.TxProducer) -> Non
     assert set(turns(tx, 0.8)) == {TxState.PENDING}
     assert HangingProducer.made == 1
     HangingProducer.release.set()
+
+
+def test_a_call_given_up_as_hung_never_commits_the_next_producers_transaction(
+    tx: producer.TxProducer,
+) -> None:
+    """The hour chaos run: a hung send_offsets returned after its producer was replaced and
+    committed the new producer's transaction without input offsets (836,500 duplicates)."""
+    tx.begin()
+    HangingProducer.broker_back.set()
+    assert turns(tx, 5.0)[-1] is TxState.ABORT
+    assert tx.abort(1.0) is True
+    old, new = HangingProducer.all
+    tx.begin()  # the next transaction, on the new producer
+    HangingProducer.release.set()  # the old call returns now
+    time.sleep(0.2)
+    assert new.calls == []  # nothing of the old call reached the new producer
+    assert tx.commit({("in", 0): 9}, object(), 1.0) is TxState.COMMITTED
+    assert new.calls == ["send_offsets", "commit"]  # its offsets travel with its outputs
