@@ -115,5 +115,6 @@ def test_a_call_given_up_as_hung_never_commits_the_next_producers_transaction(
     HangingProducer.release.set()  # the old call returns now
     time.sleep(0.2)
     assert new.calls == []  # nothing of the old call reached the new producer
+    assert old.calls[:1] == ["send_offsets"]  # it went on, on its own (fenced) producer
     assert tx.commit({("in", 0): 9}, object(), 1.0) is TxState.COMMITTED
     assert new.calls == ["send_offsets", "commit"]  # its offsets travel with its outputs
