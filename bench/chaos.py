@@ -24,16 +24,19 @@ At the end (traffic stopped, outputs caught up, every process stopped with SIGTE
 account, as one JSON object on stdout: every input id against the outputs and dead letters
 (lost; duplicated, through a read_committed reader in exactly-once mode), each process's
 exit statuses and peak RSS, processes left behind, and for each fault the seconds until
-every output partition had an output produced after the fault ended (``resumed_s``) and
-until every worker's /readyz said 200 (``ready_s``).
+every output partition had an output produced after the fault ended (``resumed_s``),
+until every worker's /readyz said 200 (``ready_s``), and how long /readyz was not 200 in
+all before the next fault (``unready_s``: a second dip counts too). The monitor's side
+(windows against scikit-learn, join counters) is bench/chaos_windows.py, on a kept run.
 
-Not in this run yet (issue 26): retrain and model promote/rollback midway, a stopped
-registry, and the monitor's windows recomputed with scikit-learn.
+Not in this run yet (issue 26): retrain and model promote/rollback midway, and a stopped
+registry.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import shutil
 import sys
@@ -67,6 +70,9 @@ class Fault:
     end_ms: int  # when the fault was over (a restart launched, the broker answering again)
     resumed_s: float | None = None
     ready_s: float | None = None
+    #: Seconds /readyz was not 200 from the fault's start to the next fault's (or the end
+    #: of traffic): a second dip after the first 200 counts too.
+    unready_s: float | None = None
 
 
 class Run:
@@ -135,6 +141,10 @@ class Run:
             if live and all(p.ready() == 200 for p in live):
                 return
             time.sleep(0.2)
+
+    def unready_between(self, start_ms: int, end_ms: int) -> float:
+        log = [(t, ok) for t, ok in list(self.ready_log) if start_ms <= t <= end_ms]
+        return round(sum(b[0] - a[0] for a, b in itertools.pairwise(log) if not a[1]) / 1000, 1)
 
     def ready_after(self, since_ms: int) -> float | None:
         at = next((t for t, ok in list(self.ready_log) if t >= since_ms and ok), None)
@@ -248,6 +258,7 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         time.sleep(max(0.0, end - (time.monotonic() - t0)))
     finally:
         traffic_s = round(time.monotonic() - t0, 1)
+        traffic_end_ms = now_ms()
         traffic.finish.set()
         traffic.join(900)
         sent = set(traffic.sent)
@@ -255,9 +266,11 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         while time.monotonic() < deadline and not sent <= set(outputs.seen()):
             time.sleep(1)
         time.sleep(5)  # late duplicates still show
-        for f in run.faults:
+        ends = [f.start_ms for f in run.faults[1:]] + [traffic_end_ms]
+        for f, until in zip(run.faults, ends, strict=True):
             f.resumed_s = outputs.resumed_after(f.end_ms)
             f.ready_s = run.ready_after(f.end_ms)
+            f.unready_s = run.unready_between(f.start_ms, until)
         procs = run.stop()
         outputs.stopped.set()
         outputs.join(30)

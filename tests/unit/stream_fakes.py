@@ -197,7 +197,7 @@ class LogConsumer:
         return out
 
     def commit(self, offsets: Mapping[tuple[str, int], int],
-               asynchronous: bool = False) -> str | None:
+               asynchronous: bool = False, retry_s: float = 0.0) -> str | None:
         self.journal.calls.append(("commit", dict(offsets)))
         self.committed.update(offsets)
         if asynchronous and self.on_commit is not None:

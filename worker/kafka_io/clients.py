@@ -5,7 +5,9 @@ committed offsets for exactly-once mode. The producers are in producer.py."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -102,6 +104,26 @@ def is_fatal(err: KafkaError) -> bool:
         KafkaError.TOPIC_AUTHORIZATION_FAILED,
         KafkaError.GROUP_AUTHORIZATION_FAILED,
     )
+
+
+#: Commit errors worth another try within the same generation: the group is between two
+#: steps of a rebalance, or its coordinator is moving or loading (a loaded machine makes
+#: these windows longer: a clean rebalance then failed its commit and repeated events).
+RETRY_COMMIT = frozenset({
+    KafkaError.REBALANCE_IN_PROGRESS, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR,
+    KafkaError.REQUEST_TIMED_OUT, KafkaError._WAIT_COORD, KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+})
+COMMIT_RETRY_S = 0.2
+#: A consumer answering a seek of its own partitions with these can no longer consume.
+UNUSABLE = frozenset({KafkaError._STATE, KafkaError._FATAL})
+
+
+@dataclass(frozen=True, slots=True)
+class CommitError:
+    why: str
+    retriable: bool
 
 
 class BatchConsumer:
@@ -217,27 +239,44 @@ class BatchConsumer:
         return good
 
     def commit(self, offsets: Mapping[PartitionId, int],
-               asynchronous: bool = False) -> str | None:
+               asynchronous: bool = False, retry_s: float = 0.0) -> str | None:
         """Commit the next offset to read per owned (topic, partition).
 
-        Synchronous: None on success, else why it failed. Asynchronous: None at once, the
-        outcome goes to ``on_commit`` from a later poll. A fatal error raises.
+        Synchronous: None on success, else why it failed; an error worth another try (a
+        rebalance in progress, the coordinator moving or loading) is tried again for up
+        to ``retry_s``. Asynchronous: None at once, the outcome goes to ``on_commit``
+        from a later poll. A fatal error raises.
         """
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in self._owned]
         if not tps:
             return None
+        if asynchronous:
+            failed = self._commit(tps, asynchronous=True)
+            return None if failed is None else failed.why
+        deadline = time.monotonic() + retry_s
+        while True:
+            err = self._commit(tps, asynchronous=False)
+            if err is None or not err.retriable or time.monotonic() >= deadline:
+                return None if err is None else err.why
+            time.sleep(COMMIT_RETRY_S)
+
+    def _commit(self, tps: list[TopicPartition], asynchronous: bool) -> CommitError | None:
         try:
             if asynchronous:
-                self._c.commit(offsets=tps, asynchronous=True)
+                done = self._c.commit(offsets=tps, asynchronous=True)
             else:
-                self._c.commit(offsets=tps, asynchronous=False)
+                done = self._c.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
             err = exc.args[0]
             if isinstance(err, KafkaError) and is_fenced(err, self._conf):
                 self._fenced = err  # the next poll rejoins
             elif isinstance(err, KafkaError) and is_fatal(err):
                 raise KafkaFatalError(f"kafka commit: {err.str()}") from exc
-            return str(exc)
+            return CommitError(str(exc), isinstance(err, KafkaError)
+                               and err.code() in RETRY_COMMIT)
+        failed = [tp.error for tp in done or [] if tp.error is not None]
+        if failed:  # refused per partition, the request itself answered
+            return CommitError(str(failed[0]), failed[0].code() in RETRY_COMMIT)
         return None
 
     def group_metadata(self) -> object:
@@ -254,9 +293,26 @@ class BatchConsumer:
                 start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
                 self._c.seek(TopicPartition(tp.topic, tp.partition, start))
         except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() in UNUSABLE:
+                self._rejoin(self._unusable(err))
+                return True  # the new member starts from the committed offsets anyway
             log.warning("cannot rewind to the committed offsets yet: %s", exc)
             return False
         return True
+
+    def _unusable(self, err: KafkaError) -> KafkaError:
+        """Why a consumer refuses to seek its own partitions ("Local: Erroneous state"):
+        its membership was taken while the loop did not poll, so the fence itself (an
+        error event) was never served. For a static member that is a fence: another
+        process joined with this one's instance id (seen: the loop rewinding after an
+        aborted transaction spun on this refusal, 360,000 times in 85 s, and never
+        learned it)."""
+        if not self._conf.get("group.instance.id"):
+            return err
+        return KafkaError(KafkaError.FENCED_INSTANCE_ID,
+                          f"the consumer can no longer seek ({err.str()}): its static "
+                          "membership was taken (group.instance.id)")
 
     def seek(self, positions: Mapping[PartitionId, int]) -> None:
         """Read these partitions again from these offsets (a batch split in two)."""

@@ -179,6 +179,14 @@ class TxTimeouts:
         return cls(call_s, call_s * 1.5)
 
 
+#: A transactional call pending this long starts probing whether a broker answers.
+PROBE_AFTER_S = 2.0
+PROBE_TIMEOUT_S = 0.5
+#: Pending this long after a broker answered again: hung (a healthy send_offsets and
+#: commit take well under a second once their coordinator is back).
+HUNG_AFTER_BROKER_S = 4.0
+
+
 class _Call:
     """One call on a daemon thread: librdkafka does not always honour a transactional
     call's timeout while a request to a vanished broker is in flight, so the loop waits
@@ -187,6 +195,8 @@ class _Call:
     def __init__(self, fn: Callable[[], Any]) -> None:
         self._fn, self._done = fn, threading.Event()
         self.started = time.monotonic()
+        #: When a broker first answered a metadata request while this call was pending.
+        self.broker_seen: float | None = None
         self._result: Any = None
         self._error: BaseException | None = None
         threading.Thread(target=self._run, name="kafka-tx", daemon=True).start()
@@ -228,7 +238,8 @@ class TxProducer(BatchProducer):
         self._timeouts = TxTimeouts.of(conf)
         tid = str(conf.get("transactional.id"))
         self._fences = Fences(tid, lambda err, n: fatal_line(err, self._conf, n))
-        self._offsets_sent = False
+        #: The producer whose open transaction holds the input offsets already.
+        self._offsets_sent: Producer | None = None
         #: Why the current producer cannot go on (a fatal error), or None.
         self._broken: str | None = None
         self._fenced: KafkaError | None = None
@@ -300,7 +311,7 @@ class TxProducer(BatchProducer):
             self._broke(err)  # the next commit aborts and replaces it
 
     def begin(self) -> None:
-        self._offsets_sent = False
+        self._offsets_sent = None
         if self._broken is not None:
             return  # the next commit says ABORT
         try:
@@ -314,30 +325,36 @@ class TxProducer(BatchProducer):
         if self._broken is not None and self._call is None:
             return TxState.ABORT
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        done, result = self._wait(lambda: self._commit_now(tps, group), timeout_s,
+        producer = self._p
+        done, result = self._wait(lambda: self._commit_now(producer, tps, group), timeout_s,
                                   TxState.ABORT)
         return result if done else TxState.PENDING  # type: ignore[no-any-return]
 
-    def _commit_now(self, tps: list[TopicPartition], group: object) -> TxState:
+    def _commit_now(self, p: Producer, tps: list[TopicPartition], group: object) -> TxState:
+        """On the producer the call began with, never ``self._p``: a call given up as hung
+        goes on in its thread, and once it returned it would commit the next producer's
+        transaction with no input offsets in it (its outputs visible, the input read
+        again later: the hour chaos run's 836,500 duplicates)."""
         try:
-            if not self._offsets_sent and tps:
-                self._p.send_offsets_to_transaction(tps, group, self._timeouts.call_s)
-            self._offsets_sent = True
-            self._p.commit_transaction(self._timeouts.call_s)
+            if self._offsets_sent is not p and tps:
+                p.send_offsets_to_transaction(tps, group, self._timeouts.call_s)
+            self._offsets_sent = p
+            p.commit_transaction(self._timeouts.call_s)
         except KafkaException as exc:
-            return self._verdict(exc)
+            return self._verdict(exc) if p is self._p else TxState.ABORT
         return TxState.COMMITTED
 
     def abort(self, timeout_s: float) -> bool:
         """Abort the open transaction, or replace a broken producer; False when that did
         not finish within the timeout (call again)."""
-        done, result = self._wait(self._abort_now, timeout_s, False)
+        producer = self._p
+        done, result = self._wait(lambda: self._abort_now(producer), timeout_s, False)
         return bool(done and result)
 
-    def _abort_now(self) -> bool:
+    def _abort_now(self, p: Producer) -> bool:
         if self._broken is None:
             try:
-                self._p.abort_transaction(self._timeouts.call_s)
+                p.abort_transaction(self._timeouts.call_s)
                 return True
             except KafkaException as exc:
                 if self._verdict(exc) is TxState.PENDING:
@@ -346,6 +363,8 @@ class TxProducer(BatchProducer):
         if self._fenced is not None:
             fenced, self._fenced = self._fenced, None
             self._fences.record(fenced)  # raises when it keeps happening
+        if p is not self._p:
+            return False  # given up as hung: the producer was replaced meanwhile
         log.warning("transactional producer failed (%s); replacing it", self._broken)
         fresh = self._new()
         try:
@@ -354,6 +373,8 @@ class TxProducer(BatchProducer):
             if self._verdict(exc) is TxState.PENDING:
                 return False
             raise KafkaFatalError(f"kafka transactions: {exc}") from exc
+        if p is not self._p:
+            return False
         self._p, self._broken = fresh, None
         return True
 
@@ -366,12 +387,39 @@ class TxProducer(BatchProducer):
         done, result = self._call.result(timeout_s)
         if done:
             self._call = None
-        elif time.monotonic() - self._call.started > self._timeouts.stuck_s:
+        elif self._hung(self._call):
             log.warning("a transactional call has hung for %.0fs; replacing the producer",
                         time.monotonic() - self._call.started)
             self._call, self._broken = None, "a transactional call hung"
             return True, if_stuck
         return done, result
+
+    def _hung(self, call: _Call) -> bool:
+        """Whether a pending call hangs: past ``stuck_s``, or still pending
+        ``HUNG_AFTER_BROKER_S`` after a broker answered again. librdkafka's
+        send_offsets_to_transaction does not always notice that its coordinator came back
+        (librdkafka#5456: the coordinator request's timeout is never checked), and while
+        it hangs no callback is served: /readyz went 503 for 13 s after a broker restart
+        had already been seen. A metadata request on another thread of the same client
+        answers whether the broker is back (and tells the watch, for /readyz)."""
+        now = time.monotonic()
+        pending = now - call.started
+        if pending > self._timeouts.stuck_s:
+            return True
+        if pending < PROBE_AFTER_S:
+            return False
+        if self._broker_answers() and call.broker_seen is None:  # each turn: /readyz
+            call.broker_seen = now
+        return call.broker_seen is not None and now - call.broker_seen >= HUNG_AFTER_BROKER_S
+
+    def _broker_answers(self) -> bool:
+        try:
+            self._p.list_topics(timeout=PROBE_TIMEOUT_S)
+        except KafkaException:
+            return False
+        if self._watch is not None:
+            self._watch.answered("producer")
+        return True
 
     def _verdict(self, exc: KafkaException) -> TxState:
         err = exc.args[0]

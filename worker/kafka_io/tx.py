@@ -32,6 +32,7 @@ from worker.kafka_io.producer import fatal_line as producer_fatal_line
 
 log = logging.getLogger(__name__)
 Partitions = list[PartitionId]
+_TX_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
 
 
 class TxLoop:
@@ -54,6 +55,8 @@ class TxLoop:
         self._fences = Fences.of_member("kafka consumer", self._conf)
         self._topics: list[str] = []
         self._open = False
+        #: Why a send failed in the open transaction (its commit then aborts instead).
+        self._failed: KafkaException | None = None
         self.opened_at = 0.0
         #: Next offset per (topic, partition) of what was polled in the open transaction.
         self._offsets: dict[PartitionId, int] = {}
@@ -110,12 +113,10 @@ class TxLoop:
         a new consumer with the same instance id takes the membership back."""
         self._fences.record(err)
         self._on_revoke([(tp.topic, tp.partition) for tp in self._c.assignment()])
-        if self._open:
-            try:
-                self._p.abort_transaction(30)
-            except KafkaException as exc:
-                raise KafkaFatalError(f"kafka transaction: {exc}") from exc
+        if self._open and not self._aborted():
+            self._fresh_producer()
         self._open, self._offsets, self.polled_messages = False, {}, 0
+        self._failed = None
         old, self._c = self._c, Consumer(self._conf)
         self._c.subscribe(self._topics, on_assign=self._assigned, on_revoke=self._revoked,
                           on_lost=self._revoked)
@@ -148,21 +149,30 @@ class TxLoop:
              partition: int | None = None,
              on_delivery: Callable[[Any, Any], None] | None = None,
              headers: Headers | None = None) -> None:
-        if not self._open:
-            self._p.begin_transaction()
-            self._open = True
-            self.opened_at = time.monotonic()
+        if self._failed is not None:
+            return  # the transaction is lost anyway: its commit aborts and replays
         extra: dict[str, Any] = {} if on_delivery is None else {"on_delivery": on_delivery}
         if partition is not None:
             extra["partition"] = partition
         if headers:
             extra["headers"] = headers
-        while True:
-            try:
-                self._p.produce(topic, value, key, **extra)
-                return
-            except BufferError:
-                self._p.poll(0.05)
+        try:
+            if not self._open:
+                self._p.begin_transaction()
+                self._open = True
+                self.opened_at = time.monotonic()
+            while True:
+                try:
+                    self._p.produce(topic, value, key, **extra)
+                    return
+                except BufferError:
+                    self._p.poll(0.05)
+        except KafkaException as exc:
+            # A transaction in an abortable error state refuses every produce ("Local:
+            # Erroneous state"; the chaos run's monitor ended on it after a broker
+            # outage): the next commit aborts it and replays from the committed offsets.
+            self._failed = exc
+            self._open = True
 
     def open_for(self) -> float:
         """Seconds since the transaction in progress began (its first poll or output)."""
@@ -181,6 +191,9 @@ class TxLoop:
         if not self._offsets and not self._open:
             return True
         try:
+            if self._failed is not None:
+                failed, self._failed = self._failed, None
+                raise failed
             if not self._open:
                 self._p.begin_transaction()
             last, self._offsets = self._offsets, {}
@@ -195,14 +208,14 @@ class TxLoop:
             err = exc.args[0]
             if not isinstance(err, KafkaError):
                 raise KafkaFatalError(f"kafka transaction: {exc}") from exc
-            fenced = err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED)
-            if err.fatal() and not fenced:
-                raise KafkaFatalError(producer_fatal_line(err, self._tx_conf)) from exc
+            fenced = err.code() in _TX_FENCED
             if fenced:  # another process with this id, or the broker's timeout abort
                 self._tx_fences.record(err)  # raises when it keeps happening
+            # A fatal error leaves the producer unusable: a new one under the same id
+            # (whose init fails the same way if the cause is lasting, ending the process).
             log.warning("transaction aborted, replaying from committed offsets: %s", err.str())
             try:
-                self._recover(fresh_producer=fenced)
+                self._recover(fresh_producer=fenced or err.fatal())
             except KafkaException as again:  # cannot even rewind: crash-only from here
                 raise KafkaFatalError(f"kafka transaction recovery: {again}") from again
             return False
@@ -213,12 +226,9 @@ class TxLoop:
     def _recover(self, fresh_producer: bool = False) -> None:
         """Abort (a fenced producer: replace it, the new one's init aborts), drop the
         in-memory state, rewind to the committed offsets, restore."""
-        if fresh_producer:
-            self._p = Producer(self._tx_conf)
-            self._p.init_transactions(60)
-        else:
-            self._p.abort_transaction(60)
-        self._offsets = {}
+        if fresh_producer or not self._aborted():
+            self._fresh_producer()
+        self._offsets, self._failed = {}, None
         self.polled_messages = 0
         owned = self._c.assignment()
         parts = [(tp.topic, tp.partition) for tp in owned]
@@ -228,9 +238,32 @@ class TxLoop:
             self._c.seek(TopicPartition(tp.topic, tp.partition, start))
         self._on_assign(parts)
 
+    def _fresh_producer(self) -> None:
+        """A new producer under the same transactional id; its init aborts what the old
+        one left open."""
+        self._p = Producer(self._tx_conf)
+        self._p.init_transactions(60)
+
+    def _aborted(self) -> bool:
+        """Abort the open transaction; False when this producer cannot (a broker outage
+        can leave it fenced by the broker's own timeout abort, or its transaction in a
+        state the coordinator refuses): it is then replaced, and the new producer's
+        init_transactions aborts the transaction instead (seen in the chaos run: the
+        monitor ended on "Failed to end transaction" after a broker stop)."""
+        try:
+            self._p.abort_transaction(60)
+            return True
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() in _TX_FENCED:
+                self._tx_fences.record(err)  # raises when it keeps happening
+            log.warning("aborting the transaction failed (%s); starting a new transactional "
+                        "producer under the same id", exc)
+            return False
+
     def close(self) -> None:
         if self._open:
-            self._p.abort_transaction(30)
+            self._aborted()  # else the broker aborts it after the transaction timeout
         self._c.close()
 
 

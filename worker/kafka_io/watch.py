@@ -92,6 +92,12 @@ class BrokerWatch:
             self._report(client, False)
         return True
 
+    def answered(self, client: str) -> None:
+        """A broker answered a request of ``client`` made outside its callbacks (a probe
+        while a call blocks them)."""
+        self._ever_up.add(client)
+        self._report(client, True)
+
     def _report(self, client: str, up: bool) -> None:
         now = self.clock()
         self._reports[client] = _Report(up, now)

@@ -30,11 +30,19 @@ class AtLeastOnce:
     #: Called while waiting for the broker, so the probes see the loop alive.
     heartbeat: Callable[[], None] = lambda: None
     last_commit: float = field(default_factory=time.monotonic)
+    #: The latest offset handed to a commit per partition: an asynchronous commit may
+    #: fail afterwards (a rebalance in progress), so a settling commit sends them again.
+    _latest: dict[PartitionId, int] = field(default_factory=dict)
     _commit_failures: int = 0
     _blocked_warned: float = field(default_factory=time.monotonic)
 
+    #: Asynchronous commits whose outcome has not come yet, and whether one failed,
+    #: since the last settling commit: either way that one sends ``_latest`` again.
+    _async_out: int = 0
+    _async_failed: bool = False
+
     def __post_init__(self) -> None:
-        self.consumer.on_commit = self._committed
+        self.consumer.on_commit = self._async_outcome
         # Statistics travel after the outputs they count: offsets wait for them too.
         self.delivery.ledger.hold = self.delivery.stats is not None
 
@@ -70,7 +78,7 @@ class AtLeastOnce:
         if due or quiet:
             d.flush_stats()
             if d.ledger.ready:
-                self._commit(asynchronous=True)
+                self._commit()
             elif d.ledger.hold:  # the barrier just sent: its offsets go at the next due
                 self.last_commit = time.monotonic()
         if not self.blocked():
@@ -78,19 +86,43 @@ class AtLeastOnce:
 
     def revoke(self, parts: list[PartitionId]) -> None:
         # Still the owner: settle what was scored, so the next owner starts after it.
+        timeout_s = self.delivery.settings.flush_timeout_s
+        deadline = time.monotonic() + timeout_s
         self.delivery.flush_stats()
-        self.drain(self.delivery.settings.flush_timeout_s)
-        self._commit(asynchronous=False)
-        self.delivery.ledger.forget(parts)
+        self.drain(timeout_s)
+        self._settle(deadline)
+        self._forget(parts)
 
     def lost(self, parts: list[PartitionId]) -> None:
         # Another member may own them already: none of their offsets may be committed.
-        self.delivery.ledger.forget(parts)
+        self._forget(parts)
 
     def close(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
         self.delivery.flush_stats()
         self.drain(timeout_s)
-        self._commit(asynchronous=False)
+        self._settle(deadline)
+
+    def _forget(self, parts: list[PartitionId]) -> None:
+        self.delivery.ledger.forget(parts)
+        for tp in parts:
+            self._latest.pop(tp, None)
+
+    def _settle(self, deadline: float) -> None:
+        """Commit synchronously every acknowledged offset, those of earlier asynchronous
+        commits too (one may have failed since), trying again while the group answers
+        "not now" (a rebalance in progress), until ``deadline``."""
+        self.last_commit = time.monotonic()
+        offsets = self.delivery.ledger.take()
+        self._latest.update(offsets)
+        if self._async_out or self._async_failed:
+            offsets = dict(self._latest)
+        if not offsets:
+            return
+        err = self.consumer.commit(offsets, False, max(0.0, deadline - time.monotonic()))
+        self._committed(err)
+        if err is None:
+            self._async_out, self._async_failed = 0, False
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until every output is acknowledged (re-sending, replacing or dropping
@@ -110,14 +142,25 @@ class AtLeastOnce:
             d.sink.poll(0.1)
             self.heartbeat()
 
-    def _commit(self, asynchronous: bool) -> None:
+    def _commit(self) -> None:
+        """Commit what is acknowledged, without waiting (the outcome comes to
+        ``_async_outcome`` from a later poll)."""
         self.last_commit = time.monotonic()
         offsets = self.delivery.ledger.take()
         if not offsets:
             return
-        err = self.consumer.commit(offsets, asynchronous)
-        if err is not None or not asynchronous:
+        self._latest.update(offsets)
+        self._async_out += 1  # before: a client may report the outcome at once
+        err = self.consumer.commit(offsets, asynchronous=True)
+        if err is not None:  # refused at once: no outcome will come
+            self._async_out -= 1
+            self._async_failed = True
             self._committed(err)
+
+    def _async_outcome(self, err: str | None) -> None:
+        self._async_out = max(0, self._async_out - 1)
+        self._async_failed = self._async_failed or err is not None
+        self._committed(err)
 
     def _committed(self, err: str | None) -> None:
         """An offset commit's outcome; failures are logged when they start and stop."""

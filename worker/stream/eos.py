@@ -36,6 +36,7 @@ from worker.stream.sinks import TransactionalSink, TxState
 log = logging.getLogger(__name__)
 MAX_TXN_S: Final = 10.0
 TX_CALL_S: Final = 1.0
+REWIND_AGAIN_S: Final = 0.2
 #: An input record: (topic, partition, offset).
 InputPosition = tuple[str, int, int]
 
@@ -235,11 +236,15 @@ class ExactlyOnce:
             if not self.sink.abort(TX_CALL_S):
                 return
             self._reset()
-        if rewind and self.rewind_needed and self.consumer.rewind(TX_CALL_S):
-            self.rewind_needed = False
-            pending, self.alerts = self.alerts, []
-            for key, value in pending:
-                self.alert(key, value)
+        if not (rewind and self.rewind_needed):
+            return
+        if not self.consumer.rewind(TX_CALL_S):
+            time.sleep(REWIND_AGAIN_S)  # a refusal comes at once: never spin on it
+            return
+        self.rewind_needed = False
+        pending, self.alerts = self.alerts, []
+        for key, value in pending:
+            self.alert(key, value)
 
     def _finish_abort(self, timeout_s: float) -> None:
         """Abort now (inside a rebalance callback, or at shutdown); the rewind waits for

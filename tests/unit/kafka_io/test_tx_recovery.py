@@ -1,0 +1,163 @@
+"""The monitor's transaction loop after a broker outage (issue 26, found by the chaos run):
+a commit that fails and an abort the coordinator refuses (the producer fenced by the
+broker's own timeout abort, or its transaction in an invalid state) replace the producer
+under the same id instead of ending the process; a produce refused because the
+transaction is in an error state makes the commit abort and replay; a fence that keeps
+coming still ends the process with the line naming the id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from worker.errors import KafkaFatalError
+from worker.kafka_io import tx
+from worker.kafka_io.config import Connection, Membership
+
+
+class FakeProducer:
+    made: list[FakeProducer] = []
+    #: What each call raises, by name, for the next producer made (then cleared).
+    plan: dict[str, KafkaError] = {}
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self.conf, self.raises = conf, dict(FakeProducer.plan)
+        FakeProducer.plan = {}
+        self.calls: list[str] = []
+        FakeProducer.made.append(self)
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if name in self.raises:
+            raise KafkaException(self.raises[name])
+
+    def init_transactions(self, timeout: float) -> None:
+        self._call("init")
+
+    def begin_transaction(self) -> None:
+        self._call("begin")
+
+    def send_offsets_to_transaction(self, *args: object) -> None:
+        self._call("send_offsets")
+
+    def commit_transaction(self, timeout: float) -> None:
+        self._call("commit")
+
+    def abort_transaction(self, timeout: float) -> None:
+        self._call("abort")
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None,
+                **extra: object) -> None:
+        self._call("produce")
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+
+class FakeConsumer:
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self.seeks: list[TopicPartition] = []
+
+    def subscribe(self, topics: list[str], **callbacks: object) -> None:
+        pass
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition("in", 0)]
+
+    def committed(self, tps: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, 7) for tp in tps]
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append(tp)
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+
+class Msg:
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return "in"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 9
+
+
+@pytest.fixture
+def loop(monkeypatch: pytest.MonkeyPatch) -> tx.TxLoop:
+    FakeProducer.made, FakeProducer.plan = [], {}
+    monkeypatch.setattr(tx, "Producer", FakeProducer)
+    monkeypatch.setattr(tx, "Consumer", FakeConsumer)
+    revoked: list[object] = []
+    loop = tx.TxLoop(Connection("127.0.0.1:1", {}), Membership("g", "m0", 10.0), "tid",
+                     on_assign=lambda parts: None, on_revoke=revoked.append)
+    loop._offsets = {("in", 0): 10}  # one polled batch, its transaction open
+    loop._open = True
+    return loop
+
+
+def err(code: int, fatal: bool = False, abort: bool = False) -> KafkaError:
+    return KafkaError(code, "from the test", fatal=fatal, txn_requires_abort=abort)
+
+
+def test_an_abort_the_coordinator_refuses_replaces_the_producer(loop: tx.TxLoop) -> None:
+    first = FakeProducer.made[0]
+    first.raises = {"commit": err(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, abort=True),
+                    "abort": err(KafkaError.INVALID_TXN_STATE, fatal=True)}
+    assert loop.commit() is False  # replayed from the committed offsets, not the end
+    assert len(FakeProducer.made) == 2 and FakeProducer.made[1].calls == ["init"]
+    assert loop._c.seeks[-1].offset == 7  # type: ignore[attr-defined]
+
+
+def test_a_fenced_abort_is_counted_and_replaced(loop: tx.TxLoop) -> None:
+    FakeProducer.made[0].raises = {"commit": err(KafkaError._TIMED_OUT),
+                                   "abort": err(KafkaError._FENCED, fatal=True)}
+    assert loop.commit() is False
+    assert len(FakeProducer.made) == 2
+
+
+def test_a_fatal_commit_error_gets_a_new_producer_not_an_exit(loop: tx.TxLoop) -> None:
+    FakeProducer.made[0].raises = {"commit": err(KafkaError.INVALID_TXN_STATE, fatal=True)}
+    assert loop.commit() is False
+    assert len(FakeProducer.made) == 2
+    assert "abort" not in FakeProducer.made[0].calls  # a fatal producer cannot abort
+
+
+def test_a_fence_that_keeps_coming_ends_the_process_naming_the_id(loop: tx.TxLoop) -> None:
+    fenced = err(KafkaError._FENCED, fatal=True)
+    with pytest.raises(KafkaFatalError, match="give each running process its own"):
+        for _ in range(3):
+            FakeProducer.made[-1].raises = {"commit": fenced}
+            loop._offsets, loop._open = {("in", 0): 10}, True
+            loop.commit()
+    assert "'tid'" in str(loop._tx_fences._describe(fenced, 3))
+
+
+def test_a_lasting_cause_still_ends_the_process(loop: tx.TxLoop) -> None:
+    FakeProducer.made[0].raises = {"commit": err(KafkaError.INVALID_TXN_STATE, fatal=True)}
+    FakeProducer.plan = {"init": err(KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                                     fatal=True)}
+    with pytest.raises(KafkaFatalError, match="kafka transaction recovery"):
+        loop.commit()
+
+
+def test_a_produce_refused_in_an_abortable_state_makes_the_commit_replay(
+    loop: tx.TxLoop,
+) -> None:
+    first = FakeProducer.made[0]
+    first.raises = {"produce": err(KafkaError._STATE)}  # "Local: Erroneous state"
+    loop.send("join", None, b"x")  # no exception: the monitor keeps turning
+    loop.send("join", None, b"y")
+    assert first.calls.count("produce") == 1  # nothing more into a lost transaction
+    assert loop.commit() is False
+    assert "abort" in first.calls and "commit" not in first.calls
+    first.raises = {}
+    loop.send("join", None, b"z")  # the next transaction works
+    assert first.calls[-2:] == ["begin", "produce"]
