@@ -26,8 +26,9 @@ from worker.kafka_io.clients import (
     producer_config,
 )
 from worker.kafka_io.control import ControlReader, ControlRecord, publish_control, read_control
-from worker.kafka_io.producer import BatchProducer, TxProducer
+from worker.kafka_io.producer import BatchProducer
 from worker.kafka_io.startup import check_config, describe_fatal, versions, wait_for_broker
+from worker.kafka_io.tx_producer import TxProducer
 
 __all__ = [
     "BatchConsumer",

@@ -1,6 +1,6 @@
 """The worker's consumer: adaptive batches, explicit offset commits (asynchronous while
 running, synchronous before partitions go and at shutdown), and a rewind to the
-committed offsets for exactly-once mode. The producers are in producer.py."""
+committed offsets for exactly-once mode. The producers are in producer.py and tx_producer.py."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from worker.errors import ConfigError
 from worker.kafka_io.clients import consumer_config, is_fatal, producer_config
 from worker.kafka_io.config import Connection, Role, client_config, connection, membership
 from worker.kafka_io.fencing import fatal_line
-from worker.kafka_io.producer import TxTimeouts
+from worker.kafka_io.tx_producer import TxTimeouts
 from worker.monitor_app.settings import MonitorSettings
 
 

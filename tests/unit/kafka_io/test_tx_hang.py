@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from worker.delivery_terms import TxState
-from worker.kafka_io import producer
+from worker.kafka_io import tx_producer as producer
 from worker.kafka_io.watch import BrokerWatch
 
 
