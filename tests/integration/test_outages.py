@@ -142,8 +142,8 @@ def test_broker_restart_mid_stream_exactly_once(
         code = w.stop()
     lost, dup = lost_and_duplicated(feeder.sent, seen)
     health = healthz_failures(probes)
-    report(f"exactly-once, broker stop 20 s and start (503 after {restart[1]:.1f} s, 200 "
-           f"{restart[2]:.1f} s after restart): {len(feeder.sent)} in, {lost} lost, {dup} "
+    report(f"exactly-once, broker stop 20 s and start (503 after {restart[1]} s, 200 "
+           f"{restart[2]} s after restart): {len(feeder.sent)} in, {lost} lost, {dup} "
            f"duplicated, exit {code}, /healthz non-200 samples {len(health)}; probe "
            f"transitions {probes.transitions()}")
     assert (lost, dup, code) == (0, 0, 0), w.output()[-3000:]

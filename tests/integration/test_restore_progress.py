@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from tests.conftest import TopicFactory
 from tests.integration.helpers import produce
+from worker.kafka_io.changelog import read_changelog
 from worker.kafka_io.config import Connection
-from worker.kafka_io.tx import read_changelog
 from worker.probes import Health
 
 

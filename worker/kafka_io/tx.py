@@ -1,5 +1,6 @@
 """Exactly-once processing for the monitor: consume, produce and commit offsets in one
-Kafka transaction per batch, and read state back from compacted changelog topics.
+Kafka transaction per batch (reading state back from the changelog topics:
+worker/kafka_io/changelog.py).
 
 A batch's outputs (changelog records, partials, metrics, alerts) and its input
 offsets become visible together or not at all, so a process killed at any point
@@ -8,11 +9,11 @@ restarts from a state consistent with its committed offsets.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Final
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -33,6 +34,9 @@ from worker.kafka_io.producer import fatal_line as producer_fatal_line
 log = logging.getLogger(__name__)
 Partitions = list[PartitionId]
 _TX_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
+#: Times the committed offsets are asked for after an abort (30 s each) before the
+#: monitor gives up: a broker restart's coordinator takes seconds to a minute to load.
+COMMITTED_ATTEMPTS: Final = 4
 
 
 class TxLoop:
@@ -178,7 +182,7 @@ class TxLoop:
         """Seconds since the transaction in progress began (its first poll or output)."""
         return time.monotonic() - self.opened_at if self._open or self._offsets else 0.0
 
-    def commit(self) -> bool:
+    def commit(self, final_s: float | None = None) -> bool:
         """Commit the transaction's outputs and the offsets of everything polled since the
         last commit, atomically.
 
@@ -187,9 +191,15 @@ class TxLoop:
         the consumer rewound to the committed offsets, so the batch is processed again.
         A fatal error raises; the process exits and a restart resumes from the last
         committed transaction.
+
+        ``final_s``: the last commit before the process stops, bounded by that many
+        seconds in all; on failure nothing is rebuilt (a restart replays the transaction
+        from the committed offsets), so a broker that is away cannot hold the stop.
         """
         if not self._offsets and not self._open:
             return True
+        if final_s is not None:
+            return self._final_commit(final_s)
         try:
             if self._failed is not None:
                 failed, self._failed = self._failed, None
@@ -223,6 +233,33 @@ class TxLoop:
             self._open = False
         return True
 
+    def _final_commit(self, budget_s: float) -> bool:
+        deadline = time.monotonic() + budget_s
+
+        def left() -> float:
+            return max(0.1, deadline - time.monotonic())
+
+        try:
+            if self._failed is not None:
+                raise self._failed
+            if not self._open:
+                self._p.begin_transaction()
+            if self._offsets:
+                offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+                meta = self._c.consumer_group_metadata()
+                self._p.send_offsets_to_transaction(offsets, meta, left())
+            self._p.commit_transaction(left())
+            self._p.poll(0)
+            return True
+        except KafkaException as exc:
+            log.warning("the last transaction before stopping did not commit within %.0fs "
+                        "(%s): a restart replays it from the committed offsets", budget_s, exc)
+            with contextlib.suppress(KafkaException):  # else the broker aborts it later
+                self._p.abort_transaction(left())
+            return False
+        finally:
+            self._offsets, self._failed, self._open = {}, None, False
+
     def _recover(self, fresh_producer: bool = False) -> None:
         """Abort (a fenced producer: replace it, the new one's init aborts), drop the
         in-memory state, rewind to the committed offsets, restore."""
@@ -233,10 +270,27 @@ class TxLoop:
         owned = self._c.assignment()
         parts = [(tp.topic, tp.partition) for tp in owned]
         self._on_revoke(parts)
-        for tp in self._c.committed(owned, timeout=30):
+        for tp in self._committed(owned):
             start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self._c.seek(TopicPartition(tp.topic, tp.partition, start))
         self._on_assign(parts)
+
+    def _committed(self, owned: list[TopicPartition]) -> list[TopicPartition]:
+        """The group's committed offsets, asked again while the coordinator times out (a
+        broker just restarted: the chaos run's monitor ended on "Failed to get committed
+        offsets: Local: Timed out"); a lasting failure still raises."""
+        for attempt in range(COMMITTED_ATTEMPTS):
+            try:
+                return list(self._c.committed(owned, timeout=30))
+            except KafkaException as exc:
+                err = exc.args[0]
+                lasting = not isinstance(err, KafkaError) or err.fatal() or \
+                    err.code() != KafkaError._TIMED_OUT
+                if lasting or attempt == COMMITTED_ATTEMPTS - 1:
+                    raise
+                log.warning("reading the committed offsets timed out (%s); asking again",
+                            err.str())
+        raise AssertionError("unreachable")
 
     def _fresh_producer(self) -> None:
         """A new producer under the same transactional id; its init aborts what the old
@@ -265,98 +319,3 @@ class TxLoop:
         if self._open:
             self._aborted()  # else the broker aborts it after the transaction timeout
         self._c.close()
-
-
-def read_since(
-    conn: Connection, topic: str, partition: int, since_ms: int, end: int,
-    timeout_s: float = 120.0,
-) -> Iterator[bytes | None]:
-    """Committed values of one partition from the first record at or after ``since_ms``
-    (broker time) up to offset ``end`` (exclusive), oldest first: the records a restarted
-    reader had already read, so that it resumes at ``end`` without losing them."""
-    if end <= 0:
-        return
-    c = Consumer(client_config(Role.RESTORE, conn,
-                               fixed={"group.id": f"restore-{uuid.uuid4().hex}"}))
-    try:
-        start = c.offsets_for_times([TopicPartition(topic, partition, since_ms)], 30)[0]
-        if start.offset < 0 or start.offset >= end:
-            return
-        c.assign([TopicPartition(topic, partition, start.offset)])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for m in c.consume(5000, 1.0):
-                err = m.error()
-                if err is not None and err.code() == KafkaError._PARTITION_EOF:
-                    return
-                if err is None:
-                    if (m.offset() or 0) >= end:
-                        return
-                    yield m.value()
-        raise KafkaFatalError(f"restoring {topic}[{partition}] took over {timeout_s:.0f}s")
-    finally:
-        c.close()
-
-
-def watermarks(conn: Connection, topic: str, partition: int) -> tuple[int, int]:
-    """(log start, end) offsets of one partition."""
-    c = Consumer(client_config(Role.RESTORE, conn,
-                               fixed={"group.id": f"restore-{uuid.uuid4().hex}"}))
-    try:
-        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), 30)
-        return int(low), int(high)
-    finally:
-        c.close()
-
-
-class RestoreWatch(Protocol):
-    """Who hears how far a restore got (probes.RestoreProgress: gauges and liveness)."""
-
-    def started(self, offsets: int) -> None: ...
-    def advanced(self, records: int, offsets: int) -> None: ...
-    def finished(self) -> None: ...
-
-
-def read_changelog(
-    conn: Connection, topic: str, partition: int, timeout_s: float = 120.0,
-    start: int | None = None, watch: RestoreWatch | None = None,
-) -> Iterator[tuple[bytes, bytes | None, int]]:
-    """Every committed (key, value, offset) of one changelog partition from ``start``
-    (None: its beginning), oldest first. ``timeout_s`` bounds a restore that stops moving
-    (no record for that long), not a long one that moves: a large changelog takes what
-    it takes. ``watch`` hears its progress, a poll at a time."""
-    c = Consumer(client_config(Role.RESTORE, conn,
-                               fixed={"group.id": f"restore-{uuid.uuid4().hex}"}))
-    started = False
-    try:
-        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), 30)
-        if high <= max(low, start or 0):
-            return
-        first = low if start is None else max(start, low)
-        if watch is not None:
-            watch.started(high - first)
-            started = True
-        c.assign([TopicPartition(topic, partition, OFFSET_BEGINNING if start is None
-                                 else first)])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            msgs = c.consume(5000, 1.0)
-            good = [m for m in msgs if m.error() is None]
-            if good:
-                deadline = time.monotonic() + timeout_s
-                position = min(high, (good[-1].offset() or 0) + 1)
-                if watch is not None:
-                    watch.advanced(len(good), position - first)
-                first = position
-            for m in good:
-                if m.key() is not None:
-                    yield m.key() or b"", m.value(), m.offset() or 0
-            if any(e is not None and e.code() == KafkaError._PARTITION_EOF
-                   for e in (m.error() for m in msgs)):
-                return
-        raise KafkaFatalError(f"restoring {topic}[{partition}]: nothing read for "
-                              f"{timeout_s:.0f}s")
-    finally:
-        if started and watch is not None:
-            watch.finished()
-        c.close()

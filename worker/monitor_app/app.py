@@ -47,6 +47,10 @@ from worker.shutdown import STOP, StopFlag
 from worker.tracing_extra import RecordTracer, record_tracer
 
 log = logging.getLogger(__name__)
+
+#: Seconds the last commit before a stop may take in all: a broker that is away must not
+#: hold the stop past the orchestrator's grace period (what did not commit is replayed).
+FINAL_COMMIT_S: Final = 20.0
 #: Span attributes of an alert: (attribute, the alert record's field).
 ALERT_SPAN_FIELDS: Final = (("scoring.alert", "alert"), ("scoring.alert.status", "status"),
                             ("scoring.model.name", "model"),
@@ -144,7 +148,7 @@ class Monitor:
                 not self.stop.requested:
             return
         self.stage.emit(self.loop)
-        ok = self.loop.commit()
+        ok = self.loop.commit(FINAL_COMMIT_S if self.stop.requested else None)
         if ok:
             self.counters.transactions.inc()
             self.stage.committed()

@@ -31,8 +31,8 @@ from prometheus_client.registry import Collector
 
 from worker import kafka_io
 from worker.clock import wall_ms
+from worker.kafka_io.changelog import read_changelog, read_since
 from worker.kafka_io.config import Connection, connection
-from worker.kafka_io.tx import read_changelog, read_since
 from worker.model.bundle import load_bundle
 from worker.model.profile import Profile
 from worker.monitor.drift import FEATURE_FIGURES

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from worker.kafka_io import Message
+from worker.kafka_io.changelog import RestoreWatch, read_changelog, watermarks
 from worker.kafka_io.config import Connection
-from worker.kafka_io.tx import RestoreWatch, TxLoop, read_changelog, watermarks
+from worker.kafka_io.tx import TxLoop
 from worker.monitor.codec import Block, decode_block
 from worker.monitor.join import JoinConfig
 from worker.monitor.segments import DEFAULT_VALUES_MAX

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from worker.clock import wall_ms
+from worker.kafka_io.changelog import read_changelog
 from worker.kafka_io.config import Connection, connection
-from worker.kafka_io.tx import Partitions, read_changelog
+from worker.kafka_io.tx import Partitions
 from worker.model.bundle import load_bundle
 from worker.monitor.alerts import AlertRule
 from worker.monitor.join import JoinConfig

@@ -161,3 +161,48 @@ def test_a_produce_refused_in_an_abortable_state_makes_the_commit_replay(
     first.raises = {}
     loop.send("join", None, b"z")  # the next transaction works
     assert first.calls[-2:] == ["begin", "produce"]
+
+
+def test_the_last_commit_before_a_stop_is_bounded_and_rebuilds_nothing(
+    loop: tx.TxLoop,
+) -> None:
+    """A stop while the broker is away: the last commit's calls get what is left of its
+    budget, a failure aborts without rewinding or restoring (a restart replays the
+    transaction), and the producer is not replaced."""
+    timeouts: list[float] = []
+    producer = loop._p
+    assert isinstance(producer, FakeProducer)
+
+    def commit(timeout: float) -> None:
+        timeouts.append(timeout)
+        raise KafkaException(err(KafkaError._TIMED_OUT))
+
+    producer.commit_transaction = commit  # type: ignore[method-assign]
+    assert loop.commit(final_s=5.0) is False
+    assert timeouts and 0 < timeouts[0] <= 5.0
+    assert producer.calls[-1] == "abort" and len(FakeProducer.made) == 1
+    assert loop._c.seeks == [] and not loop._open and loop._offsets == {}  # type: ignore[attr-defined]
+    assert loop.commit(final_s=5.0) is True  # nothing left to commit
+
+
+def test_committed_offsets_that_time_out_after_an_abort_are_asked_again(
+    loop: tx.TxLoop,
+) -> None:
+    """The chaos run's monitor ended on "Failed to get committed offsets: Local: Timed out"
+    right after a broker restart; a timeout is now asked again, a lasting error raises."""
+    consumer = loop._c
+    answers = [KafkaException(err(KafkaError._TIMED_OUT))]
+
+    def committed(tps: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        if answers:
+            raise answers.pop()
+        return [TopicPartition(tp.topic, tp.partition, 7) for tp in tps]
+
+    consumer.committed = committed  # type: ignore[method-assign]
+    FakeProducer.made[-1].raises = {"commit": err(KafkaError._TIMED_OUT)}
+    assert loop.commit() is False
+    assert [tp.offset for tp in consumer.seeks] == [7]  # type: ignore[attr-defined]
+    answers.append(KafkaException(err(KafkaError.NOT_COORDINATOR)))
+    loop._offsets, loop._open = {("in", 0): 10}, True
+    with pytest.raises(KafkaFatalError):
+        loop.commit()
