@@ -52,6 +52,13 @@ class Contributions:
     baseline: FloatArray
     values: FloatArray
 
+    @classmethod
+    def bias_last(cls, raw: Any) -> Contributions:
+        """From a booster's own contributions, one column per feature and the bias last
+        (LightGBM's ``pred_contrib``, XGBoost's ``pred_contribs``)."""
+        matrix = np.asarray(raw, dtype=np.float64)
+        return cls(matrix[:, -1].copy(), matrix[:, :-1])
+
 
 class Explainer(Protocol):
     """Contributions of a loaded model's input features, a whole batch at once."""

@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from worker.explain import Contributions, Output
 
 
@@ -28,8 +26,7 @@ class LightGBMExplainer:
     model: Any
 
     def contributions(self, matrix: Any) -> Contributions:
-        raw = np.asarray(self.model.predict(matrix, pred_contrib=True), dtype=np.float64)
-        return Contributions(raw[:, -1].copy(), raw[:, :-1])
+        return Contributions.bias_last(self.model.predict(matrix, pred_contrib=True))
 
 
 def explain(model: Any, task: str) -> LightGBMExplainer:

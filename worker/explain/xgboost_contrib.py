@@ -36,10 +36,8 @@ class XGBoostExplainer:
         import xgboost  # loaded with the model already
 
         data = xgboost.DMatrix(matrix, missing=self.missing)
-        raw = np.asarray(self.booster.predict(data, pred_contribs=True,
-                                              iteration_range=self.iterations),
-                         dtype=np.float64)
-        return Contributions(raw[:, -1].copy(), raw[:, :-1])
+        return Contributions.bias_last(self.booster.predict(
+            data, pred_contribs=True, iteration_range=self.iterations))
 
 
 def explain(model: Any, task: str) -> XGBoostExplainer:

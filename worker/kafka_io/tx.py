@@ -201,19 +201,7 @@ class TxLoop:
         if final_s is not None:
             return self._final_commit(final_s)
         try:
-            if self._failed is not None:
-                failed, self._failed = self._failed, None
-                raise failed
-            if not self._open:
-                self._p.begin_transaction()
-            last, self._offsets = self._offsets, {}
-            self.polled_messages = 0
-            if last:
-                offsets = [TopicPartition(t, p, o) for (t, p), o in last.items()]
-                meta = self._c.consumer_group_metadata()
-                self._p.send_offsets_to_transaction(offsets, meta, 30)
-            self._p.commit_transaction(60)
-            self._p.poll(0)  # delivery callbacks of the committed records
+            self._end_transaction(lambda default_s: default_s)
         except KafkaException as exc:
             err = exc.args[0]
             if not isinstance(err, KafkaError):
@@ -233,29 +221,37 @@ class TxLoop:
             self._open = False
         return True
 
+    def _end_transaction(self, bound: Callable[[float], float]) -> None:
+        """Begin if need be, add the polled offsets, commit; each call's timeout is its
+        default (send 30 s, commit 60 s) through ``bound``. A refused call raises."""
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
+        if not self._open:
+            self._p.begin_transaction()
+        last, self._offsets = self._offsets, {}
+        self.polled_messages = 0
+        if last:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in last.items()]
+            meta = self._c.consumer_group_metadata()
+            self._p.send_offsets_to_transaction(offsets, meta, bound(30))
+        self._p.commit_transaction(bound(60))
+        self._p.poll(0)  # delivery callbacks of the committed records
+
     def _final_commit(self, budget_s: float) -> bool:
         deadline = time.monotonic() + budget_s
 
-        def left() -> float:
-            return max(0.1, deadline - time.monotonic())
+        def left(default_s: float) -> float:
+            return max(0.1, min(default_s, deadline - time.monotonic()))
 
         try:
-            if self._failed is not None:
-                raise self._failed
-            if not self._open:
-                self._p.begin_transaction()
-            if self._offsets:
-                offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
-                meta = self._c.consumer_group_metadata()
-                self._p.send_offsets_to_transaction(offsets, meta, left())
-            self._p.commit_transaction(left())
-            self._p.poll(0)
+            self._end_transaction(left)
             return True
         except KafkaException as exc:
             log.warning("the last transaction before stopping did not commit within %.0fs "
                         "(%s): a restart replays it from the committed offsets", budget_s, exc)
             with contextlib.suppress(KafkaException):  # else the broker aborts it later
-                self._p.abort_transaction(left())
+                self._p.abort_transaction(left(60))
             return False
         finally:
             self._offsets, self._failed, self._open = {}, None, False
@@ -279,18 +275,17 @@ class TxLoop:
         """The group's committed offsets, asked again while the coordinator times out (a
         broker just restarted: the chaos run's monitor ended on "Failed to get committed
         offsets: Local: Timed out"); a lasting failure still raises."""
-        for attempt in range(COMMITTED_ATTEMPTS):
+        for _ in range(COMMITTED_ATTEMPTS - 1):
             try:
                 return list(self._c.committed(owned, timeout=30))
             except KafkaException as exc:
                 err = exc.args[0]
-                lasting = not isinstance(err, KafkaError) or err.fatal() or \
-                    err.code() != KafkaError._TIMED_OUT
-                if lasting or attempt == COMMITTED_ATTEMPTS - 1:
+                if not isinstance(err, KafkaError) or err.fatal() or \
+                        err.code() != KafkaError._TIMED_OUT:
                     raise
                 log.warning("reading the committed offsets timed out (%s); asking again",
                             err.str())
-        raise AssertionError("unreachable")
+        return list(self._c.committed(owned, timeout=30))
 
     def _fresh_producer(self) -> None:
         """A new producer under the same transactional id; its init aborts what the old
