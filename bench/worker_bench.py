@@ -257,7 +257,10 @@ def drain(a: argparse.Namespace, s: System, model: Path, schema: Path) -> dict[s
     return {"system": s.name, "events_per_s": round(steady_rate(stamps)), "outputs": len(out),
             "peak_rss_mib": None if peak is None else round(peak, 1), "exit": code,
             # What a core dedicated to the system would give: the basis of projections.
-            "cpu_us_per_event": round(cpu / max(1, len(out)) * 1e6, 2)}
+            # Not under --processes: its children drain during the settling wait, before
+            # the count starts (their start-up would count otherwise).
+            "cpu_us_per_event": (None if "--processes" in s.extra
+                                 else round(cpu / max(1, len(out)) * 1e6, 2))}
 
 
 def drain_rounds(a: argparse.Namespace, systems: list[System], model: Path,
@@ -273,16 +276,17 @@ def drain_rounds(a: argparse.Namespace, systems: list[System], model: Path,
         return [runs[0] for runs in rounds.values()]
     medians = {name: float(np.median([x["events_per_s"] for x in runs]))
                for name, runs in rounds.items()}
-    cpu = {name: float(np.median([x["cpu_us_per_event"] for x in runs]))
-           for name, runs in rounds.items()}
+    cpu = {name: (float(np.median(known)) if (known := [
+               x["cpu_us_per_event"] for x in runs if x["cpu_us_per_event"] is not None])
+               else None) for name, runs in rounds.items()}
     first = next((s.name for s in systems if s.kind == "worker"), None)
     return [{"system": name, "median_events_per_s": round(medians[name]),
              "ratio_to_first_worker": (round(medians[name] / medians[first], 3)
                                        if first and medians[first] else None),
-             "median_cpu_us_per_event": round(cpu[name], 2),
+             "median_cpu_us_per_event": None if (c := cpu[name]) is None else round(c, 2),
              # CPU per event moves far less with the machine's other load than the rate.
-             "cpu_ratio_to_first_worker": (round(cpu[first] / cpu[name], 3)
-                                           if first and cpu[name] else None),
+             "cpu_ratio_to_first_worker": (round(base / c, 3) if first and c and (
+                 base := cpu[first]) else None),
              "runs": runs} for name, runs in rounds.items()]
 
 
