@@ -199,7 +199,9 @@ class Monitor:
         log.warning("alert %s", value.decode())
 
     def _tick(self, now: int) -> None:
-        self.stage.sweep(now, idle_s=max(5.0, 4 * self.s.commit_interval_ms / 1000))
+        lag = self.loop.lag(set(self._lag_roles()))
+        self.stage.sweep(now, idle_s=max(5.0, 4 * self.s.commit_interval_ms / 1000),
+                         behind=any(lag.values()))
         snapshots = []
         for p, gp in self.owned.global_partitions.items():
             changes, metric_records, alerts, snap = gp.tick(now)
@@ -226,19 +228,21 @@ class Monitor:
         self.status.segments(merged.segments)
         self.status.reasons(merged.reasons)
         self.status.tick(now, self.owned.global_partitions)
-        self._progress()
+        self._progress(lag)
         if time.monotonic() - self._trimmed >= 30.0:
             self._trimmed = time.monotonic()
             memory.trim()
 
-    def _progress(self) -> None:
+    def _lag_roles(self) -> dict[str, str]:
+        return {t: role for t, role in ((self.s.predictions_topic, "predictions"),
+                                        (self.s.labels_topic, "labels")) if t}
+
+    def _progress(self, lag: dict[str, int]) -> None:
         """Lag gauges: messages behind on the inputs, age of the newest join, disk."""
-        inputs = {t: role for t, role in ((self.s.predictions_topic, "predictions"),
-                                          (self.s.labels_topic, "labels")) if t}
-        lag = self.loop.lag(set(inputs))
+        roles = self._lag_roles()
         stage = self.stage
         self.collector.progress(
-            {inputs[t]: n for t, n in lag.items()},
+            {roles[t]: n for t, n in lag.items()},
             stage.newest_join_ms(),
             (stage.disk_bytes(), stage.memory_bytes()),
         )

@@ -54,7 +54,10 @@ class JoinStage:
     stores: dict[int, RocksStore] = field(default_factory=dict)
     records: dict[int, Records] = field(default_factory=dict)
     delivered: dict[int, int] = field(default_factory=dict)
+    #: When each partition last brought a block, or was first swept after its assignment
+    #: (a monotonic clock, ``monotonic``): the start of its idle time.
     last_block: dict[int, float] = field(default_factory=dict)
+    monotonic: Callable[[], float] = time.monotonic
     _cache: Any = None
 
     # -- assignment -----------------------------------------------------------------------
@@ -89,6 +92,7 @@ class JoinStage:
     def revoke(self, p: int) -> None:
         self.joins.pop(p, None)
         self.records.pop(p, None)
+        self.last_block.pop(p, None)
         store = self.stores.pop(p, None)
         if store is not None:
             store.close()  # staged changes are dropped: the DB stays at its last commit
@@ -121,18 +125,23 @@ class JoinStage:
         for p, blocks in groups.items():
             self._join(p, self.joins[p], blocks)
         for p in rows:
-            self.last_block[p] = time.monotonic()
+            self.last_block[p] = self.monotonic()
 
     def _join(self, p: int, jp: JoinPartition, blocks: list[Block]) -> None:
         records, windows = jp.apply(Block.concat(blocks))
         self._collect(p, records, windows)
 
-    def sweep(self, wall: int, idle_s: float) -> None:
+    def sweep(self, wall: int, idle_s: float, behind: bool = False) -> None:
         """Expire what is due. A partition's clock is the newest Kafka time it has seen
         while records flow (so a backlog is not expired before its own labels are
-        read), and the wall clock once it has been idle for ``idle_s``."""
+        read), and the wall clock once it has been idle for ``idle_s`` while this instance
+        is not ``behind`` on its inputs. Idle time starts at a partition's first sweep, not
+        at 0: restored after a restart, its pending predictions are older than the horizon
+        by the wall clock while their labels still wait in a backlog it has not yet polled
+        (expiring them there lost the joins; so did a slow catch-up, hence ``behind``)."""
         for p, jp in self.joins.items():
-            idle = time.monotonic() - self.last_block.get(p, 0.0) >= idle_s
+            quiet = self.monotonic() - self.last_block.setdefault(p, self.monotonic())
+            idle = quiet >= idle_s and not behind
             now = jp.stream_ms if jp.stream_ms is not None and not idle else None
             now = max(wall, jp.stream_ms or wall) if now is None else now
             records, windows, _more = jp.sweep(now)

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from tests.unit.monitor.test_bulk import CONFIG, WINDOWS, random_stream, spec_for, to_block
+from tests.unit.monitor.gen import T0, prediction
+from tests.unit.monitor.test_bulk import (
+    CONFIG,
+    WINDOWS,
+    H,
+    random_stream,
+    spec_for,
+    to_block,
+)
 from worker.kafka_io.config import Connection
 from worker.monitor.codec import Block
 from worker.monitor.stages import JoinPartition
@@ -89,3 +97,30 @@ def test_the_bounded_poll_gives_the_same_state_as_one_block_at_a_time() -> None:
     assert batched.records[0] == expected
     assert batched.joins[0].stats == serial.stats
     assert batched.joins[0].flush()[0] == serial.flush()[0]
+
+
+def test_a_partition_restored_after_a_pause_keeps_stream_time_until_it_is_idle() -> None:
+    """After a restart, a restored partition's pending predictions are older than the
+    horizon by the wall clock while their labels still wait in its backlog: its first
+    sweeps, before it has polled a block, run on stream time; only idle_s without a block
+    while its instance is caught up on its inputs hands it to the wall clock (which
+    expires them)."""
+    pred = prediction(1, 0.9, 1, t=T0)
+    store = MemoryStore()
+    restored = JoinPartition(0, WINDOWS, spec_for, store, CONFIG)
+    restored.apply(to_block([(T0, pred)]))
+    store.commit()
+    clock = [100.0]
+    s = stage(0)
+    s.monotonic = lambda: clock[0]
+    s.joins[0] = restored  # as assign() leaves it: restored, never polled
+    wall = T0 + 10 * H  # the restart came long after the prediction
+    s.sweep(wall, idle_s=5.0)
+    clock[0] += 4.9
+    s.sweep(wall, idle_s=5.0)
+    assert restored.stats.counts.get("expired_predictions", 0) == 0
+    clock[0] += 0.2  # idle for 5.1 s since its first sweep, but the inputs have a backlog
+    s.sweep(wall, idle_s=5.0, behind=True)
+    assert restored.stats.counts.get("expired_predictions", 0) == 0
+    s.sweep(wall, idle_s=5.0)  # caught up: the wall clock takes over
+    assert restored.stats.counts.get("expired_predictions", 0) == 1
