@@ -10,6 +10,7 @@ from typing import Any
 
 import jsonschema
 import orjson
+import pytest
 
 from tests.unit.helpers import event
 from tests.unit.stream_fakes import Journal, ListSink, LogConsumer, Msg, make, settings
@@ -101,3 +102,20 @@ def test_lineage_names_each_predictions_input_and_keeps_the_schema(tmp_path: Pat
         jsonschema.validate(doc, schema)
         assert doc.pop("source") == {"topic": "in", "partition": 3, "offset": 10 + i}
         assert doc == orjson.loads(before or b"")
+
+
+@pytest.mark.parametrize("headers", [
+    [("traceparent", b"00-ab-cd-01"), ("x-request-id", b"r-1")],  # every name passes
+    [("traceparent", b"00-ab-cd-01"), ("secret", b"s"), ("x-request-id", b"r-1")],
+    [("traceparent", None), ("x-request-id", b"r-1")],  # a header without a value
+    [("x-request-id", "été")],  # a str value: counted by its UTF-8 bytes
+    {"traceparent": b"00-ab-cd-01", "other": b"o"},  # the client's type allows a dict
+    [], None,
+])
+def test_pick_sized_is_pick_and_its_size(headers: Any) -> None:
+    """The one-pass pick of the usual input gives what pick and headers_size give."""
+    f = HeaderFilter.parse("traceparent,x-request-id")
+    f.pick([("traceparent", b"x")])  # a name seen before, as on a running worker
+    picked, size = f.pick_sized(headers)
+    assert picked == f.pick(headers)
+    assert size == headers_size(picked)
