@@ -212,7 +212,8 @@ class Run:
         return {"exit_codes": {n: p.exit_codes for n, p in procs.items()},
                 "peak_rss_mib": {n: round(p.peak_mib) for n, p in procs.items()},
                 "left_behind": left, "ended_by_themselves": crashed,
-                "stuck_at_stop": {n: p.stuck for n, p in procs.items() if p.stuck}}
+                "stuck_at_stop": {n: p.stuck for n, p in procs.items() if p.stuck},
+                "unclean_stop": {n: p.unclean for n, p in procs.items() if p.unclean}}
 
 
 def pauses(args: argparse.Namespace) -> tuple[float, float]:

@@ -121,6 +121,8 @@ class Proc:
     exit_codes: list[int] = field(default_factory=list)
     #: Its log's last lines when it did not stop on SIGTERM in time (with its stacks).
     stuck: list[str] = field(default_factory=list)
+    #: Its log's last lines when it stopped on SIGTERM with a status other than 0.
+    unclean: list[str] = field(default_factory=list)
 
     def start(self) -> None:
         log = (self.logs / f"{self.name}.{self.starts}.log").open("wb")
@@ -163,6 +165,8 @@ class Proc:
             self.popen.kill()
             code = self.popen.wait(30)
             self.stuck = self.log_tail(60)
+        if code != 0 and not self.stuck:
+            self.unclean = self.log_tail(40)
         self.exit_codes.append(code)
         return code
 

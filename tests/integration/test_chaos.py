@@ -43,5 +43,7 @@ def test_short_chaos_run_exactly_once_loses_and_repeats_nothing(
     assert account["stuck_at_stop"] == {}, "\n".join(
         f"{name}:\n" + "\n".join(tail) for name, tail in account["stuck_at_stop"].items())
     # Every process ended its last run cleanly (killed runs before it say -9).
-    assert all(codes and codes[-1] == 0 for codes in account["exit_codes"].values()), account
+    assert all(codes and codes[-1] == 0 for codes in account["exit_codes"].values()), (
+        f"exit codes {account['exit_codes']}\n" + "\n".join(
+            f"{name}:\n" + "\n".join(tail) for name, tail in account["unclean_stop"].items()))
     assert all(f["resumed_s"] is not None for f in faults), faults
