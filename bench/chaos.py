@@ -18,7 +18,11 @@ each fault only once every process is ready again):
 - ``broker-stop``: a clean broker stop, then a start;
 - ``broker-kill``: kill -9 of the broker, then a start;
 - ``broker-pause``: SIGSTOP of the broker for ``--pause`` s (a network partition), SIGCONT;
-- ``poison``: a 2 MB record on the input (a dead letter).
+- ``poison``: a 2 MB record on the input (a dead letter);
+- ``model-promote-rollback``: a second model version (the demo model, another seed) added to
+  the workers' model store, promoted through the control topic, rolled back 10 s later
+  (bench/chaos_models.py; its record counts the outputs per model_version). Short mode
+  draws it among the first four.
 
 At the end (traffic stopped, outputs caught up, every process stopped with SIGTERM) the
 account, as one JSON object on stdout: every input id against the outputs and dead letters
@@ -29,8 +33,8 @@ until every worker's /readyz said 200 (``ready_s``), and how long /readyz was no
 all before the next fault (``unready_s``: a second dip counts too). The monitor's side
 (windows against scikit-learn, join counters) is bench/chaos_windows.py, on a kept run.
 
-Not in this run yet (issue 26): retrain and model promote/rollback midway, and a stopped
-registry.
+The workers serve a model store folder and follow a control topic. Not in this run yet
+(issue 26): retrain midway, and a stopped registry.
 """
 
 from __future__ import annotations
@@ -50,16 +54,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from chaos_models import MODEL_FAULT, Models, fault_account, per_version, short_order
 from chaos_parts import Broker, Outputs, Proc, Traffic, now_ms
 
 from worker import kafka_io
-from worker.devtools.demo import train_demo
 
 #: Traffic without faults after the last one (a worker removed holds its partitions
 #: for a session timeout, 10 s, after its 20 s in the group).
 CALM_S = 45.0
 FAULTS = ("worker-kill", "worker-add-remove", "monitor-kill", "broker-stop", "broker-kill",
-          "broker-pause", "poison")
+          "broker-pause", "poison", MODEL_FAULT)
 
 
 @dataclass
@@ -73,6 +77,7 @@ class Fault:
     #: Seconds /readyz was not 200 from the fault's start to the next fault's (or the end
     #: of traffic): a second dip after the first 200 counts too.
     unready_s: float | None = None
+    models: dict[str, Any] | None = None  # the model fault's commands and outputs by version
 
 
 class Run:
@@ -84,7 +89,8 @@ class Run:
         self.broker = Broker(tmp / "broker")
         self.name = f"chaos-{uuid.uuid4().hex[:6]}"
         self.t = {k: f"{self.name}-{k}" for k in ("in", "out", "dlq", "labels", "metrics",
-                                                  "alerts", "stats")}
+                                                  "alerts", "stats", "control")}
+        self.models = Models(tmp, self.broker.bootstrap, self.t["control"])
         self.workers: list[Proc] = []
         self.extra: list[Proc] = []  # added workers, kept for the account
         self.monitor: Proc | None = None
@@ -92,12 +98,12 @@ class Run:
         self.faults: list[Fault] = []
         self._probing = threading.Event()
 
-    def worker(self, n: int, model: Path) -> Proc:
+    def worker(self, n: int) -> Proc:
         t = self.t
         return Proc(f"worker-{n}", [
             "run", "--bootstrap", self.broker.bootstrap, "--input-topic", t["in"],
             "--output-topic", t["out"], "--dlq-topic", t["dlq"], "--group", self.name,
-            "--model", str(model), "--guarantee", self.args.guarantee, "--instance-id",
+            *self.models.worker_args(), "--guarantee", self.args.guarantee, "--instance-id",
             f"w{n}", "--batch-max", "500", "--log-level", "WARNING"], self.tmp)
 
     def start(self) -> None:
@@ -107,15 +113,15 @@ class Run:
         kafka_io.create_topics(b, {self.t["out"]: 4, self.t["dlq"]: 1, self.t["labels"]: 4,
                                    self.t["metrics"]: 1, self.t["alerts"]: 1,
                                    self.t["stats"]: 1})
-        model = train_demo(self.tmp / "model" / "fraud", seed=3, n=20_000)
-        self.model = model
-        self.workers = [self.worker(n, model) for n in range(2)]
+        kafka_io.create_topics(b, {self.t["control"]: 1}, config={"cleanup.policy": "compact"})
+        self.models.prepare()
+        self.workers = [self.worker(n) for n in range(2)]
         t = self.t
         self.monitor = Proc("monitor", [
             "monitor", "--bootstrap", b, "--predictions-topic", t["out"], "--labels-topic",
             t["labels"], "--metrics-topic", t["metrics"], "--alerts-topic", t["alerts"],
             "--stats-topic", t["stats"], "--group", f"{self.name}-monitor", "--instance-id",
-            "m0", "--models", str(model), "--partitions", "2", "--state-dir",
+            "m0", "--models", self.models.monitor_models(), "--partitions", "2", "--state-dir",
             str(self.tmp / "state"), "--log-level", "WARNING"], self.tmp)
         for p in [*self.workers, self.monitor]:
             p.start()
@@ -155,6 +161,9 @@ class Run:
     def do(self, kind: str, traffic: Traffic, t0: float) -> Fault:
         start = now_ms()
         at = round(time.monotonic() - t0, 1)
+        if kind == MODEL_FAULT:  # its record: the commands' times, for the account
+            models = self.models.promote_rollback()
+            return Fault(kind, at, start, now_ms(), models=models)
         self._actions()[kind](traffic)
         return Fault(kind, at, start, now_ms())
 
@@ -170,7 +179,7 @@ class Run:
         w.start()  # at once, under the same instance id: a container restart
 
     def _add_remove(self, _: Traffic) -> None:
-        added = self.worker(len(self.workers) + len(self.extra), self.model)
+        added = self.worker(len(self.workers) + len(self.extra))
         self.extra.append(added)
         added.start()
         time.sleep(20)
@@ -242,6 +251,8 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     t0 = time.monotonic()
     kinds = list(FAULTS)
     run.rng.shuffle(kinds)
+    if args.short:
+        kinds = short_order(kinds)
     lo, hi = pauses(args)
     traffic_s = 0.0
     try:
@@ -272,6 +283,8 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             f.resumed_s = outputs.resumed_after(f.end_ms)
             f.ready_s = run.ready_after(f.end_ms)
             f.unready_s = run.unready_between(f.start_ms, until)
+            if f.models is not None:
+                f.models = fault_account(f.models, outputs.by_version(), f.start_ms, until, 4)
         procs = run.stop()
         outputs.stopped.set()
         outputs.join(30)
@@ -282,6 +295,7 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "rate": args.rate, "sent": len(traffic.sent), "lost": lost, "duplicated": dup,
             "unknown_outputs": sum(n for k, n in seen.items() if k not in sent),
             "traffic_failures": traffic.failed[:5], "faults": [asdict(f) for f in run.faults],
+            "outputs_per_model_version": per_version(outputs.by_version()),
             **procs}
 
 

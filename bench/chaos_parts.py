@@ -33,6 +33,8 @@ from worker.devtools.demo import make_events
 ROOT = Path(__file__).resolve().parents[1]
 #: The poison record's size: twice what a worker reads (it is dead-lettered unread).
 POISON_BYTES = 2 * 1024 * 1024
+#: Outputs are counted by (partition, model_version, CreateTime // BUCKET_MS).
+BUCKET_MS = 100
 
 
 def now_ms() -> int:
@@ -243,15 +245,26 @@ class Traffic(threading.Thread):
             self.failed.append(f"{left} records not delivered at the end")
 
 
+def version_of(value: bytes | None) -> str:
+    """An output's model_version ("?" when it has none)."""
+    try:
+        v = orjson.loads(value or b"{}").get("model_version")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "?"
+    return "?" if v is None else str(v)
+
+
 class Outputs(threading.Thread):
     """Reads the outputs and dead letters from their start: each key's count, and when each
-    output partition got its outputs (their CreateTime: when a worker produced them)."""
+    output partition got its outputs (their CreateTime: when a worker produced them), by
+    model_version."""
 
     def __init__(self, bootstrap: str, outputs: str, dlq: str, committed_only: bool) -> None:
         super().__init__(daemon=True)
         self.outputs = outputs
         self.keys: Counter[bytes] = Counter()
         self.stamps: dict[int, list[int]] = {}
+        self.versions: Counter[tuple[int, str, int]] = Counter()
         self.stopped = threading.Event()
         self._lock = threading.Lock()  # the run reads what this thread writes
         self._c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"chaos-{now_ms()}",
@@ -273,12 +286,18 @@ class Outputs(threading.Thread):
                 for m in msgs:
                     self.keys[m.key() or b""] += 1
                     if m.topic() == self.outputs:
-                        self.stamps.setdefault(m.partition() or 0, []).append(m.timestamp()[1])
+                        part, ts = m.partition() or 0, m.timestamp()[1]
+                        self.stamps.setdefault(part, []).append(ts)
+                        self.versions[(part, version_of(m.value()), ts // BUCKET_MS)] += 1
         self._c.close()
 
     def seen(self) -> Counter[bytes]:
         with self._lock:
             return Counter(self.keys)
+
+    def by_version(self) -> Counter[tuple[int, str, int]]:
+        with self._lock:
+            return Counter(self.versions)
 
     def resumed_after(self, since_ms: int) -> float | None:
         """Seconds until every output partition had an output produced after ``since_ms``."""
