@@ -89,6 +89,21 @@ class Health:
     def ready(self) -> bool:
         return self.serving() and self.assigned
 
+    def not_ready(self) -> list[str]:
+        """Why /readyz says 503, one phrase a condition (empty: ready), for the body of
+        the 503: an on-call engineer reading a probe learns which condition to chase."""
+        if self.ready():  # also refreshes what a subclass reads at each probe
+            return []
+        reasons = [text for failing, text in (
+            (not self.model_loaded, "model not loaded"),
+            (not self.broker_ok, "broker not reachable"),
+            (not self.registry_ok, "schema registry not reachable"),
+            (self.restore.running > 0,
+             f"restoring state ({self.restore.share():.0%} done)"),
+            (not self.assigned, "no partitions assigned"),
+        ) if failing]
+        return reasons or ["not ready"]
+
 
 def serve(port: int, registry: CollectorRegistry, health: Health,
           host: str = "0.0.0.0", *,
@@ -113,8 +128,9 @@ def serve(port: int, registry: CollectorRegistry, health: Health,
                 ok = health.healthy()
                 self._send(200 if ok else 503, b"ok\n" if ok else b"loop stalled\n")
             elif self.path.startswith("/readyz"):
-                ok = health.ready()
-                self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+                reasons = health.not_ready()
+                body = f"not ready: {'; '.join(reasons)}\n" if reasons else "ready\n"
+                self._send(503 if reasons else 200, body.encode())
             else:
                 self._send(404, b"not found\n")
 

@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
-from worker.probes import Health
+import urllib.error
+import urllib.request
+
+from prometheus_client import CollectorRegistry
+
+from worker.devtools.demo_run import free_port
+from worker.probes import Health, serve
 
 
 def test_a_moving_restore_is_alive_and_not_ready() -> None:
@@ -62,3 +68,31 @@ def test_restore_progress_is_on_metrics() -> None:
     assert "scoring_monitor_restored_records_total 90.0" in text
     assert "scoring_monitor_restore_done_ratio 0.25" in text
     assert "scoring_monitor_restores_running 1.0" in text
+
+
+def test_the_503_of_readyz_names_each_failing_condition() -> None:
+    """What an on-call engineer reads from ``curl /readyz``: every condition that keeps it
+    503, through the real HTTP server."""
+    health = Health(stall_s=10, model_loaded=True, broker_ok=False, assigned=False)
+    health.restore.started(400)
+    health.restore.advanced(records=100, offsets=100)
+    assert health.not_ready() == ["broker not reachable", "restoring state (25% done)",
+                                  "no partitions assigned"]
+    port = free_port()
+    server = serve(port, CollectorRegistry(), health, "127.0.0.1")
+    url = f"http://127.0.0.1:{port}/readyz"
+    try:
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            raise AssertionError("/readyz answered 200")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+            assert exc.read() == (b"not ready: broker not reachable; restoring state "
+                                  b"(25% done); no partitions assigned\n")
+        health.broker_ok, health.assigned = True, True
+        health.restore.finished()
+        assert health.not_ready() == []
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert (r.status, r.read()) == (200, b"ready\n")
+    finally:
+        server.shutdown()

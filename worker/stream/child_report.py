@@ -95,3 +95,18 @@ class ChildrenHealth(Health):
                 and all(c.heard is not None and serving in c.flags for c in children)
                 and any(Report.ASSIGNED in c.flags for c in children))
 
+    def not_ready(self) -> list[str]:
+        if self.ready():
+            return []
+        children = self.children()
+        now, serving = self.clock(), Report.HEALTHY | Report.SERVING
+        reasons = [f"process {i}: " + (
+            "not running" if not c.running else "starting" if c.heard is None
+            else "no report" if now - c.heard > self.stall_s else "not serving")
+            for i, c in enumerate(children)
+            if not (c.running and c.heard is not None and now - c.heard <= self.stall_s
+                    and serving in c.flags)]
+        if children and not any(Report.ASSIGNED in c.flags for c in children):
+            reasons.append("no process owns partitions")
+        return reasons or ["no processes"]
+

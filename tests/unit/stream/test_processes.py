@@ -211,3 +211,15 @@ def test_each_child_has_its_own_transactional_id_and_static_member_id() -> None:
     assert second[:2] == ("g-pod-a-1", "pod-a-1")
     assert first[2] != second[2]
     assert child(0) == first  # a restart under the same index
+
+
+def test_the_supervisors_503_names_the_processes_that_keep_it() -> None:
+    ok = Report.HEALTHY | Report.SERVING | Report.ASSIGNED
+    standby = Report.HEALTHY | Report.SERVING
+    assert health(state(ok), state(standby)).not_ready() == []
+    assert health(state(ok), state(Report(0), heard=None)).not_ready() == [
+        "process 1: starting"]
+    assert health(state(ok), state(ok, heard=6.0), state(ok, running=False)).not_ready() == [
+        "process 1: no report", "process 2: not running"]
+    assert health(state(standby), state(Report.HEALTHY)).not_ready() == [
+        "process 1: not serving", "no process owns partitions"]
