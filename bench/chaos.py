@@ -30,7 +30,8 @@ account, as one JSON object on stdout: every input id against the outputs and de
 exit statuses and peak RSS, processes left behind, and for each fault the seconds until
 every output partition had an output produced after the fault ended (``resumed_s``),
 until every worker's /readyz said 200 (``ready_s``), and how long /readyz was not 200 in
-all before the next fault (``unready_s``: a second dip counts too). The monitor's side
+all before the next fault (``unready_s``: a second dip counts too); each process's
+``readiness``, every change of its /readyz answer (a 503 names what keeps it). The monitor's side
 (windows against scikit-learn, join counters) is bench/chaos_windows.py, on a kept run.
 
 The workers serve a model store folder and follow a control topic. Not in this run yet
@@ -222,7 +223,8 @@ class Run:
                 "peak_rss_mib": {n: round(p.peak_mib) for n, p in procs.items()},
                 "left_behind": left, "ended_by_themselves": crashed,
                 "stuck_at_stop": {n: p.stuck for n, p in procs.items() if p.stuck},
-                "unclean_stop": {n: p.unclean for n, p in procs.items() if p.unclean}}
+                "unclean_stop": {n: p.unclean for n, p in procs.items() if p.unclean},
+                "readiness": {n: p.readiness for n, p in procs.items()}}
 
 
 def pauses(args: argparse.Namespace) -> tuple[float, float]:

@@ -125,6 +125,8 @@ class Proc:
     stuck: list[str] = field(default_factory=list)
     #: Its log's last lines when it stopped on SIGTERM with a status other than 0.
     unclean: list[str] = field(default_factory=list)
+    #: Each change of its /readyz answer: (wall ms, body).
+    readiness: list[tuple[int, str]] = field(default_factory=list)
 
     def start(self) -> None:
         log = (self.logs / f"{self.name}.{self.starts}.log").open("wb")
@@ -173,14 +175,19 @@ class Proc:
         return code
 
     def ready(self) -> int:
-        """/readyz's status; 0 when nothing answers."""
+        """/readyz's status; 0 when nothing answers. Each change of its answer is kept
+        in ``readiness`` (wall ms, body: a 503 names what keeps it)."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
-                return int(r.status)
+                code, body = int(r.status), r.read()
         except urllib.error.HTTPError as e:
-            return int(e.code)
+            code, body = int(e.code), e.read()
         except OSError:
-            return 0
+            code, body = 0, b"no answer"
+        text = body.decode(errors="replace").strip()
+        if not self.readiness or self.readiness[-1][1] != text:
+            self.readiness.append((now_ms(), text))
+        return code
 
 
 class Traffic(threading.Thread):
