@@ -30,6 +30,7 @@ from worker.kafka_io.clients import Message, PartitionId, is_fatal, next_offsets
 from worker.kafka_io.config import Connection, Membership, Role, client_config
 from worker.kafka_io.fencing import Fences, fatal_line, is_fenced
 from worker.kafka_io.producer import fatal_line as producer_fatal_line
+from worker.kafka_io.tx_bound import TransactionHung, run_on
 
 log = logging.getLogger(__name__)
 Partitions = list[PartitionId]
@@ -202,6 +203,14 @@ class TxLoop:
             return self._final_commit(final_s)
         try:
             self._end_transaction(lambda default_s: default_s)
+        except TransactionHung as exc:
+            log.warning("a transactional call hung (%s); replacing the producer and replaying "
+                        "from the committed offsets", exc)
+            try:
+                self._recover(fresh_producer=True)
+            except KafkaException as again:
+                raise KafkaFatalError(f"kafka transaction recovery: {again}") from again
+            return False
         except KafkaException as exc:
             err = exc.args[0]
             if not isinstance(err, KafkaError):
@@ -231,12 +240,16 @@ class TxLoop:
             self._p.begin_transaction()
         last, self._offsets = self._offsets, {}
         self.polled_messages = 0
+        producer = self._p  # a hung call goes on in its thread: never on a successor
         if last:
             offsets = [TopicPartition(t, p, o) for (t, p), o in last.items()]
             meta = self._c.consumer_group_metadata()
-            self._p.send_offsets_to_transaction(offsets, meta, bound(30))
-        self._p.commit_transaction(bound(60))
-        self._p.poll(0)  # delivery callbacks of the committed records
+            send_s = bound(30)
+            run_on(producer, lambda: producer.send_offsets_to_transaction(
+                offsets, meta, send_s), send_s)
+        commit_s = bound(60)
+        run_on(producer, lambda: producer.commit_transaction(commit_s), commit_s)
+        producer.poll(0)  # delivery callbacks of the committed records
 
     def _final_commit(self, budget_s: float) -> bool:
         deadline = time.monotonic() + budget_s
@@ -247,6 +260,10 @@ class TxLoop:
         try:
             self._end_transaction(left)
             return True
+        except TransactionHung as exc:  # its producer is not asked to abort: it would hang
+            log.warning("the last transaction before stopping hung (%s): a restart replays "
+                        "it from the committed offsets", exc)
+            return False
         except KafkaException as exc:
             log.warning("the last transaction before stopping did not commit within %.0fs "
                         "(%s): a restart replays it from the committed offsets", budget_s, exc)

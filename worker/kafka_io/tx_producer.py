@@ -56,7 +56,7 @@ PROBE_TIMEOUT_S = 0.5
 HUNG_AFTER_BROKER_S = 4.0
 
 
-class _Call:
+class BackgroundCall:
     """One call on a daemon thread: librdkafka does not always honour a transactional
     call's timeout while a request to a vanished broker is in flight, so the loop waits
     for the result a second at a time instead of inside the call."""
@@ -112,7 +112,7 @@ class TxProducer(BatchProducer):
         #: Why the current producer cannot go on (a fatal error), or None.
         self._broken: str | None = None
         self._fenced: KafkaError | None = None
-        self._call: _Call | None = None
+        self._call: BackgroundCall | None = None
         self._p.init_transactions(init_timeout_s)
 
     def _new(self) -> Producer:
@@ -252,7 +252,7 @@ class TxProducer(BatchProducer):
         """Start ``fn`` in the background unless a call is still running; its result if
         it finishes within ``timeout_s``; ``if_stuck`` once the call hangs."""
         if self._call is None:
-            self._call = _Call(fn)
+            self._call = BackgroundCall(fn)
         done, result = self._call.result(timeout_s)
         if done:
             self._call = None
@@ -263,7 +263,7 @@ class TxProducer(BatchProducer):
             return True, if_stuck
         return done, result
 
-    def _hung(self, call: _Call) -> bool:
+    def _hung(self, call: BackgroundCall) -> bool:
         """Whether a pending call hangs: past ``stuck_s``, or still pending
         ``HUNG_AFTER_BROKER_S`` after a broker answered again. librdkafka's
         send_offsets_to_transaction does not always notice that its coordinator came back

@@ -7,6 +7,7 @@ coming still ends the process with the line naming the id."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -206,3 +207,38 @@ def test_committed_offsets_that_time_out_after_an_abort_are_asked_again(
     loop._offsets, loop._open = {("in", 0): 10}, True
     with pytest.raises(KafkaFatalError):
         loop.commit()
+
+
+def test_a_hung_send_offsets_replaces_the_producer_and_replays(
+    loop: tx.TxLoop, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """librdkafka#5456: send_offsets_to_transaction did not return after a broker kill -9,
+    whatever its timeout, and the chaos run's monitor waited in it until its SIGTERM
+    watchdog ended it (exit 1). Now the call is given up once a broker answers again and it
+    is still pending: a new producer under the same id, a replay from the committed
+    offsets, and the hung producer is never used again."""
+    from worker.kafka_io import tx_bound, tx_producer
+
+    monkeypatch.setattr(tx_bound, "WAIT_STEP_S", 0.02)
+    monkeypatch.setattr(tx_producer, "PROBE_AFTER_S", 0.05)
+    monkeypatch.setattr(tx_producer, "HUNG_AFTER_BROKER_S", 0.1)
+    release = threading.Event()
+    hung = FakeProducer.made[0]
+    probes: list[float] = []
+
+    def send_offsets(*args: object) -> None:
+        hung.calls.append("send_offsets")
+        release.wait(30)
+
+    hung.send_offsets_to_transaction = send_offsets  # type: ignore[method-assign]
+    hung.list_topics = lambda timeout: probes.append(timeout)  # type: ignore[attr-defined]
+    try:
+        assert loop.commit() is False
+        assert probes  # it asked whether a broker answers before giving up
+        assert len(FakeProducer.made) == 2 and FakeProducer.made[1].calls == ["init"]
+        assert loop._c.seeks[-1].offset == 7  # type: ignore[attr-defined]
+        loop._offsets, loop._open = {("in", 0): 11}, True
+        assert loop.commit() is True  # the next transaction on the new producer
+        assert "commit" in FakeProducer.made[1].calls and "commit" not in hung.calls
+    finally:
+        release.set()
