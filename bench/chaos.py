@@ -22,7 +22,12 @@ each fault only once every process is ready again):
 - ``model-promote-rollback``: a second model version (the demo model, another seed) added to
   the workers' model store, promoted through the control topic, rolled back 10 s later
   (bench/chaos_models.py; its record counts the outputs per model_version). Short mode
-  draws it among the first four.
+  draws it among the first four;
+- ``retrain``: the real ``scoring-worker retrain --promote-if-better`` on the run's labeled
+  traffic so far (input and labels topics), its candidate added to the same store and, if
+  the promotion policy accepts it, promoted through the control topic (bench/chaos_retrain.py;
+  its record: the command's seconds, the decision and why, the candidate's version, the
+  outputs per model_version before, during and after). Short mode does not force it in.
 
 At the end (traffic stopped, outputs caught up, every process stopped with SIGTERM) the
 account, as one JSON object on stdout: every input id against the outputs and dead letters
@@ -35,7 +40,7 @@ all before the next fault (``unready_s``: a second dip counts too); each process
 (windows against scikit-learn, join counters) is bench/chaos_windows.py, on a kept run.
 
 The workers serve a model store folder and follow a control topic. Not in this run yet
-(issue 26): retrain midway, and a stopped registry.
+(issue 26): a stopped registry.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from typing import Any
 import orjson
 from chaos_models import MODEL_FAULT, Models, fault_account, per_version, short_order
 from chaos_parts import Broker, Outputs, Proc, Traffic, now_ms
+from chaos_retrain import RETRAIN_FAULT, Retrain, retrain_account
 
 from worker import kafka_io
 
@@ -64,7 +70,7 @@ from worker import kafka_io
 #: for a session timeout, 10 s, after its 20 s in the group).
 CALM_S = 45.0
 FAULTS = ("worker-kill", "worker-add-remove", "monitor-kill", "broker-stop", "broker-kill",
-          "broker-pause", "poison", MODEL_FAULT)
+          "broker-pause", "poison", MODEL_FAULT, RETRAIN_FAULT)
 
 
 @dataclass
@@ -79,6 +85,7 @@ class Fault:
     #: of traffic): a second dip after the first 200 counts too.
     unready_s: float | None = None
     models: dict[str, Any] | None = None  # the model fault's commands and outputs by version
+    retrain: dict[str, Any] | None = None  # the retrain fault's command, decision, outputs
 
 
 class Run:
@@ -92,6 +99,8 @@ class Run:
         self.t = {k: f"{self.name}-{k}" for k in ("in", "out", "dlq", "labels", "metrics",
                                                   "alerts", "stats", "control")}
         self.models = Models(tmp, self.broker.bootstrap, self.t["control"])
+        self.retrain = Retrain(self.models, self.t["in"], self.t["labels"], self.t["alerts"],
+                               args.label_delay)
         self.workers: list[Proc] = []
         self.extra: list[Proc] = []  # added workers, kept for the account
         self.monitor: Proc | None = None
@@ -165,6 +174,11 @@ class Run:
         if kind == MODEL_FAULT:  # its record: the commands' times, for the account
             models = self.models.promote_rollback()
             return Fault(kind, at, start, now_ms(), models=models)
+        if kind == RETRAIN_FAULT:  # on the traffic so far; outputs since the last fault
+            traffic_ms = start - int((time.monotonic() - t0) * 1000)
+            since = self.faults[-1].end_ms if self.faults else traffic_ms
+            retrain = self.retrain.run(traffic_ms, since)
+            return Fault(kind, at, start, now_ms(), retrain=retrain)
         self._actions()[kind](traffic)
         return Fault(kind, at, start, now_ms())
 
@@ -287,6 +301,8 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             f.unready_s = run.unready_between(f.start_ms, until)
             if f.models is not None:
                 f.models = fault_account(f.models, outputs.by_version(), f.start_ms, until, 4)
+            if f.retrain is not None:
+                f.retrain = retrain_account(f.retrain, outputs.by_version(), f.end_ms, until, 4)
         procs = run.stop()
         outputs.stopped.set()
         outputs.join(30)

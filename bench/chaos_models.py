@@ -112,8 +112,8 @@ def per_version(counts: Counter[tuple[int, str, int]], lo_ms: int = 0,
     return dict(sorted(out.items()))
 
 
-def _seen(counts: Counter[tuple[int, str, int]], version: str, lo_ms: int, hi_ms: int,
-          last: bool) -> dict[int, int]:
+def seen_per_partition(counts: Counter[tuple[int, str, int]], version: str, lo_ms: int,
+                       hi_ms: int, last: bool) -> dict[int, int]:
     """Per output partition, the first (``last``: the last) bucket start, in ms, of an output
     of ``version`` in [lo_ms, hi_ms)."""
     found: dict[int, int] = {}
@@ -129,8 +129,8 @@ def fault_account(record: dict[str, Any], counts: Counter[tuple[int, str, int]],
             until_ms: int, partitions: int) -> dict[str, Any]:
     """The fault's record with the outputs per model_version in its three phases."""
     promote, rollback, v = record["promote_ms"], record["rollback_ms"], record["version"]
-    firsts = _seen(counts, v, promote, rollback, last=False)
-    lasts = _seen(counts, v, rollback, until_ms, last=True)
+    firsts = seen_per_partition(counts, v, promote, rollback, last=False)
+    lasts = seen_per_partition(counts, v, rollback, until_ms, last=True)
     return {**record,
             "outputs_before": per_version(counts, start_ms, promote),
             "outputs_promoted": per_version(counts, promote, rollback),
