@@ -113,6 +113,8 @@ class TxProducer(BatchProducer):
         self._broken: str | None = None
         self._fenced: KafkaError | None = None
         self._call: BackgroundCall | None = None
+        #: When this transaction's first commit attempt began (None: not committing).
+        self._committing_since: float | None = None
         self._p.init_transactions(init_timeout_s)
 
     def _new(self) -> Producer:
@@ -180,7 +182,7 @@ class TxProducer(BatchProducer):
             self._broke(err)  # the next commit aborts and replaces it
 
     def begin(self) -> None:
-        self._offsets_sent = None
+        self._offsets_sent, self._committing_since = None, None
         if self._broken is not None:
             return  # the next commit says ABORT
         try:
@@ -195,9 +197,23 @@ class TxProducer(BatchProducer):
             return TxState.ABORT
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         producer = self._p
+        now = time.monotonic()
+        self._committing_since = self._committing_since or now
         done, result = self._wait(lambda: self._commit_now(producer, tps, group), timeout_s,
                                   TxState.ABORT)
-        return result if done else TxState.PENDING  # type: ignore[no-any-return]
+        state = result if done else TxState.PENDING
+        if state is TxState.PENDING and now - self._committing_since > self._timeouts.stuck_s:
+            # Each attempt returned "retry" (a timeout): after a broker pause librdkafka
+            # kept partitions whose leader it had lost ("new leader-1 not found in cache")
+            # and every commit timed out flushing to them, for minutes (a chaos run); past
+            # the transaction timeout the broker has aborted the transaction anyway.
+            log.warning("the transaction has not committed in %.0fs of attempts; replacing "
+                        "the producer", now - self._committing_since)
+            self._call, self._broken = None, "its commit kept timing out"
+            state = TxState.ABORT
+        if state is not TxState.PENDING:
+            self._committing_since = None
+        return state  # type: ignore[no-any-return]
 
     def _commit_now(self, p: Producer, tps: list[TopicPartition], group: object) -> TxState:
         """On the producer the call began with, never ``self._p``: a call given up as hung

@@ -118,3 +118,34 @@ def test_a_call_given_up_as_hung_never_commits_the_next_producers_transaction(
     assert old.calls[:1] == ["send_offsets"]  # it went on, on its own (fenced) producer
     assert tx.commit({("in", 0): 9}, object(), 1.0) is TxState.COMMITTED
     assert new.calls == ["send_offsets", "commit"]  # its offsets travel with its outputs
+
+
+class TimingOutProducer(HangingProducer):
+    """Every commit_transaction returns "timed out, retry" (after a broker pause librdkafka
+    kept output partitions whose leader it had lost, and each commit timed out flushing to
+    them, for minutes)."""
+
+    def send_offsets_to_transaction(self, *args: object) -> None:
+        self.calls.append("send_offsets")
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.calls.append("commit")
+        if self is HangingProducer.all[0]:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "from the test"))
+
+
+def test_a_commit_that_keeps_timing_out_is_given_up_past_the_transaction_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    HangingProducer.made, HangingProducer.all = 0, []
+    monkeypatch.setattr(producer, "Producer", TimingOutProducer)
+    tx = producer.TxProducer({"transactional.id": "t", "transaction.timeout.ms": 200})
+    tx.begin()
+    started = time.monotonic()
+    seen = turns(tx, 3.0)
+    assert seen[0] is TxState.PENDING and seen[-1] is TxState.ABORT  # retried, then given up
+    assert 0.3 <= time.monotonic() - started < 2.0  # past stuck_s (0.3 s), not for minutes
+    assert HangingProducer.all[0].calls.count("commit") >= 2
+    assert tx.abort(1.0) is True and HangingProducer.made == 2  # a new producer
+    tx.begin()
+    assert tx.commit({("in", 0): 9}, object(), 1.0) is TxState.COMMITTED
