@@ -35,9 +35,13 @@ from worker.kafka_io.tx_bound import TransactionHung, run_on
 log = logging.getLogger(__name__)
 Partitions = list[PartitionId]
 _TX_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
-#: Times the committed offsets are asked for after an abort (30 s each) before the
-#: monitor gives up: a broker restart's coordinator takes seconds to a minute to load.
+#: Times the committed offsets are asked for after an abort (30 s each) before a new
+#: consumer takes over: a broker restart's coordinator takes seconds to a minute to load.
 COMMITTED_ATTEMPTS: Final = 4
+#: What the committed-offsets request gets while the group coordinator is away or moving.
+_COORDINATOR_AWAY = frozenset({KafkaError._TIMED_OUT, KafkaError.NOT_COORDINATOR,
+                               KafkaError.COORDINATOR_NOT_AVAILABLE,
+                               KafkaError.COORDINATOR_LOAD_IN_PROGRESS})
 
 
 class TxLoop:
@@ -122,13 +126,18 @@ class TxLoop:
             self._fresh_producer()
         self._open, self._offsets, self.polled_messages = False, {}, 0
         self._failed = None
+        self._fresh_consumer()
+
+    def _fresh_consumer(self) -> None:
+        """A new consumer under the same member id: it takes the membership back, and its
+        assignment restores the state and resumes from the committed offsets."""
         old, self._c = self._c, Consumer(self._conf)
         self._c.subscribe(self._topics, on_assign=self._assigned, on_revoke=self._revoked,
                           on_lost=self._revoked)
         try:
             old.close()
         except (KafkaException, RuntimeError) as exc:
-            log.debug("closing the fenced consumer: %s", exc)
+            log.debug("closing the replaced consumer: %s", exc)
 
     def poll(self, max_messages: int, timeout_s: float) -> list[Message]:
         good: list[Message] = []
@@ -283,26 +292,34 @@ class TxLoop:
         owned = self._c.assignment()
         parts = [(tp.topic, tp.partition) for tp in owned]
         self._on_revoke(parts)
-        for tp in self._committed(owned):
+        committed = self._committed(owned)
+        if committed is None:
+            log.warning("the group coordinator did not give the committed offsets in %d "
+                        "tries; a new consumer under the same member id resumes from them",
+                        COMMITTED_ATTEMPTS)
+            self._fresh_consumer()
+            return
+        for tp in committed:
             start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self._c.seek(TopicPartition(tp.topic, tp.partition, start))
         self._on_assign(parts)
 
-    def _committed(self, owned: list[TopicPartition]) -> list[TopicPartition]:
-        """The group's committed offsets, asked again while the coordinator times out (a
-        broker just restarted: the chaos run's monitor ended on "Failed to get committed
-        offsets: Local: Timed out"); a lasting failure still raises."""
-        for _ in range(COMMITTED_ATTEMPTS - 1):
+    def _committed(self, owned: list[TopicPartition]) -> list[TopicPartition] | None:
+        """The group's committed offsets, asked again while the coordinator is away or
+        moving (a broker just restarted: the chaos runs' monitors ended on "Failed to get
+        committed offsets: Local: Timed out", and on "Broker: Not coordinator"); None when
+        it never answered. Any other error raises."""
+        for attempt in range(COMMITTED_ATTEMPTS):
             try:
                 return list(self._c.committed(owned, timeout=30))
             except KafkaException as exc:
                 err = exc.args[0]
                 if not isinstance(err, KafkaError) or err.fatal() or \
-                        err.code() != KafkaError._TIMED_OUT:
+                        err.code() not in _COORDINATOR_AWAY:
                     raise
-                log.warning("reading the committed offsets timed out (%s); asking again",
-                            err.str())
-        return list(self._c.committed(owned, timeout=30))
+                log.warning("reading the committed offsets failed (%s)%s", err.str(),
+                            "; asking again" if attempt + 1 < COMMITTED_ATTEMPTS else "")
+        return None
 
     def _fresh_producer(self) -> None:
         """A new producer under the same transactional id; its init aborts what the old

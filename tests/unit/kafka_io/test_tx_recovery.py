@@ -60,6 +60,7 @@ class FakeProducer:
 class FakeConsumer:
     def __init__(self, conf: dict[str, Any]) -> None:
         self.seeks: list[TopicPartition] = []
+        self.closed = False
 
     def subscribe(self, topics: list[str], **callbacks: object) -> None:
         pass
@@ -75,6 +76,9 @@ class FakeConsumer:
 
     def consumer_group_metadata(self) -> object:
         return object()
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class Msg:
@@ -189,8 +193,10 @@ def test_the_last_commit_before_a_stop_is_bounded_and_rebuilds_nothing(
 def test_committed_offsets_that_time_out_after_an_abort_are_asked_again(
     loop: tx.TxLoop,
 ) -> None:
-    """The chaos run's monitor ended on "Failed to get committed offsets: Local: Timed out"
-    right after a broker restart; a timeout is now asked again, a lasting error raises."""
+    """The chaos runs' monitors ended on "Failed to get committed offsets: Local: Timed
+    out" and on "Broker: Not coordinator" right after a broker restart; both are now asked
+    again, a coordinator that never answers gets a new consumer under the same member id
+    (its assignment resumes from the committed offsets), and any other error raises."""
     consumer = loop._c
     answers = [KafkaException(err(KafkaError._TIMED_OUT))]
 
@@ -204,6 +210,16 @@ def test_committed_offsets_that_time_out_after_an_abort_are_asked_again(
     assert loop.commit() is False
     assert [tp.offset for tp in consumer.seeks] == [7]  # type: ignore[attr-defined]
     answers.append(KafkaException(err(KafkaError.NOT_COORDINATOR)))
+    loop._offsets, loop._open = {("in", 0): 10}, True
+    assert loop.commit() is False
+    assert [tp.offset for tp in consumer.seeks] == [7, 7]  # type: ignore[attr-defined]
+    answers.extend([KafkaException(err(KafkaError._TIMED_OUT))] * tx.COMMITTED_ATTEMPTS)
+    loop._offsets, loop._open = {("in", 0): 10}, True
+    assert loop.commit() is False
+    assert loop._c is not consumer and consumer.closed  # type: ignore[attr-defined]
+    assert len(consumer.seeks) == 2  # type: ignore[attr-defined]  # the new one resumes
+    answers.append(KafkaException(err(KafkaError.GROUP_AUTHORIZATION_FAILED)))
+    loop._c.committed = committed  # type: ignore[method-assign]
     loop._offsets, loop._open = {("in", 0): 10}, True
     with pytest.raises(KafkaFatalError):
         loop.commit()
