@@ -33,6 +33,8 @@ from worker.devtools.demo import make_events
 ROOT = Path(__file__).resolve().parents[1]
 #: The poison record's size: twice what a worker reads (it is dead-lettered unread).
 POISON_BYTES = 2 * 1024 * 1024
+#: A /readyz dip this long gets the process's stacks into its log (SIGUSR1), once a dip.
+STUCK_DUMP_S = 60.0
 #: Outputs are counted by (partition, model_version, CreateTime // BUCKET_MS).
 BUCKET_MS = 100
 
@@ -127,6 +129,8 @@ class Proc:
     unclean: list[str] = field(default_factory=list)
     #: Each change of its /readyz answer: (wall ms, body).
     readiness: list[tuple[int, str]] = field(default_factory=list)
+    unready_since: float | None = None
+    dumped: bool = False
 
     def start(self) -> None:
         log = (self.logs / f"{self.name}.{self.starts}.log").open("wb")
@@ -187,7 +191,22 @@ class Proc:
         text = body.decode(errors="replace").strip()
         if not self.readiness or self.readiness[-1][1] != text:
             self.readiness.append((now_ms(), text))
+        self._dump_if_stuck(code)
         return code
+
+    def _dump_if_stuck(self, code: int) -> None:
+        """Once per dip of /readyz longer than STUCK_DUMP_S: SIGUSR1, its threads' stacks
+        into its log (a worker of the second hour said 'broker not reachable' for 7
+        minutes and logged nothing: where it waited is the question)."""
+        if code == 200 or self.popen is None:
+            self.unready_since, self.dumped = None, False
+            return
+        now = time.monotonic()
+        self.unready_since = self.unready_since or now
+        if now - self.unready_since >= STUCK_DUMP_S and not self.dumped:
+            with contextlib.suppress(OSError):
+                self.popen.send_signal(signal.SIGUSR1)
+            self.dumped = True
 
 
 class Traffic(threading.Thread):
