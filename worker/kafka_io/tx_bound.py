@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Producer
 
 from worker.kafka_io import tx_producer as limits
 from worker.kafka_io.tx_producer import BackgroundCall
@@ -50,14 +50,12 @@ def run_bounded(fn: Callable[[], Any], timeout_s: float,
 
 
 def run_on(producer: Producer, fn: Callable[[], Any], timeout_s: float) -> Any:
-    """``run_bounded`` of a call on ``producer``, probing its brokers with a metadata
-    request (on the caller's thread, while the call blocks the producer's callbacks)."""
+    """``run_bounded`` of a call on ``producer``, probing its brokers with a bounded
+    metadata request (``tx_producer.probe_broker``)."""
+    out: list[BackgroundCall | None] = [None]
 
     def answers() -> bool:
-        try:
-            producer.list_topics(timeout=limits.PROBE_TIMEOUT_S)
-        except KafkaException:
-            return False
-        return True
+        out[0], answered = limits.probe_broker(producer, out[0])
+        return answered
 
     return run_bounded(fn, timeout_s, answers)

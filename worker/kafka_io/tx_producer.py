@@ -89,6 +89,22 @@ class BackgroundCall:
         return True, self._result
 
 
+def probe_broker(producer: Producer, pending: BackgroundCall | None,
+                 ) -> tuple[BackgroundCall | None, bool]:
+    """Whether a broker answers a metadata request of ``producer``, asked on a thread of
+    its own and waited for at most about a second: on a producer whose transactional call
+    hangs, the request itself may wait as long as the call (a worker of the second chaos
+    hour went silent for 7 minutes, until its hung call returned). A request still out is
+    waited for again, not sent twice. Returns the request still out (or None) and the
+    answer."""
+    probe = pending or BackgroundCall(lambda: producer.list_topics(timeout=PROBE_TIMEOUT_S))
+    try:
+        done, _ = probe.result(PROBE_TIMEOUT_S + 0.5)
+    except KafkaException:
+        return None, False
+    return (None, True) if done else (probe, False)
+
+
 class TxProducer(BatchProducer):
     """A transactional producer: outputs and input offsets commit together or not at all.
 
@@ -113,6 +129,7 @@ class TxProducer(BatchProducer):
         self._broken: str | None = None
         self._fenced: KafkaError | None = None
         self._call: BackgroundCall | None = None
+        self._probe: BackgroundCall | None = None  # a metadata request still out
         #: When this transaction's first commit attempt began (None: not committing).
         self._committing_since: float | None = None
         self._p.init_transactions(init_timeout_s)
@@ -298,13 +315,10 @@ class TxProducer(BatchProducer):
         return call.broker_seen is not None and now - call.broker_seen >= HUNG_AFTER_BROKER_S
 
     def _broker_answers(self) -> bool:
-        try:
-            self._p.list_topics(timeout=PROBE_TIMEOUT_S)
-        except KafkaException:
-            return False
-        if self._watch is not None:
+        self._probe, answered = probe_broker(self._p, self._probe)
+        if answered and self._watch is not None:
             self._watch.answered("producer")
-        return True
+        return answered
 
     def _verdict(self, exc: KafkaException) -> TxState:
         err = exc.args[0]

@@ -149,3 +149,27 @@ def test_a_commit_that_keeps_timing_out_is_given_up_past_the_transaction_timeout
     assert tx.abort(1.0) is True and HangingProducer.made == 2  # a new producer
     tx.begin()
     assert tx.commit({("in", 0): 9}, object(), 1.0) is TxState.COMMITTED
+
+
+def test_a_metadata_probe_that_does_not_return_never_holds_the_loop() -> None:
+    """A worker of the second chaos hour logged nothing for 7 minutes after replacing a hung
+    producer, until the hung call returned: a probe on that producer may wait as long as
+    the call. The probe is waited for about a second, then asked again, never sent twice."""
+    release = threading.Event()
+    sent: list[float] = []
+
+    class Stuck:
+        def list_topics(self, timeout: float) -> object:
+            sent.append(timeout)
+            release.wait(30)
+            return object()
+
+    stuck: Any = Stuck()
+    started = time.monotonic()
+    pending, answered = producer.probe_broker(stuck, None)
+    assert not answered and pending is not None
+    assert time.monotonic() - started < producer.PROBE_TIMEOUT_S + 1.0
+    pending, answered = producer.probe_broker(stuck, pending)
+    assert not answered and len(sent) == 1  # the same request waited for again
+    release.set()
+    assert producer.probe_broker(stuck, pending) == (None, True)
