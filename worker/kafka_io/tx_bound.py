@@ -9,14 +9,12 @@ The worker's ``TxProducer`` gives such a call up by the same rules (the limits l
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, Final
 
 from confluent_kafka import Producer
 
-from worker.kafka_io import tx_producer as limits
-from worker.kafka_io.tx_producer import BackgroundCall
+from worker.kafka_io.tx_producer import BackgroundCall, hang_reason, probe_broker
 
 #: How often the waiting thread looks at a pending call (and probes the broker).
 WAIT_STEP_S: Final = 1.0
@@ -29,24 +27,17 @@ class TransactionHung(Exception):
 
 def run_bounded(fn: Callable[[], Any], timeout_s: float,
                 broker_answers: Callable[[], bool]) -> Any:
-    """``fn``'s result, or what it raised. Raises ``TransactionHung`` when it is still
-    pending past 1.5x ``timeout_s`` (its own timeout, not honoured), or
-    ``limits.HUNG_AFTER_BROKER_S`` after ``broker_answers`` said a broker is back (asked
-    once the call has been pending ``limits.PROBE_AFTER_S``)."""
+    """``fn``'s result, or what it raised. Raises ``TransactionHung`` once it counts as
+    hung by the worker's rules (``tx_producer.hang_reason``), past 1.5x ``timeout_s`` (its
+    own timeout, not honoured) at the latest."""
     call = BackgroundCall(fn)
     while True:
         done, result = call.result(WAIT_STEP_S)
         if done:
             return result
-        now = time.monotonic()
-        pending = now - call.started
-        if pending > 1.5 * timeout_s:
-            raise TransactionHung(f"pending {pending:.0f}s, past its {timeout_s:.0f}s timeout")
-        if call.broker_seen is None and pending >= limits.PROBE_AFTER_S and broker_answers():
-            call.broker_seen = now
-        if call.broker_seen is not None and now - call.broker_seen >= limits.HUNG_AFTER_BROKER_S:
-            raise TransactionHung(f"pending {pending:.0f}s, {now - call.broker_seen:.0f}s "
-                                  "after a broker answered again")
+        reason = hang_reason(call, 1.5 * timeout_s, broker_answers)
+        if reason is not None:
+            raise TransactionHung(reason)
 
 
 def run_on(producer: Producer, fn: Callable[[], Any], timeout_s: float) -> Any:
@@ -55,7 +46,7 @@ def run_on(producer: Producer, fn: Callable[[], Any], timeout_s: float) -> Any:
     out: list[BackgroundCall | None] = [None]
 
     def answers() -> bool:
-        out[0], answered = limits.probe_broker(producer, out[0])
+        out[0], answered = probe_broker(producer, out[0])
         return answered
 
     return run_bounded(fn, timeout_s, answers)

@@ -89,6 +89,26 @@ class BackgroundCall:
         return True, self._result
 
 
+def hang_reason(call: BackgroundCall, stuck_s: float,
+                broker_answers: Callable[[], bool]) -> str | None:
+    """Why a pending call counts as hung, or None: pending past ``stuck_s``, or still
+    pending ``HUNG_AFTER_BROKER_S`` after ``broker_answers`` said a broker is back (asked
+    each time once the call has been pending ``PROBE_AFTER_S``: the worker's /readyz
+    follows the answers). The worker's ``TxProducer`` and the monitor's ``TxLoop``
+    (tx_bound.py) both judge by it."""
+    now = time.monotonic()
+    pending = now - call.started
+    if pending > stuck_s:
+        return f"pending {pending:.0f}s, past {stuck_s:.0f}s"
+    if pending < PROBE_AFTER_S:
+        return None
+    if broker_answers() and call.broker_seen is None:
+        call.broker_seen = now
+    if call.broker_seen is not None and now - call.broker_seen >= HUNG_AFTER_BROKER_S:
+        return f"pending {pending:.0f}s, {now - call.broker_seen:.0f}s after a broker answered"
+    return None
+
+
 def probe_broker(producer: Producer, pending: BackgroundCall | None,
                  ) -> tuple[BackgroundCall | None, bool]:
     """Whether a broker answers a metadata request of ``producer``, asked on a thread of
@@ -304,15 +324,7 @@ class TxProducer(BatchProducer):
         it hangs no callback is served: /readyz went 503 for 13 s after a broker restart
         had already been seen. A metadata request on another thread of the same client
         answers whether the broker is back (and tells the watch, for /readyz)."""
-        now = time.monotonic()
-        pending = now - call.started
-        if pending > self._timeouts.stuck_s:
-            return True
-        if pending < PROBE_AFTER_S:
-            return False
-        if self._broker_answers() and call.broker_seen is None:  # each turn: /readyz
-            call.broker_seen = now
-        return call.broker_seen is not None and now - call.broker_seen >= HUNG_AFTER_BROKER_S
+        return hang_reason(call, self._timeouts.stuck_s, self._broker_answers) is not None
 
     def _broker_answers(self) -> bool:
         self._probe, answered = probe_broker(self._p, self._probe)

@@ -90,23 +90,27 @@ class ChildrenHealth(Health):
 
     def ready(self) -> bool:
         children = self.children()
-        serving = Report.HEALTHY | Report.SERVING
-        return (bool(children) and self.healthy()
-                and all(c.heard is not None and serving in c.flags for c in children)
+        return (bool(children) and all(self._trouble(c) is None for c in children)
                 and any(Report.ASSIGNED in c.flags for c in children))
 
     def not_ready(self) -> list[str]:
-        if self.ready():
-            return []
         children = self.children()
-        now, serving = self.clock(), Report.HEALTHY | Report.SERVING
-        reasons = [f"process {i}: " + (
-            "not running" if not c.running else "starting" if c.heard is None
-            else "no report" if now - c.heard > self.stall_s else "not serving")
-            for i, c in enumerate(children)
-            if not (c.running and c.heard is not None and now - c.heard <= self.stall_s
-                    and serving in c.flags)]
-        if children and not any(Report.ASSIGNED in c.flags for c in children):
+        if not children:
+            return ["no processes"]
+        reasons = [f"process {i}: {trouble}" for i, c in enumerate(children)
+                   if (trouble := self._trouble(c)) is not None]
+        if not any(Report.ASSIGNED in c.flags for c in children):
             reasons.append("no process owns partitions")
-        return reasons or ["no processes"]
+        return reasons
+
+    def _trouble(self, c: ChildState) -> str | None:
+        """What keeps a child from serving (None: it serves): running, heard from lately,
+        its loop turning and ready but for partitions."""
+        if not c.running:
+            return "not running"
+        if c.heard is None:
+            return "starting"
+        if self.clock() - c.heard > self.stall_s:
+            return "no report"
+        return None if (Report.HEALTHY | Report.SERVING) in c.flags else "not serving"
 
