@@ -258,3 +258,20 @@ def test_a_hung_send_offsets_replaces_the_producer_and_replays(
         assert "commit" in FakeProducer.made[1].calls and "commit" not in hung.calls
     finally:
         release.set()
+
+
+def test_a_restore_that_fails_after_an_abort_takes_a_new_consumer(loop: tx.TxLoop) -> None:
+    """CI's chaos test: after an abort the monitor's restore read watermarks and got
+    "Local: Unknown partition", and the process ended; now a new consumer under the same
+    member id restores the state at its assignment."""
+    consumer = loop._c
+    calls: list[object] = []
+
+    def on_assign(parts: object) -> None:
+        calls.append(parts)
+        raise KafkaException(err(KafkaError._UNKNOWN_PARTITION))
+
+    loop._on_assign = on_assign
+    FakeProducer.made[-1].raises = {"commit": err(KafkaError._TIMED_OUT)}
+    assert loop.commit() is False
+    assert calls and loop._c is not consumer and consumer.closed  # type: ignore[attr-defined]
