@@ -35,9 +35,15 @@ from worker.kafka_io.tx_bound import TransactionHung, run_on
 log = logging.getLogger(__name__)
 Partitions = list[PartitionId]
 _TX_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
-#: Times the committed offsets are asked for after an abort (30 s each) before a new
-#: consumer takes over: a broker restart's coordinator takes seconds to a minute to load.
-COMMITTED_ATTEMPTS: Final = 4
+#: Times the committed offsets are asked for after an abort, and each ask's bound, before
+#: a new consumer takes over (its assignment fetches them in the background, so the loop
+#: keeps turning and hears a stop): a restarted broker's coordinator takes seconds to a
+#: minute to load, and CI's chaos test once saw a minute and a half of timeouts.
+COMMITTED_ATTEMPTS: Final = 2
+COMMITTED_TIMEOUT_S: Final = 10.0
+#: The abort's bound; after it the producer is replaced (whose init aborts instead). Kept
+#: with the asks above under the stop's grace (60 s, worker/shutdown.py).
+ABORT_TIMEOUT_S: Final = 30.0
 #: What the committed-offsets request gets while the group coordinator is away or moving.
 _COORDINATOR_AWAY = frozenset({KafkaError._TIMED_OUT, KafkaError.NOT_COORDINATOR,
                                KafkaError.COORDINATOR_NOT_AVAILABLE,
@@ -50,8 +56,12 @@ class TxLoop:
     def __init__(
         self, conn: Connection, member: Membership, transactional_id: str,
         on_assign: Callable[[Partitions], None], on_revoke: Callable[[Partitions], None],
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self._on_assign, self._on_revoke = on_assign, on_revoke
+        #: Whether the process is stopping: a recovery then rebuilds nothing (a restart
+        #: replays from the committed offsets), so it cannot outlast the stop's grace.
+        self._stopping = stopping
         self._tx_conf = client_config(Role.TX_PRODUCER, conn,
                                       fixed={"transactional.id": transactional_id})
         self._p = Producer(self._tx_conf)
@@ -285,7 +295,7 @@ class TxLoop:
     def _recover(self, fresh_producer: bool = False) -> None:
         """Abort (a fenced producer: replace it, the new one's init aborts), drop the
         in-memory state, rewind to the committed offsets, restore."""
-        if fresh_producer or not self._aborted():
+        if (fresh_producer or not self._aborted()) and not self._stopping():
             self._fresh_producer()
         self._offsets, self._failed = {}, None
         self.polled_messages = 0
@@ -293,6 +303,10 @@ class TxLoop:
         parts = [(tp.topic, tp.partition) for tp in owned]
         self._on_revoke(parts)
         committed = self._committed(owned)
+        if self._stopping():
+            log.warning("stopping during the recovery from an aborted transaction; a restart "
+                        "resumes from the committed offsets")
+            return
         if committed is None:
             log.warning("the group coordinator did not give the committed offsets in %d "
                         "tries; a new consumer under the same member id resumes from them",
@@ -314,10 +328,12 @@ class TxLoop:
         """The group's committed offsets, asked again while the coordinator is away or
         moving (a broker just restarted: the chaos runs' monitors ended on "Failed to get
         committed offsets: Local: Timed out", and on "Broker: Not coordinator"); None when
-        it never answered. Any other error raises."""
+        it never answered, or the process is stopping. Any other error raises."""
         for attempt in range(COMMITTED_ATTEMPTS):
+            if self._stopping():
+                return None
             try:
-                return list(self._c.committed(owned, timeout=30))
+                return list(self._c.committed(owned, timeout=COMMITTED_TIMEOUT_S))
             except KafkaException as exc:
                 err = exc.args[0]
                 if not isinstance(err, KafkaError) or err.fatal() or \
@@ -340,7 +356,7 @@ class TxLoop:
         init_transactions aborts the transaction instead (seen in the chaos run: the
         monitor ended on "Failed to end transaction" after a broker stop)."""
         try:
-            self._p.abort_transaction(60)
+            self._p.abort_transaction(ABORT_TIMEOUT_S)
             return True
         except KafkaException as exc:
             err = exc.args[0]

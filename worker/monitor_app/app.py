@@ -316,7 +316,7 @@ def run_monitor(
         owned = OwnedPartitions(s, rules, specs, health, features=features, status=status,
                                 segment_rules=segment_rules)
         loop = TxLoop(connection(s, s.instance_id), membership(s), f"{s.group}-{s.instance_id}",
-                      owned.on_assign, owned.on_revoke)
+                      owned.on_assign, owned.on_revoke, stopping=lambda: stop.requested)
         if features is not None:
             features.committed = loop.committed
             features.state_topic, features.state_partitions = feature_state_topic(

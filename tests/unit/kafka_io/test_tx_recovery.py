@@ -275,3 +275,34 @@ def test_a_restore_that_fails_after_an_abort_takes_a_new_consumer(loop: tx.TxLoo
     FakeProducer.made[-1].raises = {"commit": err(KafkaError._TIMED_OUT)}
     assert loop.commit() is False
     assert calls and loop._c is not consumer and consumer.closed  # type: ignore[attr-defined]
+
+
+def test_a_stop_during_a_recovery_rebuilds_nothing_and_asks_no_more(loop: tx.TxLoop) -> None:
+    """CI's chaos test: after a broker pause the monitor's abort timed out (60 s), then the
+    committed offsets timed out again and again (30 s each), and its SIGTERM found it still
+    asking; the stop's watchdog ended it with exit 1. Now each ask is bounded and a stop
+    ends the recovery where it is: no new producer, no new consumer, no rewind (a restart
+    resumes from the committed offsets)."""
+    consumer = loop._c
+    stop = {"requested": False}
+    asks: list[float] = []
+
+    def committed(tps: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        asks.append(timeout)
+        stop["requested"] = True  # SIGTERM arrives during the first ask
+        raise KafkaException(err(KafkaError._TIMED_OUT))
+
+    consumer.committed = committed  # type: ignore[method-assign]
+    loop._stopping = lambda: stop["requested"]
+    FakeProducer.made[-1].raises = {"commit": err(KafkaError._TIMED_OUT),
+                                    "abort": err(KafkaError._TIMED_OUT)}
+    assert loop.commit() is False
+    assert asks == [tx.COMMITTED_TIMEOUT_S]  # not asked again once stopping
+    assert loop._c is consumer and consumer.seeks == []  # type: ignore[attr-defined]
+    assert len(FakeProducer.made) == 2  # the abort failed before the stop: replaced
+    stop["requested"] = True
+    loop._offsets, loop._open = {("in", 0): 10}, True
+    FakeProducer.made[-1].raises = {"commit": err(KafkaError._TIMED_OUT),
+                                    "abort": err(KafkaError._TIMED_OUT)}
+    assert loop.commit() is False
+    assert len(FakeProducer.made) == 2 and asks == [tx.COMMITTED_TIMEOUT_S]
