@@ -33,10 +33,13 @@ At the end (traffic stopped, outputs caught up, every process stopped with SIGTE
 account, as one JSON object on stdout: every input id against the outputs and dead letters
 (lost; duplicated, through a read_committed reader in exactly-once mode), each process's
 exit statuses and peak RSS, processes left behind, and for each fault the seconds until
-every output partition had an output produced after the fault ended (``resumed_s``),
-until every worker's /readyz said 200 (``ready_s``), and how long /readyz was not 200 in
-all before the next fault (``unready_s``: a second dip counts too); each process's
-``readiness``, every change of its /readyz answer (a 503 names what keeps it). The monitor's side
+every output partition had an output produced after the fault ended (``resumed_s``), the
+same for every input partition those outputs answer (``inputs_resumed_s``, from the
+workers' ``--lineage`` field: a stalled worker shows there while the others keep every
+output partition fed), until every worker's /readyz said 200 (``ready_s``), and how long
+/readyz was not 200 in all before the next fault (``unready_s``: a second dip counts too);
+each process's ``readiness``, every change of its /readyz answer (a 503 names what keeps
+it). The monitor's side
 (windows against scikit-learn, join counters) is bench/chaos_windows.py, on a kept run.
 
 The workers serve a model store folder and follow a control topic. Not in this run yet
@@ -80,6 +83,7 @@ class Fault:
     start_ms: int
     end_ms: int  # when the fault was over (a restart launched, the broker answering again)
     resumed_s: float | None = None
+    inputs_resumed_s: float | None = None
     ready_s: float | None = None
     #: Seconds /readyz was not 200 from the fault's start to the next fault's (or the end
     #: of traffic): a second dip after the first 200 counts too.
@@ -114,7 +118,7 @@ class Run:
             "run", "--bootstrap", self.broker.bootstrap, "--input-topic", t["in"],
             "--output-topic", t["out"], "--dlq-topic", t["dlq"], "--group", self.name,
             *self.models.worker_args(), "--guarantee", self.args.guarantee, "--instance-id",
-            f"w{n}", "--batch-max", "500", "--log-level", "WARNING"], self.tmp)
+            f"w{n}", "--batch-max", "500", "--lineage", "true", "--log-level", "WARNING"], self.tmp)
 
     def start(self) -> None:
         self.broker.start()
@@ -297,6 +301,7 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         ends = [f.start_ms for f in run.faults[1:]] + [traffic_end_ms]
         for f, until in zip(run.faults, ends, strict=True):
             f.resumed_s = outputs.resumed_after(f.end_ms)
+            f.inputs_resumed_s = outputs.resumed_after(f.end_ms, by_input=True)
             f.ready_s = run.ready_after(f.end_ms)
             f.unready_s = run.unready_between(f.start_ms, until)
             if f.models is not None:

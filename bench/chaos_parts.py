@@ -271,25 +271,30 @@ class Traffic(threading.Thread):
             self.failed.append(f"{left} records not delivered at the end")
 
 
-def version_of(value: bytes | None) -> str:
-    """An output's model_version ("?" when it has none)."""
+def fields_of(value: bytes | None) -> tuple[str, int | None]:
+    """An output's model_version ("?" when it has none) and the input partition it answers
+    (its lineage ``source``; None without one)."""
     try:
-        v = orjson.loads(value or b"{}").get("model_version")
+        out = orjson.loads(value or b"{}")
+        v, source = out.get("model_version"), out.get("source") or {}
+        return ("?" if v is None else str(v)), source.get("partition")
     except (orjson.JSONDecodeError, AttributeError):
-        return "?"
-    return "?" if v is None else str(v)
+        return "?", None
 
 
 class Outputs(threading.Thread):
     """Reads the outputs and dead letters from their start: each key's count, and when each
-    output partition got its outputs (their CreateTime: when a worker produced them), by
-    model_version."""
+    output partition, and each input partition its outputs answer, got its outputs (their
+    CreateTime: when a worker produced them), by model_version."""
 
     def __init__(self, bootstrap: str, outputs: str, dlq: str, committed_only: bool) -> None:
         super().__init__(daemon=True)
         self.outputs = outputs
         self.keys: Counter[bytes] = Counter()
         self.stamps: dict[int, list[int]] = {}
+        #: The same by input partition (the outputs' lineage): a worker that stalls shows
+        #: here while the others keep producing to every output partition.
+        self.input_stamps: dict[int, list[int]] = {}
         self.versions: Counter[tuple[int, str, int]] = Counter()
         self.stopped = threading.Event()
         self._lock = threading.Lock()  # the run reads what this thread writes
@@ -314,7 +319,10 @@ class Outputs(threading.Thread):
                     if m.topic() == self.outputs:
                         part, ts = m.partition() or 0, m.timestamp()[1]
                         self.stamps.setdefault(part, []).append(ts)
-                        self.versions[(part, version_of(m.value()), ts // BUCKET_MS)] += 1
+                        version, source = fields_of(m.value())
+                        self.versions[(part, version, ts // BUCKET_MS)] += 1
+                        if source is not None:
+                            self.input_stamps.setdefault(source, []).append(ts)
         self._c.close()
 
     def seen(self) -> Counter[bytes]:
@@ -325,11 +333,12 @@ class Outputs(threading.Thread):
         with self._lock:
             return Counter(self.versions)
 
-    def resumed_after(self, since_ms: int) -> float | None:
-        """Seconds until every output partition had an output produced after ``since_ms``."""
+    def resumed_after(self, since_ms: int, by_input: bool = False) -> float | None:
+        """Seconds until every output partition (``by_input``: every input partition) had an
+        output produced after ``since_ms``."""
         with self._lock:
             firsts = [min((t for t in ts if t > since_ms), default=None)
-                      for ts in self.stamps.values()]
+                      for ts in (self.input_stamps if by_input else self.stamps).values()]
         if not firsts or None in firsts:
             return None
         return (max(t for t in firsts if t is not None) - since_ms) / 1000

@@ -31,7 +31,8 @@ def test_short_chaos_run_exactly_once_loses_and_repeats_nothing(
     faults = account["faults"]
     report(f"chaos --short, exactly-once: {account['sent']} in, {account['lost']} lost, "
            f"{account['duplicated']} duplicated; faults "
-           + ", ".join(f"{f['kind']} (resumed {f['resumed_s']} s, ready {f['ready_s']} s)"
+           + ", ".join(f"{f['kind']} (resumed {f['resumed_s']} s, inputs "
+                         f"{f['inputs_resumed_s']} s, ready {f['ready_s']} s)"
                        for f in faults)
            + f"; peak RSS MiB {account['peak_rss_mib']}; exit codes {account['exit_codes']}; "
            f"ended by themselves {account['ended_by_themselves']}")
@@ -47,3 +48,5 @@ def test_short_chaos_run_exactly_once_loses_and_repeats_nothing(
         f"exit codes {account['exit_codes']}\n" + "\n".join(
             f"{name}:\n" + "\n".join(tail) for name, tail in account["unclean_stop"].items()))
     assert all(f["resumed_s"] is not None for f in faults), faults
+    # Every input partition was answered again after each fault (the outputs' lineage).
+    assert all(f["inputs_resumed_s"] is not None for f in faults), faults
