@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from worker.errors import ConfigError
+from worker.kafka_io.watch import BrokerWatch
 
 #: An extra page: called on the HTTP thread, returns (status code, body, content type).
 Route = Callable[[], tuple[int, bytes, str]]
@@ -103,6 +104,18 @@ class Health:
             (not self.assigned, "no partitions assigned"),
         ) if failing]
         return reasons or ["not ready"]
+
+
+@dataclass
+class WatchedHealth(Health):
+    """Readiness asks the broker watch at each probe (its silence counts too)."""
+
+    watch: BrokerWatch | None = None
+
+    def serving(self) -> bool:
+        if self.watch is not None:
+            self.broker_ok = self.watch.current()
+        return super().serving()
 
 
 def serve(port: int, registry: CollectorRegistry, health: Health,

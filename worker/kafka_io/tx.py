@@ -31,6 +31,7 @@ from worker.kafka_io.config import Connection, Membership, Role, client_config
 from worker.kafka_io.fencing import Fences, fatal_line, is_fenced
 from worker.kafka_io.producer import fatal_line as producer_fatal_line
 from worker.kafka_io.tx_bound import TransactionHung, run_on
+from worker.kafka_io.watch import BrokerWatch, reporting
 
 log = logging.getLogger(__name__)
 Partitions = list[PartitionId]
@@ -56,20 +57,21 @@ class TxLoop:
     def __init__(
         self, conn: Connection, member: Membership, transactional_id: str,
         on_assign: Callable[[Partitions], None], on_revoke: Callable[[Partitions], None],
-        stopping: Callable[[], bool] = lambda: False,
+        stopping: Callable[[], bool] = lambda: False, watch: BrokerWatch | None = None,
     ) -> None:
         self._on_assign, self._on_revoke = on_assign, on_revoke
         #: Whether the process is stopping: a recovery then rebuilds nothing (a restart
         #: replays from the committed offsets), so it cannot outlast the stop's grace.
         self._stopping = stopping
-        self._tx_conf = client_config(Role.TX_PRODUCER, conn,
-                                      fixed={"transactional.id": transactional_id})
+        self._tx_conf = reporting(client_config(Role.TX_PRODUCER, conn, fixed={
+            "transactional.id": transactional_id}), watch, "producer")
         self._p = Producer(self._tx_conf)
         self._tx_fences = Fences(transactional_id,
                                  lambda err, n: producer_fatal_line(err, self._tx_conf, n))
         # A restart with the same transactional.id aborts what the dead process left open.
         self._p.init_transactions(60)
-        self._conf = client_config(Role.TX_CONSUMER, conn, member=member)
+        self._conf = reporting(client_config(Role.TX_CONSUMER, conn, member=member), watch,
+                               "consumer")
         self._c = Consumer(self._conf)
         self._fences = Fences.of_member("kafka consumer", self._conf)
         self._topics: list[str] = []

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from confluent_kafka import KafkaError
 
 log = logging.getLogger(__name__)
@@ -129,3 +130,15 @@ def quiet_transport_lines(logger_name: str = "librdkafka") -> None:
     logger = logging.getLogger(logger_name)
     if not any(isinstance(f, TransportNoise) for f in logger.filters):
         logger.addFilter(TransportNoise())
+
+
+def reporting(conf: Mapping[str, Any], watch: BrokerWatch | None, client: str,
+              every_ms: int = 1000) -> dict[str, Any]:
+    """``conf`` with its client's statistics feeding ``watch`` every ``every_ms`` (the
+    connection state for /readyz and the two log lines of an outage); unchanged without a
+    watch. Only statistics: the error callback would take the errors that the caller
+    reads from its ``consume()`` (a fence, a fatal error)."""
+    if watch is None:
+        return dict(conf)
+    return {**conf, "statistics.interval.ms": every_ms,
+            "stats_cb": lambda stats: watch.stats(client, orjson.loads(stats))}

@@ -14,6 +14,7 @@ Why not faust-streaming: see docs/architecture/why-not-faust.md.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from worker.clock import wall_ms
 from worker.kafka_io import Message
 from worker.kafka_io.config import connection, membership
 from worker.kafka_io.tx import TxLoop
+from worker.kafka_io.watch import BrokerWatch, quiet_transport_lines
 from worker.monitor.alerts import AlertRule
 from worker.monitor.feature_alerts import DEFAULT_FEATURE_RULES, FeatureRule
 from worker.monitor.rekey import rekey
@@ -42,7 +44,7 @@ from worker.monitor_app.restore_gauges import RestoreCollector
 from worker.monitor_app.settings import MonitorSettings
 from worker.monitor_app.status_page import StatusFeed, seed
 from worker.monitor_app.wire import WirePredictions
-from worker.probes import Health, serve
+from worker.probes import Health, WatchedHealth, serve
 from worker.shutdown import STOP, StopFlag
 from worker.tracing_extra import RecordTracer, record_tracer
 
@@ -294,7 +296,13 @@ def run_monitor(
     # A bad bundle is the user's mistake: refused before the broker.
     specs = load_specs(s.models, s.allow_pickle)
     registry = registry or CollectorRegistry()
-    health = Health(stall_s=s.health_stall_s)
+    # Readiness follows the clients' connection state; an outage is two log lines, not
+    # librdkafka's line per reconnection attempt.
+    # No silence rule: a restore or a large tick keeps the loop from polling for seconds
+    # while the broker is fine, and a loop that stops turning is /healthz's to report.
+    quiet_transport_lines()
+    watch = BrokerWatch(silent_s=math.inf)
+    health = WatchedHealth(stall_s=s.health_stall_s, watch=watch)
     wire_predictions = wire.build(s, health, lambda: stop.requested)
     health.model_loaded = True  # the monitor needs no model to run
     collector = MonitorCollector(registry)
@@ -316,7 +324,8 @@ def run_monitor(
         owned = OwnedPartitions(s, rules, specs, health, features=features, status=status,
                                 segment_rules=segment_rules)
         loop = TxLoop(connection(s, s.instance_id), membership(s), f"{s.group}-{s.instance_id}",
-                      owned.on_assign, owned.on_revoke, stopping=lambda: stop.requested)
+                      owned.on_assign, owned.on_revoke, stopping=lambda: stop.requested,
+                      watch=watch)
         if features is not None:
             features.committed = loop.committed
             features.state_topic, features.state_partitions = feature_state_topic(

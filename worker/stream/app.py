@@ -11,7 +11,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
@@ -31,7 +31,7 @@ from worker.kafka_io.config import connection
 from worker.kafka_io.limits import topic_rules
 from worker.kafka_io.watch import BrokerWatch, quiet_transport_lines
 from worker.model.checked import library_mismatch, load_checked
-from worker.probes import Health, serve
+from worker.probes import Health, WatchedHealth, serve
 from worker.shutdown import STOP, StopFlag
 from worker.stream import output_format, schema_gate, sinks
 from worker.stream.alloc import keep_freed_memory
@@ -137,18 +137,6 @@ def _output_rules(s: Settings) -> tuple[RecordLimit, frozenset[str]]:
         log.warning("output topics %s are compacted: outputs without a key cannot go there "
                     "(keyless predictions become dead letters)", sorted(compacted))
     return limit, compacted
-
-
-@dataclass
-class WatchedHealth(Health):
-    """Readiness asks the broker watch at each probe (its silence counts too)."""
-
-    watch: BrokerWatch | None = None
-
-    def serving(self) -> bool:
-        if self.watch is not None:
-            self.broker_ok = self.watch.current()
-        return super().serving()
 
 
 def _watch() -> BrokerWatch:

@@ -306,3 +306,33 @@ def test_a_stop_during_a_recovery_rebuilds_nothing_and_asks_no_more(loop: tx.TxL
                                     "abort": err(KafkaError._TIMED_OUT)}
     assert loop.commit() is False
     assert len(FakeProducer.made) == 2 and asks == [tx.COMMITTED_TIMEOUT_S]
+
+
+def test_the_monitors_clients_report_their_connection_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The monitor's readiness follows its clients' statistics like the worker's (the chaos
+    runs' monitors logged librdkafka's line per reconnection attempt and stayed ready
+    through a broker stop); a new producer or consumer reports to the same watch."""
+    from worker.kafka_io.watch import BrokerWatch
+    from worker.probes import WatchedHealth
+
+    monkeypatch.setattr(tx, "Producer", FakeProducer)
+    monkeypatch.setattr(tx, "Consumer", FakeConsumer)
+    watch = BrokerWatch()
+    health = WatchedHealth(stall_s=60, watch=watch, model_loaded=True, assigned=True)
+    loop = tx.TxLoop(Connection("127.0.0.1:1", {}), Membership("g", "m0", 10.0), "tid",
+                     on_assign=lambda parts: None, on_revoke=lambda parts: None, watch=watch)
+    up = b'{"brokers": {"b1": {"nodeid": 1, "state": "UP"}}}'
+    down = b'{"brokers": {"b1": {"nodeid": 1, "state": "CONNECT"}}}'
+    for conf in (loop._conf, loop._tx_conf):
+        assert conf["statistics.interval.ms"] == 1000
+    loop._conf["stats_cb"](up)
+    assert health.ready()
+    loop._fresh_producer()  # a replaced producer keeps reporting
+    FakeProducer.made[-1].conf["stats_cb"](down)
+    loop._conf["stats_cb"](down)
+    assert not health.ready() and health.not_ready() == ["broker not reachable"]
+    plain = tx.TxLoop(Connection("127.0.0.1:1", {}), Membership("g", "m0", 10.0), "tid",
+                      on_assign=lambda parts: None, on_revoke=lambda parts: None)
+    assert "stats_cb" not in plain._conf and "stats_cb" not in plain._tx_conf
