@@ -27,7 +27,10 @@ each fault only once every process is ready again):
   traffic so far (input and labels topics), its candidate added to the same store and, if
   the promotion policy accepts it, promoted through the control topic (bench/chaos_retrain.py;
   its record: the command's seconds, the decision and why, the candidate's version, the
-  outputs per model_version before, during and after). Short mode does not force it in.
+  outputs per model_version before, during and after). Short mode does not force it in;
+- ``registry-pause`` (``--registry``: the events in Avro through a registry of the run's
+  own): a new schema version registered, the registry paused ``--down`` s, the traffic on
+  the new version meanwhile (bench/chaos_registry.py).
 
 At the end (traffic stopped, outputs caught up, every process stopped with SIGTERM) the
 account, as one JSON object on stdout: every input id against the outputs and dead letters
@@ -39,11 +42,9 @@ workers' ``--lineage`` field: a stalled worker shows there while the others keep
 output partition fed), until every worker's /readyz said 200 (``ready_s``), and how long
 /readyz was not 200 in all before the next fault (``unready_s``: a second dip counts too);
 each process's ``readiness``, every change of its /readyz answer (a 503 names what keeps
-it). The monitor's side
-(windows against scikit-learn, join counters) is bench/chaos_windows.py, on a kept run.
-
-The workers serve a model store folder and follow a control topic. Not in this run yet
-(issue 26): a stopped registry.
+it). The monitor's side (windows against scikit-learn, join counters) is
+bench/chaos_windows.py, on a kept run. The workers serve a model store folder and follow a
+control topic.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from typing import Any
 import orjson
 from chaos_models import MODEL_FAULT, Models, fault_account, per_version, short_order
 from chaos_parts import Broker, Outputs, Proc, Traffic, now_ms
+from chaos_registry import REGISTRY_FAULT, Encode, Registry
 from chaos_retrain import RETRAIN_FAULT, Retrain, retrain_account
 
 from worker import kafka_io
@@ -90,6 +92,7 @@ class Fault:
     unready_s: float | None = None
     models: dict[str, Any] | None = None  # the model fault's commands and outputs by version
     retrain: dict[str, Any] | None = None  # the retrain fault's command, decision, outputs
+    registry: dict[str, Any] | None = None  # the registry fault's schema version and pause
 
 
 class Run:
@@ -103,8 +106,11 @@ class Run:
         self.t = {k: f"{self.name}-{k}" for k in ("in", "out", "dlq", "labels", "metrics",
                                                   "alerts", "stats", "control")}
         self.models = Models(tmp, self.broker.bootstrap, self.t["control"])
+        self.registry = Registry(tmp, self.t["in"]) if args.registry else None
+        self.input_args = [] if self.registry is None else self.registry.args()
+        self.encode: Encode = orjson.dumps
         self.retrain = Retrain(self.models, self.t["in"], self.t["labels"], self.t["alerts"],
-                               args.label_delay)
+                               args.label_delay, input_args=self.input_args)
         self.workers: list[Proc] = []
         self.extra: list[Proc] = []  # added workers, kept for the account
         self.monitor: Proc | None = None
@@ -118,10 +124,13 @@ class Run:
             "run", "--bootstrap", self.broker.bootstrap, "--input-topic", t["in"],
             "--output-topic", t["out"], "--dlq-topic", t["dlq"], "--group", self.name,
             *self.models.worker_args(), "--guarantee", self.args.guarantee, "--instance-id",
-            f"w{n}", "--batch-max", "500", "--lineage", "true", "--log-level", "WARNING"], self.tmp)
+            f"w{n}", "--batch-max", "500", "--lineage", "true", *self.input_args,
+            "--log-level", "WARNING"], self.tmp)
 
     def start(self) -> None:
         self.broker.start()
+        if self.registry is not None:
+            self.encode = self.registry.start()
         b = self.broker.bootstrap
         kafka_io.create_topics(b, {self.t["in"]: 4}, config={"max.message.bytes": "8388608"})
         kafka_io.create_topics(b, {self.t["out"]: 4, self.t["dlq"]: 1, self.t["labels"]: 4,
@@ -183,6 +192,11 @@ class Run:
             since = self.faults[-1].end_ms if self.faults else traffic_ms
             retrain = self.retrain.run(traffic_ms, since)
             return Fault(kind, at, start, now_ms(), retrain=retrain)
+        if kind == REGISTRY_FAULT:
+            assert self.registry is not None
+            record = self.registry.pause_with_new_schema(
+                lambda encode: setattr(traffic, "encode", encode), self.args.down)
+            return Fault(kind, at, start, now_ms(), registry=record)
         self._actions()[kind](traffic)
         return Fault(kind, at, start, now_ms())
 
@@ -235,6 +249,8 @@ class Run:
                 crashed[p.name] = p.log_tail()
         left = [p.name for p in procs.values() if p.running()]
         self.broker.stop()
+        if self.registry is not None:
+            self.registry.stop()
         if self.broker.alive():
             left.append("broker")
         return {"exit_codes": {n: p.exit_codes for n, p in procs.items()},
@@ -267,12 +283,16 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     outputs = Outputs(b, run.t["out"], run.t["dlq"], committed_only=eos)
     outputs.start()
     traffic = Traffic(b, run.t["in"], run.t["labels"], args.rate, args.label_delay, args.seed)
+    traffic.encode = run.encode
     traffic.start()
     t0 = time.monotonic()
-    kinds = list(FAULTS)
+    kinds = [*FAULTS, *([REGISTRY_FAULT] if run.registry is not None else [])]
     run.rng.shuffle(kinds)
     if args.short:
         kinds = short_order(kinds)
+        if run.registry is not None:  # about five faults in a short run: this one second
+            kinds.remove(REGISTRY_FAULT)
+            kinds.insert(1, REGISTRY_FAULT)
     lo, hi = pauses(args)
     traffic_s = 0.0
     try:
@@ -349,6 +369,9 @@ def main() -> None:
                     help=f"traffic without faults after the last one (default {CALM_S:.0f})")
     ap.add_argument("--drain", type=float, default=300.0,
                     help="longest wait for the outputs to catch up at the end")
+    ap.add_argument("--registry", action="store_true",
+                    help="events in Avro through a registry of the run's own, and the fault "
+                    f"{REGISTRY_FAULT} (bench/chaos_registry.py)")
     ap.add_argument("--keep", action="store_true", help="keep the logs folder")
     args = ap.parse_args()
     if args.seconds is None:

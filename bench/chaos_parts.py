@@ -20,8 +20,10 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -221,6 +223,8 @@ class Traffic(threading.Thread):
         self.failed: list[str] = []
         self.finish = threading.Event()
         self._extra: deque[tuple[bytes, bytes]] = deque()
+        #: Event -> input value; swapped while running (the registry fault's new schema).
+        self.encode: Callable[[dict[str, Any]], bytes] = orjson.dumps
         self._p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
                             "enable.idempotence": True, "message.timeout.ms": 900_000,
                             "message.max.bytes": 2 * POISON_BYTES,
@@ -250,7 +254,7 @@ class Traffic(threading.Thread):
             events, ys = make_events(rng, 100, i, now_ms())
             for e, y in zip(events, ys, strict=True):
                 key = e["id"].encode()
-                self._send(self.topic, orjson.dumps(e), key)
+                self._send(self.topic, self.encode(e), key)
                 self.sent.append(key)
                 labels.append((time.monotonic() + self.label_delay, key,
                                orjson.dumps({"id": e["id"], "label": y})))

@@ -29,7 +29,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chaos_models import Models, per_version, seen_per_partition
@@ -58,6 +58,8 @@ class Retrain:
     alerts_topic: str
     label_delay: float
     done: int = 0
+    #: How the inputs are read (``--registry``: Avro through the run's registry).
+    input_args: list[str] = field(default_factory=list)
 
     def command(self, version: str, start_ms: int, end_ms: int) -> list[str]:
         m = self.models
@@ -65,7 +67,8 @@ class Retrain:
                 "--model", str(m.store / m.name), "--input-topic", self.input_topic,
                 "--labels-topic", self.labels_topic, "--control-topic", m.control_topic,
                 "--alerts-topic", self.alerts_topic, "--from", str(start_ms), "--to",
-                str(end_ms), "--candidate-version", version, "--promote-if-better"]
+                str(end_ms), "--candidate-version", version, "--promote-if-better",
+                *self.input_args]
 
     def run(self, traffic_start_ms: int, since_ms: int) -> dict[str, Any]:
         """The fault: retrain on the traffic so far, and let the policy decide."""
