@@ -152,8 +152,10 @@ class Run:
 
     def _probe(self) -> None:
         while not self._probing.is_set():
-            live = [w for w in self.workers if w.running()]
-            ok = bool(live) and all(w.ready() == 200 for w in live)
+            # Every process's answer goes into its readiness log; the workers' decide.
+            answers = {p.name: p.ready() for p in self.processes() if p.running()}
+            live = [answers[w.name] for w in self.workers if w.name in answers]
+            ok = bool(live) and all(code == 200 for code in live)
             self.ready_log.append((now_ms(), ok))
             for p in self.processes():
                 p.sample()
