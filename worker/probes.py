@@ -108,13 +108,15 @@ class Health:
 
 @dataclass
 class WatchedHealth(Health):
-    """Readiness asks the broker watch at each probe (its silence counts too)."""
+    """Readiness asks the broker watch at each probe (its silence counts too, unless a
+    registry outage is why the loop reads nothing: the chaos run's workers said "broker
+    not reachable" while they held a batch for a paused registry)."""
 
     watch: BrokerWatch | None = None
 
     def serving(self) -> bool:
         if self.watch is not None:
-            self.broker_ok = self.watch.current()
+            self.broker_ok = self.watch.current() if self.registry_ok else self.watch.up
         return super().serving()
 
 

@@ -90,3 +90,27 @@ def test_an_outage_holds_the_batch_backs_off_and_releases_it_when_the_registry_a
     assert got == batch and polls == [1]
     assert g.health.registry_ok and g.health.ready()
     assert g.held == [] and g.delay_s == 0.0
+
+
+def test_a_batch_held_for_the_registry_is_not_called_a_broker_outage() -> None:
+    """While the gate holds a batch the loop polls nothing, so the clients report nothing;
+    /readyz names the registry, not the broker (the chaos run's registry fault). The
+    broker's own state still counts."""
+    from worker.kafka_io.watch import BrokerWatch
+    from worker.probes import WatchedHealth
+
+    now = [100.0]
+    watch = BrokerWatch(clock=lambda: now[0])
+    health = WatchedHealth(stall_s=60, watch=watch, model_loaded=True, assigned=True,
+                           clock=lambda: now[0])
+    up = {"brokers": {"b1": {"nodeid": 1, "state": "UP"}}}
+    watch.stats("consumer", up)
+    health.turned()
+    assert health.ready()
+    now[0] += 10  # nothing reported for 10 s
+    health.turned()
+    assert health.not_ready() == ["broker not reachable"]  # silence alone: the broker's
+    health.registry_ok = False
+    assert health.not_ready() == ["schema registry not reachable"]
+    watch.stats("consumer", {"brokers": {"b1": {"nodeid": 1, "state": "CONNECT"}}})
+    assert health.not_ready() == ["broker not reachable", "schema registry not reachable"]
