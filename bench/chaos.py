@@ -66,7 +66,7 @@ from typing import Any
 import orjson
 from chaos_models import MODEL_FAULT, Models, fault_account, per_version, short_order
 from chaos_parts import Broker, Outputs, Proc, Traffic, now_ms
-from chaos_registry import REGISTRY_FAULT, Encode, Registry
+from chaos_registry import REGISTRY_FAULT, Registry
 from chaos_retrain import RETRAIN_FAULT, Retrain, retrain_account
 
 from worker import kafka_io
@@ -108,7 +108,6 @@ class Run:
         self.models = Models(tmp, self.broker.bootstrap, self.t["control"])
         self.registry = Registry(tmp, self.t["in"]) if args.registry else None
         self.input_args = [] if self.registry is None else self.registry.args()
-        self.encode: Encode = orjson.dumps
         self.retrain = Retrain(self.models, self.t["in"], self.t["labels"], self.t["alerts"],
                                args.label_delay, input_args=self.input_args)
         self.workers: list[Proc] = []
@@ -130,7 +129,7 @@ class Run:
     def start(self) -> None:
         self.broker.start()
         if self.registry is not None:
-            self.encode = self.registry.start()
+            self.registry.start()
         b = self.broker.bootstrap
         kafka_io.create_topics(b, {self.t["in"]: 4}, config={"max.message.bytes": "8388608"})
         kafka_io.create_topics(b, {self.t["out"]: 4, self.t["dlq"]: 1, self.t["labels"]: 4,
@@ -285,7 +284,8 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     outputs = Outputs(b, run.t["out"], run.t["dlq"], committed_only=eos)
     outputs.start()
     traffic = Traffic(b, run.t["in"], run.t["labels"], args.rate, args.label_delay, args.seed)
-    traffic.encode = run.encode
+    if run.registry is not None:
+        traffic.encode = run.registry.encoder(run.registry.version)
     traffic.start()
     t0 = time.monotonic()
     kinds = [*FAULTS, *([REGISTRY_FAULT] if run.registry is not None else [])]

@@ -71,9 +71,8 @@ class Registry:
         """What the workers and retrain read the inputs with."""
         return ["--input-format", "avro", "--schema-registry", self.url]
 
-    def start(self) -> Encode:
+    def start(self) -> None:
         registry_local.start(self.reg)
-        return self.encoder(1)
 
     def encoder(self, version: int) -> Encode:
         """Events -> Avro in the wire format under ``version``, registered now (the

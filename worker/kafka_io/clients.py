@@ -17,7 +17,7 @@ from worker.delivery_terms import PRODUCER_MAX_BYTES, Guarantee
 from worker.errors import KafkaFatalError
 from worker.kafka_io.config import Role, client_config, connection, membership
 from worker.kafka_io.fencing import Fences, fatal_line, is_fenced
-from worker.kafka_io.watch import BrokerWatch
+from worker.kafka_io.watch import HEALTH_STATS_MS, BrokerWatch
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,6 @@ class Message(Protocol):
 
 #: An input partition: (topic, partition).
 PartitionId = tuple[str, int]
-#: How often both clients report statistics: /readyz follows the broker within ~2 s.
-HEALTH_STATS_MS = 1000
 
 
 def partition_id(m: Message) -> PartitionId:

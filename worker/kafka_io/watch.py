@@ -22,6 +22,8 @@ from confluent_kafka import KafkaError
 
 log = logging.getLogger(__name__)
 
+#: How often a watched client reports statistics: /readyz follows the broker within ~2 s.
+HEALTH_STATS_MS = 1000
 #: Errors that only say a connection failed; librdkafka reconnects by itself.
 CONNECTION_ERRORS = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
                                KafkaError._RESOLVE, KafkaError._TIMED_OUT})
@@ -133,12 +135,12 @@ def quiet_transport_lines(logger_name: str = "librdkafka") -> None:
 
 
 def reporting(conf: Mapping[str, Any], watch: BrokerWatch | None, client: str,
-              every_ms: int = 1000) -> dict[str, Any]:
-    """``conf`` with its client's statistics feeding ``watch`` every ``every_ms`` (the
+              ) -> dict[str, Any]:
+    """``conf`` with its client's statistics feeding ``watch`` every ``HEALTH_STATS_MS`` (the
     connection state for /readyz and the two log lines of an outage); unchanged without a
     watch. Only statistics: the error callback would take the errors that the caller
     reads from its ``consume()`` (a fence, a fatal error)."""
     if watch is None:
         return dict(conf)
-    return {**conf, "statistics.interval.ms": every_ms,
+    return {**conf, "statistics.interval.ms": HEALTH_STATS_MS,
             "stats_cb": lambda stats: watch.stats(client, orjson.loads(stats))}
