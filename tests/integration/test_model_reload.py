@@ -178,7 +178,10 @@ def test_promote_refuse_and_roll_back_under_a_stream(
         wait_for(out.all_partitions(["1", "2"]), 60, "v2 predictions on every partition")
         broken_copy(store, trained["2"], "3", corrupt_artifact=False)
         broken_copy(store, trained["2"], "4", corrupt_artifact=True)
+        # One at a time: the worker acts on the highest sequence of a poll, so 3 and 4
+        # read together would leave 3 unattempted (and unrefused).
         control("3")
+        read_topic(kafka_bootstrap, t["alerts"], 1, settle=0.0)
         control("4")
         alerts = read_topic(kafka_bootstrap, t["alerts"], 2, settle=0.5)
         ctl = ["--store", str(store.root), "--control-topic", t["ctl"],

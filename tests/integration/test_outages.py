@@ -64,12 +64,21 @@ def outage(probes: ProbeLog, down: Callable[[], None], up: Callable[[], None],
     gone = probes.now()
     down()
     time.sleep(seconds)
+    starting = probes.now()
     up()  # returns once the broker answers metadata requests again
     back = probes.now()
-    wait_for(lambda: probes.rows[-1][2] == 200, 120, "/readyz 200 after the broker is back")
-    rows = probes.rows
-    to_503 = next((t - gone for t, _, r in rows if t >= gone and r == 503), None)
-    to_200 = next((t - back for t, _, r in rows if t >= back and r == 200), None)
+    wait_for(lambda: probes.rows[-1][0] >= back and probes.rows[-1][2] == 200, 120,
+             "/readyz 200 after the broker is back")
+    rows = [row for row in probes.rows if row[0] >= gone]
+    to_503 = next((t - gone for t, _, r in rows if r == 503), None)
+    # Ready again from the first row of the last run of 200s; 0 when the worker was
+    # ready again before ``up`` returned (it reconnects as soon as the broker listens).
+    settled = len(rows) - next((i for i, row in enumerate(reversed(rows)) if row[2] != 200),
+                                  len(rows))
+    to_200 = max(0.0, rows[settled][0] - back) if to_503 is not None else None
+    said_503 = gone + (to_503 or 0.0)
+    assert all(r != 200 for t, _, r in rows if said_503 < t < starting - 1.0), \
+        f"/readyz said 200 while the broker was down: {probes.transitions()}"
     return gone, to_503, to_200
 
 
