@@ -34,6 +34,7 @@ from worker.model.runtimes import FloatArray, LoadOptions, ModelRuntime, Written
 from worker.model.runtimes.forest import forest_fast
 from worker.model.runtimes.lazy import load_pandas
 from worker.model.runtimes.lightgbm_fast import lightgbm_fast
+from worker.model.runtimes.routed import routed_fast
 from worker.model.runtimes.threads import ThreadLimit, limit_estimator
 
 TOLERANCE: Final = 1e-9
@@ -59,7 +60,8 @@ class SklearnRuntime:
     pools: ThreadLimit | None = None
     #: The same bits as the estimator's own method, without its per-call overhead: a
     #: forest scored tree by tree after one input check (worker/model/runtimes/forest.py),
-    #: a LightGBM estimator through its Booster (lightgbm_fast.py). None: its own method.
+    #: a LightGBM estimator through its Booster (lightgbm_fast.py), a ColumnTransformer
+    #: pipeline fed arrays instead of sub-frames (routed.py). None: its own method.
     fast: Callable[[Any], FloatArray] | None = None
 
     @property
@@ -90,9 +92,7 @@ class SklearnKind:
         classes = _check_estimator_classes(manifest, estimator)
         runtime = self.wrap(manifest, estimator)
         pools = limit_estimator(estimator, options.threads)
-        fast = (forest_fast(estimator, options.threads) or lightgbm_fast(estimator)
-                if runtime.input == "float64" else None)
-        return dataclasses.replace(runtime, pools=pools, fast=fast), classes
+        return dataclasses.replace(runtime, pools=pools, fast=_fast(runtime, options)), classes
 
     def classes_of(self, model: Any) -> list[Any] | None:
         raw = getattr(model, "classes_", None)
@@ -108,6 +108,15 @@ class SklearnKind:
     def dump(self, model: Any, out_dir: Path, fmt: str, features: Sequence[Feature],
              sample: Any) -> Written:
         return dump_sklearn(model, out_dir, fmt)
+
+
+def _fast(runtime: SklearnRuntime, options: LoadOptions) -> Callable[[Any], FloatArray] | None:
+    """The path that gives the estimator's own bits for less, where there is one."""
+    method = "predict" if runtime.task == "regression" else "predict_proba"
+    if runtime.input == "float64":
+        return (forest_fast(runtime.estimator, options.threads)
+                or lightgbm_fast(runtime.estimator) or routed_fast(runtime.estimator, method))
+    return routed_fast(runtime.estimator, method)  # "object" or "frame"
 
 
 def dump_sklearn(model: Any, out_dir: Path, fmt: str) -> Written:

@@ -1,0 +1,188 @@
+"""A ColumnTransformer pipeline scored from its columns' arrays, to the same bits.
+
+scikit-learn's ``ColumnTransformer`` fitted on a DataFrame selects each transformer's
+columns from the frame by name (pandas indexing), checks every sub-frame with
+``check_array`` and narwhals, and only then transforms: about 5 ms a call on the
+development machine, whatever the rows (docs/benchmarks/index.md). For a stream of small
+batches that fixed cost is most of the model's time and all of its tail. ``Routed`` hands
+each transformer a plain array of its columns, which the worker already holds, stacks the
+outputs as the ColumnTransformer does, and runs the rest of the pipeline on them: the
+same arithmetic, so the same bits (tests/unit/model/test_routed_fast.py), at about a
+quarter of the cost.
+
+A ColumnTransformer fitted on a frame is routed only where an array is known to compute
+the same as a frame: the exact transformer classes below (alone or in a Pipeline of
+them, or a bare passthrough), columns named by a list, and no pandas output
+(``set_output``). Anything else keeps scikit-learn's own path; so does a batch whose
+columns of one transformer differ in dtype. Its transformers used here are copies told no
+feature names, because they are given positions already matched by name (otherwise each
+call would warn that an array has none).
+
+A ColumnTransformer fitted on an array (the demo model) gives each transformer
+``X[:, positions]`` itself; routed, each gets that same array, so any transformer goes,
+and what is saved is the ColumnTransformer's own checks and joblib's dispatch.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from worker.model.runtimes import FloatArray
+
+COLUMN_TRANSFORMER: Final = "sklearn.compose._column_transformer.ColumnTransformer"
+PIPELINE: Final = "sklearn.pipeline.Pipeline"
+FUNCTION: Final = "sklearn.preprocessing._function_transformer.FunctionTransformer"
+#: Transformers whose ``transform`` on a 2-D array of one dtype equals theirs on a
+#: DataFrame of the same columns (each validates and converts the same values alike).
+ROUTABLE: Final = frozenset({
+    "sklearn.preprocessing._encoders.OneHotEncoder",
+    "sklearn.preprocessing._encoders.OrdinalEncoder",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.preprocessing._data.MinMaxScaler",
+    "sklearn.preprocessing._data.MaxAbsScaler",
+    "sklearn.preprocessing._data.RobustScaler",
+    "sklearn.impute._base.SimpleImputer",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One transformer of the ColumnTransformer and the input columns it takes: names in
+    a frame, or positions in an array."""
+
+    transformer: Any
+    columns: tuple[str, ...] | tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """``Pipeline([ColumnTransformer, *rest])`` scored with each route fed an array."""
+
+    routes: tuple[Route, ...]
+    sparse: bool  # the ColumnTransformer's ``sparse_output_``
+    rest: Any  # the pipeline's steps after the ColumnTransformer, as a Pipeline
+    method: str  # "predict_proba" or "predict"
+    own: Any  # the whole pipeline: its own method for a batch the routes cannot take
+    frame: bool  # fitted on a frame (routes by name) or on an array (by position)
+
+    def __call__(self, data: Any) -> FloatArray:
+        if self.frame:
+            blocks = [_block(data, r.columns) for r in self.routes]
+        else:
+            blocks = [data[:, list(r.columns)] for r in self.routes]
+        if any(b is None for b in blocks):
+            return np.asarray(getattr(self.own, self.method)(data), dtype=np.float64)
+        parts = [r.transformer.transform(b) for r, b in zip(self.routes, blocks, strict=True)]
+        stacked = _hstack(parts, self.sparse)
+        return np.asarray(getattr(self.rest, self.method)(stacked), dtype=np.float64)
+
+
+def routed_fast(estimator: Any, method: str) -> Routed | None:
+    """The routed path for ``estimator``, or None where scikit-learn's own must run."""
+    steps = getattr(estimator, "steps", None)
+    if _kind(estimator) != PIPELINE or not steps or len(steps) < 2:
+        return None
+    columns = steps[0][1]
+    if _kind(columns) != COLUMN_TRANSFORMER or _pandas_out(columns):
+        return None
+    names = getattr(columns, "feature_names_in_", None)
+    width = int(getattr(columns, "n_features_in_", 0))
+    routes = _routes(columns.transformers_, None if names is None else [str(n) for n in names],
+                     width)
+    if routes is None or not routes:
+        return None
+    return Routed(routes, bool(columns.sparse_output_), estimator[1:], method, estimator,
+                  names is not None)
+
+
+def _routes(fitted: Sequence[tuple[str, Any, Any]], names: list[str] | None,
+            width: int) -> tuple[Route, ...] | None:
+    out: list[Route] = []
+    for _, transformer, selection in fitted:
+        picked = _columns(selection, names, width)
+        if picked is None:
+            return None
+        if transformer == "drop" or not picked:
+            continue  # as ColumnTransformer.transform: dropped and empty ones give nothing
+        # On an array the ColumnTransformer hands it ``X[:, positions]``, as here.
+        used = transformer if names is None else _unnamed_copy(transformer)
+        if used is None or isinstance(used, str):
+            return None
+        out.append(Route(used, picked))
+    return tuple(out)
+
+
+def _columns(selection: Any, names: list[str] | None,
+             width: int) -> tuple[str, ...] | tuple[int, ...] | None:
+    """A list of positions, or of names when fitted on a frame (positions, the
+    remainder's, become names); None for any other selection (a single name or position
+    gives a 1-D column, a mask or a slice is not routed)."""
+    if not isinstance(selection, list | tuple):
+        return None
+    if names is not None and all(isinstance(c, str) for c in selection):
+        return tuple(selection) if set(selection) <= set(names) else None
+    if all(isinstance(c, int | np.integer) and 0 <= c < width for c in selection):
+        positions = tuple(int(c) for c in selection)
+        return positions if names is None else tuple(names[c] for c in positions)
+    return None
+
+
+def _unnamed_copy(transformer: Any) -> Any:
+    """A copy of a routable transformer (or Pipeline of them) without feature names."""
+    steps = [s for _, s in transformer.steps] if _kind(transformer) == PIPELINE else None
+    parts = steps if steps is not None else [transformer]
+    if not parts or not all(_routable(p) and not _pandas_out(p) for p in parts):
+        return None
+    if steps is not None and _pandas_out(transformer):
+        return None
+    twin = copy.deepcopy(transformer)
+    for part in [s for _, s in twin.steps] if steps is not None else [twin]:
+        if hasattr(part, "feature_names_in_"):
+            del part.feature_names_in_
+    return twin
+
+
+def _routable(transformer: Any) -> bool:
+    """One of ROUTABLE, or the identity a ``passthrough`` became (a frame's columns as
+    they are, which ``np.hstack`` turns into the same array as ours)."""
+    if _kind(transformer) in ROUTABLE:
+        return True
+    return (_kind(transformer) == FUNCTION and getattr(transformer, "func", 0) is None
+            and not getattr(transformer, "validate", True)
+            and not getattr(transformer, "kw_args", None))
+
+
+def _block(frame: Any, columns: Sequence[Any]) -> Any:
+    """The columns as one 2-D array, or None when their dtypes differ (an array would
+    convert them, where a frame keeps each column's own)."""
+    arrays = [frame[c].to_numpy() for c in columns]
+    if len({a.dtype for a in arrays}) != 1:
+        return None
+    return np.column_stack(arrays)
+
+
+def _hstack(parts: list[Any], sparse_output: bool) -> Any:
+    """As ``ColumnTransformer._hstack`` for its default (non-pandas) output."""
+    from scipy import sparse
+    from sklearn.utils import check_array
+
+    if sparse_output:
+        converted = [check_array(p, accept_sparse=True, ensure_all_finite=False)
+                     for p in parts]
+        return sparse.hstack(converted).tocsr()
+    return np.hstack([p.toarray() if sparse.issparse(p) else p for p in parts])
+
+
+def _kind(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _pandas_out(obj: Any) -> bool:
+    """Whether ``set_output`` asked ``obj`` for frames (pandas, polars) from transform."""
+    config = getattr(obj, "_sklearn_output_config", None) or {}
+    return config.get("transform", "default") not in ("default", None)
