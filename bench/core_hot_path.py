@@ -69,9 +69,10 @@ def figures(batch: int, number: int, repeat: int, folder: Path) -> list[dict[str
         time_it("score_values demo model + schema",
                 lambda: score_values(demo_values, ScoringContext(demo, fast), 1)),
         time_it("score_values lr30", lambda: score_values(lr30_values, ScoringContext(lr30), 1)),
-        time_it("extract ct features (typed columns -> DataFrame)",
+        time_it(f"extract ct features (typed columns -> its runtime's {ct.runtime.input!r})",
                 lambda: ct_ctx.extract(ct_events, False)),
-        time_it("score_values ct (DataFrame path)", lambda: score_values(ct_values, ct_ctx, 1)),
+        time_it("score_values ct (a pipeline fitted on a DataFrame)",
+                lambda: score_values(ct_values, ct_ctx, 1)),
     ]
 
 

@@ -88,6 +88,21 @@ def extract_typed(
     return FeatureBatch(_convert(columns, runtime_input), candidates, rejected, columns)
 
 
+def estimator_input(runtime: Any) -> str:
+    """What the model object itself takes, to fit or explain it: the runtime's input,
+    but a frame where the runtime scores a frame-fitted model from typed columns
+    (``fitted_input``: worker/model/runtimes/routed.py)."""
+    return str(getattr(runtime, "fitted_input", runtime.input))
+
+
+def for_estimator(batch: FeatureBatch, runtime: Any) -> Any:
+    """``batch``'s rows as the model object itself takes them (``estimator_input``)."""
+    wanted = estimator_input(runtime)
+    if wanted == runtime.input or batch.columns is None:
+        return batch.matrix
+    return _convert(batch.columns, wanted)
+
+
 def _convert(columns: Columns, runtime_input: str) -> Any:
     if runtime_input == "columns":
         return columns

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from worker.core.features import estimator_input
 from worker.errors import ConfigError
 from worker.model.bundle import ModelBundle
 
@@ -84,10 +85,10 @@ def explainer_for(bundle: ModelBundle) -> Explainer:
 
     model = bundle.estimator
     if linear.is_linear(model):
-        return linear.build(bundle)
+        return _framed(bundle, linear.build(bundle))
     explainer: Explainer
     if type(model).__name__ == "Pipeline":
-        explainer = piped.build(bundle)
+        explainer = _framed(bundle, piped.build(bundle))
     else:
         found = tree_explainer(model, bundle.task, bundle.positive_index)
         if found is None:
@@ -97,6 +98,34 @@ def explainer_for(bundle: ModelBundle) -> Explainer:
         explainer = found
     check.adds_up(bundle, explainer)
     return explainer
+
+
+@dataclass(frozen=True, slots=True)
+class FramedExplainer:
+    """An explainer of a model fitted on a DataFrame that the runtime scores from typed
+    columns (worker/model/runtimes/routed.py): its pipeline's transforms take the frame."""
+
+    inner: Explainer
+
+    @property
+    def output(self) -> Output:
+        return self.inner.output
+
+    def contributions(self, matrix: Any) -> Contributions:
+        from worker.core.frames import to_frame  # pandas is loaded: a frame model is
+
+        return self.inner.contributions(to_frame(matrix) if hasattr(matrix, "arrays")
+                                        else matrix)
+
+
+def explained_input(bundle: ModelBundle) -> str:
+    """What the explainers take: what the estimator itself takes."""
+    return estimator_input(bundle.runtime)
+
+
+def _framed(bundle: ModelBundle, explainer: Explainer) -> Explainer:
+    differs = explained_input(bundle) != bundle.runtime.input
+    return FramedExplainer(explainer) if differs else explainer
 
 
 def tree_explainer(model: Any, task: str, positive: int | None) -> Explainer | None:

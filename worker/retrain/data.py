@@ -19,6 +19,7 @@ import orjson
 from worker.core import decoders
 from worker.core.decoders import Decoder
 from worker.core.decoders.wire import WireDecoder
+from worker.core.features import for_estimator
 from worker.core.pipeline import ScoringContext, prepare
 from worker.errors import ConfigError, Rejection, RetrainError
 from worker.kafka_io.config import Connection, Role, client_config
@@ -95,7 +96,9 @@ def read_data(
     inputs = [prepared.positions[j] for j in prepared.batch.valid]
     ids = [str(prepared.events[j]["id"]) for j in prepared.batch.valid]
     joined = join(ids, [events[i].timestamp_ms for i in inputs], labels, ctx.bundle.classes)
-    data = TrainingData(events, prepared.batch.matrix, joined,
+    # The estimator's own input (a frame, where the runtime scores typed columns): the
+    # refit and its candidate take what the champion's estimator took.
+    data = TrainingData(events, for_estimator(prepared.batch, ctx.bundle.runtime), joined,
                         time_split(joined.times, s.holdout_fraction), labels, labels_end,
                         dict(rejected), bad, inputs)
     log.info("retrain data read", extra={"counts": data.counts()})

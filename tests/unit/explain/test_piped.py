@@ -26,7 +26,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tests.unit.explain.test_linear import payments
 from tests.unit.helpers import event, save, training_data
 from worker.core.pipeline import Prediction, ScoringContext, score_values
-from worker.explain import ExplainError
+from worker.explain import ExplainError, FramedExplainer
 from worker.explain.piped import PipelineExplainer
 from worker.model import write_bundle
 from worker.model.bundle import load_bundle
@@ -53,7 +53,10 @@ def test_one_hot_and_indicator_columns_sum_back_into_their_fields(tmp_path: Path
         bundle = load_bundle(write_bundle(tmp_path / "b", model, name="pay", version="1",
                                           task="binary", sample=df.iloc[:200]))
     ctx = ScoringContext(bundle, explain=2)
-    assert isinstance(ctx.explainer, PipelineExplainer)
+    # scored from typed columns (routed.py), explained on the frame they make
+    assert bundle.runtime.input == "columns"
+    assert isinstance(ctx.explainer, FramedExplainer)
+    assert isinstance(ctx.explainer.inner, PipelineExplainer)
     events = [{"id": "a", "country": "us", "amount": 250.0},
               {"id": "b", "country": None, "amount": 3.5},
               {"id": "c", "country": "fr"},

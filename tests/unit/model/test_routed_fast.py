@@ -146,7 +146,7 @@ def test_a_passed_through_remainder_is_routed_as_it_is() -> None:
                                                     remainder="passthrough")),
                       ("model", LogisticRegression(max_iter=2000))]).fit(x, y)
     fast = routed_fast(model, "predict_proba")
-    assert fast is not None and fast.frame
+    assert fast is not None and fast.names is not None
     assert np.array_equal(fast(x), model.predict_proba(x))
 
 
@@ -164,7 +164,7 @@ def test_a_pipeline_fitted_on_an_array_is_routed_by_position_whatever_its_steps(
                                       task="binary", features=DEMO_FEATURES,
                                       sample=matrix[:40]))
     fast = bundle.runtime.fast
-    assert isinstance(fast, Routed) and not fast.frame
+    assert isinstance(fast, Routed) and fast.names is None
     for rows in (1, 13, 500):
         batch = sample_transactions(np.random.default_rng(rows), rows)[0]
         assert np.array_equal(bundle.runtime.predict(batch), model.predict_proba(batch))

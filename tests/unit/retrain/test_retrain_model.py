@@ -19,6 +19,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from tests.unit.helpers import FEATURES, binary_bundle, event, logistic, save, training_data
 from tests.unit.stream.test_reload import put
+from worker.core.features import for_estimator
 from worker.core.pipeline import ScoringContext, prepare
 from worker.errors import ModelLoadError, RetrainError
 from worker.model.checked import load_checked
@@ -149,10 +150,11 @@ def test_a_frame_champion_with_a_string_feature_gives_a_typed_candidate(tmp_path
     df, y = frame(300, countries[:3])
     events = [event(i, amount=a, country=c) for i, (a, c) in enumerate(df.itertuples(False))]
     prepared = prepare([orjson.dumps(e) for e in events], ScoringContext(champion))
-    assert isinstance(prepared.batch.matrix, pd.DataFrame)
-    model = fit(champion, prepared.batch.matrix.iloc[:200], y[:200], seed=0)
+    rows = for_estimator(prepared.batch, champion.runtime)  # as read_data gives them
+    assert isinstance(rows, pd.DataFrame)
+    model = fit(champion, rows.iloc[:200], y[:200], seed=0)
     path = write_candidate(tmp_path / "cand", model, champion, version="2",
-                           sample=prepared.batch.matrix.iloc[200:], threshold=0.5, metrics={},
+                           sample=rows.iloc[200:], threshold=0.5, metrics={},
                            reference=ReferenceHistogram.from_scores([0.1]), lineage={},
                            created_at="2026-01-01T00:00:00+00:00")
     specs = load_checked(path).manifest.feature_specs

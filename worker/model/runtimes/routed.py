@@ -52,34 +52,44 @@ ROUTABLE: Final = frozenset({
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One transformer of the ColumnTransformer and the input columns it takes: names in
-    a frame, or positions in an array."""
+    """One transformer of the ColumnTransformer and the positions of the input columns
+    it takes (in the estimator's ``feature_names_in_``, the manifest's order, for one
+    fitted on a frame)."""
 
     transformer: Any
-    columns: tuple[str, ...] | tuple[int, ...]
+    columns: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Routed:
-    """``Pipeline([ColumnTransformer, *rest])`` scored with each route fed an array."""
+    """``Pipeline([ColumnTransformer, *rest])`` scored with each route fed an array.
+
+    Fitted on an array: it takes the runtime's matrix. Fitted on a frame: it takes the
+    batch's typed columns (anything with ``arrays`` in the manifest's order, which the
+    loader checked against ``feature_names_in_``), so no DataFrame is built for it, or a
+    DataFrame (a caller's, an explainer's)."""
 
     routes: tuple[Route, ...]
     sparse: bool  # the ColumnTransformer's ``sparse_output_``
     rest: Any  # the pipeline's steps after the ColumnTransformer, as a Pipeline
     method: str  # "predict_proba" or "predict"
     own: Any  # the whole pipeline: its own method for a batch the routes cannot take
-    frame: bool  # fitted on a frame (routes by name) or on an array (by position)
+    names: tuple[str, ...] | None  # the frame's column names; None: fitted on an array
 
     def __call__(self, data: Any) -> FloatArray:
-        if self.frame:
-            blocks = [_block(data, r.columns) for r in self.routes]
-        else:
+        if self.names is None:
             blocks = [data[:, list(r.columns)] for r in self.routes]
-        if any(b is None for b in blocks):
-            return np.asarray(getattr(self.own, self.method)(data), dtype=np.float64)
+        else:
+            arrays = _arrays(data, self.names)
+            blocks = [_block([arrays[c] for c in r.columns]) for r in self.routes]
+            if any(b is None for b in blocks):
+                return self._own(_frame(data))
         parts = [r.transformer.transform(b) for r, b in zip(self.routes, blocks, strict=True)]
         stacked = _hstack(parts, self.sparse)
         return np.asarray(getattr(self.rest, self.method)(stacked), dtype=np.float64)
+
+    def _own(self, frame: Any) -> FloatArray:
+        return np.asarray(getattr(self.own, self.method)(frame), dtype=np.float64)
 
 
 def routed_fast(estimator: Any, method: str) -> Routed | None:
@@ -90,17 +100,15 @@ def routed_fast(estimator: Any, method: str) -> Routed | None:
     columns = steps[0][1]
     if _kind(columns) != COLUMN_TRANSFORMER or _pandas_out(columns):
         return None
-    names = getattr(columns, "feature_names_in_", None)
-    width = int(getattr(columns, "n_features_in_", 0))
-    routes = _routes(columns.transformers_, None if names is None else [str(n) for n in names],
-                     width)
+    fitted = getattr(columns, "feature_names_in_", None)
+    names = None if fitted is None else tuple(str(n) for n in fitted)
+    routes = _routes(columns.transformers_, names, int(getattr(columns, "n_features_in_", 0)))
     if routes is None or not routes:
         return None
-    return Routed(routes, bool(columns.sparse_output_), estimator[1:], method, estimator,
-                  names is not None)
+    return Routed(routes, bool(columns.sparse_output_), estimator[1:], method, estimator, names)
 
 
-def _routes(fitted: Sequence[tuple[str, Any, Any]], names: list[str] | None,
+def _routes(fitted: Sequence[tuple[str, Any, Any]], names: tuple[str, ...] | None,
             width: int) -> tuple[Route, ...] | None:
     out: list[Route] = []
     for _, transformer, selection in fitted:
@@ -117,18 +125,16 @@ def _routes(fitted: Sequence[tuple[str, Any, Any]], names: list[str] | None,
     return tuple(out)
 
 
-def _columns(selection: Any, names: list[str] | None,
-             width: int) -> tuple[str, ...] | tuple[int, ...] | None:
-    """A list of positions, or of names when fitted on a frame (positions, the
-    remainder's, become names); None for any other selection (a single name or position
-    gives a 1-D column, a mask or a slice is not routed)."""
+def _columns(selection: Any, names: tuple[str, ...] | None, width: int) -> tuple[int, ...] | None:
+    """A list of positions, or of names when fitted on a frame, as positions; None for
+    any other selection (a single name or position gives a 1-D column, a mask or a slice
+    is not routed)."""
     if not isinstance(selection, list | tuple):
         return None
     if names is not None and all(isinstance(c, str) for c in selection):
-        return tuple(selection) if set(selection) <= set(names) else None
+        return tuple(names.index(c) for c in selection) if set(selection) <= set(names) else None
     if all(isinstance(c, int | np.integer) and 0 <= c < width for c in selection):
-        positions = tuple(int(c) for c in selection)
-        return positions if names is None else tuple(names[c] for c in positions)
+        return tuple(int(c) for c in selection)
     return None
 
 
@@ -157,13 +163,27 @@ def _routable(transformer: Any) -> bool:
             and not getattr(transformer, "kw_args", None))
 
 
-def _block(frame: Any, columns: Sequence[Any]) -> Any:
+def _arrays(data: Any, names: tuple[str, ...]) -> Sequence[Any]:
+    """Every input column as an array: typed columns' own, or a DataFrame's."""
+    arrays = getattr(data, "arrays", None)
+    return arrays if arrays is not None else [data[n].to_numpy() for n in names]
+
+
+def _block(arrays: list[Any]) -> Any:
     """The columns as one 2-D array, or None when their dtypes differ (an array would
     convert them, where a frame keeps each column's own)."""
-    arrays = [frame[c].to_numpy() for c in columns]
     if len({a.dtype for a in arrays}) != 1:
         return None
     return np.column_stack(arrays)
+
+
+def _frame(data: Any) -> Any:
+    """``data`` as the DataFrame the pipeline was fitted on (typed columns -> a frame)."""
+    if not hasattr(data, "arrays"):
+        return data
+    from worker.core.frames import to_frame  # the core's one builder; pandas is loaded
+
+    return to_frame(data)
 
 
 def _hstack(parts: list[Any], sparse_output: bool) -> Any:

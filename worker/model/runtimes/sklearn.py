@@ -4,7 +4,8 @@ when it was fitted on one; which one is decided once, at load, from the estimato
 ColumnTransformer given ``["country"]``) and checks ``feature_names_in_`` against what
 it is given, so it must get a frame with the manifest's column names, in order, typed as
 the manifest says: the scoring core builds exactly that (worker/core/frames.py) when the
-runtime's ``input`` is "frame".
+runtime's ``input`` is "frame". A ColumnTransformer pipeline that routed.py can score from
+the typed columns themselves takes those instead ("columns"): no frame is built for it.
 
 Artifacts are ``.skops`` (preferred: no arbitrary code runs at load) or ``.joblib``
 (pickle: loaded only when the operator allows pickle, and only after the bundle's
@@ -34,7 +35,7 @@ from worker.model.runtimes import FloatArray, LoadOptions, ModelRuntime, Written
 from worker.model.runtimes.forest import forest_fast
 from worker.model.runtimes.lazy import load_pandas
 from worker.model.runtimes.lightgbm_fast import lightgbm_fast
-from worker.model.runtimes.routed import routed_fast
+from worker.model.runtimes.routed import Routed, routed_fast
 from worker.model.runtimes.threads import ThreadLimit, limit_estimator
 
 TOLERANCE: Final = 1e-9
@@ -52,7 +53,8 @@ class SklearnRuntime:
     estimator: Any
     task: Task
     #: "float64"; "object" when a feature is a string (an array fitted with strings);
-    #: "frame" for an estimator fitted on a pandas DataFrame.
+    #: "frame" for an estimator fitted on a pandas DataFrame; "columns" (typed columns)
+    #: for one of those that routed.py scores without a frame.
     input: str = "float64"
     tolerance: float = TOLERANCE
     #: The thread pools' limit, applied in each thread that scores (None: left as they
@@ -67,6 +69,12 @@ class SklearnRuntime:
     @property
     def model(self) -> Any:
         return self.estimator
+
+    @property
+    def fitted_input(self) -> str:
+        """What the estimator itself takes (to fit or explain it): "columns" are routed.py's
+        view of an estimator fitted on a frame."""
+        return "frame" if self.input == "columns" else self.input
 
     def predict(self, matrix: Any) -> FloatArray:
         if self.pools is not None:
@@ -92,7 +100,10 @@ class SklearnKind:
         classes = _check_estimator_classes(manifest, estimator)
         runtime = self.wrap(manifest, estimator)
         pools = limit_estimator(estimator, options.threads)
-        return dataclasses.replace(runtime, pools=pools, fast=_fast(runtime, options)), classes
+        fast = _fast(runtime, options)
+        if isinstance(fast, Routed) and fast.names is not None:
+            runtime = dataclasses.replace(runtime, input="columns")  # no DataFrame to build
+        return dataclasses.replace(runtime, pools=pools, fast=fast), classes
 
     def classes_of(self, model: Any) -> list[Any] | None:
         raw = getattr(model, "classes_", None)
