@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pandas as pd
+from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from tests.unit.helpers import FEATURES, ROOT, logistic, save, training_data
 
@@ -58,3 +62,16 @@ def test_a_frame_model_imports_pandas_when_it_is_loaded(tmp_path: Path) -> None:
     assert seen["scored"] == 50
     assert seen["after_load"] is True
     assert seen["in_modules"] is True
+
+
+def test_an_array_fitted_column_pipeline_is_served_without_pandas(tmp_path: Path) -> None:
+    """The demo model's shape: scikit-learn's ColumnTransformer.transform imports pandas
+    on its first call; routed (worker/model/runtimes/routed.py) it is never called."""
+    x, y = training_data()
+    columns = ColumnTransformer([("abs", FunctionTransformer(np.abs), [0])],
+                                remainder="passthrough")
+    model = make_pipeline(columns, StandardScaler(), LogisticRegression()).fit(x, y)
+    seen = serve(save(tmp_path, model))
+    assert seen["scored"] == 50
+    assert seen["after_load"] is False
+    assert seen["after_scoring"] is False
