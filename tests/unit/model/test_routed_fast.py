@@ -5,6 +5,7 @@ sparse output, regression), and scikit-learn's path wherever the routes do not a
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import (
     FunctionTransformer,
     MinMaxScaler,
@@ -25,6 +26,7 @@ from sklearn.preprocessing import (
     StandardScaler,
 )
 
+from worker.core.pipeline import ScoringContext
 from worker.model.bundle import load_bundle
 from worker.model.runtimes.routed import Routed, routed_fast
 from worker.model.writer import write_bundle
@@ -117,13 +119,58 @@ def test_a_bundle_of_a_frame_pipeline_loads_with_the_routes(tmp_path: Path) -> N
     assert np.array_equal(bundle.runtime.predict(batch), model.predict_proba(batch))
 
 
-def test_columns_of_one_route_in_different_dtypes_take_the_pipelines_own_path() -> None:
+def test_integers_among_floats_of_a_numeric_route_are_routed_as_floats() -> None:
     x, y = frame(300, 5)
-    model = dense_pipeline().fit(x, y)
+    model = dense_pipeline().fit(x.assign(age=x["age"].round().astype(np.int64)), y)
     fast = routed_fast(model, "predict_proba")
     assert fast is not None
     mixed = x.assign(age=x["age"].round().astype(np.int64))  # an int among floats
-    assert np.array_equal(fast(mixed), model.predict_proba(mixed))
+    routed_only = dataclasses.replace(fast, own=None)  # no fallback to the pipeline's own
+    assert np.array_equal(routed_only(mixed), model.predict_proba(mixed))
+
+
+def test_columns_of_one_encoder_in_different_dtypes_take_the_pipelines_own_path() -> None:
+    x, y = frame(300, 5)
+    x = x.assign(size=(x["age"] // 10).astype(np.int64))
+    model = Pipeline([("columns", ColumnTransformer([
+        ("codes", OrdinalEncoder(), ["channel", "size"]),  # a string and an integer
+    ])), ("model", LogisticRegression(max_iter=500))]).fit(x, y)
+    fast = routed_fast(model, "predict_proba")
+    assert fast is not None and not fast.routes[0].numeric
+    assert np.array_equal(fast(x), model.predict_proba(x))
+    with pytest.raises(AttributeError):  # it took the pipeline's own path
+        dataclasses.replace(fast, own=None)(x)
+
+
+def test_the_bundling_guides_pipeline_is_routed_from_typed_columns(tmp_path: Path) -> None:
+    """docs/bundling/index.md's example: one-hot country, imputed and scaled amount (float,
+    missing) and items (integer), a passed-through boolean; scored by the worker's own
+    code from events, the same bits as the pipeline on the frame."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    df = pd.DataFrame({"country": rng.choice(["de", "fr", "us"], n).astype(object),
+                       "amount": rng.lognormal(3, 1, n), "items": rng.integers(1, 9, n),
+                       "first_time": rng.random(n) < 0.2})
+    df.loc[rng.random(n) < 0.1, "amount"] = np.nan
+    y = ((df["country"] == "us") | df["first_time"]).astype(int)
+    model = Pipeline([("columns", ColumnTransformer([
+        ("country", OneHotEncoder(handle_unknown="ignore"), ["country"]),
+        ("numbers", make_pipeline(SimpleImputer(), StandardScaler()), ["amount", "items"]),
+        ("flags", "passthrough", ["first_time"]),
+    ])), ("model", LogisticRegression())]).fit(df, y)
+    bundle = load_bundle(write_bundle(tmp_path / "p", model, name="payments", version="1",
+                                      task="binary", sample=df.iloc[:200]))
+    assert bundle.runtime.input == "columns"
+    fast = bundle.runtime.fast
+    assert isinstance(fast, Routed)
+    events = [{"id": str(i), **{k: (None if isinstance(v, float) and np.isnan(v) else v)
+                                for k, v in row.items()}}
+              for i, row in enumerate(df.iloc[:300].to_dict("records"))]
+    events = [{k: (v.item() if hasattr(v, "item") else v) for k, v in e.items()} for e in events]
+    batch = ScoringContext(bundle).extract(events, False)
+    assert not batch.rejected
+    routed_only = dataclasses.replace(fast, own=None)
+    assert np.array_equal(routed_only(batch.matrix), model.predict_proba(df.iloc[:300]))
 
 
 def test_an_unseen_category_fails_with_the_encoders_own_message() -> None:

@@ -50,6 +50,10 @@ ROUTABLE: Final = frozenset({
 })
 
 
+_SCALERS: Final = frozenset(k for k in ROUTABLE if k.startswith("sklearn.preprocessing._data."))
+_INT_AND_FLOAT: Final = frozenset({np.dtype(np.int64), np.dtype(np.float64)})
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """One transformer of the ColumnTransformer and the positions of the input columns
@@ -58,6 +62,10 @@ class Route:
 
     transformer: Any
     columns: tuple[int, ...]
+    #: Its first step converts its input to float64 whatever the columns' dtypes (a
+    #: scaler, a mean or median imputer), as scikit-learn's check of a frame of integer
+    #: and float columns does: such columns may differ in dtype.
+    numeric: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +89,7 @@ class Routed:
             blocks = [data[:, list(r.columns)] for r in self.routes]
         else:
             arrays = _arrays(data, self.names)
-            blocks = [_block([arrays[c] for c in r.columns]) for r in self.routes]
+            blocks = [_block([arrays[c] for c in r.columns], r.numeric) for r in self.routes]
             if any(b is None for b in blocks):
                 return self._own(_frame(data))
         parts = [r.transformer.transform(b) for r, b in zip(self.routes, blocks, strict=True)]
@@ -121,7 +129,7 @@ def _routes(fitted: Sequence[tuple[str, Any, Any]], names: tuple[str, ...] | Non
         used = transformer if names is None else _unnamed_copy(transformer)
         if used is None or isinstance(used, str):
             return None
-        out.append(Route(used, picked))
+        out.append(Route(used, picked, _converts_to_float(used)))
     return tuple(out)
 
 
@@ -153,6 +161,15 @@ def _unnamed_copy(transformer: Any) -> Any:
     return twin
 
 
+def _converts_to_float(transformer: Any) -> bool:
+    """Whether the route's first step takes any numbers as float64 (``Route.numeric``)."""
+    first = transformer.steps[0][1] if _kind(transformer) == PIPELINE else transformer
+    kind = _kind(first)
+    if kind == "sklearn.impute._base.SimpleImputer":
+        return getattr(first, "strategy", None) in ("mean", "median")
+    return kind in _SCALERS
+
+
 def _routable(transformer: Any) -> bool:
     """One of ROUTABLE, or the identity a ``passthrough`` became (a frame's columns as
     they are, which ``np.hstack`` turns into the same array as ours)."""
@@ -169,10 +186,13 @@ def _arrays(data: Any, names: tuple[str, ...]) -> Sequence[Any]:
     return arrays if arrays is not None else [data[n].to_numpy() for n in names]
 
 
-def _block(arrays: list[Any]) -> Any:
+def _block(arrays: list[Any], numeric: bool) -> Any:
     """The columns as one 2-D array, or None when their dtypes differ (an array would
-    convert them, where a frame keeps each column's own)."""
-    if len({a.dtype for a in arrays}) != 1:
+    convert them, where a frame keeps each column's own) unless the route converts its
+    input to float64 anyway and they are all integers and floats (numpy stacks those as
+    float64, the very values the frame's check gives)."""
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) != 1 and not (numeric and dtypes <= _INT_AND_FLOAT):
         return None
     return np.column_stack(arrays)
 
