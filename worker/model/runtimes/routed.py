@@ -26,6 +26,7 @@ and what is saved is the ColumnTransformer's own checks and joblib's dispatch.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -33,6 +34,7 @@ from typing import Any, Final
 import numpy as np
 
 from worker.model.runtimes import FloatArray
+from worker.model.runtimes.onehot import onehot_fast
 
 COLUMN_TRANSFORMER: Final = "sklearn.compose._column_transformer.ColumnTransformer"
 PIPELINE: Final = "sklearn.pipeline.Pipeline"
@@ -113,7 +115,10 @@ def routed_fast(estimator: Any, method: str) -> Routed | None:
     routes = _routes(columns.transformers_, names, int(getattr(columns, "n_features_in_", 0)))
     if routes is None or not routes:
         return None
-    return Routed(routes, bool(columns.sparse_output_), estimator[1:], method, estimator, names)
+    sparse = bool(columns.sparse_output_)
+    if not sparse:  # the ColumnTransformer stacks each one-hot output's toarray()
+        routes = tuple(_with_fast_one_hot(r) for r in routes)
+    return Routed(routes, sparse, estimator[1:], method, estimator, names)
 
 
 def _routes(fitted: Sequence[tuple[str, Any, Any]], names: tuple[str, ...] | None,
@@ -159,6 +164,12 @@ def _unnamed_copy(transformer: Any) -> Any:
         if hasattr(part, "feature_names_in_"):
             del part.feature_names_in_
     return twin
+
+
+def _with_fast_one_hot(route: Route) -> Route:
+    """The route with onehot.py's transform for a plain OneHotEncoder (dense output)."""
+    fast = onehot_fast(route.transformer)
+    return route if fast is None else dataclasses.replace(route, transformer=fast)
 
 
 def _converts_to_float(transformer: Any) -> bool:
