@@ -12,6 +12,12 @@ from typing import Any
 from worker.core.columns import Columns
 
 
+def as_frame(data: Any) -> Any:
+    """``data`` as a DataFrame: typed columns (anything with ``arrays``) become one, a
+    frame stays as it is (a routed frame model's input, worker/model/runtimes/routed.py)."""
+    return to_frame(data) if hasattr(data, "arrays") else data
+
+
 def to_frame(columns: Columns) -> Any:
     import pandas as pd
 

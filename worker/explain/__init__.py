@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from worker.core.features import estimator_input
+from worker.core.frames import as_frame
 from worker.errors import ConfigError
 from worker.model.bundle import ModelBundle
 
@@ -112,19 +113,11 @@ class FramedExplainer:
         return self.inner.output
 
     def contributions(self, matrix: Any) -> Contributions:
-        from worker.core.frames import to_frame  # pandas is loaded: a frame model is
-
-        return self.inner.contributions(to_frame(matrix) if hasattr(matrix, "arrays")
-                                        else matrix)
-
-
-def explained_input(bundle: ModelBundle) -> str:
-    """What the explainers take: what the estimator itself takes."""
-    return estimator_input(bundle.runtime)
+        return self.inner.contributions(as_frame(matrix))
 
 
 def _framed(bundle: ModelBundle, explainer: Explainer) -> Explainer:
-    differs = explained_input(bundle) != bundle.runtime.input
+    differs = estimator_input(bundle.runtime) != bundle.runtime.input
     return FramedExplainer(explainer) if differs else explainer
 
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from worker.core.features import extractor
-from worker.explain import Contributions, ExplainError, FloatArray, Output, explained_input
+from worker.core.features import estimator_input, extractor
+from worker.explain import Contributions, ExplainError, FloatArray, Output
 from worker.explain.owners import check_owners, owners
 from worker.model.bundle import ModelBundle
 
@@ -93,7 +93,7 @@ def reference_rows(bundle: ModelBundle) -> Any:
     test = bundle.manifest.self_test
     if test is None:
         return None
-    extract = extractor(bundle.manifest.feature_specs, explained_input(bundle))
+    extract = extractor(bundle.manifest.feature_specs, estimator_input(bundle.runtime))
     batch = extract(list(test.events), False)
     return batch.matrix if batch.matrix.shape[0] else None
 

@@ -109,6 +109,12 @@ class RuntimeKind(Protocol):
 _KINDS: dict[str, RuntimeKind] = {}
 
 
+def class_path(obj: Any) -> str:
+    """``obj``'s exact class by module and name, as the fast paths match estimators (a
+    subclass may change what they rely on, so it is not matched)."""
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
 def register(kind: RuntimeKind) -> None:
     """Make ``kind`` available to bundles whose manifest names it."""
     _KINDS[kind.name] = kind

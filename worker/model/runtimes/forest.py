@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from worker.model.runtimes import FloatArray
+from worker.model.runtimes import FloatArray, class_path
 
 #: The exact classes whose prediction is the plain mean of their trees' outputs
 #: (subclasses may change that, so they keep scikit-learn's path).
@@ -54,7 +54,7 @@ def forest_fast(estimator: Any, threads: int) -> ForestFast | None:
     """The fast path for ``estimator``, or None where scikit-learn's own path must run:
     another kind of model, several outputs, more than one thread, or a scikit-learn whose
     forests lack what this path relies on."""
-    kind = f"{type(estimator).__module__}.{type(estimator).__qualname__}"
+    kind = class_path(estimator)
     if threads != 1 or kind not in FORESTS or getattr(estimator, "n_outputs_", 0) != 1:
         return None
     if not callable(getattr(estimator, "_validate_X_predict", None)):

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from worker.model.runtimes import FloatArray
+from worker.model.runtimes import FloatArray, class_path
 
 CLASSIFIER: Final = "lightgbm.sklearn.LGBMClassifier"
 REGRESSOR: Final = "lightgbm.sklearn.LGBMRegressor"
@@ -43,7 +43,7 @@ class LightgbmFast:
 
 def lightgbm_fast(estimator: Any) -> LightgbmFast | None:
     """The fast path for a fitted LGBMClassifier or LGBMRegressor, else None."""
-    kind = f"{type(estimator).__module__}.{type(estimator).__qualname__}"
+    kind = class_path(estimator)
     if kind not in (CLASSIFIER, REGRESSOR) or callable(getattr(estimator, "objective", None)):
         return None
     try:  # what LGBMModel.predict works out on every call, with its own helpers

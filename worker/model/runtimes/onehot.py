@@ -24,10 +24,12 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from worker.model.runtimes import class_path
+
 ONE_HOT: Final = "sklearn.preprocessing._encoders.OneHotEncoder"
 Codes = tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]
-#: A column's values -> each one's category position and whether it is a known category;
-#: None for a column of a dtype it does not take.
+#: A column's values -> each one's category position (meaningless where unknown) and
+#: whether it is a known category; None for a column of a dtype it does not take.
 Lookup = Callable[[npt.NDArray[Any]], Codes | None]
 
 
@@ -58,7 +60,7 @@ class OneHotFast:
 
 def onehot_fast(encoder: Any) -> OneHotFast | None:
     """The fast transform of ``encoder``, or None where its own must run."""
-    if f"{type(encoder).__module__}.{type(encoder).__qualname__}" != ONE_HOT:
+    if class_path(encoder) != ONE_HOT:
         return None
     plain = (getattr(encoder, "drop_idx_", 0) is None
              and not getattr(encoder, "_infrequent_enabled", True)
@@ -98,7 +100,7 @@ def _numbers(categories: npt.NDArray[Any]) -> Lookup:
             return None
         codes = np.searchsorted(categories, values)
         known = categories[np.minimum(codes, last)] == values
-        return np.where(known, codes, 0).astype(np.int64), known
+        return codes.astype(np.int64, copy=False), known
 
     return lookup
 
@@ -112,8 +114,7 @@ def _strings(categories: npt.NDArray[Any]) -> Lookup:
         if values.dtype.kind != "O":
             return None
         codes = np.fromiter((find(v, -1) for v in values.tolist()), np.int64, len(values))
-        known = codes >= 0
-        return np.where(known, codes, 0), known
+        return codes, codes >= 0
 
     return lookup
 

@@ -33,7 +33,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from worker.model.runtimes import FloatArray
+from worker.core.frames import as_frame
+from worker.model.runtimes import FloatArray, class_path
 from worker.model.runtimes.onehot import onehot_fast
 
 COLUMN_TRANSFORMER: Final = "sklearn.compose._column_transformer.ColumnTransformer"
@@ -93,7 +94,7 @@ class Routed:
             arrays = _arrays(data, self.names)
             blocks = [_block([arrays[c] for c in r.columns], r.numeric) for r in self.routes]
             if any(b is None for b in blocks):
-                return self._own(_frame(data))
+                return self._own(as_frame(data))
         parts = [r.transformer.transform(b) for r, b in zip(self.routes, blocks, strict=True)]
         stacked = _hstack(parts, self.sparse)
         return np.asarray(getattr(self.rest, self.method)(stacked), dtype=np.float64)
@@ -105,10 +106,10 @@ class Routed:
 def routed_fast(estimator: Any, method: str) -> Routed | None:
     """The routed path for ``estimator``, or None where scikit-learn's own must run."""
     steps = getattr(estimator, "steps", None)
-    if _kind(estimator) != PIPELINE or not steps or len(steps) < 2:
+    if class_path(estimator) != PIPELINE or not steps or len(steps) < 2:
         return None
     columns = steps[0][1]
-    if _kind(columns) != COLUMN_TRANSFORMER or _pandas_out(columns):
+    if class_path(columns) != COLUMN_TRANSFORMER or _pandas_out(columns):
         return None
     fitted = getattr(columns, "feature_names_in_", None)
     names = None if fitted is None else tuple(str(n) for n in fitted)
@@ -153,7 +154,7 @@ def _columns(selection: Any, names: tuple[str, ...] | None, width: int) -> tuple
 
 def _unnamed_copy(transformer: Any) -> Any:
     """A copy of a routable transformer (or Pipeline of them) without feature names."""
-    steps = [s for _, s in transformer.steps] if _kind(transformer) == PIPELINE else None
+    steps = [s for _, s in transformer.steps] if class_path(transformer) == PIPELINE else None
     parts = steps if steps is not None else [transformer]
     if not parts or not all(_routable(p) and not _pandas_out(p) for p in parts):
         return None
@@ -174,8 +175,8 @@ def _with_fast_one_hot(route: Route) -> Route:
 
 def _converts_to_float(transformer: Any) -> bool:
     """Whether the route's first step takes any numbers as float64 (``Route.numeric``)."""
-    first = transformer.steps[0][1] if _kind(transformer) == PIPELINE else transformer
-    kind = _kind(first)
+    first = transformer.steps[0][1] if class_path(transformer) == PIPELINE else transformer
+    kind = class_path(first)
     if kind == "sklearn.impute._base.SimpleImputer":
         return getattr(first, "strategy", None) in ("mean", "median")
     return kind in _SCALERS
@@ -184,9 +185,9 @@ def _converts_to_float(transformer: Any) -> bool:
 def _routable(transformer: Any) -> bool:
     """One of ROUTABLE, or the identity a ``passthrough`` became (a frame's columns as
     they are, which ``np.hstack`` turns into the same array as ours)."""
-    if _kind(transformer) in ROUTABLE:
+    if class_path(transformer) in ROUTABLE:
         return True
-    return (_kind(transformer) == FUNCTION and getattr(transformer, "func", 0) is None
+    return (class_path(transformer) == FUNCTION and getattr(transformer, "func", 0) is None
             and not getattr(transformer, "validate", True)
             and not getattr(transformer, "kw_args", None))
 
@@ -208,15 +209,6 @@ def _block(arrays: list[Any], numeric: bool) -> Any:
     return np.column_stack(arrays)
 
 
-def _frame(data: Any) -> Any:
-    """``data`` as the DataFrame the pipeline was fitted on (typed columns -> a frame)."""
-    if not hasattr(data, "arrays"):
-        return data
-    from worker.core.frames import to_frame  # the core's one builder; pandas is loaded
-
-    return to_frame(data)
-
-
 def _hstack(parts: list[Any], sparse_output: bool) -> Any:
     """As ``ColumnTransformer._hstack`` for its default (non-pandas) output."""
     from scipy import sparse
@@ -227,10 +219,6 @@ def _hstack(parts: list[Any], sparse_output: bool) -> Any:
                      for p in parts]
         return sparse.hstack(converted).tocsr()
     return np.hstack([p.toarray() if sparse.issparse(p) else p for p in parts])
-
-
-def _kind(obj: Any) -> str:
-    return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
 def _pandas_out(obj: Any) -> bool:
