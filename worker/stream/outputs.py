@@ -75,6 +75,38 @@ class RecordLimit:
         return self.bytes - RECORD_OVERHEAD
 
 
+class Passed(NamedTuple):
+    """An input's headers that go on the outputs answering it (``pass_headers``), and their
+    ``headers_size``."""
+
+    headers: Headers
+    size: int
+
+
+@dataclass(slots=True)
+class PassedHeaders:
+    """What each input of a batch passes on, by its index in the batch, put on its outputs
+    as they are built (a second pass over the outputs cost twice as much,
+    bench/worker_bench.py ``--trace-compare headers``)."""
+
+    by_input: Sequence[Passed]
+    #: The largest key, value and headers a record may carry together (``RecordLimit.room``).
+    room: int
+    #: Outputs sent without their input's headers: with them they would not fit.
+    went_without: int = 0
+
+    def within(self, index: int, size: int) -> Headers | None:
+        """Input ``index``'s headers for an output of ``size`` bytes (key, value and its
+        own headers), or None: it has none, or the record would not fit with them."""
+        headers, extra = self.by_input[index]
+        if not headers:
+            return None
+        if size + extra <= self.room:
+            return headers
+        self.went_without += 1
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Rejecter:
     """Who rejects (stamped on every dead letter), and what the outputs accept."""
@@ -118,10 +150,12 @@ def headers_size(headers: Headers | None) -> int:
 
 
 def batch_outputs(msgs: Sequence[Message], outcomes: Sequence[Outcome], output_topic: str,
-                  dlq_topic: str, rejecter: Rejecter, now_ms: int) -> list[Output]:
-    """A prediction per valid event, a dead letter per invalid one, in input order. An
-    output the topic would refuse (larger than the limit; keyless, for a compacted topic)
-    becomes a fitted dead letter right away."""
+                  dlq_topic: str, rejecter: Rejecter, now_ms: int,
+                  passed: PassedHeaders | None = None) -> list[Output]:
+    """A prediction per valid event, a dead letter per invalid one, in input order, each
+    with the headers its input passes on (``passed``) when they fit. An output the topic
+    would refuse (larger than the limit; keyless, for a compacted topic) becomes a fitted
+    dead letter right away."""
     fits, compacted = rejecter.limit.fits, rejecter.compacted
     out: list[Output] = []
     append, new = out.append, tuple.__new__  # new(Output, ...): 40 % cheaper than Output(...)
@@ -131,11 +165,14 @@ def batch_outputs(msgs: Sequence[Message], outcomes: Sequence[Outcome], output_t
         if type(o) is Prediction:
             payload = o.payload
             if key is None and output_topic in compacted:
-                append(dropped_if_keyless(fallback(m, i, output_topic, KEYLESS, dlq_topic,
-                                                   rejecter, now_ms), rejecter))
+                append(carrying(dropped_if_keyless(fallback(
+                    m, i, output_topic, KEYLESS, dlq_topic, rejecter, now_ms), rejecter),
+                    passed))
                 continue
-            if fits(len(payload) + len(key or b"")):
-                append(new(Output, (prediction, output_topic, payload, key, None, i)))
+            size = len(payload) + len(key or b"")
+            if fits(size):
+                append(new(Output, (prediction, output_topic, payload, key,
+                                    None if passed is None else passed.within(i, size), i)))
                 continue
             why, refused = f"its prediction of {len(payload)} bytes", output_topic
         else:
@@ -143,14 +180,14 @@ def batch_outputs(msgs: Sequence[Message], outcomes: Sequence[Outcome], output_t
             value = m.value()
             headers = dead_letter_headers(m, o, rejecter.bundle, rejecter.worker_id, now_ms)
             if fits(len(value or b"") + len(key or b"") + headers_size(headers)):
-                append(dropped_if_keyless(Output(dead_letter, dlq_topic, value, key, headers, i),
-                                          rejecter))
+                append(carrying(dropped_if_keyless(
+                    Output(dead_letter, dlq_topic, value, key, headers, i), rejecter), passed))
                 continue
             why, refused = f"its dead letter ({o.kind.value}: {o.message})", dlq_topic
         error = SendError(SendFailure.TOO_LARGE, f"{why} exceeds the {rejecter.limit.bytes}-"
                           f"byte record limit ({rejecter.limit.source})")
-        append(dropped_if_keyless(fallback(m, i, refused, error, dlq_topic, rejecter, now_ms),
-                                  rejecter))
+        append(carrying(dropped_if_keyless(
+            fallback(m, i, refused, error, dlq_topic, rejecter, now_ms), rejecter), passed))
     return out
 
 
@@ -165,13 +202,31 @@ def dropped_if_keyless(out: Output, rejecter: Rejecter) -> Output:
     return out
 
 
-def shadow_outputs(msgs: Sequence[Message], outcomes: Sequence[Outcome],
-                   topic: str) -> list[Output]:
+def carrying(out: Output, passed: PassedHeaders | None) -> Output:
+    """A dead letter with the headers its input passes on, when they fit (a dropped one is
+    never sent)."""
+    if passed is None or out.kind is Kind.DROPPED:
+        return out
+    size = len(out.value or b"") + len(out.key or b"") + headers_size(out.headers)
+    extra = passed.within(out.source, size)
+    return out if extra is None else out._replace(headers=[*(out.headers or ()), *extra])
+
+
+def shadow_outputs(msgs: Sequence[Message], outcomes: Sequence[Outcome], topic: str,
+                   passed: PassedHeaders | None = None) -> list[Output]:
     """A second opinion only: its rejections are no dead letters (the main model's are)."""
     shadow, new = Kind.SHADOW, tuple.__new__  # see batch_outputs
-    return [new(Output, (shadow, topic, o.payload, m.key(), None, i))
-            for i, (m, o) in enumerate(zip(msgs, outcomes, strict=True))
-            if type(o) is Prediction]
+    if passed is None:
+        return [new(Output, (shadow, topic, o.payload, m.key(), None, i))
+                for i, (m, o) in enumerate(zip(msgs, outcomes, strict=True))
+                if type(o) is Prediction]
+    out: list[Output] = []
+    for i, (m, o) in enumerate(zip(msgs, outcomes, strict=True)):
+        if type(o) is Prediction:
+            key = m.key()
+            size = len(o.payload) + len(key or b"")
+            out.append(new(Output, (shadow, topic, o.payload, key, passed.within(i, size), i)))
+    return out
 
 
 def fallback(m: Message, index: int, refused_topic: str, error: SendError, dlq_topic: str,

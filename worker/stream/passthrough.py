@@ -3,9 +3,10 @@ coordinates (``lineage``).
 
 Trace context (``traceparent``, ``tracestate``) and correlation ids travel in Kafka
 headers; a service downstream of the predictions or the dead letters follows a payment
-only if they are carried over. Both passes run on a batch's outputs after they are built,
-and only when their setting is on, so a worker without them does the same work, and writes
-the same bytes, as before they existed.
+only if they are carried over. Each runs only when its setting is on, so a worker without
+them writes the same bytes as before they existed: the headers an input passes are picked
+once per input (``HeaderPassthrough.picked``) and put on its outputs as
+worker/stream/outputs.py builds them; the coordinates are spliced into the predictions.
 """
 
 from __future__ import annotations
@@ -23,16 +24,14 @@ from worker.core.encoders.json import encode as encode_json
 from worker.core.pipeline import Outcome, Prediction
 from worker.delivery_terms import Headers
 from worker.kafka_io import Message
-from worker.stream.outputs import Kind, Output, RecordLimit, headers_size
+from worker.stream.outputs import Passed, PassedHeaders, RecordLimit, headers_size
 
 #: What a consumed message's ``headers()`` gives (confluent-kafka's type).
 InputHeaders = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None
 #: One line a minute about records whose passed headers were dropped, never one per record.
 DROPPED_SUMMARY_S: Final = 60.0
-#: Outputs that answer one input: the headers of that input go on them. Alerts answer no
-#: input, and a DROPPED dead letter is never sent.
-_ANSWERS: Final = frozenset({Kind.PREDICTION, Kind.SHADOW, Kind.DEAD_LETTER, Kind.FALLBACK})
 _NAME: Final = itemgetter(0)
+_new: Final = tuple.__new__  # Passed(...) costs several times as much, once per input
 
 
 class HeaderFilter:
@@ -66,7 +65,7 @@ class HeaderFilter:
                     self._passing.add(name)
         return verdict
 
-    def pick_sized(self, headers: InputHeaders) -> tuple[Headers, int]:
+    def pick_sized(self, headers: InputHeaders) -> Passed:
         """``pick`` and the picked headers' ``headers_size``, in one pass over the usual
         input (a list whose every name passes, bytes values): its own list."""
         if type(headers) is list:
@@ -76,9 +75,9 @@ class HeaderFilter:
                     break
                 size += len(name) + len(value)
             else:
-                return headers, size
+                return _new(Passed, (headers, size))
         picked = self.pick(headers)
-        return picked, headers_size(picked)
+        return _new(Passed, (picked, headers_size(picked)))
 
     def pick(self, headers: InputHeaders) -> Headers:
         """The headers of an input that pass, in their order (repeated names kept). A
@@ -106,32 +105,16 @@ class HeaderPassthrough:
     dropped_since: int = 0
     last_summary: float = field(default=0.0)
 
-    def carry(self, msgs: Sequence[Message], outputs: list[Output]) -> int:
-        """Adds the headers in place; returns how many records went without them."""
-        room, pick, dropped, new = self.limit.room, self.allowed.pick_sized, 0, tuple.__new__
-        # By input: its headers that pass and their size (picked once for all its outputs)
-        picked: list[tuple[Headers, int] | None] = [None] * len(msgs)
-        for i, (kind, topic, value, key, headers, source) in enumerate(outputs):
-            if source < 0 or kind not in _ANSWERS:
-                continue
-            chosen = picked[source]
-            if chosen is None:
-                chosen = picked[source] = pick(msgs[source].headers())
-            passed, size = chosen
-            if not passed:
-                continue
-            size += len(value or b"") + len(key or b"")
-            if headers is not None:
-                size += headers_size(headers)
-            if size > room:
-                dropped += 1
-                continue
-            # tuple.__new__: a third of _replace's cost (see outputs.batch_outputs)
-            outputs[i] = new(Output, (kind, topic, value, key,
-                                      passed if headers is None else [*headers, *passed],
-                                      source))
-        self.dropped_since += dropped
-        return dropped
+    def picked(self, msgs: Sequence[Message]) -> PassedHeaders:
+        """The headers each input passes on, for ``batch_outputs`` and ``shadow_outputs``
+        to put on its outputs as they build them."""
+        pick = self.allowed.pick_sized
+        return PassedHeaders([pick(m.headers()) for m in msgs], self.limit.room)
+
+    def count(self, passed: PassedHeaders) -> int:
+        """Counts a batch's records that went without their headers; returns how many."""
+        self.dropped_since += passed.went_without
+        return passed.went_without
 
     def summary_due(self, now_s: float) -> int:
         """How many records went without their headers since the last line, when a

@@ -47,6 +47,7 @@ from worker.stream.metrics import WorkerMetrics
 from worker.stream.outputs import (
     Kind,
     Output,
+    PassedHeaders,
     RecordLimit,
     Rejecter,
     batch_outputs,
@@ -195,13 +196,14 @@ class Runner:
             outcomes = with_lineage(msgs, outcomes, self.ctx.encode)
             shadow = None if shadow is None else with_lineage(msgs, shadow, self.ctx.encode)
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
+        passed = None if self.passthrough is None else self.passthrough.picked(msgs)
         main = batch_outputs(msgs, outcomes, s.output_topic, s.dlq_topic,
-                             self.delivery.rejecter, now)
+                             self.delivery.rejecter, now, passed)
         outputs = main
         if shadow is not None:
-            outputs = main + shadow_outputs(msgs, shadow, s.shadow_topic)
-        if self.passthrough is not None:
-            self._pass_headers(msgs, outputs)
+            outputs = main + shadow_outputs(msgs, shadow, s.shadow_topic, passed)
+        if passed is not None:
+            self._headers_dropped(passed)
         if self.tracing is not None:
             scored_n = sum(1 for o in outcomes if type(o) is Prediction)
             self.tracing.finish(span, msgs, outputs, scored_n, len(msgs) - scored_n)
@@ -209,9 +211,9 @@ class Runner:
         self.delivery.count_features(self.ctx, scored, now)
         self._account(msgs, outcomes, main)
 
-    def _pass_headers(self, msgs: Sequence[Message], outputs: list[Output]) -> None:
+    def _headers_dropped(self, passed: PassedHeaders) -> None:
         assert self.passthrough is not None
-        if dropped := self.passthrough.carry(msgs, outputs):
+        if dropped := self.passthrough.count(passed):
             self.metrics.passed_headers_dropped.inc(dropped)
         if n := self.passthrough.summary_due(time.monotonic()):
             log.warning("%d records went without their passed headers: with them they would "

@@ -12,10 +12,20 @@ import jsonschema
 import orjson
 import pytest
 
-from tests.unit.helpers import event
+from tests.unit.helpers import binary_bundle, event
 from tests.unit.stream_fakes import Journal, ListSink, LogConsumer, Msg, make, settings
-from worker.stream.outputs import RecordLimit, headers_size
-from worker.stream.passthrough import HeaderFilter
+from worker.core.pipeline import Outcome, Prediction
+from worker.errors import Rejection, RejectKind
+from worker.stream.outputs import (
+    Kind,
+    Output,
+    RecordLimit,
+    Rejecter,
+    batch_outputs,
+    headers_size,
+    shadow_outputs,
+)
+from worker.stream.passthrough import HeaderFilter, HeaderPassthrough
 
 ROOT = Path(__file__).resolve().parents[3]
 TRACE = ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
@@ -119,3 +129,48 @@ def test_pick_sized_is_pick_and_its_size(headers: Any) -> None:
     picked, size = f.pick_sized(headers)
     assert picked == f.pick(headers)
     assert size == headers_size(picked)
+
+
+@pytest.fixture(scope="module")
+def rejecter(tmp_path_factory: pytest.TempPathFactory) -> Rejecter:
+    bundle = binary_bundle(tmp_path_factory.mktemp("m") / "m")
+    return Rejecter(bundle, "w1", RecordLimit(10_000, "a test's limit"), frozenset({"dlq"}))
+
+
+def built(msgs: list[Msg], outcomes: list[Outcome], rejecter: Rejecter,
+          passthrough: HeaderPassthrough | None) -> tuple[list[Output], list[Output], int]:
+    passed = None if passthrough is None else passthrough.picked(msgs)
+    main = batch_outputs(msgs, outcomes, "out", "dlq", rejecter, 1, passed)
+    shadow = shadow_outputs(msgs, outcomes, "shadow", passed)
+    return main, shadow, 0 if passthrough is None else passthrough.count(passed)  # type: ignore[arg-type]
+
+
+def test_outputs_are_built_with_their_inputs_headers_where_they_fit(rejecter: Rejecter) -> None:
+    """Predictions, shadow predictions and dead letters get the headers their input passes,
+    as they are built; an output they would push past the limit goes without, counted; a
+    dead letter the compacted dead-letter topic would refuse (no key) is never sent, so it
+    neither gets them nor counts."""
+    big = ("x-request-id", b"r" * 9_500)
+    msgs = [Msg(b"{}", 0, _headers=[TRACE]), Msg(b"{}", 1, _headers=[TRACE, big]),
+            Msg(b"bad", 2, _headers=[TRACE, ("secret", b"s")]), Msg(b"{}", 3),
+            Msg(b"bad", 4, _key=None, _headers=[TRACE])]
+    answer = Prediction({"id": "a"}, b'{"id":"a"}')  # type: ignore[typeddict-item]
+    bad = Rejection(RejectKind.DECODE, "not JSON")
+    outcomes: list[Outcome] = [answer, answer, bad, answer, bad]
+    passthrough = HeaderPassthrough(HeaderFilter.parse("traceparent,x-request-id"),
+                                    rejecter.limit)
+    main, shadow, dropped = built(msgs, outcomes, rejecter, passthrough)
+    assert [o.kind for o in main] == [Kind.PREDICTION, Kind.PREDICTION, Kind.DEAD_LETTER,
+                                      Kind.PREDICTION, Kind.DROPPED]
+    assert main[0].headers == [TRACE]
+    assert [o.headers for o in (main[1], main[3])] == [None, None]
+    assert main[2].headers is not None and main[2].headers[-1] == TRACE
+    assert all(k.startswith("dlq.") for k, _ in main[2].headers[:-1])
+    assert main[4].headers is not None and TRACE not in main[4].headers
+    assert [(o.source, o.headers) for o in shadow] == [(0, [TRACE]), (1, None), (3, None)]
+    assert dropped == 2 and passthrough.dropped_since == 2  # input 1: prediction and shadow
+    plain_main, plain_shadow, _ = built(msgs, outcomes, rejecter, None)
+    assert [o._replace(headers=None) for o in main if o.kind is Kind.PREDICTION] == [
+        o for o in plain_main if o.kind is Kind.PREDICTION]
+    assert all(o.headers is None for o in plain_shadow)
+    assert plain_main[2].headers == main[2].headers[:-1]
