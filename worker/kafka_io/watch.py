@@ -27,10 +27,12 @@ HEALTH_STATS_MS = 1000
 #: Errors that only say a connection failed; librdkafka reconnects by itself.
 CONNECTION_ERRORS = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
                                KafkaError._RESOLVE, KafkaError._TIMED_OUT})
-#: librdkafka's own log lines about the same failures (counted here instead).
+#: librdkafka's own log lines about the same failures (counted here instead). Not the
+#: consumer group's "session timed out ... rejoining group": that one says the member lost
+#: its partitions, which the watch's state does not.
 _TRANSPORT_LINE = re.compile(
     r"Connect to .* failed|Connection refused|Disconnected|brokers are down|"
-    r"Receive failed|Send failed|Failed to resolve|timed out|Connection reset"
+    r"Receive failed|Send failed|Failed to resolve|(?<!session )timed out|Connection reset"
 )
 
 

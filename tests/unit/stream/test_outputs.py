@@ -147,6 +147,16 @@ def test_per_attempt_connection_lines_of_librdkafka_are_filtered() -> None:
     assert not noise.filter(rec)
     auth = logging.makeLogRecord({"msg": "FAIL SASL authentication error: Authentication failed"})
     assert noise.filter(auth)
+    timeout = logging.makeLogRecord({"msg": "FAIL [rdkafka#producer-2] 127.0.0.1:9092/1: 1 "
+                                            "request(s) timed out: disconnect (after 60012ms)"})
+    assert not noise.filter(timeout)
+    # The member lost its partitions: said, unlike a connection attempt.
+    session = logging.makeLogRecord({"msg": "SESSTMOUT [rdkafka#consumer-1] Consumer group "
+                                            "session timed out (in join-state steady) after "
+                                            "45000 ms without a successful response from the "
+                                            "group coordinator: revoking assignment and "
+                                            "rejoining group"})
+    assert noise.filter(session)
 
 
 def test_schema_kinds_include_the_output_failures(tmp_path: Path) -> None:
