@@ -31,8 +31,18 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from procstat import PEAK, rss_mib  # bench/procstat.py: this folder is on sys.path
 
 from worker.devtools.demo import make_events
+from worker.kafka_io.watch import quiet_transport_lines
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _quiet(name: str) -> logging.Logger:
+    """The run's own clients' logger, without librdkafka's line per reconnection attempt
+    (every broker fault printed dozens to the run's stderr)."""
+    quiet_transport_lines(name)
+    return logging.getLogger(name)
+
+
 #: The poison record's size: twice what a worker reads (it is dead-lettered unread).
 POISON_BYTES = 2 * 1024 * 1024
 #: A /readyz dip this long gets the process's stacks into its log (SIGUSR1), once a dip.
@@ -228,7 +238,7 @@ class Traffic(threading.Thread):
         self._p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
                             "enable.idempotence": True, "message.timeout.ms": 900_000,
                             "message.max.bytes": 2 * POISON_BYTES,
-                            "logger": logging.getLogger("chaos-traffic")})
+                            "logger": _quiet("chaos-traffic")})
 
     def poison(self, n: int) -> None:
         """A record of ``POISON_BYTES`` on the input: a dead letter, never a crash."""
@@ -306,7 +316,7 @@ class Outputs(threading.Thread):
                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
                             "isolation.level": "read_committed" if committed_only
                             else "read_uncommitted",
-                            "logger": logging.getLogger("chaos-outputs")})
+                            "logger": _quiet("chaos-outputs")})
         # Assigned, not subscribed: a group member that commits nothing starts again from
         # the beginning after each rebalance (a broker restart), and counted every output
         # again (the first hour's account said 2,367,008 duplicates for 836,500).
