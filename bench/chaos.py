@@ -33,16 +33,12 @@ each fault only once every process is ready again):
   the new version meanwhile (bench/chaos_registry.py).
 
 At the end (traffic stopped, outputs caught up, every process stopped with SIGTERM) the
-account, as one JSON object on stdout: every input id against the outputs and dead letters
-(lost; duplicated, through a read_committed reader in exactly-once mode), each process's
-exit statuses and peak RSS, processes left behind, and for each fault the seconds until
-every output partition had an output produced after the fault ended (``resumed_s``), the
-same for every input partition those outputs answer (``inputs_resumed_s``, from the
-workers' ``--lineage`` field: a stalled worker shows there while the others keep every
-output partition fed), until every worker's /readyz said 200 (``ready_s``), and how long
-/readyz was not 200 in all before the next fault (``unready_s``: a second dip counts too);
-each process's ``readiness``, every change of its /readyz answer (a 503 names what keeps
-it). The monitor's side (windows against scikit-learn, join counters) is
+account, as one JSON object on stdout (bench/chaos_account.py): every input id against the
+outputs and dead letters (lost; duplicated, through a read_committed reader in exactly-once
+mode), each process's exit statuses, peak RSS and ``readiness`` (every change of its /readyz
+answer; a 503 names what keeps it), processes left behind, and each fault's record with the
+seconds until scoring resumed on every output and every input partition and until /readyz
+said 200. The monitor's side (windows against scikit-learn, join counters) is
 bench/chaos_windows.py, on a kept run. The workers serve a model store folder and follow a
 control topic.
 """
@@ -50,7 +46,6 @@ control topic.
 from __future__ import annotations
 
 import argparse
-import itertools
 import random
 import shutil
 import sys
@@ -59,15 +54,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import orjson
-from chaos_models import MODEL_FAULT, Models, fault_account, per_version, short_order
+from chaos_account import Fault, ReadyLog, settle, totals
+from chaos_models import MODEL_FAULT, Models, short_order
 from chaos_parts import Broker, Outputs, Proc, Traffic, now_ms
 from chaos_registry import REGISTRY_FAULT, Registry
-from chaos_retrain import RETRAIN_FAULT, Retrain, retrain_account
+from chaos_retrain import RETRAIN_FAULT, Retrain
 
 from worker import kafka_io
 
@@ -76,23 +72,6 @@ from worker import kafka_io
 CALM_S = 45.0
 FAULTS = ("worker-kill", "worker-add-remove", "monitor-kill", "broker-stop", "broker-kill",
           "broker-pause", "poison", MODEL_FAULT, RETRAIN_FAULT)
-
-
-@dataclass
-class Fault:
-    kind: str
-    at_s: float  # since the traffic started
-    start_ms: int
-    end_ms: int  # when the fault was over (a restart launched, the broker answering again)
-    resumed_s: float | None = None
-    inputs_resumed_s: float | None = None
-    ready_s: float | None = None
-    #: Seconds /readyz was not 200 from the fault's start to the next fault's (or the end
-    #: of traffic): a second dip after the first 200 counts too.
-    unready_s: float | None = None
-    models: dict[str, Any] | None = None  # the model fault's commands and outputs by version
-    retrain: dict[str, Any] | None = None  # the retrain fault's command, decision, outputs
-    registry: dict[str, Any] | None = None  # the registry fault's schema version and pause
 
 
 class Run:
@@ -113,7 +92,7 @@ class Run:
         self.workers: list[Proc] = []
         self.extra: list[Proc] = []  # added workers, kept for the account
         self.monitor: Proc | None = None
-        self.ready_log: list[tuple[int, bool]] = []  # (wall ms, every worker ready)
+        self.ready_log: ReadyLog = []
         self.faults: list[Fault] = []
         self._probing = threading.Event()
 
@@ -171,14 +150,6 @@ class Run:
             if live and all(p.ready() == 200 for p in live):
                 return
             time.sleep(0.2)
-
-    def unready_between(self, start_ms: int, end_ms: int) -> float:
-        log = [(t, ok) for t, ok in list(self.ready_log) if start_ms <= t <= end_ms]
-        return round(sum(b[0] - a[0] for a, b in itertools.pairwise(log) if not a[1]) / 1000, 1)
-
-    def ready_after(self, since_ms: int) -> float | None:
-        at = next((t for t, ok in list(self.ready_log) if t >= since_ms and ok), None)
-        return None if at is None else (at - since_ms) / 1000
 
     # -- faults ---------------------------------------------------------------------------
 
@@ -320,28 +291,11 @@ def chaos(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         while time.monotonic() < deadline and not sent <= set(outputs.seen()):
             time.sleep(1)
         time.sleep(5)  # late duplicates still show
-        ends = [f.start_ms for f in run.faults[1:]] + [traffic_end_ms]
-        for f, until in zip(run.faults, ends, strict=True):
-            f.resumed_s = outputs.resumed_after(f.end_ms)
-            f.inputs_resumed_s = outputs.resumed_after(f.end_ms, by_input=True)
-            f.ready_s = run.ready_after(f.end_ms)
-            f.unready_s = run.unready_between(f.start_ms, until)
-            if f.models is not None:
-                f.models = fault_account(f.models, outputs.by_version(), f.start_ms, until, 4)
-            if f.retrain is not None:
-                f.retrain = retrain_account(f.retrain, outputs.by_version(), f.end_ms, until, 4)
+        settle(run.faults, run.ready_log, outputs, traffic_end_ms)
         procs = run.stop()
         outputs.stopped.set()
         outputs.join(30)
-    seen = outputs.seen()
-    lost = len(sent - set(seen))
-    dup = sum(n - 1 for k, n in seen.items() if k in sent and n > 1)
-    return {"guarantee": args.guarantee, "seed": args.seed, "seconds": traffic_s,
-            "rate": args.rate, "sent": len(traffic.sent), "lost": lost, "duplicated": dup,
-            "unknown_outputs": sum(n for k, n in seen.items() if k not in sent),
-            "traffic_failures": traffic.failed[:5], "faults": [asdict(f) for f in run.faults],
-            "outputs_per_model_version": per_version(outputs.by_version()),
-            **procs}
+    return totals(args, traffic, outputs, run.faults, traffic_s, procs)
 
 
 def main() -> None:
