@@ -60,6 +60,7 @@ class TxLoop:
         stopping: Callable[[], bool] = lambda: False, watch: BrokerWatch | None = None,
     ) -> None:
         self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._watch = watch
         #: Whether the process is stopping: a recovery then rebuilds nothing (a restart
         #: replays from the committed offsets), so it cannot outlast the stop's grace.
         self._stopping = stopping
@@ -143,6 +144,8 @@ class TxLoop:
     def _fresh_consumer(self) -> None:
         """A new consumer under the same member id: it takes the membership back, and its
         assignment restores the state and resumes from the committed offsets."""
+        if self._watch is not None:
+            self._watch.replaced("consumer")
         old, self._c = self._c, Consumer(self._conf)
         self._c.subscribe(self._topics, on_assign=self._assigned, on_revoke=self._revoked,
                           on_lost=self._revoked)
@@ -348,6 +351,8 @@ class TxLoop:
     def _fresh_producer(self) -> None:
         """A new producer under the same transactional id; its init aborts what the old
         one left open."""
+        if self._watch is not None:
+            self._watch.replaced("producer")
         self._p = Producer(self._tx_conf)
         self._p.init_transactions(60)
 

@@ -158,6 +158,8 @@ class TxProducer(BatchProducer):
         # Each producer reports its own errors: one that was replaced (and is fenced by
         # its successor) must not end the process.
         self._generation = getattr(self, "_generation", 0) + 1
+        if self._generation > 1 and self._watch is not None:
+            self._watch.replaced("producer")
         return Producer({**self._conf, "error_cb": partial(self._error_of, self._generation)})
 
     def _error_of(self, generation: int, err: KafkaError) -> None:

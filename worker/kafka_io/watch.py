@@ -97,6 +97,12 @@ class BrokerWatch:
             self._report(client, False)
         return True
 
+    def replaced(self, client: str) -> None:
+        """``client`` is a new client under the old one's name: like any new client, it says
+        nothing until it has connected (its first report, before it connects, said "lost
+        the connection to every broker" for a second)."""
+        self._ever_up.discard(client)
+
     def answered(self, client: str) -> None:
         """A broker answered a request of ``client`` made outside its callbacks (a probe
         while a call blocks them)."""

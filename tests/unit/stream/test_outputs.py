@@ -181,6 +181,25 @@ def test_readiness_counts_silence_as_lost_and_ignores_clients_still_connecting()
     assert w.current()
 
 
+def test_a_replaced_client_says_nothing_until_it_connects(caplog: pytest.LogCaptureFixture,
+                                                          ) -> None:
+    """A transactional producer or consumer replaced after a hang reports under the old
+    one's name; its first report, before it connects, is no outage."""
+    w = BrokerWatch(clock=lambda: 0.0)
+    up = {"brokers": {"b1": {"nodeid": 1, "state": "UP"}}}
+    down = {"brokers": {"b1": {"nodeid": 1, "state": "CONNECT"}}}
+    w.stats("producer", up)
+    w.replaced("producer")
+    with caplog.at_level(logging.INFO, logger="worker.kafka_io.watch"):
+        w.stats("producer", down)
+        assert w.up and not caplog.records
+        w.stats("producer", up)
+        w.stats("producer", down)  # connected once since: a real loss
+    assert not w.up
+    assert [r.getMessage()[:35] for r in caplog.records] == [
+        "lost the connection to every broker"]
+
+
 def test_a_finished_flight_lets_go_of_its_messages_before_its_turn() -> None:
     ledger = Ledger()
     first = ledger.open([good(0)])
