@@ -157,6 +157,7 @@ def batch_outputs(msgs: Sequence[Message], outcomes: Sequence[Outcome], output_t
     would refuse (larger than the limit; keyless, for a compacted topic) becomes a fitted
     dead letter right away."""
     fits, compacted = rejecter.limit.fits, rejecter.compacted
+    room = rejecter.limit.room  # fits(), inline for the one check every prediction takes
     out: list[Output] = []
     append, new = out.append, tuple.__new__  # new(Output, ...): 40 % cheaper than Output(...)
     prediction, dead_letter = Kind.PREDICTION, Kind.DEAD_LETTER
@@ -170,7 +171,7 @@ def batch_outputs(msgs: Sequence[Message], outcomes: Sequence[Outcome], output_t
                     passed))
                 continue
             size = len(payload) + len(key or b"")
-            if fits(size):
+            if size <= room:
                 append(new(Output, (prediction, output_topic, payload, key,
                                     None if passed is None else passed.within(i, size), i)))
                 continue
