@@ -37,10 +37,10 @@ account, as one JSON object on stdout (bench/chaos_account.py): every input id a
 outputs and dead letters (lost; duplicated, through a read_committed reader in exactly-once
 mode), each process's exit statuses, peak RSS and ``readiness`` (every change of its /readyz
 answer; a 503 names what keeps it), processes left behind, and each fault's record with the
-seconds until scoring resumed on every output and every input partition and until /readyz
-said 200. The monitor's side (windows against scikit-learn, join counters) is
-bench/chaos_windows.py, on a kept run. The workers serve a model store folder and follow a
-control topic.
+seconds until scoring resumed on every output and every input partition, until /readyz
+said 200, and how long it was not 200 before the next fault. The monitor's side (windows
+against scikit-learn, join counters) is bench/chaos_windows.py, on a kept run. The workers
+serve a model store folder and follow a control topic.
 """
 
 from __future__ import annotations

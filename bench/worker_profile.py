@@ -48,7 +48,10 @@ STAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "predict": (("core/scoring.py", "score_batch_safely"),),
     "build+encode": (("core/scoring.py", "build_predictions"),),
     "outputs": (("stream/outputs.py", "batch_outputs"),),
-    "headers": (("stream/passthrough.py", "carry"), ("stream/runner.py", "_pass_headers")),
+    # Picking each input's passed headers; putting them on the outputs is in "outputs" since
+    # batch_outputs does it (carry and _pass_headers: the code before, for a baseline).
+    "headers": (("stream/passthrough.py", "picked"), ("stream/runner.py", "_headers_dropped"),
+                ("stream/passthrough.py", "carry"), ("stream/runner.py", "_pass_headers")),
     "produce": (("stream/delivery.py", "send"), ("stream/delivery.py", "_send")),
     "poll+reports": (("kafka_io/producer.py", "poll"),),
     "commit": (("stream/alo.py", "_commit"),),
@@ -134,7 +137,7 @@ SPY_STAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "predict": (("score_batch_safely", "scoring.py"),),
     "build+encode": (("build_predictions", "scoring.py"),),
     "outputs": (("batch_outputs", "outputs.py"),),
-    "headers": (("carry", "passthrough.py"),),
+    "headers": (("picked", "passthrough.py"), ("carry", "passthrough.py")),
     "produce": (("send", "stream/delivery.py"), ("_send", "stream/delivery.py")),
     "poll+reports": (("poll", "kafka_io/producer.py"),),
     "commit": (("_commit", "stream/alo.py"),),

@@ -11,6 +11,7 @@ reconnection attempt (librdkafka retries several times a second).
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -65,6 +66,8 @@ class BrokerWatch:
     _reports: dict[str, _Report] = field(default_factory=dict)
     #: Clients that have been connected once: a client still connecting says nothing.
     _ever_up: set[str] = field(default_factory=set)
+    #: Clients replaced lately (``replaced``): until when they are still connecting.
+    _connecting_until: dict[str, float] = field(default_factory=dict)
     _since: float = 0.0
     _last_error: str = ""
 
@@ -84,6 +87,8 @@ class BrokerWatch:
         up = brokers_up(stats)
         if up:
             self._ever_up.add(client)
+        elif self.clock() < self._connecting_until.get(client, -math.inf):
+            return
         if up or client in self._ever_up:
             self._report(client, up)
 
@@ -98,10 +103,11 @@ class BrokerWatch:
         return True
 
     def replaced(self, client: str) -> None:
-        """``client`` is a new client under the old one's name: like any new client, it says
-        nothing until it has connected (its first report, before it connects, said "lost
-        the connection to every broker" for a second)."""
-        self._ever_up.discard(client)
+        """``client`` is a new client under the old one's name: for ``fresh_s`` its reports
+        of no connection say nothing (its first one, before it had connected, said "lost
+        the connection to every broker" for a second); after that they count, so a
+        replacement during an outage still turns readiness."""
+        self._connecting_until[client] = self.clock() + self.fresh_s
 
     def answered(self, client: str) -> None:
         """A broker answered a request of ``client`` made outside its callbacks (a probe

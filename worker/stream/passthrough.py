@@ -95,9 +95,10 @@ class HeaderFilter:
 
 @dataclass
 class HeaderPassthrough:
-    """Copies the allowed headers of each input onto the outputs that answer it, unless
-    that would push the record past the outputs' size limit: the record then goes
-    without them (its prediction or dead letter is never given up for a header)."""
+    """Picks the allowed headers of each input of a batch for the outputs that answer it
+    (worker/stream/outputs.py puts them on, unless that would push the record past the
+    outputs' size limit: the record then goes without them, its prediction or dead letter
+    never given up for a header), and counts the records that went without."""
 
     allowed: HeaderFilter
     limit: RecordLimit

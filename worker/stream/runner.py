@@ -121,7 +121,7 @@ class Runner:
     #: Sends the outputs and handles refusals; the guarantee commits over it.
     delivery: Delivery = field(init=False)
     guarantee: DeliveryGuarantee = field(init=False)
-    #: Copies input headers onto the outputs (``pass_headers``), or None.
+    #: Picks the input headers the outputs carry (``pass_headers``), or None.
     passthrough: HeaderPassthrough | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:

@@ -181,21 +181,29 @@ def test_readiness_counts_silence_as_lost_and_ignores_clients_still_connecting()
     assert w.current()
 
 
-def test_a_replaced_client_says_nothing_until_it_connects(caplog: pytest.LogCaptureFixture,
-                                                          ) -> None:
+def test_a_replaced_client_is_given_time_to_connect_then_counts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A transactional producer or consumer replaced after a hang reports under the old
-    one's name; its first report, before it connects, is no outage."""
-    w = BrokerWatch(clock=lambda: 0.0)
+    one's name: its first reports, before it connects, are no outage; if it never
+    connects (the broker is away), its reports count after ``fresh_s``."""
+    now = [0.0]
+    w = BrokerWatch(clock=lambda: now[0])
     up = {"brokers": {"b1": {"nodeid": 1, "state": "UP"}}}
     down = {"brokers": {"b1": {"nodeid": 1, "state": "CONNECT"}}}
     w.stats("producer", up)
-    w.replaced("producer")
     with caplog.at_level(logging.INFO, logger="worker.kafka_io.watch"):
+        w.replaced("producer")
+        now[0] += 1.0
         w.stats("producer", down)
         assert w.up and not caplog.records
-        w.stats("producer", up)
-        w.stats("producer", down)  # connected once since: a real loss
-    assert not w.up
+        now[0] += 1.0
+        w.stats("producer", up)  # connected
+        w.replaced("producer")
+        for _ in range(3):  # this one never connects
+            now[0] += 1.0
+            w.stats("producer", down)
+    assert not w.up and not w.current()
     assert [r.getMessage()[:35] for r in caplog.records] == [
         "lost the connection to every broker"]
 
