@@ -3,15 +3,54 @@ records only, with restore progress reported as it goes."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Final, Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from worker.errors import KafkaFatalError
 from worker.kafka_io.config import Connection, Role, client_config
+
+log = logging.getLogger(__name__)
+
+#: How long a restore asks again for a partition's offsets that the broker cannot give yet
+#: (a leader moving during a broker restart): the restore runs inside the assignment, and
+#: an exception there ended the monitor (exit 1) in a chaos hour's broker stop.
+OFFSETS_RETRY_S: Final = 60.0
+#: Errors of an offsets request that a moment later may not be there.
+_PASSING: Final = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_COORDINATOR, KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._WAIT_COORD,
+    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.OFFSET_NOT_AVAILABLE})
+
+
+def offsets_of(c: Consumer, tp: TopicPartition, budget_s: float = OFFSETS_RETRY_S,
+               sleep: Callable[[float], None] = time.sleep,
+               clock: Callable[[], float] = time.monotonic) -> tuple[int, int]:
+    """(log start, end) offsets of ``tp``, asked again for ``budget_s`` while the broker
+    answers with an error that passes (a partition without a leader for a moment); then,
+    or on any other error, a KafkaFatalError naming the partition."""
+    deadline, told = clock() + budget_s, False
+    while True:
+        try:
+            low, high = c.get_watermark_offsets(tp, 30)
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            passing = err is not None and (err.code() in _PASSING or err.retriable())
+            if not passing or clock() >= deadline:
+                raise KafkaFatalError(f"restoring {tp.topic}[{tp.partition}]: the broker "
+                                      f"gives no offsets: {exc}") from exc
+            if not told:  # one line, not one a second
+                log.warning("restoring %s[%d]: no offsets yet (%s); asking again for up to "
+                            "%.0fs", tp.topic, tp.partition, err.str() if err else exc,
+                            budget_s)
+                told = True
+            sleep(1.0)
 
 
 def read_since(
@@ -50,8 +89,7 @@ def watermarks(conn: Connection, topic: str, partition: int) -> tuple[int, int]:
     c = Consumer(client_config(Role.RESTORE, conn,
                                fixed={"group.id": f"restore-{uuid.uuid4().hex}"}))
     try:
-        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), 30)
-        return int(low), int(high)
+        return offsets_of(c, TopicPartition(topic, partition))
     finally:
         c.close()
 
@@ -76,7 +114,7 @@ def read_changelog(
                                fixed={"group.id": f"restore-{uuid.uuid4().hex}"}))
     started = False
     try:
-        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), 30)
+        low, high = offsets_of(c, TopicPartition(topic, partition))
         if high <= max(low, start or 0):
             return
         first = low if start is None else max(start, low)
