@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -118,6 +118,12 @@ COMMIT_RETRY_S = 0.2
 UNUSABLE = frozenset({KafkaError._STATE, KafkaError._FATAL})
 
 
+#: A consumer without partitions and without a broker connection this long, while the
+#: producer has one, is replaced (``BrokerWatch.stranded``): well above a rebalance or a
+#: broker restart, which end on their own.
+STRANDED_S: Final = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class CommitError:
     why: str
@@ -156,16 +162,22 @@ class BatchConsumer:
         takes the membership back (or the process ends, see fencing.py)."""
         self._fenced = None
         self._fences.record(err)
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """A new consumer under the same member id; what this one owned is lost."""
         lost = sorted(self._owned)
         self._owned.clear()
         if self.after_lost is not None and lost:
             self.after_lost(lost)
         self._on_change("lost", 0)
+        if self._watch is not None:
+            self._watch.replaced("consumer")
         old, self._c = self._c, self._join()
         try:
             old.close()  # its callbacks are ignored from now on (not self._c)
         except (KafkaException, RuntimeError) as exc:
-            log.debug("closing the fenced consumer: %s", exc)
+            log.debug("closing the replaced consumer: %s", exc)
 
     def _error(self, err: KafkaError) -> None:
         if is_fenced(err, self._conf):
@@ -234,6 +246,12 @@ class BatchConsumer:
         if self._fenced is not None:
             self._rejoin(self._fenced)
             return []  # read again from the committed offsets by the new member
+        if not self._owned and self._watch is not None and self._watch.stranded(
+                "consumer", "producer", STRANDED_S):
+            log.warning("kafka consumer: no broker connection for %.0fs while the producer "
+                        "has one, and no partitions: replacing it under the same member id",
+                        STRANDED_S)
+            self._fresh()
         return good
 
     def commit(self, offsets: Mapping[PartitionId, int],

@@ -68,6 +68,8 @@ class BrokerWatch:
     _ever_up: set[str] = field(default_factory=set)
     #: Clients replaced lately (``replaced``): until when they are still connecting.
     _connecting_until: dict[str, float] = field(default_factory=dict)
+    #: When each client last reported a broker connection up (or was replaced).
+    _last_up: dict[str, float] = field(default_factory=dict)
     _since: float = 0.0
     _last_error: str = ""
 
@@ -87,6 +89,7 @@ class BrokerWatch:
         up = brokers_up(stats)
         if up:
             self._ever_up.add(client)
+            self._last_up[client] = self.clock()
         elif self.clock() < self._connecting_until.get(client, -math.inf):
             return
         if up or client in self._ever_up:
@@ -108,6 +111,19 @@ class BrokerWatch:
         the connection to every broker" for a second); after that they count, so a
         replacement during an outage still turns readiness."""
         self._connecting_until[client] = self.clock() + self.fresh_s
+        if client in self._last_up:  # a new client is given its own time (``stranded``)
+            self._last_up[client] = self.clock()
+
+    def stranded(self, client: str, other: str, after_s: float) -> bool:
+        """Whether ``client`` has had no broker connection for ``after_s`` while ``other``,
+        a client of the same process, has one now: the broker is there and ``client``
+        is stuck (a chaos hour's consumer reported no connection for 8 minutes after a
+        broker pause while the other workers scored)."""
+        now, last = self.clock(), self._last_up.get(client)
+        mine, theirs = self._reports.get(client), self._reports.get(other)
+        return (last is not None and now - last >= after_s
+                and mine is not None and not mine.up and now - mine.at <= self.fresh_s
+                and theirs is not None and theirs.up and now - theirs.at <= self.fresh_s)
 
     def answered(self, client: str) -> None:
         """A broker answered a request of ``client`` made outside its callbacks (a probe
