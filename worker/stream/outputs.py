@@ -86,8 +86,8 @@ class Passed(NamedTuple):
 @dataclass(slots=True)
 class PassedHeaders:
     """What each input of a batch passes on, by its index in the batch, put on its outputs
-    as they are built (a second pass over the outputs cost twice as much,
-    bench/worker_bench.py ``--trace-compare headers``)."""
+    as they are built (a second pass that rebuilt every output cost twice as much in
+    process; docs/running/tracing.md)."""
 
     by_input: Sequence[Passed]
     #: The largest key, value and headers a record may carry together (``RecordLimit.room``).
