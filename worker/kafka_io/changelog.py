@@ -13,6 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from worker.errors import KafkaFatalError
 from worker.kafka_io.config import Connection, Role, client_config
+from worker.kafka_io.watch import CONNECTION_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +21,11 @@ log = logging.getLogger(__name__)
 #: (a leader moving during a broker restart): the restore runs inside the assignment, and
 #: an exception there ended the monitor (exit 1) in a chaos hour's broker stop.
 OFFSETS_RETRY_S: Final = 60.0
-#: Errors of an offsets request that a moment later may not be there.
-_PASSING: Final = frozenset({
+#: Errors of an offsets request that a moment later may not be there: a failed connection,
+#: or a partition between two leaders.
+_PASSING: Final = CONNECTION_ERRORS | frozenset({
     KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_COORDINATOR, KafkaError._TIMED_OUT,
-    KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._WAIT_COORD,
+    KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_COORDINATOR, KafkaError._WAIT_COORD,
     KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.OFFSET_NOT_AVAILABLE})
 
 

@@ -64,11 +64,10 @@ class BrokerWatch:
     up: bool = True
     errors: int = 0
     _reports: dict[str, _Report] = field(default_factory=dict)
-    #: Clients that have been connected once: a client still connecting says nothing.
-    _ever_up: set[str] = field(default_factory=set)
     #: Clients replaced lately (``replaced``): until when they are still connecting.
     _connecting_until: dict[str, float] = field(default_factory=dict)
-    #: When each client last reported a broker connection up (or was replaced).
+    #: When each client last reported a broker connection up (or was replaced). A client
+    #: not in it has never been connected: still connecting, it says nothing.
     _last_up: dict[str, float] = field(default_factory=dict)
     _since: float = 0.0
     _last_error: str = ""
@@ -88,11 +87,10 @@ class BrokerWatch:
         """A client's statistics (librdkafka's stats_cb, parsed)."""
         up = brokers_up(stats)
         if up:
-            self._ever_up.add(client)
             self._last_up[client] = self.clock()
         elif self.clock() < self._connecting_until.get(client, -math.inf):
             return
-        if up or client in self._ever_up:
+        if up or client in self._last_up:
             self._report(client, up)
 
     def error(self, client: str, err: KafkaError) -> bool:
@@ -128,7 +126,7 @@ class BrokerWatch:
     def answered(self, client: str) -> None:
         """A broker answered a request of ``client`` made outside its callbacks (a probe
         while a call blocks them)."""
-        self._ever_up.add(client)
+        self._last_up[client] = self.clock()
         self._report(client, True)
 
     def _report(self, client: str, up: bool) -> None:
